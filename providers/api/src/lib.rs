@@ -1,0 +1,18 @@
+//! The provider contract, the shared value model and the component schemas.
+//!
+//! Both the engine (`kdeploy`) and every provider crate depend on this small crate, so the
+//! engine never depends on a provider and a provider never depends on the engine.
+pub mod provider;
+pub mod schema;
+pub mod value;
+
+#[cfg(feature = "testing")]
+pub mod fake;
+
+pub use provider::{
+    default_plan, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind,
+    ExternalProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
+    ReadResult,
+};
+pub use schema::{provider_for, schema, AttrSchema, AttrType, ComponentSchema, Kind};
+pub use value::{AttrPath, PathStep, Value};

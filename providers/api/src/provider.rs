@@ -1,0 +1,286 @@
+//! The provider contract: batched reads, planning, apply and delete of one component.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{ComponentSchema, Kind};
+use crate::value::{AttrPath, Value};
+
+/// Which component a request is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentRef {
+    /// The printed address, e.g. `agent.cam["front"]`.
+    pub address: String,
+    pub kind: Kind,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// Read the live object behind one recorded component.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    pub component: ComponentRef,
+    /// The attributes recorded in state (known values only).
+    pub recorded: Value,
+    /// The cluster's recorded attributes for in-cluster components.
+    pub cluster: Option<Value>,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadResult {
+    /// The object exists; `attributes` use the same shape as the recorded attributes.
+    Found { attributes: Value, fingerprint: Option<String> },
+    /// The object is gone (deleted out of band).
+    Missing,
+}
+
+/// Plan one create or update: the provider may fill computed attributes and say which changed
+/// attributes force a replacement. [`default_plan`] does this from the schema.
+#[derive(Debug, Clone)]
+pub struct PlanRequest<'a> {
+    pub component: ComponentRef,
+    pub schema: &'a ComponentSchema,
+    /// Live attributes after refresh, None for a create.
+    pub prior: Option<&'a Value>,
+    /// Desired attributes from the stack (inputs only; may contain unknowns).
+    pub desired: &'a Value,
+    pub cluster: Option<&'a Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanResponse {
+    /// Inputs plus computed attributes; unknown where only apply can tell.
+    pub planned: Value,
+    /// Changed attributes that cannot be updated in place.
+    pub requires_replace: Vec<AttrPath>,
+}
+
+/// Create (prior None) or update a component to `planned` (inputs are known at this point).
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    pub component: ComponentRef,
+    pub prior: Option<Value>,
+    pub planned: Value,
+    pub cluster: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyResponse {
+    /// The new attributes, fully known.
+    pub attributes: Value,
+    pub fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    pub component: ComponentRef,
+    pub prior: Value,
+    pub cluster: Option<Value>,
+    /// Also delete volumes/PVCs/buckets with data (`destroy --delete-data`).
+    pub delete_data: bool,
+}
+
+/// What a provider reports about the target before anything is planned (missing add-ons,
+/// unreachable engine, wrong context): errors stop the plan with the provider's message.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Preflight {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Categories of provider failure, so that callers can react (retry, explain, skip).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The target cannot be reached (network, daemon down).
+    Unreachable,
+    /// Credentials missing, expired or insufficient.
+    Unauthorized,
+    /// The request conflicts with the live object (another owner, already exists).
+    Conflict,
+    /// The target rejected the request as invalid.
+    Invalid,
+    /// Waiting for readiness timed out.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    /// What went wrong and what to do; must never contain sensitive values.
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ProviderError {
+        ProviderError { kind, message: message.into() }
+    }
+    pub fn other(message: impl Into<String>) -> ProviderError {
+        ProviderError::new(ErrorKind::Other, message)
+    }
+}
+
+/// One provider: a platform (docker, kubernetes, aws, ...) serving several kinds and types.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The provider's name, as recorded in state.
+    fn name(&self) -> &str;
+
+    /// Checks the target before planning. `clusters` are the desired cluster attributes served
+    /// by this provider.
+    async fn preflight(&self, _clusters: &[(ComponentRef, Value)]) -> Preflight {
+        Preflight::default()
+    }
+
+    /// Reads many components in one call, so that a provider can batch (one LIST per kind).
+    /// Returns one result per request, in the same order.
+    async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError>;
+
+    /// Plans a create or update. The default derives it from the schema.
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        Ok(default_plan(&request))
+    }
+
+    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError>;
+
+    async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError>;
+}
+
+/// The schema-driven plan: computed attributes keep their prior value (or become unknown on
+/// create), and every changed `force_new` input requires replacement.
+pub fn default_plan(request: &PlanRequest<'_>) -> PlanResponse {
+    let mut planned = match request.desired {
+        Value::Map(m) => m.clone(),
+        _ => BTreeMap::new(),
+    };
+    let prior = request.prior.and_then(Value::as_map);
+    for attr in request.schema.computed() {
+        let prior_value = prior.and_then(|p| p.get(attr.name)).filter(|v| !v.is_null());
+        let value = match prior_value {
+            Some(v) => v.clone(),
+            None => Value::Unknown(format!("{}.{}", request.component.address, attr.name)),
+        };
+        planned.insert(attr.name.to_string(), value);
+    }
+    let mut requires_replace = Vec::new();
+    if let Some(prior) = prior {
+        for attr in request.schema.inputs().filter(|a| a.force_new) {
+            let before = prior.get(attr.name).unwrap_or(&Value::Null);
+            let after = planned.get(attr.name).unwrap_or(&Value::Null);
+            if before != after {
+                requires_replace.push(AttrPath::attr(attr.name));
+            }
+        }
+    }
+    PlanResponse { planned: Value::Map(planned), requires_replace }
+}
+
+/// The provider for `external` components: data only, nothing to create. Reads return what was
+/// recorded; apply records the inputs (plus derived attributes).
+pub struct ExternalProvider;
+
+#[async_trait]
+impl Provider for ExternalProvider {
+    fn name(&self) -> &str {
+        "external"
+    }
+
+    async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
+        Ok(requests
+            .into_iter()
+            .map(|r| ReadResult::Found { attributes: r.recorded, fingerprint: None })
+            .collect())
+    }
+
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        let mut planned = request.desired.clone();
+        if let Value::Map(m) = &mut planned {
+            for attr in request.schema.computed() {
+                m.insert(attr.name.to_string(), external_computed(attr.name, request.desired));
+            }
+        }
+        Ok(PlanResponse { planned, requires_replace: Vec::new() })
+    }
+
+    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
+        Ok(ApplyResponse { attributes: request.planned, fingerprint: None })
+    }
+
+    async fn delete(&self, _request: DeleteRequest) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// Computed attributes of external components derive from their inputs.
+fn external_computed(name: &str, desired: &Value) -> Value {
+    let get = |k: &str| desired.as_map().and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
+    match name {
+        "host" => match get("uri") {
+            Value::String(uri) => Value::String(host_of_uri(&uri)),
+            other => other,
+        },
+        "uri" => match get("host") {
+            Value::String(h) => Value::String(format!("amqp://{h}")),
+            other => other,
+        },
+        _ => Value::Null,
+    }
+}
+
+fn host_of_uri(uri: &str) -> String {
+    let rest = uri.split_once("://").map(|(_, r)| r).unwrap_or(uri);
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    rest.split(['/', '?']).next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::schema;
+
+    fn cref() -> ComponentRef {
+        ComponentRef { address: "database.main".into(), kind: Kind::Database, type_name: "mongodb".into() }
+    }
+
+    #[test]
+    fn default_plan_marks_computed_unknown_on_create_and_keeps_them_on_update() {
+        let s = schema(Kind::Database, "mongodb").unwrap();
+        let desired = Value::Map([("version".to_string(), Value::string("8.0.13"))].into());
+        let create = default_plan(&PlanRequest {
+            component: cref(),
+            schema: &s,
+            prior: None,
+            desired: &desired,
+            cluster: None,
+        });
+        let host = create.planned.as_map().unwrap().get("host").unwrap();
+        assert_eq!(host, &Value::Unknown("database.main.host".into()));
+        assert!(create.requires_replace.is_empty());
+
+        let mut prior = desired.as_map().unwrap().clone();
+        prior.insert("host".into(), Value::string("mongo"));
+        prior.insert("namespace".into(), Value::string("old"));
+        let prior = Value::Map(prior);
+        let update = default_plan(&PlanRequest {
+            component: cref(),
+            schema: &s,
+            prior: Some(&prior),
+            desired: &desired,
+            cluster: None,
+        });
+        assert_eq!(update.planned.as_map().unwrap().get("host"), Some(&Value::string("mongo")));
+        // namespace is force_new and changed from "old" to null.
+        assert_eq!(update.requires_replace, vec![AttrPath::attr("namespace")]);
+    }
+
+    #[test]
+    fn external_hosts_come_from_the_uri() {
+        assert_eq!(host_of_uri("mongodb://u:p@db.example.com:27017/admin?tls=true"), "db.example.com:27017");
+    }
+}
