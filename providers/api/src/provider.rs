@@ -48,6 +48,8 @@ pub struct PlanRequest<'a> {
     /// Desired attributes from the stack (inputs only; may contain unknowns).
     pub desired: &'a Value,
     pub cluster: Option<&'a Value>,
+    /// Attributes of the components this one references (attribute name → their attributes).
+    pub refs: &'a BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +67,8 @@ pub struct ApplyRequest {
     pub prior: Option<Value>,
     pub planned: Value,
     pub cluster: Option<Value>,
+    /// Attributes of the components this one references (attribute name → their attributes).
+    pub refs: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +262,7 @@ mod tests {
             prior: None,
             desired: &desired,
             cluster: None,
+            refs: &BTreeMap::new(),
         });
         let host = create.planned.as_map().unwrap().get("host").unwrap();
         assert_eq!(host, &Value::Unknown("database.main.host".into()));
@@ -273,6 +278,7 @@ mod tests {
             prior: Some(&prior),
             desired: &desired,
             cluster: None,
+            refs: &BTreeMap::new(),
         });
         assert_eq!(update.planned.as_map().unwrap().get("host"), Some(&Value::string("mongo")));
         // namespace is force_new and changed from "old" to null.

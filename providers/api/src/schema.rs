@@ -263,10 +263,6 @@ impl B {
     }
 }
 
-fn string_list() -> AttrType {
-    AttrType::List(Box::new(AttrType::String))
-}
-
 /// The schema for `kind` + `type_name`, or None when the type is not valid for the kind.
 pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
     use Kind::*;
@@ -365,7 +361,9 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("na")
             .computed("endpoint", AttrType::String, "host:port of the S3 API inside the cluster.")
             .computed("access_key", AttrType::String, "Generated root access key.")
-            .computed("secret_key", AttrType::String, "Generated root secret key."),
+            .sensitive()
+            .computed("secret_key", AttrType::String, "Generated root secret key.")
+            .sensitive(),
         (ObjectStorage, "s3") => B::new()
             .s("bucket", "Bucket name.")
             .required()
@@ -380,7 +378,9 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("endpoint", AttrType::String, "S3 endpoint host.")
             .computed("arn", AttrType::String, "Bucket ARN.")
             .computed("access_key", AttrType::String, "Access key of the bucket-scoped IAM user.")
-            .computed("secret_key", AttrType::String, "Secret key of the bucket-scoped IAM user."),
+            .sensitive()
+            .computed("secret_key", AttrType::String, "Secret key of the bucket-scoped IAM user.")
+            .sensitive(),
         (ObjectStorage, "azure_blob") => B::new()
             .s("account_name", "Storage account name.")
             .required()
@@ -396,7 +396,8 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(30i64)
             .computed("endpoint", AttrType::String, "Blob endpoint.")
             .computed("access_key", AttrType::String, "Storage account name for Vault.")
-            .computed("secret_key", AttrType::String, "Storage account key for Vault."),
+            .computed("secret_key", AttrType::String, "Storage account key for Vault.")
+            .sensitive(),
         (ObjectStorage, "gcs") => B::new()
             .s("bucket", "Bucket name.")
             .required()
@@ -411,7 +412,8 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(30i64)
             .computed("endpoint", AttrType::String, "GCS endpoint.")
             .computed("access_key", AttrType::String, "HMAC access id for Vault.")
-            .computed("secret_key", AttrType::String, "HMAC secret for Vault."),
+            .computed("secret_key", AttrType::String, "HMAC secret for Vault.")
+            .sensitive(),
         (Database, "mongodb") => B::new()
             .workload()
             .s("version", "MongoDB version (image tag).")
@@ -424,7 +426,8 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .sensitive()
             .computed("host", AttrType::String, "Host name inside the cluster/network.")
             .computed("port", AttrType::Number, "Port.")
-            .computed("uri", AttrType::String, "Connection string."),
+            .computed("uri", AttrType::String, "Connection string.")
+            .sensitive(),
         (Database, "external") => B::new()
             .s("uri", "Connection string of an existing MongoDB/DocumentDB.")
             .required()
@@ -446,7 +449,8 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("8Gi")
             .computed("host", AttrType::String, "Host inside the cluster/network.")
             .computed("port", AttrType::Number, "AMQP port.")
-            .computed("uri", AttrType::String, "amqp:// URI."),
+            .computed("uri", AttrType::String, "amqp:// URI.")
+            .sensitive(),
         (Broker, "kafka") => B::new()
             .workload()
             .s("topic", "Topic for Vault events.")
@@ -493,7 +497,9 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("endpoint", AttrType::String, "API URI inside the cluster/network.")
             .computed("url", AttrType::String, "URL from outside (NodePort/LoadBalancer/host port).")
             .computed("access_key", AttrType::String, "Account access key agents use (generated).")
+            .sensitive()
             .computed("secret_key", AttrType::String, "Account secret key agents use (generated).")
+            .sensitive()
             .computed("provider", AttrType::String, "Name of the storage provider to create in the UI."),
         (Agent, "kerberos") => B::new()
             .workload()
@@ -559,7 +565,6 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("url", AttrType::String, "URL from outside."),
         _ => return None,
     };
-    let _ = string_list;
     Some(s.done(kind, kind.types().iter().find(|t| **t == type_name).copied()?))
 }
 

@@ -1,0 +1,229 @@
+//! Command-line arguments (clap). Terraform's single-dash spellings (`-target`, `-var`,
+//! `-out`, ...) are accepted as well as the double-dash ones.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kdeploy",
+    version,
+    about = "Declarative provisioning for the Kerberos.io video-surveillance stack",
+    long_about = "kdeploy reads the HCL stack files in a directory, plans the changes that bring the deployment in line with them, and applies them in dependency order.",
+    after_help = "Examples:\n  kdeploy validate\n  kdeploy plan -out tonight.kdplan\n  kdeploy apply tonight.kdplan\n  kdeploy -C stacks/edge plan --detailed-exitcode\n\nExit codes: 0 success, 1 error, 2 changes present (plan --detailed-exitcode)."
+)]
+pub struct Cli {
+    /// Run in DIR (the stack directory) instead of the current directory.
+    #[arg(short = 'C', long = "chdir", global = true, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// Never use colour (also when NO_COLOR is set or output is not a terminal).
+    #[arg(long = "no-color", global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the stack files: syntax, references, types, cycles. Needs no target or state.
+    #[command(after_help = "Examples:\n  kdeploy validate\n  kdeploy validate --json")]
+    Validate {
+        /// Machine-readable diagnostics.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite stack files in the canonical format.
+    #[command(after_help = "Examples:\n  kdeploy fmt\n  kdeploy fmt --check   # exit 3 when a file needs formatting")]
+    Fmt {
+        /// Do not write; list files that are not formatted and exit 3 if any.
+        #[arg(long)]
+        check: bool,
+        /// Files to format (default: every .hcl and .kdvars file in the stack directory).
+        files: Vec<PathBuf>,
+    },
+    /// Show what apply would change.
+    #[command(after_help = "Examples:\n  kdeploy plan\n  kdeploy plan -out plan.kdplan\n  kdeploy plan --detailed-exitcode   # 0 nothing to do, 2 changes, 1 error\n  kdeploy plan -target 'agent.cam[\"front\"]' --json")]
+    Plan(PlanArgs),
+    /// Apply the changes (a fresh plan, or exactly a saved plan file).
+    #[command(after_help = "Examples:\n  kdeploy apply\n  kdeploy apply --auto-approve --parallelism 4\n  kdeploy apply plan.kdplan")]
+    Apply {
+        /// A plan saved with `kdeploy plan -out FILE`; applied exactly, refused if stale.
+        plan_file: Option<PathBuf>,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
+        run: ApplyArgs,
+    },
+    /// Destroy everything the stack manages (plan -destroy, then apply).
+    #[command(after_help = "Examples:\n  kdeploy destroy\n  kdeploy destroy --auto-approve --delete-data")]
+    Destroy {
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
+        run: ApplyArgs,
+    },
+    /// Show a saved plan, or the current state.
+    #[command(after_help = "Examples:\n  kdeploy show\n  kdeploy show plan.kdplan\n  kdeploy show --json plan.kdplan")]
+    Show {
+        plan_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the dependency graph.
+    #[command(after_help = "Examples:\n  kdeploy graph | dot -Tsvg > graph.svg\n  kdeploy graph --format text")]
+    Graph {
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Inspect and edit the recorded state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print root outputs.
+    #[command(after_help = "Examples:\n  kdeploy output\n  kdeploy output vault_url\n  kdeploy output --json")]
+    Output {
+        /// One output (sensitive outputs are printed only when named).
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Print a string output without quotes.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Release a lock left by a run that is gone. Needs the exact lock id.
+    #[command(name = "force-unlock", after_help = "Example:\n  kdeploy force-unlock 4c1f...-...")]
+    ForceUnlock { id: String },
+    /// Print the version.
+    Version {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List recorded components (optionally only those matching the addresses given).
+    List { addresses: Vec<String> },
+    /// Show one recorded component (sensitive values hidden).
+    Show { address: String },
+    /// Forget components without destroying them.
+    Rm {
+        #[arg(required = true)]
+        addresses: Vec<String>,
+        #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: std::time::Duration,
+    },
+    /// Rename a recorded component (e.g. after renaming its block).
+    Mv {
+        source: String,
+        destination: String,
+        #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Text,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct VarArgs {
+    /// Set a root variable: NAME=VALUE (repeatable; later wins).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub var: Vec<String>,
+    /// Read variables from a file of NAME = VALUE lines (repeatable).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_file: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// Plan only these components (and what they depend on). Repeatable.
+    #[arg(long = "target", value_name = "ADDR")]
+    pub target: Vec<String>,
+    /// Replace these components even if nothing changed. Repeatable.
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
+    /// Read live state before planning (default true).
+    #[arg(long = "refresh", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
+    /// Only accept live values into state; plan no other change.
+    #[arg(long = "refresh-only")]
+    pub refresh_only: bool,
+    /// Plan to destroy everything.
+    #[arg(long = "destroy")]
+    pub destroy: bool,
+    /// Save the plan to FILE for `kdeploy apply FILE`.
+    #[arg(long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the plan as JSON (the shape of `terraform show -json`).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Wait this long for the state lock (e.g. 30s, 2m).
+    #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Also delete volumes and buckets holding data (destroy and deletes).
+    #[arg(long = "delete-data")]
+    pub delete_data: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Do not ask for approval.
+    #[arg(long = "auto-approve")]
+    pub auto_approve: bool,
+    /// How many operations may run at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+}
+
+/// `30s`, `2m`, `1h`, `500ms`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 2m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+const SINGLE_DASH: &[&str] = &[
+    "target", "replace", "var", "var-file", "destroy", "out", "refresh", "refresh-only", "lock-timeout", "parallelism",
+    "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format",
+];
+
+/// Rewrites Terraform-style `-flag` arguments to `--flag`.
+pub fn normalize(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut after_dashdash = false;
+    for a in args {
+        if after_dashdash || a == "--" {
+            after_dashdash = true;
+            out.push(a);
+            continue;
+        }
+        if let Some(rest) = a.strip_prefix('-').filter(|r| !r.starts_with('-')) {
+            let name = rest.split('=').next().unwrap_or(rest);
+            if SINGLE_DASH.contains(&name) {
+                out.push(format!("-{a}"));
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}

@@ -1,0 +1,717 @@
+//! From declarations to instances: module and component `count`/`for_each` expansion, the
+//! references each instance makes (resolved through locals, module inputs and module outputs
+//! to the component instances they reach), and the evaluation of one instance's attributes
+//! into the desired inputs a provider receives.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hcl_edit::expr::{Expression, TraversalOperator};
+use hcl_edit::visit::{self, Visit};
+use hcl_edit::Span as _;
+use kdeploy_provider::{schema, AttrPath, AttrType, ComponentSchema, Kind, PathStep, Value};
+
+use super::eval::{marked_map, Ctx, Marked, ModuleInstance, Resolver, Scope};
+use super::{ComponentDecl, Expr, Lifecycle, ModuleConfig, Repetition, Stack};
+use crate::addr::{Address, InstanceKey, ModulePath};
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
+
+/// One component instance.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub addr: Address,
+    /// Index of the module config and of the declaration in it.
+    pub module: usize,
+    pub decl: usize,
+    pub each: Option<(Value, Marked)>,
+    pub count: Option<i64>,
+}
+
+/// Why one instance depends on another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DepKind {
+    /// An expression refers to it.
+    Reference,
+    /// `depends_on` names it (or names a module containing it).
+    DependsOn,
+    /// It is the cluster the instance runs on (implicitly, the stack's only cluster).
+    Cluster,
+}
+
+/// A dependency of an instance and where in the source it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dep {
+    pub target: Address,
+    pub span: Span,
+    pub kind: DepKind,
+}
+
+/// The expanded stack: module instances, component instances and their dependencies.
+#[derive(Debug, Clone, Default)]
+pub struct Expanded {
+    pub modules: BTreeMap<ModulePath, ModuleInstance>,
+    pub instances: BTreeMap<Address, Instance>,
+    pub deps: BTreeMap<Address, Vec<Dep>>,
+}
+
+impl Expanded {
+    /// Every cluster instance in the stack.
+    pub fn clusters(&self) -> Vec<Address> {
+        self.instances.keys().filter(|a| a.kind == Kind::Cluster).cloned().collect()
+    }
+
+    pub fn decl<'s>(&self, stack: &'s Stack, addr: &Address) -> Option<&'s ComponentDecl> {
+        let i = self.instances.get(addr)?;
+        stack.modules[i.module].components.get(i.decl)
+    }
+}
+
+/// During expansion no component has a value yet: every declared component is unknown.
+struct Unknowns<'a> {
+    stack: &'a Stack,
+    modules: &'a BTreeMap<ModulePath, ModuleInstance>,
+}
+
+impl Resolver for Unknowns<'_> {
+    fn component(&self, module: &ModulePath, kind: Kind, name: &str) -> Option<Marked> {
+        let m = self.modules.get(module).map(|i| i.module).unwrap_or(0);
+        self.stack.modules[m].component(kind, name)?;
+        Some(Marked::plain(Value::Unknown(format!("{kind}.{name}"))))
+    }
+}
+
+/// Evaluates `count`/`for_each` to instance keys. They must be known before apply.
+fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Vec<(Option<InstanceKey>, Option<(Value, Marked)>, Option<i64>)>, Diagnostic> {
+    match rep {
+        Repetition::Single => Ok(vec![(None, None, None)]),
+        Repetition::Count(e) => {
+            let v = scope.eval(&e.expr, e.span.file)?;
+            match &v.value {
+                Value::Unknown(_) => Err(unknown_repetition(&e.span, "count", what)),
+                Value::Number(_) => match v.value.as_i64() {
+                    Some(n) if n >= 0 => Ok((0..n).map(|i| (Some(InstanceKey::Int(i as u64)), None, Some(i))).collect()),
+                    _ => Err(Diagnostic::error("Invalid count argument", format!("count must be a whole number >= 0, got {}.", v.value.render_inline())).at(Some(e.span.clone()))),
+                },
+                other => Err(Diagnostic::error("Invalid count argument", format!("count must be a number, got {}.", other.type_name())).at(Some(e.span.clone()))),
+            }
+        }
+        Repetition::ForEach(e) => {
+            let v = scope.eval(&e.expr, e.span.file)?;
+            if v.is_wholly_sensitive() {
+                return Err(Diagnostic::error("Invalid for_each argument", "for_each cannot use a sensitive value: instance keys appear in addresses and output.").at(Some(e.span.clone())).hint("use nonsensitive(...) on the keys if they are not secret"));
+            }
+            match &v.value {
+                Value::Unknown(_) => Err(unknown_repetition(&e.span, "for_each", what)),
+                Value::Map(m) => Ok(m
+                    .iter()
+                    .map(|(k, item)| {
+                        let marks = v.sensitive.iter().filter(|p| p.0.first() == Some(&PathStep::Key(k.clone()))).map(|p| AttrPath(p.0[1..].to_vec())).collect();
+                        (Some(InstanceKey::Str(k.clone())), Some((Value::String(k.clone()), Marked { value: item.clone(), sensitive: marks })), None)
+                    })
+                    .collect()),
+                Value::List(items) => {
+                    let mut out = Vec::new();
+                    let mut seen = BTreeSet::new();
+                    for item in items {
+                        match item {
+                            Value::String(s) => {
+                                if seen.insert(s.clone()) {
+                                    out.push((Some(InstanceKey::Str(s.clone())), Some((item.clone(), Marked::plain(item.clone()))), None));
+                                }
+                            }
+                            Value::Unknown(_) => return Err(unknown_repetition(&e.span, "for_each", what)),
+                            other => {
+                                return Err(Diagnostic::error("Invalid for_each argument", format!("A for_each set must contain strings, got {}.", other.type_name())).at(Some(e.span.clone())).hint("use toset([for x in ... : tostring(x)]) or a map"));
+                            }
+                        }
+                    }
+                    Ok(out)
+                }
+                Value::Null => Err(Diagnostic::error("Invalid for_each argument", "for_each is null.").at(Some(e.span.clone()))),
+                other => Err(Diagnostic::error("Invalid for_each argument", format!("for_each needs a map or a set of strings, got {}.", other.type_name())).at(Some(e.span.clone()))),
+            }
+        }
+    }
+}
+
+fn unknown_repetition(span: &Span, arg: &str, what: &str) -> Diagnostic {
+    Diagnostic::error(
+        format!("Invalid {arg} argument"),
+        format!("The {arg} of {what} depends on values that are known only after apply, so kdeploy cannot tell how many instances to plan."),
+    )
+    .at(Some(span.clone()))
+    .hint(format!("compute {arg} from variables and locals only, or apply the components it depends on first with -target"))
+}
+
+/// Expands module calls and component blocks into instances and resolves every reference.
+pub fn expand(stack: &Stack, sources: &SourceMap, root_vars: &BTreeMap<String, Marked>) -> (Expanded, Diagnostics) {
+    let mut diags = Diagnostics::new();
+    let mut modules: BTreeMap<ModulePath, ModuleInstance> = BTreeMap::new();
+    modules.insert(ModulePath::root(), ModuleInstance { module: 0, parent: None, call: None, each: None, count: None });
+
+    // Module instances, breadth first (a call's repetition is evaluated in its parent).
+    let mut queue = vec![ModulePath::root()];
+    while let Some(path) = queue.pop() {
+        let m = modules[&path].module;
+        let calls: Vec<_> = stack.modules[m].calls.values().collect();
+        for call in calls {
+            let keys = {
+                let resolver = Unknowns { stack, modules: &modules };
+                let ctx = Ctx::new(stack, sources, root_vars, &modules, &resolver);
+                let scope = ctx.scope(&path);
+                repetition_keys(&scope, &call.repetition, &format!("module {:?}", call.name))
+            };
+            match keys {
+                Ok(keys) => {
+                    for (key, each, count) in keys {
+                        let child = path.child(&call.name, key);
+                        modules.insert(child.clone(), ModuleInstance { module: call.module, parent: Some(path.clone()), call: Some(call.name.clone()), each, count });
+                        queue.push(child);
+                    }
+                }
+                Err(d) => diags.push(d),
+            }
+        }
+    }
+
+    let mut instances = BTreeMap::new();
+    {
+        let resolver = Unknowns { stack, modules: &modules };
+        let ctx = Ctx::new(stack, sources, root_vars, &modules, &resolver);
+        for (path, mi) in &modules {
+            let config = &stack.modules[mi.module];
+            for (di, decl) in config.components.iter().enumerate() {
+                let scope = ctx.scope(path);
+                let what = format!("{} {:?}", decl.kind, decl.name);
+                match repetition_keys(&scope, &decl.repetition, &what) {
+                    Ok(keys) => {
+                        for (key, each, count) in keys {
+                            let mut addr = Address::new(decl.kind, &decl.name).in_module(path.clone());
+                            addr.key = key;
+                            instances.insert(addr.clone(), Instance { addr, module: mi.module, decl: di, each, count });
+                        }
+                    }
+                    Err(d) => diags.push(d),
+                }
+            }
+        }
+    }
+
+    let mut expanded = Expanded { modules, instances, deps: BTreeMap::new() };
+    let clusters = expanded.clusters();
+    let mut deps = BTreeMap::new();
+    for (addr, inst) in &expanded.instances {
+        let decl = &stack.modules[inst.module].components[inst.decl];
+        let mut found: BTreeSet<Dep> = BTreeSet::new();
+        let mut walker = RefWalker { stack, expanded: &expanded, diags: &mut diags, visiting: BTreeSet::new() };
+        let mut exprs: Vec<&Expr> = decl.attrs.values().map(|(e, _)| e).collect();
+        exprs.extend(decl.type_expr.iter());
+        for e in exprs {
+            for (target, span) in walker.refs_of(&addr.module, e) {
+                found.insert(Dep { target, span, kind: DepKind::Reference });
+            }
+        }
+        for e in &decl.depends_on {
+            for (target, span) in walker.depends_on(&addr.module, e) {
+                found.insert(Dep { target, span, kind: DepKind::DependsOn });
+            }
+        }
+        // depends_on of enclosing module calls applies to everything inside.
+        let mut path = addr.module.clone();
+        while let Some(step) = path.0.last().cloned() {
+            path.0.pop();
+            let m = expanded.modules.get(&path).map(|i| i.module).unwrap_or(0);
+            if let Some(call) = stack.modules[m].calls.get(&step.name) {
+                for e in &call.depends_on {
+                    for (target, span) in walker.depends_on(&path, e) {
+                        found.insert(Dep { target, span, kind: DepKind::DependsOn });
+                    }
+                }
+            }
+        }
+        // The implicit cluster: components that run on a cluster but do not name one run on
+        // the stack's only cluster.
+        if !decl.attrs.contains_key("cluster") && decl.kind != Kind::Cluster {
+            let resolver = Unknowns { stack, modules: &expanded.modules };
+            let ctx = Ctx::new(stack, sources, root_vars, &expanded.modules, &resolver);
+            let scope = ctx.scope(&addr.module);
+            let needs_cluster = component_type(&scope, decl).map(|(_, s)| s.attr("cluster").is_some()).unwrap_or(false);
+            if needs_cluster && clusters.len() == 1 {
+                found.insert(Dep { target: clusters[0].clone(), span: decl.span.clone(), kind: DepKind::Cluster });
+            }
+        }
+        found.retain(|d| d.target != *addr);
+        let mut list: Vec<Dep> = Vec::new();
+        for d in found {
+            // One edge per target: the first reason in source order.
+            if !list.iter().any(|x| x.target == d.target) {
+                list.push(d);
+            }
+        }
+        deps.insert(addr.clone(), list);
+    }
+    expanded.deps = deps;
+    (expanded, diags)
+}
+
+/// A reference found in an expression: the root name and up to three following attribute names.
+struct Found {
+    root: String,
+    attrs: Vec<Option<String>>,
+    index_literal: Option<InstanceKey>,
+    span: std::ops::Range<usize>,
+}
+
+#[derive(Default)]
+struct Collector {
+    found: Vec<Found>,
+}
+
+impl Visit for Collector {
+    fn visit_traversal(&mut self, node: &hcl_edit::expr::Traversal) {
+        if let Expression::Variable(v) = &node.expr {
+            let attrs = node
+                .operators
+                .iter()
+                .take(4)
+                .map(|o| match o.value() {
+                    TraversalOperator::GetAttr(id) => Some(id.as_str().to_string()),
+                    _ => None,
+                })
+                .collect();
+            let index_literal = node.operators.get(1).and_then(|o| match o.value() {
+                TraversalOperator::Index(Expression::String(s)) => Some(InstanceKey::Str(s.value().clone())),
+                TraversalOperator::Index(Expression::Number(n)) => n.value().as_u64().map(InstanceKey::Int),
+                _ => None,
+            });
+            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, span: node.span().unwrap_or(0..0) });
+            for op in &node.operators {
+                self.visit_traversal_operator(op);
+            }
+        } else {
+            visit::visit_traversal(self, node);
+        }
+    }
+}
+
+struct RefWalker<'a> {
+    stack: &'a Stack,
+    expanded: &'a Expanded,
+    diags: &'a mut Diagnostics,
+    visiting: BTreeSet<(ModulePath, String)>,
+}
+
+impl RefWalker<'_> {
+    fn config(&self, path: &ModulePath) -> &ModuleConfig {
+        let m = self.expanded.modules.get(path).map(|i| i.module).unwrap_or(0);
+        &self.stack.modules[m]
+    }
+
+    fn instances_of(&self, path: &ModulePath, kind: Kind, name: &str, key: Option<&InstanceKey>) -> Vec<Address> {
+        let base = Address::new(kind, name).in_module(path.clone());
+        self.expanded
+            .instances
+            .range(base.clone()..)
+            .take_while(|(a, _)| a.config_addr() == base)
+            .filter(|(a, _)| key.is_none() || a.key.as_ref() == key)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// Component instances an expression reaches, each with the span (in `e`'s file) of the
+    /// reference that leads there.
+    fn refs_of(&mut self, path: &ModulePath, e: &Expr) -> Vec<(Address, Span)> {
+        let mut c = Collector::default();
+        c.visit_expr(&e.expr);
+        let file = e.span.file;
+        let mut out = Vec::new();
+        for f in c.found {
+            let at = Span { file, range: f.span.clone() };
+            for target in self.resolve(path, &f) {
+                out.push((target, at.clone()));
+            }
+        }
+        out
+    }
+
+    fn resolve(&mut self, path: &ModulePath, f: &Found) -> Vec<Address> {
+        let first = f.attrs.first().cloned().flatten();
+        match (f.root.as_str(), first) {
+            ("local", Some(name)) => {
+                let key = (path.clone(), format!("local.{name}"));
+                if !self.visiting.insert(key.clone()) {
+                    return Vec::new();
+                }
+                let expr = self.config(path).locals.get(&name).cloned();
+                let out = expr.map(|e| self.refs_of(path, &e).into_iter().map(|(a, _)| a).collect()).unwrap_or_default();
+                self.visiting.remove(&key);
+                out
+            }
+            ("var", Some(name)) if !path.is_root() => {
+                let Some(inst) = self.expanded.modules.get(path).cloned() else { return Vec::new() };
+                let parent = inst.parent.clone().unwrap_or_default();
+                let key = (path.clone(), format!("var.{name}"));
+                if !self.visiting.insert(key.clone()) {
+                    return Vec::new();
+                }
+                let input = inst
+                    .call
+                    .as_deref()
+                    .and_then(|c| self.config(&parent).calls.get(c))
+                    .and_then(|c| c.inputs.get(&name))
+                    .map(|(e, _)| e.clone());
+                let out = input.map(|e| self.refs_of(&parent, &e).into_iter().map(|(a, _)| a).collect()).unwrap_or_default();
+                self.visiting.remove(&key);
+                out
+            }
+            ("module", Some(name)) => {
+                let Some(call) = self.config(path).calls.get(&name).cloned() else { return Vec::new() };
+                let children: Vec<ModulePath> = self
+                    .expanded
+                    .modules
+                    .iter()
+                    .filter(|(p, i)| i.parent.as_ref() == Some(path) && i.call.as_deref() == Some(name.as_str()) && p.0.len() == path.0.len() + 1)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                let child_cfg = self.stack.modules[call.module].clone();
+                // module.x.outputs.y / module.x.y / module.x[k].y
+                let names: Vec<String> = f.attrs.iter().skip(1).flatten().filter(|a| *a != "outputs").cloned().collect();
+                let wanted: Vec<String> = match names.first() {
+                    Some(n) if child_cfg.outputs.contains_key(n) => vec![n.clone()],
+                    _ => child_cfg.outputs.keys().cloned().collect(),
+                };
+                let mut out = Vec::new();
+                for child in children {
+                    for o in &wanted {
+                        let key = (child.clone(), format!("output.{o}"));
+                        if !self.visiting.insert(key.clone()) {
+                            continue;
+                        }
+                        if let Some(decl) = child_cfg.outputs.get(o) {
+                            out.extend(self.refs_of(&child, &decl.value).into_iter().map(|(a, _)| a));
+                        }
+                        self.visiting.remove(&key);
+                    }
+                }
+                out
+            }
+            (kw, Some(name)) => match Kind::from_keyword(kw) {
+                Some(kind) => self.instances_of(path, kind, &name, f.index_literal.as_ref()),
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// `depends_on` entries: a component (all instances) or a whole module call.
+    fn depends_on(&mut self, path: &ModulePath, e: &Expr) -> Vec<(Address, Span)> {
+        let file = e.span.file;
+        let at = e.span.clone();
+        let (root, attrs) = match &e.expr {
+            Expression::Traversal(t) => match &t.expr {
+                Expression::Variable(v) => (v.as_str().to_string(), t.operators.iter().map(|o| match o.value() {
+                    TraversalOperator::GetAttr(id) => Some(id.as_str().to_string()),
+                    _ => None,
+                }).collect::<Vec<_>>()),
+                _ => (String::new(), Vec::new()),
+            },
+            _ => (String::new(), Vec::new()),
+        };
+        let name = attrs.first().cloned().flatten();
+        match (root.as_str(), name) {
+            ("module", Some(name)) => {
+                if !self.config(path).calls.contains_key(&name) {
+                    self.diags.push(Diagnostic::error("Invalid depends_on reference", format!("No module call named {name:?} is declared in this module.")).at(Some(at)));
+                    return Vec::new();
+                }
+                let prefix = path.child(&name, None);
+                let out: Vec<(Address, Span)> = self
+                    .expanded
+                    .instances
+                    .keys()
+                    .filter(|a| a.module.0.len() > path.0.len() && a.module.0[..path.0.len()] == path.0[..] && a.module.0[path.0.len()].name == prefix.0[path.0.len()].name)
+                    .map(|a| (a.clone(), at.clone()))
+                    .collect();
+                out
+            }
+            (kw, Some(name)) if Kind::from_keyword(kw).is_some() => {
+                let kind = Kind::from_keyword(kw).expect("checked");
+                if self.config(path).component(kind, &name).is_none() {
+                    let declared: Vec<String> = self.config(path).components.iter().filter(|c| c.kind == kind).map(|c| c.name.clone()).collect();
+                    let mut d = Diagnostic::error("Reference to undeclared component", format!("depends_on names {kw}.{name}, which is not declared in this module.")).at(Some(at));
+                    if let Some(s) = did_you_mean(&name, declared.iter().map(String::as_str)) {
+                        d = d.hint(format!("did you mean {kw}.{s}?"));
+                    }
+                    self.diags.push(d);
+                    return Vec::new();
+                }
+                self.instances_of(path, kind, &name, None).into_iter().map(|a| (a, at.clone())).collect()
+            }
+            _ => {
+                self.diags.push(
+                    Diagnostic::error("Invalid depends_on reference", "depends_on entries must be component or module references, like vault.main or module.site.")
+                        .at(Some(Span { file, range: e.span.range.clone() })),
+                );
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The evaluated desired configuration of one instance.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub addr: Address,
+    pub type_name: String,
+    pub schema: ComponentSchema,
+    /// Every input attribute (set, defaulted, or null); component references are addresses.
+    pub inputs: Value,
+    /// Sensitive paths of `inputs` (from sensitive values and sensitive schema attributes).
+    pub sensitive: Vec<AttrPath>,
+    /// The cluster this component runs on, if it runs on one.
+    pub cluster: Option<Address>,
+    /// Component-typed attributes: attribute name → referenced address.
+    pub refs: BTreeMap<String, Address>,
+    pub lifecycle: Lifecycle,
+}
+
+/// The key every component object value carries, so that a reference can be passed through
+/// variables, locals and modules and still be recognised as a component.
+pub const ADDRESS_KEY: &str = "address";
+
+/// Evaluates an instance's `type` (must be known) and returns its schema.
+pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String, ComponentSchema), Diagnostic> {
+    let kind = decl.kind;
+    let valid = kind.types().join(", ");
+    let type_name = match &decl.type_expr {
+        None => match kind.default_type() {
+            Some(t) => t.to_string(),
+            None => {
+                return Err(Diagnostic::error("Missing required argument", format!("A {kind} needs a type: one of {valid}.")).at(Some(decl.span.clone())).hint(format!("add type = \"{}\"", kind.types()[0])));
+            }
+        },
+        Some(e) => {
+            let v = scope.eval(&e.expr, e.span.file)?;
+            match v.value {
+                Value::String(s) => s,
+                Value::Unknown(_) => return Err(Diagnostic::error("Invalid component type", "The type must be known before apply (use a literal, a variable or a local).").at(Some(e.span.clone()))),
+                other => return Err(Diagnostic::error("Invalid component type", format!("The type must be a string, got {}.", other.type_name())).at(Some(e.span.clone()))),
+            }
+        }
+    };
+    match schema(kind, &type_name) {
+        Some(s) => Ok((type_name, s)),
+        None => {
+            let at = decl.type_expr.as_ref().map(|e| e.span.clone()).unwrap_or_else(|| decl.span.clone());
+            let mut d = Diagnostic::error("Unknown component type", format!("{type_name:?} is not a {kind} type. Valid types: {valid}.")).at(Some(at));
+            if let Some(s) = did_you_mean(&type_name, kind.types().iter().copied()) {
+                d = d.hint(format!("did you mean type = \"{s}\"?"));
+            }
+            Err(d)
+        }
+    }
+}
+
+/// Evaluates one instance's attributes against its schema. All problems are collected.
+pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Address]) -> Result<Desired, Diagnostics> {
+    let decl = &stack.modules[inst.module].components[inst.decl];
+    let mut scope = ctx.scope(&inst.addr.module);
+    scope.each = inst.each.clone();
+    scope.count = inst.count;
+    let mut diags = Diagnostics::new();
+    let (type_name, schema) = component_type(&scope, decl).map_err(Diagnostics::from)?;
+
+    let mut entries: Vec<(String, Marked)> = Vec::new();
+    let mut refs = BTreeMap::new();
+    for (name, (expr, key_span)) in &decl.attrs {
+        let Some(attr) = schema.attr(name) else {
+            let valid: Vec<&str> = schema.inputs().map(|a| a.name).collect();
+            let mut d = Diagnostic::error("Unsupported argument", format!("A {} of type {type_name:?} has no argument {name:?}. Valid arguments: {}.", decl.kind, valid.join(", "))).at(Some(key_span.clone()));
+            if let Some(s) = did_you_mean(name, valid.iter().copied()) {
+                d = d.hint(format!("did you mean {s}?"));
+            }
+            diags.push(d);
+            continue;
+        };
+        if attr.computed {
+            diags.push(Diagnostic::error("Value for computed attribute", format!("{name:?} is set by kdeploy after apply and cannot be configured.")).at(Some(key_span.clone())).hint(format!("read it elsewhere as {}.{name}", inst.addr)));
+            continue;
+        }
+        let value = match scope.eval(&expr.expr, expr.span.file) {
+            Ok(v) => v,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        if let AttrType::Component(want) = &attr.ty {
+            match component_address(&value.value) {
+                Some(target) if target.kind == *want => {
+                    refs.insert(name.clone(), target.clone());
+                    entries.push((name.clone(), Marked::plain(Value::String(target.to_string()))));
+                }
+                Some(target) => diags.push(
+                    Diagnostic::error("Incorrect attribute value type", format!("{name:?} must reference a {want} component, but {target} is a {}.", target.kind))
+                        .at(Some(expr.span.clone()))
+                        .hint(format!("use a reference like {want}.NAME")),
+                ),
+                None if value.value.is_unknown() => diags.push(
+                    Diagnostic::error("Invalid component reference", format!("{name:?} must be known before apply: a reference like {want}.NAME.")).at(Some(expr.span.clone())),
+                ),
+                None if value.value.is_null() => {}
+                None => diags.push(
+                    Diagnostic::error("Incorrect attribute value type", format!("{name:?} must be a reference to a {want} component, like {want}.main; got {}.", value.value.type_name()))
+                        .at(Some(expr.span.clone()))
+                        .hint(format!("write {name} = {want}.NAME")),
+                ),
+            }
+            continue;
+        }
+        match attr.ty.conform(&value.value) {
+            Ok(v) => entries.push((name.clone(), Marked { value: v, sensitive: value.sensitive })),
+            Err(e) => {
+                let shown = if value.is_sensitive() { "the value is sensitive".to_string() } else { e };
+                diags.push(Diagnostic::error("Incorrect attribute value type", format!("Invalid value for {name:?}: {shown}.")).at(Some(expr.span.clone())));
+            }
+        }
+    }
+    for attr in schema.inputs() {
+        if decl.attrs.contains_key(attr.name) || attr.name == "cluster" {
+            continue;
+        }
+        if attr.required {
+            diags.push(
+                Diagnostic::error("Missing required argument", format!("The argument {:?} is required for a {} of type {type_name:?}, but it is not set.", attr.name, decl.kind))
+                    .at(Some(decl.span.clone()))
+                    .hint(format!("add {} = ... ({})", attr.name, attr.description)),
+            );
+            continue;
+        }
+        entries.push((attr.name.to_string(), Marked::plain(attr.default.clone().unwrap_or(Value::Null))));
+    }
+    // The cluster: explicit, or the only cluster in the stack.
+    let mut cluster = refs.get("cluster").cloned();
+    if schema.attr("cluster").is_some() && cluster.is_none() {
+        match clusters {
+            [only] => cluster = Some(only.clone()),
+            [] => diags.push(
+                Diagnostic::error("No cluster to run on", format!("{} runs on a cluster, but the stack declares none.", inst.addr))
+                    .at(Some(decl.span.clone()))
+                    .hint("declare one, e.g. cluster \"edge\" { type = \"docker\" }"),
+            ),
+            many => diags.push(
+                Diagnostic::error("Ambiguous cluster", format!("The stack declares {} clusters ({}), so {} must say which one it runs on.", many.len(), many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), inst.addr))
+                    .at(Some(decl.span.clone()))
+                    .hint(format!("add cluster = {}", many[0])),
+            ),
+        }
+        if let Some(c) = &cluster {
+            entries.push(("cluster".into(), Marked::plain(Value::String(c.to_string()))));
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let mut marked = marked_map(entries);
+    for attr in schema.attributes.iter().filter(|a| a.sensitive && !a.computed) {
+        let p = AttrPath::attr(attr.name);
+        if !marked.sensitive.contains(&p) {
+            marked.sensitive.push(p);
+        }
+    }
+    marked.sensitive.sort();
+    marked.sensitive.dedup();
+    for (name, span) in &decl.lifecycle.ignore_changes {
+        if name != "all" && schema.attr(name).is_none() {
+            let mut d = Diagnostic::error("Invalid ignore_changes", format!("{name:?} is not an argument of a {} of type {type_name:?}.", decl.kind)).at(Some(span.clone()));
+            if let Some(s) = did_you_mean(name, schema.inputs().map(|a| a.name)) {
+                d = d.hint(format!("did you mean {s}?"));
+            }
+            return Err(d.into());
+        }
+    }
+    Ok(Desired {
+        addr: inst.addr.clone(),
+        type_name,
+        schema,
+        inputs: marked.value,
+        sensitive: marked.sensitive,
+        cluster,
+        refs,
+        lifecycle: decl.lifecycle.clone(),
+    })
+}
+
+/// The address carried by a component object value.
+pub fn component_address(v: &Value) -> Option<Address> {
+    v.as_map()?.get(ADDRESS_KEY)?.as_str()?.parse().ok()
+}
+
+/// A component instance's object value as references see it: its attributes plus `address`.
+pub fn object_value(addr: &Address, attrs: &Value, sensitive: &[AttrPath]) -> Marked {
+    let mut m = attrs.as_map().cloned().unwrap_or_default();
+    m.insert(ADDRESS_KEY.to_string(), Value::String(addr.to_string()));
+    Marked { value: Value::Map(m), sensitive: sensitive.to_vec() }
+}
+
+/// Groups instance object values the way a reference to the block sees them: the object, a
+/// map by key (for_each) or a list (count).
+pub fn block_value(decl: &ComponentDecl, instances: Vec<(Option<InstanceKey>, Marked)>) -> Marked {
+    match decl.repetition {
+        Repetition::Single => instances.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
+        Repetition::ForEach(_) => marked_map(instances.into_iter().map(|(k, v)| {
+            let key = match k {
+                Some(InstanceKey::Str(s)) => s,
+                Some(InstanceKey::Int(n)) => n.to_string(),
+                None => String::new(),
+            };
+            (key, v)
+        })),
+        Repetition::Count(_) => {
+            let mut list = Vec::new();
+            let mut sensitive = Vec::new();
+            for (i, (_, v)) in instances.into_iter().enumerate() {
+                for p in v.sensitive {
+                    let mut steps = vec![PathStep::Index(i)];
+                    steps.extend(p.0);
+                    sensitive.push(AttrPath(steps));
+                }
+                list.push(v.value);
+            }
+            Marked { value: Value::List(list), sensitive }
+        }
+    }
+}
+
+/// Component values by instance address, as references see them: planned values while
+/// planning, applied values while applying.
+pub struct ValueTable<'a> {
+    stack: &'a Stack,
+    expanded: &'a Expanded,
+    pub values: std::cell::RefCell<BTreeMap<Address, Marked>>,
+}
+
+impl<'a> ValueTable<'a> {
+    pub fn new(stack: &'a Stack, expanded: &'a Expanded, values: BTreeMap<Address, Marked>) -> ValueTable<'a> {
+        ValueTable { stack, expanded, values: std::cell::RefCell::new(values) }
+    }
+}
+
+impl Resolver for ValueTable<'_> {
+    fn component(&self, module: &ModulePath, kind: Kind, name: &str) -> Option<Marked> {
+        let m = self.expanded.modules.get(module).map(|i| i.module).unwrap_or(0);
+        let decl = self.stack.modules[m].component(kind, name)?;
+        let base = Address::new(kind, name).in_module(module.clone());
+        let values = self.values.borrow();
+        let instances: Vec<(Option<InstanceKey>, Marked)> = self
+            .expanded
+            .instances
+            .range(base.clone()..)
+            .take_while(|(a, _)| a.config_addr() == base)
+            .map(|(a, _)| {
+                let v = values.get(a).cloned().unwrap_or_else(|| Marked::plain(Value::Unknown(a.to_string())));
+                (a.key.clone(), v)
+            })
+            .collect();
+        Some(block_value(decl, instances))
+    }
+}

@@ -1,0 +1,585 @@
+//! Reading a stack directory: every `*.hcl` file, parsed with hcl-edit (spans kept), decoded
+//! into typed declarations, and the local modules it calls, recursively.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use hcl_edit::expr::Expression;
+use hcl_edit::structure::{Attribute, Block, Body, Structure};
+use hcl_edit::Span as _;
+use kdeploy_provider::Kind;
+
+use super::types::VarType;
+use super::*;
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, FileId, SourceMap, Span};
+
+const TOP_BLOCKS: &[&str] = &[
+    "stack", "variable", "locals", "output", "module", "cluster", "object_storage", "database",
+    "broker", "vault", "agent", "hub", "factory",
+];
+
+/// The `.hcl` files of a directory, sorted by name.
+pub fn stack_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "hcl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn display_path(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base).unwrap_or(path).display().to_string()
+}
+
+/// Loads the stack in `dir`. Every problem found is returned as a diagnostic; the stack is
+/// returned as far as it could be decoded.
+pub fn load_stack(dir: &Path, sources: &mut SourceMap) -> (Stack, Diagnostics) {
+    let mut loader = Loader { base: dir.to_path_buf(), sources, diags: Diagnostics::new(), stack: Stack::default(), loading: Vec::new() };
+    loader.load_module(dir, None);
+    let Loader { stack, diags, .. } = loader;
+    (stack, diags)
+}
+
+struct Loader<'a> {
+    base: PathBuf,
+    sources: &'a mut SourceMap,
+    diags: Diagnostics,
+    stack: Stack,
+    /// Module directories being loaded (to report a module that calls itself).
+    loading: Vec<PathBuf>,
+}
+
+pub(crate) fn span(file: FileId, node: &impl hcl_edit::Span) -> Span {
+    Span { file, range: node.span().unwrap_or(0..0) }
+}
+
+fn range_span(file: FileId, range: Range<usize>) -> Span {
+    Span { file, range }
+}
+
+impl Loader<'_> {
+    fn load_module(&mut self, dir: &Path, call_span: Option<&Span>) -> usize {
+        let index = self.stack.modules.len();
+        self.stack.modules.push(ModuleConfig { dir: dir.to_path_buf(), ..Default::default() });
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        self.loading.push(canonical);
+        let files = match stack_files(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                self.diags.push(
+                    Diagnostic::error("Cannot read stack directory", format!("{}: {e}", dir.display()))
+                        .at(call_span.cloned())
+                        .hint("check the path (for modules: `source` is relative to the calling file's directory)"),
+                );
+                self.loading.pop();
+                return index;
+            }
+        };
+        if files.is_empty() {
+            self.diags.push(
+                Diagnostic::error("No stack files", format!("{} contains no .hcl files.", dir.display()))
+                    .at(call_span.cloned())
+                    .hint("stack files end in .hcl; use -C DIR to point kdeploy at the stack directory"),
+            );
+        }
+        for path in files {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(Diagnostic::error("Cannot read stack file", format!("{}: {e}", path.display())));
+                    continue;
+                }
+            };
+            let file = self.sources.add(&path, display_path(&self.base, &path), text.clone());
+            match hcl_edit::parser::parse_body(&text) {
+                Ok(body) => self.decode_body(index, file, &body, index == 0),
+                Err(e) => {
+                    let loc = e.location();
+                    let offset = loc.offset().min(text.len());
+                    let message = e.message().to_string();
+                    self.diags.push(
+                        Diagnostic::error("Invalid HCL syntax", format!("The file could not be parsed: {message}."))
+                            .at(Some(range_span(file, offset..(offset + 1).min(text.len()))))
+                            .hint("fix the syntax at the marked position; other files were still checked"),
+                    );
+                }
+            }
+        }
+        self.loading.pop();
+        index
+    }
+
+    fn module(&mut self, index: usize) -> &mut ModuleConfig {
+        &mut self.stack.modules[index]
+    }
+
+    fn decode_body(&mut self, m: usize, file: FileId, body: &Body, is_root: bool) {
+        for structure in body.iter() {
+            match structure {
+                Structure::Attribute(attr) => {
+                    self.diags.push(
+                        Diagnostic::error("Unexpected attribute", format!("An attribute {:?} is not expected at the top level of a stack file.", attr.key.as_str()))
+                            .at(Some(span(file, &attr.key)))
+                            .hint("top-level values go in a `locals { ... }` block"),
+                    );
+                }
+                Structure::Block(block) => self.decode_block(m, file, block, is_root),
+            }
+        }
+    }
+
+    fn labels(&mut self, file: FileId, block: &Block, want: usize, example: &str) -> Option<Vec<String>> {
+        if block.labels.len() != want {
+            self.diags.push(
+                Diagnostic::error(
+                    "Wrong number of block labels",
+                    format!("A {} block takes {want} label(s), this one has {}.", block.ident.as_str(), block.labels.len()),
+                )
+                .at(Some(span(file, &block.ident)))
+                .hint(format!("write it as {example}")),
+            );
+            return None;
+        }
+        Some(block.labels.iter().map(|l| l.as_str().to_string()).collect())
+    }
+
+    fn decode_block(&mut self, m: usize, file: FileId, block: &Block, is_root: bool) {
+        let ident = block.ident.as_str();
+        let header = header_span(file, block);
+        match ident {
+            "stack" => {
+                if !is_root {
+                    self.diags.push(
+                        Diagnostic::error("Stack block in a module", "Only the root stack directory may have a stack block.")
+                            .at(Some(header)),
+                    );
+                    return;
+                }
+                let name = block.labels.first().map(|l| l.as_str().to_string()).unwrap_or_default();
+                if let Some(prev) = &self.stack.stack.span {
+                    let at = self.sources.location(prev);
+                    self.diags.push(
+                        Diagnostic::error("Duplicate stack block", format!("The stack block was already declared at {at}.")).at(Some(header)),
+                    );
+                    return;
+                }
+                let mut sb = StackBlock { name, span: Some(header), ..Default::default() };
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) if a.key.as_str() == "name" => {
+                            if let Expression::String(s) = &a.value {
+                                sb.name = s.as_str().to_string();
+                            }
+                        }
+                        Structure::Block(b) if b.ident.as_str() == "backend" => {
+                            let kind = b.labels.first().map(|l| l.as_str().to_string()).unwrap_or_else(|| "local".into());
+                            let config = b
+                                .body
+                                .attributes()
+                                .map(|a| (a.key.as_str().to_string(), Expr { expr: a.value.clone(), span: span(file, &a.value) }))
+                                .collect();
+                            sb.backend = Some(Backend { kind, config, span: header_span(file, b) });
+                        }
+                        Structure::Block(b) if b.ident.as_str() == "drift" => {
+                            if let Some(a) = b.body.get_attribute("ignore") {
+                                if let Expression::Array(items) = &a.value {
+                                    for item in items.iter() {
+                                        match item {
+                                            Expression::String(s) => sb.drift_ignore.push(s.as_str().to_string()),
+                                            other => self.diags.push(
+                                                Diagnostic::error("Invalid drift ignore rule", "Each rule is a string such as \"agent.*.replicas\".")
+                                                    .at(Some(span(file, other))),
+                                            ),
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Structure::Attribute(a) => self.unexpected_attr(file, a, "stack", &["name"]),
+                        Structure::Block(b) => self.unexpected_block(file, b, "stack", &["backend", "drift"]),
+                    }
+                }
+                self.stack.stack = sb;
+            }
+            "variable" => {
+                let Some(labels) = self.labels(file, block, 1, "variable \"name\" { ... }") else { return };
+                let name = labels[0].clone();
+                if let Some(prev) = self.stack.modules[m].variables.get(&name) {
+                    let at = self.sources.location(&prev.span);
+                    self.duplicate(header, "variable", &name, &at);
+                    return;
+                }
+                let mut decl = VariableDecl {
+                    name: name.clone(),
+                    ty: VarType::Any,
+                    default: None,
+                    description: None,
+                    sensitive: false,
+                    validations: Vec::new(),
+                    span: header,
+                };
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => match a.key.as_str() {
+                            "type" => match VarType::parse(&a.value) {
+                                Ok(t) => decl.ty = t,
+                                Err(e) => self.diags.push(
+                                    Diagnostic::error("Invalid type constraint", e).at(Some(span(file, &a.value))),
+                                ),
+                            },
+                            "default" => decl.default = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                            "description" => decl.description = self.literal_string(file, a),
+                            "sensitive" => decl.sensitive = self.literal_bool(file, a),
+                            "nullable" => {}
+                            _ => self.unexpected_attr(file, a, "variable", &["type", "default", "description", "sensitive"]),
+                        },
+                        Structure::Block(b) if b.ident.as_str() == "validation" => {
+                            let condition = b.body.get_attribute("condition");
+                            let message = b.body.get_attribute("error_message").or_else(|| b.body.get_attribute("message"));
+                            match (condition, message) {
+                                (Some(c), Some(msg)) => {
+                                    let message = self.literal_string(file, msg).unwrap_or_default();
+                                    decl.validations.push(Validation {
+                                        condition: Expr { expr: c.value.clone(), span: span(file, &c.value) },
+                                        message,
+                                        span: header_span(file, b),
+                                    });
+                                }
+                                _ => self.diags.push(
+                                    Diagnostic::error("Incomplete validation block", "A validation block needs `condition` and `message` (or `error_message`).")
+                                        .at(Some(header_span(file, b)))
+                                        .hint("validation { condition = length(var.x) > 0  message = \"x must not be empty\" }"),
+                                ),
+                            }
+                        }
+                        Structure::Block(b) => self.unexpected_block(file, b, "variable", &["validation"]),
+                    }
+                }
+                self.module(m).variables.insert(name, decl);
+            }
+            "locals" => {
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => {
+                            let name = a.key.as_str().to_string();
+                            if let Some(prev) = self.stack.modules[m].locals.get(&name) {
+                                let at = self.sources.location(&prev.span);
+                                self.duplicate(span(file, &a.key), "local value", &name, &at);
+                                continue;
+                            }
+                            self.module(m).locals.insert(name, Expr { expr: a.value.clone(), span: span(file, &a.value) });
+                        }
+                        Structure::Block(b) => self.unexpected_block(file, b, "locals", &[]),
+                    }
+                }
+            }
+            "output" => {
+                let Some(labels) = self.labels(file, block, 1, "output \"name\" { value = ... }") else { return };
+                let name = labels[0].clone();
+                if let Some(prev) = self.stack.modules[m].outputs.get(&name) {
+                    let at = self.sources.location(&prev.span);
+                    self.duplicate(header, "output", &name, &at);
+                    return;
+                }
+                let mut value = None;
+                let mut sensitive = false;
+                let mut description = None;
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => match a.key.as_str() {
+                            "value" => value = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                            "sensitive" => sensitive = self.literal_bool(file, a),
+                            "description" => description = self.literal_string(file, a),
+                            _ => self.unexpected_attr(file, a, "output", &["value", "sensitive", "description"]),
+                        },
+                        Structure::Block(b) => self.unexpected_block(file, b, "output", &[]),
+                    }
+                }
+                match value {
+                    Some(value) => {
+                        self.module(m).outputs.insert(name.clone(), OutputDecl { name, value, sensitive, description, span: header });
+                    }
+                    None => self.missing_attr(header, "output", &name, "value"),
+                }
+            }
+            "module" => {
+                let Some(labels) = self.labels(file, block, 1, "module \"name\" { source = \"./modules/x\" }") else { return };
+                let name = labels[0].clone();
+                if let Some(prev) = self.stack.modules[m].calls.get(&name) {
+                    let at = self.sources.location(&prev.span);
+                    self.duplicate(header, "module", &name, &at);
+                    return;
+                }
+                let mut source = None;
+                let mut inputs = BTreeMap::new();
+                let mut count = None;
+                let mut for_each = None;
+                let mut depends_on = Vec::new();
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => match a.key.as_str() {
+                            "source" => source = self.literal_string(file, a).map(|s| (s, span(file, &a.value))),
+                            "count" => count = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                            "for_each" => for_each = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                            "depends_on" => depends_on = self.depends_on(file, a),
+                            key => {
+                                inputs.insert(key.to_string(), (Expr { expr: a.value.clone(), span: span(file, &a.value) }, span(file, &a.key)));
+                            }
+                        },
+                        Structure::Block(b) => self.unexpected_block(file, b, "module", &[]),
+                    }
+                }
+                let Some((source, source_span)) = source else {
+                    self.missing_attr(header, "module", &name, "source");
+                    return;
+                };
+                if !(source.starts_with("./") || source.starts_with("../")) {
+                    self.diags.push(
+                        Diagnostic::error("Unsupported module source", format!("Module sources must be local paths; {source:?} is not."))
+                            .at(Some(source_span))
+                            .hint("use a path relative to this stack directory, starting with ./ or ../"),
+                    );
+                    return;
+                }
+                let repetition = self.repetition(header.clone(), count, for_each);
+                let dir = self.stack.modules[m].dir.join(&source);
+                let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+                if self.loading.contains(&canonical) {
+                    self.diags.push(
+                        Diagnostic::error("Module calls itself", format!("Module {name:?} ({source}) is already being loaded: modules may not call themselves, directly or indirectly."))
+                            .at(Some(source_span)),
+                    );
+                    return;
+                }
+                let child = self.load_module(&dir, Some(&source_span));
+                self.module(m).calls.insert(name.clone(), ModuleCall { name, source, inputs, repetition, depends_on, span: header, module: child });
+            }
+            kw => {
+                let Some(kind) = Kind::from_keyword(kw) else {
+                    let mut d = Diagnostic::error(
+                        "Unsupported block type",
+                        format!("Blocks of type {kw:?} are not expected here. Valid blocks: {}.", TOP_BLOCKS.join(", ")),
+                    )
+                    .at(Some(span(file, &block.ident)));
+                    if let Some(s) = did_you_mean(kw, TOP_BLOCKS.iter().copied()) {
+                        d = d.hint(format!("did you mean {s}?"));
+                    }
+                    self.diags.push(d);
+                    return;
+                };
+                let example = format!("{kw} \"name\" {{ type = \"{}\" ... }}", kind.types()[0]);
+                let Some(labels) = self.labels(file, block, 1, &example) else { return };
+                let name = labels[0].clone();
+                if let Some(prev) = self.stack.modules[m].component(kind, &name) {
+                    let at = self.sources.location(&prev.span);
+                    self.duplicate(header, kw, &name, &at);
+                    return;
+                }
+                self.decode_component(m, file, block, kind, name, header);
+            }
+        }
+    }
+
+    fn decode_component(&mut self, m: usize, file: FileId, block: &Block, kind: Kind, name: String, header: Span) {
+        let mut decl = ComponentDecl {
+            kind,
+            name,
+            type_expr: None,
+            attrs: BTreeMap::new(),
+            repetition: Repetition::Single,
+            depends_on: Vec::new(),
+            lifecycle: Lifecycle::default(),
+            span: header.clone(),
+        };
+        let mut count = None;
+        let mut for_each = None;
+        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) => {
+                    let key = a.key.as_str().to_string();
+                    let key_span = span(file, &a.key);
+                    if let Some(prev) = seen.get(&key) {
+                        let at = self.sources.location(prev);
+                        self.duplicate(key_span, "attribute", &key, &at);
+                        continue;
+                    }
+                    seen.insert(key.clone(), key_span.clone());
+                    let expr = Expr { expr: a.value.clone(), span: span(file, &a.value) };
+                    match key.as_str() {
+                        "type" => decl.type_expr = Some(expr),
+                        "count" => count = Some(expr),
+                        "for_each" => for_each = Some(expr),
+                        "depends_on" => decl.depends_on = self.depends_on(file, a),
+                        _ => {
+                            decl.attrs.insert(key, (expr, key_span));
+                        }
+                    }
+                }
+                Structure::Block(b) if b.ident.as_str() == "lifecycle" => {
+                    for la in b.body.attributes() {
+                        match la.key.as_str() {
+                            "prevent_destroy" => decl.lifecycle.prevent_destroy = self.literal_bool(file, la),
+                            "create_before_destroy" => decl.lifecycle.create_before_destroy = self.literal_bool(file, la),
+                            "ignore_changes" => decl.lifecycle.ignore_changes = self.ignore_changes(file, la),
+                            _ => self.unexpected_attr(file, la, "lifecycle", &["prevent_destroy", "create_before_destroy", "ignore_changes"]),
+                        }
+                    }
+                    for lb in b.body.blocks() {
+                        self.unexpected_block(file, lb, "lifecycle", &[]);
+                    }
+                }
+                Structure::Block(b) => self.unexpected_block(file, b, block.ident.as_str(), &["lifecycle"]),
+            }
+        }
+        decl.repetition = self.repetition(header, count, for_each);
+        self.module(m).components.push(decl);
+    }
+
+    fn repetition(&mut self, header: Span, count: Option<Expr>, for_each: Option<Expr>) -> Repetition {
+        match (count, for_each) {
+            (Some(_), Some(f)) => {
+                self.diags.push(
+                    Diagnostic::error("Invalid combination of count and for_each", "A block may use count or for_each, not both.")
+                        .at(Some(f.span))
+                        .hint("remove one of them"),
+                );
+                let _ = header;
+                Repetition::Single
+            }
+            (Some(c), None) => Repetition::Count(c),
+            (None, Some(f)) => Repetition::ForEach(f),
+            (None, None) => Repetition::Single,
+        }
+    }
+
+    fn depends_on(&mut self, file: FileId, a: &Attribute) -> Vec<Expr> {
+        match &a.value {
+            Expression::Array(items) => items.iter().map(|e| Expr { expr: e.clone(), span: span(file, e) }).collect(),
+            other => {
+                self.diags.push(
+                    Diagnostic::error("Invalid depends_on", "depends_on is a list of component or module references.")
+                        .at(Some(span(file, other)))
+                        .hint("depends_on = [vault.main, module.site]"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn ignore_changes(&mut self, file: FileId, a: &Attribute) -> Vec<(String, Span)> {
+        match &a.value {
+            Expression::Variable(v) if v.as_str() == "all" => vec![("all".into(), span(file, &a.value))],
+            Expression::Array(items) => items
+                .iter()
+                .filter_map(|e| match e {
+                    Expression::Variable(v) => Some((v.as_str().to_string(), span(file, e))),
+                    Expression::String(s) => Some((s.as_str().to_string(), span(file, e))),
+                    other => {
+                        self.diags.push(
+                            Diagnostic::error("Invalid ignore_changes", "ignore_changes lists attribute names.")
+                                .at(Some(span(file, other)))
+                                .hint("ignore_changes = [image, env]"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            other => {
+                self.diags.push(
+                    Diagnostic::error("Invalid ignore_changes", "ignore_changes is a list of attribute names, or `all`.")
+                        .at(Some(span(file, other))),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn literal_string(&mut self, file: FileId, a: &Attribute) -> Option<String> {
+        match &a.value {
+            Expression::String(s) => Some(s.as_str().to_string()),
+            Expression::HeredocTemplate(_) | Expression::StringTemplate(_) | _ => {
+                self.diags.push(
+                    Diagnostic::error("Literal string required", format!("{} must be a literal string here (no references or templates).", a.key.as_str()))
+                        .at(Some(span(file, &a.value))),
+                );
+                None
+            }
+        }
+    }
+
+    fn literal_bool(&mut self, file: FileId, a: &Attribute) -> bool {
+        match &a.value {
+            Expression::Bool(b) => *b.value(),
+            other => {
+                self.diags.push(
+                    Diagnostic::error("Literal bool required", format!("{} must be true or false.", a.key.as_str()))
+                        .at(Some(span(file, other))),
+                );
+                false
+            }
+        }
+    }
+
+    fn unexpected_attr(&mut self, file: FileId, a: &Attribute, block: &str, valid: &[&str]) {
+        let key = a.key.as_str();
+        let mut d = Diagnostic::error(
+            "Unsupported argument",
+            format!("An argument named {key:?} is not expected in a {block} block.{}", if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }),
+        )
+        .at(Some(span(file, &a.key)));
+        if let Some(s) = did_you_mean(key, valid.iter().copied()) {
+            d = d.hint(format!("did you mean {s}?"));
+        }
+        self.diags.push(d);
+    }
+
+    fn unexpected_block(&mut self, file: FileId, b: &Block, block: &str, valid: &[&str]) {
+        let ident = b.ident.as_str();
+        let mut d = Diagnostic::error(
+            "Unsupported block type",
+            format!("Blocks of type {ident:?} are not expected in a {block} block.{}", if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }),
+        )
+        .at(Some(span(file, &b.ident)));
+        if let Some(s) = did_you_mean(ident, valid.iter().copied()) {
+            d = d.hint(format!("did you mean {s}?"));
+        } else {
+            d = d.hint(format!("maps are written as attributes: {ident} = {{ key = \"value\" }}"));
+        }
+        self.diags.push(d);
+    }
+
+    fn duplicate(&mut self, at: Span, what: &str, name: &str, first: &str) {
+        self.diags.push(
+            Diagnostic::error(format!("Duplicate {what}"), format!("A {what} named {name:?} was already declared at {first}."))
+                .at(Some(at))
+                .hint("names must be unique within a module; rename or remove one of them"),
+        );
+    }
+
+    fn missing_attr(&mut self, at: Span, block: &str, name: &str, attr: &str) {
+        self.diags.push(
+            Diagnostic::error("Missing required argument", format!("The {block} {name:?} needs an argument {attr:?}."))
+                .at(Some(at))
+                .hint(format!("add {attr} = ... to the block")),
+        );
+    }
+}
+
+/// The span of a block's header (`vault "main"`), not its whole body.
+fn header_span(file: FileId, block: &Block) -> Span {
+    let start = block.ident.span().map(|r| r.start).unwrap_or(0);
+    let end = block
+        .labels
+        .last()
+        .and_then(|l| match l {
+            hcl_edit::structure::BlockLabel::Ident(i) => i.span(),
+            hcl_edit::structure::BlockLabel::String(s) => s.span(),
+        })
+        .map(|r| r.end)
+        .or_else(|| block.ident.span().map(|r| r.end))
+        .unwrap_or(start);
+    Span { file, range: start..end }
+}

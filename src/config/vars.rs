@@ -1,0 +1,272 @@
+//! Root variable values, from lowest to highest precedence (Terraform's order): the declared
+//! default, `KDEPLOY_VAR_<name>` environment variables, `*.auto.kdvars` files in the stack
+//! directory (in lexical order), then `-var-file` and `-var` in command-line order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use hcl_edit::structure::Structure;
+use kdeploy_provider::{Kind, Value};
+
+use super::eval::{Ctx, Marked, ModuleInstance, Resolver};
+use super::load::span;
+use super::Stack;
+use crate::addr::ModulePath;
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, FileId, SourceMap};
+
+/// One `-var NAME=VALUE` or `-var-file FILE`, in command-line order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VarArg {
+    Var { name: String, raw: String },
+    File(PathBuf),
+}
+
+impl VarArg {
+    /// Parses the text after `-var`.
+    pub fn parse_var(s: &str) -> Result<VarArg, String> {
+        match s.split_once('=') {
+            Some((name, raw)) if !name.trim().is_empty() => Ok(VarArg::Var { name: name.trim().to_string(), raw: raw.to_string() }),
+            _ => Err(format!("-var takes NAME=VALUE, got {s:?}")),
+        }
+    }
+}
+
+/// The environment variable prefix for variable values.
+pub const ENV_PREFIX: &str = "KDEPLOY_VAR_";
+
+struct NoComponents;
+impl Resolver for NoComponents {
+    fn component(&self, _: &ModulePath, _: Kind, _: &str) -> Option<Marked> {
+        None
+    }
+}
+
+enum Raw {
+    /// A string from the environment or -var: literal for primitive types, HCL otherwise.
+    Text { raw: String, origin: String },
+    /// An expression from a kdvars file.
+    Expr { expr: hcl_edit::expr::Expression, file: FileId, origin: String },
+}
+
+/// Collects, converts and validates the root variables.
+pub fn root_values(
+    stack: &Stack,
+    sources: &mut SourceMap,
+    args: &[VarArg],
+    env: &BTreeMap<String, String>,
+    allow_missing: bool,
+) -> (BTreeMap<String, Marked>, Diagnostics) {
+    let mut diags = Diagnostics::new();
+    let root = stack.root();
+    let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
+
+    for (k, v) in env {
+        if let Some(name) = k.strip_prefix(ENV_PREFIX) {
+            if root.variables.contains_key(name) {
+                raw.insert(name.to_string(), Raw::Text { raw: v.clone(), origin: format!("environment variable {k}") });
+            }
+        }
+    }
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&root.dir) {
+        let mut auto: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".auto.kdvars")))
+            .collect();
+        auto.sort();
+        files.extend(auto.into_iter().map(|p| (p, true)));
+    }
+    let mut ordered: Vec<Result<(PathBuf, bool), (String, String)>> = files.into_iter().map(Ok).collect();
+    for a in args {
+        match a {
+            VarArg::File(p) => ordered.push(Ok((p.clone(), false))),
+            VarArg::Var { name, raw } => ordered.push(Err((name.clone(), raw.clone()))),
+        }
+    }
+    for item in ordered {
+        match item {
+            Err((name, value)) => {
+                if !root.variables.contains_key(&name) {
+                    let mut d = Diagnostic::error("Value for undeclared variable", format!("A variable named {name:?} was assigned on the command line, but the stack does not declare it."));
+                    if let Some(s) = did_you_mean(&name, root.variables.keys().map(String::as_str)) {
+                        d = d.hint(format!("did you mean -var {s}=...?"));
+                    } else {
+                        d = d.hint(format!("declare it with variable \"{name}\" {{}} or remove the -var"));
+                    }
+                    diags.push(d);
+                    continue;
+                }
+                raw.insert(name.clone(), Raw::Text { raw: value, origin: format!("-var {name}=...") });
+            }
+            Ok((path, auto)) => {
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        diags.push(Diagnostic::error("Cannot read variables file", format!("{}: {e}", path.display())).hint("check the -var-file path"));
+                        continue;
+                    }
+                };
+                let shown = path.strip_prefix(&root.dir).unwrap_or(&path).display().to_string();
+                let file = sources.add(&path, shown.clone(), text.clone());
+                let body = match hcl_edit::parser::parse_body(&text) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let off = e.location().offset().min(text.len());
+                        diags.push(Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message())).at(Some(crate::diag::Span { file, range: off..(off + 1).min(text.len()) })));
+                        continue;
+                    }
+                };
+                for s in body.iter() {
+                    match s {
+                        Structure::Attribute(a) => {
+                            let name = a.key.as_str();
+                            if !root.variables.contains_key(name) {
+                                let mut d = Diagnostic::warning("Value for undeclared variable", format!("The file assigns {name:?}, which the stack does not declare; it is ignored."))
+                                    .at(Some(span(file, &a.key)));
+                                if let Some(s) = did_you_mean(name, root.variables.keys().map(String::as_str)) {
+                                    d = d.hint(format!("did you mean {s}?"));
+                                }
+                                if !auto {
+                                    d.severity = crate::diag::Severity::Error;
+                                }
+                                diags.push(d);
+                                continue;
+                            }
+                            raw.insert(name.to_string(), Raw::Expr { expr: a.value.clone(), file, origin: shown.clone() });
+                        }
+                        Structure::Block(b) => diags.push(
+                            Diagnostic::error("Unexpected block in variables file", "A variables file holds only NAME = VALUE lines.").at(Some(span(file, &b.ident))),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    let instances: BTreeMap<ModulePath, ModuleInstance> =
+        [(ModulePath::root(), ModuleInstance { module: 0, parent: None, call: None, each: None, count: None })].into();
+    let empty = BTreeMap::new();
+    let mut values: BTreeMap<String, Marked> = BTreeMap::new();
+    {
+        let ctx = Ctx::new(stack, sources, &empty, &instances, &NoComponents);
+        let scope = ctx.scope(&ModulePath::root());
+        for (name, decl) in &root.variables {
+            let (value, origin) = match raw.remove(name) {
+                Some(Raw::Expr { expr, file, origin }) => match scope.eval(&expr, file) {
+                    Ok(v) => (v.value, origin),
+                    Err(d) => {
+                        diags.push(d);
+                        continue;
+                    }
+                },
+                Some(Raw::Text { raw, origin }) => {
+                    if decl.ty.is_primitive() || decl.ty == super::types::VarType::Any {
+                        (Value::String(raw), origin)
+                    } else {
+                        match hcl_edit::parser::parse_expr(&raw) {
+                            Ok(expr) => match literal_value(&expr) {
+                                Some(v) => (v, origin),
+                                None => {
+                                    diags.push(Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} must be a literal {} (no references or functions).", decl.ty)).at(Some(decl.span.clone())));
+                                    continue;
+                                }
+                            },
+                            Err(e) => {
+                                diags.push(Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {}.", decl.ty, e.message())).at(Some(decl.span.clone())).hint("collections are written in HCL syntax, e.g. -var 'cams={front=\"rtsp://...\"}'"));
+                                continue;
+                            }
+                        }
+                    }
+                }
+                None => match &decl.default {
+                    Some(d) => match scope.eval(&d.expr, d.span.file) {
+                        Ok(v) => (v.value, "the default".to_string()),
+                        Err(diag) => {
+                            diags.push(diag);
+                            continue;
+                        }
+                    },
+                    None if allow_missing => {
+                        let v = Value::Unknown(format!("var.{name}"));
+                        values.insert(name.clone(), if decl.sensitive { Marked::secret(v) } else { Marked::plain(v) });
+                        continue;
+                    }
+                    None => {
+                        diags.push(
+                            Diagnostic::error("No value for required variable", format!("The root variable {name:?} has no default and no value was given."))
+                                .at(Some(decl.span.clone()))
+                                .hint(format!("set it with -var {name}=..., a *.auto.kdvars file, or {ENV_PREFIX}{name}")),
+                        );
+                        continue;
+                    }
+                },
+            };
+            match decl.ty.convert(&value) {
+                Ok(v) => {
+                    let m = if decl.sensitive { Marked::secret(v) } else { Marked::plain(v) };
+                    values.insert(name.clone(), m);
+                }
+                Err(e) => diags.push(
+                    Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {e}.", decl.ty))
+                        .at(Some(decl.span.clone())),
+                ),
+            }
+        }
+    }
+    // Validation rules see every typed value.
+    {
+        let ctx = Ctx::new(stack, sources, &values, &instances, &NoComponents);
+        let scope = ctx.scope(&ModulePath::root());
+        for (name, decl) in &root.variables {
+            if !values.contains_key(name) {
+                continue;
+            }
+            for v in &decl.validations {
+                match scope.eval(&v.condition.expr, v.condition.span.file) {
+                    Ok(m) => match m.value {
+                        Value::Bool(true) | Value::Unknown(_) => {}
+                        Value::Bool(false) => diags.push(
+                            Diagnostic::error("Invalid value for variable", format!("{}\n(validation rule of variable {name:?})", v.message)).at(Some(v.condition.span.clone())),
+                        ),
+                        other => diags.push(
+                            Diagnostic::error("Invalid validation condition", format!("The condition must be a bool, got {}.", other.type_name())).at(Some(v.condition.span.clone())),
+                        ),
+                    },
+                    Err(d) => diags.push(d),
+                }
+            }
+        }
+    }
+    (values, diags)
+}
+
+/// A literal HCL value (no references), as written after `-var name=`.
+fn literal_value(expr: &hcl_edit::expr::Expression) -> Option<Value> {
+    use hcl_edit::expr::{Expression, ObjectKey};
+    Some(match expr {
+        Expression::Null(_) => Value::Null,
+        Expression::Bool(b) => Value::Bool(*b.value()),
+        Expression::Number(n) => Value::from_f64(n.value().as_f64()?),
+        Expression::String(s) => Value::String(s.value().clone()),
+        Expression::Array(a) => Value::List(a.iter().map(literal_value).collect::<Option<_>>()?),
+        Expression::Object(o) => Value::Map(
+            o.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        ObjectKey::Ident(i) => i.as_str().to_string(),
+                        ObjectKey::Expression(Expression::String(s)) => s.value().clone(),
+                        _ => return None,
+                    };
+                    Some((key, literal_value(v.expr())?))
+                })
+                .collect::<Option<_>>()?,
+        ),
+        Expression::Parenthesis(p) => literal_value(p.inner())?,
+        _ => return None,
+    })
+}
+
+/// `KDEPLOY_VAR_*` and other variables from the process environment.
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect()
+}

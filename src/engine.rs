@@ -1,0 +1,313 @@
+//! The engine: the only place where the phases are chained. Load and evaluate the stack,
+//! build the graph, refresh and plan, apply. It takes locks and reads/writes state through a
+//! [`StateStore`], and never formats output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kdeploy_provider::{default_plan, AttrPath, ComponentRef, PlanRequest, Value};
+use kdeploy_state::{LocalStore, LockInfo, State, StateError, StateStore};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::addr::{Address, ModulePath};
+use crate::apply::{ApplyOptions, Coordinator, Finalizer, Outcome, Reporter};
+use crate::config::eval::{Ctx, Marked};
+use crate::config::expand::{self, object_value, Expanded, ValueTable};
+use crate::config::load::load_stack;
+use crate::config::vars::{root_values, VarArg};
+use crate::config::Stack;
+use crate::diag::{Diagnostic, Diagnostics, SourceMap};
+use crate::graph::DepGraph;
+use crate::plan::planner::{self, PlanInput};
+use crate::plan::{Plan, PlanOptions};
+use crate::providers::Providers;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A loaded and evaluated stack.
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub stack: Stack,
+    pub sources: SourceMap,
+    pub root_vars: BTreeMap<String, Marked>,
+    pub expanded: Expanded,
+    pub graph: DepGraph,
+    /// Warnings (errors stop loading).
+    pub warnings: Diagnostics,
+}
+
+/// A failed load: the diagnostics and the sources they point into.
+pub struct LoadError {
+    pub sources: SourceMap,
+    pub diags: Diagnostics,
+}
+
+/// How variables are supplied.
+#[derive(Debug, Clone, Default)]
+pub enum VarSource {
+    /// From -var/-var-file, the environment and *.auto.kdvars.
+    #[default]
+    Inputs,
+    /// Exactly these values (a saved plan's).
+    Fixed(BTreeMap<String, (Value, bool)>),
+}
+
+/// Loads the stack in `dir`, evaluates variables, expands instances and builds the graph.
+/// `allow_missing_vars` treats required variables without a value as unknown (validate).
+pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &VarSource, allow_missing_vars: bool) -> Result<Loaded, LoadError> {
+    let mut sources = SourceMap::new();
+    let (stack, mut diags) = load_stack(dir, &mut sources);
+    if diags.has_errors() || stack.modules.is_empty() {
+        return Err(LoadError { sources, diags: diags.sorted() });
+    }
+    let root_vars = match vars {
+        VarSource::Inputs => {
+            let (values, d) = root_values(&stack, &mut sources, args, env, allow_missing_vars);
+            diags.extend(d);
+            values
+        }
+        VarSource::Fixed(values) => values
+            .iter()
+            .map(|(k, (v, s))| (k.clone(), if *s { Marked::secret(v.clone()) } else { Marked::plain(v.clone()) }))
+            .collect(),
+    };
+    if diags.has_errors() {
+        return Err(LoadError { sources, diags: diags.sorted() });
+    }
+    let (expanded, d) = expand::expand(&stack, &sources, &root_vars);
+    diags.extend(d);
+    let (graph, d) = DepGraph::build(&expanded);
+    diags.extend(d);
+    if diags.has_errors() {
+        return Err(LoadError { sources, diags: diags.sorted() });
+    }
+    Ok(Loaded { dir: dir.to_path_buf(), stack, sources, root_vars, expanded, graph, warnings: diags.sorted() })
+}
+
+impl Loaded {
+    /// Evaluates every component and output with every computed value unknown, as `validate`
+    /// does: type errors, missing arguments and bad references are found without a provider.
+    pub fn check(&self) -> Diagnostics {
+        let mut diags = Diagnostics::new();
+        let table = ValueTable::new(&self.stack, &self.expanded, BTreeMap::new());
+        let ctx = Ctx::new(&self.stack, &self.sources, &self.root_vars, &self.expanded.modules, &table);
+        let clusters = self.expanded.clusters();
+        for addr in self.graph.topo_order() {
+            let Some(inst) = self.expanded.instances.get(&addr) else { continue };
+            match expand::desired(&ctx, &self.stack, inst, &clusters) {
+                Ok(d) => {
+                    let refs = BTreeMap::new();
+                    let planned = default_plan(&PlanRequest {
+                        component: ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: d.type_name.clone() },
+                        schema: &d.schema,
+                        prior: None,
+                        desired: &d.inputs,
+                        cluster: None,
+                        refs: &refs,
+                    });
+                    table.values.borrow_mut().insert(addr.clone(), object_value(&addr, &planned.planned, &d.sensitive));
+                }
+                Err(d) => diags.extend(d),
+            }
+        }
+        let scope = ctx.scope(&ModulePath::root());
+        for out in self.stack.root().outputs.values() {
+            match scope.eval(&out.value.expr, out.value.span.file) {
+                Ok(v) if v.is_sensitive() && !out.sensitive => diags.push(
+                    Diagnostic::error("Output refers to sensitive values", format!("The output {:?} would show a sensitive value.", out.name))
+                        .at(Some(out.value.span.clone()))
+                        .hint("add sensitive = true to the output block"),
+                ),
+                Ok(_) => {}
+                Err(d) => diags.push(d),
+            }
+        }
+        diags.sorted()
+    }
+
+    /// Digest of the stack's HCL sources (all modules), for stale-plan detection.
+    pub fn sources_digest(&self) -> String {
+        let mut files: Vec<(&str, &str)> = self.sources.files().filter(|(_, name, _)| name.ends_with(".hcl")).map(|(_, n, t)| (n, t)).collect();
+        files.sort();
+        let mut h = Sha256::new();
+        for (name, text) in files {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        format!("{:x}", h.finalize())
+    }
+
+    pub fn source_texts(&self) -> BTreeMap<String, String> {
+        self.sources.files().filter(|(_, n, _)| n.ends_with(".hcl")).map(|(_, n, t)| (n.to_string(), t.to_string())).collect()
+    }
+
+    pub fn variables(&self) -> BTreeMap<String, (Value, bool)> {
+        self.root_vars.iter().map(|(k, m)| (k.clone(), (m.value.clone(), m.is_sensitive()))).collect()
+    }
+
+    /// Where state lives: the stack's backend block or `<dir>/.kdeploy/state.json`.
+    pub fn store(&self) -> Result<Box<dyn StateStore>, Diagnostic> {
+        match &self.stack.stack.backend {
+            None => Ok(Box::new(LocalStore::new(default_state_path(&self.dir)))),
+            Some(b) if b.kind == "local" => {
+                let path = match b.config.get("path") {
+                    None => default_state_path(&self.dir),
+                    Some(e) => match &e.expr {
+                        hcl_edit::expr::Expression::String(s) => self.dir.join(s.value()),
+                        _ => return Err(Diagnostic::error("Invalid backend configuration", "backend \"local\" takes path = \"literal/path.json\".").at(Some(e.span.clone()))),
+                    },
+                };
+                Ok(Box::new(LocalStore::new(path)))
+            }
+            Some(b) => Err(Diagnostic::error("Unsupported backend", format!("The {:?} backend is not available in this build; the local backend is.", b.kind)).at(Some(b.span.clone())).hint("remove the backend block to use .kdeploy/state.json next to the stack")),
+        }
+    }
+}
+
+pub fn default_state_path(dir: &Path) -> PathBuf {
+    dir.join(".kdeploy").join("state.json")
+}
+
+/// Takes the lock, reads the state (a new empty one when there is none).
+pub fn lock_and_read(store: &mut dyn StateStore, operation: &str, timeout: Duration) -> Result<State, StateError> {
+    store.lock(LockInfo::new(operation, VERSION), timeout)?;
+    match store.read() {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Ok(State::new(VERSION)),
+        Err(e) => {
+            let _ = store.unlock();
+            Err(e)
+        }
+    }
+}
+
+/// Refreshes and plans.
+pub async fn plan(loaded: &Loaded, state: &State, providers: &Providers, options: &PlanOptions) -> Result<Plan, Diagnostics> {
+    let (mut plan, _) = planner::plan(PlanInput {
+        stack: &loaded.stack,
+        sources: &loaded.sources,
+        root_vars: &loaded.root_vars,
+        expanded: &loaded.expanded,
+        graph: &loaded.graph,
+        state,
+        providers,
+        options,
+        kdeploy_version: VERSION,
+    })
+    .await?;
+    plan.config_digest = loaded.sources_digest();
+    plan.sources = loaded.source_texts();
+    plan.variables = loaded.variables();
+    Ok(plan)
+}
+
+/// Why a saved plan cannot be applied.
+pub fn stale_reason(plan: &Plan, state: &State, loaded: &Loaded) -> Option<String> {
+    match &plan.lineage {
+        Some(l) if *l != state.lineage => {
+            return Some(format!("the plan was made against state lineage {l}, but the state now has lineage {}", state.lineage));
+        }
+        None if state.serial > 0 && !state.resources.is_empty() => {
+            return Some("the plan was made before any state existed, but state has been written since".into());
+        }
+        _ => {}
+    }
+    if plan.lineage.is_some() && plan.serial != state.serial {
+        return Some(format!("the state changed since the plan was made (serial {} then, {} now)", plan.serial, state.serial));
+    }
+    if plan.config_digest != loaded.sources_digest() {
+        return Some("the stack's source files changed since the plan was made".into());
+    }
+    None
+}
+
+/// Re-evaluates component inputs and outputs at apply time.
+pub struct EngineFinalizer<'a> {
+    pub loaded: &'a Loaded,
+}
+
+impl Finalizer for EngineFinalizer<'_> {
+    fn inputs(&self, change: &crate::plan::Change, applied: &BTreeMap<Address, Marked>) -> Result<(Value, Vec<AttrPath>), String> {
+        let l = self.loaded;
+        let inst = l.expanded.instances.get(&change.address).ok_or_else(|| format!("{} is no longer in the stack", change.address))?;
+        let table = ValueTable::new(&l.stack, &l.expanded, applied.clone());
+        let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
+        let desired = expand::desired(&ctx, &l.stack, inst, &l.expanded.clusters()).map_err(|d| {
+            d.0.iter().map(|d| format!("{} at {}: {}", d.summary, d.span.as_ref().map(|s| l.sources.location(s)).unwrap_or_default(), d.detail)).collect::<Vec<_>>().join("; ")
+        })?;
+        let mut inputs = desired.inputs;
+        if let (Some(before), Value::Map(m)) = (&change.before, &mut inputs) {
+            let all = desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == "all");
+            for a in desired.schema.inputs() {
+                if all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name) {
+                    if let Some(v) = before.as_map().and_then(|b| b.get(a.name)) {
+                        m.insert(a.name.to_string(), v.clone());
+                    }
+                }
+            }
+        }
+        Ok((inputs, desired.sensitive))
+    }
+
+    fn outputs(&self, applied: &BTreeMap<Address, Marked>) -> BTreeMap<String, (Value, bool)> {
+        let l = self.loaded;
+        let table = ValueTable::new(&l.stack, &l.expanded, applied.clone());
+        let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
+        let scope = ctx.scope(&ModulePath::root());
+        let mut out = BTreeMap::new();
+        for (name, o) in &l.stack.root().outputs {
+            if let Ok(v) = scope.eval(&o.value.expr, o.value.span.file) {
+                if !v.value.contains_unknown() {
+                    let s = o.sensitive || v.is_sensitive();
+                    out.insert(name.clone(), (v.value, s));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Applies a plan against `state` (already locked), persisting through `store`.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    loaded: &Loaded,
+    plan: &Plan,
+    state: &mut State,
+    store: &mut dyn StateStore,
+    providers: &Providers,
+    options: ApplyOptions,
+    reporter: &mut dyn Reporter,
+    interrupt: Arc<Notify>,
+) -> Outcome {
+    if plan.options.refresh_only {
+        // Accept the live values into state.
+        for d in &plan.drift {
+            let a = d.address.to_string();
+            match &d.after {
+                Some(after) => {
+                    if let Some(r) = state.resource_mut(&a) {
+                        r.attributes = after.to_json();
+                    }
+                }
+                None => {
+                    state.remove(&a);
+                }
+            }
+        }
+        let mut outcome = Outcome::default();
+        if !plan.drift.is_empty() {
+            state.bump_serial();
+            if let Err(e) = store.write(state) {
+                outcome.state_error = Some(e.to_string());
+            }
+        }
+        return outcome;
+    }
+    let finalizer = EngineFinalizer { loaded };
+    Coordinator { plan, state, store, providers, finalizer: &finalizer, reporter, options, interrupt }.run().await
+}

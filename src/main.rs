@@ -1,0 +1,42 @@
+//! The `kdeploy` binary: parse arguments, run, map the result to an exit code.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use kdeploy::cli::{self, Env, Io};
+use kdeploy::providers::Providers;
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        let interrupt = Arc::new(tokio::sync::Notify::new());
+        let notify = interrupt.clone();
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                notify.notify_waiters();
+                notify.notify_one();
+            }
+        });
+        let env = Env {
+            providers: Providers::builtin(),
+            vars: std::env::vars().filter(|(k, _)| k.starts_with(kdeploy::config::vars::ENV_PREFIX) || k == "NO_COLOR").collect(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
+            interrupt,
+        };
+        let stdin = std::io::stdin();
+        let stdin_tty = stdin.is_terminal();
+        let stdout_tty = std::io::stdout().is_terminal();
+        let mut out = std::io::stdout();
+        let mut err = std::io::stderr();
+        let mut input = stdin.lock();
+        let mut io = Io { out: &mut out, err: &mut err, input: &mut input, stdin_tty, stdout_tty };
+        cli::run(std::env::args().collect(), &mut io, &env).await
+    });
+    std::process::ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,267 @@
+//! Plans: what kdeploy will do, as plain data. Built by [`planner`], rendered by [`render`]
+//! (humans) and [`json`] (machines), saved and loaded by [`planfile`].
+
+pub mod json;
+pub mod planfile;
+pub mod planner;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kdeploy_provider::{AttrPath, Kind, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::addr::Address;
+
+/// What will happen to one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Read,
+    Update,
+    /// Replace: delete the old object, then create the new one.
+    DeleteThenCreate,
+    /// Replace under `create_before_destroy`: create the new object, then delete the old one.
+    CreateThenDelete,
+    Delete,
+}
+
+impl Action {
+    /// Terraform's plan symbols.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Create => "+",
+            Action::Read => "<=",
+            Action::Update => "~",
+            Action::DeleteThenCreate => "-/+",
+            Action::CreateThenDelete => "+/-",
+            Action::Delete => "-",
+        }
+    }
+
+    /// `resource_changes[].change.actions` in `terraform show -json`.
+    pub fn json_actions(self) -> Vec<&'static str> {
+        match self {
+            Action::NoOp => vec!["no-op"],
+            Action::Create => vec!["create"],
+            Action::Read => vec!["read"],
+            Action::Update => vec!["update"],
+            Action::DeleteThenCreate => vec!["delete", "create"],
+            Action::CreateThenDelete => vec!["create", "delete"],
+            Action::Delete => vec!["delete"],
+        }
+    }
+
+    pub fn is_replace(self) -> bool {
+        matches!(self, Action::DeleteThenCreate | Action::CreateThenDelete)
+    }
+
+    /// Whether applying this action calls a provider write method.
+    pub fn mutates(self) -> bool {
+        !matches!(self, Action::NoOp | Action::Read)
+    }
+}
+
+/// Why an action was chosen, for display only: the apply never branches on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionReason {
+    /// `-replace ADDR` asked for it.
+    ReplaceByRequest,
+    /// An attribute that cannot be updated in place changed.
+    ReplaceBecauseCannotUpdate,
+    /// The object was deleted out of band: it is created again.
+    RecreateBecauseDeletedOutOfBand,
+    /// The block is gone from the stack.
+    DeleteBecauseNoConfig,
+    /// The instance key is no longer in for_each.
+    DeleteBecauseEachKey,
+    /// The index is beyond count.
+    DeleteBecauseCountIndex,
+    /// The module call that held it is gone.
+    DeleteBecauseNoModule,
+    /// `kdeploy destroy`.
+    DeleteBecauseDestroy,
+    /// A previous run was interrupted during this operation; the live object decides.
+    RecoverPendingOperation,
+}
+
+impl ActionReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ActionReason::ReplaceByRequest => "replacement was requested with -replace",
+            ActionReason::ReplaceBecauseCannotUpdate => "a changed attribute cannot be updated in place",
+            ActionReason::RecreateBecauseDeletedOutOfBand => "it was deleted outside kdeploy",
+            ActionReason::DeleteBecauseNoConfig => "its block is no longer in the stack",
+            ActionReason::DeleteBecauseEachKey => "its key is no longer in for_each",
+            ActionReason::DeleteBecauseCountIndex => "its index is beyond count",
+            ActionReason::DeleteBecauseNoModule => "its module call is no longer in the stack",
+            ActionReason::DeleteBecauseDestroy => "the stack is being destroyed",
+            ActionReason::RecoverPendingOperation => "an interrupted run left this operation unfinished",
+        }
+    }
+
+    pub fn json_name(self) -> &'static str {
+        match self {
+            ActionReason::ReplaceByRequest => "replace_by_request",
+            ActionReason::ReplaceBecauseCannotUpdate => "replace_because_cannot_update",
+            ActionReason::RecreateBecauseDeletedOutOfBand => "recreate_because_deleted_out_of_band",
+            ActionReason::DeleteBecauseNoConfig => "delete_because_no_resource_config",
+            ActionReason::DeleteBecauseEachKey => "delete_because_each_key",
+            ActionReason::DeleteBecauseCountIndex => "delete_because_count_index",
+            ActionReason::DeleteBecauseNoModule => "delete_because_no_module",
+            ActionReason::DeleteBecauseDestroy => "delete_because_destroy",
+            ActionReason::RecoverPendingOperation => "recover_pending_operation",
+        }
+    }
+}
+
+/// One planned change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub address: Address,
+    pub kind: Kind,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub provider: String,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ActionReason>,
+    /// Attributes before (the refreshed live object); None for a create.
+    pub before: Option<Value>,
+    /// Planned attributes; None for a delete. Unknown parts are known after apply.
+    pub after: Option<Value>,
+    #[serde(default)]
+    pub before_sensitive: Vec<AttrPath>,
+    #[serde(default)]
+    pub after_sensitive: Vec<AttrPath>,
+    /// Changed attributes that force the replacement.
+    #[serde(default)]
+    pub replace_paths: Vec<AttrPath>,
+    /// Components this one depends on (from the graph, or recorded in state for deletes).
+    #[serde(default)]
+    pub depends_on: Vec<Address>,
+    #[serde(default)]
+    pub cluster: Option<Address>,
+    /// Component-typed attributes: attribute name → referenced address.
+    #[serde(default)]
+    pub refs: BTreeMap<String, Address>,
+    /// Delete volumes and buckets with data too (destroy --delete-data).
+    #[serde(default)]
+    pub delete_data: bool,
+}
+
+/// A difference between what state recorded and what the live system has, found by refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub address: Address,
+    pub kind: Kind,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub provider: String,
+    /// Recorded attributes.
+    pub before: Value,
+    /// Live attributes; None when the object was deleted out of band.
+    pub after: Option<Value>,
+    pub sensitive: Vec<AttrPath>,
+    /// The attributes that differ.
+    pub paths: Vec<AttrPath>,
+}
+
+/// A change to a root output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputChange {
+    pub name: String,
+    pub action: Action,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub sensitive: bool,
+}
+
+/// Plan-wide options, recorded so that a saved plan is applied the way it was made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    pub destroy: bool,
+    pub refresh: bool,
+    pub refresh_only: bool,
+    pub targets: Vec<String>,
+    pub replace: Vec<String>,
+    pub delete_data: bool,
+}
+
+/// A whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub kdeploy_version: String,
+    /// Lineage and serial of the state the plan was made against (None: no state yet).
+    pub lineage: Option<String>,
+    pub serial: u64,
+    /// Digest of every stack source file and variable value.
+    pub config_digest: String,
+    pub options: PlanOptions,
+    pub changes: Vec<Change>,
+    pub drift: Vec<Drift>,
+    pub output_changes: Vec<OutputChange>,
+    /// Warnings to show with the plan (pending operations resolved, and such).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Stack sources (path relative to the stack directory → text), so that a saved plan can be
+    /// applied exactly as planned.
+    #[serde(default)]
+    pub sources: BTreeMap<String, String>,
+    /// Root variable values used (sensitive ones included: treat plan files as secrets).
+    #[serde(default)]
+    pub variables: BTreeMap<String, (Value, bool)>,
+}
+
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+impl Plan {
+    /// Counts for the summary line: (add, change, destroy).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut add = 0;
+        let mut change = 0;
+        let mut destroy = 0;
+        for c in &self.changes {
+            match c.action {
+                Action::Create => add += 1,
+                Action::Update => change += 1,
+                Action::DeleteThenCreate | Action::CreateThenDelete => {
+                    add += 1;
+                    destroy += 1;
+                }
+                Action::Delete => destroy += 1,
+                Action::NoOp | Action::Read => {}
+            }
+        }
+        (add, change, destroy)
+    }
+
+    /// True when applying would change something (components or outputs).
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action.mutates()) || self.output_changes.iter().any(|o| o.action != Action::NoOp)
+    }
+
+    pub fn change(&self, addr: &Address) -> Option<&Change> {
+        self.changes.iter().find(|c| c.address == *addr)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::NoOp => "no-op",
+            Action::Create => "create",
+            Action::Read => "read",
+            Action::Update => "update",
+            Action::DeleteThenCreate => "replace",
+            Action::CreateThenDelete => "replace (create before destroy)",
+            Action::Delete => "delete",
+        })
+    }
+}

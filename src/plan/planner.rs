@@ -1,0 +1,516 @@
+//! The planner: desired (the evaluated stack) + recorded (state) + live (provider reads) →
+//! [`Plan`]. It calls providers' `read` and `plan`, never their write methods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kdeploy_provider::{
+    AttrPath, ComponentRef, Kind, PlanRequest, Provider, ReadRequest, ReadResult, Value,
+};
+use kdeploy_state::{PendingKind, ResourceState, State};
+
+use super::{Action, ActionReason, Change, Drift, OutputChange, Plan, PlanOptions, PLAN_FORMAT_VERSION};
+use crate::addr::{Address, InstanceKey, ModulePath, Target};
+use crate::config::eval::{values_equal, Ctx, Marked};
+use crate::config::expand::{self, object_value, Desired, Expanded, ValueTable};
+use crate::config::Stack;
+use crate::diag::{Diagnostic, Diagnostics, SourceMap};
+use crate::graph::DepGraph;
+use crate::providers::Providers;
+
+/// Everything the planner reads.
+pub struct PlanInput<'a> {
+    pub stack: &'a Stack,
+    pub sources: &'a SourceMap,
+    pub root_vars: &'a BTreeMap<String, Marked>,
+    pub expanded: &'a Expanded,
+    pub graph: &'a DepGraph,
+    /// The state as recorded by the previous run.
+    pub state: &'a State,
+    pub providers: &'a Providers,
+    pub options: &'a PlanOptions,
+    pub kdeploy_version: &'a str,
+}
+
+/// What one refresh found.
+#[derive(Debug, Clone, Default)]
+pub struct Refreshed {
+    /// Live attributes by address (None: deleted out of band).
+    pub live: BTreeMap<String, Option<(Value, Option<String>)>>,
+    pub drift: Vec<Drift>,
+    pub notes: Vec<String>,
+}
+
+pub fn state_attrs(r: &ResourceState) -> Value {
+    Value::from_json(&r.attributes)
+}
+
+fn parse_addr(s: &str) -> Option<Address> {
+    s.parse().ok()
+}
+
+/// Reads every recorded resource, one batched call per provider, and compares with state.
+pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, String, String)]) -> Result<Refreshed, Diagnostics> {
+    let mut out = Refreshed::default();
+    let mut diags = Diagnostics::new();
+    let mut by_provider: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
+    let cluster_of = |r: &ResourceState| -> Option<Value> {
+        let c = r.attributes.get("cluster")?.as_str()?;
+        state.resource(c).map(state_attrs)
+    };
+    for r in &state.resources {
+        let Some(addr) = parse_addr(&r.address) else {
+            diags.push(Diagnostic::error("Invalid state", format!("The state records an invalid address {:?}.", r.address)).hint("fix it with `kdeploy state mv` or `kdeploy state rm`"));
+            continue;
+        };
+        by_provider.entry(r.provider.clone()).or_default().push(ReadRequest {
+            component: ComponentRef { address: r.address.clone(), kind: addr.kind, type_name: r.type_name.clone() },
+            recorded: state_attrs(r),
+            cluster: cluster_of(r),
+        });
+    }
+    // Pending creates of objects that were never recorded: the live system decides.
+    for (addr, type_name, provider) in extra {
+        by_provider.entry(provider.clone()).or_default().push(ReadRequest {
+            component: ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: type_name.clone() },
+            recorded: Value::Null,
+            cluster: None,
+        });
+    }
+    for (name, requests) in by_provider {
+        let provider = match providers.get(&name) {
+            Ok(p) => p,
+            Err(e) => {
+                diags.push(Diagnostic::error("Provider not available", format!("The state has components managed by the {name} provider, but {e}.")));
+                continue;
+            }
+        };
+        let addresses: Vec<String> = requests.iter().map(|r| r.component.address.clone()).collect();
+        match provider.read(requests).await {
+            Ok(results) if results.len() == addresses.len() => {
+                for (a, r) in addresses.into_iter().zip(results) {
+                    out.live.insert(
+                        a,
+                        match r {
+                            ReadResult::Found { attributes, fingerprint } => Some((attributes, fingerprint)),
+                            ReadResult::Missing => None,
+                        },
+                    );
+                }
+            }
+            Ok(results) => diags.push(Diagnostic::error("Provider error", format!("The {name} provider answered {} reads for {} requests.", results.len(), addresses.len()))),
+            Err(e) => diags.push(
+                Diagnostic::error("Cannot read live state", format!("The {name} provider could not read the deployed components: {e}"))
+                    .hint("check that the target is reachable and the credentials are valid; --refresh=false plans from the recorded state alone"),
+            ),
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    for r in &state.resources {
+        let Some(addr) = parse_addr(&r.address) else { continue };
+        let recorded = state_attrs(r);
+        match out.live.get(&r.address) {
+            Some(Some((live, _))) => {
+                let paths = changed_paths(&recorded, live);
+                if !paths.is_empty() {
+                    out.drift.push(Drift {
+                        address: addr,
+                        kind: Kind::from_keyword(&r.kind).unwrap_or(Kind::Cluster),
+                        type_name: r.type_name.clone(),
+                        provider: r.provider.clone(),
+                        before: recorded,
+                        after: Some(live.clone()),
+                        sensitive: r.sensitive_paths.clone(),
+                        paths,
+                    });
+                }
+            }
+            Some(None) => out.drift.push(Drift {
+                address: addr,
+                kind: Kind::from_keyword(&r.kind).unwrap_or(Kind::Cluster),
+                type_name: r.type_name.clone(),
+                provider: r.provider.clone(),
+                before: recorded,
+                after: None,
+                sensitive: r.sensitive_paths.clone(),
+                paths: Vec::new(),
+            }),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Top-level attributes whose values differ (absent and null are the same).
+pub fn changed_paths(a: &Value, b: &Value) -> Vec<AttrPath> {
+    let empty = BTreeMap::new();
+    let am = a.as_map().unwrap_or(&empty);
+    let bm = b.as_map().unwrap_or(&empty);
+    let keys: BTreeSet<&String> = am.keys().chain(bm.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !values_equal(am.get(*k).unwrap_or(&Value::Null), bm.get(*k).unwrap_or(&Value::Null)))
+        .map(|k| AttrPath::attr(k))
+        .collect()
+}
+
+fn targets(options: &PlanOptions) -> Result<Vec<Target>, Diagnostics> {
+    let mut out = Vec::new();
+    let mut diags = Diagnostics::new();
+    for t in options.targets.iter().chain(options.replace.iter()) {
+        match t.parse::<Target>() {
+            Ok(t) => out.push(t),
+            Err(e) => diags.push(Diagnostic::error("Invalid target address", e.to_string()).hint("addresses look like vault.main, agent.cam[\"front\"] or module.site")),
+        }
+    }
+    if diags.has_errors() { Err(diags) } else { Ok(out) }
+}
+
+/// Computes the plan.
+pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics> {
+    let PlanInput { stack, sources, root_vars, expanded, graph, state, providers, options, kdeploy_version } = input;
+    let mut diags = Diagnostics::new();
+    targets(options)?;
+    let target_list: Vec<Target> = options.targets.iter().filter_map(|t| t.parse().ok()).collect();
+    let replace_list: Vec<Target> = options.replace.iter().filter_map(|t| t.parse().ok()).collect();
+
+    let clusters = expanded.clusters();
+    let resolver = ValueTable::new(stack, expanded, BTreeMap::new());
+    let ctx = Ctx::new(stack, sources, root_vars, &expanded.modules, &resolver);
+
+    // Types of every instance (for provider routing and pending-create reads).
+    let mut types: BTreeMap<Address, String> = BTreeMap::new();
+    for (addr, inst) in &expanded.instances {
+        let decl = &stack.modules[inst.module].components[inst.decl];
+        let mut scope = ctx.scope(&addr.module);
+        scope.each = inst.each.clone();
+        scope.count = inst.count;
+        if let Ok((t, _)) = expand::component_type(&scope, decl) {
+            types.insert(addr.clone(), t);
+        }
+    }
+    let cluster_type = |c: &Option<Address>, types: &BTreeMap<Address, String>| -> Option<String> {
+        c.as_ref().and_then(|c| types.get(c).cloned().or_else(|| state.resource(&c.to_string()).map(|r| r.type_name.clone())))
+    };
+
+    // Refresh.
+    let mut notes = Vec::new();
+    let pending_creates: Vec<(Address, String, String)> = state
+        .pending
+        .iter()
+        .filter(|p| p.operation == PendingKind::Create && state.resource(&p.address).is_none())
+        .filter_map(|p| {
+            let addr: Address = p.address.parse().ok()?;
+            let t = types.get(&addr)?.clone();
+            let inst = expanded.instances.get(&addr)?;
+            let decl = &stack.modules[inst.module].components[inst.decl];
+            let cluster = decl.attrs.get("cluster").and(None).or_else(|| if clusters.len() == 1 { Some(clusters[0].clone()) } else { None });
+            let provider = kdeploy_provider::provider_for(addr.kind, &t, cluster_type(&cluster, &types).as_deref()).to_string();
+            Some((addr, t, provider))
+        })
+        .collect();
+    for p in &state.pending {
+        notes.push(format!(
+            "A previous run was interrupted while it was {} {} (started {}). kdeploy read the live object to decide what is left to do.",
+            match p.operation {
+                PendingKind::Create => "creating",
+                PendingKind::Update => "updating",
+                PendingKind::Delete => "deleting",
+            },
+            p.address,
+            p.started_at
+        ));
+    }
+    let refreshed = if options.refresh {
+        refresh(state, providers, &pending_creates).await?
+    } else {
+        let mut r = Refreshed::default();
+        for res in &state.resources {
+            r.live.insert(res.address.clone(), Some((state_attrs(res), res.fingerprint.clone())));
+        }
+        r
+    };
+    let live_of = |addr: &Address| -> Option<Value> {
+        match refreshed.live.get(&addr.to_string()) {
+            Some(Some((v, _))) => Some(v.clone()),
+            _ => None,
+        }
+    };
+
+    let mut changes: Vec<Change> = Vec::new();
+    let mut desired_all: BTreeMap<Address, Desired> = BTreeMap::new();
+    if !options.destroy {
+        for addr in graph.topo_order() {
+            let Some(inst) = expanded.instances.get(&addr) else { continue };
+            let desired = match expand::desired(&ctx, stack, inst, &clusters) {
+                Ok(d) => d,
+                Err(d) => {
+                    diags.extend(d);
+                    continue;
+                }
+            };
+            let provider_name = kdeploy_provider::provider_for(addr.kind, &desired.type_name, cluster_type(&desired.cluster, &types).as_deref()).to_string();
+            let provider: Arc<dyn Provider> = match providers.get(&provider_name) {
+                Ok(p) => p,
+                Err(e) => {
+                    let decl = expanded.decl(stack, &addr);
+                    diags.push(Diagnostic::error("Provider not available", format!("{addr} needs the {provider_name} provider, but {e}.")).at(decl.map(|d| d.span.clone())));
+                    continue;
+                }
+            };
+            let values = resolver.values.borrow().clone();
+            let value_of = |a: &Address| values.get(a).map(|m| m.value.clone());
+            let refs: BTreeMap<String, Value> = desired.refs.iter().filter_map(|(k, a)| value_of(a).map(|v| (k.clone(), v))).collect();
+            let cluster_value = desired.cluster.as_ref().and_then(|c| value_of(c));
+            let recorded = state.resource(&addr.to_string());
+            let prior = live_of(&addr);
+            let mut inputs = desired.inputs.clone();
+            // ignore_changes: keep the live value of ignored attributes.
+            if let (Some(prior), Value::Map(m)) = (&prior, &mut inputs) {
+                let ignore_all = desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == "all");
+                for a in desired.schema.inputs() {
+                    if ignore_all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name) {
+                        if let Some(v) = prior.as_map().and_then(|p| p.get(a.name)) {
+                            m.insert(a.name.to_string(), v.clone());
+                        }
+                    }
+                }
+            }
+            let component = ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() };
+            fn mk<'r>(component: &ComponentRef, schema: &'r kdeploy_provider::ComponentSchema, prior: Option<&'r Value>, desired: &'r Value, cluster: Option<&'r Value>, refs: &'r BTreeMap<String, Value>) -> PlanRequest<'r> {
+                PlanRequest { component: component.clone(), schema, prior, desired, cluster, refs }
+            }
+            let mut after_sensitive = desired.sensitive.clone();
+            for a in desired.schema.attributes.iter().filter(|a| a.sensitive && a.computed) {
+                after_sensitive.push(AttrPath::attr(a.name));
+            }
+            after_sensitive.sort();
+            after_sensitive.dedup();
+            let replace_requested = replace_list.iter().any(|t| addr.matches(t));
+            let (action, reason, after, replace_paths) = match &prior {
+                None => {
+                    let reason = if recorded.is_some() { Some(ActionReason::RecreateBecauseDeletedOutOfBand) } else { None };
+                    match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
+                        Ok(r) => (Action::Create, reason, r.planned, Vec::new()),
+                        Err(e) => {
+                            diags.push(Diagnostic::error("Provider plan failed", format!("{addr}: {e}")));
+                            continue;
+                        }
+                    }
+                }
+                Some(p) => {
+                    let resp = match provider.plan(mk(&component, &desired.schema, Some(p), &inputs, cluster_value.as_ref(), &refs)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            diags.push(Diagnostic::error("Provider plan failed", format!("{addr}: {e}")));
+                            continue;
+                        }
+                    };
+                    let replace_action = if desired.lifecycle.create_before_destroy { Action::CreateThenDelete } else { Action::DeleteThenCreate };
+                    if replace_requested || !resp.requires_replace.is_empty() {
+                        let fresh = match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
+                            Ok(r) => r.planned,
+                            Err(e) => {
+                                diags.push(Diagnostic::error("Provider plan failed", format!("{addr}: {e}")));
+                                continue;
+                            }
+                        };
+                        let reason = if replace_requested { ActionReason::ReplaceByRequest } else { ActionReason::ReplaceBecauseCannotUpdate };
+                        (replace_action, Some(reason), fresh, resp.requires_replace)
+                    } else if changed_paths(p, &resp.planned).is_empty() {
+                        (Action::NoOp, None, resp.planned, Vec::new())
+                    } else {
+                        (Action::Update, None, resp.planned, Vec::new())
+                    }
+                }
+            };
+            if (action.is_replace()) && desired.lifecycle.prevent_destroy {
+                let decl = expanded.decl(stack, &addr);
+                diags.push(prevent_destroy_diag(&addr, decl.map(|d| d.span.clone())));
+            }
+            resolver.values.borrow_mut().insert(addr.clone(), object_value(&addr, &after, &after_sensitive));
+            changes.push(Change {
+                address: addr.clone(),
+                kind: addr.kind,
+                type_name: desired.type_name.clone(),
+                provider: provider_name,
+                action,
+                reason,
+                before: prior.clone(),
+                after: Some(after),
+                before_sensitive: recorded.map(|r| r.sensitive_paths.clone()).unwrap_or_default(),
+                after_sensitive,
+                replace_paths,
+                depends_on: graph.dependencies(&addr),
+                cluster: desired.cluster.clone(),
+                refs: desired.refs.clone(),
+                delete_data: false,
+            });
+            desired_all.insert(addr.clone(), desired);
+        }
+    }
+
+    // Deletes: recorded components that are no longer wanted (or all of them for destroy).
+    for r in &state.resources {
+        let Some(addr) = parse_addr(&r.address) else { continue };
+        if !options.destroy && expanded.instances.contains_key(&addr) {
+            continue;
+        }
+        let Some(live) = live_of(&addr) else {
+            // Already gone: nothing to delete, the state entry is dropped on apply.
+            changes.push(Change {
+                address: addr.clone(),
+                kind: addr.kind,
+                type_name: r.type_name.clone(),
+                provider: r.provider.clone(),
+                action: Action::Delete,
+                reason: Some(ActionReason::RecreateBecauseDeletedOutOfBand),
+                before: None,
+                after: None,
+                before_sensitive: r.sensitive_paths.clone(),
+                after_sensitive: Vec::new(),
+                replace_paths: Vec::new(),
+                depends_on: r.dependencies.iter().filter_map(|d| d.parse().ok()).collect(),
+                cluster: None,
+                refs: BTreeMap::new(),
+                delete_data: options.delete_data,
+            });
+            continue;
+        };
+        let reason = if options.destroy {
+            ActionReason::DeleteBecauseDestroy
+        } else if !expanded.modules.contains_key(&addr.module) {
+            ActionReason::DeleteBecauseNoModule
+        } else {
+            let m = expanded.modules[&addr.module].module;
+            match (stack.modules[m].component(addr.kind, &addr.name), &addr.key) {
+                (Some(_), Some(InstanceKey::Int(_))) => ActionReason::DeleteBecauseCountIndex,
+                (Some(_), Some(InstanceKey::Str(_))) => ActionReason::DeleteBecauseEachKey,
+                _ => ActionReason::DeleteBecauseNoConfig,
+            }
+        };
+        if let Some(decl) = expanded.decl(stack, &addr) {
+            if decl.lifecycle.prevent_destroy {
+                diags.push(prevent_destroy_diag(&addr, Some(decl.span.clone())));
+            }
+        }
+        changes.push(Change {
+            address: addr.clone(),
+            kind: addr.kind,
+            type_name: r.type_name.clone(),
+            provider: r.provider.clone(),
+            action: Action::Delete,
+            reason: Some(reason),
+            before: Some(live),
+            after: None,
+            before_sensitive: r.sensitive_paths.clone(),
+            after_sensitive: Vec::new(),
+            replace_paths: Vec::new(),
+            depends_on: r.dependencies.iter().filter_map(|d| d.parse().ok()).collect(),
+            cluster: r.attributes.get("cluster").and_then(|c| c.as_str()).and_then(|c| c.parse().ok()),
+            refs: BTreeMap::new(),
+            delete_data: options.delete_data,
+        });
+    }
+
+    // -target: keep the targets and what they need (or, for destroy, what needs them).
+    if !target_list.is_empty() {
+        let hits: Vec<Address> = changes.iter().map(|c| c.address.clone()).filter(|a| target_list.iter().any(|t| a.matches(t))).collect();
+        if hits.is_empty() {
+            diags.push(Diagnostic::warning("No components matched -target", format!("None of {} names a component in this stack or its state.", options.targets.join(", "))));
+        }
+        let keep: BTreeSet<Address> = if options.destroy {
+            let mut keep: BTreeSet<Address> = hits.iter().cloned().collect();
+            // Recorded dependents of the targets must go first.
+            let mut grew = true;
+            while grew {
+                grew = false;
+                for c in &changes {
+                    if !keep.contains(&c.address) && c.depends_on.iter().any(|d| keep.contains(d)) {
+                        keep.insert(c.address.clone());
+                        grew = true;
+                    }
+                }
+            }
+            keep
+        } else {
+            graph.with_dependencies(&hits).into_iter().chain(hits.iter().cloned()).collect()
+        };
+        changes.retain(|c| keep.contains(&c.address));
+    }
+
+    if options.refresh_only {
+        changes.clear();
+    }
+
+    // Outputs (root module only).
+    let mut output_changes = Vec::new();
+    if !options.refresh_only {
+        let scope = ctx.scope(&ModulePath::root());
+        for (name, out) in &stack.root().outputs {
+            let before = state.outputs.get(name).map(|o| Value::from_json(&o.value));
+            if options.destroy {
+                if before.is_some() {
+                    output_changes.push(OutputChange { name: name.clone(), action: Action::Delete, before, after: None, sensitive: state.outputs[name].sensitive });
+                }
+                continue;
+            }
+            match scope.eval(&out.value.expr, out.value.span.file) {
+                Ok(v) => {
+                    if v.is_sensitive() && !out.sensitive {
+                        diags.push(
+                            Diagnostic::error("Output refers to sensitive values", format!("The output {name:?} would show a sensitive value."))
+                                .at(Some(out.value.span.clone()))
+                                .hint("add sensitive = true to the output block (the value is then hidden in plans and `kdeploy output`)"),
+                        );
+                        continue;
+                    }
+                    let action = match &before {
+                        None => Action::Create,
+                        Some(b) if values_equal(b, &v.value) => Action::NoOp,
+                        Some(_) => Action::Update,
+                    };
+                    output_changes.push(OutputChange { name: name.clone(), action, before, after: Some(v.value), sensitive: out.sensitive });
+                }
+                Err(d) => diags.push(d),
+            }
+        }
+        for (name, o) in &state.outputs {
+            if !stack.root().outputs.contains_key(name) {
+                output_changes.push(OutputChange { name: name.clone(), action: Action::Delete, before: Some(Value::from_json(&o.value)), after: None, sensitive: o.sensitive });
+            }
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    notes.extend(diags.0.iter().filter(|d| d.severity == crate::diag::Severity::Warning).map(|d| format!("{}: {}", d.summary, d.detail)));
+    changes.sort_by(|a, b| a.address.cmp(&b.address));
+    let mut refreshed = refreshed;
+    refreshed.notes = notes.clone();
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION.to_string(),
+        kdeploy_version: kdeploy_version.to_string(),
+        lineage: if state.serial == 0 && state.resources.is_empty() { None } else { Some(state.lineage.clone()) },
+        serial: state.serial,
+        config_digest: String::new(),
+        options: options.clone(),
+        changes,
+        drift: refreshed.drift.clone(),
+        output_changes,
+        notes,
+        sources: BTreeMap::new(),
+        variables: BTreeMap::new(),
+    };
+    Ok((plan, refreshed))
+}
+
+fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diagnostic {
+    Diagnostic::error(
+        "Instance cannot be destroyed",
+        format!("{addr} has lifecycle.prevent_destroy set, but the plan would destroy it."),
+    )
+    .at(span)
+    .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
+}

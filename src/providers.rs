@@ -1,0 +1,46 @@
+//! The provider registry: which provider implementations this build has, by name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kdeploy_provider::{ExternalProvider, Provider};
+
+/// Providers by name (`docker`, `kubernetes`, `aws`, ... and the data-only `external`).
+#[derive(Clone)]
+pub struct Providers {
+    map: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+/// Every provider name kdeploy knows, whether or not this build includes it.
+pub const KNOWN: &[&str] = &["aws", "azure", "docker", "external", "gcp", "kubernetes"];
+
+impl Providers {
+    /// The providers compiled into this build.
+    pub fn builtin() -> Providers {
+        let mut p = Providers::empty();
+        p.insert("external", Arc::new(ExternalProvider));
+        p
+    }
+
+    pub fn empty() -> Providers {
+        Providers { map: BTreeMap::new() }
+    }
+
+    pub fn insert(&mut self, name: &str, provider: Arc<dyn Provider>) {
+        self.map.insert(name.to_string(), provider);
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Provider>, String> {
+        self.map.get(name).cloned().ok_or_else(|| {
+            if KNOWN.contains(&name) {
+                format!("this kdeploy build does not include the {name} provider (enable the cargo feature \"{name}\" when building kdeploy)")
+            } else {
+                format!("there is no provider named {name:?}")
+            }
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+}

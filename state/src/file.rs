@@ -1,0 +1,371 @@
+//! The versioned JSON file format.
+//!
+//! Every state file carries a `version`. [`decode`] reads any version up to
+//! [`STATE_VERSION`], upgrading older documents one step at a time through [`UPGRADES`] before
+//! deserializing them; [`encode`] always writes the current version.
+//!
+//! To change the format: bump [`STATE_VERSION`], append an upgrade function from the previous
+//! version to [`UPGRADES`], and add a fixture test of the old format.
+
+use serde_json::{Map, Value};
+
+use crate::error::StateError;
+use crate::model::{STATE_VERSION, State};
+
+/// An upgrade of a JSON document from format version `n` to `n + 1`. It receives the document at
+/// version `n` and returns it at version `n + 1` (including the updated `version` field), or a
+/// description of what is wrong with the input.
+pub type Upgrade = fn(Value) -> Result<Value, String>;
+
+/// Upgrade steps; `UPGRADES[n]` turns version `n` into version `n + 1`.
+pub const UPGRADES: &[Upgrade] = &[upgrade_v0_to_v1];
+
+const _: () = assert!(
+    UPGRADES.len() == STATE_VERSION as usize,
+    "one upgrade per version step"
+);
+
+/// Decodes a state file. `source` names where the bytes came from, for error messages.
+///
+/// Older format versions are upgraded; a newer one is refused with
+/// [`StateError::NewerVersion`]. Syntax and shape errors carry the line and column.
+pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
+    let decode_err = |line: usize, column: usize, message: String| StateError::Decode {
+        source_name: source.to_string(),
+        line,
+        column,
+        message,
+    };
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)))?;
+    let version = match doc.get("version") {
+        Some(v) => v.as_u64().ok_or_else(|| {
+            decode_err(
+                0,
+                0,
+                format!("`version` must be a non-negative integer, found {v}"),
+            )
+        })?,
+        None if doc.is_object() => {
+            return Err(decode_err(
+                0,
+                0,
+                "the `version` field is missing".to_string(),
+            ));
+        }
+        None => return Err(decode_err(0, 0, "expected a JSON object".to_string())),
+    };
+    if version > u64::from(STATE_VERSION) {
+        return Err(StateError::NewerVersion {
+            source_name: source.to_string(),
+            found: version,
+            supported: STATE_VERSION,
+        });
+    }
+
+    let mut state: State = if version == u64::from(STATE_VERSION) {
+        // Deserialize from the bytes, not the `Value`, so shape errors carry a position.
+        serde_json::from_slice(bytes)
+            .map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)))?
+    } else {
+        let mut doc = doc;
+        for (step, upgrade) in UPGRADES.iter().enumerate().skip(version as usize) {
+            doc = upgrade(doc).map_err(|m| {
+                decode_err(
+                    0,
+                    0,
+                    format!("upgrading from format version {step} to {}: {m}", step + 1),
+                )
+            })?;
+        }
+        serde_json::from_value(doc).map_err(|e| {
+            decode_err(
+                0,
+                0,
+                format!("after upgrading from format version {version}: {e}"),
+            )
+        })?
+    };
+
+    state.sort_resources();
+    if let Some(pair) = state
+        .resources
+        .windows(2)
+        .find(|p| p[0].address == p[1].address)
+    {
+        return Err(decode_err(
+            0,
+            0,
+            format!("resource `{}` appears more than once", pair[0].address),
+        ));
+    }
+    Ok(state)
+}
+
+/// Encodes a state as pretty-printed JSON with a trailing newline, always at
+/// [`STATE_VERSION`]. The output is deterministic: resources are sorted by address and object
+/// keys inside attributes and outputs are sorted.
+pub fn encode(state: &State) -> Vec<u8> {
+    let mut normalized = state.clone();
+    normalized.version = STATE_VERSION;
+    normalized.sort_resources();
+    // Serializing cannot fail: all map keys are strings and serde_json values hold no
+    // non-finite numbers.
+    let mut out = serde_json::to_vec_pretty(&normalized).expect("state always serializes to JSON");
+    out.push(b'\n');
+    out
+}
+
+/// serde_json appends " at line L column C" to its messages; the position is reported
+/// separately.
+fn strip_position(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+/// Version 0, the early development format: `resources` was an object keyed by address (values
+/// without `address`), and there was neither `pending` nor `create_before_destroy`.
+fn upgrade_v0_to_v1(doc: Value) -> Result<Value, String> {
+    let Value::Object(mut root) = doc else {
+        return Err("expected a JSON object".to_string());
+    };
+    let resources = match root.remove("resources") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(format!(
+                "`resources` must be an object keyed by address, found {}",
+                kind(&other)
+            ));
+        }
+    };
+    let mut list = Vec::with_capacity(resources.len());
+    for (address, value) in resources {
+        let Value::Object(mut fields) = value else {
+            return Err(format!(
+                "resource `{address}` must be an object, found {}",
+                kind(&value)
+            ));
+        };
+        fields.insert("address".to_string(), Value::String(address));
+        fields
+            .entry("create_before_destroy")
+            .or_insert(Value::Bool(false));
+        list.push(Value::Object(fields));
+    }
+    root.insert("resources".to_string(), Value::Array(list));
+    root.entry("pending")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    root.insert("version".to_string(), Value::from(1));
+    Ok(Value::Object(root))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{OutputState, PendingKind, ResourceState};
+    use kdeploy_provider::AttrPath;
+    use serde_json::json;
+
+    fn sample() -> State {
+        let mut s = State::new("0.1.0");
+        s.serial = 7;
+        s.outputs.insert(
+            "endpoint".into(),
+            OutputState {
+                value: json!("http://x"),
+                sensitive: false,
+            },
+        );
+        s.outputs.insert(
+            "key".into(),
+            OutputState {
+                value: json!({"b": 1, "a": [2]}),
+                sensitive: true,
+            },
+        );
+        s.upsert(ResourceState {
+            address: "vault.main".into(),
+            kind: "vault".into(),
+            type_name: "minio".into(),
+            provider: "docker".into(),
+            attributes: json!({"root_password": "s3cret", "env": {"A": "1"}, "ports": [9000]}),
+            sensitive_paths: vec![
+                AttrPath::attr("root_password"),
+                AttrPath::attr("env").child_key("A"),
+            ],
+            dependencies: vec![],
+            fingerprint: Some("sha256:abc".into()),
+            create_before_destroy: true,
+        });
+        s.upsert(ResourceState {
+            address: "agent.cam[\"front\"]".into(),
+            kind: "agent".into(),
+            type_name: "docker".into(),
+            provider: "docker".into(),
+            attributes: json!({"name": "front"}),
+            sensitive_paths: vec![],
+            dependencies: vec!["vault.main".into()],
+            fingerprint: None,
+            create_before_destroy: false,
+        });
+        s.begin_pending("vault.main", PendingKind::Update);
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        let bytes = encode(&s);
+        assert!(bytes.ends_with(b"}\n"));
+        let back = decode(&bytes, "test").unwrap();
+        assert_eq!(back, s);
+        assert_eq!(encode(&back), bytes);
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["resources"][1]["type"], "minio");
+        assert_eq!(
+            doc["resources"][1]["sensitive_paths"],
+            json!([["root_password"], ["env", "A"]])
+        );
+        assert_eq!(doc["pending"][0]["operation"], "update");
+    }
+
+    #[test]
+    fn encoding_is_deterministic_regardless_of_key_order() {
+        let mut a = sample();
+        let mut b = sample();
+        b.lineage = a.lineage.clone();
+        b.pending = a.pending.clone();
+        a.resources[1].attributes = json!({"x": 1, "y": {"p": 1, "q": 2}});
+        b.resources[1].attributes = json!({"y": {"q": 2, "p": 1}, "x": 1});
+        assert_eq!(encode(&a), encode(&b));
+        let text = String::from_utf8(encode(&a)).unwrap();
+        assert!(text.find("\"p\"").unwrap() < text.find("\"q\"").unwrap());
+    }
+
+    #[test]
+    fn upgrades_v0() {
+        let v0 = r#"{
+          "version": 0,
+          "serial": 4,
+          "lineage": "5f1c2d1e-8a53-4d55-a5b9-0c6b8c2f3a10",
+          "kdeploy_version": "0.0.3",
+          "outputs": {"url": {"value": "http://cam", "sensitive": false}},
+          "resources": {
+            "vault.main": {
+              "kind": "vault", "type": "minio", "provider": "docker",
+              "attributes": {"root_password": "pw"},
+              "sensitive_paths": [["root_password"]],
+              "dependencies": [],
+              "fingerprint": "abc"
+            },
+            "agent.cam[\"front\"]": {
+              "kind": "agent", "type": "docker", "provider": "docker",
+              "attributes": {"name": "front"},
+              "sensitive_paths": [],
+              "dependencies": ["vault.main"],
+              "fingerprint": null
+            }
+          }
+        }"#;
+        let s = decode(v0.as_bytes(), "old.json").unwrap();
+        assert_eq!(s.version, STATE_VERSION);
+        assert_eq!(s.serial, 4);
+        assert_eq!(s.lineage, "5f1c2d1e-8a53-4d55-a5b9-0c6b8c2f3a10");
+        assert_eq!(s.resources.len(), 2);
+        assert_eq!(s.resources[0].address, "agent.cam[\"front\"]");
+        assert_eq!(s.resources[0].dependencies, ["vault.main"]);
+        let vault = s.resource("vault.main").unwrap();
+        assert_eq!(vault.type_name, "minio");
+        assert_eq!(vault.sensitive_paths, [AttrPath::attr("root_password")]);
+        assert_eq!(vault.fingerprint.as_deref(), Some("abc"));
+        assert!(!vault.create_before_destroy);
+        assert!(s.pending.is_empty());
+        assert_eq!(s.outputs["url"].value, json!("http://cam"));
+        // Re-encoding writes the current format.
+        let doc: Value = serde_json::from_slice(&encode(&s)).unwrap();
+        assert_eq!(doc["version"], json!(STATE_VERSION));
+        assert!(doc["resources"].is_array());
+    }
+
+    #[test]
+    fn bad_v0_names_the_step() {
+        let err = decode(br#"{"version": 0, "serial": 1, "lineage": "l", "kdeploy_version": "0", "resources": [1]}"#, "old.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("old.json"), "{err}");
+        assert!(
+            err.contains("upgrading from format version 0 to 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn newer_version_refused() {
+        let err = decode(br#"{"version": 99, "whatever": true}"#, "/x/state.json").unwrap_err();
+        assert!(matches!(err, StateError::NewerVersion { found: 99, .. }));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state at /x/state.json was written by a newer kdeploy (format version 99, this \
+                 build reads up to {STATE_VERSION}); upgrade kdeploy"
+            )
+        );
+    }
+
+    #[test]
+    fn invalid_json_names_source_and_position() {
+        let err = decode(
+            b"{\n  \"version\": 1,\n  \"serial\": oops\n}",
+            "/x/state.json",
+        )
+        .unwrap_err();
+        match &err {
+            StateError::Decode {
+                source_name,
+                line,
+                column,
+                ..
+            } => {
+                assert_eq!(source_name, "/x/state.json");
+                assert_eq!(*line, 3);
+                assert!(*column > 0);
+            }
+            other => panic!("expected Decode, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("/x/state.json at line 3, column"), "{msg}");
+
+        // Shape errors in the current format carry a position too.
+        let err = decode(b"{\"version\": 1,\n\"serial\": \"x\"}", "s").unwrap_err();
+        assert!(matches!(err, StateError::Decode { line: 2, .. }), "{err:?}");
+
+        let err = decode(b"{\"serial\": 1}", "s").unwrap_err().to_string();
+        assert!(err.contains("`version` field is missing"), "{err}");
+        let err = decode(b"[]", "s").unwrap_err().to_string();
+        assert!(err.contains("expected a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_addresses_refused() {
+        let mut s = sample();
+        let dup = s.resources[0].clone();
+        s.resources.push(dup);
+        let err = decode(&encode(&s), "s").unwrap_err().to_string();
+        assert!(err.contains("appears more than once"), "{err}");
+    }
+}

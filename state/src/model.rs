@@ -1,0 +1,640 @@
+//! The state model: what kdeploy has deployed, as last recorded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kdeploy_provider::AttrPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StateError;
+
+/// The state format version this build writes (and the newest it reads).
+pub const STATE_VERSION: u32 = 1;
+
+/// The recorded state of one stack.
+///
+/// Resources are kept sorted by address; use [`State::upsert`], [`State::remove`] and friends
+/// rather than editing `resources` directly so that the order and uniqueness hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version; [`STATE_VERSION`] when written by this build.
+    pub version: u32,
+    /// Strictly increasing with every write of the state.
+    pub serial: u64,
+    /// UUID v4 fixed when the state is created; a store refuses to overwrite another lineage.
+    pub lineage: String,
+    /// Version of kdeploy that wrote the state.
+    pub kdeploy_version: String,
+    /// Root module outputs.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputState>,
+    /// Managed resources, sorted by address.
+    #[serde(default)]
+    pub resources: Vec<ResourceState>,
+    /// Operations that were started but not recorded as finished (e.g. the run was killed).
+    #[serde(default)]
+    pub pending: Vec<PendingOp>,
+}
+
+/// One root module output.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputState {
+    /// The output's value (always known).
+    #[serde(serialize_with = "canonical::serialize")]
+    pub value: serde_json::Value,
+    /// Whether the value must be redacted when displayed.
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+/// One managed resource (one instance of a component).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceState {
+    /// Full address, e.g. `agent.cam["front"]` or `module.site.vault.main`.
+    pub address: String,
+    /// Component kind: `cluster`, `vault`, `agent`, ...
+    pub kind: String,
+    /// Implementation of the component: `docker`, `minio`, ...
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Provider that manages the resource.
+    pub provider: String,
+    /// Object holding the inputs and the computed outputs; only known values.
+    #[serde(serialize_with = "canonical::serialize")]
+    pub attributes: serde_json::Value,
+    /// Paths inside `attributes` whose values are sensitive.
+    #[serde(default)]
+    pub sensitive_paths: Vec<AttrPath>,
+    /// Addresses of the resources this one depends on.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Provider-defined hash of the live object, used to detect drift cheaply.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Whether replacements create the new object before destroying the old one.
+    #[serde(default)]
+    pub create_before_destroy: bool,
+}
+
+/// The kind of a pending operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PendingKind {
+    Create,
+    Update,
+    Delete,
+}
+
+impl fmt::Display for PendingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PendingKind::Create => "create",
+            PendingKind::Update => "update",
+            PendingKind::Delete => "delete",
+        })
+    }
+}
+
+/// An operation that was started but not recorded as finished. A pending operation left in the
+/// state means a run died mid-operation and the live object may differ from the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOp {
+    /// Unique id (UUID v4) returned by [`State::begin_pending`].
+    pub id: String,
+    /// Address of the resource being operated on.
+    pub address: String,
+    pub operation: PendingKind,
+    /// When the operation started (RFC 3339).
+    pub started_at: String,
+}
+
+impl State {
+    /// A fresh, empty state with a new lineage and serial 0.
+    pub fn new(kdeploy_version: &str) -> State {
+        State {
+            version: STATE_VERSION,
+            serial: 0,
+            lineage: uuid::Uuid::new_v4().to_string(),
+            kdeploy_version: kdeploy_version.to_string(),
+            outputs: BTreeMap::new(),
+            resources: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Increments the serial; call once before each write of a changed state.
+    pub fn bump_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    /// The resource at exactly `addr`.
+    pub fn resource(&self, addr: &str) -> Option<&ResourceState> {
+        self.position(addr).ok().map(|i| &self.resources[i])
+    }
+
+    /// Mutable access to the resource at exactly `addr`. Do not change its address.
+    pub fn resource_mut(&mut self, addr: &str) -> Option<&mut ResourceState> {
+        self.position(addr).ok().map(|i| &mut self.resources[i])
+    }
+
+    /// Inserts `r`, replacing any resource with the same address, keeping the sort order.
+    pub fn upsert(&mut self, r: ResourceState) {
+        match self.position(&r.address) {
+            Ok(i) => self.resources[i] = r,
+            Err(i) => self.resources.insert(i, r),
+        }
+    }
+
+    /// Removes and returns the resource at exactly `addr`.
+    pub fn remove(&mut self, addr: &str) -> Option<ResourceState> {
+        self.position(addr).ok().map(|i| self.resources.remove(i))
+    }
+
+    /// Removes every resource at `addr_or_prefix` or under it (see [`address_matches`]):
+    /// `agent.cam` removes `agent.cam`, `agent.cam["a"]` and `agent.cam[0]` but not
+    /// `agent.camera`; `module.site` removes everything in that module. Returns the removed
+    /// resources in address order.
+    pub fn remove_matching(&mut self, addr_or_prefix: &str) -> Vec<ResourceState> {
+        let (removed, kept) = std::mem::take(&mut self.resources)
+            .into_iter()
+            .partition(|r| address_matches(&r.address, addr_or_prefix));
+        self.resources = kept;
+        removed
+    }
+
+    /// Moves every resource at `from` or under it (same matching as
+    /// [`State::remove_matching`]) to `to`, replacing the `from` prefix of each address with
+    /// `to`. Dependencies of all resources that name a moved address are rewritten too.
+    ///
+    /// Nothing changes on error: it fails when nothing matched or when a destination address is
+    /// already taken by a resource that is not itself being moved. Returns how many resources
+    /// moved.
+    pub fn mv(&mut self, from: &str, to: &str) -> Result<usize, StateError> {
+        if to.is_empty() {
+            return Err(StateError::InvalidAddress {
+                address: to.to_string(),
+                reason: "the destination address is empty".to_string(),
+            });
+        }
+        let renames: BTreeMap<String, String> = self
+            .resources
+            .iter()
+            .filter(|r| address_matches(&r.address, from))
+            .map(|r| {
+                (
+                    r.address.clone(),
+                    format!("{to}{}", &r.address[from.len()..]),
+                )
+            })
+            .collect();
+        if renames.is_empty() {
+            return Err(StateError::NothingMatched {
+                pattern: from.to_string(),
+            });
+        }
+        for (old, new) in &renames {
+            if !renames.contains_key(new) && self.resource(new).is_some() {
+                return Err(StateError::DestinationExists {
+                    from: old.clone(),
+                    to: new.clone(),
+                });
+            }
+        }
+        // Destinations are distinct because they share the `to` prefix followed by distinct
+        // suffixes, so no resource is lost below.
+        for r in &mut self.resources {
+            if let Some(new) = renames.get(&r.address) {
+                r.address = new.clone();
+            }
+            for dep in &mut r.dependencies {
+                if let Some(new) = renames.get(dep.as_str()) {
+                    *dep = new.clone();
+                }
+            }
+        }
+        self.resources.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(renames.len())
+    }
+
+    /// Records that an operation on `address` starts; returns its id for
+    /// [`State::finish_pending`].
+    pub fn begin_pending(&mut self, address: &str, op: PendingKind) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.pending.push(PendingOp {
+            id: id.clone(),
+            address: address.to_string(),
+            operation: op,
+            started_at: crate::now_rfc3339(),
+        });
+        id
+    }
+
+    /// Records that the operation `id` finished (successfully or not). Unknown ids are ignored.
+    pub fn finish_pending(&mut self, id: &str) {
+        self.pending.retain(|p| p.id != id);
+    }
+
+    /// Checks the invariants a written state must satisfy: resources sorted by unique
+    /// addresses, attributes are objects, and no value is unknown (no `{"$unknown": ...}`
+    /// placeholder from a plan).
+    pub fn validate(&self) -> Result<(), StateError> {
+        let invalid = |reason: String| Err(StateError::InvalidState { reason });
+        for pair in self.resources.windows(2) {
+            if pair[0].address >= pair[1].address {
+                return invalid(format!(
+                    "resources are not sorted by unique address (`{}` before `{}`)",
+                    pair[0].address, pair[1].address
+                ));
+            }
+        }
+        for r in &self.resources {
+            if r.address.is_empty() {
+                return invalid("a resource has an empty address".to_string());
+            }
+            if !r.attributes.is_object() {
+                return invalid(format!(
+                    "the attributes of `{}` are not an object",
+                    r.address
+                ));
+            }
+            if let Some(path) = find_unknown(&r.attributes) {
+                return invalid(format!(
+                    "attribute `{path}` of `{}` is unknown; only known values may be stored",
+                    r.address
+                ));
+            }
+        }
+        for (name, output) in &self.outputs {
+            if let Some(path) = find_unknown(&output.value) {
+                let at = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{path}`")
+                };
+                return invalid(format!(
+                    "output `{name}` is unknown{at}; only known values may be stored"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the sort order of `resources` (stable, by address).
+    pub(crate) fn sort_resources(&mut self) {
+        self.resources.sort_by(|a, b| a.address.cmp(&b.address));
+    }
+
+    fn position(&self, addr: &str) -> Result<usize, usize> {
+        self.resources
+            .binary_search_by(|r| r.address.as_str().cmp(addr))
+    }
+}
+
+/// True when `address` is `pattern` or lies under it: the next character after the prefix must
+/// start an index (`[`) or a nested step (`.`). So `agent.cam` matches `agent.cam["a"]` and
+/// `agent.cam[0]` but not `agent.camera`, and `module.site` matches `module.site.vault.main` and
+/// `module.site["eu"].vault.main`.
+pub fn address_matches(address: &str, pattern: &str) -> bool {
+    match address.strip_prefix(pattern) {
+        Some("") => true,
+        Some(rest) => !pattern.is_empty() && (rest.starts_with('[') || rest.starts_with('.')),
+        None => false,
+    }
+}
+
+/// The path (rendered like `a.b[0]`) of the first `{"$unknown": ...}` placeholder in `v`.
+fn find_unknown(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.len() == 1 && map.contains_key("$unknown") {
+                return Some(String::new());
+            }
+            map.iter().find_map(|(k, item)| {
+                find_unknown(item).map(|rest| {
+                    let sep = if rest.is_empty() || rest.starts_with('[') {
+                        ""
+                    } else {
+                        "."
+                    };
+                    format!("{k}{sep}{rest}")
+                })
+            })
+        }
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            find_unknown(item).map(|rest| {
+                let sep = if rest.is_empty() || rest.starts_with('[') {
+                    ""
+                } else {
+                    "."
+                };
+                format!("[{i}]{sep}{rest}")
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// A short description of a JSON value that reveals nothing of its content.
+fn shape(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".to_string(),
+        serde_json::Value::Bool(_) => "<bool>".to_string(),
+        serde_json::Value::Number(_) => "<number>".to_string(),
+        serde_json::Value::String(_) => "<string>".to_string(),
+        serde_json::Value::Array(a) => format!("<list of {}>", a.len()),
+        serde_json::Value::Object(o) => {
+            let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+            format!("<object with keys {keys:?}>")
+        }
+    }
+}
+
+/// Shows the shape of the value, never the value itself.
+impl fmt::Debug for OutputState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputState")
+            .field("value", &format_args!("{}", shape(&self.value)))
+            .field("sensitive", &self.sensitive)
+            .finish()
+    }
+}
+
+/// Shows attribute names, never attribute values.
+impl fmt::Debug for ResourceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResourceState")
+            .field("address", &self.address)
+            .field("kind", &self.kind)
+            .field("type_name", &self.type_name)
+            .field("provider", &self.provider)
+            .field("attributes", &format_args!("{}", shape(&self.attributes)))
+            .field("sensitive_paths", &self.sensitive_paths)
+            .field("dependencies", &self.dependencies)
+            .field("fingerprint", &self.fingerprint)
+            .field("create_before_destroy", &self.create_before_destroy)
+            .finish()
+    }
+}
+
+/// Serializes JSON values with object keys sorted, so that encoding is deterministic whatever
+/// order the attributes were built in.
+mod canonical {
+    use serde::ser::{SerializeMap, SerializeSeq};
+    use serde::{Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+        Sorted(v).serialize(s)
+    }
+
+    struct Sorted<'a>(&'a serde_json::Value);
+
+    impl Serialize for Sorted<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                serde_json::Value::Object(map) => {
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_by(|a, b| a.0.cmp(b.0));
+                    let mut m = s.serialize_map(Some(entries.len()))?;
+                    for (k, v) in entries {
+                        m.serialize_entry(k, &Sorted(v))?;
+                    }
+                    m.end()
+                }
+                serde_json::Value::Array(items) => {
+                    let mut seq = s.serialize_seq(Some(items.len()))?;
+                    for item in items {
+                        seq.serialize_element(&Sorted(item))?;
+                    }
+                    seq.end()
+                }
+                other => other.serialize(s),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn res(addr: &str) -> ResourceState {
+        ResourceState {
+            address: addr.to_string(),
+            kind: "agent".into(),
+            type_name: "docker".into(),
+            provider: "docker".into(),
+            attributes: json!({"name": addr}),
+            sensitive_paths: vec![],
+            dependencies: vec![],
+            fingerprint: None,
+            create_before_destroy: false,
+        }
+    }
+
+    fn state_with(addrs: &[&str]) -> State {
+        let mut s = State::new("0.1.0");
+        for a in addrs {
+            s.upsert(res(a));
+        }
+        s
+    }
+
+    fn addrs(s: &State) -> Vec<&str> {
+        s.resources.iter().map(|r| r.address.as_str()).collect()
+    }
+
+    #[test]
+    fn new_state_has_fresh_lineage_and_serial_zero() {
+        let a = State::new("0.1.0");
+        let b = State::new("0.1.0");
+        assert_eq!(a.serial, 0);
+        assert_eq!(a.version, STATE_VERSION);
+        assert_ne!(a.lineage, b.lineage);
+        assert_eq!(
+            uuid::Uuid::parse_str(&a.lineage).unwrap().get_version_num(),
+            4
+        );
+    }
+
+    #[test]
+    fn upsert_keeps_sorted_and_replaces() {
+        let mut s = state_with(&["vault.main", "agent.cam[\"b\"]", "agent.cam[\"a\"]"]);
+        assert_eq!(
+            addrs(&s),
+            ["agent.cam[\"a\"]", "agent.cam[\"b\"]", "vault.main"]
+        );
+        let mut r = res("vault.main");
+        r.fingerprint = Some("f".into());
+        s.upsert(r);
+        assert_eq!(s.resources.len(), 3);
+        assert_eq!(
+            s.resource("vault.main").unwrap().fingerprint.as_deref(),
+            Some("f")
+        );
+        assert!(s.remove("vault.main").is_some());
+        assert!(s.resource("vault.main").is_none());
+        assert!(s.remove("vault.main").is_none());
+    }
+
+    #[test]
+    fn address_matching_respects_boundaries() {
+        assert!(address_matches("agent.cam", "agent.cam"));
+        assert!(address_matches("agent.cam[\"a\"]", "agent.cam"));
+        assert!(address_matches("agent.cam[0]", "agent.cam"));
+        assert!(!address_matches("agent.camera", "agent.cam"));
+        assert!(!address_matches("agent.camera[\"a\"]", "agent.cam"));
+        assert!(address_matches("module.site.vault.main", "module.site"));
+        assert!(address_matches(
+            "module.site[\"eu\"].vault.main",
+            "module.site"
+        ));
+        assert!(!address_matches("module.site2.vault.main", "module.site"));
+        assert!(!address_matches("agent.cam", ""));
+    }
+
+    #[test]
+    fn remove_matching_prefix_semantics() {
+        let mut s = state_with(&[
+            "agent.cam",
+            "agent.cam[\"a\"]",
+            "agent.cam[0]",
+            "agent.camera",
+            "module.site.vault.main",
+            "module.site.agent.x[\"y\"]",
+            "module.site2.vault.main",
+        ]);
+        let removed = s.remove_matching("agent.cam");
+        let removed: Vec<&str> = removed.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(removed, ["agent.cam", "agent.cam[\"a\"]", "agent.cam[0]"]);
+        assert_eq!(
+            addrs(&s),
+            [
+                "agent.camera",
+                "module.site.agent.x[\"y\"]",
+                "module.site.vault.main",
+                "module.site2.vault.main"
+            ]
+        );
+        assert_eq!(s.remove_matching("module.site").len(), 2);
+        assert_eq!(addrs(&s), ["agent.camera", "module.site2.vault.main"]);
+        assert!(s.remove_matching("agent.cam").is_empty());
+    }
+
+    #[test]
+    fn mv_prefix_semantics_and_dependencies() {
+        let mut s = state_with(&[
+            "agent.cam[\"a\"]",
+            "agent.cam[\"b\"]",
+            "agent.camera",
+            "vault.main",
+        ]);
+        s.resources[3].dependencies = vec!["agent.cam[\"a\"]".into(), "agent.camera".into()];
+        assert_eq!(s.mv("agent.cam", "agent.cams").unwrap(), 2);
+        assert_eq!(
+            addrs(&s),
+            [
+                "agent.camera",
+                "agent.cams[\"a\"]",
+                "agent.cams[\"b\"]",
+                "vault.main"
+            ]
+        );
+        assert_eq!(
+            s.resource("vault.main").unwrap().dependencies,
+            ["agent.cams[\"a\"]", "agent.camera"]
+        );
+
+        // Into a module.
+        assert_eq!(s.mv("vault.main", "module.site.vault.main").unwrap(), 1);
+        assert!(s.resource("module.site.vault.main").is_some());
+        assert_eq!(s.mv("module.site", "module.eu").unwrap(), 1);
+        assert!(s.resource("module.eu.vault.main").is_some());
+    }
+
+    #[test]
+    fn mv_errors_leave_state_unchanged() {
+        let mut s = state_with(&["agent.cam[\"a\"]", "agent.cam[\"b\"]", "agent.dog[\"b\"]"]);
+        let before = s.clone();
+        match s.mv("agent.cam", "agent.dog") {
+            Err(StateError::DestinationExists { from, to }) => {
+                assert_eq!(from, "agent.cam[\"b\"]");
+                assert_eq!(to, "agent.dog[\"b\"]");
+            }
+            other => panic!("expected DestinationExists, got {other:?}"),
+        }
+        assert_eq!(s, before);
+        assert!(matches!(
+            s.mv("agent.ca", "x.y"),
+            Err(StateError::NothingMatched { .. })
+        ));
+        assert!(matches!(
+            s.mv("agent.cam", ""),
+            Err(StateError::InvalidAddress { .. })
+        ));
+        assert_eq!(s, before);
+        // A single instance to a plain address.
+        assert_eq!(s.mv("agent.cam[\"a\"]", "agent.solo").unwrap(), 1);
+        assert!(s.resource("agent.solo").is_some());
+    }
+
+    #[test]
+    fn pending_ops() {
+        let mut s = State::new("0.1.0");
+        let a = s.begin_pending("vault.main", PendingKind::Create);
+        let b = s.begin_pending("agent.cam", PendingKind::Delete);
+        assert_ne!(a, b);
+        assert_eq!(s.pending.len(), 2);
+        assert!(
+            time::OffsetDateTime::parse(
+                &s.pending[0].started_at,
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok()
+        );
+        s.finish_pending(&a);
+        assert_eq!(s.pending.len(), 1);
+        assert_eq!(s.pending[0].id, b);
+        assert_eq!(
+            serde_json::to_value(&s.pending[0]).unwrap()["operation"],
+            "delete"
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_values() {
+        let mut s = State::new("0.1.0");
+        let mut r = res("vault.main");
+        r.attributes = json!({"password": "hunter2-secret", "nested": {"token": "tok-secret"}});
+        s.upsert(r);
+        s.outputs.insert(
+            "key".into(),
+            OutputState {
+                value: json!("out-secret"),
+                sensitive: true,
+            },
+        );
+        let dbg = format!("{s:?} {:#?}", s);
+        assert!(!dbg.contains("hunter2-secret"), "{dbg}");
+        assert!(!dbg.contains("tok-secret"), "{dbg}");
+        assert!(!dbg.contains("out-secret"), "{dbg}");
+        assert!(dbg.contains("password"));
+    }
+
+    #[test]
+    fn validate_rejects_unknowns_and_bad_order() {
+        let mut s = state_with(&["a.b"]);
+        assert!(s.validate().is_ok());
+        s.resources[0].attributes = json!({"endpoint": {"$unknown": "vault.main.endpoint"}});
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("`endpoint`"), "{err}");
+        s.resources[0].attributes = json!({"x": 1});
+        s.resources.push(res("a.a"));
+        assert!(s.validate().is_err());
+        s.sort_resources();
+        assert!(s.validate().is_ok());
+        s.resources[0].attributes = json!([1]);
+        assert!(s.validate().is_err());
+    }
+}
