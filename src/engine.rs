@@ -35,8 +35,9 @@ pub struct Loaded {
     pub root_vars: BTreeMap<String, Marked>,
     pub expanded: Expanded,
     pub graph: DepGraph,
-    /// Warnings (errors stop loading).
-    pub warnings: Diagnostics,
+    /// Everything found while loading (errors included: a stack with errors still loads as
+    /// far as it can, so that one run reports every problem).
+    pub diags: Diagnostics,
 }
 
 /// A failed load: the diagnostics and the sources they point into.
@@ -60,7 +61,8 @@ pub enum VarSource {
 pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &VarSource, allow_missing_vars: bool) -> Result<Loaded, LoadError> {
     let mut sources = SourceMap::new();
     let (stack, mut diags) = load_stack(dir, &mut sources);
-    if diags.has_errors() || stack.modules.is_empty() {
+    // Syntax errors leave whole files out: evaluating the rest would only report echoes.
+    if stack.modules.is_empty() || diags.0.iter().any(|d| d.summary == "Invalid HCL syntax" || d.summary == "No stack files" || d.summary == "Cannot read stack directory") {
         return Err(LoadError { sources, diags: diags.sorted() });
     }
     let root_vars = match vars {
@@ -74,20 +76,25 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
             .map(|(k, (v, s))| (k.clone(), if *s { Marked::secret(v.clone()) } else { Marked::plain(v.clone()) }))
             .collect(),
     };
-    if diags.has_errors() {
-        return Err(LoadError { sources, diags: diags.sorted() });
-    }
     let (expanded, d) = expand::expand(&stack, &sources, &root_vars);
     diags.extend(d);
     let (graph, d) = DepGraph::build(&expanded);
     diags.extend(d);
-    if diags.has_errors() {
-        return Err(LoadError { sources, diags: diags.sorted() });
-    }
-    Ok(Loaded { dir: dir.to_path_buf(), stack, sources, root_vars, expanded, graph, warnings: diags.sorted() })
+    Ok(Loaded { dir: dir.to_path_buf(), stack, sources, root_vars, expanded, graph, diags: diags.sorted() })
 }
 
 impl Loaded {
+    /// Every error of the stack: loading problems plus what evaluating each component finds.
+    /// None when the stack has no errors.
+    pub fn errors(&self) -> Option<Diagnostics> {
+        if !self.diags.has_errors() {
+            return None;
+        }
+        let mut all = self.diags.clone();
+        all.extend(self.check());
+        Some(all.sorted())
+    }
+
     /// Evaluates every component and output with every computed value unknown, as `validate`
     /// does: type errors, missing arguments and bad references are found without a provider.
     pub fn check(&self) -> Diagnostics {
@@ -95,7 +102,12 @@ impl Loaded {
         let table = ValueTable::new(&self.stack, &self.expanded, BTreeMap::new());
         let ctx = Ctx::new(&self.stack, &self.sources, &self.root_vars, &self.expanded.modules, &table);
         let clusters = self.expanded.clusters();
-        for addr in self.graph.topo_order() {
+        // Apply order first, then anything left out of it (nodes on a cycle), so every
+        // component is checked.
+        let mut order = self.graph.topo_order();
+        let ordered: std::collections::BTreeSet<Address> = order.iter().cloned().collect();
+        order.extend(self.expanded.instances.keys().filter(|a| !ordered.contains(*a)).cloned());
+        for addr in order {
             let Some(inst) = self.expanded.instances.get(&addr) else { continue };
             match expand::desired(&ctx, &self.stack, inst, &clusters) {
                 Ok(d) => {

@@ -214,6 +214,14 @@ impl Coordinator<'_> {
                 Some((a.clone(), object_value(&a, &Value::from_json(&r.attributes), &r.sensitive_paths)))
             })
             .collect();
+        // Operations an earlier run left pending were resolved by this plan's refresh.
+        if !self.state.pending.is_empty() {
+            self.state.pending.clear();
+            if let Err(e) = self.persist() {
+                outcome.state_error = Some(e);
+                return outcome;
+            }
+        }
         let mut set: JoinSet<JobResult> = JoinSet::new();
         let mut stopping = false;
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);

@@ -100,8 +100,11 @@ impl Ctx<'_, '_> {
             return Err(LoadError { sources: SourceMap::new(), diags: errs });
         }
         let loaded = engine::load(&self.dir, &var_args, &self.env.vars, source, allow_missing)?;
-        if !loaded.warnings.is_empty() {
-            let w = loaded.warnings.clone();
+        if let Some(diags) = loaded.errors() {
+            return Err(LoadError { sources: loaded.sources, diags });
+        }
+        if !loaded.diags.is_empty() {
+            let w = loaded.diags.clone();
             self.diags(&loaded.sources, &w);
         }
         Ok(loaded)
@@ -158,7 +161,7 @@ fn validate(ctx: &mut Ctx<'_, '_>, json: bool) -> i32 {
     let result = ctx.load(&args::VarArgs::default(), &VarSource::Inputs, true);
     let (sources, diags) = match result {
         Ok(loaded) => {
-            let mut d = loaded.warnings.clone();
+            let mut d = loaded.diags.clone();
             d.extend(loaded.check());
             (loaded.sources, d.sorted())
         }
@@ -452,7 +455,7 @@ fn state_store(ctx: &mut Ctx<'_, '_>) -> Result<Box<dyn StateStore>, i32> {
         root_vars: BTreeMap::new(),
         expanded: Default::default(),
         graph: Default::default(),
-        warnings: Diagnostics::new(),
+        diags: Diagnostics::new(),
     };
     ctx.store(&loaded_like).ok_or(EXIT_ERROR)
 }

@@ -667,7 +667,7 @@ impl<'a> Scope<'a> {
                     Some(v) => Ok((v, 1)),
                     None => {
                         let declared: Vec<&str> = self.config().components.iter().filter(|c| c.kind == kind).map(|c| c.name.as_str()).collect();
-                        let mut d = err(file, whole, "Reference to undeclared component", format!("A {kw} component named {n:?} is not declared in this module."));
+                        let mut d = err(file, whole, "Reference to undeclared component", format!("{} {kw} component named {n:?} is not declared in this module.", article(kw)));
                         if let Some(s) = did_you_mean(n, declared.iter().copied()) {
                             d = d.hint(format!("did you mean {kw}.{s}?"));
                         } else if declared.is_empty() {
@@ -919,4 +919,9 @@ fn dedent(s: &str, indent: usize) -> String {
             &line[strip..]
         })
         .collect()
+}
+
+/// "a" or "an" for a word.
+pub fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "An" } else { "A" }
 }

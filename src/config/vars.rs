@@ -206,19 +206,27 @@ pub fn root_values(
                     let m = if decl.sensitive { Marked::secret(v) } else { Marked::plain(v) };
                     values.insert(name.clone(), m);
                 }
-                Err(e) => diags.push(
-                    Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {e}.", decl.ty))
-                        .at(Some(decl.span.clone())),
-                ),
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {e}.", decl.ty))
+                            .at(Some(decl.span.clone())),
+                    );
+                    values.insert(name.clone(), Marked::plain(Value::Unknown(format!("var.{name}"))));
+                }
             }
         }
+    }
+    // A variable whose value was rejected is unknown from here on, so that the rest of the
+    // stack is still checked without echoing the same problem.
+    for name in root.variables.keys() {
+        values.entry(name.clone()).or_insert_with(|| Marked::plain(Value::Unknown(format!("var.{name}"))));
     }
     // Validation rules see every typed value.
     {
         let ctx = Ctx::new(stack, sources, &values, &instances, &NoComponents);
         let scope = ctx.scope(&ModulePath::root());
         for (name, decl) in &root.variables {
-            if !values.contains_key(name) {
+            if values.get(name).is_some_and(|v| v.value.is_unknown()) {
                 continue;
             }
             for v in &decl.validations {

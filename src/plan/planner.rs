@@ -318,6 +318,10 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                         };
                         let reason = if replace_requested { ActionReason::ReplaceByRequest } else { ActionReason::ReplaceBecauseCannotUpdate };
                         (replace_action, Some(reason), fresh, resp.requires_replace)
+                    } else if recorded.is_none() {
+                        // Found live but never recorded: an interrupted create. Record it (the
+                        // provider's apply is idempotent) instead of creating a duplicate.
+                        (Action::Update, Some(ActionReason::RecoverPendingOperation), resp.planned, Vec::new())
                     } else if changed_paths(p, &resp.planned).is_empty() {
                         (Action::NoOp, None, resp.planned, Vec::new())
                     } else {

@@ -212,8 +212,13 @@ impl Provider for FakeProvider {
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
         let address = request.component.address.clone();
+        let prior = request.prior.clone();
         self.run("delete", &address, |w| {
-            w.objects.remove(&address);
+            // Delete only the generation the caller saw: under create_before_destroy the new
+            // object already took the address.
+            if w.objects.get(&address).is_some_and(|o| *o == prior) {
+                w.objects.remove(&address);
+            }
             Ok(())
         })
         .await

@@ -1,0 +1,448 @@
+//! Engine behaviour through the CLI and the engine API, with the fake provider: plans of every
+//! action, saved and stale plans, parallelism and ordering, failures, crashes and interrupts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kdeploy::apply::{ApplyOptions, Quiet};
+use kdeploy::engine::{self, VarSource};
+use kdeploy_provider::fake::FakeWorld;
+use kdeploy_provider::Value;
+use kdeploy_state::{LocalStore, State, StateError, StateStore};
+
+use crate::support::{basic_stack, fake_providers, run, run_with, TestStack};
+
+const CAMS: &[(&str, &str)] = &[("a", "rtsp://10.0.0.1/s1"), ("b", "rtsp://10.0.0.2/s1")];
+
+fn applied(cams: &[(&str, &str)]) -> (TestStack, FakeWorld) {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(cams))]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "apply failed:\n{}{}", r.stdout, r.stderr);
+    (s, w)
+}
+
+#[test]
+fn apply_from_empty_creates_everything_then_plan_shows_no_changes() {
+    let (s, w) = applied(CAMS);
+    let objects = w.objects();
+    let names: Vec<&str> = objects.keys().map(String::as_str).collect();
+    assert_eq!(names, ["agent.cam[\"a\"]", "agent.cam[\"b\"]", "cluster.edge", "database.meta", "object_storage.rec", "vault.main"]);
+    let state = s.state();
+    assert_eq!(state.resources.len(), 6);
+    assert!(state.pending.is_empty());
+    assert_eq!(state.outputs["vault_url"].value, serde_json::json!("fake://vault.main"));
+    assert!(state.outputs["vault_secret"].sensitive);
+    // The agent got the vault's generated keys through the reference.
+    let agent = w.object("agent.cam[\"a\"]").unwrap();
+    assert_eq!(agent.as_map().unwrap()["vault"], Value::string("vault.main"));
+
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+}
+
+#[test]
+fn changed_camera_url_is_one_in_place_update() {
+    let (s, w) = applied(CAMS);
+    s.write("main.hcl", &basic_stack(&[("a", "rtsp://10.0.0.9/s1"), ("b", "rtsp://10.0.0.2/s1")]));
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("# agent.cam[\"a\"] will be updated in place"), "{}", r.stdout);
+    assert!(r.stdout.contains("~ rtsp_url = \"rtsp://10.0.0.1/s1\" -> \"rtsp://10.0.0.9/s1\""), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", r.stdout);
+    w.clear_calls();
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let calls: Vec<String> = w.calls().iter().map(|c| format!("{} {}", c.op, c.address)).collect();
+    assert_eq!(calls, ["apply agent.cam[\"a\"]"]);
+    assert_eq!(w.object("agent.cam[\"a\"]").unwrap().as_map().unwrap()["rtsp_url"], Value::string("rtsp://10.0.0.9/s1"));
+}
+
+#[test]
+fn adding_and_removing_cameras_create_and_delete_one_each() {
+    let (s, w) = applied(CAMS);
+    s.write("main.hcl", &basic_stack(&[("a", "rtsp://10.0.0.1/s1"), ("c", "rtsp://10.0.0.3/s1")]));
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("# agent.cam[\"c\"] will be created"), "{}", r.stdout);
+    assert!(r.stdout.contains("# agent.cam[\"b\"] will be destroyed\n  # (because its key is no longer in for_each)"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy."), "{}", r.stdout);
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(w.object("agent.cam[\"b\"]").is_none());
+    assert!(w.object("agent.cam[\"c\"]").is_some());
+    assert!(s.state().resource("agent.cam[\"b\"]").is_none());
+}
+
+#[test]
+fn force_new_attribute_replaces_and_says_why() {
+    let (s, w) = applied(CAMS);
+    let text = basic_stack(CAMS).replace("type = \"mongodb\"", "type = \"mongodb\"\n  namespace = \"db\"");
+    s.write("main.hcl", &text);
+    let r = run(s.path(), &w, &["plan"]);
+    assert!(r.stdout.contains("# database.meta must be replaced"), "{}", r.stdout);
+    assert!(r.stdout.contains("-/+ database.meta {"), "{}", r.stdout);
+    assert!(r.stdout.contains("+ namespace = \"db\" # forces replacement"), "{}", r.stdout);
+    w.clear_calls();
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ops: Vec<String> = w.calls().iter().filter(|c| c.address == "database.meta").map(|c| c.op.to_string()).collect();
+    assert_eq!(ops, ["delete", "apply"], "delete then create");
+    assert_eq!(w.object("database.meta").unwrap().as_map().unwrap()["namespace"], Value::string("db"));
+}
+
+#[test]
+fn replace_flag_and_create_before_destroy() {
+    let (s, w) = applied(CAMS);
+    let r = run(s.path(), &w, &["plan", "-replace", "vault.main"]);
+    assert!(r.stdout.contains("# vault.main must be replaced\n  # (because replacement was requested with -replace)"), "{}", r.stdout);
+    let text = basic_stack(CAMS).replace("storage  = object_storage.rec", "storage  = object_storage.rec\n  lifecycle {\n    create_before_destroy = true\n  }");
+    s.write("main.hcl", &text);
+    w.clear_calls();
+    let r = run(s.path(), &w, &["apply", "--auto-approve", "-replace=vault.main"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("+/- vault.main {"), "{}", r.stdout);
+    let ops: Vec<String> = w.calls().iter().filter(|c| c.address == "vault.main").map(|c| c.op.to_string()).collect();
+    assert_eq!(ops, ["apply", "delete"], "create before destroy");
+    assert!(w.object("vault.main").is_some(), "the new object survives the delete of the old one");
+}
+
+#[test]
+fn saved_plan_is_applied_exactly_and_refused_when_stale() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan", "-out", "p.kdplan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("To perform exactly these actions, run: kdeploy apply p.kdplan"));
+    assert!(w.objects().is_empty(), "plan changes nothing");
+    // Changing a variable source after the plan does not change what a saved plan applies.
+    let r = run_with(s.path(), fake_providers(&w), &["apply", "p.kdplan"], [("KDEPLOY_VAR_cameras".to_string(), "{x = \"y\"}".to_string())].into(), "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(w.objects().len(), 6);
+    assert!(w.object("agent.cam[\"x\"]").is_none());
+    // Applying it again: the state moved on.
+    let r = run(s.path(), &w, &["apply", "p.kdplan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("Saved plan is stale"), "{}", r.stderr);
+    assert!(r.stderr.contains("the plan was made before any state existed, but state has been written since"), "{}", r.stderr);
+    assert_eq!(w.objects().len(), 6, "no duplicates");
+
+    // A plan made against state is refused once the state has moved on.
+    s.write("main.hcl", &basic_stack(&[("a", "rtsp://changed")]));
+    let r = run(s.path(), &w, &["plan", "-out", "p2.kdplan"]);
+    assert_eq!(r.code, 0);
+    let r = run(s.path(), &w, &["state", "rm", "agent.cam[\"b\"]"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(s.path(), &w, &["apply", "p2.kdplan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("the state changed since the plan was made (serial"), "{}", r.stderr);
+
+    // Sources changed since the plan.
+    let r = run(s.path(), &w, &["plan", "-out", "q.kdplan"]);
+    assert_eq!(r.code, 0);
+    s.write("extra.hcl", "locals {\n  x = 1\n}\n");
+    let before = s.state().serial;
+    let r = run(s.path(), &w, &["apply", "q.kdplan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("the stack's source files changed since the plan was made"), "{}", r.stderr);
+    assert_eq!(s.state().serial, before, "nothing written");
+}
+
+#[test]
+fn plan_made_against_another_lineage_is_refused() {
+    let (s, w) = applied(CAMS);
+    s.write("main.hcl", &basic_stack(&[("a", "rtsp://changed")]));
+    let r = run(s.path(), &w, &["plan", "-out", "p.kdplan"]);
+    assert_eq!(r.code, 0);
+    // Replace the state with one of another lineage (same serial).
+    let old = s.state();
+    let mut other = State::new("test");
+    other.serial = old.serial;
+    other.resources = old.resources.clone();
+    std::fs::write(s.state_path(), kdeploy_state::encode(&other)).unwrap();
+    let r = run(s.path(), &w, &["apply", "p.kdplan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("lineage"), "{}", r.stderr);
+}
+
+fn many_cams(n: usize) -> Vec<(String, String)> {
+    (0..n).map(|i| (format!("c{i:02}"), format!("rtsp://10.0.1.{i}/s"))).collect()
+}
+
+#[test]
+fn parallelism_cap_and_dependency_order_are_kept() {
+    let cams = many_cams(12);
+    let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let s = TestStack::new(&[("main.hcl", &basic_stack(&refs))]);
+    let w = FakeWorld::new();
+    w.default_delay(Duration::from_millis(60));
+    let r = run(s.path(), &w, &["apply", "--auto-approve", "--parallelism", "3"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(w.max_concurrency(), 3, "12 independent agents must fill exactly 3 slots");
+    let calls = w.calls();
+    let end_of = |a: &str| calls.iter().find(|c| c.address == a).map(|c| c.end).unwrap();
+    let start_of = |a: &str| calls.iter().find(|c| c.address == a).map(|c| c.start).unwrap();
+    for c in calls.iter().filter(|c| c.address.starts_with("agent.")) {
+        assert!(end_of("vault.main") <= c.start, "{} started before vault.main finished", c.address);
+    }
+    assert!(end_of("database.meta") <= start_of("vault.main"));
+    assert!(end_of("object_storage.rec") <= start_of("vault.main"));
+    assert!(end_of("cluster.edge") <= start_of("database.meta"));
+
+    // Destroy runs in reverse order.
+    w.clear_calls();
+    let r = run(s.path(), &w, &["destroy", "--auto-approve", "--parallelism", "4"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(w.objects().is_empty());
+    let calls = w.calls();
+    let end_of = |a: &str| calls.iter().find(|c| c.address == a).map(|c| c.end).unwrap();
+    let start_of = |a: &str| calls.iter().find(|c| c.address == a).map(|c| c.start).unwrap();
+    for c in calls.iter().filter(|c| c.address.starts_with("agent.")) {
+        assert!(c.end <= start_of("vault.main"), "vault deleted before {}", c.address);
+    }
+    assert!(end_of("vault.main") <= start_of("database.meta"));
+    assert!(end_of("database.meta") <= start_of("cluster.edge"));
+    assert!(r.stdout.contains("Destroy complete! Resources: 16 destroyed."), "{}", r.stdout);
+    assert!(s.state().resources.is_empty());
+}
+
+#[test]
+fn a_failure_skips_dependents_only_and_reports_the_root_cause_once() {
+    let s = TestStack::new(&[("main.hcl", &(basic_stack(CAMS) + "\nbroker \"events\" {\n  type = \"rabbitmq\"\n}\n"))]);
+    let w = FakeWorld::new();
+    w.fail("vault.main", "vault exploded");
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("vault.main: failed: vault exploded"), "{}", r.stdout);
+    assert!(r.stderr.contains("Apply failed: 4 done, 1 failed, 2 skipped, 0 not started."), "{}", r.stderr);
+    assert!(r.stderr.contains("skipped: agent.cam[\"a\"], agent.cam[\"b\"] (because vault.main failed)"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("vault exploded").count(), 1, "root cause once:\n{}", r.stderr);
+    // The independent branch finished and is recorded.
+    let state = s.state();
+    assert!(state.resource("broker.events").is_some());
+    assert!(state.resource("vault.main").is_none());
+    assert!(state.resource("agent.cam[\"a\"]").is_none());
+    assert!(state.pending.is_empty());
+    // Fix it and converge.
+    w.heal("vault.main");
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Apply complete! Resources: 3 added, 0 changed, 0 destroyed."), "{}", r.stdout);
+}
+
+/// A store that fails on its Nth write, as if the process died right before it.
+struct CrashingStore {
+    inner: LocalStore,
+    writes: usize,
+    crash_at: usize,
+}
+
+impl StateStore for CrashingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn read(&mut self) -> Result<Option<State>, StateError> {
+        self.inner.read()
+    }
+    fn write(&mut self, state: &State) -> Result<(), StateError> {
+        self.writes += 1;
+        if self.writes == self.crash_at {
+            return Err(StateError::NotLocked { path: "simulated crash".into() });
+        }
+        self.inner.write(state)
+    }
+    fn lock(&mut self, info: kdeploy_state::LockInfo, timeout: Duration) -> Result<(), StateError> {
+        self.inner.lock(info, timeout)
+    }
+    fn unlock(&mut self) -> Result<(), StateError> {
+        self.inner.unlock()
+    }
+    fn lock_info(&mut self) -> Result<Option<kdeploy_state::LockInfo>, StateError> {
+        self.inner.lock_info()
+    }
+    fn force_unlock(&mut self, id: &str) -> Result<(), StateError> {
+        self.inner.force_unlock(id)
+    }
+}
+
+#[test]
+fn crash_between_provider_call_and_state_write_converges_without_duplicates() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let providers = fake_providers(&w);
+        let loaded = engine::load(s.path(), &[], &BTreeMap::new(), &VarSource::Inputs, false).ok().expect("loads");
+        // Write 1 records cluster.edge as pending; write 2 would record its result: crash there.
+        let mut store = CrashingStore { inner: LocalStore::new(s.state_path()), writes: 0, crash_at: 2 };
+        let mut state = engine::lock_and_read(&mut store, "apply", Duration::ZERO).unwrap();
+        let plan = engine::plan(&loaded, &state, &providers, &Default::default()).await.unwrap();
+        let plan = kdeploy::plan::Plan { options: kdeploy::plan::PlanOptions { refresh: true, ..plan.options.clone() }, ..plan };
+        let outcome = engine::apply(&loaded, &plan, &mut state, &mut store, &providers, ApplyOptions { parallelism: 1, ..Default::default() }, &mut Quiet, Arc::new(tokio::sync::Notify::new())).await;
+        assert!(outcome.state_error.is_some(), "{outcome:?}");
+        store.unlock().unwrap();
+    });
+    // On disk: the pending create of the cluster, no resources; live: the cluster exists.
+    let state = s.state();
+    assert!(state.resources.is_empty());
+    assert_eq!(state.pending.len(), 1);
+    assert_eq!(state.pending[0].address, "cluster.edge");
+    assert!(w.object("cluster.edge").is_some());
+
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("A previous run was interrupted while it was creating cluster.edge"), "{}", r.stdout);
+    assert!(r.stdout.contains("# cluster.edge will be updated in place\n  # (because an interrupted run left this operation unfinished)"), "{}", r.stdout);
+    w.clear_calls();
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // No second cluster was created: the recovery only recorded it.
+    let cluster_calls = w.calls().iter().filter(|c| c.address == "cluster.edge").count();
+    assert_eq!(cluster_calls, 1);
+    let state = s.state();
+    assert!(state.pending.is_empty());
+    assert_eq!(state.resources.len(), 6);
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn interrupt_stops_scheduling_lets_running_finish_and_saves_state() {
+    let cams = many_cams(6);
+    let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let s = TestStack::new(&[("main.hcl", &basic_stack(&refs))]);
+    let w = FakeWorld::new();
+    w.default_delay(Duration::from_millis(150));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt.block_on(async {
+        let providers = fake_providers(&w);
+        let loaded = engine::load(s.path(), &[], &BTreeMap::new(), &VarSource::Inputs, false).ok().expect("loads");
+        let mut store = LocalStore::new(s.state_path());
+        let mut state = engine::lock_and_read(&mut store, "apply", Duration::ZERO).unwrap();
+        let plan = engine::plan(&loaded, &state, &providers, &kdeploy::plan::PlanOptions { refresh: true, ..Default::default() }).await.unwrap();
+        let interrupt = Arc::new(tokio::sync::Notify::new());
+        let i2 = interrupt.clone();
+        tokio::spawn(async move {
+            // cluster.edge is running now.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            i2.notify_one();
+        });
+        let o = engine::apply(&loaded, &plan, &mut state, &mut store, &providers, ApplyOptions { parallelism: 2, ..Default::default() }, &mut Quiet, interrupt).await;
+        store.unlock().unwrap();
+        o
+    });
+    assert!(outcome.interrupted);
+    assert_eq!(outcome.done.len(), 1, "only the running operation finished: {outcome:?}");
+    assert_eq!(outcome.not_started.len(), 9);
+    let state = s.state();
+    assert_eq!(state.resources.len(), 1, "the finished operation is recorded");
+    assert!(state.pending.is_empty());
+}
+
+#[test]
+fn drift_is_shown_apart_from_changes() {
+    let (s, w) = applied(CAMS);
+    w.set_attr("agent.cam[\"a\"]", "rtsp_url", Value::string("rtsp://edited-by-hand"));
+    w.remove("agent.cam[\"b\"]");
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let drift_at = r.stdout.find("Note: Objects have changed outside of kdeploy").expect("drift section");
+    let plan_at = r.stdout.find("kdeploy will perform the following actions").expect("changes");
+    assert!(drift_at < plan_at);
+    assert!(r.stdout.contains("# agent.cam[\"a\"] has changed"), "{}", r.stdout);
+    assert!(r.stdout.contains("~ rtsp_url = \"rtsp://10.0.0.1/s1\" -> \"rtsp://edited-by-hand\""), "{}", r.stdout);
+    assert!(r.stdout.contains("# agent.cam[\"b\"] has been deleted"), "{}", r.stdout);
+    assert!(r.stdout.contains("# agent.cam[\"b\"] will be created\n  # (because it was deleted outside kdeploy)"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 1 to add, 1 to change, 0 to destroy."), "{}", r.stdout);
+    let r = run(s.path(), &w, &["plan", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["resource_drift"].as_array().unwrap().len(), 2);
+    assert_eq!(j["resource_drift"][1]["change"]["actions"], serde_json::json!(["delete"]));
+    // Refresh-only accepts the live values without touching anything.
+    w.clear_calls();
+    let r = run(s.path(), &w, &["apply", "--auto-approve", "--refresh-only"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(w.calls().is_empty());
+    let st = s.state();
+    assert!(st.resource("agent.cam[\"b\"]").is_none());
+    assert_eq!(st.resource("agent.cam[\"a\"]").unwrap().attributes["rtsp_url"], "rtsp://edited-by-hand");
+}
+
+#[test]
+fn target_limits_the_plan_to_the_target_and_its_dependencies() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan", "-target", "agent.cam[\"a\"]"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Plan: 5 to add, 0 to change, 0 to destroy."), "{}", r.stdout);
+    assert!(!r.stdout.contains("agent.cam[\"b\"]"), "{}", r.stdout);
+    let r = run(s.path(), &w, &["plan", "-target", "agent.nope"]);
+    assert!(r.stdout.contains("No components matched -target"), "{}{}", r.stdout, r.stderr);
+    let r = run(s.path(), &w, &["plan", "-target", "bogus"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("Invalid target address"), "{}", r.stderr);
+}
+
+#[test]
+fn prevent_destroy_blocks_destroy_and_replacement() {
+    let text = basic_stack(CAMS).replace("type = \"mongodb\"", "type = \"mongodb\"\n  lifecycle {\n    prevent_destroy = true\n  }");
+    let s = TestStack::new(&[("main.hcl", &text)]);
+    let w = FakeWorld::new();
+    assert_eq!(run(s.path(), &w, &["apply", "--auto-approve"]).code, 0);
+    let r = run(s.path(), &w, &["destroy", "--auto-approve"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("error: Instance cannot be destroyed"), "{}", r.stderr);
+    assert!(r.stderr.contains("database.meta has lifecycle.prevent_destroy set"), "{}", r.stderr);
+    assert_eq!(w.objects().len(), 6, "nothing destroyed");
+    let r = run(s.path(), &w, &["plan", "-replace", "database.meta"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("Instance cannot be destroyed"), "{}", r.stderr);
+}
+
+#[test]
+fn apply_without_approval_in_non_interactive_use_fails_fast() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["apply"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("Approval required"), "{}", r.stderr);
+    assert!(r.stderr.contains("--auto-approve"), "{}", r.stderr);
+    assert!(w.objects().is_empty());
+    // Interactive: only "yes" approves.
+    let r = run_with(s.path(), fake_providers(&w), &["apply"], BTreeMap::new(), "no\n");
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("Apply cancelled."));
+    assert!(w.objects().is_empty());
+    let r = run_with(s.path(), fake_providers(&w), &["apply"], BTreeMap::new(), "yes\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.objects().len(), 6);
+}
+
+#[test]
+fn sensitive_values_are_never_printed() {
+    let text = basic_stack(CAMS).replace(
+        "database \"meta\" {\n  type = \"mongodb\"\n}",
+        "variable \"db_password\" {\n  type      = string\n  sensitive = true\n}\n\ndatabase \"meta\" {\n  type     = \"mongodb\"\n  password = var.db_password\n}",
+    );
+    let s = TestStack::new(&[("main.hcl", &text)]);
+    let w = FakeWorld::new();
+    let secret = "hunter2-very-secret";
+    let vars: BTreeMap<String, String> = [("KDEPLOY_VAR_db_password".to_string(), secret.to_string())].into();
+    let mut outputs = String::new();
+    for args in [&["plan"][..], &["plan", "--json"], &["apply", "--auto-approve"], &["show"], &["show", "--json"], &["state", "show", "database.meta"], &["state", "show", "vault.main"], &["output"], &["output", "--json"]] {
+        let r = run_with(s.path(), fake_providers(&w), args, vars.clone(), "");
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        outputs.push_str(&r.stdout);
+        outputs.push_str(&r.stderr);
+    }
+    let generated = w.object("vault.main").unwrap().as_map().unwrap()["secret_key"].as_str().unwrap().to_string();
+    assert!(generated.starts_with("gen-"));
+    assert!(!outputs.contains(secret), "the variable leaked:\n{outputs}");
+    assert!(!outputs.contains(&generated), "the generated key leaked:\n{outputs}");
+    assert!(outputs.contains("password") && outputs.contains("(sensitive value)"));
+    // Asked for by name, a sensitive output is printed (how users read generated keys).
+    let r = run(s.path(), &w, &["output", "--raw", "vault_secret"]);
+    assert_eq!(r.stdout, generated);
+}

@@ -1,0 +1,4 @@
+//! The one integration test binary (see tests/it/*.rs).
+
+mod support;
+mod engine;

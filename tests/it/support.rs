@@ -1,0 +1,182 @@
+//! Shared test helpers: stacks in temporary directories, the CLI run in-process with the fake
+//! provider, and output normalisation for snapshots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kdeploy::cli::{self, Env, Io};
+use kdeploy::providers::Providers;
+use kdeploy_provider::fake::FakeWorld;
+
+/// A stack directory that is removed when dropped.
+pub struct TestStack {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestStack {
+    pub fn new(files: &[(&str, &str)]) -> TestStack {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = TestStack { dir };
+        for (name, text) in files {
+            s.write(name, text);
+        }
+        s
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write stack file");
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join(".kdeploy/state.json")
+    }
+
+    pub fn state(&self) -> kdeploy_state::State {
+        let bytes = std::fs::read(self.state_path()).expect("state file exists");
+        kdeploy_state::decode(&bytes, "test").expect("valid state")
+    }
+}
+
+/// Every platform provider replaced by the fake over `world`; `external` stays real.
+pub fn fake_providers(world: &FakeWorld) -> Providers {
+    let mut p = Providers::builtin();
+    for name in ["aws", "azure", "docker", "gcp", "kubernetes"] {
+        p.insert(name, world.provider(name));
+    }
+    p
+}
+
+/// The result of one CLI run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Exit code, stdout and stderr in one text, normalised, for snapshots.
+    pub fn snapshot(&self, dir: &Path) -> String {
+        format!("exit code: {}\n----- stdout -----\n{}----- stderr -----\n{}", self.code, normalize(&self.stdout, dir), normalize(&self.stderr, dir))
+    }
+}
+
+/// Replaces paths, durations and ids that change from run to run.
+pub fn normalize(text: &str, dir: &Path) -> String {
+    let mut t = text.replace(&dir.display().to_string(), "[DIR]");
+    if let Ok(canon) = dir.canonicalize() {
+        t = t.replace(&canon.display().to_string(), "[DIR]");
+    }
+    // Elapsed times: "after 3s", "[12s elapsed]".
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t.as_str();
+    while let Some(i) = rest.find("after ") {
+        out.push_str(&rest[..i + 6]);
+        rest = &rest[i + 6..];
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit() || *c == 'm' || *c == 's').count();
+        if digits > 0 && rest[..digits].ends_with('s') {
+            out.push_str("[T]");
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    uuid_scrub(&out)
+}
+
+fn uuid_scrub(s: &str) -> String {
+    let bytes: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let is_uuid = |w: &[char]| {
+        w.len() == 36
+            && w.iter().enumerate().all(|(k, c)| if [8, 13, 18, 23].contains(&k) { *c == '-' } else { c.is_ascii_hexdigit() })
+    };
+    while i < bytes.len() {
+        if i + 36 <= bytes.len() && is_uuid(&bytes[i..i + 36]) {
+            out.push_str("[UUID]");
+            i += 36;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Runs `kdeploy ARGS` in-process in `dir` with the fake providers, stdin not a terminal.
+pub fn run(dir: &Path, world: &FakeWorld, args: &[&str]) -> Run {
+    run_with(dir, fake_providers(world), args, BTreeMap::new(), "")
+}
+
+pub fn run_with(dir: &Path, providers: Providers, args: &[&str], vars: BTreeMap<String, String>, stdin: &str) -> Run {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut input = std::io::Cursor::new(stdin.as_bytes().to_vec());
+    let env = Env { providers, vars, cwd: dir.to_path_buf(), interrupt: Arc::new(tokio::sync::Notify::new()) };
+    let mut argv = vec!["kdeploy".to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let code = rt.block_on(async {
+        let mut io = Io { out: &mut out, err: &mut err, input: &mut input, stdin_tty: !stdin.is_empty(), stdout_tty: false };
+        cli::run(argv, &mut io, &env).await
+    });
+    Run { code, stdout: String::from_utf8_lossy(&out).into_owned(), stderr: String::from_utf8_lossy(&err).into_owned() }
+}
+
+/// A small stack used by many tests: a Docker cluster, MongoDB, MinIO, Vault and cameras.
+pub fn basic_stack(cameras: &[(&str, &str)]) -> String {
+    let cams: Vec<String> = cameras.iter().map(|(k, v)| format!("    {k} = \"{v}\"")).collect();
+    format!(
+        r#"stack "test" {{}}
+
+variable "cameras" {{
+  type = map(string)
+  default = {{
+{}
+  }}
+}}
+
+cluster "edge" {{
+  type = "docker"
+}}
+
+database "meta" {{
+  type = "mongodb"
+}}
+
+object_storage "rec" {{
+  type = "minio"
+}}
+
+vault "main" {{
+  database = database.meta
+  storage  = object_storage.rec
+}}
+
+agent "cam" {{
+  for_each = var.cameras
+  vault    = vault.main
+  rtsp_url = each.value
+}}
+
+output "vault_url" {{
+  value = vault.main.url
+}}
+
+output "vault_secret" {{
+  value     = vault.main.secret_key
+  sensitive = true
+}}
+"#,
+        cams.join("\n")
+    )
+}
