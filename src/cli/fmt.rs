@@ -14,7 +14,8 @@ pub fn format(text: &str) -> String {
     for raw in text.lines() {
         if let Some(end) = &heredoc {
             if raw.trim() == end {
-                lines.push(format!("{}{}", "  ".repeat(depth), raw.trim()));
+                // The closing marker stays where it was (`<<EOT` needs it at column 0).
+                lines.push(raw.trim_end().to_string());
                 heredoc = None;
             } else {
                 lines.push(raw.to_string());
@@ -144,7 +145,7 @@ fn align(lines: &mut [String]) {
         for l in lines.iter_mut().take(j).skip(i) {
             let indent_s = &l[..indent].to_string();
             let t = l.trim_start().to_string();
-            let (k, _) = key_of(l).expect("checked");
+            let (_, k) = key_of(l).expect("checked");
             let key = &t[..k];
             let rest = t[k..].trim_start();
             let value = rest[1..].trim_start();
@@ -223,6 +224,12 @@ mod tests {
             format(src),
             "vault \"main\" {\n  type     = \"kerberos\"\n  database = database.main\n  env      = {\n    A      = \"x\"\n    LONGER = \"y\"\n  }\n}\n"
         );
+    }
+
+    #[test]
+    fn aligns_keys_of_different_lengths() {
+        let src = "locals {\nx = 1\n    longer_name = \"y\"\n}\n";
+        assert_eq!(format(src), "locals {\n  x           = 1\n  longer_name = \"y\"\n}\n");
     }
 
     #[test]

@@ -533,7 +533,7 @@ fn output_text(o: &kdeploy_state::OutputState) -> String {
 
 fn state_resource_text(r: &kdeploy_state::ResourceState) -> String {
     let v = redacted(&kdeploy_provider::Value::from_json(&r.attributes), &r.sensitive_paths);
-    let mut out = format!("# {}:\n{} {:?} {{\n", r.address, r.kind, r.type_name);
+    let mut out = format!("# {}: type {:?}, provider {}\n{} {{\n", r.address, r.type_name, r.provider, r.address);
     if let Some(m) = v.as_object() {
         let width = m.keys().map(String::len).max().unwrap_or(0);
         for (k, val) in m {

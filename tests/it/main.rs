@@ -1,4 +1,6 @@
 //! The one integration test binary (see tests/it/*.rs).
 
 mod support;
+mod cli;
 mod engine;
+mod lock;

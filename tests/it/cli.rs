@@ -1,0 +1,108 @@
+//! Whole CLI runs (exit code, stdout, stderr) as insta snapshots, with paths, durations and
+//! ids filtered out.
+
+use kdeploy_provider::fake::FakeWorld;
+
+use crate::support::{basic_stack, run, TestStack};
+
+const CAMS: &[(&str, &str)] = &[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1")];
+
+fn snap(s: &TestStack, w: &FakeWorld, args: &[&str]) -> String {
+    run(s.path(), w, args).snapshot(s.path())
+}
+
+#[test]
+fn validate_ok_and_errors() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    insta::assert_snapshot!("validate_ok", snap(&s, &w, &["validate"]));
+    s.write(
+        "main.hcl",
+        "cluster \"edge\" {\n  type = \"dokcer\"\n}\n\nvault \"main\" {\n  database = database.mian\n  storage  = object_storage.rec\n}\n\nobject_storage \"rec\" {\n  type = \"minio\"\n}\n",
+    );
+    insta::assert_snapshot!("validate_errors", snap(&s, &w, &["validate"]));
+}
+
+#[test]
+fn plan_apply_change_destroy_cycle() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    insta::assert_snapshot!("plan_create", snap(&s, &w, &["plan"]));
+    insta::assert_snapshot!("apply_create", snap(&s, &w, &["apply", "--auto-approve", "--parallelism", "1"]));
+    insta::assert_snapshot!("plan_no_changes", snap(&s, &w, &["plan", "--detailed-exitcode"]));
+    s.write("main.hcl", &basic_stack(&[("front", "rtsp://10.0.0.1/s1"), ("side", "rtsp://10.0.0.3/s1")]));
+    insta::assert_snapshot!("plan_add_remove", snap(&s, &w, &["plan", "--detailed-exitcode"]));
+    insta::assert_snapshot!("state_list", snap(&s, &w, &["state", "list"]));
+    insta::assert_snapshot!("output", snap(&s, &w, &["output"]));
+    insta::assert_snapshot!("destroy", snap(&s, &w, &["destroy", "--auto-approve", "--parallelism", "1"]));
+}
+
+#[test]
+fn plan_json_has_terraform_shape() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(&[("front", "rtsp://10.0.0.1/s1")]))]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("valid JSON");
+    assert_eq!(j["format_version"], "1.0");
+    let vault = j["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "vault.main").unwrap();
+    assert_eq!(vault["change"]["actions"], serde_json::json!(["create"]));
+    assert_eq!(vault["change"]["after_unknown"]["secret_key"], true);
+    assert_eq!(vault["change"]["after_sensitive"]["secret_key"], true);
+    assert_eq!(vault["change"]["after"]["database"], "database.meta");
+    assert_eq!(j["summary"]["add"], 5);
+    insta::assert_snapshot!("plan_json", crate::support::normalize(&r.stdout, s.path()));
+}
+
+#[test]
+fn detailed_exit_codes() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    assert_eq!(run(s.path(), &w, &["plan", "--detailed-exitcode"]).code, 2);
+    assert_eq!(run(s.path(), &w, &["plan"]).code, 0);
+    assert_eq!(run(s.path(), &w, &["apply", "-auto-approve"]).code, 0);
+    assert_eq!(run(s.path(), &w, &["plan", "-detailed-exitcode"]).code, 0);
+    s.write("broken.hcl", "vault \"x\" {\n");
+    assert_eq!(run(s.path(), &w, &["plan", "--detailed-exitcode"]).code, 1);
+}
+
+#[test]
+fn help_shows_examples() {
+    let s = TestStack::new(&[]);
+    let w = FakeWorld::new();
+    insta::assert_snapshot!("help_plan", snap(&s, &w, &["plan", "--help"]));
+    let r = run(s.path(), &w, &["--help"]);
+    for cmd in ["validate", "fmt", "plan", "apply", "destroy", "show", "graph", "state", "output", "force-unlock", "version"] {
+        assert!(r.stdout.contains(cmd), "{cmd} missing from --help");
+    }
+}
+
+#[test]
+fn graph_and_fmt() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    insta::assert_snapshot!("graph_text", snap(&s, &w, &["graph", "--format", "text"]));
+    let s = TestStack::new(&[("messy.hcl", "locals {\nx = 1\n    longer_name = \"y\"\n}\n")]);
+    let r = run(s.path(), &w, &["fmt", "--check"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "messy.hcl\n");
+    let r = run(s.path(), &w, &["fmt"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(std::fs::read_to_string(s.path().join("messy.hcl")).unwrap(), "locals {\n  x           = 1\n  longer_name = \"y\"\n}\n");
+    assert_eq!(run(s.path(), &w, &["fmt", "--check"]).code, 0);
+}
+
+#[test]
+fn state_commands() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    assert_eq!(run(s.path(), &w, &["apply", "--auto-approve"]).code, 0);
+    insta::assert_snapshot!("state_show", snap(&s, &w, &["state", "show", "agent.cam[\"front\"]"]));
+    insta::assert_snapshot!("state_mv", snap(&s, &w, &["state", "mv", "agent.cam[\"front\"]", "agent.cam[\"entrance\"]"]));
+    insta::assert_snapshot!("state_rm", snap(&s, &w, &["state", "rm", "agent.cam"]));
+    insta::assert_snapshot!("state_rm_missing", snap(&s, &w, &["state", "rm", "agent.nothing"]));
+    let st = s.state();
+    assert!(st.resources.iter().all(|r| !r.address.starts_with("agent.")));
+    // The live objects were not touched.
+    assert!(w.object("agent.cam[\"front\"]").is_some());
+}
