@@ -120,9 +120,29 @@ impl Loaded {
                         cluster: None,
                         refs: &refs,
                     });
-                    table.values.borrow_mut().insert(addr.clone(), object_value(&addr, &planned.planned, &d.sensitive));
+                    let mut sensitive = d.sensitive.clone();
+                    sensitive.extend(d.schema.computed().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)));
+                    table.values.borrow_mut().insert(addr.clone(), object_value(&addr, &planned.planned, &sensitive));
                 }
                 Err(d) => diags.extend(d),
+            }
+        }
+        // Every local and every module output of every module instance, even when nothing
+        // reads them yet, so that their errors (and cycles) are reported.
+        for (path, inst) in &self.expanded.modules {
+            let scope = ctx.scope(path);
+            let config = &self.stack.modules[inst.module];
+            for (name, expr) in &config.locals {
+                if let Err(d) = scope.local_value(name, expr) {
+                    diags.push(d);
+                }
+            }
+            if !path.is_root() {
+                for out in config.outputs.values() {
+                    if let Err(d) = scope.eval(&out.value.expr, out.value.span.file) {
+                        diags.push(d);
+                    }
+                }
             }
         }
         let scope = ctx.scope(&ModulePath::root());

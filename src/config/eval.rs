@@ -409,7 +409,12 @@ impl<'a> Scope<'a> {
         } else {
             marked_map(map)
         };
-        Ok(with_marks_of(out, &coll))
+        // Element marks were carried by each item; only a wholly sensitive collection marks
+        // the whole result.
+        if coll.is_wholly_sensitive() {
+            return Ok(Marked::secret(out.value));
+        }
+        Ok(out)
     }
 
     fn binary(&self, op: &hcl_edit::expr::BinaryOp, file: FileId, whole: &Expression) -> R {
@@ -438,7 +443,8 @@ impl<'a> Scope<'a> {
                     match &m.value {
                         Value::Number(n) => Ok(n.as_f64().unwrap_or(0.0)),
                         Value::String(s) => s.trim().parse::<f64>().map_err(|_| {
-                            err(file, e, "Invalid operand", format!("The operator {} needs a number, got the string {s:?}.", o.as_str()))
+                            let shown = if m.is_sensitive() { "a sensitive string".to_string() } else { format!("the string {s:?}") };
+                            err(file, e, "Invalid operand", format!("The operator {} needs a number, got {shown}.", o.as_str()))
                         }),
                         other => Err(err(file, e, "Invalid operand", format!("The operator {} needs a number, got {}.", o.as_str(), other.type_name()))),
                     }
@@ -511,14 +517,18 @@ impl<'a> Scope<'a> {
             }
             return Err(d);
         }
-        let refs: Vec<&Marked> = values.iter().collect();
+        // Functions that reveal only the shape of a collection (not its values) stay
+        // non-sensitive unless the collection itself is sensitive.
+        let shape_only = matches!(name, "length" | "keys");
+        let secret = if shape_only { values.iter().any(|m| m.is_wholly_sensitive()) } else { values.iter().any(|m| m.is_sensitive()) };
+        let marks_of = |v: Value| -> Marked { if secret { Marked::secret(v) } else { Marked::plain(v) } };
         if values.iter().any(|v| v.value.contains_unknown()) {
-            return Ok(self.unknown(file, whole, &refs));
+            return Ok(marks_of(Value::Unknown(self.text(file, whole))));
         }
         let plain: Vec<Value> = values.iter().map(|v| v.value.clone()).collect();
         let dir = self.config().dir.clone();
         match functions::call(name, &plain, &FuncContext { base_dir: &dir }) {
-            Ok(v) => Ok(Marked::derived(v, &refs)),
+            Ok(v) => Ok(marks_of(v)),
             Err(e) => {
                 let at: &dyn hcl_edit::Span = match e.arg.and_then(|i| args.get(i)) {
                     Some(a) => *a,
@@ -624,11 +634,11 @@ impl<'a> Scope<'a> {
         match name {
             "var" => {
                 let n = first.ok_or_else(|| need_attr("variable"))?;
-                Ok((self.var(n, file, &ops[0])?, 1))
+                Ok((self.var(n, file, whole)?, 1))
             }
             "local" => {
                 let n = first.ok_or_else(|| need_attr("local value"))?;
-                Ok((self.local(n, file, &ops[0])?, 1))
+                Ok((self.local(n, file, whole)?, 1))
             }
             "each" => {
                 let Some((k, v)) = &self.each else {
@@ -727,6 +737,11 @@ impl<'a> Scope<'a> {
         Ok(out)
     }
 
+    /// Evaluates the local value `name` of this scope's module (declared as `expr`).
+    pub fn local_value(&self, name: &str, expr: &super::Expr) -> R {
+        self.local(name, expr.span.file, &expr.expr)
+    }
+
     fn local(&self, name: &str, file: FileId, node: &impl hcl_edit::Span) -> R {
         let config = self.config();
         let Some(expr) = config.locals.get(name) else {
@@ -740,9 +755,16 @@ impl<'a> Scope<'a> {
         {
             let mut stack = self.ctx.evaluating.borrow_mut();
             if let Some(pos) = stack.iter().position(|k| *k == key) {
+                // Report the cycle the same way whichever member was evaluated first: starting
+                // at its smallest member, pointing at that member's expression.
                 let mut cycle: Vec<String> = stack[pos..].to_vec();
-                cycle.push(key.clone());
-                return Err(Diagnostic::error("Cycle in local values", format!("The local values refer to each other in a cycle: {}.", cycle.join(" -> "))).at(Some(expr.span.clone())).hint("break the cycle by computing one of them without the others"));
+                let start = cycle.iter().enumerate().min_by_key(|(_, k)| k.as_str()).map(|(i, _)| i).unwrap_or(0);
+                cycle.rotate_left(start);
+                let first = cycle[0].clone();
+                cycle.push(first.clone());
+                let first_name = first.rsplit("local.").next().unwrap_or(name);
+                let at = config.locals.get(first_name).unwrap_or(expr).span.clone();
+                return Err(Diagnostic::error("Cycle in local values", format!("The local values refer to each other in a cycle: {}.", cycle.join(" -> "))).at(Some(at)).hint("break the cycle by computing one of them without the others"));
             }
             stack.push(key);
         }
@@ -868,6 +890,7 @@ impl<'a> Scope<'a> {
                 let idx = key.value.as_i64().or_else(|| key.value.as_str().and_then(|s| s.parse().ok()));
                 match idx.filter(|i| *i >= 0).and_then(|i| items.get(i as usize).map(|v| (i, v))) {
                     Some((i, v)) => Ok(cur.child(&PathStep::Index(i as usize), v.clone())),
+                    None if key.is_sensitive() => Err(err(file, node, "Invalid index", format!("The (sensitive) index is out of range for a list of {} elements.", items.len()))),
                     None => Err(err(file, node, "Invalid index", format!("The index {} is out of range for a list of {} elements.", key.value.render_inline(), items.len()))),
                 }
             }
@@ -878,6 +901,7 @@ impl<'a> Scope<'a> {
                 };
                 match m.get(&k) {
                     Some(v) => Ok(cur.child(&PathStep::Key(k), v.clone())),
+                    None if key.is_sensitive() => Err(err(file, node, "Invalid index", "The given key does not exist (the key is sensitive, so it is not shown).")),
                     None => {
                         let mut d = err(file, node, "Invalid index", format!("The key {k:?} does not exist."));
                         if let Some(s) = did_you_mean(&k, m.keys().map(String::as_str)) {

@@ -544,7 +544,13 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
             }
         };
         if let AttrType::Component(want) = &attr.ty {
-            match component_address(&value.value) {
+            // A component that is not evaluated (it has an error of its own) is unknown, with its
+            // address as the origin: still a valid reference, so its error is not echoed here.
+            let target = component_address(&value.value).or_else(|| match &value.value {
+                Value::Unknown(origin) => origin.parse::<Address>().ok(),
+                _ => None,
+            });
+            match target {
                 Some(target) if target.kind == *want => {
                     refs.insert(name.clone(), target.clone());
                     entries.push((name.clone(), Marked::plain(Value::String(target.to_string()))));

@@ -354,6 +354,37 @@ impl Loader<'_> {
                     return;
                 }
                 let child = self.load_module(&dir, Some(&source_span));
+                // Inputs must match the module's variables: unknown ones are typos, and
+                // required ones must be given even if nothing in the module reads them yet.
+                let declared: Vec<String> = self.stack.modules[child].variables.keys().cloned().collect();
+                for (key, (_, key_span)) in &inputs {
+                    if !declared.contains(key) {
+                        let mut d = Diagnostic::error(
+                            "Unsupported argument",
+                            format!("Module {name:?} ({source}) has no input variable {key:?}.{}", if declared.is_empty() { String::new() } else { format!(" Its inputs: {}.", declared.join(", ")) }),
+                        )
+                        .at(Some(key_span.clone()));
+                        if let Some(s) = did_you_mean(key, declared.iter().map(String::as_str)) {
+                            d = d.hint(format!("did you mean {s}?"));
+                        } else {
+                            d = d.hint(format!("declare it in the module with variable \"{key}\" {{}}, or remove it here"));
+                        }
+                        self.diags.push(d);
+                    }
+                }
+                let missing: Vec<String> = self.stack.modules[child]
+                    .variables
+                    .values()
+                    .filter(|v| v.default.is_none() && !inputs.contains_key(&v.name))
+                    .map(|v| v.name.clone())
+                    .collect();
+                for var in missing {
+                    self.diags.push(
+                        Diagnostic::error("Missing required argument", format!("The module input {var:?} is required, but no value was given by the module call."))
+                            .at(Some(header.clone()))
+                            .hint(format!("add {var} = ... to the module block")),
+                    );
+                }
                 self.module(m).calls.insert(name.clone(), ModuleCall { name, source, inputs, repetition, depends_on, span: header, module: child });
             }
             kw => {

@@ -207,6 +207,7 @@ pub fn root_values(
                     values.insert(name.clone(), m);
                 }
                 Err(e) => {
+                    let e = if decl.sensitive { "the value is sensitive, so it is not shown".to_string() } else { e };
                     diags.push(
                         Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {e}.", decl.ty))
                             .at(Some(decl.span.clone())),

@@ -66,9 +66,9 @@ fn validate_acyclic(g: &mut DepGraph, _: &Expanded, diags: &mut Diagnostics) {
     for cycle in g.cycles() {
         let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
         let first = &cycle[0];
-        let second = cycle.get(1).unwrap_or(first);
-        // Point at the reference that closes the cycle.
-        let span = g.edge(second, first).and_then(|e| e.span.clone());
+        let last = cycle.last().unwrap_or(first);
+        // Point at the reference that closes the cycle (the last node depends on the first).
+        let span = g.edge(last, first).and_then(|e| e.span.clone());
         diags.push(
             Diagnostic::error("Dependency cycle", format!("These components depend on each other in a cycle: {} -> {}.", names.join(" -> "), names[0]))
                 .at(span)

@@ -446,3 +446,59 @@ fn sensitive_values_are_never_printed() {
     let r = run(s.path(), &w, &["output", "--raw", "vault_secret"]);
     assert_eq!(r.stdout, generated);
 }
+
+#[test]
+fn modules_pass_components_in_and_outputs_out() {
+    let module = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/modules/camera-agents/main.hcl")).unwrap();
+    let root = basic_stack(&[("a", "rtsp://x")]).replace("agent \"cam\"", "agent \"unused\"").replace("  for_each = var.cameras\n  vault    = vault.main\n  rtsp_url = each.value\n", "  count    = 0\n  vault    = vault.main\n  rtsp_url = \"x\"\n")
+        + r#"
+module "site" {
+  for_each = { north = "Europe/Oslo", south = "Europe/Rome" }
+  source   = "./modules/camera-agents"
+  vault    = vault.main
+  timezone = each.value
+  cameras  = { gate = { rtsp = "rtsp://${each.key}/1", sub = "rtsp://${each.key}/2" } }
+}
+
+output "keys" {
+  value = { for k, m in module.site : k => m.agent_keys }
+}
+
+output "north_count" {
+  value = module.site["north"].outputs.count
+}
+"#;
+    let s = TestStack::new(&[("main.hcl", &root), ("modules/camera-agents/main.hcl", &module)]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["graph", "--format", "text"]);
+    assert!(r.stdout.contains("module.site[\"north\"].agent.cam[\"gate\"]\n  depends on: cluster.edge, vault.main"), "{}", r.stdout);
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let agent = w.object("module.site[\"south\"].agent.cam[\"gate\"]").expect("module instance created");
+    let m = agent.as_map().unwrap();
+    assert_eq!(m["timezone"], Value::string("Europe/Rome"));
+    assert_eq!(m["rtsp_url"], Value::string("rtsp://south/1"));
+    assert_eq!(m["vault"], Value::string("vault.main"));
+    let st = s.state();
+    assert_eq!(st.outputs["north_count"].value, serde_json::json!(1));
+    let key = w.object("module.site[\"north\"].agent.cam[\"gate\"]").unwrap().as_map().unwrap()["key"].clone();
+    assert_eq!(st.outputs["keys"].value["north"]["gate"], key.to_json());
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    // Removing a module instance deletes what it held.
+    s.write("main.hcl", &root.replace("south = \"Europe/Rome\" ", ""));
+    let r = run(s.path(), &w, &["plan"]);
+    assert!(r.stdout.contains("# module.site[\"south\"].agent.cam[\"gate\"] will be destroyed\n  # (because its module call is no longer in the stack)"), "{}", r.stdout);
+}
+
+#[test]
+fn refresh_false_plans_from_recorded_state() {
+    let (s, w) = applied(CAMS);
+    w.remove("agent.cam[\"a\"]");
+    let r = run(s.path(), &w, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "no read, so no drift: {}", r.stdout);
+    assert!(w.read_batches().is_empty());
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(w.read_batches(), [6], "one batched read for the one provider");
+}
