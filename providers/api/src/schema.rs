@@ -257,6 +257,8 @@ impl B {
             .map("labels", "Extra labels on every object.")
             .s("readiness_timeout", "How long to wait for readiness after apply, e.g. \"5m\".")
             .default("5m")
+            .push("command", AttrType::List(Box::new(AttrType::String)), "Override the container command (arguments after the entrypoint).")
+            .push("healthcheck", AttrType::List(Box::new(AttrType::String)), "Override the health check, Docker style: [\"CMD\", \"wget\", \"-q\", \"http://127.0.0.1/\"].")
     }
     fn done(self, kind: Kind, type_name: &'static str) -> ComponentSchema {
         ComponentSchema { kind, type_name, attributes: self.0 }
@@ -427,6 +429,8 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("host", AttrType::String, "Host name inside the cluster/network.")
             .computed("port", AttrType::Number, "Port.")
             .computed("uri", AttrType::String, "Connection string.")
+            .sensitive()
+            .computed("admin_password", AttrType::String, "The root password in effect: `password`, or generated once.")
             .sensitive(),
         (Database, "external") => B::new()
             .s("uri", "Connection string of an existing MongoDB/DocumentDB.")
@@ -450,6 +454,8 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("host", AttrType::String, "Host inside the cluster/network.")
             .computed("port", AttrType::Number, "AMQP port.")
             .computed("uri", AttrType::String, "amqp:// URI.")
+            .sensitive()
+            .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
             .sensitive(),
         (Broker, "kafka") => B::new()
             .workload()
@@ -462,7 +468,9 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("kerberos")
             .s("password", "MQTT password (default: generated).")
             .sensitive()
-            .computed("uri", AttrType::String, "tcp:// MQTT URI."),
+            .computed("uri", AttrType::String, "tcp:// MQTT URI.")
+            .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
+            .sensitive(),
         (Broker, "external") => B::new()
             .s("host", "Broker host:port.")
             .required()
@@ -500,7 +508,9 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .sensitive()
             .computed("secret_key", AttrType::String, "Account secret key agents use (generated).")
             .sensitive()
-            .computed("provider", AttrType::String, "Name of the storage provider to create in the UI."),
+            .computed("provider", AttrType::String, "Name of the storage provider to create in the UI.")
+            .computed("admin_password", AttrType::String, "The UI password in effect: `login_password`, or generated once.")
+            .sensitive(),
         (Agent, "kerberos") => B::new()
             .workload()
             .comp("vault", Kind::Vault, "Vault the agent uploads to.")
@@ -562,7 +572,9 @@ pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("agent_image", "Agent image Factory starts.")
             .s("login_password", "UI password (default: generated).")
             .sensitive()
-            .computed("url", AttrType::String, "URL from outside."),
+            .computed("url", AttrType::String, "URL from outside.")
+            .computed("admin_password", AttrType::String, "The UI password in effect: `login_password`, or generated once.")
+            .sensitive(),
         _ => return None,
     };
     Some(s.done(kind, kind.types().iter().find(|t| **t == type_name).copied()?))
