@@ -96,7 +96,7 @@ fn graph_and_fmt() {
 fn state_commands() {
     let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
     let w = FakeWorld::new();
-    assert_eq!(run(s.path(), &w, &["apply", "--auto-approve"]).code, 0);
+    assert_eq!(run(s.path(), &w, &["apply", "--auto-approve", "--parallelism", "1"]).code, 0);
     insta::assert_snapshot!("state_show", snap(&s, &w, &["state", "show", "agent.cam[\"front\"]"]));
     insta::assert_snapshot!("state_mv", snap(&s, &w, &["state", "mv", "agent.cam[\"front\"]", "agent.cam[\"entrance\"]"]));
     insta::assert_snapshot!("state_rm", snap(&s, &w, &["state", "rm", "agent.cam"]));
