@@ -116,9 +116,11 @@ impl Loaded {
                         component: ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: d.type_name.clone() },
                         schema: &d.schema,
                         prior: None,
+                        recorded: None,
                         desired: &d.inputs,
                         cluster: None,
                         refs: &refs,
+                        force_conflicts: false,
                     });
                     let mut sensitive = d.sensitive.clone();
                     sensitive.extend(d.schema.computed().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)));

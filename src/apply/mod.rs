@@ -99,10 +99,10 @@ struct JobResult {
 }
 
 /// Runs the provider calls of one change.
-async fn run_job(provider: Arc<dyn Provider>, change: Change, planned: Option<Value>, cluster: Option<Value>, refs: BTreeMap<String, Value>) -> Result<Option<(Value, Option<String>)>, ProviderError> {
+async fn run_job(provider: Arc<dyn Provider>, change: Change, planned: Option<Value>, cluster: Option<Value>, refs: BTreeMap<String, Value>, force_conflicts: bool) -> Result<Option<(Value, Option<String>)>, ProviderError> {
     let component = ComponentRef { address: change.address.to_string(), kind: change.kind, type_name: change.type_name.clone() };
     let delete = |prior: Value| DeleteRequest { component: component.clone(), prior, cluster: cluster.clone(), delete_data: change.delete_data };
-    let create = |planned: Value, prior: Option<Value>| ApplyRequest { component: component.clone(), prior, planned, cluster: cluster.clone(), refs: refs.clone() };
+    let create = |planned: Value, prior: Option<Value>| ApplyRequest { component: component.clone(), prior, planned, cluster: cluster.clone(), refs: refs.clone(), force_conflicts };
     match change.action {
         Action::Delete => {
             if let Some(before) = change.before.clone() {
@@ -305,8 +305,9 @@ impl Coordinator<'_> {
                     status[i] = Status::Running;
                     started_at.insert(i, Instant::now());
                     self.reporter.event(Event::Started { address: change.address.clone(), action: change.action });
+                    let force_conflicts = self.plan.options.force_conflicts;
                     set.spawn(async move {
-                        let result = run_job(provider, change, planned, cluster, refs).await;
+                        let result = run_job(provider, change, planned, cluster, refs, force_conflicts).await;
                         JobResult { index: i, result }
                     });
                     progressed = true;

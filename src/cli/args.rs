@@ -174,6 +174,9 @@ pub struct PlanArgs {
     /// Also delete volumes and buckets holding data (destroy and deletes).
     #[arg(long = "delete-data")]
     pub delete_data: bool,
+    /// Kubernetes: take ownership of fields that another field manager owns.
+    #[arg(long = "force-conflicts")]
+    pub force_conflicts: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,7 +206,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 const SINGLE_DASH: &[&str] = &[
     "target", "replace", "var", "var-file", "destroy", "out", "refresh", "refresh-only", "lock-timeout", "parallelism",
-    "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format",
+    "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format", "force-conflicts",
 ];
 
 /// Rewrites Terraform-style `-flag` arguments to `--flag`.

@@ -205,6 +205,7 @@ fn plan_options(p: &PlanArgs, destroy: bool) -> PlanOptions {
         targets: p.target.clone(),
         replace: p.replace.clone(),
         delete_data: p.delete_data,
+        force_conflicts: p.force_conflicts,
     }
 }
 

@@ -191,6 +191,9 @@ pub struct PlanOptions {
     pub targets: Vec<String>,
     pub replace: Vec<String>,
     pub delete_data: bool,
+    /// Take ownership of fields other managers own (Kubernetes server-side apply).
+    #[serde(default)]
+    pub force_conflicts: bool,
 }
 
 /// A whole plan.

@@ -259,6 +259,18 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     continue;
                 }
             };
+            // A cluster's provider checks the target first (reachable, add-ons, storage).
+            if addr.kind == Kind::Cluster {
+                let pre = provider.preflight(&[(ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() }, desired.inputs.clone())]).await;
+                let span = expanded.decl(stack, &addr).map(|d| d.span.clone());
+                for e in &pre.errors {
+                    diags.push(Diagnostic::error("Cluster not ready", format!("{addr}: {e}")).at(span.clone()));
+                }
+                notes.extend(pre.warnings.iter().map(|w| format!("{addr}: {w}")));
+                if !pre.errors.is_empty() {
+                    continue;
+                }
+            }
             let values = resolver.values.borrow().clone();
             let value_of = |a: &Address| values.get(a).map(|m| m.value.clone());
             let refs: BTreeMap<String, Value> = desired.refs.iter().filter_map(|(k, a)| value_of(a).map(|v| (k.clone(), v))).collect();
@@ -278,9 +290,18 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 }
             }
             let component = ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() };
-            fn mk<'r>(component: &ComponentRef, schema: &'r kdeploy_provider::ComponentSchema, prior: Option<&'r Value>, desired: &'r Value, cluster: Option<&'r Value>, refs: &'r BTreeMap<String, Value>) -> PlanRequest<'r> {
-                PlanRequest { component: component.clone(), schema, prior, desired, cluster, refs }
-            }
+            let recorded_attrs = recorded.map(state_attrs);
+            let force_conflicts = options.force_conflicts;
+            let mk = |component: &ComponentRef, schema, prior, desired, cluster, refs| PlanRequest {
+                component: component.clone(),
+                schema,
+                prior,
+                recorded: recorded_attrs.as_ref(),
+                desired,
+                cluster,
+                refs,
+                force_conflicts,
+            };
             let mut after_sensitive = desired.sensitive.clone();
             for a in desired.schema.attributes.iter().filter(|a| a.sensitive && a.computed) {
                 after_sensitive.push(AttrPath::attr(a.name));

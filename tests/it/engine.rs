@@ -502,3 +502,15 @@ fn refresh_false_plans_from_recorded_state() {
     assert_eq!(r.code, 2);
     assert_eq!(w.read_batches(), [6], "one batched read for the one provider");
 }
+
+#[test]
+fn preflight_errors_stop_the_plan_with_the_providers_message() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    w.preflight_error("the add-on dns is missing: run `microk8s enable dns`");
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("error: Cluster not ready"), "{}", r.stderr);
+    assert!(r.stderr.contains("cluster.edge: the add-on dns is missing: run `microk8s enable dns`"), "{}", r.stderr);
+    assert!(r.stderr.contains("main.hcl:11:1"), "points at the cluster block: {}", r.stderr);
+}

@@ -2,6 +2,7 @@
 //!
 //! Both the engine (`kdeploy`) and every provider crate depend on this small crate, so the
 //! engine never depends on a provider and a provider never depends on the engine.
+pub mod images;
 pub mod provider;
 pub mod schema;
 pub mod value;

@@ -45,11 +45,16 @@ pub struct PlanRequest<'a> {
     pub schema: &'a ComponentSchema,
     /// Live attributes after refresh, None for a create.
     pub prior: Option<&'a Value>,
+    /// The attributes recorded by the previous apply (before refresh), None when never applied.
+    /// Comparing them with `prior` tells a provider whether the live object drifted.
+    pub recorded: Option<&'a Value>,
     /// Desired attributes from the stack (inputs only; may contain unknowns).
     pub desired: &'a Value,
     pub cluster: Option<&'a Value>,
     /// Attributes of the components this one references (attribute name → their attributes).
     pub refs: &'a BTreeMap<String, Value>,
+    /// Take ownership of fields another manager owns (`--force-conflicts`).
+    pub force_conflicts: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +74,8 @@ pub struct ApplyRequest {
     pub cluster: Option<Value>,
     /// Attributes of the components this one references (attribute name → their attributes).
     pub refs: BTreeMap<String, Value>,
+    /// Take ownership of fields another manager owns (`--force-conflicts`).
+    pub force_conflicts: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,9 +267,11 @@ mod tests {
             component: cref(),
             schema: &s,
             prior: None,
+            recorded: None,
             desired: &desired,
             cluster: None,
             refs: &BTreeMap::new(),
+            force_conflicts: false,
         });
         let host = create.planned.as_map().unwrap().get("host").unwrap();
         assert_eq!(host, &Value::Unknown("database.main.host".into()));
@@ -276,9 +285,11 @@ mod tests {
             component: cref(),
             schema: &s,
             prior: Some(&prior),
+            recorded: Some(&prior),
             desired: &desired,
             cluster: None,
             refs: &BTreeMap::new(),
+            force_conflicts: false,
         });
         assert_eq!(update.planned.as_map().unwrap().get("host"), Some(&Value::string("mongo")));
         // namespace is force_new and changed from "old" to null.

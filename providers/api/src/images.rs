@@ -1,0 +1,44 @@
+//! Every container image kdeploy deploys, pinned in one place (never `latest`). Each component
+//! can override its image with the `image` attribute.
+
+/// Kerberos Vault (the uug-ai registry, where the project moved).
+pub const VAULT: &str = "ghcr.io/uug-ai/vault:v1.4.9";
+/// Kerberos Agent.
+pub const AGENT: &str = "kerberos/agent:v3.5.0";
+/// Kerberos Factory (v2: ConfigMap-backed, no MongoDB).
+pub const FACTORY: &str = "ghcr.io/uug-ai/factory:v2.0.4";
+/// MongoDB (official image; Vault supports 4.x-8.x).
+pub const MONGODB: &str = "mongo:8.0.13";
+/// MinIO server.
+pub const MINIO: &str = "quay.io/minio/minio:RELEASE.2024-11-07T00-52-20Z";
+/// MinIO client, used once to create the recordings bucket.
+pub const MINIO_CLIENT: &str = "quay.io/minio/mc:RELEASE.2024-11-17T19-35-25Z";
+/// RabbitMQ with the management plugin (and rabbitmqadmin).
+pub const RABBITMQ: &str = "rabbitmq:3.13.7-management";
+/// Small utility image for init containers (waiting for a TCP port, seeding files).
+pub const BUSYBOX: &str = "busybox:1.36.1";
+
+/// The default image of a component kind + type, when kdeploy runs it as a container.
+pub fn default_image(kind: crate::Kind, type_name: &str) -> Option<&'static str> {
+    use crate::Kind::*;
+    Some(match (kind, type_name) {
+        (Vault, _) => VAULT,
+        (Agent, _) => AGENT,
+        (Factory, _) => FACTORY,
+        (Database, "mongodb") => MONGODB,
+        (ObjectStorage, "minio") => MINIO,
+        (Broker, "rabbitmq") => RABBITMQ,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_image_floats() {
+        for image in [super::VAULT, super::AGENT, super::FACTORY, super::MONGODB, super::MINIO, super::MINIO_CLIENT, super::RABBITMQ, super::BUSYBOX] {
+            let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+            assert!(!tag.is_empty() && tag != "latest" && !tag.contains('/'), "{image} is not pinned");
+        }
+    }
+}
