@@ -1,1 +1,594 @@
-//! placeholder
+//! The Kubernetes provider: the Kerberos stack on MicroK8s and any conformant cluster.
+//!
+//! Every component becomes a set of objects rendered by kdeploy itself ([`render`]), written by
+//! server-side apply with field manager `kdeploy`. The component's state records, per object,
+//! a digest of the fields kdeploy owns ([`fields`]); reads LIST each kind once per namespace
+//! (label-selected), so a plan's request count does not grow with the number of cameras, and
+//! plans only dry-run what changed.
+
+pub mod api;
+pub mod fields;
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kdeploy_provider::{
+    default_plan, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
+    ReadResult, Value,
+};
+use serde_json::{json, Value as Json};
+
+use api::{path, ApiError, Conn, Pool};
+use render::{base_name, namespace, object_key, Input, MANAGED_BY};
+
+/// The field manager kdeploy writes as.
+pub const FIELD_MANAGER: &str = "kdeploy";
+const OBJECTS: &str = "objects";
+const DIGEST: &str = "manifest_digest";
+const CREATED_BY: &str = "kdeploy.io/created-by";
+
+#[derive(Default)]
+pub struct KubernetesProvider {
+    pool: Pool,
+}
+
+impl KubernetesProvider {
+    pub fn new() -> KubernetesProvider {
+        KubernetesProvider::default()
+    }
+}
+
+fn map_of(v: Option<&Value>) -> BTreeMap<String, Value> {
+    v.and_then(Value::as_map).cloned().unwrap_or_default()
+}
+
+fn is_known(v: Option<&Value>) -> bool {
+    v.is_some_and(|v| !v.is_null() && !v.contains_unknown())
+}
+
+/// A random secret: 24 characters from a CSPRNG (UUID v4 is backed by the OS RNG).
+fn generate_secret() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    let raw = format!("{a}{b}");
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..18).map(|i| u8::from_str_radix(&raw[i * 2..i * 2 + 2], 16).unwrap_or(0)).collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).replace(['-', '_'], "x")
+}
+
+fn parse_timeout(s: &str) -> Duration {
+    let s = s.trim();
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: u64 = n.parse().unwrap_or(300);
+    Duration::from_secs(match unit {
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => n,
+    })
+}
+
+/// Host of the API server URL, for NodePort URLs.
+fn server_host(server: &str) -> String {
+    let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| host.to_string())
+}
+
+/// Fills the computed attributes that follow from names (endpoints, hosts, URIs) and, when
+/// `generate` is set, generates secrets that are still unknown. Known values are kept.
+fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, generate: bool) {
+    let ns = namespace(c.kind, attrs);
+    let base = base_name(&c.address);
+    let set = |attrs: &mut BTreeMap<String, Value>, k: &str, v: Value| {
+        attrs.insert(k.to_string(), v);
+    };
+    let secret = |attrs: &mut BTreeMap<String, Value>, k: &str, input: Option<&str>| {
+        if let Some(i) = input.and_then(|i| attrs.get(i)).filter(|v| is_known(Some(v))).cloned() {
+            attrs.insert(k.to_string(), i);
+        } else if !is_known(attrs.get(k)) {
+            attrs.insert(k.to_string(), if generate { Value::String(generate_secret()) } else { Value::Unknown(format!("{}.{k}", c.address)) });
+        }
+    };
+    match (c.kind, c.type_name.as_str()) {
+        (Kind::ObjectStorage, "minio") => {
+            secret(attrs, "access_key", None);
+            secret(attrs, "secret_key", None);
+            set(attrs, "endpoint", Value::String(format!("{base}.{ns}:9000")));
+        }
+        (Kind::Database, "mongodb") => {
+            secret(attrs, "admin_password", Some("password"));
+            let host = format!("{base}.{ns}");
+            set(attrs, "host", Value::String(host.clone()));
+            set(attrs, "port", Value::from_i64(27017));
+            let uri = match (attrs.get("username"), attrs.get("admin_password")) {
+                (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("mongodb://{u}:{p}@{host}:27017/admin")),
+                _ => Value::Unknown(format!("{}.uri", c.address)),
+            };
+            set(attrs, "uri", uri);
+        }
+        (Kind::Broker, "rabbitmq") => {
+            secret(attrs, "admin_password", Some("password"));
+            let host = format!("{base}.{ns}");
+            set(attrs, "host", Value::String(host.clone()));
+            set(attrs, "port", Value::from_i64(5672));
+            let uri = match (attrs.get("username"), attrs.get("admin_password")) {
+                (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("amqp://{u}:{p}@{host}:5672")),
+                _ => Value::Unknown(format!("{}.uri", c.address)),
+            };
+            set(attrs, "uri", uri);
+        }
+        (Kind::Vault, _) => {
+            secret(attrs, "admin_password", Some("login_password"));
+            secret(attrs, "access_key", None);
+            secret(attrs, "secret_key", None);
+            let endpoint = format!("http://{base}.{ns}:80/api");
+            set(attrs, "endpoint", Value::String(endpoint.clone()));
+            let url = match (attrs.get("service_type").and_then(Value::as_str), attrs.get("node_port").and_then(Value::as_i64), cluster.get("server").and_then(Value::as_str)) {
+                (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
+                _ => endpoint.clone(),
+            };
+            set(attrs, "url", Value::String(url));
+            let storage = attrs.get("storage").and_then(Value::as_str).map(render::instance_name).unwrap_or_else(|| "storage".into());
+            set(attrs, "provider", Value::String(storage));
+            let _ = refs;
+        }
+        (Kind::Agent, _) => {
+            secret(attrs, "key", None);
+        }
+        (Kind::Factory, _) => {
+            secret(attrs, "admin_password", Some("login_password"));
+            let url = match (attrs.get("service_type").and_then(Value::as_str), attrs.get("node_port").and_then(Value::as_i64), cluster.get("server").and_then(Value::as_str)) {
+                (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
+                _ => format!("http://{base}.{ns}:80"),
+            };
+            set(attrs, "url", Value::String(url));
+        }
+        _ => {}
+    }
+}
+
+fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
+    match (c.kind, c.type_name.as_str()) {
+        (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, format!("{}: Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately", c.address))),
+        (Kind::Broker, "kafka" | "vernemq") => Some(ProviderError::new(ErrorKind::Invalid, format!("{}: a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.address, c.type_name))),
+        _ => None,
+    }
+}
+
+/// Readiness of one workload object, or None when it is not a workload.
+fn ready(obj: &Json) -> Option<bool> {
+    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
+    let observed = obj["status"]["observedGeneration"].as_i64().unwrap_or(0);
+    let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+    match obj["kind"].as_str()? {
+        "Deployment" => Some(
+            observed >= generation
+                && obj["status"]["updatedReplicas"].as_i64().unwrap_or(0) >= want
+                && obj["status"]["availableReplicas"].as_i64().unwrap_or(0) >= want,
+        ),
+        "StatefulSet" => Some(observed >= generation && obj["status"]["readyReplicas"].as_i64().unwrap_or(0) >= want),
+        "Job" => Some(obj["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"))),
+        _ => None,
+    }
+}
+
+impl KubernetesProvider {
+    async fn conn(&self, cluster: Option<&Value>) -> Result<Conn, ProviderError> {
+        self.pool.connect(&map_of(cluster)).await
+    }
+
+    /// Creates the namespace when absent, marked as created by kdeploy.
+    async fn ensure_namespace(&self, conn: &Conn, ns: &str) -> Result<(), ProviderError> {
+        let p = path("v1", "Namespace", None, Some(ns));
+        match conn.get(&p).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {MANAGED_BY: "kdeploy"}, "annotations": {CREATED_BY: "kdeploy"}}});
+                match conn.send("POST", &path("v1", "Namespace", None, None), Some("application/json"), Some(&obj)).await {
+                    Ok(_) => Ok(()),
+                    Err(ApiError::Status { code: 409, .. }) => Ok(()),
+                    Err(e) => Err(e.into_provider(&format!("creating namespace {ns}"), conn)),
+                }
+            }
+            Err(e) => Err(e.into_provider(&format!("reading namespace {ns}"), conn)),
+        }
+    }
+
+    /// Waits until every workload among `objects` is ready; on timeout explains why not.
+    async fn wait_ready(&self, conn: &Conn, address: &str, objects: &[Json], timeout: Duration) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        for obj in objects.iter().filter(|o| ready(o).is_some()) {
+            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+            let kind = obj["kind"].as_str().unwrap_or_default();
+            let ns = obj["metadata"]["namespace"].as_str();
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let p = path(api_version, kind, ns, Some(name));
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let live = conn.get(&p).await.map_err(|e| e.into_provider(&format!("{address}: reading {kind} {name}"), conn))?;
+                if live.as_ref().and_then(ready) == Some(true) {
+                    break;
+                }
+                if start.elapsed() >= timeout {
+                    let why = self.explain(conn, obj).await;
+                    let what = match kind {
+                        "Deployment" => "available",
+                        "StatefulSet" => "ready",
+                        _ => "complete",
+                    };
+                    return Err(ProviderError::new(
+                        ErrorKind::Timeout,
+                        format!("{address}: {kind} {}/{name} was not {what} after {}s (readiness_timeout).{why}", ns.unwrap_or_default(), timeout.as_secs()),
+                    ));
+                }
+                tokio::time::sleep(delay.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(20))).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pod phases, container waiting reasons and the latest events of a workload's pods.
+    async fn explain(&self, conn: &Conn, obj: &Json) -> String {
+        let ns = obj["metadata"]["namespace"].as_str();
+        let instance = obj["metadata"]["labels"]["app.kubernetes.io/instance"].as_str().unwrap_or_default();
+        let selector = format!("app.kubernetes.io/instance={instance}");
+        let Ok(pods) = conn.list("v1", "Pod", ns, &selector).await else { return String::new() };
+        if pods.is_empty() {
+            return "\n  no pods were created (check the controller and quotas)".into();
+        }
+        let mut out = String::new();
+        for pod in pods.iter().take(3) {
+            let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+            let phase = pod["status"]["phase"].as_str().unwrap_or("Unknown");
+            out.push_str(&format!("\n  pod {name}: {phase}"));
+            for cs in pod["status"]["containerStatuses"].as_array().into_iter().flatten().chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten()) {
+                if let Some(w) = cs["state"]["waiting"].as_object() {
+                    out.push_str(&format!(
+                        "\n    container {} waiting: {}{}",
+                        cs["name"].as_str().unwrap_or_default(),
+                        w.get("reason").and_then(|r| r.as_str()).unwrap_or("?"),
+                        w.get("message").and_then(|m| m.as_str()).map(|m| format!(" ({m})")).unwrap_or_default()
+                    ));
+                }
+            }
+            let p = format!("{}?fieldSelector={}", path("v1", "Event", ns, None), api::encode(&format!("involvedObject.name={name}")));
+            if let Ok(ev) = conn.send("GET", &p, None, None).await {
+                let mut events: Vec<Json> = ev["items"].as_array().cloned().unwrap_or_default();
+                events.sort_by_key(|e| e["lastTimestamp"].as_str().or(e["metadata"]["creationTimestamp"].as_str()).unwrap_or_default().to_string());
+                for e in events.iter().rev().take(3) {
+                    out.push_str(&format!("\n    event {} {}: {}", e["type"].as_str().unwrap_or_default(), e["reason"].as_str().unwrap_or_default(), e["message"].as_str().unwrap_or_default()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Renders the component with all computed values filled (generating secrets if asked).
+    fn rendered(&self, c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>) -> Result<Vec<Json>, ProviderError> {
+        render::render(&Input { address: &c.address, kind: c.kind, type_name: &c.type_name, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("{}: {e}", c.address)))
+    }
+}
+
+/// Whether every value a rendering needs is known.
+fn all_known(attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Value>) -> bool {
+    attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown()) && refs.values().all(|v| !v.contains_unknown())
+}
+
+#[async_trait]
+impl Provider for KubernetesProvider {
+    fn name(&self) -> &str {
+        "kubernetes"
+    }
+
+    async fn preflight(&self, clusters: &[(ComponentRef, Value)]) -> Preflight {
+        let mut out = Preflight::default();
+        for (c, attrs) in clusters {
+            let attrs = map_of(Some(attrs));
+            let conn = match self.pool.connect(&attrs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    out.errors.push(e.message);
+                    continue;
+                }
+            };
+            if let Err(e) = conn.send("GET", "/version", None, None).await {
+                out.errors.push(e.into_provider("checking the cluster", &conn).message);
+                continue;
+            }
+            let sc = attrs.get("storage_class").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            match c.type_name.as_str() {
+                "microk8s" => {
+                    let mut missing = Vec::new();
+                    if let Ok(None) = conn.get("/api/v1/namespaces/kube-system/services/kube-dns").await {
+                        missing.push("dns");
+                    }
+                    let sc = sc.unwrap_or_else(|| "microk8s-hostpath".into());
+                    if let Ok(None) = conn.get(&path("storage.k8s.io/v1", "StorageClass", None, Some(&sc))).await {
+                        missing.push("hostpath-storage");
+                    }
+                    if matches!(attrs.get("gpu"), Some(Value::Bool(true))) {
+                        let gpu = conn.send("GET", "/api/v1/nodes", None, None).await.ok().is_some_and(|n| {
+                            n["items"].as_array().into_iter().flatten().any(|node| node["status"]["allocatable"]["nvidia.com/gpu"].is_string())
+                        });
+                        if !gpu {
+                            missing.push("nvidia");
+                        }
+                    }
+                    if !missing.is_empty() {
+                        out.errors.push(format!("MicroK8s add-ons missing on context {}: {}. Run `microk8s enable {}` on the node, then plan again.", conn.context, missing.join(", "), missing.join(" ")));
+                    }
+                }
+                _ => match sc {
+                    Some(sc) => {
+                        if let Ok(None) = conn.get(&path("storage.k8s.io/v1", "StorageClass", None, Some(&sc))).await {
+                            out.errors.push(format!("{}: storage class {sc:?} does not exist on context {}. Set storage_class to one of the cluster's classes (kubectl get storageclass).", c.address, conn.context));
+                        }
+                    }
+                    None => match conn.send("GET", &path("storage.k8s.io/v1", "StorageClass", None, None), None, None).await {
+                        Ok(list) => {
+                            let has_default = list["items"].as_array().into_iter().flatten().any(|s| {
+                                s["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+                            });
+                            if !has_default {
+                                out.errors.push(format!("{}: the cluster has no default StorageClass, so volumes would never bind. Set storage_class = \"...\" on the cluster block, or mark a class as default.", c.address));
+                            }
+                        }
+                        Err(e) => out.warnings.push(format!("could not list storage classes: {}", e.into_provider("checking storage", &conn).message)),
+                    },
+                },
+            }
+        }
+        out
+    }
+
+    async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
+        let mut results: Vec<Option<ReadResult>> = vec![None; requests.len()];
+        // Live objects by (connection key, apiVersion, kind, namespace): one LIST each.
+        let mut lists: BTreeMap<(String, String, String, String), BTreeMap<String, Json>> = BTreeMap::new();
+        let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
+        for (i, r) in requests.iter().enumerate() {
+            let conn = match self.conn(if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() }).await {
+                Ok(c) => c,
+                Err(e) => return Err(e),
+            };
+            let ckey = format!("{}|{}", conn.server, conn.context);
+            if r.component.kind == Kind::Cluster {
+                conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("reading {}", r.component.address), &conn))?;
+                results[i] = Some(ReadResult::Found { attributes: r.recorded.clone(), fingerprint: None });
+                continue;
+            }
+            let recorded = map_of(Some(&r.recorded));
+            for key in map_of(recorded.get(OBJECTS)).keys() {
+                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+                if parts.len() != 4 {
+                    continue;
+                }
+                let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
+                let _ = name;
+                let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
+                if !lists.contains_key(&lk) {
+                    let items = conn
+                        .list(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &format!("{MANAGED_BY}=kdeploy"))
+                        .await
+                        .map_err(|e| e.into_provider(&format!("listing {kind} in {ns}"), &conn))?;
+                    let by_name = items.into_iter().map(|o| (o["metadata"]["name"].as_str().unwrap_or_default().to_string(), o)).collect();
+                    lists.insert(lk, by_name);
+                }
+            }
+            conns.insert(ckey, conn);
+        }
+        for (i, r) in requests.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let conn = self.conn(r.cluster.as_ref()).await?;
+            let ckey = format!("{}|{}", conn.server, conn.context);
+            let mut recorded = map_of(Some(&r.recorded));
+            let mut live_objects = BTreeMap::new();
+            for key in map_of(recorded.get(OBJECTS)).keys() {
+                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+                if parts.len() != 4 {
+                    continue;
+                }
+                let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
+                let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
+                if let Some(obj) = lists.get(&lk).and_then(|m| m.get(name)) {
+                    let d = fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
+                    live_objects.insert(key.clone(), Value::String(d));
+                }
+            }
+            results[i] = Some(if live_objects.is_empty() {
+                ReadResult::Missing
+            } else {
+                recorded.insert(OBJECTS.into(), Value::Map(live_objects));
+                ReadResult::Found { attributes: Value::Map(recorded), fingerprint: None }
+            });
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or(ReadResult::Missing)).collect())
+    }
+
+    async fn plan(&self, req: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        let c = &req.component;
+        if let Some(e) = unsupported(c) {
+            return Err(e);
+        }
+        let mut resp = default_plan(&req);
+        if c.kind == Kind::Cluster {
+            return Ok(resp);
+        }
+        let cluster = map_of(req.cluster);
+        let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
+        // Computed values that follow from the inputs (a changed password input, a new node port).
+        fill_computed(c, planned, req.refs, &cluster, false);
+        let Some(prior) = req.prior else {
+            planned.insert(OBJECTS.into(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
+            planned.insert(DIGEST.into(), Value::Unknown(format!("{}.{DIGEST}", c.address)));
+            return Ok(resp);
+        };
+        let prior_map = map_of(Some(prior));
+        if !all_known(planned, req.refs) {
+            planned.insert(OBJECTS.into(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
+            planned.insert(DIGEST.into(), Value::Unknown(format!("{}.{DIGEST}", c.address)));
+            return Ok(resp);
+        }
+        let objects = self.rendered(c, planned, req.refs, &cluster)?;
+        let digest = fields::digest(&Json::Array(objects.clone()));
+        let recorded = map_of(req.recorded);
+        let unchanged = recorded.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) && recorded.get(OBJECTS) == prior_map.get(OBJECTS);
+        if unchanged {
+            planned.insert(OBJECTS.into(), prior_map.get(OBJECTS).cloned().unwrap_or_default());
+            planned.insert(DIGEST.into(), Value::String(digest));
+            return Ok(resp);
+        }
+        // Something changed or drifted: ask the API server what applying would produce.
+        let conn = self.conn(req.cluster).await?;
+        let mut digests = BTreeMap::new();
+        for obj in &objects {
+            let key = object_key(obj);
+            match conn.apply(obj, true, req.force_conflicts).await {
+                Ok(result) => {
+                    digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
+                }
+                // The namespace was deleted out of band: apply recreates it and the object.
+                Err(e) if e.is_not_found() => {
+                    digests.insert(key.clone(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
+                }
+                Err(e) => return Err(e.into_provider(&format!("{}: planning {key}", c.address), &conn)),
+            }
+        }
+        planned.insert(OBJECTS.into(), Value::Map(digests));
+        planned.insert(DIGEST.into(), Value::String(digest));
+        Ok(resp)
+    }
+
+    async fn apply(&self, req: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
+        let c = &req.component;
+        if let Some(e) = unsupported(c) {
+            return Err(e);
+        }
+        let conn = self.conn(if c.kind == Kind::Cluster { Some(&req.planned) } else { req.cluster.as_ref() }).await?;
+        let mut attrs = map_of(Some(&req.planned));
+        if c.kind == Kind::Cluster {
+            conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("connecting {}", c.address), &conn))?;
+            attrs.insert("server".into(), Value::String(conn.server.clone()));
+            return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
+        }
+        let cluster = map_of(req.cluster.as_ref());
+        fill_computed(c, &mut attrs, &req.refs, &cluster, true);
+        let objects = self.rendered(c, &attrs, &req.refs, &cluster)?;
+        let mut namespaces: BTreeSet<String> = BTreeSet::new();
+        for obj in &objects {
+            if let Some(ns) = obj["metadata"]["namespace"].as_str() {
+                namespaces.insert(ns.to_string());
+            }
+        }
+        for ns in &namespaces {
+            self.ensure_namespace(&conn, ns).await?;
+        }
+        let mut digests = BTreeMap::new();
+        let mut applied = Vec::new();
+        for obj in &objects {
+            let key = object_key(obj);
+            let result = conn.apply(obj, false, req.force_conflicts).await.map_err(|e| e.into_provider(&format!("{}: applying {key}", c.address), &conn))?;
+            digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
+            applied.push(result);
+        }
+        // Objects this component no longer renders (an old bucket job, a dropped volume claim).
+        if let Some(prior) = &req.prior {
+            for key in map_of(map_of(Some(prior)).get(OBJECTS)).keys() {
+                if digests.contains_key(key) {
+                    continue;
+                }
+                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+                if parts.len() == 4 && parts[2] != "PersistentVolumeClaim" {
+                    let ns = if parts[1].is_empty() { None } else { Some(parts[1]) };
+                    conn.delete(parts[3], parts[2], ns, parts[0]).await.map_err(|e| e.into_provider(&format!("{}: deleting {key}", c.address), &conn))?;
+                }
+            }
+        }
+        let timeout = parse_timeout(attrs.get("readiness_timeout").and_then(Value::as_str).unwrap_or("5m"));
+        self.wait_ready(&conn, &c.address, &applied, timeout).await?;
+        attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
+        attrs.insert(OBJECTS.into(), Value::Map(digests));
+        Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {
+        let c = &req.component;
+        if c.kind == Kind::Cluster {
+            return Ok(());
+        }
+        let conn = self.conn(req.cluster.as_ref()).await?;
+        let prior = map_of(Some(&req.prior));
+        let keys: Vec<String> = map_of(prior.get(OBJECTS)).keys().cloned().collect();
+        let mut namespaces = BTreeSet::new();
+        // Workloads first, then what they use.
+        let rank = |k: &str| if k.contains("/Deployment/") || k.contains("/StatefulSet/") || k.contains("/Job/") { 0 } else { 1 };
+        let mut ordered = keys.clone();
+        ordered.sort_by_key(|k| rank(k));
+        for key in &ordered {
+            let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+            if parts.len() != 4 {
+                continue;
+            }
+            let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
+            if kind == "PersistentVolumeClaim" && !req.delete_data {
+                continue;
+            }
+            let ns_opt = if ns.is_empty() { None } else { Some(ns) };
+            if let Some(ns) = ns_opt {
+                namespaces.insert(ns.to_string());
+            }
+            conn.delete(api_version, kind, ns_opt, name).await.map_err(|e| e.into_provider(&format!("{}: deleting {key}", c.address), &conn))?;
+        }
+        // Volume claims made from StatefulSet templates are kept unless --delete-data.
+        let instance = base_name(&c.address);
+        for ns in &namespaces {
+            if req.delete_data {
+                let claims = conn.list("v1", "PersistentVolumeClaim", Some(ns), &format!("app.kubernetes.io/instance={instance}")).await.map_err(|e| e.into_provider("listing volume claims", &conn))?;
+                for claim in claims {
+                    let name = claim["metadata"]["name"].as_str().unwrap_or_default();
+                    conn.delete("v1", "PersistentVolumeClaim", Some(ns), name).await.map_err(|e| e.into_provider(&format!("deleting volume claim {name}"), &conn))?;
+                }
+            }
+        }
+        // Wait until the workloads are gone, so dependencies are deleted after dependants.
+        let deadline = Instant::now() + parse_timeout(prior.get("readiness_timeout").and_then(Value::as_str).unwrap_or("5m"));
+        for key in ordered.iter().filter(|k| rank(k) == 0) {
+            let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+            let p = path(parts[3], parts[2], Some(parts[1]), Some(parts[0]));
+            while Instant::now() < deadline {
+                match conn.get(&p).await {
+                    Ok(None) => break,
+                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => return Err(e.into_provider(&format!("{}: waiting for {key} to go", c.address), &conn)),
+                }
+            }
+        }
+        // Namespaces kdeploy created go when nothing of kdeploy's (and no kept data) is left.
+        for ns in namespaces {
+            let Ok(Some(n)) = conn.get(&path("v1", "Namespace", None, Some(&ns))).await else { continue };
+            if n["metadata"]["annotations"][CREATED_BY] != "kdeploy" {
+                continue;
+            }
+            let mut empty = true;
+            for (av, kind) in [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"), ("batch/v1", "Job")] {
+                if conn.list(av, kind, Some(&ns), &format!("{MANAGED_BY}=kdeploy")).await.map(|l| !l.is_empty()).unwrap_or(true) {
+                    empty = false;
+                    break;
+                }
+            }
+            if empty && conn.list("v1", "PersistentVolumeClaim", Some(&ns), "").await.map(|l| !l.is_empty()).unwrap_or(true) {
+                empty = false;
+            }
+            if empty {
+                conn.delete("v1", "Namespace", None, &ns).await.map_err(|e| e.into_provider(&format!("deleting namespace {ns}"), &conn))?;
+            }
+        }
+        Ok(())
+    }
+}
+

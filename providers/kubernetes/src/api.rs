@@ -1,0 +1,230 @@
+//! A thin layer over kube's client: raw JSON requests by path, connection from the cluster
+//! component's attributes (kubeconfig + context), and API errors turned into provider errors
+//! that say what to do.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kdeploy_provider::{ErrorKind, ProviderError, Value};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value as Json;
+
+/// One API server connection.
+#[derive(Clone)]
+pub struct Conn {
+    pub client: kube::Client,
+    pub server: String,
+    pub context: String,
+}
+
+/// Where the cluster's kubeconfig is: the `kubeconfig` attribute, $KUBECONFIG, ~/.kube/config.
+pub fn kubeconfig_path(cluster: &BTreeMap<String, Value>) -> String {
+    if let Some(Value::String(p)) = cluster.get("kubeconfig") {
+        if !p.is_empty() {
+            return p.clone();
+        }
+    }
+    if let Ok(k) = std::env::var("KUBECONFIG") {
+        if let Some(first) = k.split(':').find(|s| !s.is_empty()) {
+            return first.to_string();
+        }
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    format!("{home}/.kube/config")
+}
+
+/// Connections cached per (kubeconfig, context).
+#[derive(Default)]
+pub struct Pool {
+    conns: Mutex<HashMap<(String, String), Conn>>,
+}
+
+impl Pool {
+    pub async fn connect(&self, cluster: &BTreeMap<String, Value>) -> Result<Conn, ProviderError> {
+        let path = kubeconfig_path(cluster);
+        let wanted = match cluster.get("context") {
+            Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+            _ => None,
+        };
+        let key = (path.clone(), wanted.clone().unwrap_or_default());
+        if let Some(c) = self.conns.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(c.clone());
+        }
+        let kc = Kubeconfig::read_from(&path).map_err(|e| {
+            ProviderError::new(ErrorKind::Unreachable, format!("cannot read the kubeconfig {path}: {e}. Set `kubeconfig = \"...\"` on the cluster block or KUBECONFIG."))
+        })?;
+        let context = match &wanted {
+            Some(c) => {
+                if !kc.contexts.iter().any(|n| n.name == *c) {
+                    let names: Vec<&str> = kc.contexts.iter().map(|n| n.name.as_str()).collect();
+                    return Err(ProviderError::new(
+                        ErrorKind::Invalid,
+                        format!("the kubeconfig {path} has no context {c:?}; its contexts are: {}. Fix `context` on the cluster block.", if names.is_empty() { "(none)".to_string() } else { names.join(", ") }),
+                    ));
+                }
+                c.clone()
+            }
+            None => kc.current_context.clone().ok_or_else(|| {
+                ProviderError::new(ErrorKind::Invalid, format!("the kubeconfig {path} has no current context; set `context` on the cluster block"))
+            })?,
+        };
+        let options = KubeConfigOptions { context: Some(context.clone()), cluster: None, user: None };
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| {
+            ProviderError::new(ErrorKind::Invalid, format!("cannot use context {context:?} of {path}: {e}"))
+        })?;
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(Duration::from_secs(60));
+        let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+        let client = kube::Client::try_from(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {server}: {e}")))?;
+        let conn = Conn { client, server, context };
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(key, conn.clone());
+        Ok(conn)
+    }
+}
+
+/// The REST path of a resource type: (plural, namespaced).
+pub fn resource(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
+    Some(match (api_version, kind) {
+        ("v1", "Secret") => ("secrets", true),
+        ("v1", "ConfigMap") => ("configmaps", true),
+        ("v1", "Service") => ("services", true),
+        ("v1", "PersistentVolumeClaim") => ("persistentvolumeclaims", true),
+        ("v1", "ServiceAccount") => ("serviceaccounts", true),
+        ("v1", "Pod") => ("pods", true),
+        ("v1", "Event") => ("events", true),
+        ("v1", "Namespace") => ("namespaces", false),
+        ("v1", "Node") => ("nodes", false),
+        ("apps/v1", "Deployment") => ("deployments", true),
+        ("apps/v1", "StatefulSet") => ("statefulsets", true),
+        ("batch/v1", "Job") => ("jobs", true),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => ("clusterroles", false),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => ("clusterrolebindings", false),
+        ("storage.k8s.io/v1", "StorageClass") => ("storageclasses", false),
+        _ => return None,
+    })
+}
+
+/// The collection path (`name` None) or item path of a resource.
+pub fn path(api_version: &str, kind: &str, namespace: Option<&str>, name: Option<&str>) -> String {
+    let (plural, namespaced) = resource(api_version, kind).unwrap_or(("unknown", true));
+    let root = if api_version == "v1" { "/api/v1".to_string() } else { format!("/apis/{api_version}") };
+    let mut p = root;
+    if namespaced {
+        if let Some(ns) = namespace {
+            p.push_str(&format!("/namespaces/{ns}"));
+        }
+    }
+    p.push('/');
+    p.push_str(plural);
+    if let Some(n) = name {
+        p.push('/');
+        p.push_str(n);
+    }
+    p
+}
+
+/// An API failure, kept structured so callers can react to codes.
+#[derive(Debug)]
+pub enum ApiError {
+    Status { code: u16, reason: String, message: String },
+    Transport(String),
+}
+
+impl ApiError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Status { code: 404, .. })
+    }
+
+    /// A provider error saying what failed and what to do.
+    pub fn into_provider(self, what: &str, conn: &Conn) -> ProviderError {
+        match self {
+            ApiError::Transport(e) => ProviderError::new(
+                ErrorKind::Unreachable,
+                format!("{what}: cannot reach the Kubernetes API server at {} (context {}): {e}. Check that the cluster is running and that the kubeconfig and context point at it.", conn.server, conn.context),
+            ),
+            ApiError::Status { code: 401, message, .. } => ProviderError::new(ErrorKind::Unauthorized, format!("{what}: the API server rejected the credentials of context {}: {message}. Refresh the kubeconfig credentials.", conn.context)),
+            ApiError::Status { code: 403, message, .. } => ProviderError::new(
+                ErrorKind::Unauthorized,
+                format!("{what}: forbidden: {message}. Grant the user of context {} this permission (a Role or ClusterRole binding), or use a context with more rights.", conn.context),
+            ),
+            ApiError::Status { code: 409, reason, message } if reason == "Conflict" && message.contains("conflict") => ProviderError::new(
+                ErrorKind::Conflict,
+                format!("{what}: {message}. Another field manager owns these fields; run with --force-conflicts to take them over (their changes will be overwritten)."),
+            ),
+            ApiError::Status { code: 409, message, .. } => ProviderError::new(ErrorKind::Conflict, format!("{what}: {message}")),
+            ApiError::Status { code: 422 | 400, message, .. } => ProviderError::new(ErrorKind::Invalid, format!("{what}: the API server rejected it: {message}")),
+            ApiError::Status { code, message, .. } => ProviderError::other(format!("{what}: the API server answered {code}: {message}")),
+        }
+    }
+}
+
+fn from_kube(e: kube::Error) -> ApiError {
+    match e {
+        kube::Error::Api(s) => ApiError::Status { code: s.code, reason: s.reason.clone(), message: s.message.clone() },
+        other => ApiError::Transport(other.to_string()),
+    }
+}
+
+impl Conn {
+    pub async fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<Json, ApiError> {
+        let mut b = http::Request::builder().method(method).uri(path).header("Accept", "application/json");
+        if let Some(ct) = content_type {
+            b = b.header("Content-Type", ct);
+        }
+        let bytes = body.map(|v| serde_json::to_vec(v).unwrap_or_default()).unwrap_or_default();
+        let req = b.body(bytes).map_err(|e| ApiError::Transport(e.to_string()))?;
+        self.client.request::<Json>(req).await.map_err(from_kube)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Option<Json>, ApiError> {
+        match self.send("GET", path, None, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Server-side apply of one object as field manager `kdeploy`.
+    pub async fn apply(&self, obj: &Json, dry_run: bool, force: bool) -> Result<Json, ApiError> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let ns = obj["metadata"]["namespace"].as_str();
+        let name = obj["metadata"]["name"].as_str();
+        let mut p = format!("{}?fieldManager=kdeploy", path(api_version, kind, ns, name));
+        if force {
+            p.push_str("&force=true");
+        }
+        if dry_run {
+            p.push_str("&dryRun=All");
+        }
+        self.send("PATCH", &p, Some("application/apply-patch+yaml"), Some(obj)).await
+    }
+
+    pub async fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str) -> Result<Vec<Json>, ApiError> {
+        let p = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
+        let v = self.send("GET", &p, None, None).await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<(), ApiError> {
+        let body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"});
+        match self.send("DELETE", &path(api_version, kind, namespace, Some(name)), Some("application/json"), Some(&body)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Percent-encoding for query values.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
