@@ -2,6 +2,7 @@
 pub mod addr;
 pub mod config;
 pub mod diag;
+pub mod drift;
 pub mod graph;
 pub mod plan;
 pub mod providers;

@@ -19,6 +19,8 @@ impl Providers {
     pub fn builtin() -> Providers {
         let mut p = Providers::empty();
         p.insert("external", Arc::new(ExternalProvider));
+        #[cfg(feature = "docker")]
+        p.insert("docker", Arc::new(kdeploy_provider_docker::DockerProvider::new()));
         #[cfg(feature = "kubernetes")]
         p.insert("kubernetes", Arc::new(kdeploy_provider_kubernetes::KubernetesProvider::new()));
         p

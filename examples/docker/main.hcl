@@ -5,7 +5,7 @@ stack "edge-docker" {}
 variable "cameras" {
   description = "Cameras by name: main and sub stream RTSP URLs."
   type        = map(object({ rtsp = string, sub = string }))
-  default = {
+  default     = {
     front = { rtsp = "rtsp://192.168.1.11/stream1", sub = "rtsp://192.168.1.11/stream2" }
     back  = { rtsp = "rtsp://192.168.1.12/stream1", sub = "rtsp://192.168.1.12/stream2" }
     yard  = { rtsp = "rtsp://192.168.1.13/stream1", sub = "rtsp://192.168.1.13/stream2" }
@@ -69,5 +69,34 @@ output "vault_access_key" {
 
 output "vault_secret_key" {
   value     = vault.main.secret_key
+  sensitive = true
+}
+
+# What you enter once in the Vault UI (see README.md).
+output "vault_login_password" {
+  value     = vault.main.admin_password
+  sensitive = true
+}
+
+output "minio_endpoint" {
+  value = object_storage.recordings.endpoint
+}
+
+output "minio_access_key" {
+  value     = object_storage.recordings.access_key
+  sensitive = true
+}
+
+output "minio_secret_key" {
+  value     = object_storage.recordings.secret_key
+  sensitive = true
+}
+
+output "rabbitmq_host" {
+  value = broker.events.host
+}
+
+output "rabbitmq_password" {
+  value     = broker.events.admin_password
   sensitive = true
 }

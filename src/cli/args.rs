@@ -70,6 +70,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Report what changed outside kdeploy since the last apply (read-only; for cron jobs).
+    #[command(after_help = "Examples:\n  kdeploy drift\n  kdeploy drift --detailed-exitcode   # 0 no drift, 2 drift, 1 error\n  kdeploy drift --format markdown >> \"$GITHUB_STEP_SUMMARY\"\n  kdeploy drift --notify https://hooks.slack.com/services/...")]
+    Drift(DriftArgs),
     /// Print the dependency graph.
     #[command(after_help = "Examples:\n  kdeploy graph | dot -Tsvg > graph.svg\n  kdeploy graph --format text")]
     Graph {
@@ -122,6 +125,34 @@ pub enum StateCommand {
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: DriftFormat,
+    /// Same as --format json.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when nothing drifted, 2 when something did, 1 on error.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// POST the JSON report (with a Slack-compatible `text` field) to this webhook when drift is found.
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<String>,
+    /// How long one webhook attempt may take.
+    #[arg(long = "notify-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub notify_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriftFormat {
+    Human,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -206,7 +237,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 const SINGLE_DASH: &[&str] = &[
     "target", "replace", "var", "var-file", "destroy", "out", "refresh", "refresh-only", "lock-timeout", "parallelism",
-    "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format", "force-conflicts",
+    "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format", "force-conflicts", "notify",
 ];
 
 /// Rewrites Terraform-style `-flag` arguments to `--flag`.

@@ -2,6 +2,9 @@
 
 mod support;
 mod cli;
+mod drift;
 mod engine;
 mod lock;
 mod language;
+mod docker;
+

@@ -1,1 +1,334 @@
-//! placeholder
+//! kdeploy's Docker provider: the Kerberos stack (MongoDB, MinIO, RabbitMQ, Vault, one agent per
+//! camera) as containers on one Docker engine, through bollard.
+//!
+//! Objects: one user-defined bridge network per cluster (created by the `cluster` component),
+//! named volumes for data, and one container per component. Every object carries the labels
+//! `managed-by=kdeploy`, `kdeploy.cluster` and `kdeploy.address`; containers also carry
+//! `kdeploy.config-hash`, the hash of their rendered configuration. Containers are immutable: a
+//! changed hash plans a replacement.
+//!
+//! Provider-specific computed attributes of container components: `config_hash`, `running` and
+//! `container_id`.
+
+pub mod engine;
+pub mod spec;
+pub mod testing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use kdeploy_provider::{
+    default_plan, ApplyRequest, ApplyResponse, AttrPath, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider,
+    ProviderError, ReadRequest, ReadResult, Value,
+};
+
+use engine::Endpoint;
+use spec::{ATTR_HASH, ATTR_ID, ATTR_RUNNING};
+
+/// The Docker provider. Engine clients are cached per endpoint for the life of the provider.
+#[derive(Default)]
+pub struct DockerProvider {
+    clients: tokio::sync::Mutex<BTreeMap<Endpoint, Docker>>,
+    /// Generated secrets last seen per address (from state or a prior plan), so that a
+    /// replacement or a recreation after an out-of-band delete keeps them: the data volumes
+    /// were initialised with them.
+    secrets: Mutex<HashMap<String, BTreeMap<String, Value>>>,
+}
+
+impl DockerProvider {
+    pub fn new() -> DockerProvider {
+        DockerProvider::default()
+    }
+
+    async fn client(&self, ep: &Endpoint) -> Result<Docker, ProviderError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(d) = clients.get(ep) {
+            return Ok(d.clone());
+        }
+        let d = engine::connect(ep).await?;
+        clients.insert(ep.clone(), d.clone());
+        Ok(d)
+    }
+
+    fn remember(&self, address: &str, kind: Kind, attrs: &Value) {
+        let Some(m) = attrs.as_map() else { return };
+        let known: BTreeMap<String, Value> = spec::generated_attrs(kind)
+            .iter()
+            .filter_map(|a| m.get(*a).filter(|v| matches!(v, Value::String(_))).map(|v| (a.to_string(), v.clone())))
+            .collect();
+        if !known.is_empty() {
+            self.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(address.to_string(), known);
+        }
+    }
+
+    fn remembered(&self, address: &str) -> BTreeMap<String, Value> {
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner()).get(address).cloned().unwrap_or_default()
+    }
+}
+
+fn str_attr<'a>(m: &'a BTreeMap<String, Value>, k: &str) -> Option<&'a str> {
+    m.get(k).and_then(Value::as_str)
+}
+
+/// The cluster name of a container component, from its `cluster` attribute (an address).
+fn cluster_of(attrs: &BTreeMap<String, Value>) -> String {
+    spec::cluster_name(str_attr(attrs, "cluster").unwrap_or("cluster.default"))
+}
+
+fn strip_address(v: Option<&Value>) -> Option<Value> {
+    v.map(|v| match v {
+        Value::Map(m) => Value::Map(m.iter().filter(|(k, _)| k.as_str() != "address").map(|(k, v)| (k.clone(), v.clone())).collect()),
+        other => other.clone(),
+    })
+}
+
+#[async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    async fn preflight(&self, clusters: &[(ComponentRef, Value)]) -> Preflight {
+        let mut p = Preflight::default();
+        for (c, attrs) in clusters {
+            let ep = Endpoint::from_cluster(Some(attrs));
+            if let Err(e) = self.client(&ep).await {
+                p.errors.push(format!("{}: {}", c.address, e.message));
+            }
+        }
+        p
+    }
+
+    async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
+        // Group by engine: one list call per kind per engine.
+        let mut by_ep: BTreeMap<Endpoint, Vec<usize>> = BTreeMap::new();
+        for (i, r) in requests.iter().enumerate() {
+            let cluster = if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() };
+            by_ep.entry(Endpoint::from_cluster(cluster)).or_default().push(i);
+            self.remember(&r.component.address, r.component.kind, &r.recorded);
+        }
+        let mut results: Vec<ReadResult> = vec![ReadResult::Missing; requests.len()];
+        for (ep, idx) in by_ep {
+            let docker = self.client(&ep).await?;
+            let containers = engine::list_containers(&docker, &ep, None).await?;
+            let networks = if idx.iter().any(|&i| requests[i].component.kind == Kind::Cluster) { engine::list_networks(&docker, &ep, None).await? } else { Vec::new() };
+            let by_name: HashMap<&str, &engine::LiveContainer> = containers.iter().map(|c| (c.name.as_str(), c)).collect();
+            for i in idx {
+                let r = &requests[i];
+                let Some(recorded) = r.recorded.as_map() else { continue };
+                if r.component.kind == Kind::Cluster {
+                    let net = spec::network_name(&spec::cluster_name(&r.component.address), Some(&r.recorded));
+                    if networks.iter().any(|n| *n == net) {
+                        let mut attrs = recorded.clone();
+                        attrs.insert("api_version".into(), Value::string(engine::api_version(&docker)));
+                        results[i] = ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None };
+                    }
+                    continue;
+                }
+                let name = spec::container_name(&cluster_of(recorded), &r.component.address);
+                if let Some(c) = by_name.get(name.as_str()) {
+                    let mut attrs = recorded.clone();
+                    attrs.insert(ATTR_RUNNING.into(), Value::Bool(c.running));
+                    attrs.insert(ATTR_HASH.into(), c.labels.get(spec::LABEL_HASH).map(|h| Value::string(h)).unwrap_or(Value::Null));
+                    attrs.insert(ATTR_ID.into(), Value::string(&c.id));
+                    results[i] = ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None };
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        let kind = request.component.kind;
+        let address = request.component.address.clone();
+        spec::check_supported(kind, &request.component.type_name, &address)?;
+        let mut resp = default_plan(&request);
+        if kind == Kind::Cluster {
+            return Ok(resp);
+        }
+        let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
+        let prior = request.prior.and_then(Value::as_map);
+        if let Some(p) = request.prior {
+            self.remember(&address, kind, p);
+        }
+        // Generated attributes: explicit input, else prior (default_plan), else remembered.
+        let remembered = self.remembered(&address);
+        for attr in spec::generated_attrs(kind) {
+            if let Some(input) = spec::explicit_input(kind, attr) {
+                if let Some(v) = planned.get(input).filter(|v| !v.is_null()).cloned() {
+                    planned.insert(attr.to_string(), v);
+                    continue;
+                }
+            }
+            if planned.get(*attr).is_none_or(Value::is_unknown) {
+                if let Some(v) = remembered.get(*attr) {
+                    planned.insert(attr.to_string(), v.clone());
+                }
+            }
+        }
+        let cluster = strip_address(request.cluster);
+        let cname = cluster_of(planned);
+        let ep = Endpoint::from_cluster(cluster.as_ref());
+        let derived = spec::derived_attrs(kind, &address, &cname, &spec::engine_hostname(&ep.host), planned);
+        planned.extend(derived);
+        let network = spec::network_name(&cname, cluster.as_ref());
+        let ctx = spec::RenderCtx { address: &address, kind, cluster_name: &cname, network: &network, attrs: planned, refs: request.refs };
+        let hash = spec::render(&ctx)?.map(|s| s.hash());
+        planned.insert(ATTR_RUNNING.into(), Value::Bool(true));
+        let prior_hash = prior.and_then(|p| str_attr(p, ATTR_HASH)).map(str::to_string);
+        let mut requires_replace = resp.requires_replace.clone();
+        let same = matches!((&hash, &prior_hash), (Some(a), Some(b)) if a == b);
+        match &hash {
+            Some(h) => planned.insert(ATTR_HASH.into(), Value::string(h)),
+            None => planned.insert(ATTR_HASH.into(), Value::Unknown(format!("{address}.{ATTR_HASH}"))),
+        };
+        let prior_id = prior.and_then(|p| p.get(ATTR_ID)).filter(|v| matches!(v, Value::String(_))).cloned();
+        match prior_id {
+            Some(id) if same || hash.is_none() => planned.insert(ATTR_ID.into(), id),
+            _ => planned.insert(ATTR_ID.into(), Value::Unknown(format!("{address}.{ATTR_ID}"))),
+        };
+        if let (Some(p), Some(h), Some(ph)) = (prior, &hash, &prior_hash) {
+            if h != ph && requires_replace.is_empty() {
+                let mut paths: Vec<AttrPath> = request
+                    .schema
+                    .inputs()
+                    .filter(|a| !matches!(a.name, "readiness_timeout"))
+                    .filter(|a| p.get(a.name).unwrap_or(&Value::Null) != planned.get(a.name).unwrap_or(&Value::Null))
+                    .map(|a| AttrPath::attr(a.name))
+                    .collect();
+                if paths.is_empty() {
+                    paths.push(AttrPath::attr(ATTR_HASH));
+                }
+                requires_replace = paths;
+            }
+        }
+        resp.requires_replace = requires_replace;
+        Ok(resp)
+    }
+
+    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
+        let kind = request.component.kind;
+        let address = request.component.address.clone();
+        spec::check_supported(kind, &request.component.type_name, &address)?;
+        let Value::Map(mut attrs) = request.planned.clone() else {
+            return Err(ProviderError::new(ErrorKind::Invalid, format!("{address}: planned attributes are not a map")));
+        };
+        if kind == Kind::Cluster {
+            let ep = Endpoint::from_cluster(Some(&request.planned));
+            let docker = self.client(&ep).await?;
+            let cname = spec::cluster_name(&address);
+            let network = spec::network_name(&cname, Some(&request.planned));
+            engine::ensure_network(&docker, &ep, &network, &cname, &address).await?;
+            attrs.insert("api_version".into(), Value::string(engine::api_version(&docker)));
+            return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
+        }
+        let cluster = strip_address(request.cluster.as_ref());
+        let ep = Endpoint::from_cluster(cluster.as_ref());
+        let docker = self.client(&ep).await?;
+        let cname = cluster_of(&attrs);
+        // Generated secrets: created once (kept from prior/plan), else now.
+        let remembered = self.remembered(&address);
+        for attr in spec::generated_attrs(kind) {
+            if let Some(input) = spec::explicit_input(kind, attr) {
+                if let Some(v) = attrs.get(input).filter(|v| matches!(v, Value::String(_))).cloned() {
+                    attrs.insert(attr.to_string(), v);
+                    continue;
+                }
+            }
+            if !matches!(attrs.get(*attr), Some(Value::String(_))) {
+                let v = remembered.get(*attr).cloned().unwrap_or_else(|| Value::string(spec::generate_secret(attr)));
+                attrs.insert(attr.to_string(), v);
+            }
+        }
+        let derived = spec::derived_attrs(kind, &address, &cname, &spec::engine_hostname(&ep.host), &attrs);
+        attrs.extend(derived);
+        let network = spec::network_name(&cname, cluster.as_ref());
+        let ctx = spec::RenderCtx { address: &address, kind, cluster_name: &cname, network: &network, attrs: &attrs, refs: &request.refs };
+        let Some(spec) = spec::render(&ctx)? else {
+            return Err(ProviderError::new(ErrorKind::Invalid, format!("{address}: a value its container needs is still unknown at apply (a referenced component was not applied)")));
+        };
+        let hash = spec.hash();
+        let secrets = spec.secret_values();
+        engine::ensure_image(&docker, &ep, &spec.image).await.map_err(|mut e| {
+            e.message = format!("{address}: {}", engine::redact(&e.message, &secrets));
+            e
+        })?;
+        engine::ensure_network(&docker, &ep, &network, &cname, &format!("cluster.{cname}")).await?;
+        for (v, _) in &spec.volumes {
+            engine::ensure_volume(&docker, &ep, v, &cname, &address).await?;
+        }
+        let mut id = None;
+        if let Some((live_id, running, live_hash)) = engine::inspect(&docker, &ep, &spec.name).await? {
+            if live_hash.as_deref() == Some(hash.as_str()) && request.prior.is_some() {
+                if !running {
+                    engine::start_container(&docker, &ep, &live_id, &spec.name, &address).await?;
+                }
+                id = Some(live_id);
+            } else {
+                engine::remove_container(&docker, &ep, &live_id).await?;
+            }
+        }
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let id = engine::create_container(&docker, &ep, &spec, &cname, &address, &hash).await.map_err(|mut e| {
+                    e.message = engine::redact(&e.message, &secrets);
+                    e
+                })?;
+                if let Err(mut e) = engine::start_container(&docker, &ep, &id, &spec.name, &address).await {
+                    // Leave nothing half-made behind: the state does not record it.
+                    let _ = engine::remove_container(&docker, &ep, &id).await;
+                    e.message = engine::redact(&e.message, &secrets);
+                    return Err(e);
+                }
+                id
+            }
+        };
+        let timeout = str_attr(&attrs, "readiness_timeout").and_then(spec::parse_duration).unwrap_or(std::time::Duration::from_secs(300));
+        engine::wait_ready(&docker, &ep, &id, &spec.name, &address, timeout, &secrets).await?;
+        attrs.insert(ATTR_HASH.into(), Value::string(&hash));
+        attrs.insert(ATTR_RUNNING.into(), Value::Bool(true));
+        attrs.insert(ATTR_ID.into(), Value::string(&id));
+        let attributes = Value::Map(attrs);
+        self.remember(&address, kind, &attributes);
+        Ok(ApplyResponse { attributes, fingerprint: None })
+    }
+
+    async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
+        let kind = request.component.kind;
+        let address = request.component.address.clone();
+        let prior = request.prior.as_map().cloned().unwrap_or_default();
+        if kind == Kind::Cluster {
+            let ep = Endpoint::from_cluster(Some(&request.prior));
+            let docker = self.client(&ep).await?;
+            let cname = spec::cluster_name(&address);
+            engine::remove_network(&docker, &ep, &spec::network_name(&cname, Some(&request.prior))).await?;
+            if request.delete_data {
+                for v in engine::list_volumes(&docker, &ep, Some(&cname)).await? {
+                    engine::remove_volume(&docker, &ep, &v).await?;
+                }
+            }
+            return Ok(());
+        }
+        let cluster = strip_address(request.cluster.as_ref());
+        let ep = Endpoint::from_cluster(cluster.as_ref());
+        let docker = self.client(&ep).await?;
+        let cname = cluster_of(&prior);
+        let name = spec::container_name(&cname, &address);
+        if let Some((live_id, _, _)) = engine::inspect(&docker, &ep, &name).await? {
+            // Only the generation the caller saw (create_before_destroy creates the new one first).
+            let expected = str_attr(&prior, ATTR_ID);
+            if expected.is_none_or(|e| e == live_id) {
+                engine::remove_container(&docker, &ep, &live_id).await?;
+            }
+        }
+        if request.delete_data {
+            for suffix in ["data", "config", "recordings"] {
+                engine::remove_volume(&docker, &ep, &spec::volume_name(&name, suffix)).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! Drift reports for the cron: what changed outside kdeploy since the last apply, per
+//! component and attribute, after ignore rules; rendered for humans, as JSON (stable schema),
+//! or as Markdown for a CI summary, and optionally posted to a webhook.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use kdeploy_provider::{AttrPath, Value};
+use serde_json::{json, Value as Json};
+
+use crate::plan::render::Style;
+use crate::plan::Drift;
+
+/// Schema version of the JSON report (bumped only on incompatible changes).
+pub const REPORT_FORMAT: &str = "1.0";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttrDrift {
+    pub path: AttrPath,
+    pub before: Value,
+    pub after: Value,
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub address: String,
+    pub kind: String,
+    pub type_name: String,
+    pub provider: String,
+    /// `changed` or `deleted`.
+    pub status: &'static str,
+    pub attributes: Vec<AttrDrift>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// Components compared with the live systems.
+    pub checked: usize,
+    pub entries: Vec<Entry>,
+    /// Rules that matched something, for transparency.
+    pub ignored: Vec<String>,
+}
+
+impl Report {
+    pub fn drifted(&self) -> bool {
+        !self.entries.is_empty()
+    }
+}
+
+/// Splits `a.b["x.y"].c` into segments, keeping bracketed keys with their segment.
+fn segments(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0;
+    let mut in_str = false;
+    for c in s.chars() {
+        match c {
+            '"' => in_str = !in_str,
+            '[' if !in_str => depth += 1,
+            ']' if !in_str => depth -= 1,
+            '.' if depth == 0 && !in_str => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    fn m(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('*') => (0..=t.len()).any(|i| m(&p[1..], &t[i..])),
+            Some(c) => t.first() == Some(c) && m(&p[1..], &t[1..]),
+        }
+    }
+    m(&p, &t)
+}
+
+/// Whether an ignore rule (`agent.*.replicas`, `vault.main`, `agent.cam["front"].env`) covers
+/// `path` of `address`. A rule that names only components covers all their attributes.
+pub fn rule_matches(rule: &str, address: &str, path: Option<&AttrPath>) -> bool {
+    let target = match path {
+        Some(p) if !p.is_root() => format!("{address}.{p}"),
+        _ => address.to_string(),
+    };
+    let rs = segments(rule);
+    let ts = segments(&target);
+    if rs.len() > ts.len() {
+        return false;
+    }
+    // module paths, kinds and names: compare segment by segment; a shorter rule is a prefix.
+    // A segment without an index also matches every instance of it (`cam` covers `cam["a"]`).
+    rs.iter().zip(&ts).all(|(r, t)| glob(r, t) || (!r.contains('[') && glob(r, t.split('[').next().unwrap_or(t))))
+}
+
+/// Builds the report from the refresh's drift entries, dropping what the rules ignore:
+/// per component `ignore_changes` (attribute names) and the stack's `drift { ignore = [...] }`.
+pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> Vec<String>, stack_rules: &[String]) -> Report {
+    let mut rep = Report { checked, ..Default::default() };
+    for d in drift {
+        let address = d.address.to_string();
+        let lifecycle = ignore_changes(&address);
+        let component_ignored = stack_rules.iter().find(|r| rule_matches(r, &address, None) && segments(r).len() <= segments(&address).len());
+        if let Some(r) = component_ignored {
+            if !rep.ignored.contains(r) {
+                rep.ignored.push(r.clone());
+            }
+            continue;
+        }
+        match &d.after {
+            None => rep.entries.push(Entry {
+                address,
+                kind: d.kind.keyword().to_string(),
+                type_name: d.type_name.clone(),
+                provider: d.provider.clone(),
+                status: "deleted",
+                attributes: Vec::new(),
+            }),
+            Some(after) => {
+                let mut attrs = Vec::new();
+                for p in &d.paths {
+                    let top = match p.0.first() {
+                        Some(kdeploy_provider::PathStep::Key(k)) => k.clone(),
+                        _ => String::new(),
+                    };
+                    if lifecycle.iter().any(|n| n == "all" || *n == top) {
+                        continue;
+                    }
+                    if let Some(r) = stack_rules.iter().find(|r| rule_matches(r, &address, Some(p))) {
+                        if !rep.ignored.contains(r) {
+                            rep.ignored.push(r.clone());
+                        }
+                        continue;
+                    }
+                    let sensitive = d.sensitive.iter().any(|s| p.starts_with(s));
+                    attrs.push(AttrDrift {
+                        path: p.clone(),
+                        before: d.before.get_path(p).cloned().unwrap_or(Value::Null),
+                        after: after.get_path(p).cloned().unwrap_or(Value::Null),
+                        sensitive,
+                    });
+                }
+                if !attrs.is_empty() {
+                    rep.entries.push(Entry {
+                        address,
+                        kind: d.kind.keyword().to_string(),
+                        type_name: d.type_name.clone(),
+                        provider: d.provider.clone(),
+                        status: "changed",
+                        attributes: attrs,
+                    });
+                }
+            }
+        }
+    }
+    rep
+}
+
+fn shown(v: &Value, sensitive: bool) -> String {
+    if sensitive { "(sensitive value)".into() } else { v.render_inline() }
+}
+
+/// Human text, grouped by component.
+pub fn human(r: &Report, style: Style) -> String {
+    let mut out = String::new();
+    if !r.drifted() {
+        let _ = writeln!(out, "No drift: the {} deployed components match the recorded state.", r.checked);
+        return out;
+    }
+    let bold = |s: &str| if style.color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() };
+    let _ = writeln!(out, "{}\n", bold(&format!("Drift detected in {} of {} components:", r.entries.len(), r.checked)));
+    for e in &r.entries {
+        match e.status {
+            "deleted" => {
+                let _ = writeln!(out, "  {} ({} {}): deleted outside kdeploy", bold(&e.address), e.kind, e.type_name);
+            }
+            _ => {
+                let _ = writeln!(out, "  {} ({} {}): changed outside kdeploy", bold(&e.address), e.kind, e.type_name);
+                for a in &e.attributes {
+                    let _ = writeln!(out, "      ~ {} = {} -> {}", a.path, shown(&a.before, a.sensitive), shown(&a.after, a.sensitive));
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "\nRun `kdeploy plan` to see how apply would restore them, or `kdeploy apply --refresh-only` to accept the live values.");
+    out
+}
+
+fn value_json(v: &Value, sensitive: bool) -> Json {
+    if sensitive { Json::Null } else { v.to_json() }
+}
+
+/// The stable JSON report (documented in README).
+pub fn to_json(r: &Report) -> Json {
+    let changed = r.entries.iter().filter(|e| e.status == "changed").count();
+    let deleted = r.entries.len() - changed;
+    json!({
+        "format_version": REPORT_FORMAT,
+        "drifted": r.drifted(),
+        "summary": {"checked": r.checked, "drifted": r.entries.len(), "changed": changed, "deleted": deleted},
+        "drift": r.entries.iter().map(|e| json!({
+            "address": e.address,
+            "kind": e.kind,
+            "type": e.type_name,
+            "provider": e.provider,
+            "status": e.status,
+            "attributes": e.attributes.iter().map(|a| json!({
+                "path": a.path.to_string(),
+                "path_steps": a.path,
+                "before": value_json(&a.before, a.sensitive),
+                "after": value_json(&a.after, a.sensitive),
+                "sensitive": a.sensitive,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "ignored_rules": r.ignored,
+    })
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('`', "'")
+}
+
+/// Markdown for a CI job summary or a pull-request comment.
+pub fn markdown(r: &Report) -> String {
+    let mut out = String::new();
+    if !r.drifted() {
+        let _ = writeln!(out, "### ✅ No drift\n\nAll {} deployed components match the recorded state.", r.checked);
+        return out;
+    }
+    let _ = writeln!(out, "### ⚠️ Drift detected in {} of {} components\n", r.entries.len(), r.checked);
+    let _ = writeln!(out, "| Component | Status | Attribute | Recorded | Live |\n| --- | --- | --- | --- | --- |");
+    for e in &r.entries {
+        if e.attributes.is_empty() {
+            let _ = writeln!(out, "| `{}` | {} | | | |", md_escape(&e.address), e.status);
+        }
+        for a in &e.attributes {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | `{}` | {} | {} |",
+                md_escape(&e.address),
+                e.status,
+                md_escape(&a.path.to_string()),
+                md_escape(&shown(&a.before, a.sensitive)),
+                md_escape(&shown(&a.after, a.sensitive))
+            );
+        }
+    }
+    let _ = writeln!(out, "\nRun `kdeploy plan` to review how apply would restore them.");
+    out
+}
+
+/// Posts the report to a webhook: the JSON report plus a Slack-compatible `text` field. Retries
+/// up to 3 times with backoff on network errors and 5xx/429; each attempt times out.
+pub async fn notify(url: &str, r: &Report, timeout: Duration) -> Result<(), String> {
+    let mut body = to_json(r);
+    let text = format!(
+        "kdeploy: drift detected in {} of {} components: {}",
+        r.entries.len(),
+        r.checked,
+        r.entries.iter().map(|e| format!("{} ({})", e.address, e.status)).collect::<Vec<_>>().join(", ")
+    );
+    body["text"] = Json::String(text);
+    let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+        }
+        match client.post(url).json(&body).send().await {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) if resp.status().is_server_error() || resp.status().as_u16() == 429 => last = format!("the webhook answered {}", resp.status()),
+            Ok(resp) => return Err(format!("the webhook answered {} (not retried)", resp.status())),
+            // The URL may carry a token (Slack webhooks do): never print it.
+            Err(e) => last = if e.is_timeout() { format!("no answer within {}s", timeout.as_secs()) } else { e.without_url().to_string() },
+        }
+    }
+    Err(format!("{last} (after 3 attempts)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_components_and_attributes() {
+        let p = AttrPath::attr("replicas");
+        assert!(rule_matches("agent.*.replicas", "agent.cam[\"front\"]", Some(&p)));
+        assert!(rule_matches("agent.*", "agent.cam[\"front\"]", None));
+        assert!(rule_matches("agent.cam", "agent.cam[\"front\"]", Some(&p)), "a block covers its instances");
+        assert!(!rule_matches("vault.*.replicas", "agent.cam[\"front\"]", Some(&p)));
+        assert!(!rule_matches("agent.*.image", "agent.cam[\"front\"]", Some(&p)));
+        assert!(rule_matches("agent.cam[\"front\"].env", "agent.cam[\"front\"]", Some(&AttrPath::attr("env").child_key("A"))));
+    }
+}

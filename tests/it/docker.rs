@@ -1,0 +1,318 @@
+//! The Docker provider against the real engine, through the CLI. The machines have an engine
+//! but no registry: the tests import a busybox image (kdeploy_provider_docker::testing) and run
+//! every component as a busybox httpd through the stack's image/command/healthcheck overrides.
+//! Without an engine the tests are skipped (they fail instead when CI is set).
+#![cfg(feature = "docker")]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kdeploy::providers::Providers;
+use kdeploy_provider_docker::testing;
+
+use crate::support::{run_with, Run, TestStack};
+
+/// True when the engine is usable; prints why and returns false when not (panics under CI).
+fn engine() -> bool {
+    if let Err(e) = testing::engine_available() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but no Docker engine is reachable: {e}");
+        }
+        eprintln!("skipping: no Docker engine reachable ({e})");
+        return false;
+    }
+    testing::ensure_test_image().expect("build the busybox test image");
+    true
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Removes the cluster's objects at the start and end of a test.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        testing::cleanup(&self.0);
+    }
+}
+
+fn overrides() -> String {
+    format!(
+        r#"  image             = "{}"
+  command           = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
+  healthcheck       = ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/api/health"]
+  readiness_timeout = "90s"
+"#,
+        testing::TEST_IMAGE
+    )
+}
+
+fn stack(cluster: &str, port: u16, cams: &[(&str, &str)]) -> String {
+    let o = overrides();
+    let cams: Vec<String> = cams.iter().map(|(k, v)| format!("    {k} = \"{v}\"")).collect();
+    format!(
+        r#"stack "dockertest" {{}}
+
+variable "cameras" {{
+  type = map(string)
+  default = {{
+{cams}
+  }}
+}}
+
+cluster "{cluster}" {{
+  type = "docker"
+}}
+
+database "meta" {{
+  type = "mongodb"
+{o}}}
+
+object_storage "rec" {{
+  type = "minio"
+{o}}}
+
+broker "events" {{
+  type = "rabbitmq"
+{o}}}
+
+vault "main" {{
+  database  = database.meta
+  storage   = object_storage.rec
+  broker    = broker.events
+  node_port = {port}
+{o}}}
+
+agent "cam" {{
+  for_each    = var.cameras
+  vault       = vault.main
+  rtsp_url    = each.value
+  persistence = true
+{o}}}
+
+output "vault_url" {{
+  value = vault.main.url
+}}
+
+output "vault_access_key" {{
+  value     = vault.main.access_key
+  sensitive = true
+}}
+"#,
+        cams = cams.join("\n")
+    )
+}
+
+fn kd(dir: &Path, args: &[&str]) -> Run {
+    run_with(dir, Providers::builtin(), args, BTreeMap::new(), "")
+}
+
+fn ok(r: &Run) {
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+}
+
+fn name(cluster: &str, slug: &str) -> String {
+    format!("kdeploy-{cluster}-{slug}")
+}
+
+fn secrets_of(s: &TestStack) -> Vec<String> {
+    let state = s.state();
+    let mut out = Vec::new();
+    for r in &state.resources {
+        for k in ["admin_password", "secret_key", "access_key"] {
+            if let Some(v) = r.attributes.get(k).and_then(|v| v.as_str()) {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_secrets(s: &TestStack, r: &Run) {
+    for secret in secrets_of(s) {
+        assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret), "a secret was printed:\n{}{}", r.stdout, r.stderr);
+    }
+}
+
+const CAMS: &[(&str, &str)] = &[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1")];
+
+#[test]
+fn docker_apply_plan_replace_cameras_destroy() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdt");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let port = free_port();
+    let s = TestStack::new(&[("main.hcl", &stack(&c, port, CAMS))]);
+
+    // Apply from empty: everything running and healthy, network and volumes present.
+    let r = kd(s.path(), &["apply", "--auto-approve"]);
+    ok(&r);
+    assert_no_secrets(&s, &r);
+    let objs = testing::objects(&c).unwrap();
+    let expected = ["agent-cam-back", "agent-cam-front", "broker-events", "database-meta", "object-storage-rec", "vault-main"];
+    let names: Vec<String> = objs.containers.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, expected.iter().map(|e| name(&c, e)).collect::<Vec<_>>());
+    assert!(objs.containers.iter().all(|(_, running)| *running), "{objs:?}");
+    for e in expected {
+        assert_eq!(testing::health(&name(&c, e)).as_deref(), Some("healthy"), "{e}");
+    }
+    assert_eq!(objs.networks, vec![format!("kdeploy-{c}")]);
+    for v in ["agent-cam-back-config", "agent-cam-front-recordings", "broker-events-data", "database-meta-data", "object-storage-rec-data"] {
+        assert!(objs.volumes.contains(&name(&c, v)), "{v} missing in {:?}", objs.volumes);
+    }
+    // Generated credentials reach the containers' env, and the state marks them sensitive.
+    let state = s.state();
+    let db = state.resource("database.meta").unwrap();
+    let pw = db.attributes["admin_password"].as_str().unwrap().to_string();
+    assert!(pw.len() >= 32);
+    assert!(db.sensitive_paths.iter().any(|p| p.to_string() == "admin_password"));
+    assert!(testing::env(&name(&c, "vault-main")).contains(&format!("MONGODB_PASSWORD={pw}")));
+    assert!(testing::env(&name(&c, "vault-main")).contains(&format!("MONGODB_HOST={}", name(&c, "database-meta"))));
+    let vault_secret = state.resource("vault.main").unwrap().attributes["secret_key"].as_str().unwrap().to_string();
+    let agent_env = testing::env(&name(&c, "agent-cam-front"));
+    assert!(agent_env.contains(&format!("AGENT_KERBEROSVAULT_SECRET_KEY={vault_secret}")));
+    assert!(agent_env.contains(&"AGENT_NAME=front".to_string()));
+    assert!(agent_env.contains(&"AGENT_MQTT_URI=".to_string()));
+    assert!(agent_env.contains(&format!("AGENT_KERBEROSVAULT_URI=http://{}:80/api", name(&c, "vault-main"))));
+    assert_eq!(state.outputs["vault_url"].value, serde_json::json!(format!("http://localhost:{port}")));
+    // The vault's published port answers.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    // Plan again: no changes.
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+    assert_no_secrets(&s, &r);
+
+    // Change one camera's RTSP URL: that one container is replaced.
+    let ids: BTreeMap<&str, String> = expected.iter().map(|e| (*e, testing::container_id(&name(&c, e)).unwrap())).collect();
+    s.write("main.hcl", &stack(&c, port, &[("front", "rtsp://10.0.0.9/s1"), ("back", "rtsp://10.0.0.2/s1")]));
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("# agent.cam[\"front\"] must be replaced"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy."), "{}", r.stdout);
+    let r = kd(s.path(), &["apply", "--auto-approve"]);
+    ok(&r);
+    for e in expected {
+        let now = testing::container_id(&name(&c, e)).unwrap();
+        assert_eq!(now != ids[e], e == "agent-cam-front", "{e}");
+    }
+    assert!(testing::env(&name(&c, "agent-cam-front")).contains(&"AGENT_CAPTURE_IPCAMERA_RTSP=rtsp://10.0.0.9/s1".to_string()));
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // Add one camera, remove another.
+    s.write("main.hcl", &stack(&c, port, &[("front", "rtsp://10.0.0.9/s1"), ("yard", "rtsp://10.0.0.3/s1")]));
+    let r = kd(s.path(), &["apply", "--auto-approve"]);
+    ok(&r);
+    let objs = testing::objects(&c).unwrap();
+    assert_eq!(objs.container(&name(&c, "agent-cam-yard")), Some(true));
+    assert_eq!(objs.container(&name(&c, "agent-cam-back")), None);
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // Destroy: containers and network gone, volumes kept.
+    let r = kd(s.path(), &["destroy", "--auto-approve"]);
+    ok(&r);
+    let objs = testing::objects(&c).unwrap();
+    assert!(objs.containers.is_empty(), "{objs:?}");
+    assert!(objs.networks.is_empty(), "{objs:?}");
+    assert!(objs.volumes.contains(&name(&c, "database-meta-data")), "{objs:?}");
+    assert!(s.state().resources.is_empty());
+}
+
+#[test]
+fn docker_drift_is_reported_and_repaired_and_delete_data_removes_volumes() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdd");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let port = free_port();
+    let s = TestStack::new(&[("main.hcl", &stack(&c, port, &[("front", "rtsp://10.0.0.1/s1")]))]);
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    let pw = s.state().resource("database.meta").unwrap().attributes["admin_password"].as_str().unwrap().to_string();
+
+    // docker rm -f: drift reported, apply recreates it.
+    let agent = name(&c, "agent-cam-front");
+    testing::remove(&agent).unwrap();
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("# agent.cam[\"front\"] has been deleted"), "{}", r.stdout);
+    assert!(r.stdout.contains("# agent.cam[\"front\"] will be created"), "{}", r.stdout);
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    assert_eq!(testing::objects(&c).unwrap().container(&agent), Some(true));
+    assert_eq!(kd(s.path(), &["plan", "--detailed-exitcode"]).code, 0);
+
+    // docker rm -f of the database: recreated with the same (generated once) password.
+    let db = name(&c, "database-meta");
+    testing::remove(&db).unwrap();
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    assert!(testing::env(&db).contains(&format!("MONGO_INITDB_ROOT_PASSWORD={pw}")));
+    assert_eq!(s.state().resource("database.meta").unwrap().attributes["admin_password"].as_str(), Some(pw.as_str()));
+    assert_eq!(kd(s.path(), &["plan", "--detailed-exitcode"]).code, 0);
+
+    // docker stop: drift reported, apply starts it again (same container).
+    let vault = name(&c, "vault-main");
+    let id = testing::container_id(&vault).unwrap();
+    testing::stop(&vault).unwrap();
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("# vault.main has changed"), "{}", r.stdout);
+    assert!(r.stdout.contains("# vault.main will be updated in place"), "{}", r.stdout);
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    assert_eq!(testing::objects(&c).unwrap().container(&vault), Some(true));
+    assert_eq!(testing::container_id(&vault), Some(id));
+    assert_eq!(kd(s.path(), &["plan", "--detailed-exitcode"]).code, 0);
+
+    // destroy --delete-data: volumes go too.
+    ok(&kd(s.path(), &["destroy", "--auto-approve", "--delete-data"]));
+    let objs = testing::objects(&c).unwrap();
+    assert!(objs.containers.is_empty() && objs.networks.is_empty() && objs.volumes.is_empty(), "{objs:?}");
+}
+
+#[test]
+fn docker_port_in_use_and_unsupported_kinds_are_clear_errors() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdp");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let s = TestStack::new(&[("main.hcl", &stack(&c, port, &[("front", "rtsp://10.0.0.1/s1")]))]);
+    let r = kd(s.path(), &["apply", "--auto-approve"]);
+    assert_ne!(r.code, 0);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("already in use") || all.contains("already allocated"), "{all}");
+    assert!(all.contains("node_port"), "{all}");
+    assert_no_secrets(&s, &r);
+    // State stays consistent: vault is not recorded, its dependencies are.
+    let state = s.state();
+    assert!(state.resource("vault.main").is_none());
+    assert!(state.resource("database.meta").is_some());
+    assert_eq!(testing::objects(&c).unwrap().container(&name(&c, "vault-main")), None);
+    drop(listener);
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    ok(&kd(s.path(), &["destroy", "--auto-approve", "--delete-data"]));
+
+    // A hub on a Docker cluster: a clear error at plan time.
+    let hub = format!(
+        "{}\nhub \"main\" {{\n  database = database.meta\n  broker = broker.events\n  vault = vault.main\n  license = \"x\"\n}}\n",
+        stack(&c, port, &[("front", "rtsp://10.0.0.1/s1")])
+    );
+    s.write("main.hcl", &hub);
+    let r = kd(s.path(), &["plan"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("cannot run on a Docker cluster"), "{}{}", r.stdout, r.stderr);
+}
