@@ -350,6 +350,21 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     }
                 }
             };
+            // Generated secrets outlive a replacement or an out-of-band deletion: data kept in
+            // volumes was initialised with them, and dependants already use them.
+            let mut after = after;
+            if matches!(action, Action::Create) || action.is_replace() {
+                let keep = prior.as_ref().or(recorded_attrs.as_ref());
+                if let (Some(Value::Map(old)), Value::Map(new)) = (keep, &mut after) {
+                    for a in desired.schema.computed().filter(|a| a.sensitive) {
+                        if new.get(a.name).is_some_and(Value::is_unknown) {
+                            if let Some(v) = old.get(a.name).filter(|v| !v.is_null() && !v.contains_unknown()) {
+                                new.insert(a.name.to_string(), v.clone());
+                            }
+                        }
+                    }
+                }
+            }
             if (action.is_replace()) && desired.lifecycle.prevent_destroy {
                 let decl = expanded.decl(stack, &addr);
                 diags.push(prevent_destroy_diag(&addr, decl.map(|d| d.span.clone())));

@@ -79,6 +79,8 @@ fn adding_and_removing_cameras_create_and_delete_one_each() {
 #[test]
 fn force_new_attribute_replaces_and_says_why() {
     let (s, w) = applied(CAMS);
+    let password = w.object("database.meta").unwrap().as_map().unwrap()["admin_password"].clone();
+    assert!(password.as_str().is_some_and(|p| p.starts_with("gen-")));
     let text = basic_stack(CAMS).replace("type = \"mongodb\"", "type = \"mongodb\"\n  namespace = \"db\"");
     s.write("main.hcl", &text);
     let r = run(s.path(), &w, &["plan"]);
@@ -91,6 +93,13 @@ fn force_new_attribute_replaces_and_says_why() {
     let ops: Vec<String> = w.calls().iter().filter(|c| c.address == "database.meta").map(|c| c.op.to_string()).collect();
     assert_eq!(ops, ["delete", "apply"], "delete then create");
     assert_eq!(w.object("database.meta").unwrap().as_map().unwrap()["namespace"], Value::string("db"));
+    // Generated secrets outlive the replacement (the data volume was initialised with them) ...
+    assert_eq!(w.object("database.meta").unwrap().as_map().unwrap()["admin_password"], password);
+    // ... and a recreation after an out-of-band delete.
+    w.remove("database.meta");
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.object("database.meta").unwrap().as_map().unwrap()["admin_password"], password);
 }
 
 #[test]

@@ -1,0 +1,311 @@
+//! The Kubernetes provider end to end through the CLI, against the in-process test API server
+//! (tests/kube-apiserver), which stands in for a real cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kdeploy::providers::Providers;
+use kdeploy_kube_testserver::{Options, TestServer};
+use serde_json::json;
+
+use crate::support::{run_with, Run, TestStack};
+
+fn providers() -> Providers {
+    Providers::builtin()
+}
+
+fn kdeploy(s: &TestStack, args: &[&str]) -> Run {
+    run_with(s.path(), providers(), args, BTreeMap::new(), "")
+}
+
+fn stack(kubeconfig: &str, cluster_type: &str, extra_cluster: &str, cams: &[(&str, &str)], db_password: &str) -> String {
+    let cams: Vec<String> = cams.iter().map(|(k, v)| format!("    {k} = \"{v}\"")).collect();
+    format!(
+        r#"variable "cameras" {{
+  type = map(string)
+  default = {{
+{cams}
+  }}
+}}
+
+cluster "k8s" {{
+  type       = "{cluster_type}"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+{extra_cluster}
+}}
+
+object_storage "recordings" {{
+  type              = "minio"
+  readiness_timeout = "20s"
+}}
+
+database "meta" {{
+  type              = "mongodb"
+  password          = "{db_password}"
+  readiness_timeout = "20s"
+}}
+
+broker "events" {{
+  type              = "rabbitmq"
+  readiness_timeout = "20s"
+}}
+
+vault "main" {{
+  database          = database.meta
+  storage           = object_storage.recordings
+  broker            = broker.events
+  readiness_timeout = "20s"
+}}
+
+agent "cam" {{
+  for_each          = var.cameras
+  vault             = vault.main
+  rtsp_url          = each.value
+  readiness_timeout = "20s"
+}}
+
+factory "ui" {{
+  readiness_timeout = "20s"
+}}
+
+output "vault_url" {{
+  value = vault.main.url
+}}
+"#,
+        cams = cams.join("\n")
+    )
+}
+
+const CAMS: &[(&str, &str)] = &[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1"), ("yard", "rtsp://10.0.0.3/s1")];
+
+struct Env {
+    server: TestServer,
+    s: TestStack,
+    kubeconfig: String,
+}
+
+fn env(opts: Options) -> Env {
+    let server = TestServer::start(opts);
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    Env { server, s, kubeconfig }
+}
+
+fn deployment(server: &TestServer, ns: &str, name: &str) -> Option<serde_json::Value> {
+    server.object("apps/v1", "Deployment", Some(ns), name)
+}
+
+fn env_of(dep: &serde_json::Value, name: &str) -> Option<String> {
+    dep["spec"]["template"]["spec"]["containers"][0]["env"].as_array()?.iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str()).map(str::to_string)
+}
+
+#[test]
+fn whole_stack_lifecycle_on_kubernetes() {
+    let e = env(Options::default());
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", CAMS, "first-password"));
+
+    // Apply from empty.
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Apply complete! Resources: 8 added, 0 changed, 0 destroyed."), "{}", r.stdout);
+    for (ns, name) in [("kerberos-vault", "vault-main"), ("kerberos-agent", "agent-cam-front"), ("kerberos-agent", "agent-cam-yard"), ("kerberos-factory", "factory-ui")] {
+        let d = deployment(&e.server, ns, name).unwrap_or_else(|| panic!("deployment {ns}/{name}"));
+        assert_eq!(d["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
+        let managers: Vec<&str> = d["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
+        assert!(managers.contains(&"kdeploy"), "{managers:?}");
+    }
+    for (ns, name) in [("mongodb", "database-meta"), ("minio", "object-storage-recordings"), ("rabbitmq", "broker-events")] {
+        assert!(e.server.object("apps/v1", "StatefulSet", Some(ns), name).is_some(), "statefulset {ns}/{name}");
+    }
+    let vault = deployment(&e.server, "kerberos-vault", "vault-main").unwrap();
+    let init = vault["spec"]["template"]["spec"]["initContainers"][0]["command"][2].as_str().unwrap().to_string();
+    assert!(init.contains("nc -z database-meta.mongodb 27017"), "the readiness gate uses the real database endpoint: {init}");
+    let agent = deployment(&e.server, "kerberos-agent", "agent-cam-front").unwrap();
+    assert_eq!(env_of(&agent, "AGENT_KERBEROSVAULT_URI").as_deref(), Some("http://vault-main.kerberos-vault:80/api"));
+    assert_eq!(env_of(&agent, "AGENT_MQTT_URI").as_deref(), Some(""));
+    let secret = e.server.object("v1", "Secret", Some("kerberos-agent"), "agent-cam-front").unwrap();
+    assert!(secret.to_string().contains("AGENT_KERBEROSVAULT_SECRET_KEY"));
+    let svc = e.server.object("v1", "Service", Some("kerberos-vault"), "vault-main").unwrap();
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
+    assert!(e.server.object("v1", "ClusterRole", None, "kerberos-factory-factory-ui").is_some());
+    let out = kdeploy(&e.s, &["output", "vault_url"]);
+    assert!(out.stdout.starts_with("\"http://127.0.0.1:30080\""), "{}", out.stdout);
+
+    // Plan again: nothing to do (API-server defaults are not changes).
+    let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No changes."));
+
+    // One camera's URL: one in-place update.
+    let cams2 = [("front", "rtsp://10.0.0.9/s1"), ("back", "rtsp://10.0.0.2/s1"), ("yard", "rtsp://10.0.0.3/s1")];
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &cams2, "first-password"));
+    let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("# agent.cam[\"front\"] will be updated in place"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", r.stdout);
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let secret = e.server.object("v1", "Secret", Some("kerberos-agent"), "agent-cam-front").unwrap();
+    assert!(secret.to_string().contains("10.0.0.9"), "{secret}");
+
+    // Add one camera, remove another.
+    let cams3 = [("front", "rtsp://10.0.0.9/s1"), ("back", "rtsp://10.0.0.2/s1"), ("gate", "rtsp://10.0.0.4/s1")];
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &cams3, "first-password"));
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy."), "{}", r.stdout);
+    assert!(deployment(&e.server, "kerberos-agent", "agent-cam-gate").is_some());
+    assert!(deployment(&e.server, "kerberos-agent", "agent-cam-yard").is_none());
+    assert!(e.server.object("v1", "Secret", Some("kerberos-agent"), "agent-cam-yard").is_none());
+
+    // A new database password rolls the workloads that use it.
+    let before = deployment(&e.server, "kerberos-vault", "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &cams3, "second-password"));
+    let r = kdeploy(&e.s, &["plan"]);
+    assert!(r.stdout.contains("# database.meta will be updated in place"), "{}", r.stdout);
+    assert!(r.stdout.contains("# vault.main will be updated in place"), "{}", r.stdout);
+    assert!(!r.stdout.contains("second-password"), "never printed");
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let after = deployment(&e.server, "kerberos-vault", "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
+    assert_ne!(before, after, "vault pods roll");
+    assert_eq!(kdeploy(&e.s, &["plan", "--detailed-exitcode"]).code, 0);
+
+    // Out-of-band edit: drift, and apply puts it back.
+    let mut dep = deployment(&e.server, "kerberos-agent", "agent-cam-back").unwrap();
+    dep["spec"]["template"]["spec"]["containers"][0]["image"] = json!("kerberos/agent:hand-edited");
+    let mf = dep["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    // kubectl edit: the field moves to another manager.
+    let mut mf2: Vec<serde_json::Value> = mf.into_iter().map(|mut m| {
+        if m["manager"] == "kdeploy" {
+            if let Some(c) = m["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"].as_object_mut() {
+                for (_, v) in c.iter_mut() {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("f:image");
+                    }
+                }
+            }
+        }
+        m
+    }).collect();
+    mf2.push(json!({"manager": "kubectl-edit", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"agent\"}": {"f:image": {}}}}}}}}));
+    dep["metadata"]["managedFields"] = json!(mf2);
+    e.server.put_object(dep);
+    let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Note: Objects have changed outside of kdeploy"), "{}", r.stdout);
+    assert!(r.stdout.contains("# agent.cam[\"back\"] has changed"), "{}", r.stdout);
+    assert!(r.stdout.contains("# agent.cam[\"back\"] will be updated in place"), "{}", r.stdout);
+    let r = kdeploy(&e.s, &["apply", "--auto-approve", "--force-conflicts"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let img = deployment(&e.server, "kerberos-agent", "agent-cam-back").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(img, json!(kdeploy_provider::images::AGENT));
+    assert_eq!(kdeploy(&e.s, &["plan", "--detailed-exitcode"]).code, 0);
+
+    // Destroy: everything kdeploy made is gone, volume claims are kept.
+    e.server.put_object(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-database-meta-0", "namespace": "mongodb", "labels": {"app.kubernetes.io/instance": "database-meta"}}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "8Gi"}}}}));
+    let r = kdeploy(&e.s, &["destroy", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for (av, kind) in [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Secret"), ("v1", "Service"), ("v1", "ConfigMap"), ("batch/v1", "Job")] {
+        let left: Vec<_> = e.server.objects(av, kind).into_iter().filter(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kdeploy").collect();
+        assert!(left.is_empty(), "{kind} left behind: {left:?}");
+    }
+    assert!(e.server.object("v1", "PersistentVolumeClaim", Some("mongodb"), "data-database-meta-0").is_some(), "data kept");
+    assert!(e.server.object("v1", "Namespace", None, "mongodb").is_some(), "a namespace holding kept data stays");
+    assert!(e.server.object("v1", "Namespace", None, "kerberos-agent").is_none(), "empty namespaces kdeploy created go");
+    assert!(e.s.state().resources.is_empty());
+}
+
+#[test]
+fn plan_requests_do_not_grow_with_the_number_of_cameras() {
+    let mut counts = Vec::new();
+    for n in [2usize, 9] {
+        let e = env(Options::default());
+        let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
+        let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+        let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        e.server.clear_requests();
+        let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        let reqs = e.server.requests();
+        assert!(reqs.iter().all(|(m, _)| m == "GET"), "a no-op plan only reads: {reqs:?}");
+        counts.push(reqs.len());
+    }
+    assert_eq!(counts[0], counts[1], "2 cameras vs 9 cameras: {counts:?}");
+}
+
+#[test]
+fn unreachable_cluster_and_wrong_context_are_clear_and_lose_nothing() {
+    let e = env(Options::default());
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", CAMS, "pw"));
+    assert_eq!(kdeploy(&e.s, &["apply", "--auto-approve"]).code, 0);
+    let serial = e.s.state().serial;
+
+    let wrong = stack(&e.kubeconfig, "kubernetes", "", CAMS, "pw").replace("context    = \"test\"", "context    = \"prod\"");
+    e.s.write("main.hcl", &wrong);
+    let r = kdeploy(&e.s, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("has no context \"prod\"; its contexts are: test"), "{}", r.stderr);
+
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", CAMS, "pw"));
+    drop(e.server);
+    let r = kdeploy(&e.s, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot reach the Kubernetes API server at http://127.0.0.1:"), "{}", r.stderr);
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(e.s.state().serial, serial, "state untouched");
+    assert_eq!(e.s.state().resources.len(), 8);
+}
+
+#[test]
+fn missing_microk8s_addons_and_storage_class_fail_at_plan_time() {
+    let e = env(Options { storage_classes: vec![("standard".into(), false)], ..Options::default() });
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "microk8s", "", CAMS, "pw"));
+    let r = kdeploy(&e.s, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("hostpath-storage"), "{}", r.stderr);
+    assert!(r.stderr.contains("microk8s enable"), "{}", r.stderr);
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", CAMS, "pw"));
+    let r = kdeploy(&e.s, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no default StorageClass"), "{}", r.stderr);
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "  storage_class = \"fast\"", CAMS, "pw"));
+    let r = kdeploy(&e.s, &["plan"]);
+    assert!(r.stderr.contains("storage class \"fast\" does not exist"), "{}", r.stderr);
+    assert!(!e.s.state_path().exists());
+}
+
+#[test]
+fn rbac_denial_is_reported_with_the_fix() {
+    let e = env(Options::default());
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", CAMS, "pw"));
+    e.server.set_forbidden(vec![("patch".into(), "deployments".into(), Some("kerberos-agent".into()))]);
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("forbidden"), "{}", r.stdout);
+    assert!(r.stdout.contains("Role or ClusterRole binding"), "{}", r.stdout);
+    // What succeeded is recorded; the agents are not.
+    let st = e.s.state();
+    assert!(st.resource("vault.main").is_some());
+    assert!(st.resource("agent.cam[\"front\"]").is_none());
+    assert!(st.pending.is_empty());
+}
+
+#[test]
+fn readiness_timeout_shows_pod_state_and_events() {
+    let e = env(Options { ready_after: None, ..Options::default() });
+    let text = stack(&e.kubeconfig, "kubernetes", "", &[("front", "rtsp://x")], "pw").replace("readiness_timeout = \"20s\"", "readiness_timeout = \"2s\"");
+    e.s.write("main.hcl", &text);
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("was not ready after 2s"), "{}", r.stdout);
+    assert!(r.stdout.contains("Pending"), "{}", r.stdout);
+    assert!(r.stdout.contains("ImagePullBackOff"), "{}", r.stdout);
+    assert!(r.stdout.contains("event Warning"), "{}", r.stdout);
+    let _ = Duration::ZERO;
+}
