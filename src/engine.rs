@@ -269,7 +269,7 @@ impl Finalizer for EngineFinalizer<'_> {
     fn inputs(&self, change: &crate::plan::Change, applied: &BTreeMap<Address, Marked>) -> Result<(Value, Vec<AttrPath>), String> {
         let l = self.loaded;
         let inst = l.expanded.instances.get(&change.address).ok_or_else(|| format!("{} is no longer in the stack", change.address))?;
-        let table = ValueTable::new(&l.stack, &l.expanded, applied.clone());
+        let table = ValueTable::borrowed(&l.stack, &l.expanded, applied);
         let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
         let desired = expand::desired(&ctx, &l.stack, inst, &l.expanded.clusters()).map_err(|d| {
             d.0.iter().map(|d| format!("{} at {}: {}", d.summary, d.span.as_ref().map(|s| l.sources.location(s)).unwrap_or_default(), d.detail)).collect::<Vec<_>>().join("; ")
@@ -290,7 +290,7 @@ impl Finalizer for EngineFinalizer<'_> {
 
     fn outputs(&self, applied: &BTreeMap<Address, Marked>) -> BTreeMap<String, (Value, bool)> {
         let l = self.loaded;
-        let table = ValueTable::new(&l.stack, &l.expanded, applied.clone());
+        let table = ValueTable::borrowed(&l.stack, &l.expanded, applied);
         let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
         let scope = ctx.scope(&ModulePath::root());
         let mut out = BTreeMap::new();

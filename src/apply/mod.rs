@@ -230,6 +230,7 @@ impl Coordinator<'_> {
 
         loop {
             // Skip what can no longer run, schedule what is ready.
+            let mut to_start = Vec::new();
             let mut progressed = true;
             while progressed {
                 progressed = false;
@@ -245,7 +246,7 @@ impl Coordinator<'_> {
                         progressed = true;
                         continue;
                     }
-                    if stopping || set.len() >= parallelism || !waits[i].iter().all(|&j| status[j] == Status::Done) {
+                    if stopping || set.len() + to_start.len() >= parallelism || !waits[i].iter().all(|&j| status[j] == Status::Done) {
                         continue;
                     }
                     let change = changes[i].clone();
@@ -293,24 +294,34 @@ impl Coordinator<'_> {
                         _ => PendingKind::Update,
                     };
                     let id = self.state.begin_pending(&change.address.to_string(), kind);
-                    if let Err(e) = self.persist() {
-                        self.state.finish_pending(&id);
-                        outcome.state_error = Some(e);
-                        stopping = true;
-                        continue;
-                    }
                     pending_ids.insert(i, id);
                     let cluster = change.cluster.as_ref().and_then(|c| applied.get(c)).map(|m| strip_address(&m.value));
                     let refs: BTreeMap<String, Value> = change.refs.iter().filter_map(|(k, a)| applied.get(a).map(|m| (k.clone(), strip_address(&m.value)))).collect();
                     status[i] = Status::Running;
+                    to_start.push((i, provider, change, planned, cluster, refs));
+                    progressed = true;
+                }
+            }
+            // One state write records every operation about to start, before any of them does.
+            if !to_start.is_empty() {
+                if let Err(e) = self.persist() {
+                    for (i, ..) in to_start.drain(..) {
+                        if let Some(id) = pending_ids.remove(&i) {
+                            self.state.finish_pending(&id);
+                        }
+                        status[i] = Status::Waiting;
+                    }
+                    outcome.state_error = Some(e);
+                    stopping = true;
+                }
+                let force_conflicts = self.plan.options.force_conflicts;
+                for (i, provider, change, planned, cluster, refs) in to_start.drain(..) {
                     started_at.insert(i, Instant::now());
                     self.reporter.event(Event::Started { address: change.address.clone(), action: change.action });
-                    let force_conflicts = self.plan.options.force_conflicts;
                     set.spawn(async move {
                         let result = run_job(provider, change, planned, cluster, refs, force_conflicts).await;
                         JobResult { index: i, result }
                     });
-                    progressed = true;
                 }
             }
             if set.is_empty() {
@@ -320,6 +331,12 @@ impl Coordinator<'_> {
             tokio::select! {
                 joined = set.join_next() => {
                     let Some(joined) = joined else { break };
+                    // Everything that has finished by now is recorded with one state write.
+                    let mut finished = vec![joined];
+                    while let Some(more) = set.try_join_next() {
+                        finished.push(more);
+                    }
+                    for joined in finished {
                     let JobResult { index: i, result } = match joined {
                         Ok(r) => r,
                         Err(e) => {
@@ -371,6 +388,7 @@ impl Coordinator<'_> {
                             outcome.failed.push((change.address.clone(), e.message.clone()));
                             self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: e.message });
                         }
+                    }
                     }
                     if let Err(e) = self.persist() {
                         outcome.state_error = Some(e);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hcl_edit::expr::{Expression, TraversalOperator};
 use hcl_edit::visit::{self, Visit};
 use hcl_edit::Span as _;
-use kdeploy_provider::{schema, AttrPath, AttrType, ComponentSchema, Kind, PathStep, Value};
+use kdeploy_provider::{AttrPath, AttrType, ComponentSchema, Kind, PathStep, Value};
 
 use super::eval::{marked_map, Ctx, Marked, ModuleInstance, Resolver, Scope};
 use super::{ComponentDecl, Expr, Lifecycle, ModuleConfig, Repetition, Stack};
@@ -462,7 +462,7 @@ impl RefWalker<'_> {
 pub struct Desired {
     pub addr: Address,
     pub type_name: String,
-    pub schema: ComponentSchema,
+    pub schema: &'static ComponentSchema,
     /// Every input attribute (set, defaulted, or null); component references are addresses.
     pub inputs: Value,
     /// Sensitive paths of `inputs` (from sensitive values and sensitive schema attributes).
@@ -479,7 +479,7 @@ pub struct Desired {
 pub const ADDRESS_KEY: &str = "address";
 
 /// Evaluates an instance's `type` (must be known) and returns its schema.
-pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String, ComponentSchema), Diagnostic> {
+pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String, &'static ComponentSchema), Diagnostic> {
     let kind = decl.kind;
     let valid = kind.types().join(", ");
     let type_name = match &decl.type_expr {
@@ -498,7 +498,7 @@ pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String
             }
         }
     };
-    match schema(kind, &type_name) {
+    match kdeploy_provider::schema_ref(kind, &type_name) {
         Some(s) => Ok((type_name, s)),
         None => {
             let at = decl.type_expr.as_ref().map(|e| e.span.clone()).unwrap_or_else(|| decl.span.clone());
@@ -693,12 +693,20 @@ pub fn block_value(decl: &ComponentDecl, instances: Vec<(Option<InstanceKey>, Ma
 pub struct ValueTable<'a> {
     stack: &'a Stack,
     expanded: &'a Expanded,
+    /// Values added during this evaluation (the planner adds each planned instance).
     pub values: std::cell::RefCell<BTreeMap<Address, Marked>>,
+    /// Values borrowed from the caller (the applied values during apply), read-only.
+    base: Option<&'a BTreeMap<Address, Marked>>,
 }
 
 impl<'a> ValueTable<'a> {
     pub fn new(stack: &'a Stack, expanded: &'a Expanded, values: BTreeMap<Address, Marked>) -> ValueTable<'a> {
-        ValueTable { stack, expanded, values: std::cell::RefCell::new(values) }
+        ValueTable { stack, expanded, values: std::cell::RefCell::new(values), base: None }
+    }
+
+    /// A table over values the caller keeps (no copy).
+    pub fn borrowed(stack: &'a Stack, expanded: &'a Expanded, base: &'a BTreeMap<Address, Marked>) -> ValueTable<'a> {
+        ValueTable { stack, expanded, values: std::cell::RefCell::new(BTreeMap::new()), base: Some(base) }
     }
 }
 
@@ -714,7 +722,7 @@ impl Resolver for ValueTable<'_> {
             .range(base.clone()..)
             .take_while(|(a, _)| a.config_addr() == base)
             .map(|(a, _)| {
-                let v = values.get(a).cloned().unwrap_or_else(|| Marked::plain(Value::Unknown(a.to_string())));
+                let v = values.get(a).or_else(|| self.base.and_then(|b| b.get(a))).cloned().unwrap_or_else(|| Marked::plain(Value::Unknown(a.to_string())));
                 (a.key.clone(), v)
             })
             .collect();

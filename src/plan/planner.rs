@@ -271,10 +271,12 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     continue;
                 }
             }
-            let values = resolver.values.borrow().clone();
-            let value_of = |a: &Address| values.get(a).map(|m| m.value.clone());
-            let refs: BTreeMap<String, Value> = desired.refs.iter().filter_map(|(k, a)| value_of(a).map(|v| (k.clone(), v))).collect();
-            let cluster_value = desired.cluster.as_ref().and_then(|c| value_of(c));
+            let (refs, cluster_value) = {
+                let values = resolver.values.borrow();
+                let value_of = |a: &Address| values.get(a).map(|m| m.value.clone());
+                let refs: BTreeMap<String, Value> = desired.refs.iter().filter_map(|(k, a)| value_of(a).map(|v| (k.clone(), v))).collect();
+                (refs, desired.cluster.as_ref().and_then(|c| value_of(c)))
+            };
             let recorded = state.resource(&addr.to_string());
             let prior = live_of(&addr);
             let mut inputs = desired.inputs.clone();

@@ -34,6 +34,9 @@ pub struct LocalStore {
     path: PathBuf,
     seen: Seen,
     held: Option<HeldLock>,
+    /// Whether this session already kept the previous state as the backup: the backup is the
+    /// state as it was before this run, not before its last write.
+    backed_up: bool,
 }
 
 /// What the last `read` or `write` saw on disk.
@@ -66,6 +69,7 @@ impl LocalStore {
         LocalStore {
             path: path.into(),
             seen: Seen::NotRead,
+            backed_up: false,
             held: None,
         }
     }
@@ -288,6 +292,7 @@ impl StateStore for LocalStore {
             }
             Some(bytes) => {
                 let state = decode(&bytes, &self.display())?;
+                self.backed_up = false;
                 self.seen = Seen::Present {
                     lineage: state.lineage.clone(),
                     serial: state.serial,
@@ -313,7 +318,18 @@ impl StateStore for LocalStore {
             });
         }
         self.create_dir()?;
-        let previous = self.read_bytes()?;
+        // While this store holds the lock and wrote the file last, nobody else can have written
+        // it: check against what it remembers instead of re-reading (an apply writes after
+        // every operation, and re-parsing a large state each time made that quadratic).
+        if self.held.is_some() && self.backed_up {
+            if let Seen::Present { serial, .. } = self.seen {
+                if serial >= state.serial {
+                    return Err(StateError::SerialNotIncreasing { location, existing: serial, attempted: state.serial });
+                }
+            }
+        }
+        let trusted = self.held.is_some() && self.backed_up && matches!(self.seen, Seen::Present { .. });
+        let previous = if trusted { None } else { self.read_bytes()? };
         if let Some(bytes) = &previous {
             let disk = decode(bytes, &location)?;
             if disk.lineage != state.lineage {
@@ -351,6 +367,7 @@ impl StateStore for LocalStore {
                 .persist(&backup, "replace state backup")?;
         }
         temp.persist(&self.path, "replace state file")?;
+        self.backed_up = true;
         let dir = self.dir();
         File::open(&dir)
             .and_then(|d| d.sync_all())

@@ -108,7 +108,7 @@ fn whole_stack_lifecycle_on_kubernetes() {
     // Apply from empty.
     let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Apply complete! Resources: 8 added, 0 changed, 0 destroyed."), "{}", r.stdout);
+    assert!(r.stdout.contains("Apply complete! Resources: 9 added, 0 changed, 0 destroyed."), "{}", r.stdout);
     for (ns, name) in [("kerberos-vault", "vault-main"), ("kerberos-agent", "agent-cam-front"), ("kerberos-agent", "agent-cam-yard"), ("kerberos-factory", "factory-ui")] {
         let d = deployment(&e.server, ns, name).unwrap_or_else(|| panic!("deployment {ns}/{name}"));
         assert_eq!(d["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
@@ -129,7 +129,7 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let svc = e.server.object("v1", "Service", Some("kerberos-vault"), "vault-main").unwrap();
     assert_eq!(svc["spec"]["type"], "NodePort");
     assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
-    assert!(e.server.object("v1", "ClusterRole", None, "kerberos-factory-factory-ui").is_some());
+    assert!(e.server.object("rbac.authorization.k8s.io/v1", "ClusterRole", None, "kerberos-factory-factory-ui").is_some());
     let out = kdeploy(&e.s, &["output", "vault_url"]);
     assert!(out.stdout.starts_with("\"http://127.0.0.1:30080\""), "{}", out.stdout);
 
@@ -148,7 +148,9 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let secret = e.server.object("v1", "Secret", Some("kerberos-agent"), "agent-cam-front").unwrap();
-    assert!(secret.to_string().contains("10.0.0.9"), "{secret}");
+    use base64::Engine as _;
+    let rtsp = base64::engine::general_purpose::STANDARD.decode(secret["data"]["AGENT_CAPTURE_IPCAMERA_RTSP"].as_str().unwrap()).unwrap();
+    assert_eq!(String::from_utf8(rtsp).unwrap(), "rtsp://10.0.0.9/s1");
 
     // Add one camera, remove another.
     let cams3 = [("front", "rtsp://10.0.0.9/s1"), ("back", "rtsp://10.0.0.2/s1"), ("gate", "rtsp://10.0.0.4/s1")];
@@ -259,7 +261,7 @@ fn unreachable_cluster_and_wrong_context_are_clear_and_lose_nothing() {
     let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
     assert_eq!(r.code, 1);
     assert_eq!(e.s.state().serial, serial, "state untouched");
-    assert_eq!(e.s.state().resources.len(), 8);
+    assert_eq!(e.s.state().resources.len(), 9);
 }
 
 #[test]

@@ -8,3 +8,4 @@ mod lock;
 mod language;
 mod docker;
 
+mod kubernetes;

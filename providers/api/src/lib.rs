@@ -13,7 +13,7 @@ pub mod fake;
 pub use provider::{
     default_plan, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind,
     ExternalProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
-    ReadResult,
+    ReadResult, TokenSource,
 };
-pub use schema::{provider_for, schema, AttrSchema, AttrType, ComponentSchema, Kind};
+pub use schema::{provider_for, schema, schema_ref, AttrSchema, AttrType, ComponentSchema, Kind};
 pub use value::{AttrPath, PathStep, Value};

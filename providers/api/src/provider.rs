@@ -102,6 +102,14 @@ pub struct Preflight {
     pub warnings: Vec<String>,
 }
 
+/// Issues short-lived bearer tokens for a managed cluster's API server (EKS, AKS, GKE): the
+/// cloud provider implements it, the Kubernetes provider calls it with the cluster component's
+/// attributes whenever it needs a fresh token.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    async fn token(&self, cluster: &Value) -> Result<String, ProviderError>;
+}
+
 /// Categories of provider failure, so that callers can react (retry, explain, skip).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

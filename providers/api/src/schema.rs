@@ -267,6 +267,17 @@ impl B {
 
 /// The schema for `kind` + `type_name`, or None when the type is not valid for the kind.
 pub fn schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
+    schema_ref(kind, type_name).cloned()
+}
+
+/// Like [`schema`], without a copy: every schema is built once per process.
+pub fn schema_ref(kind: Kind, type_name: &str) -> Option<&'static ComponentSchema> {
+    static ALL: std::sync::OnceLock<Vec<ComponentSchema>> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| Kind::ALL.iter().flat_map(|k| k.types().iter().filter_map(move |t| build_schema(*k, t))).collect());
+    all.iter().find(|s| s.kind == kind && s.type_name == type_name)
+}
+
+fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
     use Kind::*;
     let s = match (kind, type_name) {
         (Cluster, "docker") => B::new()

@@ -3,10 +3,10 @@
 //! that say what to do.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kdeploy_provider::{ErrorKind, ProviderError, Value};
+use kdeploy_provider::{ErrorKind, ProviderError, TokenSource, Value};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value as Json;
 
@@ -34,14 +34,64 @@ pub fn kubeconfig_path(cluster: &BTreeMap<String, Value>) -> String {
     format!("{home}/.kube/config")
 }
 
-/// Connections cached per (kubeconfig, context).
+/// Connections cached per (kubeconfig, context) or per endpoint.
 #[derive(Default)]
 pub struct Pool {
     conns: Mutex<HashMap<(String, String), Conn>>,
+    /// Token-authenticated connections with their age (tokens are short-lived).
+    direct: Mutex<HashMap<String, (Conn, std::time::Instant)>>,
+    pub token_sources: HashMap<String, Arc<dyn TokenSource>>,
 }
 
+/// Tokens from cloud token sources are valid for 15 minutes; reconnect well before that.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
 impl Pool {
+    /// A connection from the cluster's `endpoint`, `certificate_authority` (base64 PEM) and a
+    /// bearer token from the token source named by `token_source` — no kubeconfig file needed.
+    async fn connect_direct(&self, cluster: &BTreeMap<String, Value>, endpoint: &str) -> Result<Conn, ProviderError> {
+        if let Some((c, at)) = self.direct.lock().unwrap_or_else(|e| e.into_inner()).get(endpoint) {
+            if at.elapsed() < TOKEN_LIFETIME {
+                return Ok(c.clone());
+            }
+        }
+        let source = cluster.get("token_source").and_then(Value::as_str).unwrap_or_default();
+        let token = match self.token_sources.get(source) {
+            Some(s) => s.token(&Value::Map(cluster.clone())).await?,
+            None if source.is_empty() => String::new(),
+            None => return Err(ProviderError::new(ErrorKind::Invalid, format!("this kdeploy build cannot issue {source} tokens for {endpoint}; build it with the matching cloud feature"))),
+        };
+        let ca = cluster.get("certificate_authority").and_then(Value::as_str).unwrap_or_default();
+        // An in-memory kubeconfig, so kube's own TLS and auth handling applies unchanged.
+        let mut cluster_entry = serde_json::json!({"server": endpoint});
+        if !ca.is_empty() {
+            cluster_entry["certificate-authority-data"] = serde_json::json!(ca);
+        }
+        let mut user = serde_json::json!({});
+        if !token.is_empty() {
+            user["token"] = serde_json::json!(token);
+        }
+        let kc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kdeploy",
+            "clusters": [{"name": "kdeploy", "cluster": cluster_entry}],
+            "users": [{"name": "kdeploy", "user": user}],
+            "contexts": [{"name": "kdeploy", "context": {"cluster": "kdeploy", "user": "kdeploy"}}],
+        });
+        let kc: Kubeconfig = serde_json::from_value(kc).map_err(|e| ProviderError::other(format!("internal kubeconfig for {endpoint}: {e}")))?;
+        let options = KubeConfigOptions { context: Some("kdeploy".into()), cluster: None, user: None };
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot use the endpoint {endpoint}: {e}")))?;
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(Duration::from_secs(60));
+        let client = kube::Client::try_from(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {endpoint}: {e}")))?;
+        let conn = Conn { client, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint") };
+        self.direct.lock().unwrap_or_else(|e| e.into_inner()).insert(endpoint.to_string(), (conn.clone(), std::time::Instant::now()));
+        Ok(conn)
+    }
+
     pub async fn connect(&self, cluster: &BTreeMap<String, Value>) -> Result<Conn, ProviderError> {
+        if let Some(endpoint) = cluster.get("endpoint").and_then(Value::as_str).filter(|e| e.starts_with("http")) {
+            return self.connect_direct(cluster, endpoint).await;
+        }
         let path = kubeconfig_path(cluster);
         let wanted = match cluster.get("context") {
             Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),

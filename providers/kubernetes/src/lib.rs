@@ -38,6 +38,13 @@ impl KubernetesProvider {
     pub fn new() -> KubernetesProvider {
         KubernetesProvider::default()
     }
+
+    /// Registers a source of bearer tokens for managed clusters whose attributes say
+    /// `token_source = NAME` (e.g. "eks"), next to `endpoint` and `certificate_authority`.
+    pub fn with_token_source(mut self, name: &str, source: std::sync::Arc<dyn kdeploy_provider::TokenSource>) -> KubernetesProvider {
+        self.pool.token_sources.insert(name.to_string(), source);
+        self
+    }
 }
 
 fn map_of(v: Option<&Value>) -> BTreeMap<String, Value> {
@@ -151,8 +158,8 @@ fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &B
 
 fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
     match (c.kind, c.type_name.as_str()) {
-        (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, format!("{}: Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately", c.address))),
-        (Kind::Broker, "kafka" | "vernemq") => Some(ProviderError::new(ErrorKind::Invalid, format!("{}: a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.address, c.type_name))),
+        (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, "Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately".to_string())),
+        (Kind::Broker, "kafka" | "vernemq") => Some(ProviderError::new(ErrorKind::Invalid, format!("a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.type_name))),
         _ => None,
     }
 }
@@ -197,7 +204,7 @@ impl KubernetesProvider {
     }
 
     /// Waits until every workload among `objects` is ready; on timeout explains why not.
-    async fn wait_ready(&self, conn: &Conn, address: &str, objects: &[Json], timeout: Duration) -> Result<(), ProviderError> {
+    async fn wait_ready(&self, conn: &Conn, objects: &[Json], timeout: Duration) -> Result<(), ProviderError> {
         let start = Instant::now();
         for obj in objects.iter().filter(|o| ready(o).is_some()) {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default();
@@ -207,7 +214,7 @@ impl KubernetesProvider {
             let p = path(api_version, kind, ns, Some(name));
             let mut delay = Duration::from_millis(100);
             loop {
-                let live = conn.get(&p).await.map_err(|e| e.into_provider(&format!("{address}: reading {kind} {name}"), conn))?;
+                let live = conn.get(&p).await.map_err(|e| e.into_provider(&format!("reading {kind} {name}"), conn))?;
                 if live.as_ref().and_then(ready) == Some(true) {
                     break;
                 }
@@ -220,7 +227,7 @@ impl KubernetesProvider {
                     };
                     return Err(ProviderError::new(
                         ErrorKind::Timeout,
-                        format!("{address}: {kind} {}/{name} was not {what} after {}s (readiness_timeout).{why}", ns.unwrap_or_default(), timeout.as_secs()),
+                        format!("{kind} {}/{name} was not {what} after {}s (readiness_timeout).{why}", ns.unwrap_or_default(), timeout.as_secs()),
                     ));
                 }
                 tokio::time::sleep(delay.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(20))).await;
@@ -268,7 +275,7 @@ impl KubernetesProvider {
 
     /// Renders the component with all computed values filled (generating secrets if asked).
     fn rendered(&self, c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>) -> Result<Vec<Json>, ProviderError> {
-        render::render(&Input { address: &c.address, kind: c.kind, type_name: &c.type_name, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("{}: {e}", c.address)))
+        render::render(&Input { address: &c.address, kind: c.kind, type_name: &c.type_name, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, e))
     }
 }
 
@@ -324,7 +331,7 @@ impl Provider for KubernetesProvider {
                 _ => match sc {
                     Some(sc) => {
                         if let Ok(None) = conn.get(&path("storage.k8s.io/v1", "StorageClass", None, Some(&sc))).await {
-                            out.errors.push(format!("{}: storage class {sc:?} does not exist on context {}. Set storage_class to one of the cluster's classes (kubectl get storageclass).", c.address, conn.context));
+                            out.errors.push(format!("storage class {sc:?} does not exist on context {}. Set storage_class to one of the cluster's classes (kubectl get storageclass).", conn.context));
                         }
                     }
                     None => match conn.send("GET", &path("storage.k8s.io/v1", "StorageClass", None, None), None, None).await {
@@ -333,7 +340,7 @@ impl Provider for KubernetesProvider {
                                 s["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
                             });
                             if !has_default {
-                                out.errors.push(format!("{}: the cluster has no default StorageClass, so volumes would never bind. Set storage_class = \"...\" on the cluster block, or mark a class as default.", c.address));
+                                out.errors.push("the cluster has no default StorageClass, so volumes would never bind. Set storage_class = \"...\" on the cluster block, or mark a class as default.".to_string());
                             }
                         }
                         Err(e) => out.warnings.push(format!("could not list storage classes: {}", e.into_provider("checking storage", &conn).message)),
@@ -448,7 +455,13 @@ impl Provider for KubernetesProvider {
         let mut digests = BTreeMap::new();
         for obj in &objects {
             let key = object_key(obj);
-            match conn.apply(obj, true, req.force_conflicts).await {
+            let dry_run = match conn.apply(obj, true, req.force_conflicts).await {
+                // Another manager owns some of these fields (an out-of-band edit): plan what
+                // taking them back would give; apply still refuses without --force-conflicts.
+                Err(ApiError::Status { code: 409, .. }) if !req.force_conflicts => conn.apply(obj, true, true).await,
+                other => other,
+            };
+            match dry_run {
                 Ok(result) => {
                     digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
                 }
@@ -456,7 +469,7 @@ impl Provider for KubernetesProvider {
                 Err(e) if e.is_not_found() => {
                     digests.insert(key.clone(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
                 }
-                Err(e) => return Err(e.into_provider(&format!("{}: planning {key}", c.address), &conn)),
+                Err(e) => return Err(e.into_provider(&format!("planning {key}"), &conn)),
             }
         }
         planned.insert(OBJECTS.into(), Value::Map(digests));
@@ -492,7 +505,7 @@ impl Provider for KubernetesProvider {
         let mut applied = Vec::new();
         for obj in &objects {
             let key = object_key(obj);
-            let result = conn.apply(obj, false, req.force_conflicts).await.map_err(|e| e.into_provider(&format!("{}: applying {key}", c.address), &conn))?;
+            let result = conn.apply(obj, false, req.force_conflicts).await.map_err(|e| e.into_provider(&format!("applying {key}"), &conn))?;
             digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
             applied.push(result);
         }
@@ -505,12 +518,12 @@ impl Provider for KubernetesProvider {
                 let parts: Vec<&str> = key.rsplitn(4, '/').collect();
                 if parts.len() == 4 && parts[2] != "PersistentVolumeClaim" {
                     let ns = if parts[1].is_empty() { None } else { Some(parts[1]) };
-                    conn.delete(parts[3], parts[2], ns, parts[0]).await.map_err(|e| e.into_provider(&format!("{}: deleting {key}", c.address), &conn))?;
+                    conn.delete(parts[3], parts[2], ns, parts[0]).await.map_err(|e| e.into_provider(&format!("deleting {key}"), &conn))?;
                 }
             }
         }
         let timeout = parse_timeout(attrs.get("readiness_timeout").and_then(Value::as_str).unwrap_or("5m"));
-        self.wait_ready(&conn, &c.address, &applied, timeout).await?;
+        self.wait_ready(&conn, &applied, timeout).await?;
         attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
         attrs.insert(OBJECTS.into(), Value::Map(digests));
         Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None })
@@ -542,7 +555,7 @@ impl Provider for KubernetesProvider {
             if let Some(ns) = ns_opt {
                 namespaces.insert(ns.to_string());
             }
-            conn.delete(api_version, kind, ns_opt, name).await.map_err(|e| e.into_provider(&format!("{}: deleting {key}", c.address), &conn))?;
+            conn.delete(api_version, kind, ns_opt, name).await.map_err(|e| e.into_provider(&format!("deleting {key}"), &conn))?;
         }
         // Volume claims made from StatefulSet templates are kept unless --delete-data.
         let instance = base_name(&c.address);
@@ -564,7 +577,7 @@ impl Provider for KubernetesProvider {
                 match conn.get(&p).await {
                     Ok(None) => break,
                     Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    Err(e) => return Err(e.into_provider(&format!("{}: waiting for {key} to go", c.address), &conn)),
+                    Err(e) => return Err(e.into_provider(&format!("waiting for {key} to go"), &conn)),
                 }
             }
         }

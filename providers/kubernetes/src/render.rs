@@ -124,9 +124,12 @@ fn meta(inp: &Input<'_>, name: &str, ns: Option<&str>) -> Json {
     m
 }
 
+/// Secrets carry base64 `data` (not `stringData`, which the API server does not keep), so the
+/// fields kdeploy owns include the values and a changed value shows as drift.
 fn secret(inp: &Input<'_>, name: &str, ns: &str, data: &[(&str, String)]) -> Json {
-    let data: serde_json::Map<String, Json> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(inp, name, Some(ns)), "type": "Opaque", "stringData": data})
+    use base64::Engine as _;
+    let data: serde_json::Map<String, Json> = data.iter().map(|(k, v)| (k.to_string(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(inp, name, Some(ns)), "type": "Opaque", "data": data})
 }
 
 fn config_map(inp: &Input<'_>, name: &str, ns: &str, data: &[(&str, String)]) -> Json {
@@ -549,8 +552,8 @@ mod tests {
         assert_eq!(get("AGENT_CLOUD"), Some(json!("kstorage")));
         assert_eq!(get("AGENT_KERBEROSVAULT_URI"), Some(json!("http://vault-main.kerberos-vault:80/api")));
         let text = dep.to_string();
-        assert!(!text.contains("SK") && !text.contains("u:p@"), "secrets only in the Secret: {text}");
-        assert_eq!(objs[0]["stringData"]["AGENT_KERBEROSVAULT_SECRET_KEY"], "SK");
+        assert!(!text.contains("SK") && !text.contains("u:p@") && !text.contains("U0s="), "secrets only in the Secret: {text}");
+        assert_eq!(objs[0]["data"]["AGENT_KERBEROSVAULT_SECRET_KEY"], "U0s=");
     }
 
     #[test]

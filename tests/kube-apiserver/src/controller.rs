@@ -1,0 +1,323 @@
+//! A tiny stand-in for kube-controller-manager + kubelet: pods and status
+//! for Deployments, StatefulSets and Jobs.
+
+use crate::api::record_update;
+use crate::resources::{self, RESOURCES};
+use crate::{State, new_uid, now_rfc3339};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+#[derive(Default)]
+pub struct CtrlState {
+    /// workload uid -> (generation, first seen at that generation)
+    seen: HashMap<String, (i64, Instant)>,
+    /// pod uids for which a warning event was emitted
+    events: HashSet<String>,
+}
+
+impl CtrlState {
+    pub fn reset_timers(&mut self) {
+        let now = Instant::now();
+        for v in self.seen.values_mut() {
+            v.1 = now;
+        }
+    }
+}
+
+fn hash_str(v: &Value) -> String {
+    // FNV-1a over the JSON text, rendered with the k8s "safe" alphabet
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in v.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    const CH: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10).map(|i| CH[((h >> (i * 6)) % CH.len() as u64) as usize] as char).collect()
+}
+
+fn suffix() -> String {
+    const CH: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4().as_bytes().iter().take(5).map(|b| CH[*b as usize % CH.len()] as char).collect()
+}
+
+fn set_status(st: &mut State, res: usize, key: &(usize, String, String), status: Value) {
+    let Some(old) = st.objects.get(key).cloned() else { return };
+    if old.get("status") == Some(&status) {
+        return;
+    }
+    let mut new = old.clone();
+    new["status"] = status;
+    record_update(res, Some(&old), &mut new, "kube-controller-manager", "status");
+    st.store(res, new);
+}
+
+#[derive(PartialEq, Clone, Copy)]
+enum PodState {
+    Creating,
+    Running,
+    Succeeded,
+    Waiting,
+}
+
+fn pod_status(spec: &Value, state: PodState, waiting_reason: &str, started: &str) -> Value {
+    let containers = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let cs: Vec<Value> = containers
+        .iter()
+        .map(|c| {
+            let name = c["name"].clone();
+            let image = c["image"].as_str().unwrap_or("").to_string();
+            let (ready, st) = match state {
+                PodState::Running => (true, json!({"running": {"startedAt": started}})),
+                PodState::Succeeded => (false, json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}})),
+                PodState::Creating => (false, json!({"waiting": {"reason": "ContainerCreating"}})),
+                PodState::Waiting => {
+                    let msg = if waiting_reason.contains("Image") || waiting_reason.contains("Pull") {
+                        format!("Back-off pulling image \"{image}\"")
+                    } else {
+                        format!("back-off 5m0s restarting failed container={} pod", c["name"].as_str().unwrap_or(""))
+                    };
+                    (false, json!({"waiting": {"reason": waiting_reason, "message": msg}}))
+                }
+            };
+            let mut s = json!({"name": name, "image": image, "imageID": "", "ready": ready, "restartCount": 0, "started": ready, "state": st, "lastState": {}});
+            if ready {
+                s["imageID"] = json!(format!("docker.io/library/{image}@sha256:0000"));
+                s["containerID"] = json!(format!("containerd://{}", new_uid().replace('-', "")));
+            }
+            s
+        })
+        .collect();
+    let t = |b: bool| if b { "True" } else { "False" };
+    let ready = state == PodState::Running;
+    let phase = match state {
+        PodState::Running => "Running",
+        PodState::Succeeded => "Succeeded",
+        _ => "Pending",
+    };
+    let mut conds = vec![
+        json!({"type": "PodReadyToStartContainers", "status": t(state != PodState::Creating), "lastProbeTime": null, "lastTransitionTime": started}),
+        json!({"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": started}),
+        json!({"type": "Ready", "status": t(ready), "lastProbeTime": null, "lastTransitionTime": started}),
+        json!({"type": "ContainersReady", "status": t(ready), "lastProbeTime": null, "lastTransitionTime": started}),
+        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": started}),
+    ];
+    if !ready {
+        for c in conds.iter_mut().filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady") {
+            c["reason"] = json!(if state == PodState::Succeeded { "PodCompleted" } else { "ContainersNotReady" });
+        }
+    }
+    json!({"phase": phase, "conditions": conds, "hostIP": "10.0.0.10", "hostIPs": [{"ip": "10.0.0.10"}],
+           "podIP": "10.1.0.10", "podIPs": [{"ip": "10.1.0.10"}], "startTime": started, "qosClass": "BestEffort", "containerStatuses": cs})
+}
+
+pub fn reconcile(st: &mut State) {
+    let now = Instant::now();
+    let workloads: Vec<((usize, String, String), Value)> = st
+        .objects
+        .iter()
+        .filter(|(k, _)| matches!(k.0, resources::DEPLOY | resources::STS | resources::JOB))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let live: HashSet<String> = workloads.iter().filter_map(|(_, v)| v.pointer("/metadata/uid").and_then(Value::as_str).map(String::from)).collect();
+    st.ctrl.seen.retain(|k, _| live.contains(k));
+    for (key, w) in workloads {
+        let res = key.0;
+        let uid = w["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let gen_ = w.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let entry = st.ctrl.seen.entry(uid.clone()).or_insert((gen_, now));
+        if entry.0 != gen_ {
+            *entry = (gen_, now);
+        }
+        let since = entry.1;
+        let ready = match st.opts.ready_after {
+            Some(d) => now.duration_since(since) >= d,
+            None => false,
+        };
+        let never = st.opts.ready_after.is_none();
+        let is_job = res == resources::JOB;
+        let replicas = if is_job {
+            1
+        } else {
+            w.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+        };
+        let template = w.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let hash = hash_str(&template);
+        let ns = key.1.clone();
+        let name = key.2.clone();
+        // owned pods
+        let owned: Vec<((usize, String, String), Value)> = st
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                k.0 == resources::POD
+                    && k.1 == ns
+                    && v.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|a| a.iter().any(|r| r["uid"] == uid.as_str()))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut keep = vec![];
+        for (k, p) in owned {
+            let h = p.pointer("/metadata/annotations/kdeploy.test~1template-hash").and_then(Value::as_str).unwrap_or("");
+            if h != hash || keep.len() as i64 >= replicas {
+                st.remove(k.0, &k.1, &k.2);
+            } else {
+                keep.push((k, p));
+            }
+        }
+        let started = now_rfc3339();
+        let mut idx = 0;
+        while (keep.len() as i64) < replicas {
+            let pod_name = match res {
+                resources::STS => loop {
+                    let n = format!("{name}-{idx}");
+                    idx += 1;
+                    if !keep.iter().any(|(k, _)| k.2 == n) {
+                        break n;
+                    }
+                },
+                resources::DEPLOY => format!("{name}-{}-{}", &hash[..10], suffix()),
+                _ => format!("{name}-{}", suffix()),
+            };
+            let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            match res {
+                resources::DEPLOY => labels["pod-template-hash"] = json!(&hash[..10]),
+                resources::STS => {
+                    labels["controller-revision-hash"] = json!(format!("{name}-{}", &hash[..10]));
+                    labels["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+                }
+                _ => {}
+            }
+            let mut annotations = template.pointer("/metadata/annotations").cloned().unwrap_or(json!({}));
+            annotations["kdeploy.test/template-hash"] = json!(hash);
+            let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+            spec["nodeName"] = json!("kdeploy-test-node");
+            let mut pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod_name, "namespace": ns, "labels": labels, "annotations": annotations,
+                    "ownerReferences": [{"apiVersion": RESOURCES[res].api_version(), "kind": RESOURCES[res].kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+                "spec": spec,
+            });
+            if res == resources::DEPLOY {
+                pod["metadata"]["generateName"] = json!(format!("{name}-{}-", &hash[..10]));
+            }
+            st.init_meta(resources::POD, &mut pod);
+            resources::apply_defaults(resources::POD, &mut pod);
+            record_update(resources::POD, None, &mut pod, "kube-controller-manager", "");
+            let p = st.store(resources::POD, pod);
+            let k = crate::State::key_of(resources::POD, &p);
+            keep.push((k, p));
+        }
+        // pod statuses
+        let pstate = if ready {
+            if is_job { PodState::Succeeded } else { PodState::Running }
+        } else if never {
+            PodState::Waiting
+        } else {
+            PodState::Creating
+        };
+        let waiting_reason = st.opts.waiting_reason.clone();
+        for (k, p) in &keep {
+            let cur_phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+            let cur_wait = p.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str).unwrap_or("");
+            let up_to_date = match pstate {
+                PodState::Running => cur_phase == "Running",
+                PodState::Succeeded => cur_phase == "Succeeded",
+                PodState::Creating => cur_wait == "ContainerCreating",
+                PodState::Waiting => cur_wait == waiting_reason,
+            };
+            if !up_to_date {
+                let s = pod_status(&p["spec"], pstate, &waiting_reason, &started);
+                set_status(st, resources::POD, k, s);
+            }
+            let puid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if pstate == PodState::Waiting && !st.ctrl.events.contains(&puid) {
+                st.ctrl.events.insert(puid.clone());
+                let c0 = p.pointer("/spec/containers/0").cloned().unwrap_or(json!({}));
+                let image = c0["image"].as_str().unwrap_or("").to_string();
+                let msg = if waiting_reason.contains("Image") || waiting_reason.contains("Pull") {
+                    format!("Failed to pull image \"{image}\": rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": not found")
+                } else {
+                    format!("Error: {waiting_reason}")
+                };
+                let ev_name = format!("{}.{}", k.2, &new_uid().replace('-', "")[..16]);
+                let mut ev = json!({
+                    "apiVersion": "v1", "kind": "Event",
+                    "metadata": {"name": ev_name, "namespace": ns},
+                    "involvedObject": {"kind": "Pod", "namespace": ns, "name": k.2, "uid": puid, "apiVersion": "v1",
+                        "fieldPath": format!("spec.containers{{{}}}", c0["name"].as_str().unwrap_or(""))},
+                    "reason": "Failed", "message": msg, "type": "Warning", "count": 1,
+                    "source": {"component": "kubelet", "host": "kdeploy-test-node"},
+                    "firstTimestamp": started, "lastTimestamp": started,
+                    "reportingComponent": "kubelet", "reportingInstance": "kdeploy-test-node",
+                });
+                st.init_meta(resources::EVENT, &mut ev);
+                st.store(resources::EVENT, ev);
+            }
+        }
+        // workload status
+        let n = replicas;
+        let ready_n = if ready { n } else { 0 };
+        let status = match res {
+            resources::DEPLOY => {
+                let mut s = json!({"observedGeneration": gen_});
+                let old_conds = w.pointer("/status/conditions").cloned();
+                let keep_time = |typ: &str, status: &str| -> String {
+                    old_conds
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .and_then(|a| a.iter().find(|c| c["type"] == typ && c["status"] == status))
+                        .and_then(|c| c["lastTransitionTime"].as_str().map(String::from))
+                        .unwrap_or_else(now_rfc3339)
+                };
+                if n > 0 {
+                    s["replicas"] = json!(n);
+                    s["updatedReplicas"] = json!(n);
+                }
+                if ready_n > 0 {
+                    s["readyReplicas"] = json!(ready_n);
+                    s["availableReplicas"] = json!(ready_n);
+                }
+                if n - ready_n > 0 {
+                    s["unavailableReplicas"] = json!(n - ready_n);
+                }
+                let rs = format!("{name}-{}", &hash[..10]);
+                let (avail, ar, am) = if ready {
+                    ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+                } else {
+                    ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+                };
+                let (pr, pm) = if ready {
+                    ("NewReplicaSetAvailable", format!("ReplicaSet \"{rs}\" has successfully progressed."))
+                } else {
+                    ("ReplicaSetUpdated", format!("ReplicaSet \"{rs}\" is progressing."))
+                };
+                let ta = keep_time("Available", avail);
+                let tp = keep_time("Progressing", "True");
+                s["conditions"] = json!([
+                    {"type": "Available", "status": avail, "lastUpdateTime": ta, "lastTransitionTime": ta, "reason": ar, "message": am},
+                    {"type": "Progressing", "status": "True", "lastUpdateTime": tp, "lastTransitionTime": tp, "reason": pr, "message": pm},
+                ]);
+                s
+            }
+            resources::STS => {
+                let rev = format!("{name}-{}", &hash[..10]);
+                json!({"observedGeneration": gen_, "replicas": n, "readyReplicas": ready_n, "currentReplicas": n, "updatedReplicas": n,
+                       "availableReplicas": ready_n, "currentRevision": rev, "updateRevision": rev, "collisionCount": 0})
+            }
+            _ => {
+                let start = w.pointer("/status/startTime").and_then(Value::as_str).map(String::from).unwrap_or_else(now_rfc3339);
+                if ready {
+                    let done = w.pointer("/status/completionTime").and_then(Value::as_str).map(String::from).unwrap_or_else(now_rfc3339);
+                    json!({"startTime": start, "completionTime": done, "succeeded": 1, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {},
+                           "conditions": [
+                               {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": done, "lastTransitionTime": done, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"},
+                               {"type": "Complete", "status": "True", "lastProbeTime": done, "lastTransitionTime": done, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"}]})
+                } else {
+                    json!({"startTime": start, "active": 1, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}})
+                }
+            }
+        };
+        set_status(st, res, &key, status);
+    }
+}
