@@ -1,0 +1,1 @@
+//! kdeploy AWS provider (in progress).
