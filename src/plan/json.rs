@@ -98,6 +98,9 @@ pub fn change_json(c: &Change) -> Json {
     if let Some(r) = c.reason {
         m.insert("action_reason".into(), json!(r.json_name()));
     }
+    if c.deferred {
+        m.insert("deferred".into(), json!(true));
+    }
     if !c.depends_on.is_empty() {
         m.insert("depends_on".into(), json!(c.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>()));
     }
@@ -150,8 +153,9 @@ pub fn plan_json(plan: &Plan) -> Json {
         "resource_changes": plan.changes.iter().map(change_json).collect::<Vec<_>>(),
         "resource_drift": plan.drift.iter().map(drift_json).collect::<Vec<_>>(),
         "output_changes": outputs,
-        "summary": {"add": add, "change": change, "destroy": destroy, "has_changes": plan.has_changes(), "drift": plan.drift.len()},
+        "summary": {"add": add, "change": change, "destroy": destroy, "deferred": plan.deferred(), "has_changes": plan.has_changes(), "drift": plan.drift.len()},
         "notes": plan.notes,
+        "health": plan.health,
         "errored": false,
     })
 }

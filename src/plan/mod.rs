@@ -153,6 +153,10 @@ pub struct Change {
     /// Delete volumes and buckets with data too (destroy --delete-data).
     #[serde(default)]
     pub delete_data: bool,
+    /// Runs inside a cluster this plan creates: it can only be checked once the cluster exists,
+    /// so it is planned from the stack alone and counted apart.
+    #[serde(default)]
+    pub deferred: bool,
 }
 
 /// A difference between what state recorded and what the live system has, found by refresh.
@@ -213,6 +217,9 @@ pub struct Plan {
     /// Warnings to show with the plan (pending operations resolved, and such).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Health of deployed components as the providers see it (not changes).
+    #[serde(default)]
+    pub health: Vec<String>,
     /// Stack sources (path relative to the stack directory → text), so that a saved plan can be
     /// applied exactly as planned.
     #[serde(default)]
@@ -225,12 +232,12 @@ pub struct Plan {
 pub const PLAN_FORMAT_VERSION: &str = "1.0";
 
 impl Plan {
-    /// Counts for the summary line: (add, change, destroy).
+    /// Counts for the summary line: (add, change, destroy), deferred changes excluded.
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut add = 0;
         let mut change = 0;
         let mut destroy = 0;
-        for c in &self.changes {
+        for c in self.changes.iter().filter(|c| !c.deferred) {
             match c.action {
                 Action::Create => add += 1,
                 Action::Update => change += 1,
@@ -248,6 +255,11 @@ impl Plan {
     /// True when applying would change something (components or outputs).
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action.mutates()) || self.output_changes.iter().any(|o| o.action != Action::NoOp)
+    }
+
+    /// Changes that wait for a cluster this plan creates.
+    pub fn deferred(&self) -> usize {
+        self.changes.iter().filter(|c| c.deferred && c.action.mutates()).count()
     }
 
     pub fn change(&self, addr: &Address) -> Option<&Change> {

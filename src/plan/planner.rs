@@ -39,6 +39,8 @@ pub struct Refreshed {
     pub live: BTreeMap<String, Option<(Value, Option<String>)>>,
     pub drift: Vec<Drift>,
     pub notes: Vec<String>,
+    /// Health lines from the providers (Vault answering /api/health, ...).
+    pub health: Vec<String>,
 }
 
 pub fn state_attrs(r: &ResourceState) -> Value {
@@ -86,8 +88,10 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, St
             }
         };
         let addresses: Vec<String> = requests.iter().map(|r| r.component.address.clone()).collect();
+        let health_requests = requests.clone();
         match provider.read(requests).await {
             Ok(results) if results.len() == addresses.len() => {
+                out.health.extend(provider.health(&health_requests).await);
                 for (a, r) in addresses.into_iter().zip(results) {
                     out.live.insert(
                         a,
@@ -372,6 +376,11 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 diags.push(prevent_destroy_diag(&addr, decl.map(|d| d.span.clone())));
             }
             resolver.values.borrow_mut().insert(addr.clone(), object_value(&addr, &after, &after_sensitive));
+            // In-cluster components of a cluster that another provider creates in this plan
+            // (EKS, AKS, GKE) wait for it: planned from the stack alone, counted apart.
+            let deferred = desired.cluster.as_ref().is_some_and(|c| {
+                changes.iter().any(|cc| cc.address == *c && (cc.action == Action::Create || cc.action.is_replace()) && cc.provider != provider_name)
+            });
             changes.push(Change {
                 address: addr.clone(),
                 kind: addr.kind,
@@ -388,6 +397,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 cluster: desired.cluster.clone(),
                 refs: desired.refs.clone(),
                 delete_data: false,
+                deferred,
             });
             desired_all.insert(addr.clone(), desired);
         }
@@ -417,6 +427,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 cluster: None,
                 refs: BTreeMap::new(),
                 delete_data: options.delete_data,
+                deferred: false,
             });
             continue;
         };
@@ -453,6 +464,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             cluster: r.attributes.get("cluster").and_then(|c| c.as_str()).and_then(|c| c.parse().ok()),
             refs: BTreeMap::new(),
             delete_data: options.delete_data,
+            deferred: false,
         });
     }
 
@@ -542,6 +554,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         drift: refreshed.drift.clone(),
         output_changes,
         notes,
+        health: refreshed.health.clone(),
         sources: BTreeMap::new(),
         variables: BTreeMap::new(),
     };

@@ -176,7 +176,12 @@ fn block(style: Style, sym_action: Action, addr: &Address, body: &str) -> String
 
 /// Renders one change.
 pub fn change(style: Style, c: &Change) -> String {
-    let mut out = format!("  {}\n", style.bold(&headline(c)));
+    let mut head = headline(c);
+    if c.deferred {
+        let cluster = c.cluster.as_ref().map(ToString::to_string).unwrap_or_else(|| "its cluster".into());
+        head.push_str(&format!(" (deferred until {cluster} exists)"));
+    }
+    let mut out = format!("  {}\n", style.bold(&head));
     if let Some(r) = c.reason {
         let _ = writeln!(out, "  # (because {})", r.describe());
     }
@@ -241,6 +246,12 @@ pub fn plan(style: Style, plan: &Plan) -> String {
     for n in &plan.notes {
         let _ = writeln!(out, "{} {n}\n", style.paint("Warning:", "1;33"));
     }
+    for h in &plan.health {
+        let _ = writeln!(out, "{} {h}", style.paint("Status:", "1;36"));
+    }
+    if !plan.health.is_empty() {
+        out.push('\n');
+    }
     out.push_str(&drift_section(style, plan));
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
     let outputs: Vec<&OutputChange> = plan.output_changes.iter().filter(|o| o.action != Action::NoOp).collect();
@@ -287,5 +298,10 @@ pub fn plan(style: Style, plan: &Plan) -> String {
 /// `Plan: X to add, Y to change, Z to destroy.`
 pub fn summary(style: Style, plan: &Plan) -> String {
     let (add, change, destroy) = plan.counts();
-    format!("{} {add} to add, {change} to change, {destroy} to destroy.", style.bold("Plan:"))
+    let mut line = format!("{} {add} to add, {change} to change, {destroy} to destroy.", style.bold("Plan:"));
+    let deferred = plan.deferred();
+    if deferred > 0 {
+        line.push_str(&format!(" {deferred} more deferred until their cluster exists."));
+    }
+    line
 }

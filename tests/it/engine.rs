@@ -523,3 +523,27 @@ fn preflight_errors_stop_the_plan_with_the_providers_message() {
     assert!(r.stderr.contains("cluster.edge: the add-on dns is missing: run `microk8s enable dns`"), "{}", r.stderr);
     assert!(r.stderr.contains("main.hcl:11:1"), "points at the cluster block: {}", r.stderr);
 }
+
+#[test]
+fn in_cluster_changes_wait_for_a_cluster_the_plan_creates() {
+    let text = basic_stack(CAMS).replace("cluster \"edge\" {\n  type = \"docker\"\n}", "cluster \"edge\" {\n  type   = \"eks\"\n  region = \"eu-west-1\"\n}");
+    let s = TestStack::new(&[("main.hcl", &text)]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("# vault.main will be created (deferred until cluster.edge exists)"), "{}", r.stdout);
+    assert!(r.stdout.contains("# cluster.edge will be created\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 0 to destroy. 5 more deferred until their cluster exists."), "{}", r.stdout);
+    let r = run(s.path(), &w, &["plan", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["summary"]["deferred"], 5);
+    // One apply does both phases: the cluster, then what runs in it.
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(w.objects().len(), 6);
+    let calls = w.calls();
+    let cluster_end = calls.iter().find(|c| c.address == "cluster.edge").unwrap().end;
+    assert!(calls.iter().filter(|c| c.address != "cluster.edge").all(|c| c.start >= cluster_end));
+    let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}

@@ -161,6 +161,12 @@ pub trait Provider: Send + Sync {
     /// Returns one result per request, in the same order.
     async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError>;
 
+    /// Application-level health of recorded components (e.g. whether Vault answers
+    /// `/api/health`), one line each, shown with the plan. Reads nothing by default.
+    async fn health(&self, _requests: &[ReadRequest]) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Plans a create or update. The default derives it from the schema.
     async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         Ok(default_plan(&request))

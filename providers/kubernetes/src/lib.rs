@@ -137,9 +137,22 @@ fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &B
                 _ => endpoint.clone(),
             };
             set(attrs, "url", Value::String(url));
-            let storage = attrs.get("storage").and_then(Value::as_str).map(render::instance_name).unwrap_or_else(|| "storage".into());
-            set(attrs, "provider", Value::String(storage));
-            let _ = refs;
+            // The name of the storage provider to create in the Vault UI: the storage's kind
+            // (what the Docker provider uses too), recognised from its attributes.
+            let storage = refs.get("storage").and_then(Value::as_map);
+            let has = |k: &str| storage.is_some_and(|m| m.contains_key(k));
+            let name = if has("size") {
+                "minio".to_string()
+            } else if has("versioning") {
+                "s3".to_string()
+            } else if has("account_name") {
+                "azure".to_string()
+            } else if has("project") {
+                "gcs".to_string()
+            } else {
+                attrs.get("storage").and_then(Value::as_str).map(render::instance_name).unwrap_or_else(|| "storage".into())
+            };
+            set(attrs, "provider", Value::String(name));
         }
         (Kind::Agent, _) => {
             secret(attrs, "key", None);
@@ -346,6 +359,33 @@ impl Provider for KubernetesProvider {
                         Err(e) => out.warnings.push(format!("could not list storage classes: {}", e.into_provider("checking storage", &conn).message)),
                     },
                 },
+            }
+        }
+        out
+    }
+
+    async fn health(&self, requests: &[ReadRequest]) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in requests.iter().filter(|r| r.component.kind == Kind::Vault) {
+            let Ok(conn) = self.conn(r.cluster.as_ref()).await else { continue };
+            let attrs = map_of(Some(&r.recorded));
+            let ns = namespace(r.component.kind, &attrs);
+            let svc = base_name(&r.component.address);
+            // Through the API server's service proxy: works from wherever kdeploy runs.
+            let p = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy/api/health");
+            let url = attrs.get("url").and_then(Value::as_str).unwrap_or_default().to_string();
+            match conn.send("GET", &p, None, None).await {
+                Ok(_) => out.push(format!("{}: Vault answers /api/health ({url}).", r.component.address)),
+                Err(e) => {
+                    let why = match e {
+                        ApiError::Status { code, message, .. } => format!("HTTP {code}: {message}"),
+                        ApiError::Transport(t) => t,
+                    };
+                    out.push(format!(
+                        "{}: Vault does not answer /api/health yet ({why}). Its pods may still be starting: kubectl -n {ns} get pods -l app.kubernetes.io/instance={svc}",
+                        r.component.address
+                    ));
+                }
             }
         }
         out
