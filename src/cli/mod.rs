@@ -113,6 +113,9 @@ impl Ctx<'_, '_> {
 
 /// Parses `args` (including the program name) and runs the command. Returns the exit code.
 pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
+    // One process-wide TLS crypto provider before any client exists: kube links rustls with
+    // ring and the AWS SDK with aws-lc-rs, and with both present rustls cannot choose.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse_from(args::normalize(args)) {
         Ok(c) => c,
         Err(e) => {

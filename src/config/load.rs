@@ -16,7 +16,7 @@ use crate::diag::{did_you_mean, Diagnostic, Diagnostics, FileId, SourceMap, Span
 
 const TOP_BLOCKS: &[&str] = &[
     "stack", "variable", "locals", "output", "module", "cluster", "object_storage", "database",
-    "broker", "vault", "agent", "hub", "factory",
+    "broker", "vault", "agent", "hub", "factory", "drift_schedule",
 ];
 
 /// The `.hcl` files of a directory, sorted by name.

@@ -311,3 +311,56 @@ fn readiness_timeout_shows_pod_state_and_events() {
     assert!(r.stdout.contains("event Warning"), "{}", r.stdout);
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn drift_schedule_deploys_a_read_only_cronjob() {
+    let e = env(Options::default());
+    let text = format!(
+        r#"variable "webhook" {{
+  type      = string
+  sensitive = true
+}}
+
+cluster "k8s" {{
+  type       = "kubernetes"
+  kubeconfig = "{kc}"
+  context    = "test"
+}}
+
+drift_schedule "nightly" {{
+  schedule   = "17 3 * * *"
+  image      = "registry.example.com/kdeploy:0.1.0"
+  files      = {{ "main.hcl" = file("main.hcl") }}
+  namespaces = ["kerberos-agent", "kerberos-vault"]
+  notify     = var.webhook
+}}
+"#,
+        kc = e.kubeconfig
+    );
+    e.s.write("main.hcl", &text);
+    let vars: BTreeMap<String, String> = [("KDEPLOY_VAR_webhook".to_string(), "https://hooks.example.com/T/secret-token".to_string())].into();
+    let r = run_with(e.s.path(), providers(), &["apply", "--auto-approve"], vars.clone(), "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("secret-token"), "the webhook URL is sensitive");
+    let secret = e.server.object("v1", "Secret", Some("kdeploy"), "drift-schedule-nightly").expect("secret with the webhook");
+    assert!(secret["data"]["NOTIFY_URL"].is_string());
+    let cj = e.server.object("batch/v1", "CronJob", Some("kdeploy"), "drift-schedule-nightly").expect("cronjob");
+    assert_eq!(cj["spec"]["schedule"], "17 3 * * *");
+    let c = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["args"], json!(["-C", "/stack", "drift", "--detailed-exitcode", "--notify", "$(NOTIFY_URL)"]));
+    assert_eq!(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"], "drift-schedule-nightly");
+    let cm = e.server.object("v1", "ConfigMap", Some("kdeploy"), "drift-schedule-nightly-stack").unwrap();
+    assert_eq!(cm["data"]["main.hcl"], json!(text));
+    for ns in ["kerberos-agent", "kerberos-vault"] {
+        let role = e.server.object("rbac.authorization.k8s.io/v1", "Role", Some(ns), "drift-schedule-nightly-read").unwrap_or_else(|| panic!("role in {ns}"));
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(rule["verbs"], json!(["get", "list"]), "read-only: {rule}");
+        }
+        assert!(e.server.object("rbac.authorization.k8s.io/v1", "RoleBinding", Some(ns), "drift-schedule-nightly-read").is_some());
+    }
+    assert!(e.server.object("rbac.authorization.k8s.io/v1", "Role", Some("mongodb"), "drift-schedule-nightly-read").is_none(), "only the namespaces given");
+    assert_eq!(run_with(e.s.path(), providers(), &["plan", "--detailed-exitcode"], vars.clone(), "").code, 0);
+    let r = run_with(e.s.path(), providers(), &["destroy", "--auto-approve"], vars, "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(e.server.object("batch/v1", "CronJob", Some("kdeploy"), "drift-schedule-nightly").is_none());
+}

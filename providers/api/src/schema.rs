@@ -23,10 +23,12 @@ pub enum Kind {
     Agent,
     Hub,
     Factory,
+    /// A scheduled in-cluster `kdeploy drift` run (a CronJob with read-only access).
+    DriftSchedule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Cluster,
         Kind::ObjectStorage,
         Kind::Database,
@@ -35,6 +37,7 @@ impl Kind {
         Kind::Agent,
         Kind::Hub,
         Kind::Factory,
+        Kind::DriftSchedule,
     ];
 
     /// The block keyword, which is also the first part of the component's address.
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Agent => "agent",
             Kind::Hub => "hub",
             Kind::Factory => "factory",
+            Kind::DriftSchedule => "drift_schedule",
         }
     }
 
@@ -63,6 +67,7 @@ impl Kind {
             Kind::Database => &["mongodb", "external"],
             Kind::Broker => &["rabbitmq", "kafka", "vernemq", "external"],
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
+            Kind::DriftSchedule => &["kubernetes"],
         }
     }
 
@@ -324,10 +329,17 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(2i64)
             .s("ami_type", "Node AMI type, e.g. AL2023_x86_64_STANDARD or AL2023_ARM_64_STANDARD.")
             .force_new()
+            .s("node_role_arn", "Node group IAM role (default: created by kdeploy).")
+            .force_new()
             .map("tags", "Tags on every AWS resource.")
             .computed("endpoint", AttrType::String, "API server endpoint.")
             .computed("certificate_authority", AttrType::String, "Cluster CA (base64).")
-            .computed("arn", AttrType::String, "Cluster ARN."),
+            .computed("arn", AttrType::String, "Cluster ARN.")
+            .computed("cluster_name", AttrType::String, "The EKS cluster name in effect: `name`, or derived from the block label.")
+            .computed("cluster_region", AttrType::String, "The AWS region in effect: `region`, or the environment's.")
+            .computed("token_source", AttrType::String, "Where the Kubernetes provider gets bearer tokens for this cluster (\"eks\").")
+            .computed("node_group_arn", AttrType::String, "Managed node group ARN.")
+            .computed("vpc_id", AttrType::String, "The VPC kdeploy created (null when subnet_ids are given)."),
         (Cluster, "aks") => B::new()
             .s("resource_group", "Resource group (created when absent).")
             .force_new()
@@ -390,6 +402,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .map("tags", "Tags.")
             .computed("endpoint", AttrType::String, "S3 endpoint host.")
             .computed("arn", AttrType::String, "Bucket ARN.")
+            .computed("bucket_region", AttrType::String, "The AWS region in effect: `region`, or the environment's.")
+            .computed("iam_user", AttrType::String, "The IAM user whose inline policy allows this bucket only.")
             .computed("access_key", AttrType::String, "Access key of the bucket-scoped IAM user.")
             .sensitive()
             .computed("secret_key", AttrType::String, "Secret key of the bucket-scoped IAM user.")
@@ -586,6 +600,24 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("url", AttrType::String, "URL from outside.")
             .computed("admin_password", AttrType::String, "The UI password in effect: `login_password`, or generated once.")
             .sensitive(),
+        (DriftSchedule, "kubernetes") => B::new()
+            .comp("cluster", Kind::Cluster, "The Kubernetes cluster the CronJob runs in; optional when the stack has one cluster.")
+            .s("namespace", "Namespace of the CronJob.")
+            .default("kdeploy")
+            .force_new()
+            .s("schedule", "Cron schedule, e.g. \"17 3 * * *\".")
+            .required()
+            .s("image", "An image containing the kdeploy binary (as its entrypoint).")
+            .required()
+            .push("files", AttrType::Map(Box::new(AttrType::String)), "Stack files to mount at /stack, e.g. { \"main.hcl\" = file(\"main.hcl\") }. The stack must use a shared state backend.")
+            .required()
+            .push("namespaces", AttrType::List(Box::new(AttrType::String)), "Namespaces the job may read (the stack's).")
+            .default(Value::List(["kerberos-vault", "kerberos-agent", "kerberos-factory", "mongodb", "minio", "rabbitmq"].iter().map(|n| Value::string(*n)).collect()))
+            .s("notify", "Webhook for drift reports (kdeploy drift --notify).")
+            .sensitive()
+            .map("labels", "Extra labels on every object.")
+            .s("readiness_timeout", "How long to wait after apply.")
+            .default("1m"),
         _ => return None,
     };
     Some(s.done(kind, kind.types().iter().find(|t| **t == type_name).copied()?))

@@ -87,6 +87,7 @@ pub fn namespace(kind: Kind, attrs: &BTreeMap<String, Value>) -> String {
             Kind::Agent => "kerberos-agent",
             Kind::Hub => "kerberos-hub",
             Kind::Factory => "kerberos-factory",
+            Kind::DriftSchedule => "kdeploy",
             Kind::Cluster => "default",
         }
         .to_string(),
@@ -486,6 +487,72 @@ pub fn render(inp: &Input<'_>) -> Result<Vec<Json>, String> {
                 }),
                 service(inp, &base, ns, &[("http", 80)], &service_type, node_port, false),
             ]
+        }
+        (Kind::DriftSchedule, _) => {
+            // Read-only access to what `kdeploy drift` reads, and nothing else.
+            let read_rules = json!([
+                {"apiGroups": [""], "resources": ["secrets", "configmaps", "services", "services/proxy", "persistentvolumeclaims", "serviceaccounts", "pods", "events"], "verbs": ["get", "list"]},
+                {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get", "list"]},
+                {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get", "list"]},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list"]},
+            ]);
+            let mut objects = vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(inp, &base, Some(ns))})];
+            let files: BTreeMap<String, String> = match inp.attrs.get("files") {
+                Some(Value::Map(m)) => m.iter().map(|(k, v)| (k.clone(), str_of(Some(v)))).collect(),
+                _ => BTreeMap::new(),
+            };
+            objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(inp, &format!("{base}-stack"), Some(ns)), "data": files}));
+            let notify = inp.opt("notify");
+            if let Some(url) = &notify {
+                objects.push(secret(inp, &base, ns, &[("NOTIFY_URL", url.clone())]));
+            }
+            let mut namespaces: Vec<String> = match inp.attrs.get("namespaces") {
+                Some(Value::List(l)) => l.iter().map(|v| str_of(Some(v))).filter(|n| !n.is_empty()).collect(),
+                _ => Vec::new(),
+            };
+            namespaces.sort();
+            namespaces.dedup();
+            for target in &namespaces {
+                let name = format!("{base}-read");
+                objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(inp, &name, Some(target)), "rules": read_rules}));
+                objects.push(json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(inp, &name, Some(target)),
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": base, "namespace": ns}],
+                }));
+            }
+            let cluster_name = format!("{ns}-{base}-read");
+            objects.push(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(inp, &cluster_name, None),
+                "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "clusterrolebindings"], "verbs": ["get", "list"]}],
+            }));
+            objects.push(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(inp, &cluster_name, None),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+                "subjects": [{"kind": "ServiceAccount", "name": base, "namespace": ns}],
+            }));
+            let mut args = vec!["-C".to_string(), "/stack".into(), "drift".into(), "--detailed-exitcode".into()];
+            let mut env = vec![json!({"name": "NO_COLOR", "value": "1"})];
+            if notify.is_some() {
+                args.extend(["--notify".to_string(), "$(NOTIFY_URL)".into()]);
+                env.push(json!({"name": "NOTIFY_URL", "valueFrom": {"secretKeyRef": {"name": base, "key": "NOTIFY_URL"}}}));
+            }
+            objects.push(json!({
+                "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(inp, &base, Some(ns)),
+                "spec": {
+                    "schedule": inp.s("schedule"), "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
+                    "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels(inp)}, "spec": {
+                        "serviceAccountName": base, "restartPolicy": "Never",
+                        "containers": [{
+                            "name": "drift", "image": inp.s("image"), "args": args, "env": env,
+                            "volumeMounts": [{"name": "stack", "mountPath": "/stack", "readOnly": true}],
+                            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+                        }],
+                        "volumes": [{"name": "stack", "configMap": {"name": format!("{base}-stack")}}],
+                    }}}},
+                }
+            }));
+            objects
         }
         (kind, t) => return Err(format!("{kind} of type {t:?} is not supported on Kubernetes by this kdeploy version")),
     })

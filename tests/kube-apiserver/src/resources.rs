@@ -48,6 +48,7 @@ pub static RESOURCES: &[Res] = &[
     r("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[], false, false),
     r("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], false, false),
     r("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], false, false),
+    r("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], true, true),
 ];
 
 pub const NS: usize = 0;
