@@ -24,6 +24,8 @@ spec:
 "#;
 
 async fn client(s: &TestServer) -> Client {
+    // The workspace also links the AWS SDK (aws-lc-rs): pick one rustls provider, as kdeploy does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = Kubeconfig::from_yaml(&s.kubeconfig_yaml("kdeploy-test")).unwrap();
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
     Client::try_from(cfg).unwrap()
