@@ -105,6 +105,8 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let e = env(Options::default());
     e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", CAMS, "first-password"));
 
+    // A namespace that exists already is used, and never deleted by kdeploy.
+    e.server.put_object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kerberos-vault"}}));
     // Apply from empty.
     let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
@@ -133,10 +135,14 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let out = kdeploy(&e.s, &["output", "vault_url"]);
     assert!(out.stdout.starts_with("\"http://127.0.0.1:30080\""), "{}", out.stdout);
 
-    // Plan again: nothing to do (API-server defaults are not changes).
+    // Plan again: nothing to do (API-server defaults are not changes), and objects Factory
+    // creates at runtime (not kdeploy's) are not drift.
+    e.server.put_object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "camera-made-by-factory", "namespace": "kerberos-factory", "labels": {"app": "x"}},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "a", "image": "kerberos/agent:v3.5.0"}]}}}}));
     let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("No changes."));
+    assert!(r.stdout.contains("Status: vault.main: Vault does not answer /api/health yet"), "the plan reports Vault's health: {}", r.stdout);
 
     // One camera's URL: one in-place update.
     let cams2 = [("front", "rtsp://10.0.0.9/s1"), ("back", "rtsp://10.0.0.2/s1"), ("yard", "rtsp://10.0.0.3/s1")];
@@ -200,6 +206,11 @@ fn whole_stack_lifecycle_on_kubernetes() {
     assert!(r.stdout.contains("Note: Objects have changed outside of kdeploy"), "{}", r.stdout);
     assert!(r.stdout.contains("# agent.cam[\"back\"] has changed"), "{}", r.stdout);
     assert!(r.stdout.contains("# agent.cam[\"back\"] will be updated in place"), "{}", r.stdout);
+    // Without --force-conflicts, apply refuses to take the field back from the other manager.
+    let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("conflict with \"kubectl-edit\""), "{}", r.stdout);
+    assert!(r.stdout.contains("run with --force-conflicts"), "{}", r.stdout);
     let r = kdeploy(&e.s, &["apply", "--auto-approve", "--force-conflicts"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let img = deployment(&e.server, "kerberos-agent", "agent-cam-back").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
@@ -217,6 +228,7 @@ fn whole_stack_lifecycle_on_kubernetes() {
     assert!(e.server.object("v1", "PersistentVolumeClaim", Some("mongodb"), "data-database-meta-0").is_some(), "data kept");
     assert!(e.server.object("v1", "Namespace", None, "mongodb").is_some(), "a namespace holding kept data stays");
     assert!(e.server.object("v1", "Namespace", None, "kerberos-agent").is_none(), "empty namespaces kdeploy created go");
+    assert!(e.server.object("v1", "Namespace", None, "kerberos-vault").is_some(), "a namespace kdeploy did not create stays");
     assert!(e.s.state().resources.is_empty());
 }
 
