@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kdeploy_provider::{default_plan, AttrPath, ComponentRef, PlanRequest, Value};
-use kdeploy_state::{LocalStore, LockInfo, State, StateError, StateStore};
+use kdeploy_state::{LockInfo, State, StateError, StateStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -186,21 +186,62 @@ impl Loaded {
 
     /// Where state lives: the stack's backend block or `<dir>/.kdeploy/state.json`.
     pub fn store(&self) -> Result<Box<dyn StateStore>, Diagnostic> {
-        match &self.stack.stack.backend {
-            None => Ok(Box::new(LocalStore::new(default_state_path(&self.dir)))),
-            Some(b) if b.kind == "local" => {
-                let path = match b.config.get("path") {
-                    None => default_state_path(&self.dir),
-                    Some(e) => match &e.expr {
-                        hcl_edit::expr::Expression::String(s) => self.dir.join(s.value()),
-                        _ => return Err(Diagnostic::error("Invalid backend configuration", "backend \"local\" takes path = \"literal/path.json\".").at(Some(e.span.clone()))),
-                    },
-                };
-                Ok(Box::new(LocalStore::new(path)))
-            }
-            Some(b) => Err(Diagnostic::error("Unsupported backend", format!("The {:?} backend is not available in this build; the local backend is.", b.kind)).at(Some(b.span.clone())).hint("remove the backend block to use .kdeploy/state.json next to the stack")),
-        }
+        self.store_with(&BackendOptions { overrides: Vec::new(), env: std::env::vars().collect() })
     }
+
+    /// The backend kind and its settings: the stack's backend block (literal values only) with
+    /// `-backend-config` overrides applied; `local` without a block.
+    pub fn backend_config(&self, overrides: &[(String, String)]) -> Result<(String, BTreeMap<String, String>), Diagnostic> {
+        let mut config = BTreeMap::new();
+        let kind = match &self.stack.stack.backend {
+            None => "local".to_string(),
+            Some(b) => {
+                for (k, e) in &b.config {
+                    use hcl_edit::expr::Expression;
+                    let v = match &e.expr {
+                        Expression::String(s) => s.value().to_string(),
+                        Expression::Number(n) => n.value().to_string(),
+                        Expression::Bool(v) => v.value().to_string(),
+                        _ => {
+                            return Err(Diagnostic::error("Invalid backend configuration", format!("backend {:?}: {k} must be a literal string, number or bool (backend settings are read before anything else is evaluated).", b.kind))
+                                .at(Some(e.span.clone()))
+                                .hint("pass values that vary with -backend-config KEY=VALUE"));
+                        }
+                    };
+                    config.insert(k.clone(), v);
+                }
+                b.kind.clone()
+            }
+        };
+        for (k, v) in overrides {
+            config.insert(k.clone(), v.clone());
+        }
+        Ok((kind, config))
+    }
+
+    /// The store of the configured backend, with `-backend-config` overrides, encrypting
+    /// sensitive values with the key from `KDEPLOY_STATE_KEY`/`KDEPLOY_STATE_KEY_FILE` in `env`.
+    pub fn store_with(&self, opts: &BackendOptions) -> Result<Box<dyn StateStore>, Diagnostic> {
+        let (kind, config) = self.backend_config(&opts.overrides)?;
+        let span = self.stack.stack.backend.as_ref().map(|b| b.span.clone());
+        open_store(&kind, &config, &self.dir, &opts.env).map_err(|d| d.at(span))
+    }
+}
+
+/// How the CLI opens the state store.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// `-backend-config KEY=VALUE`, in order (later wins).
+    pub overrides: Vec<(String, String)>,
+    /// The environment (for the state key).
+    pub env: BTreeMap<String, String>,
+}
+
+/// Opens a backend's store wrapped with sensitive-value encryption.
+pub fn open_store(kind: &str, config: &BTreeMap<String, String>, dir: &Path, env: &BTreeMap<String, String>) -> Result<Box<dyn StateStore>, Diagnostic> {
+    let inner = kdeploy_state::open_backend(kind, config, dir).map_err(|m| Diagnostic::error("Invalid backend configuration", m))?;
+    let key = kdeploy_state::StateKey::from_env(env, dir).map_err(|e| Diagnostic::error("Cannot read the state key", e.to_string()))?;
+    Ok(Box::new(kdeploy_state::CryptStore::new(inner, key)))
 }
 
 pub fn default_state_path(dir: &Path) -> PathBuf {

@@ -7,6 +7,9 @@ use kdeploy::cli::{self, Env, Io};
 use kdeploy::providers::Providers;
 
 fn main() -> std::process::ExitCode {
+    // One process-wide TLS crypto provider: kube links rustls with ring, the AWS SDK with
+    // aws-lc-rs; without an explicit choice the first TLS connection panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

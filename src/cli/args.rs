@@ -20,6 +20,10 @@ pub struct Cli {
     /// Never use colour (also when NO_COLOR is set or output is not a terminal).
     #[arg(long = "no-color", global = true)]
     pub no_color: bool,
+    /// Override a setting of the stack's state backend, e.g. `-backend-config key=prod.json`
+    /// (repeatable; later wins). Applies to every command that opens state.
+    #[arg(long = "backend-config", global = true, value_name = "KEY=VALUE")]
+    pub backend_config: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -95,6 +99,22 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Check the state backend; with -migrate-state, copy the state from the previous backend.
+    #[command(after_help = "Examples:\n  kdeploy init\n  kdeploy init -migrate-state                      # from .kdeploy/state.json to the stack's backend\n  kdeploy init -migrate-state -from-backend-config type=s3 -from-backend-config bucket=old ...")]
+    Init {
+        /// Copy the state of the previous backend (the local `.kdeploy/state.json` unless
+        /// -from-backend-config says otherwise) to the configured one, both locked meanwhile.
+        #[arg(long = "migrate-state")]
+        migrate_state: bool,
+        /// The previous backend: `type=local|s3|kubernetes` and its settings (repeatable).
+        #[arg(long = "from-backend-config", value_name = "KEY=VALUE")]
+        from_backend_config: Vec<String>,
+        /// Replace state of another lineage in the configured backend.
+        #[arg(long)]
+        force: bool,
+        #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: std::time::Duration,
+    },
     /// Release a lock left by a run that is gone. Needs the exact lock id.
     #[command(name = "force-unlock", after_help = "Example:\n  kdeploy force-unlock 4c1f...-...")]
     ForceUnlock { id: String },
@@ -122,6 +142,17 @@ pub enum StateCommand {
     Mv {
         source: String,
         destination: String,
+        #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: std::time::Duration,
+    },
+    /// Print the state as stored (JSON; sensitive values stay encrypted when they are).
+    Pull,
+    /// Replace the stored state with FILE (e.g. errored.kdstate). Refuses another lineage or a
+    /// lower serial unless --force.
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        force: bool,
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
@@ -238,6 +269,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 const SINGLE_DASH: &[&str] = &[
     "target", "replace", "var", "var-file", "destroy", "out", "refresh", "refresh-only", "lock-timeout", "parallelism",
     "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format", "force-conflicts", "notify",
+    "backend-config", "from-backend-config", "migrate-state", "force",
 ];
 
 /// Rewrites Terraform-style `-flag` arguments to `--flag`.

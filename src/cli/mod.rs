@@ -55,6 +55,8 @@ struct Ctx<'a, 'b> {
     env: &'a Env,
     dir: PathBuf,
     style: Style,
+    /// `-backend-config` and the environment, for opening the state store.
+    backend: engine::BackendOptions,
 }
 
 impl Ctx<'_, '_> {
@@ -135,7 +137,15 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         None => env.cwd.clone(),
     };
     let color = io.stdout_tty && !cli.no_color && !env.vars.contains_key("NO_COLOR");
-    let mut ctx = Ctx { io, env, dir, style: Style { color } };
+    let overrides = match parse_pairs(&cli.backend_config) {
+        Ok(o) => o,
+        Err(bad) => {
+            let _ = writeln!(io.err, "Error: invalid -backend-config {bad:?}: use -backend-config KEY=VALUE");
+            return EXIT_ERROR;
+        }
+    };
+    let backend = engine::BackendOptions { overrides, env: env.vars.clone() };
+    let mut ctx = Ctx { io, env, dir, style: Style { color }, backend };
     match cli.command {
         Command::Validate { json } => validate(&mut ctx, json),
         Command::Fmt { check, files } => fmt::run(&mut *ctx.io.out, &mut *ctx.io.err, &ctx.dir, check, &files),
@@ -149,6 +159,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::State(s) => state_cmd(&mut ctx, s),
         Command::Output { name, json, raw } => output(&mut ctx, name.as_deref(), json, raw),
         Command::ForceUnlock { id } => force_unlock(&mut ctx, &id),
+        Command::Init { migrate_state, from_backend_config, force, lock_timeout } => init_cmd(&mut ctx, migrate_state, &from_backend_config, force, lock_timeout),
         Command::Version { json } => {
             if json {
                 let _ = writeln!(ctx.io.out, "{}", json!({"kdeploy_version": VERSION, "state_format": kdeploy_state::STATE_VERSION, "plan_format": crate::plan::PLAN_FORMAT_VERSION, "providers": env.providers.names().collect::<Vec<_>>()}));
@@ -187,7 +198,7 @@ impl Ctx<'_, '_> {
     }
 
     fn store(&mut self, loaded: &Loaded) -> Option<Box<dyn StateStore>> {
-        match loaded.store() {
+        match loaded.store_with(&self.backend) {
             Ok(s) => Some(s),
             Err(d) => {
                 self.diags(&loaded.sources, &d.into());
@@ -198,6 +209,13 @@ impl Ctx<'_, '_> {
 
     fn state_error(&mut self, e: &StateError) {
         self.error("State error", &e.to_string());
+    }
+
+    /// Prints what the store has to say (e.g. an expired lock was taken over).
+    fn store_warnings(&mut self, store: &mut dyn StateStore) {
+        for w in store.take_warnings() {
+            let _ = writeln!(self.io.err, "Warning: {w}");
+        }
     }
 }
 
@@ -237,6 +255,7 @@ async fn make_plan(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, p: &PlanArgs, destroy
             return Err(EXIT_ERROR);
         }
     };
+    ctx.store_warnings(store.as_mut());
     match engine::plan(loaded, &state, &ctx.env.providers, &plan_options(p, destroy)).await {
         Ok(plan) => Ok((store, state, plan)),
         Err(diags) => {
@@ -361,6 +380,7 @@ async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::ApplyArgs) ->
             return EXIT_ERROR;
         }
     };
+    ctx.store_warnings(store.as_mut());
     if let Some(reason) = engine::stale_reason(&plan, &state, &loaded) {
         let _ = store.unlock();
         ctx.error("Saved plan is stale", &format!("The plan in {} can no longer be applied: {reason}.\nNothing was changed. Run `kdeploy plan -out {}` again, review it, and apply the new plan.", file.display(), file.display()));
@@ -385,7 +405,33 @@ async fn do_apply(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, plan: &Plan, state: &m
         ctx.env.interrupt.clone(),
     )
     .await;
+    if outcome.state_error.is_some() {
+        save_errored_state(ctx, state);
+    }
     summarize(ctx, plan, &outcome)
+}
+
+/// After a failed state write during apply: keeps the unsaved state in `errored.kdstate` in the
+/// working directory (sensitive values encrypted when a state key is set) and says how to push it.
+fn save_errored_state(ctx: &mut Ctx<'_, '_>, state: &State) {
+    let path = ctx.env.cwd.join("errored.kdstate");
+    let key = match kdeploy_state::StateKey::from_env(&ctx.env.vars, &ctx.dir) {
+        Ok(k) => k,
+        Err(_) => None,
+    };
+    let written = kdeploy_state::crypt::encode_sealed(state, key.as_ref()).map_err(|e| e.to_string()).and_then(|bytes| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(|e| e.to_string())?;
+        f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| e.to_string())
+    });
+    let chdir = if ctx.dir != ctx.env.cwd { format!("-C {} ", ctx.dir.display()) } else { String::new() };
+    match written {
+        Ok(()) => ctx.error(
+            "State saved to errored.kdstate",
+            &format!("The state backend could not be written, so the state with everything this run did was saved to {}.\nOnce the backend works again (network, credentials), upload it with:\n  kdeploy {chdir}state push errored.kdstate\nand then delete the file. Until then, runs against the backend will not know what this run created.", path.display()),
+        ),
+        Err(e) => ctx.error("Cannot save errored.kdstate", &format!("The state could not be written to the backend nor to {}: {e}", path.display())),
+    }
 }
 
 fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 {
@@ -451,7 +497,10 @@ fn state_store(ctx: &mut Ctx<'_, '_>) -> Result<Box<dyn StateStore>, i32> {
     let (stack, diags) = crate::config::load::load_stack(&ctx.dir, &mut sources);
     if stack.modules.is_empty() || (diags.has_errors() && stack.stack.backend.is_some()) {
         // Without stack files the default location still works.
-        return Ok(Box::new(kdeploy_state::LocalStore::new(engine::default_state_path(&ctx.dir))));
+        return engine::open_store("local", &ctx.backend.overrides.iter().cloned().collect(), &ctx.dir, &ctx.backend.env).map_err(|d| {
+            ctx.diags(&SourceMap::new(), &d.into());
+            EXIT_ERROR
+        });
     }
     let loaded_like = Loaded {
         dir: ctx.dir.clone(),
@@ -659,6 +708,8 @@ fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
             let _ = writeln!(out, "Successfully removed {removed} component(s) from state. The live objects were not touched.");
             Ok(())
         }),
+        StateCommand::Pull => state_pull(ctx),
+        StateCommand::Push { file, force, lock_timeout } => state_push(ctx, &file, force, lock_timeout),
         StateCommand::Mv { source, destination, lock_timeout } => edit_state(ctx, "state mv", lock_timeout, |state, out| {
             let n = state.mv(&source, &destination).map_err(|e| e.to_string())?;
             let _ = writeln!(out, "Move {source:?} to {destination:?}\nSuccessfully moved {n} object(s).");
@@ -679,6 +730,7 @@ fn edit_state(ctx: &mut Ctx<'_, '_>, op: &str, timeout: std::time::Duration, f: 
             return EXIT_ERROR;
         }
     };
+    ctx.store_warnings(store.as_mut());
     let mut buf = Vec::new();
     let result = f(&mut state, &mut buf);
     let code = match result {
@@ -761,6 +813,178 @@ fn force_unlock(ctx: &mut Ctx<'_, '_>, id: &str) -> i32 {
         }
         Err(e) => {
             ctx.state_error(&e);
+            EXIT_ERROR
+        }
+    }
+}
+
+/// `KEY=VALUE` pairs; the offending text on error.
+fn parse_pairs(items: &[String]) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .map(|i| match i.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(i.clone()),
+        })
+        .collect()
+}
+
+fn state_pull(ctx: &mut Ctx<'_, '_>) -> i32 {
+    let mut store = match state_store(ctx) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match store.read_stored() {
+        Ok(Some(state)) => {
+            let _ = ctx.io.out.write_all(&kdeploy_state::encode(&state));
+            EXIT_OK
+        }
+        Ok(None) => {
+            let _ = writeln!(ctx.io.err, "No state in {}.", store.describe());
+            EXIT_OK
+        }
+        Err(e) => {
+            ctx.state_error(&e);
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Writes `pushed` over the state in `store` (locked by the caller): refuses another lineage
+/// or a lower serial unless `force`. Returns the serial written.
+fn push_into(store: &mut dyn StateStore, mut pushed: State, force: bool) -> Result<u64, String> {
+    let current = store.read_stored().map_err(|e| e.to_string())?;
+    let mut other_lineage = false;
+    if let Some(cur) = &current {
+        if cur.lineage != pushed.lineage {
+            if !force {
+                return Err(format!(
+                    "the state in {} has lineage {}, the pushed state has lineage {}: they are different states, and pushing would replace the other one. Check that this is the right file and backend; pass --force to replace it anyway",
+                    store.describe(), cur.lineage, pushed.lineage
+                ));
+            }
+            other_lineage = true;
+        } else if pushed.serial < cur.serial && !force {
+            return Err(format!(
+                "the state in {} has serial {}, newer than the pushed state's serial {}: pushing would lose what was written since. Pull the current state and compare; pass --force to replace it anyway",
+                store.describe(), cur.serial, pushed.serial
+            ));
+        }
+        // The stored serial must keep increasing.
+        pushed.serial = pushed.serial.max(cur.serial + 1);
+    }
+    let result = if other_lineage { store.force_write(&pushed) } else { store.write(&pushed) };
+    result.map_err(|e| e.to_string())?;
+    Ok(pushed.serial)
+}
+
+fn state_push(ctx: &mut Ctx<'_, '_>, file: &Path, force: bool, timeout: std::time::Duration) -> i32 {
+    let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
+    let pushed = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| kdeploy_state::decode(&b, &path.display().to_string()).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.error("Cannot read the state to push", &format!("{}: {e}", path.display()));
+            return EXIT_ERROR;
+        }
+    };
+    let mut store = match state_store(ctx) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if let Err(e) = store.lock(kdeploy_state::LockInfo::new("state push", VERSION), timeout) {
+        ctx.state_error(&e);
+        return EXIT_ERROR;
+    }
+    ctx.store_warnings(store.as_mut());
+    let result = push_into(store.as_mut(), pushed, force);
+    let _ = store.unlock();
+    match result {
+        Ok(serial) => {
+            let _ = writeln!(ctx.io.out, "Pushed {} to {} (serial {serial}).", file.display(), store.describe());
+            EXIT_OK
+        }
+        Err(e) => {
+            ctx.error("Cannot push state", &e);
+            EXIT_ERROR
+        }
+    }
+}
+
+/// `kdeploy init`: opens the configured backend (checking its settings and that it answers);
+/// with -migrate-state, copies the previous backend's state into it, both locked meanwhile.
+fn init_cmd(ctx: &mut Ctx<'_, '_>, migrate: bool, from: &[String], force: bool, timeout: std::time::Duration) -> i32 {
+    let mut to = match state_store(ctx) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if !migrate {
+        if !from.is_empty() {
+            ctx.error("Invalid options", "-from-backend-config needs -migrate-state");
+            return EXIT_ERROR;
+        }
+        return match to.read_stored() {
+            Ok(state) => {
+                let what = match state {
+                    Some(s) => format!("it holds serial {} of lineage {}", s.serial, s.lineage),
+                    None => "it holds no state yet".to_string(),
+                };
+                let _ = writeln!(ctx.io.out, "The state backend is ready: {} ({what}).", to.describe());
+                EXIT_OK
+            }
+            Err(e) => {
+                ctx.state_error(&e);
+                EXIT_ERROR
+            }
+        };
+    }
+    let mut from_config: BTreeMap<String, String> = match parse_pairs(from) {
+        Ok(p) => p.into_iter().collect(),
+        Err(bad) => {
+            ctx.error("Invalid -from-backend-config", &format!("{bad:?}: use -from-backend-config KEY=VALUE"));
+            return EXIT_ERROR;
+        }
+    };
+    let kind = from_config.remove("type").unwrap_or_else(|| "local".to_string());
+    let mut source = match engine::open_store(&kind, &from_config, &ctx.dir, &ctx.backend.env) {
+        Ok(s) => s,
+        Err(d) => {
+            ctx.diags(&SourceMap::new(), &d.into());
+            return EXIT_ERROR;
+        }
+    };
+    if source.describe() == to.describe() {
+        ctx.error("Nothing to migrate", &format!("the previous and the configured backend are the same ({}).", to.describe()));
+        return EXIT_ERROR;
+    }
+    if let Err(e) = source.lock(kdeploy_state::LockInfo::new("init -migrate-state", VERSION), timeout) {
+        ctx.state_error(&e);
+        return EXIT_ERROR;
+    }
+    ctx.store_warnings(source.as_mut());
+    if let Err(e) = to.lock(kdeploy_state::LockInfo::new("init -migrate-state", VERSION), timeout) {
+        let _ = source.unlock();
+        ctx.state_error(&e);
+        return EXIT_ERROR;
+    }
+    ctx.store_warnings(to.as_mut());
+    let result = match source.read_stored() {
+        Ok(None) => Ok(None),
+        Ok(Some(state)) => push_into(to.as_mut(), state, force).map(Some),
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = to.unlock();
+    let _ = source.unlock();
+    match result {
+        Ok(Some(serial)) => {
+            let _ = writeln!(ctx.io.out, "Migrated the state from {} to {} (serial {serial}).\nThe old state was left in place; delete it once you have checked the new backend (`kdeploy state list`).", source.describe(), to.describe());
+            EXIT_OK
+        }
+        Ok(None) => {
+            let _ = writeln!(ctx.io.out, "There is no state in {} to migrate; {} is ready.", source.describe(), to.describe());
+            EXIT_OK
+        }
+        Err(e) => {
+            ctx.error("Cannot migrate state", &e);
             EXIT_ERROR
         }
     }

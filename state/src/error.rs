@@ -130,6 +130,25 @@ pub enum StateError {
     #[error("invalid address `{address}`: {reason}")]
     InvalidAddress { address: String, reason: String },
 
+    /// A remote backend failed (network, credentials, permissions, an unexpected answer).
+    #[error("{backend}: {message}")]
+    Backend {
+        /// The store, e.g. `S3 state s3://bucket/key`.
+        backend: String,
+        message: String,
+    },
+
+    /// The state changed in the backend since this run read it (a compare-and-swap write was
+    /// rejected): this run lost its lock, or someone wrote without locking.
+    #[error(
+        "refusing to write state to {location}: it was changed by someone else since this run          read it{reason}. This run's lock may have expired and been taken over; nothing was          overwritten. Run the command again so it starts from the current state"
+    )]
+    WriteConflict { location: String, reason: String },
+
+    /// Encryption of sensitive values: a wrong key, a missing key, a damaged value.
+    #[error("{message}")]
+    Encryption { message: String },
+
     /// The state to be written violates an invariant of the model.
     #[error("refusing to write state: {reason}; this is a bug in kdeploy, please report it")]
     InvalidState { reason: String },
@@ -154,6 +173,7 @@ fn locked_message(holder: &LockInfo, path: &str) -> String {
          Who:       {}\n  \
          Operation: {}\n  \
          Since:     {}\n  \
+         Expires:   {}\n  \
          kdeploy:   {}\n  \
          PID:       {}\n\
          Wait for that run to finish, pass `--lock-timeout <DURATION>` to wait for it, or, if that \
@@ -162,6 +182,7 @@ fn locked_message(holder: &LockInfo, path: &str) -> String {
         holder.who,
         holder.operation,
         holder.created,
+        if holder.expires.is_empty() { "when that run ends" } else { &holder.expires },
         holder.version,
         holder.pid,
         holder.id

@@ -8,11 +8,18 @@
 //! Sensitive values are stored in the state (later runs need them), so every `Debug`/`Display`
 //! implementation in this crate hides attribute and output values.
 
+#[cfg(any(feature = "s3", feature = "kubernetes"))]
+mod bridge;
+pub mod crypt;
 pub mod error;
 pub mod file;
+#[cfg(feature = "kubernetes")]
+pub mod kube;
 pub mod local;
 pub mod lock;
 pub mod model;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod store;
 
 pub use error::StateError;
@@ -23,6 +30,58 @@ pub use model::{
     OutputState, PendingKind, PendingOp, ResourceState, STATE_VERSION, State, address_matches,
 };
 pub use store::StateStore;
+pub use crypt::{CryptStore, StateKey};
+
+/// The backends this build has: `local`, and `s3`/`kubernetes` when their features are on.
+pub fn backend_kinds() -> Vec<&'static str> {
+    let mut kinds = vec!["local"];
+    if cfg!(feature = "s3") {
+        kinds.push("s3");
+    }
+    if cfg!(feature = "kubernetes") {
+        kinds.push("kubernetes");
+    }
+    kinds
+}
+
+/// Opens the store of a backend from its configuration (every value as a string). `base_dir`
+/// anchors relative paths (the stack directory). The error says what is wrong with the
+/// configuration, or that this build lacks the backend.
+pub fn open_backend(
+    kind: &str,
+    config: &std::collections::BTreeMap<String, String>,
+    base_dir: &std::path::Path,
+) -> Result<Box<dyn StateStore>, String> {
+    match kind {
+        "local" => {
+            if let Some(k) = config.keys().find(|k| k.as_str() != "path") {
+                return Err(format!("backend \"local\" has no setting {k:?}; it takes path"));
+            }
+            let path = match config.get("path").filter(|p| !p.is_empty()) {
+                Some(p) => base_dir.join(p),
+                None => base_dir.join(".kdeploy").join("state.json"),
+            };
+            Ok(Box::new(LocalStore::new(path)))
+        }
+        #[cfg(feature = "s3")]
+        "s3" => {
+            let cfg = s3::S3Config::from_map(config)?;
+            Ok(Box::new(s3::S3Store::new(cfg).map_err(|e| e.to_string())?))
+        }
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" => {
+            let mut cfg = kube::KubeConfig::from_map(config)?;
+            if let Some(p) = &cfg.kubeconfig {
+                cfg.kubeconfig = Some(base_dir.join(p).display().to_string());
+            }
+            Ok(Box::new(kube::KubeStore::new(cfg).map_err(|e| e.to_string())?))
+        }
+        other => Err(format!(
+            "the {other:?} backend is not available in this build; it has: {}",
+            backend_kinds().join(", ")
+        )),
+    }
+}
 
 /// The current time as an RFC 3339 timestamp in UTC, e.g. `2024-05-01T12:00:00Z`.
 pub(crate) fn now_rfc3339() -> String {

@@ -37,6 +37,8 @@ pub struct LocalStore {
     /// Whether this session already kept the previous state as the backup: the backup is the
     /// state as it was before this run, not before its last write.
     backed_up: bool,
+    /// Set by `force_write` for one write: accept another lineage.
+    replace_lineage: bool,
 }
 
 /// What the last `read` or `write` saw on disk.
@@ -71,6 +73,7 @@ impl LocalStore {
             seen: Seen::NotRead,
             backed_up: false,
             held: None,
+            replace_lineage: false,
         }
     }
 
@@ -308,8 +311,10 @@ impl StateStore for LocalStore {
     fn write(&mut self, state: &State) -> Result<(), StateError> {
         state.validate()?;
         let location = self.display();
+        let replace_lineage = std::mem::take(&mut self.replace_lineage);
         if let Seen::Present { lineage, .. } = &self.seen
             && *lineage != state.lineage
+            && !replace_lineage
         {
             return Err(StateError::LineageMismatch {
                 location,
@@ -332,7 +337,7 @@ impl StateStore for LocalStore {
         let previous = if trusted { None } else { self.read_bytes()? };
         if let Some(bytes) = &previous {
             let disk = decode(bytes, &location)?;
-            if disk.lineage != state.lineage {
+            if disk.lineage != state.lineage && !replace_lineage {
                 return Err(StateError::LineageMismatch {
                     location,
                     existing: disk.lineage,
@@ -341,6 +346,7 @@ impl StateStore for LocalStore {
             }
             if let Seen::Present { serial, .. } = self.seen
                 && serial != disk.serial
+                && !replace_lineage
             {
                 return Err(StateError::ChangedSinceRead {
                     location,
@@ -406,6 +412,16 @@ impl StateStore for LocalStore {
                     let remaining =
                         deadline.map_or(RETRY_INTERVAL, |d| d.saturating_duration_since(now));
                     if remaining.is_zero() {
+                        // The holder writes its details just after taking the OS lock: give it
+                        // a moment, so that the error names it.
+                        let mut holder = holder;
+                        for _ in 0..20 {
+                            if holder.is_some() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(10));
+                            holder = self.probe_lock().ok().flatten().filter(|h| h.id != "(unknown)");
+                        }
                         return Err(StateError::Locked {
                             holder: Box::new(
                                 holder.unwrap_or_else(|| LockInfo::unknown(&self.display())),
@@ -417,6 +433,17 @@ impl StateStore for LocalStore {
                 }
             }
         }
+    }
+
+    fn force_write(&mut self, state: &State) -> Result<(), StateError> {
+        // Forget what was seen, so that the write compares with the disk only, and accept the
+        // other lineage for this one write.
+        self.seen = Seen::NotRead;
+        self.backed_up = false;
+        self.replace_lineage = true;
+        let result = self.write(state);
+        self.replace_lineage = false;
+        result
     }
 
     fn unlock(&mut self) -> Result<(), StateError> {

@@ -24,6 +24,11 @@ pub struct LockInfo {
     /// Process id of the holder.
     #[serde(default)]
     pub pid: u32,
+    /// When the lock expires unless its holder renews it (RFC 3339); empty for locks that
+    /// never expire on their own (the local store's OS lock dies with its holder instead).
+    /// Shared backends renew it while the run lasts; an expired lock may be taken over.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expires: String,
 }
 
 impl LockInfo {
@@ -37,6 +42,7 @@ impl LockInfo {
             created: crate::now_rfc3339(),
             path: String::new(),
             pid: std::process::id(),
+            expires: String::new(),
         }
     }
 
@@ -52,6 +58,7 @@ impl LockInfo {
             created: unknown(),
             path: path.to_string(),
             pid: 0,
+            expires: String::new(),
         }
     }
 }
@@ -62,7 +69,11 @@ impl fmt::Display for LockInfo {
             f,
             "lock {} held by {} for {} since {} (kdeploy {}, pid {})",
             self.id, self.who, self.operation, self.created, self.version, self.pid
-        )
+        )?;
+        if !self.expires.is_empty() {
+            write!(f, ", expires {}", self.expires)?;
+        }
+        Ok(())
     }
 }
 

@@ -34,6 +34,9 @@ pub struct State {
     /// Operations that were started but not recorded as finished (e.g. the run was killed).
     #[serde(default)]
     pub pending: Vec<PendingOp>,
+    /// How sensitive values are encrypted, when they are (see [`crate::crypt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypt::EncryptionHeader>,
 }
 
 /// One root module output.
@@ -119,6 +122,7 @@ impl State {
             outputs: BTreeMap::new(),
             resources: Vec::new(),
             pending: Vec::new(),
+            encryption: None,
         }
     }
 

@@ -35,4 +35,26 @@ pub trait StateStore: Send {
     /// Breaks the lock held by someone else. `id` must be the exact id of the current lock;
     /// otherwise the error names the actual holder.
     fn force_unlock(&mut self, id: &str) -> Result<(), StateError>;
+
+    /// The state exactly as stored: with [`crate::crypt::CryptStore`], sensitive values stay
+    /// encrypted (what `kdeploy state pull` prints). Other stores return [`StateStore::read`].
+    fn read_stored(&mut self) -> Result<Option<State>, StateError> {
+        self.read()
+    }
+
+    /// Replaces the stored state even when it has another lineage (`kdeploy state push
+    /// --force`). The serial must still be higher than the stored one.
+    fn force_write(&mut self, state: &State) -> Result<(), StateError> {
+        let _ = state;
+        Err(StateError::Backend {
+            backend: self.describe(),
+            message: "this store cannot replace the state of another lineage".to_string(),
+        })
+    }
+
+    /// Warnings collected since the last call, for the user (e.g. an expired lock of another
+    /// run was taken over).
+    fn take_warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }

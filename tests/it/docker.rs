@@ -316,3 +316,24 @@ fn docker_port_in_use_and_unsupported_kinds_are_clear_errors() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("cannot run on a Docker cluster"), "{}{}", r.stdout, r.stderr);
 }
+
+#[test]
+fn daemon_not_running_is_a_clear_error_and_nothing_is_written() {
+    // No engine needed: the engine is missing on purpose.
+    for (host, expect) in [
+        ("unix:///tmp/kdeploy-no-such-docker.sock", "the socket /tmp/kdeploy-no-such-docker.sock does not exist. Is Docker installed and running?"),
+        ("tcp://127.0.0.1:1", "cannot reach the Docker engine at tcp://127.0.0.1:1"),
+    ] {
+        let s = crate::support::TestStack::new(&[(
+            "main.hcl",
+            &format!("cluster \"edge\" {{\n  type = \"docker\"\n  host = \"{host}\"\n}}\n\ndatabase \"meta\" {{\n  type = \"mongodb\"\n}}\n"),
+        )]);
+        let r = crate::support::run_with(s.path(), kdeploy::providers::Providers::builtin(), &["apply", "--auto-approve"], Default::default(), "");
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("error: Cluster not ready"), "{}", r.stderr);
+        assert!(r.stderr.contains(expect), "{}", r.stderr);
+        assert!(r.stderr.contains("systemctl start docker"), "says how to fix it: {}", r.stderr);
+        assert!(!r.stderr.contains("cluster.edge: cluster.edge:"), "{}", r.stderr);
+        assert!(!s.state_path().exists(), "nothing written");
+    }
+}

@@ -9,3 +9,4 @@ mod language;
 mod docker;
 
 mod kubernetes;
+mod state_backends;

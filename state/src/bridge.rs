@@ -1,0 +1,80 @@
+//! The bridge from the synchronous [`crate::StateStore`] to the async SDKs of the remote
+//! backends.
+//!
+//! Each remote store owns a small tokio runtime (one worker thread). A call sends its future to
+//! that runtime and waits for the answer on a plain channel, so it works the same from plain
+//! threads and from inside the caller's own tokio runtime (where `block_on` would panic): the
+//! caller's thread only waits, and the future never needs the caller's runtime. Background
+//! work, such as renewing a lock lease, runs on the same runtime while the store lives. The
+//! runtime is shut down without waiting when the store is dropped, which is allowed from async
+//! contexts too.
+
+use std::future::Future;
+
+use crate::error::StateError;
+
+pub(crate) struct Bridge {
+    rt: Option<tokio::runtime::Runtime>,
+    name: String,
+}
+
+impl Bridge {
+    pub(crate) fn new(name: &str) -> Result<Bridge, StateError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kdeploy-state")
+            .enable_all()
+            .build()
+            .map_err(|e| StateError::Backend { backend: name.to_string(), message: format!("cannot start the I/O runtime: {e}") })?;
+        Ok(Bridge { rt: Some(rt), name: name.to_string() })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.rt.as_ref().expect("runtime lives until drop").handle()
+    }
+
+    /// Runs `fut` on the bridge's runtime and waits for it.
+    pub(crate) fn run<T: Send + 'static>(&self, fut: impl Future<Output = Result<T, StateError>> + Send + 'static) -> Result<T, StateError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().unwrap_or_else(|_| Err(StateError::Backend { backend: self.name.clone(), message: "the request panicked; this is a bug in kdeploy, please report it".into() }))
+    }
+
+    /// Starts background work on the bridge's runtime.
+    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
+        self.handle().spawn(fut)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// RFC 3339 for a point `secs` seconds from now.
+pub(crate) fn rfc3339_in(secs: f64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds_f64(secs);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Whether the RFC 3339 time `t` has passed (an unparsable time counts as not passed: better
+/// to wait for a human than to take over a live lock).
+pub(crate) fn passed(t: &str) -> bool {
+    match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => t < time::OffsetDateTime::now_utc(),
+        Err(_) => false,
+    }
+}
+
+/// Parses a lease duration from backend configuration: seconds, or `30s`/`2m`.
+pub(crate) fn parse_ttl(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let (n, mult) = if let Some(n) = v.strip_suffix('m') { (n, 60.0) } else if let Some(n) = v.strip_suffix('s') { (n, 1.0) } else { (v, 1.0) };
+    let secs: f64 = n.trim().parse().ok()?;
+    (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs * mult))
+}
