@@ -21,8 +21,19 @@ impl Providers {
         p.insert("external", Arc::new(ExternalProvider));
         #[cfg(feature = "docker")]
         p.insert("docker", Arc::new(kdeploy_provider_docker::DockerProvider::new()));
+        #[cfg(feature = "aws")]
+        let aws = Arc::new(kdeploy_provider_aws::AwsProvider::new());
         #[cfg(feature = "kubernetes")]
-        p.insert("kubernetes", Arc::new(kdeploy_provider_kubernetes::KubernetesProvider::new()));
+        {
+            let kubernetes = kdeploy_provider_kubernetes::KubernetesProvider::new();
+            // EKS clusters: the Kubernetes provider gets bearer tokens signed with the caller's
+            // AWS credentials from the AWS provider (no kubeconfig, no aws CLI).
+            #[cfg(feature = "aws")]
+            let kubernetes = kubernetes.with_token_source("eks", aws.token_source());
+            p.insert("kubernetes", Arc::new(kubernetes));
+        }
+        #[cfg(feature = "aws")]
+        p.insert("aws", aws);
         p
     }
 

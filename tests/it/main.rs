@@ -9,4 +9,5 @@ mod language;
 mod docker;
 
 mod kubernetes;
+mod aws;
 mod state_backends;
