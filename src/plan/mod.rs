@@ -74,6 +74,8 @@ pub enum ActionReason {
     ReplaceByRequest,
     /// An attribute that cannot be updated in place changed.
     ReplaceBecauseCannotUpdate,
+    /// The cluster it runs in is replaced: it is created again in the new one.
+    ReplaceBecauseClusterReplaced,
     /// The object was deleted out of band: it is created again.
     RecreateBecauseDeletedOutOfBand,
     /// The block is gone from the stack.
@@ -95,6 +97,7 @@ impl ActionReason {
         match self {
             ActionReason::ReplaceByRequest => "replacement was requested with -replace",
             ActionReason::ReplaceBecauseCannotUpdate => "a changed attribute cannot be updated in place",
+            ActionReason::ReplaceBecauseClusterReplaced => "the cluster it runs in is replaced",
             ActionReason::RecreateBecauseDeletedOutOfBand => "it was deleted outside kdeploy",
             ActionReason::DeleteBecauseNoConfig => "its block is no longer in the stack",
             ActionReason::DeleteBecauseEachKey => "its key is no longer in for_each",
@@ -109,6 +112,7 @@ impl ActionReason {
         match self {
             ActionReason::ReplaceByRequest => "replace_by_request",
             ActionReason::ReplaceBecauseCannotUpdate => "replace_because_cannot_update",
+            ActionReason::ReplaceBecauseClusterReplaced => "replace_because_cluster_replaced",
             ActionReason::RecreateBecauseDeletedOutOfBand => "recreate_because_deleted_out_of_band",
             ActionReason::DeleteBecauseNoConfig => "delete_because_no_resource_config",
             ActionReason::DeleteBecauseEachKey => "delete_because_each_key",

@@ -314,7 +314,10 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             }
             after_sensitive.sort();
             after_sensitive.dedup();
-            let replace_requested = replace_list.iter().any(|t| addr.matches(t));
+            // Everything inside a cluster that is being replaced must be created again in the
+            // new one.
+            let cluster_replaced = desired.cluster.as_ref().is_some_and(|c| changes.iter().any(|cc| cc.address == *c && cc.action.is_replace()));
+            let replace_requested = cluster_replaced || replace_list.iter().any(|t| addr.matches(t));
             let (action, reason, after, replace_paths) = match &prior {
                 None => {
                     let reason = if recorded.is_some() { Some(ActionReason::RecreateBecauseDeletedOutOfBand) } else { None };
@@ -343,7 +346,13 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                                 continue;
                             }
                         };
-                        let reason = if replace_requested { ActionReason::ReplaceByRequest } else { ActionReason::ReplaceBecauseCannotUpdate };
+                        let reason = if cluster_replaced {
+                            ActionReason::ReplaceBecauseClusterReplaced
+                        } else if replace_requested {
+                            ActionReason::ReplaceByRequest
+                        } else {
+                            ActionReason::ReplaceBecauseCannotUpdate
+                        };
                         (replace_action, Some(reason), fresh, resp.requires_replace)
                     } else if recorded.is_none() {
                         // Found live but never recorded: an interrupted create. Record it (the
@@ -380,6 +389,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             // (EKS, AKS, GKE) wait for it: planned from the stack alone, counted apart.
             let deferred = desired.cluster.as_ref().is_some_and(|c| {
                 changes.iter().any(|cc| cc.address == *c && (cc.action == Action::Create || cc.action.is_replace()) && cc.provider != provider_name)
+                    && action != Action::NoOp
             });
             changes.push(Change {
                 address: addr.clone(),

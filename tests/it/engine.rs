@@ -546,4 +546,11 @@ fn in_cluster_changes_wait_for_a_cluster_the_plan_creates() {
     assert!(calls.iter().filter(|c| c.address != "cluster.edge").all(|c| c.start >= cluster_end));
     let r = run(s.path(), &w, &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
+    // A new region replaces the cluster, and everything in it is created again there.
+    s.write("main.hcl", &text.replace("eu-west-1", "eu-central-1"));
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("# cluster.edge must be replaced"), "{}", r.stdout);
+    assert!(r.stdout.contains("# vault.main must be replaced (deferred until cluster.edge exists)\n  # (because the cluster it runs in is replaced)"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy. 5 more deferred until their cluster exists."), "{}", r.stdout);
 }
