@@ -252,21 +252,13 @@ impl Coordinator<'_> {
                     let change = changes[i].clone();
                     // Final inputs, now that dependencies are applied.
                     let planned = if change.action == Action::Delete {
-                        None
+                        Ok(None)
                     } else {
-                        match self.finalizer.inputs(&change, &applied).and_then(|(inputs, _)| merge_final(&change, &inputs)) {
-                            Ok(v) => Some(v),
-                            Err(message) => {
-                                status[i] = Status::Failed;
-                                self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: message.clone() });
-                                outcome.failed.push((change.address.clone(), message));
-                                progressed = true;
-                                continue;
-                            }
-                        }
+                        self.finalizer.inputs(&change, &applied).and_then(|(inputs, _)| merge_final(&change, &inputs)).map(Some)
                     };
-                    let provider = match self.providers.get(&change.provider) {
-                        Ok(p) => p,
+                    // Both steps can fail before any provider call: the change fails, nothing ran.
+                    let (planned, provider) = match planned.and_then(|p| self.providers.get(&change.provider).map(|pr| (p, pr))) {
+                        Ok(x) => x,
                         Err(message) => {
                             status[i] = Status::Failed;
                             self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: message.clone() });

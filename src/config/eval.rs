@@ -76,7 +76,8 @@ pub fn marked_map(entries: impl IntoIterator<Item = (String, Marked)>) -> Marked
     Marked { value: Value::Map(map), sensitive }
 }
 
-fn marked_list(items: Vec<Marked>) -> Marked {
+/// Builds a list value from marked parts, keeping each part's marks under its index.
+pub fn marked_list(items: Vec<Marked>) -> Marked {
     let mut list = Vec::new();
     let mut sensitive = Vec::new();
     for (i, m) in items.into_iter().enumerate() {

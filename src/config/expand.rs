@@ -10,7 +10,7 @@ use hcl_edit::visit::{self, Visit};
 use hcl_edit::Span as _;
 use kdeploy_provider::{AttrPath, AttrType, ComponentSchema, Kind, PathStep, Value};
 
-use super::eval::{marked_map, Ctx, Marked, ModuleInstance, Resolver, Scope};
+use super::eval::{marked_list, marked_map, Ctx, Marked, ModuleInstance, Resolver, Scope};
 use super::{ComponentDecl, Expr, Lifecycle, ModuleConfig, Repetition, Stack};
 use crate::addr::{Address, InstanceKey, ModulePath};
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
@@ -672,19 +672,7 @@ pub fn block_value(decl: &ComponentDecl, instances: Vec<(Option<InstanceKey>, Ma
             };
             (key, v)
         })),
-        Repetition::Count(_) => {
-            let mut list = Vec::new();
-            let mut sensitive = Vec::new();
-            for (i, (_, v)) in instances.into_iter().enumerate() {
-                for p in v.sensitive {
-                    let mut steps = vec![PathStep::Index(i)];
-                    steps.extend(p.0);
-                    sensitive.push(AttrPath(steps));
-                }
-                list.push(v.value);
-            }
-            Marked { value: Value::List(list), sensitive }
-        }
+        Repetition::Count(_) => marked_list(instances.into_iter().map(|(_, v)| v).collect()),
     }
 }
 
