@@ -3,8 +3,14 @@
 
 stack "kubernetes" {}
 
+variable "kubeconfig" {
+  description = "Path to the kubeconfig; empty uses KUBECONFIG or ~/.kube/config."
+  type        = string
+  default     = ""
+}
+
 variable "context" {
-  description = "kubeconfig context of the MicroK8s cluster (`any context of a conformant cluster`)."
+  description = "kubeconfig context of the cluster."
   type        = string
   default     = "kind-kerberos"
 }
@@ -32,6 +38,7 @@ variable "timezone" {
 
 cluster "edge" {
   type          = "kubernetes"
+  kubeconfig    = var.kubeconfig
   context       = var.context
   storage_class = var.storage_class
 }

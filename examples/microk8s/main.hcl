@@ -3,6 +3,12 @@
 
 stack "edge-microk8s" {}
 
+variable "kubeconfig" {
+  description = "Path to the kubeconfig; empty uses KUBECONFIG or ~/.kube/config."
+  type        = string
+  default     = ""
+}
+
 variable "context" {
   description = "kubeconfig context of the MicroK8s cluster (`microk8s config > ~/.kube/config`)."
   type        = string
@@ -25,8 +31,9 @@ variable "timezone" {
 }
 
 cluster "edge" {
-  type    = "microk8s"
-  context = var.context
+  type       = "microk8s"
+  kubeconfig = var.kubeconfig
+  context    = var.context
 }
 
 object_storage "recordings" {

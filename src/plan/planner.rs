@@ -147,16 +147,29 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, St
     Ok(out)
 }
 
-/// Top-level attributes whose values differ (absent and null are the same).
+/// The attribute paths whose values differ (absent and null are the same), descending into
+/// maps so that a report names `env.AGENT_NAME` or `objects["apps/v1/..."]`, not a whole map.
 pub fn changed_paths(a: &Value, b: &Value) -> Vec<AttrPath> {
-    let empty = BTreeMap::new();
-    let am = a.as_map().unwrap_or(&empty);
-    let bm = b.as_map().unwrap_or(&empty);
-    let keys: BTreeSet<&String> = am.keys().chain(bm.keys()).collect();
-    keys.into_iter()
-        .filter(|k| !values_equal(am.get(*k).unwrap_or(&Value::Null), bm.get(*k).unwrap_or(&Value::Null)))
-        .map(|k| AttrPath::attr(k))
-        .collect()
+    fn walk(a: &Value, b: &Value, at: &AttrPath, out: &mut Vec<AttrPath>) {
+        let empty = BTreeMap::new();
+        let am = a.as_map().unwrap_or(&empty);
+        let bm = b.as_map().unwrap_or(&empty);
+        let keys: BTreeSet<&String> = am.keys().chain(bm.keys()).collect();
+        for k in keys {
+            let (x, y) = (am.get(k).unwrap_or(&Value::Null), bm.get(k).unwrap_or(&Value::Null));
+            if values_equal(x, y) {
+                continue;
+            }
+            let here = at.child_key(k);
+            match (x, y) {
+                (Value::Map(_), Value::Map(_)) => walk(x, y, &here, out),
+                _ => out.push(here),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(a, b, &AttrPath::root(), &mut out);
+    out
 }
 
 fn targets(options: &PlanOptions) -> Result<Vec<Target>, Diagnostics> {

@@ -376,3 +376,47 @@ drift_schedule "nightly" {{
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(e.server.object("batch/v1", "CronJob", Some("kdeploy"), "drift-schedule-nightly").is_none());
 }
+
+/// The example stacks, applied to the test API server, then checked with `kdeploy drift`: no
+/// false positives right after apply, and exact reports of real out-of-band changes.
+#[test]
+fn example_stacks_apply_and_show_no_drift_until_something_changes() {
+    for example in ["kubernetes", "microk8s"] {
+        let e = env(Options { storage_classes: vec![("microk8s-hostpath".into(), true)], ..Options::default() });
+        // MicroK8s' DNS add-on, as `microk8s enable dns` leaves it.
+        e.server.put_object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}], "selector": {"k8s-app": "kube-dns"}}}));
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(example).join("main.hcl");
+        e.s.write("main.hcl", &std::fs::read_to_string(src).unwrap());
+        let kc = format!("kubeconfig={}", e.kubeconfig);
+        let vars = ["-var", &kc, "-var", "context=test"];
+        let with = |args: &[&str]| -> Vec<String> { args.iter().chain(vars.iter()).map(|s| s.to_string()).collect() };
+        let run = |args: Vec<String>| {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            kdeploy(&e.s, &refs)
+        };
+        let r = run(with(&["apply", "--auto-approve"]));
+        assert_eq!(r.code, 0, "{example}: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("Apply complete! Resources: 9 added"), "{example}: {}", r.stdout);
+        let r = run(with(&["drift", "--detailed-exitcode"]));
+        assert_eq!(r.code, 0, "{example}: no false positives: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, "No drift: the 9 deployed components match the recorded state.\n");
+
+        // Someone deletes one camera's Deployment and edits the Vault Service by hand.
+        e.server.delete_object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam-yard");
+        e.server.delete_object("v1", "Secret", Some("kerberos-agent"), "agent-cam-yard");
+        let mut svc = e.server.object("v1", "Service", Some("kerberos-vault"), "vault-main").unwrap();
+        svc["spec"]["ports"][0]["nodePort"] = json!(31999);
+        svc["metadata"]["managedFields"] = json!([{"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}}}}]);
+        e.server.put_object(svc);
+        let r = run(with(&["drift", "--detailed-exitcode", "--json"]));
+        assert_eq!(r.code, 2, "{example}: {}{}", r.stdout, r.stderr);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let drifted: Vec<(String, String)> = j["drift"].as_array().unwrap().iter().map(|d| (d["address"].as_str().unwrap().to_string(), d["status"].as_str().unwrap().to_string())).collect();
+        assert_eq!(drifted, [("agent.cam[\"yard\"]".to_string(), "changed".to_string()), ("vault.main".to_string(), "changed".to_string())], "{example}: {}", r.stdout);
+        assert_eq!(j["drift"][1]["attributes"][0]["path"], "objects[\"v1/Service/kerberos-vault/vault-main\"]", "{example}: {}", r.stdout);
+        // Apply puts it back, and the deployment is quiet again.
+        let r = run(with(&["apply", "--auto-approve", "--force-conflicts"]));
+        assert_eq!(r.code, 0, "{example}: {}{}", r.stdout, r.stderr);
+        assert_eq!(run(with(&["drift", "--detailed-exitcode"])).code, 0, "{example}");
+    }
+}
