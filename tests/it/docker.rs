@@ -241,10 +241,17 @@ fn docker_drift_is_reported_and_repaired_and_delete_data_removes_volumes() {
     let s = TestStack::new(&[("main.hcl", &stack(&c, port, &[("front", "rtsp://10.0.0.1/s1")]))]);
     ok(&kd(s.path(), &["apply", "--auto-approve"]));
     let pw = s.state().resource("database.meta").unwrap().attributes["admin_password"].as_str().unwrap().to_string();
+    // Right after apply: no drift (Docker's own labels and defaults are not drift).
+    let r = kd(s.path(), &["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.starts_with("No drift: the "), "{}", r.stdout);
 
     // docker rm -f: drift reported, apply recreates it.
     let agent = name(&c, "agent-cam-front");
     testing::remove(&agent).unwrap();
+    let r = kd(s.path(), &["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("  agent.cam[\"front\"] (agent kerberos): deleted outside kdeploy\n"), "{}", r.stdout);
     let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("# agent.cam[\"front\"] has been deleted"), "{}", r.stdout);
@@ -265,6 +272,9 @@ fn docker_drift_is_reported_and_repaired_and_delete_data_removes_volumes() {
     let vault = name(&c, "vault-main");
     let id = testing::container_id(&vault).unwrap();
     testing::stop(&vault).unwrap();
+    let r = kd(s.path(), &["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("  vault.main (vault kerberos): changed outside kdeploy\n      ~ running = true -> false\n"), "{}", r.stdout);
     let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("# vault.main has changed"), "{}", r.stdout);
