@@ -251,12 +251,20 @@ fn eks_and_s3_lifecycle_against_moto() {
     });
     let r = run(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.text());
+    let r = run(&["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "no false positives right after apply: {}", r.text());
 
     // Scaled out of band: drift, planned back in place.
     rt.block_on(async {
         let sc = sdk::eks::types::NodegroupScalingConfig::builder().min_size(1).max_size(4).desired_size(1).build();
         moto.eks().await.update_nodegroup_config().cluster_name("cloud").nodegroup_name("default").scaling_config(sc).send().await.unwrap();
     });
+    let r = run(&["drift", "--detailed-exitcode", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["summary"]["drifted"], 1, "{}", r.stdout);
+    assert_eq!(j["drift"][0]["address"], "cluster.cloud");
+    assert!(j["drift"][0]["attributes"].as_array().unwrap().iter().any(|a| a["path"] == "desired_size" && a["before"] == 3 && a["after"] == 1), "{}", r.stdout);
     let r = run(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 2, "{}", r.text());
     assert!(r.stdout.contains("Objects have changed outside of kdeploy"), "{}", r.text());
