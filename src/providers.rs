@@ -23,6 +23,12 @@ impl Providers {
         p.insert("docker", Arc::new(kdeploy_provider_docker::DockerProvider::new()));
         #[cfg(feature = "aws")]
         let aws = Arc::new(kdeploy_provider_aws::AwsProvider::new());
+        #[cfg(feature = "gcp")]
+        let gcp = kdeploy_provider_gcp::GcpProvider::from_env().ok().map(Arc::new);
+        // Credentials problems (no subscription, no login) are reported when an Azure
+        // component is planned, not at start-up.
+        #[cfg(feature = "azure")]
+        let azure = Arc::new(kdeploy_provider_azure::AzureProvider::from_env());
         #[cfg(feature = "kubernetes")]
         {
             let kubernetes = kdeploy_provider_kubernetes::KubernetesProvider::new();
@@ -30,10 +36,25 @@ impl Providers {
             // AWS credentials from the AWS provider (no kubeconfig, no aws CLI).
             #[cfg(feature = "aws")]
             let kubernetes = kubernetes.with_token_source("eks", aws.token_source());
+            // GKE clusters: OAuth access tokens from the same Google credentials.
+            #[cfg(feature = "gcp")]
+            let kubernetes = match &gcp {
+                Some(g) => kubernetes.with_token_source("gke", g.token_source()),
+                None => kubernetes,
+            };
+            // AKS clusters: cluster-user tokens from the AKS credentials API.
+            #[cfg(feature = "azure")]
+            let kubernetes = kubernetes.with_token_source("aks", azure.token_source());
             p.insert("kubernetes", Arc::new(kubernetes));
         }
+        #[cfg(feature = "azure")]
+        p.insert("azure", azure);
         #[cfg(feature = "aws")]
         p.insert("aws", aws);
+        #[cfg(feature = "gcp")]
+        if let Some(g) = gcp {
+            p.insert("gcp", g);
+        }
         p
     }
 

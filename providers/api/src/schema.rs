@@ -356,7 +356,9 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .force_new()
             .map("tags", "Tags on every Azure resource.")
             .computed("endpoint", AttrType::String, "API server endpoint.")
-            .computed("id", AttrType::String, "ARM resource id."),
+            .computed("id", AttrType::String, "ARM resource id.")
+            .computed("certificate_authority", AttrType::String, "Cluster CA (base64).")
+            .computed("token_source", AttrType::String, "Where the Kubernetes provider gets bearer tokens for this cluster (\"aks\")."),
         (Cluster, "gke") => B::new()
             .s("project", "GCP project id.")
             .required()
@@ -375,7 +377,9 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .n("min_nodes", "Autoscaling minimum.")
             .n("max_nodes", "Autoscaling maximum.")
             .computed("endpoint", AttrType::String, "API server endpoint.")
-            .computed("certificate_authority", AttrType::String, "Cluster CA (base64)."),
+            .computed("certificate_authority", AttrType::String, "Cluster CA (base64).")
+            .computed("cluster_name", AttrType::String, "The GKE cluster name in effect: `name`, or derived from the block label.")
+            .computed("token_source", AttrType::String, "Where the Kubernetes provider gets bearer tokens for this cluster (\"gke\")."),
         (ObjectStorage, "minio") => B::new()
             .workload()
             .s("bucket", "Recordings bucket created in MinIO.")

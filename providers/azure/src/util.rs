@@ -1,0 +1,125 @@
+//! Small helpers: attribute access on [`Value`] maps, names, comparisons.
+
+use std::collections::BTreeMap;
+
+use kdeploy_provider::{ErrorKind, ProviderError, Value};
+
+pub type Attrs = BTreeMap<String, Value>;
+
+pub fn attrs(v: Option<&Value>) -> Attrs {
+    v.and_then(Value::as_map).cloned().unwrap_or_default()
+}
+
+/// A known, non-empty string attribute.
+pub fn s(m: &Attrs, k: &str) -> Option<String> {
+    m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+pub fn n(m: &Attrs, k: &str) -> Option<i64> {
+    m.get(k).and_then(Value::as_i64)
+}
+
+/// The user's tags (a map of strings); empty when unset.
+pub fn tag_map(m: &Attrs, k: &str) -> BTreeMap<String, String> {
+    m.get(k)
+        .and_then(Value::as_map)
+        .map(|t| t.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// The tag kdeploy puts on everything it creates (Azure tag names may not contain ':').
+pub const TAG_MANAGED_BY: &str = "kdeploy-managed-by";
+pub const TAG_COMPONENT: &str = "kdeploy-component";
+
+/// Tags for an ARM resource: the user's plus kdeploy's own.
+pub fn arm_tags(m: &Attrs, address: &str) -> serde_json::Value {
+    let mut t: serde_json::Map<String, serde_json::Value> = tag_map(m, "tags").into_iter().map(|(k, v)| (k, v.into())).collect();
+    t.insert(TAG_MANAGED_BY.into(), "kdeploy".into());
+    t.insert(TAG_COMPONENT.into(), address.into());
+    serde_json::Value::Object(t)
+}
+
+/// The user's tags as found live (kdeploy's own left out); null when the stack set none and
+/// none are there, so an unset `tags` reads back as unset.
+pub fn live_tags(live: Option<&serde_json::Value>, recorded: Option<&Value>) -> Value {
+    let user: BTreeMap<String, Value> = live
+        .and_then(|t| t.as_object())
+        .map(|o| o.iter().filter(|(k, _)| !k.starts_with("kdeploy-")).filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), Value::string(v)))).collect())
+        .unwrap_or_default();
+    if user.is_empty() && recorded.is_none_or(Value::is_null) { Value::Null } else { Value::Map(user) }
+}
+
+/// A name from a component address: `cluster.cloud` → `cloud`, `module.site.cluster.c["a"]` → `site-c-a`.
+pub fn name_from_address(address: &str) -> String {
+    let mut out = String::new();
+    for part in address.split('.') {
+        if matches!(part, "module" | "cluster" | "object_storage") {
+            continue;
+        }
+        for ch in part.chars() {
+            let c = if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '-' };
+            if c == '-' && (out.is_empty() || out.ends_with('-')) {
+                continue;
+            }
+            out.push(c);
+        }
+        if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() { "kdeploy".into() } else { out }
+}
+
+/// Azure regions compare without case and spaces ("West Europe" == "westeurope").
+pub fn same_location(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    norm(a) == norm(b)
+}
+
+/// Two attribute values are equal (numbers by value, null == missing).
+pub fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    let norm = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => serde_json::Value::Null,
+        Some(Value::Unknown(o)) => serde_json::json!({"unknown": o}),
+        Some(v) => v.to_json(),
+    };
+    let (x, y) = (norm(a), norm(b));
+    match (x.as_f64(), y.as_f64()) {
+        (Some(p), Some(q)) => p == q,
+        _ => x == y,
+    }
+}
+
+pub fn invalid(address: &str, msg: impl std::fmt::Display) -> ProviderError {
+    ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))
+}
+
+/// Percent-encoding of a form/query component (RFC 3986 unreserved characters kept).
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for byte in s.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_locations_and_tags() {
+        assert_eq!(name_from_address("cluster.cloud"), "cloud");
+        assert_eq!(name_from_address("module.site.cluster.c[\"Front Door\"]"), "site-c-front-door");
+        assert!(same_location("West Europe", "westeurope"));
+        assert!(!same_location("westeurope", "northeurope"));
+        let live = serde_json::json!({"kdeploy-managed-by": "kdeploy", "team": "video"});
+        assert_eq!(live_tags(Some(&live), None), Value::Map([("team".to_string(), Value::string("video"))].into()));
+        assert_eq!(live_tags(Some(&serde_json::json!({"kdeploy-component": "x"})), None), Value::Null);
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,85 @@
+//! Attribute access on [`Value`] maps and names.
+
+use std::collections::BTreeMap;
+
+use kdeploy_provider::Value;
+
+pub type Attrs = BTreeMap<String, Value>;
+
+pub fn attrs(v: Option<&Value>) -> Attrs {
+    v.and_then(Value::as_map).cloned().unwrap_or_default()
+}
+
+/// A known, non-empty string attribute.
+pub fn s(m: &Attrs, k: &str) -> Option<String> {
+    m.get(k)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+pub fn n(m: &Attrs, k: &str) -> Option<i64> {
+    m.get(k).and_then(Value::as_i64)
+}
+
+/// A resource name derived from a component address: `cluster.cloud` → `cloud`.
+pub fn name_from_address(address: &str) -> String {
+    let mut out = String::new();
+    for part in address.split('.') {
+        if matches!(part, "module" | "cluster" | "object_storage") {
+            continue;
+        }
+        for ch in part.chars() {
+            let c = if ch.is_ascii_alphanumeric() {
+                ch.to_ascii_lowercase()
+            } else {
+                '-'
+            };
+            if c == '-' && (out.is_empty() || out.ends_with('-')) {
+                continue;
+            }
+            out.push(c);
+        }
+        if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out = out.trim_end_matches('-').to_string();
+    if out.is_empty() {
+        out.push_str("kdeploy");
+    }
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "k-");
+    }
+    out.truncate(40);
+    out.trim_end_matches('-').to_string()
+}
+
+/// Percent-encodes one URL path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_addresses() {
+        assert_eq!(name_from_address("cluster.cloud"), "cloud");
+        assert_eq!(
+            name_from_address("module.site[\"eu\"].cluster.Main_1"),
+            "site-eu-main-1"
+        );
+        assert_eq!(name_from_address("cluster.1x"), "k-1x");
+        assert_eq!(enc("a b@c.iam"), "a%20b%40c.iam");
+    }
+}
