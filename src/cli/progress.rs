@@ -43,7 +43,11 @@ impl Reporter for LineReporter<'_> {
             Event::Started { address, action } => format!("{}: {}", self.bold(&address.to_string()), verbs(action).0),
             Event::StillRunning { address, action, elapsed } => format!("{}: {} [{} elapsed]", self.bold(&address.to_string()), verbs(action).1, secs(elapsed)),
             Event::Finished { address, action, elapsed } => format!("{}: {} after {}", self.bold(&address.to_string()), verbs(action).2, secs(elapsed)),
-            Event::Failed { address, message, .. } => format!("{}: failed: {message}", self.bold(&address.to_string())),
+            Event::Failed { address, message, .. } => {
+                let a = address.to_string();
+                let message = message.strip_prefix(&format!("{a}: ")).unwrap_or(&message).to_string();
+                format!("{}: failed: {message}", self.bold(&a))
+            }
             Event::Skipped { addresses, because } => format!(
                 "Skipped {} because {because} failed",
                 addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")

@@ -281,7 +281,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 let pre = provider.preflight(&[(ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() }, desired.inputs.clone())]).await;
                 let span = expanded.decl(stack, &addr).map(|d| d.span.clone());
                 for e in &pre.errors {
-                    diags.push(Diagnostic::error("Cluster not ready", format!("{addr}: {e}")).at(span.clone()));
+                    diags.push(Diagnostic::error("Cluster not ready", prefixed(&addr, e)).at(span.clone()));
                 }
                 notes.extend(pre.warnings.iter().map(|w| format!("{addr}: {w}")));
                 if !pre.errors.is_empty() {
@@ -337,7 +337,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
                         Ok(r) => (Action::Create, reason, r.planned, Vec::new()),
                         Err(e) => {
-                            diags.push(Diagnostic::error("Provider plan failed", format!("{addr}: {e}")));
+                            diags.push(Diagnostic::error("Provider plan failed", prefixed(&addr, &e.message)));
                             continue;
                         }
                     }
@@ -346,7 +346,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     let resp = match provider.plan(mk(&component, &desired.schema, Some(p), &inputs, cluster_value.as_ref(), &refs)).await {
                         Ok(r) => r,
                         Err(e) => {
-                            diags.push(Diagnostic::error("Provider plan failed", format!("{addr}: {e}")));
+                            diags.push(Diagnostic::error("Provider plan failed", prefixed(&addr, &e.message)));
                             continue;
                         }
                     };
@@ -355,7 +355,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                         let fresh = match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
                             Ok(r) => r.planned,
                             Err(e) => {
-                                diags.push(Diagnostic::error("Provider plan failed", format!("{addr}: {e}")));
+                                diags.push(Diagnostic::error("Provider plan failed", prefixed(&addr, &e.message)));
                                 continue;
                             }
                         };
@@ -591,4 +591,10 @@ fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diag
     )
     .at(span)
     .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
+}
+
+/// `ADDR: message`, without repeating the address when the provider already named it.
+fn prefixed(addr: &Address, message: &str) -> String {
+    let a = addr.to_string();
+    if message.starts_with(&format!("{a}: ")) { message.to_string() } else { format!("{a}: {message}") }
 }
