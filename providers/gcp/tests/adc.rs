@@ -1,7 +1,7 @@
 //! Real credentials through gcp_auth: a service account key whose token_uri is the mock.
 #![cfg(feature = "adc")]
 
-mod mock;
+use kdeploy_cloud_mocks::gcp as mock;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,11 +12,7 @@ use kdeploy_provider_gcp::{Config, GcpProvider};
 use mock::{Mock, TOKEN};
 
 fn key_json(m: &Mock) -> String {
-    let raw = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/service_account_key.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let raw = std::fs::read_to_string(format!("{}/gcp/service_account_key.json", kdeploy_cloud_mocks::FIXTURES)).unwrap();
     raw.replace("MOCK_URL", &m.url)
 }
 

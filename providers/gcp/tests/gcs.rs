@@ -1,7 +1,7 @@
 //! GCS against the local mock API: bucket with lifecycle, service account, bucket IAM binding
 //! and HMAC key; no-op re-plan, retention update in place, out-of-band deletion, delete.
 
-mod mock;
+use kdeploy_cloud_mocks::gcp as mock;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! GKE against the local mock API: create with LRO polling, no-op re-plan, in-place updates,
 //! replacement, out-of-band deletion, delete, retries and credential errors.
 
-mod mock;
+use kdeploy_cloud_mocks::gcp as mock;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,9 +1,8 @@
 //! A local mock of Azure Resource Manager, answering with the documented request/response
-//! shapes (fixtures in tests/fixtures, modelled on the public REST API reference): resource
+//! shapes (fixtures in fixtures/azure, modelled on the public REST API reference): resource
 //! groups, managed clusters (PUT/DELETE as long-running operations with Azure-AsyncOperation),
 //! storage accounts (PUT with a Location poll), blob containers, management policies,
 //! listKeys and listClusterUserCredential, CloudError bodies, and injected failures.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,7 @@ pub const SUB: &str = "00000000-0000-0000-0000-00000000abcd";
 pub const TOKEN: &str = "test-token";
 
 pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!("{}/azure/{name}", crate::FIXTURES)).unwrap()
 }
 
 pub fn fixture_json(name: &str) -> Json {
@@ -104,6 +103,22 @@ impl Mock {
                 });
             }
         });
+        Mock { base, state }
+    }
+
+    /// Starts the mock on a thread of its own (for tests that block, e.g. running the CLI as a
+    /// child process); it serves until the test process ends.
+    pub fn start_in_thread() -> Mock {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let m = Mock::start().await;
+                tx.send((m.base.clone(), m.state.clone())).unwrap();
+                std::future::pending::<()>().await
+            })
+        });
+        let (base, state) = rx.recv().unwrap();
         Mock { base, state }
     }
 

@@ -1,6 +1,5 @@
 //! A local mock of the GKE, GCS and IAM REST APIs (std TcpListener, one thread per
-//! connection), answering with the fixtures in tests/fixtures and keeping state in memory.
-#![allow(dead_code)]
+//! connection), answering with the fixtures in fixtures/gcp and keeping state in memory.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,7 +12,7 @@ use serde_json::{Value as Json, json};
 pub const TOKEN: &str = "test-token";
 
 pub fn fixture(name: &str) -> Json {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/gcp/{name}", crate::FIXTURES);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
         .unwrap()
 }
@@ -35,6 +34,8 @@ pub struct State {
     /// name → (operation, polls left before DONE, error to report when done)
     pub operations: BTreeMap<String, (Json, u32)>,
     pub buckets: BTreeMap<String, Json>,
+    /// Object names by bucket (recordings written by Vault).
+    pub objects: BTreeMap<String, Vec<String>>,
     pub policies: BTreeMap<String, Json>,
     pub hmac: BTreeMap<String, Json>,
     pub service_accounts: BTreeMap<String, Json>,
@@ -397,7 +398,28 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             }
             ok(b.clone())
         }
+        ("GET", ["storage", "v1", "b", name, "o"]) => {
+            if !s.buckets.contains_key(*name) {
+                return err(404, "error_404_gcs.json");
+            }
+            let max: usize = query.split('&').find_map(|kv| kv.strip_prefix("maxResults=")).and_then(|m| m.parse().ok()).unwrap_or(1000);
+            let items: Vec<Json> = s.objects.get(*name).into_iter().flatten().take(max).map(|o| json!({"name": o, "generation": "1732520400000000"})).collect();
+            if items.is_empty() { ok(json!({"kind": "storage#objects"})) } else { ok(json!({"kind": "storage#objects", "items": items})) }
+        }
+        ("DELETE", ["storage", "v1", "b", name, "o", object]) => {
+            let object = object.replace("%2F", "/");
+            let list = s.objects.entry(name.to_string()).or_default();
+            let before = list.len();
+            list.retain(|o| *o != object);
+            if list.len() == before {
+                return err(404, "error_404_gcs.json");
+            }
+            Resp { status: 204, body: Json::Null, headers: vec![] }
+        }
         ("DELETE", ["storage", "v1", "b", name]) => {
+            if s.objects.get(*name).is_some_and(|o| !o.is_empty()) {
+                return err(409, "error_409_bucket_not_empty.json");
+            }
             if s.buckets.remove(*name).is_none() {
                 return err(404, "error_404_gcs.json");
             }
