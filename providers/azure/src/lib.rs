@@ -15,10 +15,12 @@
 //!   state).
 //! * **Blob** ([`blob`]): storage account, container, lifecycle rule deleting blobs older than
 //!   `retention_days`, and `access_key` (account name) / `secret_key` (key1, sensitive) for Vault.
-//! * **Credentials** ([`credential`]): `AZURE_ACCESS_TOKEN`, or a service principal
-//!   (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`); the subscription from
-//!   `AZURE_SUBSCRIPTION_ID`; `AZURE_RESOURCE_MANAGER_ENDPOINT` overrides the ARM endpoint
-//!   (sovereign clouds, tests).
+//! * **Credentials** ([`credential`], through azure_identity): the first configured of
+//!   `AZURE_ACCESS_TOKEN`, a service principal (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+//!   `AZURE_CLIENT_SECRET`), workload identity (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_TENANT_ID`,
+//!   `AZURE_CLIENT_ID`: AKS pods, CI with OIDC federation), else the Azure CLI login (`az login`);
+//!   the subscription from `AZURE_SUBSCRIPTION_ID`; `AZURE_RESOURCE_MANAGER_ENDPOINT` overrides
+//!   the ARM endpoint (sovereign clouds, tests) and `AZURE_AUTHORITY_HOST` the Entra ID host.
 
 pub mod aks;
 pub mod arm;

@@ -1,6 +1,8 @@
 //! The Azure provider against a local mock of Azure Resource Manager (see `mock`).
 
-mod mock;
+use kdeploy_cloud_mocks::azure as mock;
+
+mod identity;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -320,36 +322,49 @@ async fn blob_create_read_update_and_delete() {
     assert_eq!(read(&e.provider, &blob(), &b).await.unwrap(), ReadResult::Missing);
 }
 
-#[test]
-fn fixtures_are_valid_json() {
-    for f in std::fs::read_dir(format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"))).unwrap() {
-        let path = f.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        }
-    }
-}
-
 #[tokio::test]
 async fn service_principal_tokens_come_from_the_client_credentials_grant() {
-    use kdeploy_provider_azure::credential::{ClientSecretCredential, Credential};
+    use kdeploy_provider_azure::credential::from_lookup;
     let mock = Mock::start().await;
-    let good = ClientSecretCredential::new(&mock.base, "tenant-1", "client-1", "s3cret+");
+    // azure_identity's ClientSecretCredential, its requests to https://login.test sent to the mock.
+    let login = identity::FakeLogin::forwarding_to(&mock.base);
+    let sp = |secret: &str| {
+        from_lookup(
+            identity::vars(&[("AZURE_TENANT_ID", "tenant-1"), ("AZURE_CLIENT_ID", "client-1"), ("AZURE_CLIENT_SECRET", secret), ("AZURE_AUTHORITY_HOST", identity::LOGIN)]),
+            login.options(),
+        )
+        .unwrap()
+    };
+    let good = sp("s3cret+");
+    assert!(good.describe().contains("service principal client-1"), "{}", good.describe());
     assert_eq!(good.token().await.unwrap(), TOKEN);
     assert_eq!(good.token().await.unwrap(), TOKEN);
     assert_eq!(mock.state.lock().unwrap().count("POST /tenant-1/oauth2/v2.0/token"), 1, "cached");
-    let bad = ClientSecretCredential::new(&mock.base, "tenant-1", "client-1", "wrong");
+    let (url, body) = login.requests()[0].clone();
+    assert_eq!(url, "https://login.test/tenant-1/oauth2/v2.0/token");
+    let f = identity::form(&body);
+    assert_eq!(f["grant_type"], "client_credentials");
+    assert_eq!(f["client_id"], "client-1");
+    assert_eq!(f["scope"], "https%3A%2F%2Fmanagement.azure.com%2F.default");
+
+    // A wrong secret: Unauthorized, with Entra ID's reason and what to check, never the secret.
+    let bad = sp("not-the-s3cret!");
     let err = bad.token().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unauthorized);
-    assert!(err.message.contains("invalid_client") && err.message.contains("AZURE_CLIENT_SECRET") && !err.message.contains("wrong"), "{}", err.message);
+    assert!(err.message.contains("AADSTS7000215: Invalid client secret provided (HTTP 401)"), "{}", err.message);
+    assert!(err.message.contains("service principal client-1") && err.message.contains("tenant-1"), "{}", err.message);
+    assert!(err.message.contains("AZURE_CLIENT_SECRET"), "{}", err.message);
+    assert!(!err.message.contains("not-the-s3cret"), "{}", err.message);
+    assert!(!err.message.contains("Trace ID"), "one line, no trace ids: {}", err.message);
 
     // The provider signs in with it, then talks to ARM.
-    let mut arm = Arm::new(&mock.base, SUB, Arc::new(ClientSecretCredential::new(&mock.base, "tenant-1", "client-1", "s3cret+")));
+    let mut arm = Arm::new(&mock.base, SUB, sp("s3cret+"));
     arm.poll_interval = Duration::from_millis(5);
     arm.max_wait = Duration::from_millis(20);
     arm.progress = Arc::new(|_| {});
     let p = AzureProvider::new(arm);
     assert!(p.preflight(&[(aks(), aks_desired("westeurope", 2))]).await.errors.is_empty());
+    assert_eq!(mock.state.lock().unwrap().count("GET /subscriptions/"), 1);
 }
 
 #[tokio::test]
