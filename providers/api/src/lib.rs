@@ -3,6 +3,7 @@
 //! Both the engine (`kdeploy`) and every provider crate depend on this small crate, so the
 //! engine never depends on a provider and a provider never depends on the engine.
 pub mod images;
+pub mod names;
 pub mod provider;
 pub mod schema;
 pub mod value;
@@ -12,7 +13,7 @@ pub mod fake;
 
 pub use provider::{
     default_plan, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind,
-    ExternalProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
+    ExternalProvider, UnavailableProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
     ReadResult, TokenSource,
 };
 pub use schema::{provider_for, schema, schema_ref, AttrSchema, AttrType, ComponentSchema, Kind};

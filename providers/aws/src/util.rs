@@ -134,24 +134,7 @@ where
 /// A name fit for AWS from a component address: `cluster.cloud` → `cloud`,
 /// `module.site.cluster.c["a"]` → `site-c-a`.
 pub fn name_from_address(address: &str) -> String {
-    let mut out = String::new();
-    for part in address.split('.') {
-        if matches!(part, "module" | "cluster" | "object_storage") {
-            continue;
-        }
-        for ch in part.chars() {
-            let c = if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '-' };
-            if c == '-' && (out.is_empty() || out.ends_with('-')) {
-                continue;
-            }
-            out.push(c);
-        }
-        if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let out = out.trim_matches('-').to_string();
-    if out.is_empty() { "kdeploy".into() } else { out }
+    kdeploy_provider::names::from_address(address)
 }
 
 /// The ARN partition of a region.

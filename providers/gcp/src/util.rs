@@ -24,30 +24,7 @@ pub fn n(m: &Attrs, k: &str) -> Option<i64> {
 
 /// A resource name derived from a component address: `cluster.cloud` → `cloud`.
 pub fn name_from_address(address: &str) -> String {
-    let mut out = String::new();
-    for part in address.split('.') {
-        if matches!(part, "module" | "cluster" | "object_storage") {
-            continue;
-        }
-        for ch in part.chars() {
-            let c = if ch.is_ascii_alphanumeric() {
-                ch.to_ascii_lowercase()
-            } else {
-                '-'
-            };
-            if c == '-' && (out.is_empty() || out.ends_with('-')) {
-                continue;
-            }
-            out.push(c);
-        }
-        if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let mut out = out.trim_end_matches('-').to_string();
-    if out.is_empty() {
-        out.push_str("kdeploy");
-    }
+    let mut out = kdeploy_provider::names::from_address(address);
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out.insert_str(0, "k-");
     }
