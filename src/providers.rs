@@ -24,7 +24,7 @@ impl Providers {
         #[cfg(feature = "aws")]
         let aws = Arc::new(kdeploy_provider_aws::AwsProvider::new());
         #[cfg(feature = "gcp")]
-        let gcp = kdeploy_provider_gcp::GcpProvider::from_env().ok().map(Arc::new);
+        let gcp = kdeploy_provider_gcp::GcpProvider::from_env().map(Arc::new);
         // Credentials problems (no subscription, no login) are reported when an Azure
         // component is planned, not at start-up.
         #[cfg(feature = "azure")]
@@ -39,8 +39,8 @@ impl Providers {
             // GKE clusters: OAuth access tokens from the same Google credentials.
             #[cfg(feature = "gcp")]
             let kubernetes = match &gcp {
-                Some(g) => kubernetes.with_token_source("gke", g.token_source()),
-                None => kubernetes,
+                Ok(g) => kubernetes.with_token_source("gke", g.token_source()),
+                Err(_) => kubernetes,
             };
             // AKS clusters: cluster-user tokens from the AKS credentials API.
             #[cfg(feature = "azure")]
@@ -52,8 +52,9 @@ impl Providers {
         #[cfg(feature = "aws")]
         p.insert("aws", aws);
         #[cfg(feature = "gcp")]
-        if let Some(g) = gcp {
-            p.insert("gcp", g);
+        match gcp {
+            Ok(g) => p.insert("gcp", g),
+            Err(error) => p.insert("gcp", Arc::new(kdeploy_provider::UnavailableProvider { name: "gcp".into(), error })),
         }
         p
     }

@@ -242,6 +242,41 @@ impl Provider for ExternalProvider {
     }
 }
 
+/// A provider compiled into this build that could not be set up (bad configuration in the
+/// environment): every call answers with the set-up error, so that stacks that never use it run,
+/// and stacks that do fail with the reason instead of "unknown provider".
+pub struct UnavailableProvider {
+    pub name: String,
+    pub error: ProviderError,
+}
+
+#[async_trait]
+impl Provider for UnavailableProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn preflight(&self, _clusters: &[(ComponentRef, Value)]) -> Preflight {
+        Preflight { errors: vec![self.error.message.clone()], warnings: vec![] }
+    }
+
+    async fn read(&self, _requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
+        Err(self.error.clone())
+    }
+
+    async fn plan(&self, _request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        Err(self.error.clone())
+    }
+
+    async fn apply(&self, _request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
+        Err(self.error.clone())
+    }
+
+    async fn delete(&self, _request: DeleteRequest) -> Result<(), ProviderError> {
+        Err(self.error.clone())
+    }
+}
+
 /// Computed attributes of external components derive from their inputs.
 fn external_computed(name: &str, desired: &Value) -> Value {
     let get = |k: &str| desired.as_map().and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);

@@ -79,6 +79,40 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The defaults, with the API locations and the operation poll interval taken from the
+    /// environment where set:
+    ///
+    /// * `KDEPLOY_GCP_CONTAINER_URL`, `KDEPLOY_GCP_STORAGE_URL`, `KDEPLOY_GCP_IAM_URL`: another
+    ///   base URL for one API (Private Service Connect endpoints, a proxy, a test double);
+    /// * `KDEPLOY_GCP_POLL_INTERVAL`: seconds between two GKE `operations.get` calls (default 10).
+    pub fn from_env() -> Result<Config, ProviderError> {
+        Config::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Config, ProviderError> {
+        let mut c = Config::default();
+        for (key, field) in [
+            ("KDEPLOY_GCP_CONTAINER_URL", &mut c.container_url),
+            ("KDEPLOY_GCP_STORAGE_URL", &mut c.storage_url),
+            ("KDEPLOY_GCP_IAM_URL", &mut c.iam_url),
+        ] {
+            if let Some(v) = var(key) {
+                let v = v.trim().trim_end_matches('/');
+                if !(v.starts_with("https://") || v.starts_with("http://")) {
+                    return Err(ProviderError::new(ErrorKind::Invalid, format!("{key}={v:?} is not a URL: give a base such as https://container.googleapis.com")));
+                }
+                *field = v.to_string();
+            }
+        }
+        if let Some(v) = var("KDEPLOY_GCP_POLL_INTERVAL") {
+            let secs: f64 = v.trim().trim_end_matches('s').parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| {
+                ProviderError::new(ErrorKind::Invalid, format!("KDEPLOY_GCP_POLL_INTERVAL={v:?} is not a number of seconds (e.g. 10)"))
+            })?;
+            c.poll_interval = Duration::from_secs_f64(secs);
+        }
+        Ok(c)
+    }
+
     /// All three APIs at one base URL (a mock server).
     pub fn with_base_url(base: &str) -> Config {
         let base = base.trim_end_matches('/').to_string();
@@ -119,7 +153,7 @@ impl GcpProvider {
     /// (GOOGLE_OAUTH_ACCESS_TOKEN, else application default credentials).
     #[cfg(feature = "adc")]
     pub fn from_env() -> Result<GcpProvider, ProviderError> {
-        GcpProvider::new(Arc::new(auth::DefaultTokens::default()), Config::default())
+        GcpProvider::new(Arc::new(auth::DefaultTokens::default()), Config::from_env()?)
     }
 
     /// The "gke" token source for the Kubernetes provider, sharing this provider's credentials.
@@ -242,5 +276,29 @@ impl Provider for GcpProvider {
         } else {
             Err(unsupported(c))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn config_overrides_come_from_the_environment() {
+        let c = Config::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(c.container_url, "https://container.googleapis.com");
+        assert_eq!(c.poll_interval, Duration::from_secs(10));
+        let c = Config::from_lookup(lookup(&[("KDEPLOY_GCP_CONTAINER_URL", "http://127.0.0.1:9/"), ("KDEPLOY_GCP_POLL_INTERVAL", "0.5")])).unwrap();
+        assert_eq!(c.container_url, "http://127.0.0.1:9");
+        assert_eq!(c.storage_url, "https://storage.googleapis.com", "the others keep their defaults");
+        assert_eq!(c.poll_interval, Duration::from_millis(500));
+        let e = Config::from_lookup(lookup(&[("KDEPLOY_GCP_POLL_INTERVAL", "soon")])).unwrap_err();
+        assert!(e.message.contains("KDEPLOY_GCP_POLL_INTERVAL") && e.message.contains("seconds"), "{}", e.message);
+        let e = Config::from_lookup(lookup(&[("KDEPLOY_GCP_IAM_URL", "iam.example.com")])).unwrap_err();
+        assert!(e.message.contains("KDEPLOY_GCP_IAM_URL"), "{}", e.message);
     }
 }
