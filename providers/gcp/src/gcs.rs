@@ -268,6 +268,10 @@ pub async fn delete(
 ) -> Result<(), ProviderError> {
     let bucket = need(address, prior, "bucket")?;
     let project = need(address, prior, "project")?;
+    // Refuse before anything is deleted: Vault keeps its HMAC key when the bucket stays.
+    if !delete_data && holds_objects(sh, address, &bucket).await? {
+        return Err(kept_recordings(address, &bucket));
+    }
     if let Some(id) = s(prior, "access_key") {
         let url = hmac_url(sh, &project, &id);
         let what = format!("{address}: deleting HMAC key {id}");
@@ -293,14 +297,7 @@ pub async fn delete(
     match sh.api.call(Method::DELETE, &url, None).await {
         Ok(_) => {}
         Err(e) if e.is_not_found() => {}
-        Err(e) if e.is_conflict() => {
-            return Err(ProviderError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "{address}: GCS bucket {bucket} still holds recordings and was kept; destroy with --delete-data to delete them too"
-                ),
-            ));
-        }
+        Err(e) if e.is_conflict() => return Err(kept_recordings(address, &bucket)),
         Err(e) => return Err(e.into_provider(&format!("{address}: deleting GCS bucket {bucket}"))),
     }
     let email = service_account_email(&project, &bucket);
@@ -314,6 +311,23 @@ pub async fn delete(
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into_provider(&format!("{address}: deleting service account {email}"))),
+    }
+}
+
+fn kept_recordings(address: &str, bucket: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Conflict,
+        format!("{address}: GCS bucket {bucket} still holds recordings and was kept; destroy with --delete-data to delete them too"),
+    )
+}
+
+/// Whether the bucket holds at least one object (a missing bucket holds none).
+async fn holds_objects(sh: &Shared, address: &str, bucket: &str) -> Result<bool, ProviderError> {
+    let url = format!("{}/o?maxResults=1&versions=true&fields=items(name)", bucket_url(sh, bucket));
+    match sh.api.get(&url).await {
+        Ok(list) => Ok(list["items"].as_array().is_some_and(|i| !i.is_empty())),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into_provider(&format!("{address}: listing the objects of GCS bucket {bucket}"))),
     }
 }
 
