@@ -131,10 +131,19 @@ pub async fn read(arm: &Arm, address: &str, recorded: &Attrs) -> Result<Option<A
         a.insert("id".into(), Value::string(id));
     }
     if let Some(fqdn) = live["properties"]["fqdn"].as_str().or(live["properties"]["privateFQDN"].as_str()) {
-        a.insert("endpoint".into(), Value::string(format!("https://{fqdn}:443")));
+        a.insert("endpoint".into(), Value::string(test_endpoint().unwrap_or_else(|| format!("https://{fqdn}:443"))));
     }
     a.insert("token_source".into(), Value::string("aks"));
     Ok(Some(a))
+}
+
+/// TEST ONLY: `KDEPLOY_TEST_AKS_ENDPOINT` replaces the API server endpoint reported for every AKS
+/// cluster (and clears the CA), so that the in-cluster phase can run against a local test API
+/// server while the ARM calls go to a mock. Never set it against real Azure.
+pub const TEST_AKS_ENDPOINT_ENV: &str = "KDEPLOY_TEST_AKS_ENDPOINT";
+
+fn test_endpoint() -> Option<String> {
+    std::env::var(TEST_AKS_ENDPOINT_ENV).ok().filter(|v| !v.is_empty())
 }
 
 /// Creates the resource group when absent.
@@ -189,8 +198,12 @@ pub async fn apply(arm: &Arm, address: &str, planned: &Attrs) -> Result<Attrs, P
         Some(f) => format!("https://{f}:443"),
         None => kube.server.clone(),
     };
+    let (endpoint, ca) = match test_endpoint() {
+        Some(test) => (test, String::new()),
+        None => (endpoint, kube.certificate_authority),
+    };
     a.insert("endpoint".into(), Value::string(endpoint));
-    a.insert("certificate_authority".into(), Value::string(kube.certificate_authority));
+    a.insert("certificate_authority".into(), Value::string(ca));
     a.insert("token_source".into(), Value::string("aks"));
     Ok(a)
 }
