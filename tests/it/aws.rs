@@ -13,7 +13,7 @@ use base64::Engine;
 use kdeploy_kube_testserver::{Options, TestServer};
 use kdeploy_provider_aws::sdk;
 
-use crate::support::TestStack;
+use crate::support::{Out, TestStack};
 
 const REGION: &str = "us-east-1";
 
@@ -90,19 +90,6 @@ impl Drop for Moto {
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!("exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
 }
 
 /// Runs the real binary in `dir` with static test credentials and the endpoint at moto.

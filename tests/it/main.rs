@@ -10,4 +10,6 @@ mod docker;
 
 mod kubernetes;
 mod aws;
+mod azure;
+mod gcp;
 mod state_backends;

@@ -180,3 +180,42 @@ output "vault_secret" {{
         cams.join("\n")
     )
 }
+
+/// What a run of the real binary printed.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn text(&self) -> String {
+        format!("exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs the real `kdeploy` binary as a child process in `dir`, with the cloud credentials and
+/// endpoint variables of this process removed (nothing reaches a real cloud by accident) and
+/// `env` set instead; an empty value removes the variable.
+pub fn run_binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"));
+    c.arg("-C").arg(dir).args(args).env("NO_COLOR", "1");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("AZURE_") || k.starts_with("GOOGLE_") || k.starts_with("CLOUDSDK_") || k.starts_with("KDEPLOY_") {
+            c.env_remove(k.as_ref());
+        }
+    }
+    // No gcloud ADC file or az CLI login of the person running the tests.
+    c.env("CLOUDSDK_CONFIG", dir.join("no-gcloud-config")).env("AZURE_CONFIG_DIR", dir.join("no-azure-config"));
+    for (k, v) in env {
+        if v.is_empty() {
+            c.env_remove(k);
+        } else {
+            c.env(k, v);
+        }
+    }
+    let out = c.output().expect("run kdeploy");
+    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}

@@ -1,0 +1,256 @@
+//! The Azure provider end to end: the real `kdeploy` binary, run as a child process with
+//! AZURE_RESOURCE_MANAGER_ENDPOINT at the local Azure Resource Manager mock (tests/cloud-mocks,
+//! documented request/response shapes and long-running-operation protocol), and for the
+//! in-cluster phase at the Kubernetes test API server through the test-only
+//! KDEPLOY_TEST_AKS_ENDPOINT. Both doubles run in this process, so nothing is skipped.
+#![cfg(feature = "azure")]
+
+use base64::Engine;
+use kdeploy_cloud_mocks::azure::{Mock, SUB, TOKEN, fixture};
+use kdeploy_kube_testserver::{Options, TestServer};
+
+use crate::support::{Out, TestStack, run_binary};
+
+const RG: &str = "kdeploy-it";
+
+fn kdeploy(s: &TestStack, mock: &Mock, extra: &[(&str, &str)], args: &[&str]) -> Out {
+    let mut env = vec![("AZURE_RESOURCE_MANAGER_ENDPOINT", mock.base.as_str()), ("AZURE_SUBSCRIPTION_ID", SUB), ("AZURE_ACCESS_TOKEN", TOKEN)];
+    env.extend_from_slice(extra);
+    run_binary(s.path(), &env, args)
+}
+
+fn cloud_stack(location: &str, node_count: i64) -> String {
+    format!(
+        r#"cluster "cloud" {{
+  type           = "aks"
+  resource_group = "{RG}"
+  location       = "{location}"
+  version        = "1.30"
+  node_count     = {node_count}
+  tags           = {{ team = "video" }}
+}}
+
+object_storage "recordings" {{
+  type           = "azure_blob"
+  account_name   = "kdeployitrec"
+  resource_group = "{RG}"
+  location       = "westeurope"
+  retention_days = 14
+}}
+"#
+    )
+}
+
+fn cluster_key() -> String {
+    format!("/subscriptions/{SUB}/resourcegroups/{RG}/providers/microsoft.containerservice/managedclusters/cloud").to_lowercase()
+}
+
+fn account_key() -> String {
+    format!("/subscriptions/{SUB}/resourcegroups/{RG}/providers/microsoft.storage/storageaccounts/kdeployitrec").to_lowercase()
+}
+
+fn live(mock: &Mock, key: &str) -> Option<serde_json::Value> {
+    mock.state.lock().unwrap().resources.get(key).cloned()
+}
+
+fn state_attr(s: &TestStack, address: &str, attr: &str) -> serde_json::Value {
+    let st = s.state();
+    let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
+    r.attributes.get(attr).cloned().unwrap_or_default()
+}
+
+#[test]
+fn aks_and_blob_lifecycle_against_the_arm_mock() {
+    let mock = Mock::start_in_thread();
+    let s = TestStack::new(&[("main.hcl", &cloud_stack("westeurope", 2))]);
+    let run = |args: &[&str]| kdeploy(&s, &mock, &[], args);
+
+    // From empty: resource group, cluster (followed through Azure-AsyncOperation), storage
+    // account (followed through Location), container, lifecycle rule, keys.
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Plan: 2 to add, 0 to change, 0 to destroy."), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Apply complete! Resources: 2 added, 0 changed, 0 destroyed."), "{}", r.text());
+    let c = live(&mock, &cluster_key()).expect("the managed cluster exists");
+    assert_eq!(c["location"], "westeurope");
+    assert_eq!(c["properties"]["provisioningState"], "Succeeded", "the operation was followed to its end");
+    assert_eq!(c["properties"]["agentPoolProfiles"][0]["count"], 2);
+    assert_eq!(c["tags"]["team"], "video");
+    assert!(live(&mock, &account_key()).is_some());
+    let policy = live(&mock, &format!("{}/managementpolicies/default", account_key())).expect("lifecycle rule");
+    let rule = &policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["baseBlob"]["delete"];
+    assert_eq!(rule["daysAfterModificationGreaterThan"], 14, "{policy}");
+    assert!(live(&mock, &format!("{}/blobservices/default/containers/recordings", account_key())).is_some());
+    let key = fixture("list_keys.json");
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let secret = key["keys"][0]["value"].as_str().unwrap();
+    assert_eq!(state_attr(&s, "object_storage.recordings", "secret_key"), secret);
+    assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "the account key is never printed");
+    let st = s.state();
+    let storage = st.resources.iter().find(|r| r.address == "object_storage.recordings").unwrap();
+    assert!(storage.sensitive_paths.iter().any(|p| p.to_string().contains("secret_key")), "{:?}", storage.sensitive_paths);
+    assert_eq!(state_attr(&s, "cluster.cloud", "token_source"), "aks");
+    assert!(state_attr(&s, "cluster.cloud", "endpoint").as_str().unwrap().ends_with(".azmk8s.io:443"));
+
+    // Again: no changes.
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("No changes."), "{}", r.text());
+
+    // Throttled reads are retried after Retry-After, and the plan still answers.
+    mock.error("GET", "/managedclusters/cloud", 429, "error_429.json", &[("Retry-After", "1")], 2);
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(mock.state.lock().unwrap().inject.is_empty(), "both 429 answers were consumed by retries");
+
+    // Node count: an in-place update of the same cluster.
+    s.write("main.hcl", &cloud_stack("westeurope", 3));
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", r.text());
+    assert!(!r.stdout.contains("must be replaced"), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(live(&mock, &cluster_key()).unwrap()["properties"]["agentPoolProfiles"][0]["count"], 3);
+    let r = run(&["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "no false positives right after apply: {}", r.text());
+
+    // Location: a replacement (ARM refuses to move a cluster), shown as such.
+    s.write("main.hcl", &cloud_stack("northeurope", 3));
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("# cluster.cloud must be replaced"), "{}", r.text());
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy."), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(live(&mock, &cluster_key()).unwrap()["location"], "northeurope");
+    assert!(mock.state.lock().unwrap().count_containing("DELETE", "/managedclusters/cloud") >= 1, "the old cluster was deleted");
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // The storage account deleted out of band: drift, and apply recreates it.
+    mock.remove("/storageaccounts/kdeployitrec");
+    let r = run(&["drift", "--detailed-exitcode", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["drift"][0]["address"], "object_storage.recordings", "{}", r.stdout);
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.stdout.contains("object_storage.recordings has been deleted"), "{}", r.text());
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 0 to destroy."), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(live(&mock, &account_key()).is_some());
+
+    // Destroy: recordings are only deleted with --delete-data.
+    let r = run(&["destroy", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.text().contains("--delete-data"), "{}", r.text());
+    assert!(live(&mock, &account_key()).is_some(), "the account with its recordings is kept");
+    let r = run(&["destroy", "--auto-approve", "--delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(live(&mock, &cluster_key()).is_none());
+    assert!(live(&mock, &account_key()).is_none());
+    assert!(s.state().resources.is_empty());
+}
+
+#[test]
+fn expired_azure_credentials_are_reported_before_any_change() {
+    let mock = Mock::start_in_thread();
+    let s = TestStack::new(&[("main.hcl", &cloud_stack("westeurope", 2))]);
+    mock.error("GET", "/subscriptions/", 401, "error_401_expired.json", &[], 100);
+    let r = kdeploy(&s, &mock, &[], &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("expired"), "{}", r.text());
+    assert!(r.stderr.contains("az account get-access-token"), "says how to get a fresh token: {}", r.text());
+    let log = mock.state.lock().unwrap().log.clone();
+    assert!(!log.iter().any(|l| l.starts_with("PUT")), "nothing was created: {log:?}");
+
+    // No credentials at all: a clear message naming the ways to sign in.
+    let r = kdeploy(&s, &mock, &[("AZURE_ACCESS_TOKEN", "")], &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("AZURE_CLIENT_ID"), "{}", r.text());
+}
+
+fn whole_stack() -> String {
+    r#"variable "retention_days" {
+  default = 30
+}
+
+cluster "cloud" {
+  type     = "aks"
+  location = "westeurope"
+}
+
+object_storage "recordings" {
+  type           = "azure_blob"
+  account_name   = "kdeploywhole"
+  location       = "westeurope"
+  retention_days = var.retention_days
+}
+
+database "meta" {
+  type = "external"
+  uri  = "mongodb://kerberos:secret@cosmos.example.com:10255/admin"
+}
+
+vault "main" {
+  database          = database.meta
+  storage           = object_storage.recordings
+  retention_days    = var.retention_days
+  readiness_timeout = "20s"
+}
+
+agent "cam" {
+  vault             = vault.main
+  rtsp_url          = "rtsp://10.0.0.1/stream1"
+  readiness_timeout = "20s"
+}
+"#
+    .to_string()
+}
+
+#[test]
+fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
+    let mock = Mock::start_in_thread();
+    let server = TestServer::start(Options::default());
+    let url = server.url();
+    let s = TestStack::new(&[("main.hcl", &whole_stack())]);
+    let env = [("KDEPLOY_TEST_AKS_ENDPOINT", url.as_str())];
+    let run = |args: &[&str]| kdeploy(&s, &mock, &env, args);
+
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.main") && r.stdout.contains("agent.cam"), "{}", r.text());
+    assert!(server.requests().is_empty(), "planning creates did not need the cluster: {:?}", server.requests());
+
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Apply complete! Resources: 5 added"), "{}", r.text());
+    let vault = server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").expect("vault deployment on the new cluster");
+    assert_eq!(vault["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
+    assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
+    // Vault writes to the storage account with its key.
+    let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
+    let key: serde_json::Value = serde_json::from_str(&fixture("list_keys.json")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key["keys"][0]["value"].as_str().unwrap());
+    assert!(secret["data"].as_object().unwrap().values().any(|v| v.as_str() == Some(b64.as_str())), "the account key reaches Vault: {secret}");
+    // The in-cluster calls carried the cluster-user token from listClusterUserCredential.
+    let log = mock.state.lock().unwrap().log.clone();
+    assert!(log.iter().any(|l| l.to_lowercase().contains("/listclusterusercredential")), "{log:?}");
+    let policy = live(&mock, &format!("/subscriptions/{SUB}/resourcegroups/kdeploy-kdeploywhole/providers/microsoft.storage/storageaccounts/kdeploywhole/managementpolicies/default").to_lowercase()).expect("lifecycle rule");
+    assert_eq!(policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"], 30, "expiry = the Vault retention");
+
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("No changes."), "{}", r.text());
+
+    // Destroy: the stack inside the cluster first, then the cloud resources.
+    let r = run(&["destroy", "--auto-approve", "--delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").is_none());
+    let left: Vec<String> = mock.state.lock().unwrap().resources.keys().filter(|k| k.contains("/providers/")).cloned().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -1,0 +1,246 @@
+//! The GCP provider end to end: the real `kdeploy` binary, run as a child process with the
+//! KDEPLOY_GCP_*_URL variables at the local GKE/GCS/IAM mock (tests/cloud-mocks: documented
+//! request/response shapes, GKE operations, google.rpc error bodies), and for the in-cluster
+//! phase at the Kubernetes test API server through the test-only KDEPLOY_TEST_GKE_ENDPOINT.
+//! Both doubles run in this process, so nothing is skipped.
+#![cfg(feature = "gcp")]
+
+use base64::Engine;
+use kdeploy_cloud_mocks::gcp::{Fault, Mock, TOKEN, fixture};
+use kdeploy_kube_testserver::{Options, TestServer};
+
+use crate::support::{Out, TestStack, run_binary};
+
+const PROJECT: &str = "kdeploy-it";
+
+fn kdeploy(s: &TestStack, mock: &Mock, extra: &[(&str, &str)], args: &[&str]) -> Out {
+    let mut env = vec![
+        ("KDEPLOY_GCP_CONTAINER_URL", mock.url.as_str()),
+        ("KDEPLOY_GCP_STORAGE_URL", mock.url.as_str()),
+        ("KDEPLOY_GCP_IAM_URL", mock.url.as_str()),
+        ("KDEPLOY_GCP_POLL_INTERVAL", "0.05"),
+        ("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN),
+    ];
+    env.extend_from_slice(extra);
+    run_binary(s.path(), &env, args)
+}
+
+fn cloud_stack(location: &str, node_count: i64) -> String {
+    format!(
+        r#"cluster "cloud" {{
+  type         = "gke"
+  project      = "{PROJECT}"
+  location     = "{location}"
+  version      = "1.31"
+  machine_type = "e2-standard-4"
+  node_count   = {node_count}
+}}
+
+object_storage "recordings" {{
+  type           = "gcs"
+  project        = "{PROJECT}"
+  bucket         = "kdeploy-it-recordings"
+  location       = "EU"
+  retention_days = 14
+}}
+"#
+    )
+}
+
+fn cluster(mock: &Mock, location: &str) -> Option<serde_json::Value> {
+    mock.st().clusters.get(&format!("{PROJECT}/{location}/cloud")).cloned()
+}
+
+fn state_attr(s: &TestStack, address: &str, attr: &str) -> serde_json::Value {
+    let st = s.state();
+    let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
+    r.attributes.get(attr).cloned().unwrap_or_default()
+}
+
+#[test]
+fn gke_and_gcs_lifecycle_against_the_mock_apis() {
+    let mock = Mock::start();
+    let s = TestStack::new(&[("main.hcl", &cloud_stack("europe-west1-b", 2))]);
+    let run = |args: &[&str]| kdeploy(&s, &mock, &[], args);
+
+    // From empty: cluster with its node pool (an operation followed to DONE), bucket with the
+    // lifecycle rule, service account and HMAC key.
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Plan: 2 to add, 0 to change, 0 to destroy."), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Apply complete! Resources: 2 added, 0 changed, 0 destroyed."), "{}", r.text());
+    let c = cluster(&mock, "europe-west1-b").expect("the GKE cluster exists");
+    assert_eq!(c["nodePools"][0]["initialNodeCount"], 2);
+    assert_eq!(c["nodePools"][0]["config"]["machineType"], "e2-standard-4");
+    assert!(mock.st().count("GET /v1/projects/kdeploy-it/locations/europe-west1-b/operations/") >= 2, "the create operation was polled to DONE");
+    let bucket = mock.st().buckets.get("kdeploy-it-recordings").cloned().expect("the bucket exists");
+    assert_eq!(bucket["lifecycle"]["rule"][0]["condition"]["age"], 14, "{bucket}");
+    assert_eq!(bucket["lifecycle"]["rule"][0]["action"]["type"], "Delete", "{bucket}");
+    let secret = fixture("hmac_key.json")["secret"].as_str().unwrap().to_string();
+    assert_eq!(state_attr(&s, "object_storage.recordings", "secret_key"), secret.as_str());
+    assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret), "the HMAC secret is never printed");
+    assert_eq!(state_attr(&s, "cluster.cloud", "token_source"), "gke");
+    assert_eq!(state_attr(&s, "cluster.cloud", "endpoint"), "https://34.76.12.34");
+
+    // Again: no changes.
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("No changes."), "{}", r.text());
+
+    // Rate limited reads are retried after Retry-After, and the plan still answers.
+    mock.fault(Fault { method: "GET", path_contains: "/clusters/cloud", status: 429, retry_after: Some(1), fixture: "error_429.json", times: 2 });
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(mock.st().faults.iter().all(|f| f.times == 0), "both 429 answers were consumed by retries");
+
+    // Node count: an in-place resize of the node pool.
+    s.write("main.hcl", &cloud_stack("europe-west1-b", 3));
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", r.text());
+    assert!(!r.stdout.contains("must be replaced"), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(mock.st().count("POST /v1/projects/kdeploy-it/locations/europe-west1-b/clusters/cloud/nodePools/") >= 1, "{:?}", mock.st().log.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>());
+    assert_eq!(cluster(&mock, "europe-west1-b").unwrap()["currentNodeCount"], 3);
+    let r = run(&["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "no false positives right after apply: {}", r.text());
+
+    // Location: a replacement, shown as such.
+    s.write("main.hcl", &cloud_stack("europe-west4-a", 3));
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("# cluster.cloud must be replaced"), "{}", r.text());
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy."), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(cluster(&mock, "europe-west1-b").is_none(), "the old cluster is gone");
+    assert!(cluster(&mock, "europe-west4-a").is_some());
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // The bucket deleted out of band: drift, and apply recreates it.
+    mock.st().buckets.remove("kdeploy-it-recordings");
+    let r = run(&["drift", "--detailed-exitcode", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["drift"][0]["address"], "object_storage.recordings", "{}", r.stdout);
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.stdout.contains("object_storage.recordings has been deleted"), "{}", r.text());
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 0 to destroy."), "{}", r.text());
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(mock.st().buckets.contains_key("kdeploy-it-recordings"));
+
+    // Destroy: a bucket with recordings is refused without --delete-data, and Vault's key stays.
+    mock.st().objects.insert("kdeploy-it-recordings".into(), vec!["cam/1.mp4".into()]);
+    let hmac_before = mock.st().hmac.len();
+    let r = run(&["destroy", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.text().contains("--delete-data"), "{}", r.text());
+    assert!(mock.st().buckets.contains_key("kdeploy-it-recordings"), "the bucket is kept");
+    assert_eq!(mock.st().hmac.len(), hmac_before, "the HMAC key Vault uses is kept with the bucket");
+    let r = run(&["destroy", "--auto-approve", "--delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(mock.st().clusters.is_empty());
+    assert!(mock.st().buckets.is_empty());
+    assert!(mock.st().service_accounts.is_empty());
+    assert!(s.state().resources.is_empty());
+}
+
+#[test]
+fn expired_google_credentials_are_reported_before_any_change() {
+    let mock = Mock::start();
+    let s = TestStack::new(&[("main.hcl", &cloud_stack("europe-west1-b", 2))]);
+    let r = kdeploy(&s, &mock, &[("GOOGLE_OAUTH_ACCESS_TOKEN", "ya29.expired")], &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("401") && r.stderr.contains("expired"), "{}", r.text());
+    assert!(r.stderr.contains("gcloud auth application-default login"), "says how to refresh them: {}", r.text());
+    assert!(mock.st().clusters.is_empty() && mock.st().buckets.is_empty(), "nothing was created");
+
+    // A bad setting is named.
+    let r = kdeploy(&s, &mock, &[("KDEPLOY_GCP_POLL_INTERVAL", "soon")], &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("KDEPLOY_GCP_POLL_INTERVAL"), "{}", r.text());
+}
+
+fn whole_stack() -> String {
+    format!(
+        r#"variable "retention_days" {{
+  default = 30
+}}
+
+cluster "cloud" {{
+  type     = "gke"
+  project  = "{PROJECT}"
+  location = "europe-west1-b"
+}}
+
+object_storage "recordings" {{
+  type           = "gcs"
+  project        = "{PROJECT}"
+  bucket         = "kdeploy-it-whole"
+  retention_days = var.retention_days
+}}
+
+database "meta" {{
+  type = "external"
+  uri  = "mongodb://kerberos:secret@mongo.example.com:27017/admin"
+}}
+
+vault "main" {{
+  database          = database.meta
+  storage           = object_storage.recordings
+  retention_days    = var.retention_days
+  readiness_timeout = "20s"
+}}
+
+agent "cam" {{
+  vault             = vault.main
+  rtsp_url          = "rtsp://10.0.0.1/stream1"
+  readiness_timeout = "20s"
+}}
+"#
+    )
+}
+
+#[test]
+fn one_apply_creates_the_gke_cluster_then_the_stack_inside_it() {
+    let mock = Mock::start();
+    let server = TestServer::start(Options::default());
+    let url = server.url();
+    let s = TestStack::new(&[("main.hcl", &whole_stack())]);
+    let env = [("KDEPLOY_TEST_GKE_ENDPOINT", url.as_str())];
+    let run = |args: &[&str]| kdeploy(&s, &mock, &env, args);
+
+    let r = run(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.main") && r.stdout.contains("agent.cam"), "{}", r.text());
+    assert!(server.requests().is_empty(), "planning creates did not need the cluster: {:?}", server.requests());
+
+    let r = run(&["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Apply complete! Resources: 5 added"), "{}", r.text());
+    let vault = server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").expect("vault deployment on the new cluster");
+    assert_eq!(vault["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
+    assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
+    // Vault writes to the bucket with the HMAC key.
+    let access_id = state_attr(&s, "object_storage.recordings", "access_key").as_str().unwrap().to_string();
+    let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&access_id);
+    assert_eq!(secret["data"]["STORAGE_ACCESS_KEY"].as_str(), Some(b64.as_str()), "{secret}");
+    let bucket = mock.st().buckets.get("kdeploy-it-whole").cloned().unwrap();
+    assert_eq!(bucket["lifecycle"]["rule"][0]["condition"]["age"], 30, "expiry = the Vault retention");
+
+    let r = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("No changes."), "{}", r.text());
+
+    let r = run(&["destroy", "--auto-approve", "--delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").is_none());
+    assert!(mock.st().clusters.is_empty() && mock.st().buckets.is_empty());
+}
