@@ -244,3 +244,35 @@ fn one_apply_creates_the_gke_cluster_then_the_stack_inside_it() {
     assert!(server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").is_none());
     assert!(mock.st().clusters.is_empty() && mock.st().buckets.is_empty());
 }
+
+#[test]
+fn workload_identity_federation_credentials_from_ci_drive_the_apply() {
+    let mock = Mock::start();
+    let s = TestStack::new(&[("main.hcl", &cloud_stack("europe-west1-b", 1))]);
+    // What google-github-actions/auth writes: a token file and an external_account config.
+    std::fs::write(s.path().join("oidc-token"), kdeploy_cloud_mocks::gcp::SUBJECT_TOKEN).unwrap();
+    let config = serde_json::json!({
+        "type": "external_account",
+        "audience": kdeploy_cloud_mocks::gcp::AUDIENCE,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("{}/v1/token", mock.url),
+        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/deploy@{PROJECT}.iam.gserviceaccount.com:generateAccessToken", mock.url),
+        "credential_source": {"file": s.path().join("oidc-token")},
+    });
+    let creds = s.path().join("gha-creds.json");
+    std::fs::write(&creds, config.to_string()).unwrap();
+    let creds = creds.to_string_lossy().into_owned();
+    let env = [("GOOGLE_OAUTH_ACCESS_TOKEN", ""), ("GOOGLE_APPLICATION_CREDENTIALS", creds.as_str())];
+    let r = kdeploy(&s, &mock, &env, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(cluster(&mock, "europe-west1-b").is_some());
+    assert!(mock.st().count("POST /v1/token") >= 1, "the CI token was exchanged at STS");
+
+    // The pool refuses the job's token: a clear error, nothing changed.
+    std::fs::write(s.path().join("oidc-token"), "token-of-another-repository").unwrap();
+    s.write("main.hcl", &cloud_stack("europe-west1-b", 2));
+    let r = kdeploy(&s, &mock, &env, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("workload identity federation") && r.stderr.contains("does not match the expected audience"), "{}", r.text());
+    assert_eq!(cluster(&mock, "europe-west1-b").unwrap()["currentNodeCount"], 1);
+}

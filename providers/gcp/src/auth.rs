@@ -4,7 +4,8 @@
 //! already hold a token (`gcloud auth print-access-token`), [`EnvToken`] reading
 //! `GOOGLE_OAUTH_ACCESS_TOKEN`, [`AdcTokens`] (feature `adc`) application default credentials
 //! through `gcp_auth` (GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, workload identity /
-//! metadata server), and [`DefaultTokens`] the first of those two that applies.
+//! metadata server) and, for `external_account` files (workload identity federation), through
+//! [`crate::external`], and [`DefaultTokens`] the first of those two that applies.
 
 use async_trait::async_trait;
 use kdeploy_provider::{ErrorKind, ProviderError};
@@ -53,16 +54,44 @@ impl AccessTokens for EnvToken {
 /// Application default credentials through `gcp_auth`: GOOGLE_APPLICATION_CREDENTIALS (service
 /// account or authorized-user JSON), gcloud's application default credentials file, then the
 /// metadata server (GKE workload identity, GCE). Tokens are cached and refreshed by gcp_auth.
+/// Credentials files of type `external_account` (workload identity federation, e.g. in CI) are
+/// served by [`crate::external`], which gcp_auth does not cover.
 #[cfg(feature = "adc")]
 pub struct AdcTokens {
-    provider: std::sync::Arc<dyn gcp_auth::TokenProvider>,
+    provider: Adc,
+}
+
+#[cfg(feature = "adc")]
+enum Adc {
+    GcpAuth(std::sync::Arc<dyn gcp_auth::TokenProvider>),
+    External(crate::external::ExternalAccountTokens),
+}
+
+/// The credentials file application default credentials look at first: GOOGLE_APPLICATION_CREDENTIALS,
+/// else gcloud's `application_default_credentials.json` (under CLOUDSDK_CONFIG or ~/.config/gcloud).
+pub fn adc_file() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let dir = match std::env::var_os("CLOUDSDK_CONFIG").filter(|p| !p.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".config").join("gcloud"),
+    };
+    Some(dir.join("application_default_credentials.json")).filter(|p| p.is_file())
 }
 
 #[cfg(feature = "adc")]
 impl AdcTokens {
     /// Finds the credentials (no token is fetched yet).
     pub async fn discover() -> Result<AdcTokens, ProviderError> {
-        gcp_auth::provider().await.map(|provider| AdcTokens { provider }).map_err(|e| {
+        if let Some(path) = adc_file()
+            && let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+            && json["type"] == "external_account"
+        {
+            return AdcTokens::from_external_account_json(&json, &path.display().to_string());
+        }
+        gcp_auth::provider().await.map(|provider| AdcTokens { provider: Adc::GcpAuth(provider) }).map_err(|e| {
             ProviderError::new(
                 ErrorKind::Unauthorized,
                 format!("no Google application default credentials: {e}. Set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, run `gcloud auth application-default login`, or run with workload identity"),
@@ -79,13 +108,23 @@ impl AdcTokens {
             )
         })?;
         Ok(AdcTokens {
-            provider: std::sync::Arc::new(sa),
+            provider: Adc::GcpAuth(std::sync::Arc::new(sa)),
         })
+    }
+
+    /// A workload identity federation configuration (`"type": "external_account"`); `what`
+    /// names it in errors.
+    pub fn from_external_account_json(json: &serde_json::Value, what: &str) -> Result<AdcTokens, ProviderError> {
+        let config = crate::external::ExternalAccount::from_json(json, what)?;
+        Ok(AdcTokens { provider: Adc::External(crate::external::ExternalAccountTokens::new(config, what)?) })
     }
 
     /// The project of the credentials, when they name one.
     pub async fn project_id(&self) -> Option<String> {
-        self.provider.project_id().await.ok().map(|p| p.to_string())
+        match &self.provider {
+            Adc::GcpAuth(p) => p.project_id().await.ok().map(|p| p.to_string()),
+            Adc::External(_) => None,
+        }
     }
 }
 
@@ -93,7 +132,11 @@ impl AdcTokens {
 #[async_trait]
 impl AccessTokens for AdcTokens {
     async fn access_token(&self) -> Result<String, ProviderError> {
-        match self.provider.token(&[CLOUD_PLATFORM_SCOPE]).await {
+        let provider = match &self.provider {
+            Adc::GcpAuth(p) => p,
+            Adc::External(e) => return e.access_token().await,
+        };
+        match provider.token(&[CLOUD_PLATFORM_SCOPE]).await {
             Ok(t) => Ok(t.as_str().to_string()),
             Err(e) => Err(ProviderError::new(
                 ErrorKind::Unauthorized,

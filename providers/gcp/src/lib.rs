@@ -21,13 +21,16 @@
 //! * **Credentials**: any [`auth::AccessTokens`]. [`GcpProvider::from_env`] uses
 //!   [`auth::DefaultTokens`]: GOOGLE_OAUTH_ACCESS_TOKEN when set, else application default
 //!   credentials through `gcp_auth` (feature `adc`, on by default): GOOGLE_APPLICATION_CREDENTIALS,
-//!   gcloud's ADC file, or the metadata server (workload identity). The process must have a
+//!   gcloud's ADC file, or the metadata server (workload identity); `external_account` files
+//!   (workload identity federation, e.g. from CI) through [`external`]. The process must have a
 //!   rustls crypto provider installed when both ring and aws-lc-rs are linked (kdeploy's main
 //!   does).
 //!
-//! Base URLs are configurable ([`Config`]) so that tests talk to a local mock server.
+//! Base URLs are configurable ([`Config`], [`Config::from_env`]) so that tests talk to a local
+//! mock server.
 
 pub mod auth;
+pub mod external;
 pub mod gcs;
 pub mod gke;
 pub mod http;

@@ -10,6 +10,36 @@ use std::thread;
 use serde_json::{Value as Json, json};
 
 pub const TOKEN: &str = "test-token";
+/// The OIDC token a CI job presents for workload identity federation (served at `/oidc-token`
+/// to requests carrying `Bearer` [`OIDC_REQUEST_TOKEN`], as GitHub Actions does).
+pub const SUBJECT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.ci-job.signature";
+pub const OIDC_REQUEST_TOKEN: &str = "gh-request-token";
+/// The federated token the Security Token Service issues for [`SUBJECT_TOKEN`].
+pub const FEDERATED_TOKEN: &str = "federated-token";
+/// The audience STS accepts.
+pub const AUDIENCE: &str = "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/ci/providers/github";
+
+fn form(body: &Json) -> BTreeMap<String, String> {
+    let decode = |v: &str| {
+        let v = v.replace('+', " ");
+        let mut out = Vec::new();
+        let b = v.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                if let Ok(x) = u8::from_str_radix(&v[i + 1..i + 3], 16) {
+                    out.push(x);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    body.as_str().unwrap_or_default().split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect()
+}
 
 pub fn fixture(name: &str) -> Json {
     let path = format!("{}/gcp/{name}", crate::FIXTURES);
@@ -149,7 +179,12 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) {
             .unwrap_or(0);
         let mut body = vec![0; len];
         reader.read_exact(&mut body).unwrap();
-        let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+        // JSON bodies parsed; form bodies (OAuth, STS) kept as a string.
+        let body: Json = if body.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&body).into_owned()))
+        };
         let resp = {
             let mut s = st.lock().unwrap();
             handle(
@@ -211,6 +246,42 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
         } else {
             ok(json!({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
         };
+    }
+    // GitHub-Actions-style OIDC token endpoint (credential_source.url).
+    if method == "GET" && target.starts_with("/oidc-token") {
+        if auth != Some(&format!("Bearer {OIDC_REQUEST_TOKEN}")) {
+            return Resp { status: 401, body: json!({"message": "Bad credentials"}), headers: vec![] };
+        }
+        return ok(json!({"count": 1, "value": SUBJECT_TOKEN}));
+    }
+    // Security Token Service token exchange (workload identity federation).
+    if method == "POST" && target == "/v1/token" {
+        let f = form(&body);
+        let well_formed = f.get("grant_type").map(String::as_str) == Some("urn:ietf:params:oauth:grant-type:token-exchange")
+            && f.get("requested_token_type").map(String::as_str) == Some("urn:ietf:params:oauth:token-type:access_token")
+            && f.get("subject_token_type").map(String::as_str) == Some("urn:ietf:params:oauth:token-type:jwt")
+            && f.get("scope").map(String::as_str) == Some("https://www.googleapis.com/auth/cloud-platform");
+        if !well_formed {
+            return Resp { status: 400, body: json!({"error": "invalid_request", "error_description": format!("malformed token exchange: {f:?}")}), headers: vec![] };
+        }
+        if f.get("audience").map(String::as_str) != Some(AUDIENCE) || f.get("subject_token").map(String::as_str) != Some(SUBJECT_TOKEN) {
+            return err(400, "sts_error.json");
+        }
+        let mut t = fixture("sts_token.json");
+        t["access_token"] = json!(FEDERATED_TOKEN);
+        return ok(t);
+    }
+    // IAM Credentials: service account impersonation with the federated token.
+    if method == "POST" && target.starts_with("/v1/projects/-/serviceAccounts/") && target.ends_with(":generateAccessToken") {
+        if auth != Some(&format!("Bearer {FEDERATED_TOKEN}")) {
+            return err(401, "error_401.json");
+        }
+        if body["scope"] != json!(["https://www.googleapis.com/auth/cloud-platform"]) {
+            return Resp { status: 400, body: json!({"error": {"code": 400, "message": "scope is required", "status": "INVALID_ARGUMENT"}}), headers: vec![] };
+        }
+        let mut t = fixture("generate_access_token.json");
+        t["accessToken"] = json!(TOKEN);
+        return ok(t);
     }
     if auth != Some(&format!("Bearer {TOKEN}")) {
         return err(401, "error_401.json");
