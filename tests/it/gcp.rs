@@ -40,7 +40,7 @@ object_storage "recordings" {{
   type           = "gcs"
   project        = "{PROJECT}"
   bucket         = "kdeploy-it-recordings"
-  location       = "EU"
+  location       = "europe-west1"
   retention_days = 14
 }}
 "#

@@ -82,7 +82,9 @@ pub async fn read(
         return Ok(None);
     };
     let mut a = recorded.clone();
-    if let Some(l) = live["location"].as_str() {
+    if let Some(l) = live["location"].as_str()
+        && !s(recorded, "location").is_some_and(|r| r.eq_ignore_ascii_case(l))
+    {
         a.insert("location".into(), Value::string(l.to_ascii_uppercase()));
     }
     a.insert(
@@ -161,10 +163,7 @@ pub async fn apply(sh: &Shared, address: &str, planned: &Attrs) -> Result<Attrs,
     let email = ensure_service_account(sh, address, &project, &bucket).await?;
     ensure_binding(sh, address, &bucket, &email).await?;
     let mut out = planned.clone();
-    out.insert(
-        "location".into(),
-        Value::string(location.to_ascii_uppercase()),
-    );
+    out.insert("location".into(), Value::string(location));
     out.insert("endpoint".into(), Value::string(GCS_ENDPOINT));
     let have_key = matches!(
         (planned.get("access_key"), planned.get("secret_key")),

@@ -225,9 +225,13 @@ pub fn plan_gcs(
             ),
         ));
     }
-    // GCS reports locations upper-case: compare them that way.
-    if let Some(l) = s(&planned, "location") {
-        planned.insert("location".into(), Value::String(l.to_ascii_uppercase()));
+    // Locations are case-insensitive (GCS reports them upper-case): keep the value as written
+    // (apply checks that inputs did not change since the plan), and a change of case alone is
+    // no change.
+    if let (Some(l), Some(before)) = (s(&planned, "location"), prior.and_then(|p| s(p, "location")))
+        && l.eq_ignore_ascii_case(&before)
+    {
+        planned.insert("location".into(), Value::String(before));
     }
     planned.insert("endpoint".into(), Value::string(GCS_ENDPOINT));
     let requires_replace = replaced(prior, &planned, GCS_REPLACE);
@@ -318,8 +322,13 @@ mod tests {
         ]);
         let r = plan_gcs("object_storage.rec", &d, None).unwrap();
         let p = r.planned.as_map().unwrap();
-        assert_eq!(p["location"], Value::string("EU"));
+        assert_eq!(p["location"], Value::string("eu"), "kept as written");
         assert!(p["access_key"].is_unknown() && p["secret_key"].is_unknown());
+        let mut upper = attrs(Some(&d));
+        upper.insert("location".into(), Value::string("EU"));
+        let same = plan_gcs("object_storage.rec", &Value::Map(upper), Some(&r.planned)).unwrap();
+        assert!(same.requires_replace.is_empty(), "a change of case is no change");
+        assert_eq!(same.planned.as_map().unwrap()["location"], Value::string("eu"));
         let mut live = p.clone();
         live.insert("access_key".into(), Value::string("GOOG1"));
         live.insert("secret_key".into(), Value::string("s"));
