@@ -11,7 +11,11 @@
 //!    ([`azure_identity::WorkloadIdentityCredential`]): the file holds a federated token (the
 //!    projected service account token of AKS workload identity, or an OIDC token written by CI)
 //!    that is exchanged for an Entra ID token; the file is re-read every 10 minutes;
-//! 4. otherwise the Azure CLI login ([`azure_identity::AzureCliCredential`], i.e.
+//! 4. a managed identity ([`azure_identity::ManagedIdentityCredential`]) when
+//!    `AZURE_USE_MANAGED_IDENTITY=true` (Azure VMs and scale sets: kdeploy never probes IMDS on
+//!    its own) or when the platform sets `IDENTITY_ENDPOINT` (App Service, Container Apps, Arc);
+//!    `AZURE_CLIENT_ID` selects a user-assigned identity;
+//! 5. otherwise the Azure CLI login ([`azure_identity::AzureCliCredential`], i.e.
 //!    `az account get-access-token`, for the subscription in `AZURE_SUBSCRIPTION_ID` when set).
 //!    When that fails too (no `az`, or not logged in) the error lists every way to sign in.
 //!
@@ -20,7 +24,6 @@
 //! (see [`arm_scope`]). `AZURE_AUTHORITY_HOST` overrides the Microsoft Entra ID host
 //! (`https://login.microsoftonline.com`; US Government and China clouds are inferred from the
 //! ARM endpoint); it must use https. Tokens are cached until 5 minutes before they expire.
-//! Managed identity (IMDS) is not used.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,7 +37,7 @@ use azure_core::http::{AsyncRawResponse, ClientOptions, Context, Request, Transp
 use azure_core::time::{Duration, OffsetDateTime};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, Executor,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use kdeploy_provider::{ErrorKind, ProviderError};
 use tokio::sync::Mutex;
@@ -43,7 +46,7 @@ use tokio::sync::Mutex;
 pub const DEFAULT_SCOPE: &str = "https://management.azure.com/.default";
 
 /// Every way to give kdeploy Azure credentials, for error messages.
-pub const SIGN_IN_OPTIONS: &str = "Sign in to Azure in one of these ways: run `az login` (kdeploy then uses `az account get-access-token`); set AZURE_ACCESS_TOKEN to an ARM access token (e.g. from `az account get-access-token --query accessToken -o tsv`); set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a service principal; or, for workload identity (AKS, CI with OIDC federation), set AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID and AZURE_CLIENT_ID";
+pub const SIGN_IN_OPTIONS: &str = "Sign in to Azure in one of these ways: run `az login` (kdeploy then uses `az account get-access-token`); set AZURE_ACCESS_TOKEN to an ARM access token (e.g. from `az account get-access-token --query accessToken -o tsv`); set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a service principal; for workload identity (AKS, CI with OIDC federation), set AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID and AZURE_CLIENT_ID; or, on an Azure VM with a managed identity, set AZURE_USE_MANAGED_IDENTITY=true";
 
 /// Issues ARM bearer tokens.
 #[async_trait]
@@ -231,6 +234,10 @@ pub enum Source {
     ServicePrincipal { tenant_id: String, client_id: String },
     /// `AZURE_FEDERATED_TOKEN_FILE` + `AZURE_TENANT_ID` + `AZURE_CLIENT_ID`.
     WorkloadIdentity { tenant_id: String, client_id: String, token_file: PathBuf },
+    /// A managed identity (Azure VM, VM scale set, App Service, Container Apps, Arc):
+    /// `AZURE_USE_MANAGED_IDENTITY=true`, or `IDENTITY_ENDPOINT` set by the platform; a
+    /// user-assigned identity by its `AZURE_CLIENT_ID`.
+    ManagedIdentity { client_id: Option<String> },
     /// The `az login` session, for `AZURE_SUBSCRIPTION_ID` when set.
     AzureCli { subscription: Option<String> },
 }
@@ -268,6 +275,16 @@ pub fn select(var: impl Fn(&str) -> Option<String>) -> Result<Source, ProviderEr
                 ),
             )),
         };
+    }
+    let use_msi = var("AZURE_USE_MANAGED_IDENTITY").map(|v| v.trim().to_ascii_lowercase());
+    match use_msi.as_deref() {
+        Some("true" | "1" | "yes") => return Ok(Source::ManagedIdentity { client_id: client }),
+        Some("false" | "0" | "no") => {}
+        Some(other) => {
+            return Err(ProviderError::new(ErrorKind::Invalid, format!("AZURE_USE_MANAGED_IDENTITY={other:?} is neither true nor false")));
+        }
+        None if var("IDENTITY_ENDPOINT").is_some() => return Ok(Source::ManagedIdentity { client_id: client }),
+        None => {}
     }
     Ok(Source::AzureCli { subscription: var("AZURE_SUBSCRIPTION_ID") })
 }
@@ -361,6 +378,16 @@ pub fn from_lookup(var: impl Fn(&str) -> Option<String>, options: Options) -> Re
                 token_file_path: Some(token_file),
             }))
             .map_err(|e| config_error(&what, e, hint))?;
+            Ok(Arc::new(IdentityCredential::new(inner, scope, what, hint)))
+        }
+        Source::ManagedIdentity { client_id } => {
+            let what = match &client_id {
+                Some(c) => format!("the user-assigned managed identity {c} (AZURE_USE_MANAGED_IDENTITY, AZURE_CLIENT_ID)"),
+                None => "the system-assigned managed identity (AZURE_USE_MANAGED_IDENTITY)".to_string(),
+            };
+            let hint = "Check that this machine has that managed identity assigned and that it has a role (e.g. Contributor) on the subscription; outside Azure, unset AZURE_USE_MANAGED_IDENTITY";
+            let inner = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions { user_assigned_id: client_id.map(UserAssignedId::ClientId), client_options: client_options() }))
+                .map_err(|e| config_error(&what, e, hint))?;
             Ok(Arc::new(IdentityCredential::new(inner, scope, what, hint)))
         }
         Source::AzureCli { subscription } => {

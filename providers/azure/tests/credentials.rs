@@ -217,3 +217,72 @@ async fn an_az_failure_is_not_cached() {
     assert!(cli.token().await.is_err());
     assert_eq!(failing.commands().len(), 2);
 }
+
+// ---------------------------------------------------------------- managed identity
+
+#[test]
+fn managed_identity_is_chosen_explicitly_or_by_the_platform() {
+    assert_eq!(select(vars(&[("AZURE_USE_MANAGED_IDENTITY", "true")])).unwrap(), Source::ManagedIdentity { client_id: None });
+    assert_eq!(
+        select(vars(&[("AZURE_USE_MANAGED_IDENTITY", "TRUE"), ("AZURE_CLIENT_ID", "uami-1")])).unwrap(),
+        Source::ManagedIdentity { client_id: Some("uami-1".into()) }
+    );
+    // App Service / Container Apps announce their identity endpoint.
+    assert_eq!(select(vars(&[("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token")])).unwrap(), Source::ManagedIdentity { client_id: None });
+    assert_eq!(select(vars(&[("IDENTITY_ENDPOINT", "http://x"), ("AZURE_USE_MANAGED_IDENTITY", "false")])).unwrap(), Source::AzureCli { subscription: None });
+    // A service principal still wins.
+    let mut v = sp_vars();
+    v.push(("AZURE_USE_MANAGED_IDENTITY", "true"));
+    assert!(matches!(select(vars(&v)).unwrap(), Source::ServicePrincipal { .. }));
+    let e = select(vars(&[("AZURE_USE_MANAGED_IDENTITY", "sometimes")])).unwrap_err();
+    assert!(e.message.contains("AZURE_USE_MANAGED_IDENTITY") && e.message.contains("sometimes"), "{}", e.message);
+}
+
+/// The Azure Instance Metadata Service of a VM (169.254.169.254), answering token requests.
+#[derive(Debug, Default)]
+struct FakeImds {
+    seen: std::sync::Mutex<Vec<(String, Option<String>)>>,
+    refuse: bool,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for FakeImds {
+    async fn execute_request(&self, request: &azure_core::http::Request) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        use azure_core::http::headers::{HeaderName, Headers};
+        let url = request.url().clone();
+        let metadata = request.headers().get_optional_str(&HeaderName::from_static("metadata")).map(str::to_string);
+        self.seen.lock().unwrap().push((url.to_string(), metadata.clone()));
+        let mut headers = Headers::new();
+        headers.insert("content-type", "application/json; charset=utf-8");
+        let ok = url.host_str() == Some("169.254.169.254") && url.path() == "/metadata/identity/oauth2/token" && metadata.as_deref() == Some("true");
+        let (status, body) = if !ok || self.refuse {
+            (400u16, r#"{"error":"invalid_request","error_description":"Identity not found"}"#.to_string())
+        } else {
+            let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+            (200, format!(r#"{{"access_token":"{TOKEN}","client_id":"c","expires_in":"3599","expires_on":"{expires}","ext_expires_in":"3599","not_before":"{}","resource":"https://management.azure.com/","token_type":"Bearer"}}"#, expires - 3600))
+        };
+        Ok(azure_core::http::AsyncRawResponse::from_bytes(azure_core::http::StatusCode::from(status), headers, body.into_bytes()))
+    }
+}
+
+#[tokio::test]
+async fn a_managed_identity_gets_arm_tokens_from_the_instance_metadata_service() {
+    let mock = Mock::start().await;
+    let imds = Arc::new(FakeImds::default());
+    let options = Options { transport: Some(azure_core::http::Transport::new(imds.clone())), executor: None };
+    let c = from_lookup(vars(&[("AZURE_USE_MANAGED_IDENTITY", "true"), ("AZURE_CLIENT_ID", "uami-1")]), options).unwrap();
+    assert!(c.describe().contains("uami-1"), "{}", c.describe());
+    assert_eq!(c.token().await.unwrap(), TOKEN);
+    arm_accepts(&mock, c).await;
+    let seen = imds.seen.lock().unwrap().clone();
+    let (url, metadata) = seen.last().unwrap();
+    assert_eq!(metadata.as_deref(), Some("true"), "IMDS needs the Metadata header");
+    assert!(url.contains("resource=https") && url.contains("management.azure.com") && url.contains("client_id=uami-1"), "{url}");
+
+    let refusing = Arc::new(FakeImds { refuse: true, ..FakeImds::default() });
+    let options = Options { transport: Some(azure_core::http::Transport::new(refusing)), executor: None };
+    let c = from_lookup(vars(&[("AZURE_USE_MANAGED_IDENTITY", "true")]), options).unwrap();
+    let e = c.token().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unauthorized);
+    assert!(e.message.contains("system-assigned managed identity") && e.message.contains("AZURE_USE_MANAGED_IDENTITY"), "{}", e.message);
+}
