@@ -415,3 +415,42 @@ async fn other_client_errors_are_not_retried_and_credentials_are_reported_clearl
         "403 is not retried"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_at_once_instead_of_retrying() {
+    // A server that accepts connections and closes them without answering (a dead proxy).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let p = GcpProvider::new(Arc::new(StaticToken(TOKEN.into())), Config::with_base_url(&url)).unwrap();
+    let recorded = Value::Map(BTreeMap::from([
+        ("project".to_string(), Value::string("p1")),
+        ("location".to_string(), Value::string("europe-west1-b")),
+        ("cluster_name".to_string(), Value::string("cloud")),
+    ]));
+    let e = p
+        .read(vec![ReadRequest { component: cref(), recorded, cluster: None }])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unreachable, "{}", e.message);
+    assert!(e.message.contains("Check the network"), "{}", e.message);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "transport failures are not retried");
+
+    // Nothing listening at all: the same, without waiting for a timeout.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let p = GcpProvider::new(Arc::new(StaticToken(TOKEN.into())), Config::with_base_url(&format!("http://{closed}"))).unwrap();
+    let recorded = Value::Map(BTreeMap::from([
+        ("project".to_string(), Value::string("p1")),
+        ("location".to_string(), Value::string("europe-west1-b")),
+        ("cluster_name".to_string(), Value::string("cloud")),
+    ]));
+    let e = p.read(vec![ReadRequest { component: cref(), recorded, cluster: None }]).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unreachable, "{}", e.message);
+}
