@@ -64,7 +64,7 @@ pub struct AdcTokens {
 #[cfg(feature = "adc")]
 enum Adc {
     GcpAuth(std::sync::Arc<dyn gcp_auth::TokenProvider>),
-    External(crate::external::ExternalAccountTokens),
+    External(Box<crate::external::ExternalAccountTokens>),
 }
 
 /// The credentials file application default credentials look at first: GOOGLE_APPLICATION_CREDENTIALS,
@@ -116,7 +116,7 @@ impl AdcTokens {
     /// names it in errors.
     pub fn from_external_account_json(json: &serde_json::Value, what: &str) -> Result<AdcTokens, ProviderError> {
         let config = crate::external::ExternalAccount::from_json(json, what)?;
-        Ok(AdcTokens { provider: Adc::External(crate::external::ExternalAccountTokens::new(config, what)?) })
+        Ok(AdcTokens { provider: Adc::External(Box::new(crate::external::ExternalAccountTokens::new(config, what)?)) })
     }
 
     /// The project of the credentials, when they name one.
