@@ -144,10 +144,12 @@ fn aks_and_blob_lifecycle_against_the_arm_mock() {
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(live(&mock, &account_key()).is_some());
 
-    // Destroy: recordings are only deleted with --delete-data.
+    // Destroy: recordings are only deleted with --delete-data (the Blob service says whether
+    // the container holds any).
+    mock.state.lock().unwrap().blobs.insert("kdeployitrec/recordings".into(), vec!["cam/1.mp4".into()]);
     let r = run(&["destroy", "--auto-approve"]);
     assert_eq!(r.code, 1, "{}", r.text());
-    assert!(r.text().contains("--delete-data"), "{}", r.text());
+    assert!(r.text().contains("container recordings holds recordings") && r.text().contains("--delete-data"), "{}", r.text());
     assert!(live(&mock, &account_key()).is_some(), "the account with its recordings is kept");
     let r = run(&["destroy", "--auto-approve", "--delete-data"]);
     assert_eq!(r.code, 0, "{}", r.text());

@@ -71,6 +71,11 @@ impl Arm {
         }
     }
 
+    /// The HTTP client (also for the Blob service data plane).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `/subscriptions/{id}`.
     pub fn sub(&self) -> String {
         format!("/subscriptions/{}", self.subscription_id)

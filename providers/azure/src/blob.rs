@@ -166,19 +166,32 @@ pub async fn apply(arm: &Arm, address: &str, planned: &Attrs) -> Result<Attrs, P
     Ok(a)
 }
 
-/// Deletes the storage account with its recordings, only with `delete_data` (ARM cannot tell
-/// whether the container is empty without the data-plane API).
+/// Deletes the storage account. Without `delete_data` only an account whose containers hold no
+/// blob is deleted: the containers come from ARM, their contents from the Blob service (one
+/// List Blobs call each, signed with the account key).
 pub async fn delete(arm: &Arm, address: &str, prior: &Attrs, delete_data: bool) -> Result<(), ProviderError> {
     let Some(account) = s(prior, "account_name") else { return Ok(()) };
     let path = account_path(arm, &resource_group(prior), &account);
     if !delete_data {
-        if arm.get(&path, API_STORAGE, &format!("{address}: reading storage account {account}")).await?.is_none() {
+        let what = format!("{address}: storage account {account}");
+        let Some(live) = arm.get(&path, API_STORAGE, &format!("{what}: reading")).await? else {
             return Ok(());
+        };
+        let containers = arm.get(&format!("{path}/blobServices/default/containers"), API_STORAGE, &format!("{what}: listing containers")).await?.unwrap_or_default();
+        let names: Vec<String> = containers["value"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+        if !names.is_empty() {
+            let keys = arm.post(&format!("{path}/listKeys"), API_STORAGE, &format!("{what}: listKeys")).await?;
+            let key = keys["keys"][0]["value"].as_str().ok_or_else(|| ProviderError::other(format!("{what}: listKeys returned no key")))?.to_string();
+            let endpoint = live["properties"]["primaryEndpoints"]["blob"].as_str().map(str::to_string).unwrap_or_else(|| format!("https://{account}.blob.core.windows.net/"));
+            for c in &names {
+                if crate::blobdata::container_has_blobs(arm.http(), &endpoint, &account, &key, c, &what).await? {
+                    return Err(ProviderError::new(
+                        ErrorKind::Conflict,
+                        format!("{what}: container {c} holds recordings, so the account was kept; kdeploy does not delete data unless asked. Run `kdeploy destroy --delete-data` to delete the account with its contents, or keep it (`kdeploy state rm {address}`)"),
+                    ));
+                }
+            }
         }
-        return Err(ProviderError::new(
-            ErrorKind::Conflict,
-            format!("{address}: storage account {account} may hold recordings; kdeploy does not delete data unless asked. Run `kdeploy destroy --delete-data` to delete the account with its contents, or keep it (`kdeploy state rm {address}`)"),
-        ));
     }
     arm.delete(&path, API_STORAGE, &format!("{address}: deleting storage account {account}")).await
 }

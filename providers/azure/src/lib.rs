@@ -25,6 +25,7 @@
 pub mod aks;
 pub mod arm;
 pub mod blob;
+pub mod blobdata;
 pub mod credential;
 pub mod util;
 

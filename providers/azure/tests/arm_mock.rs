@@ -286,7 +286,8 @@ async fn blob_create_read_update_and_delete() {
     assert_eq!(get(&p.planned, "access_key"), &Value::string("kdrecordings1"));
     assert!(get(&p.planned, "secret_key").is_unknown());
     let a = apply(&e.provider, &blob(), &p.planned, None).await;
-    assert_eq!(get(&a, "endpoint"), &Value::string("https://kdrecordings1.blob.core.windows.net/"));
+    // The account's primaryEndpoints.blob (the mock serves the Blob service itself).
+    assert_eq!(get(&a, "endpoint"), &Value::string(format!("{}/blobdata/kdrecordings1/", e.mock.base)));
     assert_eq!(get(&a, "access_key"), &Value::string("kdrecordings1"));
     assert_eq!(get(&a, "secret_key"), &Value::string("c2VjcmV0LWtleS1vbmUtZm9yLXZhdWx0LXRlc3Qtb25seQ=="));
     // The account creation answered 202 + Location, polled until 200.
@@ -314,12 +315,35 @@ async fn blob_create_read_update_and_delete() {
     assert_eq!(read(&e.provider, &blob(), &b).await.unwrap(), ReadResult::Missing);
     apply(&e.provider, &blob(), &shorter.planned, None).await;
 
-    // Deleting keeps the data unless asked.
+    // Deleting keeps recordings unless asked: the Blob service (Shared Key signed) says whether
+    // the container holds any.
+    e.mock.state.lock().unwrap().blobs.insert("kdrecordings1/recordings".into(), vec!["cam1/2026-11-25/0001.mp4".into()]);
     let err = e.provider.delete(DeleteRequest { component: blob(), prior: b.clone(), cluster: None, delete_data: false }).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
-    assert!(err.message.contains("--delete-data"));
+    assert!(err.message.contains("container recordings holds recordings") && err.message.contains("--delete-data"), "{}", err.message);
+    assert!(found(read(&e.provider, &blob(), &b).await.unwrap()) == b, "the account is kept");
+    assert!(e.mock.state.lock().unwrap().log.iter().any(|l| l.starts_with("GET /blobdata/kdrecordings1/recordings?restype=container&comp=list")));
     e.provider.delete(DeleteRequest { component: blob(), prior: b.clone(), cluster: None, delete_data: true }).await.unwrap();
     assert_eq!(read(&e.provider, &blob(), &b).await.unwrap(), ReadResult::Missing);
+    // A missing account is already deleted.
+    e.provider.delete(DeleteRequest { component: blob(), prior: b.clone(), cluster: None, delete_data: false }).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_account_without_recordings_is_deleted_without_delete_data() {
+    let e = env().await;
+    let planned = plan(&e.provider, &blob(), &blob_desired(30), None).await.planned;
+    let a = apply(&e.provider, &blob(), &planned, None).await;
+    e.provider.delete(DeleteRequest { component: blob(), prior: a.clone(), cluster: None, delete_data: false }).await.unwrap();
+    assert_eq!(read(&e.provider, &blob(), &a).await.unwrap(), ReadResult::Missing);
+
+    // When the Blob service cannot be asked (a firewall, a wrong key), the account is kept.
+    let a = apply(&e.provider, &blob(), &planned, None).await;
+    e.mock.inject(mock::Inject { method: "GET", path_contains: "/blobdata/".into(), status: 403, headers: vec![("x-ms-error-code".into(), "AuthorizationFailure".into())], body: String::new(), times: 1 });
+    let err = e.provider.delete(DeleteRequest { component: blob(), prior: a.clone(), cluster: None, delete_data: false }).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert!(err.message.contains("could not check") && err.message.contains("403") && err.message.contains("AuthorizationFailure"), "{}", err.message);
+    assert!(matches!(read(&e.provider, &blob(), &a).await.unwrap(), ReadResult::Found { .. }));
 }
 
 #[tokio::test]

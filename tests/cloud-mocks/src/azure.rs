@@ -63,6 +63,8 @@ pub struct State {
     pub polls: u32,
     /// The next long-running operation fails (quota exceeded).
     pub fail_next_op: bool,
+    /// Blob names by `account/container` (the Blob service data plane).
+    pub blobs: BTreeMap<String, Vec<String>>,
 }
 
 impl State {
@@ -250,6 +252,10 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
         }
         return (200, vec![], json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": TOKEN}).to_string());
     }
+    // The Blob service of the mock's storage accounts (their primaryEndpoints.blob point here).
+    if let Some(rest) = lower.strip_prefix("/blobdata/") {
+        return blob_service(&st, method, rest, query, headers);
+    }
     if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
         return cloud_error(401, "InvalidAuthenticationToken", "The access token is invalid.");
     }
@@ -338,6 +344,16 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
         }
         return cloud_error(404, "NotFound", "unknown action");
     }
+    // List containers: GET .../blobServices/default/containers
+    if method == "GET" && lower.ends_with("/blobservices/default/containers") {
+        let account = lower.trim_end_matches("/blobservices/default/containers");
+        if !st.resources.contains_key(account) {
+            return not_found(path, &st);
+        }
+        let prefix = format!("{lower}/");
+        let list: Vec<Json> = st.resources.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()).collect();
+        return (200, vec![], json!({ "value": list }).to_string());
+    }
     match method {
         "GET" => match st.resources.get(&lower) {
             Some(r) => (200, vec![], r.to_string()),
@@ -410,6 +426,8 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
                 for svc in ["blob", "dfs", "file", "queue", "table", "web"] {
                     a["properties"]["primaryEndpoints"][svc] = format!("https://{name}.{svc}.core.windows.net/").into();
                 }
+                // The Blob service is served by the mock itself.
+                a["properties"]["primaryEndpoints"]["blob"] = format!("{base}/blobdata/{name}/").into();
                 if exists {
                     st.resources.insert(lower, a.clone());
                     return (200, vec![], a.to_string());
@@ -462,4 +480,57 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
         }
         _ => cloud_error(405, "MethodNotAllowed", "method not allowed"),
     }
+}
+
+/// The storage error body of the Blob service (XML).
+fn storage_error(status: u16, code: &str, message: &str) -> Answer {
+    let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{message}\nRequestId:00000000-0000-0000-0000-000000000000\nTime:2026-11-25T09:00:00.0000000Z</Message></Error>");
+    (status, vec![("x-ms-error-code".into(), code.into()), ("content-type".into(), "application/xml".into())], body)
+}
+
+/// List Blobs (`GET /{container}?restype=container&comp=list`), authorized with Shared Key:
+/// the signature is checked against the account's key1, computed here independently of the
+/// provider from the documented string to sign.
+fn blob_service(st: &State, method: &str, rest: &str, query: &str, headers: &HashMap<String, String>) -> Answer {
+    use hmac::Mac;
+    let (account, container) = rest.split_once('/').unwrap_or((rest, ""));
+    let account_known = st.resources.keys().any(|k| k.ends_with(&format!("/storageaccounts/{account}")));
+    if !account_known {
+        return storage_error(404, "ResourceNotFound", "The specified resource does not exist.");
+    }
+    let params: BTreeMap<String, String> = query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_lowercase(), v.to_string())).collect();
+    if method != "GET" || params.get("restype").map(String::as_str) != Some("container") || params.get("comp").map(String::as_str) != Some("list") {
+        return storage_error(400, "UnsupportedHttpVerb", "The mock serves List Blobs only.");
+    }
+    let (Some(date), Some(version), Some(auth)) = (headers.get("x-ms-date"), headers.get("x-ms-version"), headers.get("authorization")) else {
+        return storage_error(403, "AuthenticationFailed", "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.");
+    };
+    let keys: Json = fixture_json("list_keys.json");
+    let key = base64::engine::general_purpose::STANDARD.decode(keys["keys"][0]["value"].as_str().unwrap()).unwrap();
+    let mut canonical = format!("/{account}/{container}");
+    for (k, v) in &params {
+        canonical.push_str(&format!("\n{k}:{v}"));
+    }
+    let to_sign = format!("GET\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{canonical}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let expected = format!("SharedKey {account}:{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    if *auth != expected {
+        return storage_error(403, "AuthenticationFailed", "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.");
+    }
+    let container_known = st.resources.keys().any(|k| k.ends_with(&format!("/storageaccounts/{account}/blobservices/default/containers/{container}")));
+    if !container_known {
+        return storage_error(404, "ContainerNotFound", "The specified container does not exist.");
+    }
+    let max: usize = params.get("maxresults").and_then(|m| m.parse().ok()).unwrap_or(5000);
+    let blobs: String = st
+        .blobs
+        .get(&format!("{account}/{container}"))
+        .into_iter()
+        .flatten()
+        .take(max)
+        .map(|b| format!("<Blob><Name>{b}</Name><Properties><Content-Length>1024</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob>"))
+        .collect();
+    let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"https://{account}.blob.core.windows.net/\" ContainerName=\"{container}\"><MaxResults>{max}</MaxResults><Blobs>{blobs}</Blobs><NextMarker /></EnumerationResults>");
+    (200, vec![("content-type".into(), "application/xml".into())], body)
 }
