@@ -2,6 +2,7 @@
 //!
 //! Both the engine (`kdeploy`) and every provider crate depend on this small crate, so the
 //! engine never depends on a provider and a provider never depends on the engine.
+pub mod attrs;
 pub mod images;
 pub mod names;
 pub mod provider;

@@ -6,6 +6,7 @@ use kdeploy_provider::{AttrPath, ErrorKind, PlanResponse, ProviderError, Value};
 use crate::clients::s3_endpoint_host;
 use crate::policy::bucket_arn;
 use crate::util::{attrs, list, n, name_from_address, s, Attrs};
+use kdeploy_provider::attrs::{keep, replaced, unknown};
 
 /// EKS cluster inputs that EKS cannot change in place. `instance_types` and `ami_type` are
 /// fixed for a managed node group's lifetime; the VPC and roles for the cluster's.
@@ -44,35 +45,9 @@ pub fn user_name(bucket: &str) -> String {
     n
 }
 
-fn unknown(address: &str, attr: &str) -> Value {
-    Value::Unknown(format!("{address}.{attr}"))
-}
 
-/// The prior value of a computed attribute when known, else unknown.
-fn keep(prior: Option<&Attrs>, address: &str, attr: &str) -> Value {
-    match prior.and_then(|p| p.get(attr)) {
-        Some(v) if !v.is_null() && !v.contains_unknown() => v.clone(),
-        _ => unknown(address, attr),
-    }
-}
 
-fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let norm = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => serde_json::Value::Null,
-        Some(Value::Unknown(o)) => serde_json::json!({"unknown": o}),
-        Some(v) => v.to_json(),
-    };
-    let (x, y) = (norm(a), norm(b));
-    match (x.as_f64(), y.as_f64()) {
-        (Some(p), Some(q)) => p == q,
-        _ => x == y,
-    }
-}
 
-fn replaced(prior: Option<&Attrs>, planned: &Attrs, names: &[&str]) -> Vec<AttrPath> {
-    let Some(prior) = prior else { return Vec::new() };
-    names.iter().filter(|k| !same(prior.get(**k), planned.get(**k))).map(|k| AttrPath::attr(k)).collect()
-}
 
 fn invalid(address: &str, msg: String) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))

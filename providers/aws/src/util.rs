@@ -8,37 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use kdeploy_provider::{ErrorKind, ProviderError, Value};
 
-pub type Attrs = BTreeMap<String, Value>;
-
-pub fn attrs(v: Option<&Value>) -> Attrs {
-    v.and_then(Value::as_map).cloned().unwrap_or_default()
-}
-
-/// A known, non-empty string attribute.
-pub fn s(m: &Attrs, k: &str) -> Option<String> {
-    m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
-}
-
-pub fn n(m: &Attrs, k: &str) -> Option<i64> {
-    m.get(k).and_then(Value::as_i64)
-}
-
-pub fn b(m: &Attrs, k: &str) -> Option<bool> {
-    m.get(k).and_then(Value::as_bool)
-}
-
-/// A known list of strings (None when null, unknown or not a list of strings).
-pub fn list(m: &Attrs, k: &str) -> Option<Vec<String>> {
-    m.get(k).and_then(Value::as_list).and_then(|l| l.iter().map(|v| v.as_str().map(str::to_string)).collect())
-}
-
-/// The user's tags (a map of strings); empty when unset.
-pub fn tag_map(m: &Attrs, k: &str) -> BTreeMap<String, String> {
-    m.get(k)
-        .and_then(Value::as_map)
-        .map(|t| t.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-        .unwrap_or_default()
-}
+pub use kdeploy_provider::attrs::{Attrs, attrs, b, list, n, s, tag_map};
 
 /// Tags kdeploy puts on everything it creates, next to the user's.
 pub const TAG_MANAGED_BY: &str = "kdeploy:managed-by";

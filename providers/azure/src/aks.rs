@@ -6,7 +6,7 @@ use kdeploy_provider::{AttrPath, ErrorKind, PlanResponse, ProviderError, Value};
 use serde_json::{json, Value as Json};
 
 use crate::arm::{Arm, API_MANAGED_CLUSTERS, API_RESOURCE_GROUPS};
-use crate::util::{arm_tags, attrs, invalid, live_tags, n, name_from_address, s, same, same_location, Attrs};
+use crate::util::{arm_tags, attrs, invalid, keep, live_tags, n, name_from_address, s, same, same_location, Attrs};
 
 /// Inputs AKS cannot change in place.
 pub const AKS_REPLACE: &[&str] = &["resource_group", "location", "name", "vm_size"];
@@ -46,12 +46,6 @@ fn locate(address: &str, m: &Attrs) -> (String, String) {
     s(m, "id").and_then(|id| parse_id(&id)).unwrap_or_else(|| (resource_group(address, m), cluster_name(address, m)))
 }
 
-fn keep(prior: Option<&Attrs>, address: &str, attr: &str) -> Value {
-    match prior.and_then(|p| p.get(attr)) {
-        Some(v) if !v.is_null() && !v.contains_unknown() => v.clone(),
-        _ => Value::Unknown(format!("{address}.{attr}")),
-    }
-}
 
 /// Plans an AKS cluster: validation, replacement rules and computed attributes.
 pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<PlanResponse, ProviderError> {

@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::aks::ensure_resource_group;
 use crate::arm::{Arm, API_STORAGE};
-use crate::util::{arm_tags, attrs, invalid, n, s, same, same_location, Attrs};
+use crate::util::{arm_tags, attrs, invalid, keep, n, s, same, same_location, Attrs};
 
 /// Inputs that replace the account when changed.
 pub const BLOB_REPLACE: &[&str] = &["account_name", "container", "resource_group", "location"];
@@ -28,12 +28,6 @@ pub fn account_path(arm: &Arm, rg: &str, account: &str) -> String {
     format!("{}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{account}", arm.sub())
 }
 
-fn keep(prior: Option<&Attrs>, address: &str, attr: &str) -> Value {
-    match prior.and_then(|p| p.get(attr)) {
-        Some(v) if !v.is_null() && !v.contains_unknown() => v.clone(),
-        _ => Value::Unknown(format!("{address}.{attr}")),
-    }
-}
 
 pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<PlanResponse, ProviderError> {
     let mut planned = attrs(Some(desired));

@@ -4,28 +4,7 @@ use std::collections::BTreeMap;
 
 use kdeploy_provider::{ErrorKind, ProviderError, Value};
 
-pub type Attrs = BTreeMap<String, Value>;
-
-pub fn attrs(v: Option<&Value>) -> Attrs {
-    v.and_then(Value::as_map).cloned().unwrap_or_default()
-}
-
-/// A known, non-empty string attribute.
-pub fn s(m: &Attrs, k: &str) -> Option<String> {
-    m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
-}
-
-pub fn n(m: &Attrs, k: &str) -> Option<i64> {
-    m.get(k).and_then(Value::as_i64)
-}
-
-/// The user's tags (a map of strings); empty when unset.
-pub fn tag_map(m: &Attrs, k: &str) -> BTreeMap<String, String> {
-    m.get(k)
-        .and_then(Value::as_map)
-        .map(|t| t.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-        .unwrap_or_default()
-}
+pub use kdeploy_provider::attrs::{Attrs, attrs, keep, n, s, same, tag_map};
 
 /// The tag kdeploy puts on everything it creates (Azure tag names may not contain ':').
 pub const TAG_MANAGED_BY: &str = "kdeploy-managed-by";
@@ -60,19 +39,6 @@ pub fn same_location(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// Two attribute values are equal (numbers by value, null == missing).
-pub fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let norm = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => serde_json::Value::Null,
-        Some(Value::Unknown(o)) => serde_json::json!({"unknown": o}),
-        Some(v) => v.to_json(),
-    };
-    let (x, y) = (norm(a), norm(b));
-    match (x.as_f64(), y.as_f64()) {
-        (Some(p), Some(q)) => p == q,
-        _ => x == y,
-    }
-}
 
 pub fn invalid(address: &str, msg: impl std::fmt::Display) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))

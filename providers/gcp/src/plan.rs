@@ -4,6 +4,7 @@
 use kdeploy_provider::{AttrPath, ErrorKind, PlanResponse, ProviderError, Value};
 
 use crate::util::{Attrs, attrs, n, name_from_address, s};
+use kdeploy_provider::attrs::{keep, replaced, unknown};
 
 /// GKE inputs that cannot change in place: the cluster's identity and the node pool's machine
 /// type (fixed for a node pool's lifetime).
@@ -59,40 +60,9 @@ pub fn service_account_id(bucket: &str) -> String {
     }
 }
 
-fn unknown(address: &str, attr: &str) -> Value {
-    Value::Unknown(format!("{address}.{attr}"))
-}
 
-fn keep(prior: Option<&Attrs>, address: &str, attr: &str) -> Value {
-    match prior.and_then(|p| p.get(attr)) {
-        Some(v) if !v.is_null() && !v.contains_unknown() => v.clone(),
-        _ => unknown(address, attr),
-    }
-}
 
-fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let norm = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => serde_json::Value::Null,
-        Some(Value::Unknown(o)) => serde_json::json!({"unknown": o}),
-        Some(v) => v.to_json(),
-    };
-    let (x, y) = (norm(a), norm(b));
-    match (x.as_f64(), y.as_f64()) {
-        (Some(p), Some(q)) => p == q,
-        _ => x == y,
-    }
-}
 
-fn replaced(prior: Option<&Attrs>, planned: &Attrs, names: &[&str]) -> Vec<AttrPath> {
-    let Some(prior) = prior else {
-        return Vec::new();
-    };
-    names
-        .iter()
-        .filter(|k| !same(prior.get(**k), planned.get(**k)))
-        .map(|k| AttrPath::attr(k))
-        .collect()
-}
 
 fn invalid(address: &str, msg: String) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))

@@ -1,26 +1,6 @@
-//! Attribute access on [`Value`] maps and names.
+//! Attribute access (from `kdeploy_provider::attrs`), names and URL encoding.
 
-use std::collections::BTreeMap;
-
-use kdeploy_provider::Value;
-
-pub type Attrs = BTreeMap<String, Value>;
-
-pub fn attrs(v: Option<&Value>) -> Attrs {
-    v.and_then(Value::as_map).cloned().unwrap_or_default()
-}
-
-/// A known, non-empty string attribute.
-pub fn s(m: &Attrs, k: &str) -> Option<String> {
-    m.get(k)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-pub fn n(m: &Attrs, k: &str) -> Option<i64> {
-    m.get(k).and_then(Value::as_i64)
-}
+pub use kdeploy_provider::attrs::{Attrs, attrs, n, s};
 
 /// A resource name derived from a component address: `cluster.cloud` → `cloud`.
 pub fn name_from_address(address: &str) -> String {
