@@ -13,7 +13,7 @@ use base64::Engine;
 use kdeploy_kube_testserver::{Options, TestServer};
 use kdeploy_provider_aws::sdk;
 
-use crate::support::{Out, TestStack};
+use crate::support::{Out, TestStack, assert_stack_in_cluster, run_binary, stack_on_cloud};
 
 const REGION: &str = "us-east-1";
 
@@ -92,30 +92,23 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// Runs the real binary in `dir` with static test credentials and the endpoint at moto.
+/// Runs the real binary in `dir` with static test credentials and the endpoint at moto (no
+/// AWS variable of this process reaches it, see [`run_binary`]).
 fn kdeploy(dir: &Path, moto_url: &str, extra: &[(&str, &str)], args: &[&str]) -> Out {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kdeploy"));
-    c.arg("-C").arg(dir).args(args).env("NO_COLOR", "1");
-    for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ENDPOINT_URL_S3", "KDEPLOY_TEST_EKS_ENDPOINT", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] {
-        c.env_remove(k);
-    }
-    c.env("AWS_ENDPOINT_URL", moto_url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_DEFAULT_REGION", REGION)
-        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"))
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    for (k, v) in extra {
-        if v.is_empty() {
-            c.env_remove(k);
-        } else {
-            c.env(k, v);
-        }
-    }
-    let out = c.output().expect("run kdeploy");
-    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let (config, credentials) = (dir.join("no-aws-config"), dir.join("no-aws-credentials"));
+    let (config, credentials) = (config.to_string_lossy(), credentials.to_string_lossy());
+    let mut env = vec![
+        ("AWS_ENDPOINT_URL", moto_url),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", REGION),
+        ("AWS_DEFAULT_REGION", REGION),
+        ("AWS_CONFIG_FILE", &*config),
+        ("AWS_SHARED_CREDENTIALS_FILE", &*credentials),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    env.extend_from_slice(extra);
+    run_binary(dir, &env, args)
 }
 
 fn cloud_stack(name: Option<&str>, desired_size: i64, bucket: &str) -> String {
@@ -146,12 +139,6 @@ output "recordings_endpoint" {{
     )
 }
 
-fn state_attr(s: &TestStack, address: &str, attr: &str) -> serde_json::Value {
-    let st = s.state();
-    let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
-    r.attributes.get(attr).cloned().unwrap_or_default()
-}
-
 async fn role_exists(iam: &sdk::iam::Client, name: &str) -> bool {
     iam.get_role().role_name(name).send().await.is_ok()
 }
@@ -175,7 +162,7 @@ fn eks_and_s3_lifecycle_against_moto() {
     let r = run(&["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("Apply complete! Resources: 2 added, 0 changed, 0 destroyed."), "{}", r.text());
-    assert!(!r.stdout.contains(state_attr(&s, "object_storage.recordings", "secret_key").as_str().unwrap()), "the secret key is never printed");
+    assert!(!r.stdout.contains(s.attr("object_storage.recordings", "secret_key").as_str().unwrap()), "the secret key is never printed");
     rt.block_on(async {
         let eks = moto.eks().await;
         let c = eks.describe_cluster().name("cloud").send().await.unwrap().cluster.unwrap();
@@ -208,15 +195,15 @@ fn eks_and_s3_lifecycle_against_moto() {
         assert!(doc.contains("arn:aws:s3:::kdeploy-it-recordings/*"), "{doc}");
         let keys = iam.list_access_keys().user_name("kdeploy-kdeploy-it-recordings").send().await.unwrap();
         let ids: Vec<&str> = keys.access_key_metadata().iter().filter_map(|k| k.access_key_id()).collect();
-        assert_eq!(ids, vec![state_attr(&s, "object_storage.recordings", "access_key").as_str().unwrap()]);
+        assert_eq!(ids, vec![s.attr("object_storage.recordings", "access_key").as_str().unwrap()]);
     });
     let st = s.state();
     let storage = st.resources.iter().find(|r| r.address == "object_storage.recordings").unwrap();
     assert!(storage.sensitive_paths.iter().any(|p| p.to_string().contains("secret_key")), "{:?}", storage.sensitive_paths);
-    assert_eq!(state_attr(&s, "cluster.cloud", "token_source"), "eks");
-    assert_eq!(state_attr(&s, "cluster.cloud", "cluster_name"), "cloud");
-    assert_eq!(state_attr(&s, "cluster.cloud", "cluster_region"), REGION);
-    assert!(state_attr(&s, "cluster.cloud", "endpoint").as_str().unwrap().starts_with("https://"));
+    assert_eq!(s.attr("cluster.cloud", "token_source"), "eks");
+    assert_eq!(s.attr("cluster.cloud", "cluster_name"), "cloud");
+    assert_eq!(s.attr("cluster.cloud", "cluster_region"), REGION);
+    assert!(s.attr("cluster.cloud", "endpoint").as_str().unwrap().starts_with("https://"));
 
     // Plan again: no changes.
     let r = run(&["plan", "--detailed-exitcode"]);
@@ -329,12 +316,9 @@ fn missing_credentials_stop_the_plan_before_any_change() {
 }
 
 fn whole_stack(bucket: &str) -> String {
-    format!(
-        r#"variable "retention_days" {{
-  default = 30
-}}
-
-cluster "cloud" {{
+    stack_on_cloud(
+        &format!(
+            r#"cluster "cloud" {{
   type    = "eks"
   version = "1.31"
 }}
@@ -344,25 +328,9 @@ object_storage "recordings" {{
   bucket         = "{bucket}"
   retention_days = var.retention_days
 }}
-
-database "meta" {{
-  type = "external"
-  uri  = "mongodb://kerberos:secret@docdb.example.com:27017/admin"
-}}
-
-vault "main" {{
-  database          = database.meta
-  storage           = object_storage.recordings
-  retention_days    = var.retention_days
-  readiness_timeout = "20s"
-}}
-
-agent "cam" {{
-  vault             = vault.main
-  rtsp_url          = "rtsp://10.0.0.1/stream1"
-  readiness_timeout = "20s"
-}}
 "#
+        ),
+        "mongodb://kerberos:secret@docdb.example.com:27017/admin",
     )
 }
 
@@ -384,12 +352,9 @@ fn one_apply_creates_the_cloud_then_the_stack_inside_it() {
     let r = run(&["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("Apply complete! Resources: 5 added"), "{}", r.text());
-    let vault = server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").expect("vault deployment on the new cluster");
-    assert_eq!(vault["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
-    assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
+    let secret = assert_stack_in_cluster(&server);
     // Vault's storage keys are the bucket user's key.
-    let access_key = state_attr(&s, "object_storage.recordings", "access_key").as_str().unwrap().to_string();
-    let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
+    let access_key = s.attr("object_storage.recordings", "access_key").as_str().unwrap().to_string();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&access_key);
     assert_eq!(secret["data"]["STORAGE_ACCESS_KEY"].as_str(), Some(b64.as_str()), "{secret}");
     rt().block_on(async {

@@ -9,7 +9,7 @@ use base64::Engine;
 use kdeploy_cloud_mocks::azure::{Mock, SUB, TOKEN, fixture};
 use kdeploy_kube_testserver::{Options, TestServer};
 
-use crate::support::{Out, TestStack, run_binary};
+use crate::support::{Out, TestStack, assert_stack_in_cluster, run_binary, stack_on_cloud};
 
 const RG: &str = "kdeploy-it";
 
@@ -53,12 +53,6 @@ fn live(mock: &Mock, key: &str) -> Option<serde_json::Value> {
     mock.state.lock().unwrap().resources.get(key).cloned()
 }
 
-fn state_attr(s: &TestStack, address: &str, attr: &str) -> serde_json::Value {
-    let st = s.state();
-    let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
-    r.attributes.get(attr).cloned().unwrap_or_default()
-}
-
 #[test]
 fn aks_and_blob_lifecycle_against_the_arm_mock() {
     let mock = Mock::start_in_thread();
@@ -86,13 +80,13 @@ fn aks_and_blob_lifecycle_against_the_arm_mock() {
     let key = fixture("list_keys.json");
     let key: serde_json::Value = serde_json::from_str(&key).unwrap();
     let secret = key["keys"][0]["value"].as_str().unwrap();
-    assert_eq!(state_attr(&s, "object_storage.recordings", "secret_key"), secret);
+    assert_eq!(s.attr("object_storage.recordings", "secret_key"), secret);
     assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "the account key is never printed");
     let st = s.state();
     let storage = st.resources.iter().find(|r| r.address == "object_storage.recordings").unwrap();
     assert!(storage.sensitive_paths.iter().any(|p| p.to_string().contains("secret_key")), "{:?}", storage.sensitive_paths);
-    assert_eq!(state_attr(&s, "cluster.cloud", "token_source"), "aks");
-    assert!(state_attr(&s, "cluster.cloud", "endpoint").as_str().unwrap().ends_with(".azmk8s.io:443"));
+    assert_eq!(s.attr("cluster.cloud", "token_source"), "aks");
+    assert!(s.attr("cluster.cloud", "endpoint").as_str().unwrap().ends_with(".azmk8s.io:443"));
 
     // Again: no changes.
     let r = run(&["plan", "--detailed-exitcode"]);
@@ -177,11 +171,8 @@ fn expired_azure_credentials_are_reported_before_any_change() {
 }
 
 fn whole_stack() -> String {
-    r#"variable "retention_days" {
-  default = 30
-}
-
-cluster "cloud" {
+    stack_on_cloud(
+        r#"cluster "cloud" {
   type     = "aks"
   location = "westeurope"
 }
@@ -192,26 +183,9 @@ object_storage "recordings" {
   location       = "westeurope"
   retention_days = var.retention_days
 }
-
-database "meta" {
-  type = "external"
-  uri  = "mongodb://kerberos:secret@cosmos.example.com:10255/admin"
-}
-
-vault "main" {
-  database          = database.meta
-  storage           = object_storage.recordings
-  retention_days    = var.retention_days
-  readiness_timeout = "20s"
-}
-
-agent "cam" {
-  vault             = vault.main
-  rtsp_url          = "rtsp://10.0.0.1/stream1"
-  readiness_timeout = "20s"
-}
-"#
-    .to_string()
+"#,
+        "mongodb://kerberos:secret@cosmos.example.com:10255/admin",
+    )
 }
 
 #[test]
@@ -231,11 +205,8 @@ fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
     let r = run(&["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("Apply complete! Resources: 5 added"), "{}", r.text());
-    let vault = server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").expect("vault deployment on the new cluster");
-    assert_eq!(vault["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
-    assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
+    let secret = assert_stack_in_cluster(&server);
     // Vault writes to the storage account with its key.
-    let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
     let key: serde_json::Value = serde_json::from_str(&fixture("list_keys.json")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(key["keys"][0]["value"].as_str().unwrap());
     assert!(secret["data"].as_object().unwrap().values().any(|v| v.as_str() == Some(b64.as_str())), "the account key reaches Vault: {secret}");

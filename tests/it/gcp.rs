@@ -9,7 +9,7 @@ use base64::Engine;
 use kdeploy_cloud_mocks::gcp::{Fault, Mock, TOKEN, fixture};
 use kdeploy_kube_testserver::{Options, TestServer};
 
-use crate::support::{Out, TestStack, run_binary};
+use crate::support::{Out, TestStack, assert_stack_in_cluster, run_binary, stack_on_cloud};
 
 const PROJECT: &str = "kdeploy-it";
 
@@ -51,12 +51,6 @@ fn cluster(mock: &Mock, location: &str) -> Option<serde_json::Value> {
     mock.st().clusters.get(&format!("{PROJECT}/{location}/cloud")).cloned()
 }
 
-fn state_attr(s: &TestStack, address: &str, attr: &str) -> serde_json::Value {
-    let st = s.state();
-    let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
-    r.attributes.get(attr).cloned().unwrap_or_default()
-}
-
 #[test]
 fn gke_and_gcs_lifecycle_against_the_mock_apis() {
     let mock = Mock::start();
@@ -79,10 +73,10 @@ fn gke_and_gcs_lifecycle_against_the_mock_apis() {
     assert_eq!(bucket["lifecycle"]["rule"][0]["condition"]["age"], 14, "{bucket}");
     assert_eq!(bucket["lifecycle"]["rule"][0]["action"]["type"], "Delete", "{bucket}");
     let secret = fixture("hmac_key.json")["secret"].as_str().unwrap().to_string();
-    assert_eq!(state_attr(&s, "object_storage.recordings", "secret_key"), secret.as_str());
+    assert_eq!(s.attr("object_storage.recordings", "secret_key"), secret.as_str());
     assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret), "the HMAC secret is never printed");
-    assert_eq!(state_attr(&s, "cluster.cloud", "token_source"), "gke");
-    assert_eq!(state_attr(&s, "cluster.cloud", "endpoint"), "https://34.76.12.34");
+    assert_eq!(s.attr("cluster.cloud", "token_source"), "gke");
+    assert_eq!(s.attr("cluster.cloud", "endpoint"), "https://34.76.12.34");
 
     // Again: no changes.
     let r = run(&["plan", "--detailed-exitcode"]);
@@ -168,12 +162,9 @@ fn expired_google_credentials_are_reported_before_any_change() {
 }
 
 fn whole_stack() -> String {
-    format!(
-        r#"variable "retention_days" {{
-  default = 30
-}}
-
-cluster "cloud" {{
+    stack_on_cloud(
+        &format!(
+            r#"cluster "cloud" {{
   type     = "gke"
   project  = "{PROJECT}"
   location = "europe-west1-b"
@@ -185,25 +176,9 @@ object_storage "recordings" {{
   bucket         = "kdeploy-it-whole"
   retention_days = var.retention_days
 }}
-
-database "meta" {{
-  type = "external"
-  uri  = "mongodb://kerberos:secret@mongo.example.com:27017/admin"
-}}
-
-vault "main" {{
-  database          = database.meta
-  storage           = object_storage.recordings
-  retention_days    = var.retention_days
-  readiness_timeout = "20s"
-}}
-
-agent "cam" {{
-  vault             = vault.main
-  rtsp_url          = "rtsp://10.0.0.1/stream1"
-  readiness_timeout = "20s"
-}}
 "#
+        ),
+        "mongodb://kerberos:secret@mongo.example.com:27017/admin",
     )
 }
 
@@ -224,12 +199,9 @@ fn one_apply_creates_the_gke_cluster_then_the_stack_inside_it() {
     let r = run(&["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("Apply complete! Resources: 5 added"), "{}", r.text());
-    let vault = server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").expect("vault deployment on the new cluster");
-    assert_eq!(vault["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
-    assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
+    let secret = assert_stack_in_cluster(&server);
     // Vault writes to the bucket with the HMAC key.
-    let access_id = state_attr(&s, "object_storage.recordings", "access_key").as_str().unwrap().to_string();
-    let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
+    let access_id = s.attr("object_storage.recordings", "access_key").as_str().unwrap().to_string();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&access_id);
     assert_eq!(secret["data"]["STORAGE_ACCESS_KEY"].as_str(), Some(b64.as_str()), "{secret}");
     let bucket = mock.st().buckets.get("kdeploy-it-whole").cloned().unwrap();

@@ -44,6 +44,13 @@ impl TestStack {
         let bytes = std::fs::read(self.state_path()).expect("state file exists");
         kdeploy_state::decode(&bytes, "test").expect("valid state")
     }
+
+    /// One recorded attribute of one resource (null when the attribute is absent).
+    pub fn attr(&self, address: &str, attr: &str) -> serde_json::Value {
+        let st = self.state();
+        let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
+        r.attributes.get(attr).cloned().unwrap_or_default()
+    }
 }
 
 /// Every platform provider replaced by the fake over `world`; `external` stays real.
@@ -196,14 +203,14 @@ impl Out {
 }
 
 /// Runs the real `kdeploy` binary as a child process in `dir`, with the cloud credentials and
-/// endpoint variables of this process removed (nothing reaches a real cloud by accident) and
+/// endpoint variables of this process (AWS_*, AZURE_*, GOOGLE_*, ...) removed (nothing reaches a real cloud by accident) and
 /// `env` set instead; an empty value removes the variable.
 pub fn run_binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"));
     c.arg("-C").arg(dir).args(args).env("NO_COLOR", "1");
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("AZURE_") || k.starts_with("GOOGLE_") || k.starts_with("CLOUDSDK_") || k.starts_with("KDEPLOY_") {
+        if ["AWS_", "AZURE_", "GOOGLE_", "CLOUDSDK_", "KDEPLOY_"].iter().any(|p| k.starts_with(p)) {
             c.env_remove(k.as_ref());
         }
     }
@@ -218,4 +225,44 @@ pub fn run_binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
     }
     let out = c.output().expect("run kdeploy");
     Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// A whole stack on a managed cluster: `cloud` declares `cluster "cloud"` and
+/// `object_storage "recordings"` (which may use `var.retention_days`); then an external database
+/// at `database_uri`, Vault and one agent run inside the cluster.
+pub fn stack_on_cloud(cloud: &str, database_uri: &str) -> String {
+    format!(
+        r#"variable "retention_days" {{
+  default = 30
+}}
+
+{cloud}
+database "meta" {{
+  type = "external"
+  uri  = "{database_uri}"
+}}
+
+vault "main" {{
+  database          = database.meta
+  storage           = object_storage.recordings
+  retention_days    = var.retention_days
+  readiness_timeout = "20s"
+}}
+
+agent "cam" {{
+  vault             = vault.main
+  rtsp_url          = "rtsp://10.0.0.1/stream1"
+  readiness_timeout = "20s"
+}}
+"#
+    )
+}
+
+/// Checks that Vault and the agent of [`stack_on_cloud`] were written to the test API server by
+/// kdeploy; returns Vault's Secret.
+pub fn assert_stack_in_cluster(server: &kdeploy_kube_testserver::TestServer) -> serde_json::Value {
+    let vault = server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").expect("vault deployment on the new cluster");
+    assert_eq!(vault["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
+    assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
+    server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret")
 }
