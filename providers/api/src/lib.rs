@@ -13,7 +13,7 @@ pub mod value;
 pub mod fake;
 
 pub use provider::{
-    default_plan, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind,
+    default_plan, error_chain, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind,
     ExternalProvider, UnavailableProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
     ReadResult, TokenSource,
 };

@@ -145,6 +145,21 @@ impl ProviderError {
     }
 }
 
+/// An error and its sources, each once, joined with ": " (no Debug dumps): for messages built
+/// from client-library errors (SDK, HTTP) whose top level alone says too little.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !t.is_empty() && !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 /// One provider: a platform (docker, kubernetes, aws, ...) serving several kinds and types.
 #[async_trait]
 pub trait Provider: Send + Sync {

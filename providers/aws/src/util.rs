@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
-use kdeploy_provider::{ErrorKind, ProviderError, Value};
+use kdeploy_provider::{error_chain, ErrorKind, ProviderError, Value};
 
 pub use kdeploy_provider::attrs::{Attrs, attrs, b, list, n, s, tag_map};
 
@@ -40,20 +40,6 @@ where
         _ => "",
     };
     ProviderError::new(kind, format!("{what}: {detail}{hint}"))
-}
-
-/// An error and its sources, each once, joined with ": " (no Debug dumps).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !t.is_empty() && !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 pub fn code_kind(code: Option<&str>) -> ErrorKind {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kdeploy_provider::{ErrorKind, ProviderError};
+use kdeploy_provider::{ErrorKind, ProviderError, error_chain};
 use reqwest::{Method, StatusCode};
 use serde_json::Value as Json;
 
@@ -272,19 +272,6 @@ impl CallError {
             CallError::Api(e) => e.to_provider(what),
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !t.is_empty() && !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
