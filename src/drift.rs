@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kdeploy_provider::{AttrPath, Value};
+use kdeploy_provider::{AttrPath, Check, Value};
 use serde_json::{json, Value as Json};
 
 use crate::plan::render::Style;
@@ -28,9 +28,12 @@ pub struct Entry {
     pub kind: String,
     pub type_name: String,
     pub provider: String,
-    /// `changed` or `deleted`.
+    /// `changed`, `deleted`, or `unhealthy` (a health check failed: a Vault account that no
+    /// longer answers).
     pub status: &'static str,
     pub attributes: Vec<AttrDrift>,
+    /// What an `unhealthy` check said.
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -103,8 +106,23 @@ pub fn rule_matches(rule: &str, address: &str, path: Option<&AttrPath>) -> bool 
 
 /// Builds the report from the refresh's drift entries, dropping what the rules ignore:
 /// per component `ignore_changes` (attribute names) and the stack's `drift { ignore = [...] }`.
-pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> Vec<String>, stack_rules: &[String]) -> Report {
+pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> Vec<String>, stack_rules: &[String], health: &[Check]) -> Report {
     let mut rep = Report { checked, ..Default::default() };
+    for c in health.iter().filter(|c| !c.ok) {
+        if let Some(r) = stack_rules.iter().find(|r| rule_matches(r, &c.address, None)) {
+            if !rep.ignored.contains(r) {
+                rep.ignored.push(r.clone());
+            }
+            continue;
+        }
+        let found = drift.iter().find(|d| d.address.to_string() == c.address);
+        let (kind, type_name, provider) = match (found, c.address.split('.').next()) {
+            (Some(d), _) => (d.kind.keyword().to_string(), d.type_name.clone(), d.provider.clone()),
+            (None, Some(k)) => (k.to_string(), String::new(), String::new()),
+            _ => Default::default(),
+        };
+        rep.entries.push(Entry { address: c.address.clone(), kind, type_name, provider, status: "unhealthy", attributes: Vec::new(), message: Some(c.message.clone()) });
+    }
     for d in drift {
         let address = d.address.to_string();
         let lifecycle = ignore_changes(&address);
@@ -123,6 +141,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
                 provider: d.provider.clone(),
                 status: "deleted",
                 attributes: Vec::new(),
+                message: None,
             }),
             Some(after) => {
                 let mut attrs = Vec::new();
@@ -156,6 +175,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
                         provider: d.provider.clone(),
                         status: "changed",
                         attributes: attrs,
+                        message: None,
                     });
                 }
             }
@@ -182,6 +202,9 @@ pub fn human(r: &Report, style: Style) -> String {
             "deleted" => {
                 let _ = writeln!(out, "  {} ({} {}): deleted outside kdeploy", bold(&e.address), e.kind, e.type_name);
             }
+            "unhealthy" => {
+                let _ = writeln!(out, "  {}: unhealthy: {}", bold(&e.address), e.message.as_deref().unwrap_or_default());
+            }
             _ => {
                 let _ = writeln!(out, "  {} ({} {}): changed outside kdeploy", bold(&e.address), e.kind, e.type_name);
                 for a in &e.attributes {
@@ -200,18 +223,18 @@ fn value_json(v: &Value, sensitive: bool) -> Json {
 
 /// The stable JSON report (documented in README).
 pub fn to_json(r: &Report) -> Json {
-    let changed = r.entries.iter().filter(|e| e.status == "changed").count();
-    let deleted = r.entries.len() - changed;
+    let count = |status: &str| r.entries.iter().filter(|e| e.status == status).count();
     json!({
         "format_version": REPORT_FORMAT,
         "drifted": r.drifted(),
-        "summary": {"checked": r.checked, "drifted": r.entries.len(), "changed": changed, "deleted": deleted},
+        "summary": {"checked": r.checked, "drifted": r.entries.len(), "changed": count("changed"), "deleted": count("deleted"), "unhealthy": count("unhealthy")},
         "drift": r.entries.iter().map(|e| json!({
             "address": e.address,
             "kind": e.kind,
             "type": e.type_name,
             "provider": e.provider,
             "status": e.status,
+            "message": e.message,
             "attributes": e.attributes.iter().map(|a| json!({
                 "path": a.path.to_string(),
                 "path_steps": a.path,
@@ -239,7 +262,14 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(out, "| Component | Status | Attribute | Recorded | Live |\n| --- | --- | --- | --- | --- |");
     for e in &r.entries {
         if e.attributes.is_empty() {
-            let _ = writeln!(out, "| `{}` | {} | | | |", md_escape(&e.address), e.status);
+            match &e.message {
+                Some(m) => {
+                    let _ = writeln!(out, "| `{}` | {} | {} | | |", md_escape(&e.address), e.status, md_escape(m));
+                }
+                None => {
+                    let _ = writeln!(out, "| `{}` | {} | | | |", md_escape(&e.address), e.status);
+                }
+            }
         }
         for a in &e.attributes {
             let _ = writeln!(

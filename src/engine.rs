@@ -384,5 +384,11 @@ pub async fn apply(
         return outcome;
     }
     let finalizer = EngineFinalizer { loaded };
-    Coordinator { plan, state, store, providers, finalizer: &finalizer, reporter, options, interrupt }.run().await
+    let mut outcome = Coordinator { plan, state, store, providers, finalizer: &finalizer, reporter, options, interrupt }.run().await;
+    // Prove the deployment works: every account of every recorded Vault answers.
+    let changed = outcome.done.iter().any(|(_, a)| a.mutates());
+    if changed && !plan.options.destroy && !outcome.interrupted {
+        outcome.checks = planner::verify(state, providers).await;
+    }
+    outcome
 }

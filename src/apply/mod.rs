@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Value};
+use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Reference, Value};
 use kdeploy_state::{OutputState, PendingKind, ResourceState, State, StateStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::addr::Address;
 use crate::config::eval::Marked;
-use crate::config::expand::object_value;
+use crate::config::expand::{object_value, reference, without_address};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::Providers;
 
@@ -76,11 +76,13 @@ pub struct Outcome {
     pub interrupted: bool,
     /// A state write failed: the message, and the state that could not be saved.
     pub state_error: Option<String>,
+    /// What was checked after apply (each Vault account answers); a failed check fails the apply.
+    pub checks: Vec<kdeploy_provider::Check>,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty() && self.not_started.is_empty() && !self.interrupted && self.state_error.is_none()
+        self.failed.is_empty() && self.skipped.is_empty() && self.not_started.is_empty() && !self.interrupted && self.state_error.is_none() && self.checks.iter().all(|c| c.ok)
     }
 }
 
@@ -99,7 +101,7 @@ struct JobResult {
 }
 
 /// Runs the provider calls of one change.
-async fn run_job(provider: Arc<dyn Provider>, change: Change, planned: Option<Value>, cluster: Option<Value>, refs: BTreeMap<String, Value>, force_conflicts: bool) -> Result<Option<(Value, Option<String>)>, ProviderError> {
+async fn run_job(provider: Arc<dyn Provider>, change: Change, planned: Option<Value>, cluster: Option<Value>, refs: BTreeMap<String, Reference>, force_conflicts: bool) -> Result<Option<(Value, Option<String>)>, ProviderError> {
     let component = ComponentRef { address: change.address.to_string(), kind: change.kind, type_name: change.type_name.clone() };
     let delete = |prior: Value| DeleteRequest { component: component.clone(), prior, cluster: cluster.clone(), delete_data: change.delete_data };
     let create = |planned: Value, prior: Option<Value>| ApplyRequest { component: component.clone(), prior, planned, cluster: cluster.clone(), refs: refs.clone(), force_conflicts };
@@ -287,8 +289,15 @@ impl Coordinator<'_> {
                     };
                     let id = self.state.begin_pending(&change.address.to_string(), kind);
                     pending_ids.insert(i, id);
-                    let cluster = change.cluster.as_ref().and_then(|c| applied.get(c)).map(|m| strip_address(&m.value));
-                    let refs: BTreeMap<String, Value> = change.refs.iter().filter_map(|(k, a)| applied.get(a).map(|m| (k.clone(), strip_address(&m.value)))).collect();
+                    let cluster = change.cluster.as_ref().and_then(|c| applied.get(c)).map(|m| without_address(&m.value));
+                    let refs: BTreeMap<String, Reference> = change
+                        .refs
+                        .iter()
+                        .filter_map(|(k, a)| {
+                            let type_name = self.state.resource(&a.to_string())?.type_name.clone();
+                            Some((k.clone(), reference(a, &type_name, &applied.get(a)?.value)))
+                        })
+                        .collect();
                     status[i] = Status::Running;
                     to_start.push((i, provider, change, planned, cluster, refs));
                     progressed = true;
@@ -438,13 +447,5 @@ impl Coordinator<'_> {
             }
         }
         outcome
-    }
-}
-
-/// A component value without the `address` key the language adds for references.
-fn strip_address(v: &Value) -> Value {
-    match v {
-        Value::Map(m) => Value::Map(m.iter().filter(|(k, _)| k.as_str() != crate::config::expand::ADDRESS_KEY).map(|(k, v)| (k.clone(), v.clone())).collect()),
-        other => other.clone(),
     }
 }

@@ -457,14 +457,30 @@ fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 {
             &format!("{e}\nThe operations that finished are real but could not all be recorded. Fix the problem (disk space, permissions) and run `kdeploy plan`: it reads the live objects and will not create duplicates."),
         );
     }
+    for c in o.checks.iter().filter(|c| c.ok) {
+        let _ = writeln!(ctx.io.out, "{}", c.message);
+    }
     if o.ok() {
         let what = if plan.options.refresh_only { "Refresh complete!".to_string() } else if plan.options.destroy { format!("Destroy complete! Resources: {destroyed} destroyed.") } else { format!("Apply complete! Resources: {add} added, {change} changed, {destroyed} destroyed.") };
         let _ = writeln!(ctx.io.out, "\n{}", ctx.style_ok(&what));
         return EXIT_OK;
     }
+    let failed_checks: Vec<&kdeploy_provider::Check> = o.checks.iter().filter(|c| !c.ok).collect();
+    let only_checks = o.failed.is_empty() && o.skipped.is_empty() && o.not_started.is_empty() && !o.interrupted && o.state_error.is_none();
+    if only_checks {
+        let _ = writeln!(ctx.io.err, "\nApply complete, but the deployment does not work yet: {} of {} checks failed.", failed_checks.len(), o.checks.len());
+        for c in &failed_checks {
+            let _ = writeln!(ctx.io.err, "  failed check: {}", c.message);
+        }
+        let _ = writeln!(ctx.io.err, "Everything applied is recorded in state; `kdeploy plan` checks again.");
+        return EXIT_ERROR;
+    }
     let _ = writeln!(ctx.io.err, "\nApply {}: {} done, {} failed, {} skipped, {} not started.", if o.interrupted { "interrupted" } else { "failed" }, o.done.len(), o.failed.len(), o.skipped.len(), o.not_started.len());
     for (a, m) in &o.failed {
         let _ = writeln!(ctx.io.err, "  failed:  {a}: {m}");
+    }
+    for c in &failed_checks {
+        let _ = writeln!(ctx.io.err, "  failed check: {}", c.message);
     }
     let mut by_cause: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (a, c) in &o.skipped {
@@ -632,7 +648,7 @@ async fn drift_cmd(ctx: &mut Ctx<'_, '_>, d: args::DriftArgs) -> i32 {
             .and_then(|a| loaded.expanded.decl(&loaded.stack, &a).map(|d| d.lifecycle.ignore_changes.iter().map(|(n, _)| n.clone()).collect()))
             .unwrap_or_default()
     };
-    let report = crate::drift::report(&refreshed.drift, state.resources.len(), &ignore_changes, &loaded.stack.stack.drift_ignore);
+    let report = crate::drift::report(&refreshed.drift, state.resources.len(), &ignore_changes, &loaded.stack.stack.drift_ignore, &refreshed.health);
     let text = match format {
         args::DriftFormat::Human => crate::drift::human(&report, ctx.style),
         args::DriftFormat::Json => format!("{}\n", serde_json::to_string_pretty(&crate::drift::to_json(&report)).unwrap_or_default()),

@@ -204,6 +204,7 @@ pub fn expand(stack: &Stack, sources: &SourceMap, root_vars: &BTreeMap<String, M
         let mut found: BTreeSet<Dep> = BTreeSet::new();
         let mut walker = RefWalker { stack, expanded: &expanded, diags: &mut diags, visiting: BTreeSet::new() };
         let mut exprs: Vec<&Expr> = decl.attrs.values().map(|(e, _)| e).collect();
+        exprs.extend(decl.blocks.iter().flat_map(|b| b.attrs.values().map(|(e, _)| e)));
         exprs.extend(decl.type_expr.iter());
         for e in exprs {
             for (target, span) in walker.refs_of(&addr.module, e) {
@@ -511,17 +512,17 @@ pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String
     }
 }
 
-/// Evaluates one instance's attributes against its schema. All problems are collected.
+/// Evaluates one instance's attributes (and nested blocks) against its schema, then the
+/// component's own naming rules. All problems are collected.
 pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Address]) -> Result<Desired, Diagnostics> {
     let decl = &stack.modules[inst.module].components[inst.decl];
     let mut scope = ctx.scope(&inst.addr.module);
     scope.each = inst.each.clone();
     scope.count = inst.count;
-    let mut diags = Diagnostics::new();
     let (type_name, schema) = component_type(&scope, decl).map_err(Diagnostics::from)?;
+    let mut ev = InstanceEval { scope: &scope, decl, type_name: &type_name, diags: Diagnostics::new(), refs: BTreeMap::new(), spans: Vec::new() };
 
     let mut entries: Vec<(String, Marked)> = Vec::new();
-    let mut refs = BTreeMap::new();
     for (name, (expr, key_span)) in &decl.attrs {
         let Some(attr) = schema.attr(name) else {
             let valid: Vec<&str> = schema.inputs().map(|a| a.name).collect();
@@ -529,82 +530,46 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
             if let Some(s) = did_you_mean(name, valid.iter().copied()) {
                 d = d.hint(format!("did you mean {s}?"));
             }
-            diags.push(d);
+            ev.diags.push(d);
             continue;
         };
         if attr.computed {
-            diags.push(Diagnostic::error("Value for computed attribute", format!("{name:?} is set by kdeploy after apply and cannot be configured.")).at(Some(key_span.clone())).hint(format!("read it elsewhere as {}.{name}", inst.addr)));
+            ev.diags.push(Diagnostic::error("Value for computed attribute", format!("{name:?} is set by kdeploy after apply and cannot be configured.")).at(Some(key_span.clone())).hint(format!("read it elsewhere as {}.{name}", inst.addr)));
             continue;
         }
-        let value = match scope.eval(&expr.expr, expr.span.file) {
-            Ok(v) => v,
-            Err(d) => {
-                diags.push(d);
-                continue;
-            }
-        };
-        if let AttrType::Component(want) = &attr.ty {
-            // A component that is not evaluated (it has an error of its own) is unknown, with its
-            // address as the origin: still a valid reference, so its error is not echoed here.
-            let target = component_address(&value.value).or_else(|| match &value.value {
-                Value::Unknown(origin) => origin.parse::<Address>().ok(),
-                _ => None,
-            });
-            match target {
-                Some(target) if target.kind == *want => {
-                    refs.insert(name.clone(), target.clone());
-                    entries.push((name.clone(), Marked::plain(Value::String(target.to_string()))));
-                }
-                Some(target) => diags.push(
-                    Diagnostic::error("Incorrect attribute value type", format!("{name:?} must reference a {want} component, but {target} is a {}.", target.kind))
-                        .at(Some(expr.span.clone()))
-                        .hint(format!("use a reference like {want}.NAME")),
-                ),
-                None if value.value.is_unknown() => diags.push(
-                    Diagnostic::error("Invalid component reference", format!("{name:?} must be known before apply: a reference like {want}.NAME.")).at(Some(expr.span.clone())),
-                ),
-                None if value.value.is_null() => {}
-                None => diags.push(
-                    Diagnostic::error("Incorrect attribute value type", format!("{name:?} must be a reference to a {want} component, like {want}.main; got {}.", value.value.type_name()))
-                        .at(Some(expr.span.clone()))
-                        .hint(format!("write {name} = {want}.NAME")),
-                ),
-            }
-            continue;
-        }
-        match attr.ty.conform(&value.value) {
-            Ok(v) => entries.push((name.clone(), Marked { value: v, sensitive: value.sensitive })),
-            Err(e) => {
-                let shown = if value.is_sensitive() { "the value is sensitive".to_string() } else { e };
-                diags.push(Diagnostic::error("Incorrect attribute value type", format!("Invalid value for {name:?}: {shown}.")).at(Some(expr.span.clone())));
-            }
+        if let Some(v) = ev.attribute(name, attr, expr) {
+            entries.push((name.clone(), v));
         }
     }
+    entries.extend(ev.nested_blocks(schema));
     for attr in schema.inputs() {
-        if decl.attrs.contains_key(attr.name) || attr.name == "cluster" {
+        if entries.iter().any(|(n, _)| n == attr.name) || decl.attrs.contains_key(attr.name) || attr.name == "cluster" {
             continue;
         }
         if attr.required {
-            diags.push(
+            ev.diags.push(
                 Diagnostic::error("Missing required argument", format!("The argument {:?} is required for a {} of type {type_name:?}, but it is not set.", attr.name, decl.kind))
                     .at(Some(decl.span.clone()))
                     .hint(format!("add {} = ... ({})", attr.name, attr.description)),
             );
             continue;
         }
-        entries.push((attr.name.to_string(), Marked::plain(attr.default.clone().unwrap_or(Value::Null))));
+        let default = attr.default.clone().or_else(|| attr.derived_default.map(|d| match d {
+            kdeploy_provider::schema::DerivedDefault::StackName => Value::String(stack.name()),
+        }));
+        entries.push((attr.name.to_string(), Marked::plain(default.unwrap_or(Value::Null))));
     }
     // The cluster: explicit, or the only cluster in the stack.
-    let mut cluster = refs.get("cluster").cloned();
+    let mut cluster = ev.refs.get("cluster").cloned();
     if schema.attr("cluster").is_some() && cluster.is_none() {
         match clusters {
             [only] => cluster = Some(only.clone()),
-            [] => diags.push(
+            [] => ev.diags.push(
                 Diagnostic::error("No cluster to run on", format!("{} runs on a cluster, but the stack declares none.", inst.addr))
                     .at(Some(decl.span.clone()))
                     .hint("declare one, e.g. cluster \"edge\" { type = \"docker\" }"),
             ),
-            many => diags.push(
+            many => ev.diags.push(
                 Diagnostic::error("Ambiguous cluster", format!("The stack declares {} clusters ({}), so {} must say which one it runs on.", many.len(), many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), inst.addr))
                     .at(Some(decl.span.clone()))
                     .hint(format!("add cluster = {}", many[0])),
@@ -614,14 +579,17 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
             entries.push(("cluster".into(), Marked::plain(Value::String(c.to_string()))));
         }
     }
-    if diags.has_errors() {
-        return Err(diags);
+    if ev.diags.has_errors() {
+        return Err(ev.diags);
     }
     let mut marked = marked_map(entries);
-    for attr in schema.attributes.iter().filter(|a| a.sensitive && !a.computed) {
-        let p = AttrPath::attr(attr.name);
-        if !marked.sensitive.contains(&p) {
-            marked.sensitive.push(p);
+    if let Value::Map(m) = &marked.value {
+        for attr in schema.inputs() {
+            marked.sensitive.extend(attr.sensitive_paths(m.get(attr.name).unwrap_or(&Value::Null)));
+        }
+        // The component's own rules (a vault's provider, queue and account names).
+        for p in kdeploy_provider::components::check(decl.kind, m) {
+            ev.diags.push(Diagnostic::error("Invalid component configuration", p.message).at(Some(ev.span_of(&p.path))).hint(p.hint));
         }
     }
     marked.sensitive.sort();
@@ -632,9 +600,13 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
             if let Some(s) = did_you_mean(name, schema.inputs().map(|a| a.name)) {
                 d = d.hint(format!("did you mean {s}?"));
             }
-            return Err(d.into());
+            ev.diags.push(d);
         }
     }
+    if ev.diags.has_errors() {
+        return Err(ev.diags);
+    }
+    let refs = ev.refs;
     Ok(Desired {
         addr: inst.addr.clone(),
         type_name,
@@ -645,6 +617,200 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
         refs,
         lifecycle: decl.lifecycle.clone(),
     })
+}
+
+/// The evaluation of one instance: what it found so far.
+struct InstanceEval<'a, 's> {
+    scope: &'a Scope<'s>,
+    decl: &'a ComponentDecl,
+    type_name: &'a str,
+    diags: Diagnostics,
+    /// Component-typed attributes (`storage`, or `providers.archive.storage` in a block) →
+    /// the referenced address.
+    refs: BTreeMap<String, Address>,
+    /// Where each input path was written, for diagnostics about values.
+    spans: Vec<(AttrPath, Span)>,
+}
+
+impl InstanceEval<'_, '_> {
+    /// Evaluates one attribute (top level, or `path` inside a block) against its schema.
+    fn attribute(&mut self, path: &str, attr: &kdeploy_provider::AttrSchema, expr: &Expr) -> Option<Marked> {
+        let at = path_of(path);
+        self.spans.push((at, expr.span.clone()));
+        let value = match self.scope.eval(&expr.expr, expr.span.file) {
+            Ok(v) => v,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        if let AttrType::Component(want) = &attr.ty {
+            return self.reference(path, *want, &value.value, expr).map(|a| Marked::plain(Value::String(a.to_string())));
+        }
+        match attr.ty.conform(&value.value) {
+            Ok(v) => {
+                let v = self.block_map_refs(path, &attr.ty, v, expr);
+                Some(Marked { value: v, sensitive: value.sensitive })
+            }
+            Err(e) => {
+                let shown = if value.is_sensitive() { "the value is sensitive".to_string() } else { e };
+                self.diags.push(Diagnostic::error("Incorrect attribute value type", format!("Invalid value for {path:?}: {shown}.")).at(Some(expr.span.clone())));
+                None
+            }
+        }
+    }
+
+    /// A component reference: recorded as an edge target and kept as its address.
+    fn reference(&mut self, path: &str, want: Kind, value: &Value, expr: &Expr) -> Option<Address> {
+        // A component that is not evaluated (it has an error of its own) is unknown, with its
+        // address as the origin: still a valid reference, so its error is not echoed here.
+        let target = component_address(value).or_else(|| match value {
+            Value::Unknown(origin) => origin.parse::<Address>().ok(),
+            _ => None,
+        });
+        match target {
+            Some(target) if target.kind == want => {
+                self.refs.insert(path.to_string(), target.clone());
+                return Some(target);
+            }
+            Some(target) => self.diags.push(
+                Diagnostic::error("Incorrect attribute value type", format!("{path:?} must reference a {want} component, but {target} is a {}.", target.kind))
+                    .at(Some(expr.span.clone()))
+                    .hint(format!("use a reference like {want}.NAME")),
+            ),
+            None if value.is_unknown() => self.diags.push(Diagnostic::error("Invalid component reference", format!("{path:?} must be known before apply: a reference like {want}.NAME.")).at(Some(expr.span.clone()))),
+            None if value.is_null() => {}
+            None => self.diags.push(
+                Diagnostic::error("Incorrect attribute value type", format!("{path:?} must be a reference to a {want} component, like {want}.main; got {}.", value.type_name()))
+                    .at(Some(expr.span.clone()))
+                    .hint(format!("write {path} = {want}.NAME")),
+            ),
+        }
+        None
+    }
+
+    /// In a block map written as an attribute (`providers = { a = { storage = ... } }`), the
+    /// component references become addresses and edges, as in the block form.
+    fn block_map_refs(&mut self, path: &str, ty: &AttrType, value: Value, expr: &Expr) -> Value {
+        let (AttrType::Map(inner), Value::Map(entries)) = (ty, &value) else { return value };
+        let AttrType::Object(fields) = inner.as_ref() else { return value };
+        let mut out = entries.clone();
+        for (key, entry) in out.iter_mut() {
+            let Value::Map(m) = entry else { continue };
+            for f in fields {
+                if let (AttrType::Component(want), Some(v)) = (&f.ty, m.get(f.name).cloned()) {
+                    if v.is_null() {
+                        continue;
+                    }
+                    let field_path = format!("{path}.{key}.{}", f.name);
+                    let addr = self.reference(&field_path, *want, &v, expr);
+                    m.insert(f.name.to_string(), addr.map(|a| Value::String(a.to_string())).unwrap_or(Value::Null));
+                }
+            }
+        }
+        Value::Map(out)
+    }
+
+    /// The nested blocks, as (map attribute, entries by block name).
+    fn nested_blocks(&mut self, schema: &kdeploy_provider::ComponentSchema) -> Vec<(String, Marked)> {
+        let mut by_attr: BTreeMap<&'static str, Vec<(String, Marked)>> = BTreeMap::new();
+        let mut seen: BTreeMap<(String, String), Span> = BTreeMap::new();
+        for nb in &self.decl.blocks {
+            let Some(bs) = schema.block(&nb.ident) else {
+                let mut valid: Vec<&str> = schema.blocks.iter().map(|b| b.name).collect();
+                valid.push("lifecycle");
+                let mut d = Diagnostic::error("Unsupported block type", format!("Blocks of type {:?} are not expected in a {} of type {:?}. Valid: {}.", nb.ident, self.decl.kind, self.type_name, valid.join(", "))).at(Some(nb.span.clone()));
+                d = match did_you_mean(&nb.ident, valid.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean {s}?")),
+                    None => d.hint(format!("maps are written as attributes: {} = {{ key = \"value\" }}", nb.ident)),
+                };
+                self.diags.push(d);
+                continue;
+            };
+            let (key, key_span) = match (&nb.label, bs.unlabeled_name) {
+                (Some((l, sp)), _) => (l.clone(), sp.clone()),
+                (None, Some(n)) => (n.to_string(), nb.span.clone()),
+                (None, None) => {
+                    self.diags.push(Diagnostic::error("Missing block label", format!("A {} block needs a name.", nb.ident)).at(Some(nb.span.clone())).hint(format!("write {} \"NAME\" {{ ... }}", nb.ident)));
+                    continue;
+                }
+            };
+            if let Some(first) = seen.get(&(nb.ident.clone(), key.clone())) {
+                let at = self.scope.ctx.sources.location(first);
+                self.diags.push(Diagnostic::error("Duplicate block", format!("A {} block named {key:?} is already defined at {at}; names must be unique.", nb.ident)).at(Some(key_span)).hint("rename or remove one of them"));
+                continue;
+            }
+            seen.insert((nb.ident.clone(), key.clone()), key_span.clone());
+            if let Some((_, attr_span)) = self.decl.attrs.get(bs.attr) {
+                self.diags.push(
+                    Diagnostic::error("Conflicting definitions", format!("{} is set as an attribute and by {} blocks.", bs.attr, nb.ident))
+                        .at(Some(nb.span.clone()))
+                        .hint(format!("use either the {} blocks or {} = {{ ... }} (at {})", nb.ident, bs.attr, self.scope.ctx.sources.location(attr_span))),
+                );
+                continue;
+            }
+            let entry_path = format!("{}.{key}", bs.attr);
+            self.spans.push((path_of(&entry_path), key_span));
+            let fields = schema.block_fields(bs);
+            let mut obj: Vec<(String, Marked)> = Vec::new();
+            for (name, (expr, name_span)) in &nb.attrs {
+                let Some(f) = fields.iter().find(|f| f.name == name) else {
+                    let valid: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                    let mut d = Diagnostic::error("Unsupported argument", format!("A {} block has no argument {name:?}. Valid arguments: {}.", nb.ident, valid.join(", "))).at(Some(name_span.clone()));
+                    if let Some(s) = did_you_mean(name, valid.iter().copied()) {
+                        d = d.hint(format!("did you mean {s}?"));
+                    }
+                    self.diags.push(d);
+                    continue;
+                };
+                if let Some(v) = self.attribute(&format!("{entry_path}.{name}"), f, expr) {
+                    obj.push((name.clone(), v));
+                }
+            }
+            for f in fields {
+                if nb.attrs.contains_key(f.name) {
+                    continue;
+                }
+                if f.required {
+                    self.diags.push(
+                        Diagnostic::error("Missing required argument", format!("The argument {:?} is required in a {} block, but it is not set.", f.name, nb.ident))
+                            .at(Some(nb.span.clone()))
+                            .hint(format!("add {} = ... ({})", f.name, f.description)),
+                    );
+                    continue;
+                }
+                obj.push((f.name.to_string(), Marked::plain(f.default.clone().unwrap_or(Value::Null))));
+            }
+            by_attr.entry(bs.attr).or_default().push((key, marked_map(obj)));
+        }
+        by_attr.into_iter().map(|(attr, entries)| (attr.to_string(), marked_map(entries))).collect()
+    }
+
+    /// The span of the innermost recorded path that contains `path`, else the block header.
+    fn span_of(&self, path: &AttrPath) -> Span {
+        self.spans.iter().filter(|(p, _)| path.starts_with(p)).max_by_key(|(p, _)| p.0.len()).map(|(_, s)| s.clone()).unwrap_or_else(|| self.decl.span.clone())
+    }
+}
+
+/// `accounts.site-a.provider` → the attribute path (keys may contain anything but dots).
+fn path_of(dotted: &str) -> AttrPath {
+    AttrPath(dotted.split('.').map(|k| PathStep::Key(k.to_string())).collect())
+}
+
+/// A component value without the `address` key the language adds for references.
+pub fn without_address(v: &Value) -> Value {
+    match v {
+        Value::Map(m) => Value::Map(m.iter().filter(|(k, _)| k.as_str() != ADDRESS_KEY).map(|(k, v)| (k.clone(), v.clone())).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What a provider is told about a referenced component.
+pub fn reference(addr: &Address, type_name: &str, value: &Value) -> kdeploy_provider::Reference {
+    kdeploy_provider::Reference {
+        component: kdeploy_provider::ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: type_name.to_string() },
+        attributes: without_address(value),
+    }
 }
 
 /// The address carried by a component object value.

@@ -29,6 +29,11 @@ pub fn stack_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// `override.hcl` and `*_override.hcl`, as Terraform names them.
+pub fn is_override_file(path: &Path) -> bool {
+    path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s == "override" || s.ends_with("_override"))
+}
+
 fn display_path(base: &Path, path: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).display().to_string()
 }
@@ -36,7 +41,7 @@ fn display_path(base: &Path, path: &Path) -> String {
 /// Loads the stack in `dir`. Every problem found is returned as a diagnostic; the stack is
 /// returned as far as it could be decoded.
 pub fn load_stack(dir: &Path, sources: &mut SourceMap) -> (Stack, Diagnostics) {
-    let mut loader = Loader { base: dir.to_path_buf(), sources, diags: Diagnostics::new(), stack: Stack::default(), loading: Vec::new() };
+    let mut loader = Loader { base: dir.to_path_buf(), sources, diags: Diagnostics::new(), stack: Stack::default(), loading: Vec::new(), overriding: false };
     loader.load_module(dir, None);
     let Loader { stack, diags, .. } = loader;
     (stack, diags)
@@ -49,6 +54,8 @@ struct Loader<'a> {
     stack: Stack,
     /// Module directories being loaded (to report a module that calls itself).
     loading: Vec<PathBuf>,
+    /// Decoding override files: blocks that cannot be overridden are refused.
+    overriding: bool,
 }
 
 pub(crate) fn span(file: FileId, node: &impl hcl_edit::Span) -> Span {
@@ -84,6 +91,24 @@ impl Loader<'_> {
                     .hint("stack files end in .hcl; use -C DIR to point kdeploy at the stack directory"),
             );
         }
+        // Override files (`override.hcl`, `*_override.hcl`) are merged into the blocks the other
+        // files declare, after them, as Terraform does.
+        let (overrides, files): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|p| is_override_file(p));
+        self.load_files(index, files);
+        if !overrides.is_empty() {
+            let scratch = self.stack.modules.len();
+            self.stack.modules.push(ModuleConfig { dir: dir.to_path_buf(), ..Default::default() });
+            self.overriding = true;
+            self.load_files(scratch, overrides);
+            self.overriding = false;
+            let over = self.stack.modules.remove(scratch);
+            self.merge_override(index, over);
+        }
+        self.loading.pop();
+        index
+    }
+
+    fn load_files(&mut self, index: usize, files: Vec<PathBuf>) {
         for path in files {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
@@ -107,8 +132,64 @@ impl Loader<'_> {
                 }
             }
         }
-        self.loading.pop();
-        index
+    }
+
+    /// Merges the blocks of override files into the module's blocks of the same type and
+    /// name: set attributes replace the base ones, nested blocks of a type replace all of that
+    /// type. An override without a base block is an error.
+    fn merge_override(&mut self, index: usize, over: ModuleConfig) {
+        let missing = |what: String, span: &Span| {
+            Diagnostic::error("Missing base block for override", format!("{what} is overridden, but no other file of the stack declares it."))
+                .at(Some(span.clone()))
+                .hint("override files only change blocks declared elsewhere; declare it in a normal .hcl file")
+        };
+        for c in over.components {
+            let Some(base) = self.stack.modules[index].components.iter_mut().find(|b| b.kind == c.kind && b.name == c.name) else {
+                self.diags.push(missing(format!("{}.{}", c.kind, c.name), &c.span));
+                continue;
+            };
+            base.attrs.extend(c.attrs);
+            if c.type_expr.is_some() {
+                base.type_expr = c.type_expr;
+            }
+            if !matches!(c.repetition, Repetition::Single) {
+                base.repetition = c.repetition;
+            }
+            if !c.depends_on.is_empty() {
+                base.depends_on = c.depends_on;
+            }
+            for ident in c.blocks.iter().map(|b| b.ident.clone()).collect::<std::collections::BTreeSet<_>>() {
+                base.blocks.retain(|b| b.ident != ident);
+            }
+            base.blocks.extend(c.blocks);
+        }
+        for (name, v) in over.variables {
+            let Some(base) = self.stack.modules[index].variables.get_mut(&name) else {
+                self.diags.push(missing(format!("variable {name:?}"), &v.span));
+                continue;
+            };
+            if v.default.is_some() {
+                base.default = v.default;
+            }
+            if v.ty != types::VarType::Any {
+                base.ty = v.ty;
+            }
+            if v.description.is_some() {
+                base.description = v.description;
+            }
+        }
+        for (name, o) in over.outputs {
+            match self.stack.modules[index].outputs.get_mut(&name) {
+                Some(base) => base.value = o.value,
+                None => self.diags.push(missing(format!("output {name:?}"), &o.span)),
+            }
+        }
+        for (name, e) in over.locals {
+            match self.stack.modules[index].locals.get_mut(&name) {
+                Some(base) => *base = e,
+                None => self.diags.push(missing(format!("local {name:?}"), &e.span)),
+            }
+        }
     }
 
     fn module(&mut self, index: usize) -> &mut ModuleConfig {
@@ -147,6 +228,14 @@ impl Loader<'_> {
 
     fn decode_block(&mut self, m: usize, file: FileId, block: &Block, is_root: bool) {
         let ident = block.ident.as_str();
+        if self.overriding && matches!(ident, "stack" | "module") {
+            self.diags.push(
+                Diagnostic::error("Unsupported override", format!("A {ident} block cannot be overridden in this kdeploy version."))
+                    .at(Some(span(file, &block.ident)))
+                    .hint("override files may change components, variables, outputs and locals"),
+            );
+            return;
+        }
         let header = header_span(file, block);
         match ident {
             "stack" => {
@@ -422,6 +511,7 @@ impl Loader<'_> {
             repetition: Repetition::Single,
             depends_on: Vec::new(),
             lifecycle: Lifecycle::default(),
+            blocks: Vec::new(),
             span: header.clone(),
         };
         let mut count = None;
@@ -462,11 +552,49 @@ impl Loader<'_> {
                         self.unexpected_block(file, lb, "lifecycle", &[]);
                     }
                 }
-                Structure::Block(b) => self.unexpected_block(file, b, block.ident.as_str(), &["lifecycle"]),
+                Structure::Block(b) => {
+                    if let Some(nested) = self.nested_block(file, b) {
+                        decl.blocks.push(nested);
+                    }
+                }
             }
         }
         decl.repetition = self.repetition(header, count, for_each);
         self.module(m).components.push(decl);
+    }
+
+    /// A block inside a component: at most one label, attributes only. Whether the component
+    /// accepts it is decided once its type (and so its schema) is known.
+    fn nested_block(&mut self, file: FileId, b: &Block) -> Option<NestedBlock> {
+        let header = header_span(file, b);
+        let labels: Vec<(String, Span)> = b.labels.iter().map(|l| (l.as_str().to_string(), span(file, l))).collect();
+        if labels.len() > 1 {
+            self.diags.push(
+                Diagnostic::error("Extraneous label", format!("A {} block takes at most one label (its name).", b.ident.as_str()))
+                    .at(Some(labels[1].1.clone()))
+                    .hint(format!("write {} \"NAME\" {{ ... }}", b.ident.as_str())),
+            );
+            return None;
+        }
+        let mut attrs = BTreeMap::new();
+        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        for s in b.body.iter() {
+            match s {
+                Structure::Attribute(a) => {
+                    let key = a.key.as_str().to_string();
+                    let key_span = span(file, &a.key);
+                    if let Some(prev) = seen.get(&key) {
+                        let at = self.sources.location(prev);
+                        self.duplicate(key_span, "attribute", &key, &at);
+                        continue;
+                    }
+                    seen.insert(key.clone(), key_span.clone());
+                    attrs.insert(key, (Expr { expr: a.value.clone(), span: span(file, &a.value) }, key_span));
+                }
+                Structure::Block(inner) => self.unexpected_block(file, inner, b.ident.as_str(), &[]),
+            }
+        }
+        Some(NestedBlock { ident: b.ident.as_str().to_string(), label: labels.into_iter().next(), attrs, span: header })
     }
 
     fn repetition(&mut self, header: Span, count: Option<Expr>, for_each: Option<Expr>) -> Repetition {

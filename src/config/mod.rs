@@ -81,7 +81,20 @@ pub struct ComponentDecl {
     pub repetition: Repetition,
     pub depends_on: Vec<Expr>,
     pub lifecycle: Lifecycle,
+    /// Nested blocks (`account "site-a" { ... }` in a vault), checked against the schema once
+    /// the component's type is known.
+    pub blocks: Vec<NestedBlock>,
     /// The block header (keyword and labels), for diagnostics about the whole block.
+    pub span: Span,
+}
+
+/// A block inside a component block.
+#[derive(Debug, Clone)]
+pub struct NestedBlock {
+    pub ident: String,
+    pub label: Option<(String, Span)>,
+    pub attrs: BTreeMap<String, (Expr, Span)>,
+    /// The block header.
     pub span: Span,
 }
 
@@ -141,5 +154,11 @@ pub struct Stack {
 impl Stack {
     pub fn root(&self) -> &ModuleConfig {
         &self.modules[0]
+    }
+
+    /// The stack's name: `stack "NAME" {}`, else `kdeploy` (not the directory's name, which
+    /// changes with where the stack is checked out).
+    pub fn name(&self) -> String {
+        if self.stack.name.is_empty() { "kdeploy".into() } else { self.stack.name.clone() }
     }
 }

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kdeploy_provider::{
-    AttrPath, ComponentRef, Kind, PlanRequest, Provider, ReadRequest, ReadResult, Value,
+    AttrPath, Check, ComponentRef, Kind, PlanRequest, Provider, ReadRequest, ReadResult, Reference, Value,
 };
 use kdeploy_state::{PendingKind, ResourceState, State};
 
 use super::{Action, ActionReason, Change, Drift, OutputChange, Plan, PlanOptions, PLAN_FORMAT_VERSION};
 use crate::addr::{Address, InstanceKey, ModulePath, Target};
 use crate::config::eval::{values_equal, Ctx, Marked};
-use crate::config::expand::{self, object_value, Desired, Expanded, ValueTable};
+use crate::config::expand::{self, object_value, reference, Desired, Expanded, ValueTable};
 use crate::config::Stack;
 use crate::diag::{Diagnostic, Diagnostics, SourceMap};
 use crate::graph::DepGraph;
@@ -39,8 +39,8 @@ pub struct Refreshed {
     pub live: BTreeMap<String, Option<(Value, Option<String>)>>,
     pub drift: Vec<Drift>,
     pub notes: Vec<String>,
-    /// Health lines from the providers (Vault answering /api/health, ...).
-    pub health: Vec<String>,
+    /// Health checks of the providers (Vault answering /api/health, its accounts /api/ping).
+    pub health: Vec<Check>,
 }
 
 pub fn state_attrs(r: &ResourceState) -> Value {
@@ -51,16 +51,15 @@ fn parse_addr(s: &str) -> Option<Address> {
     s.parse().ok()
 }
 
-/// Reads every recorded resource, one batched call per provider, and compares with state.
-pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, String, String)]) -> Result<Refreshed, Diagnostics> {
-    let mut out = Refreshed::default();
-    let mut diags = Diagnostics::new();
+/// Read requests for the recorded resources `keep` selects, by provider; invalid addresses
+/// are reported.
+fn read_requests(state: &State, keep: impl Fn(&ResourceState) -> bool, diags: &mut Diagnostics) -> BTreeMap<String, Vec<ReadRequest>> {
     let mut by_provider: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
     let cluster_of = |r: &ResourceState| -> Option<Value> {
         let c = r.attributes.get("cluster")?.as_str()?;
         state.resource(c).map(state_attrs)
     };
-    for r in &state.resources {
+    for r in state.resources.iter().filter(|r| keep(r)) {
         let Some(addr) = parse_addr(&r.address) else {
             diags.push(Diagnostic::error("Invalid state", format!("The state records an invalid address {:?}.", r.address)).hint("fix it with `kdeploy state mv` or `kdeploy state rm`"));
             continue;
@@ -71,6 +70,26 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, St
             cluster: cluster_of(r),
         });
     }
+    by_provider
+}
+
+/// The health checks of the recorded vaults (their accounts answer): run after apply.
+pub async fn verify(state: &State, providers: &Providers) -> Vec<Check> {
+    let mut ignored = Diagnostics::new();
+    let mut out = Vec::new();
+    for (name, requests) in read_requests(state, |r| r.kind == Kind::Vault.keyword(), &mut ignored) {
+        if let Ok(provider) = providers.get(&name) {
+            out.extend(provider.health(&requests).await);
+        }
+    }
+    out
+}
+
+/// Reads every recorded resource, one batched call per provider, and compares with state.
+pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, String, String)]) -> Result<Refreshed, Diagnostics> {
+    let mut out = Refreshed::default();
+    let mut diags = Diagnostics::new();
+    let mut by_provider = read_requests(state, |_| true, &mut diags);
     // Pending creates of objects that were never recorded: the live system decides.
     for (addr, type_name, provider) in extra {
         by_provider.entry(provider.clone()).or_default().push(ReadRequest {
@@ -291,7 +310,14 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             let (refs, cluster_value) = {
                 let values = resolver.values.borrow();
                 let value_of = |a: &Address| values.get(a).map(|m| m.value.clone());
-                let refs: BTreeMap<String, Value> = desired.refs.iter().filter_map(|(k, a)| value_of(a).map(|v| (k.clone(), v))).collect();
+                let refs: BTreeMap<String, Reference> = desired
+                    .refs
+                    .iter()
+                    .filter_map(|(k, a)| {
+                        let type_name = types.get(a).cloned().or_else(|| state.resource(&a.to_string()).map(|r| r.type_name.clone()))?;
+                        Some((k.clone(), reference(a, &type_name, &value_of(a)?)))
+                    })
+                    .collect();
                 (refs, desired.cluster.as_ref().and_then(|c| value_of(c)))
             };
             let recorded = state.resource(&addr.to_string());
@@ -577,7 +603,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         drift: refreshed.drift.clone(),
         output_changes,
         notes,
-        health: refreshed.health.clone(),
+        health: refreshed.health.iter().map(|c| c.message.clone()).collect(),
         sources: BTreeMap::new(),
         variables: BTreeMap::new(),
     };

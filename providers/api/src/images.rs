@@ -3,8 +3,9 @@
 
 /// Kerberos Vault (the uug-ai registry, where the project moved).
 pub const VAULT: &str = "ghcr.io/uug-ai/vault:v1.4.9";
-/// Kerberos Agent.
-pub const AGENT: &str = "kerberos/agent:v3.5.0";
+/// Kerberos Agent. v3.6.29 or later reads the `GLOBAL_AGENT_*` settings Factory v2 hands to the
+/// agents it creates, so the same pin serves kdeploy's agents and Factory's.
+pub const AGENT: &str = "kerberos/agent:v3.11.1";
 /// Kerberos Factory (v2: ConfigMap-backed, no MongoDB).
 pub const FACTORY: &str = "ghcr.io/uug-ai/factory:v2.0.4";
 /// MongoDB (official image; Vault supports 4.x-8.x).

@@ -3,6 +3,8 @@
 //! Both the engine (`kdeploy`) and every provider crate depend on this small crate, so the
 //! engine never depends on a provider and a provider never depends on the engine.
 pub mod attrs;
+pub mod components;
+pub mod duration;
 pub mod images;
 pub mod names;
 pub mod provider;
@@ -13,9 +15,10 @@ pub mod value;
 pub mod fake;
 
 pub use provider::{
-    default_plan, error_chain, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind,
+    default_plan, error_chain, ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind,
     ExternalProvider, UnavailableProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
-    ReadResult, TokenSource,
+    ReadResult, Reference, TokenSource,
 };
 pub use schema::{provider_for, schema, schema_ref, AttrSchema, AttrType, ComponentSchema, Kind};
 pub use value::{AttrPath, PathStep, Value};
+pub use duration::Duration;

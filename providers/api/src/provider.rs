@@ -18,6 +18,14 @@ pub struct ComponentRef {
     pub type_name: String,
 }
 
+/// A component that another one references (`storage = object_storage.rec`): what it is and its
+/// attributes (inputs and computed values; unknown where only apply can tell).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub component: ComponentRef,
+    pub attributes: Value,
+}
+
 /// Read the live object behind one recorded component.
 #[derive(Debug, Clone)]
 pub struct ReadRequest {
@@ -26,6 +34,15 @@ pub struct ReadRequest {
     pub recorded: Value,
     /// The cluster's recorded attributes for in-cluster components.
     pub cluster: Option<Value>,
+}
+
+/// The result of one health check of a component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub address: String,
+    pub ok: bool,
+    /// One line for the user, starting with the address; for a failure, what to do.
+    pub message: String,
 }
 
 /// What a read found.
@@ -51,8 +68,9 @@ pub struct PlanRequest<'a> {
     /// Desired attributes from the stack (inputs only; may contain unknowns).
     pub desired: &'a Value,
     pub cluster: Option<&'a Value>,
-    /// Attributes of the components this one references (attribute name → their attributes).
-    pub refs: &'a BTreeMap<String, Value>,
+    /// The components this one references, by the attribute that names them (`storage`, or
+    /// `providers.archive.storage` inside a block).
+    pub refs: &'a BTreeMap<String, Reference>,
     /// Take ownership of fields another manager owns (`--force-conflicts`).
     pub force_conflicts: bool,
 }
@@ -72,8 +90,8 @@ pub struct ApplyRequest {
     pub prior: Option<Value>,
     pub planned: Value,
     pub cluster: Option<Value>,
-    /// Attributes of the components this one references (attribute name → their attributes).
-    pub refs: BTreeMap<String, Value>,
+    /// The components this one references, by the attribute that names them.
+    pub refs: BTreeMap<String, Reference>,
     /// Take ownership of fields another manager owns (`--force-conflicts`).
     pub force_conflicts: bool,
 }
@@ -176,9 +194,10 @@ pub trait Provider: Send + Sync {
     /// Returns one result per request, in the same order.
     async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError>;
 
-    /// Application-level health of recorded components (e.g. whether Vault answers
-    /// `/api/health`), one line each, shown with the plan. Reads nothing by default.
-    async fn health(&self, _requests: &[ReadRequest]) -> Vec<String> {
+    /// Whether recorded components do their job (Vault answers `/api/health`, each of its
+    /// accounts answers `/api/ping`): shown with the plan, reported by `drift`, and checked
+    /// after apply (a failed check fails the apply). Checks nothing by default.
+    async fn health(&self, _requests: &[ReadRequest]) -> Vec<Check> {
         Vec::new()
     }
 

@@ -5,6 +5,7 @@
 //! which are sensitive, which force a replacement when they change, and which are only known
 //! after apply (computed by the provider).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -63,7 +64,7 @@ impl Kind {
     pub fn types(self) -> &'static [&'static str] {
         match self {
             Kind::Cluster => &["docker", "microk8s", "kubernetes", "eks", "aks", "gke"],
-            Kind::ObjectStorage => &["minio", "s3", "azure_blob", "gcs"],
+            Kind::ObjectStorage => &["minio", "s3", "azure_blob", "gcs", "external"],
             Kind::Database => &["mongodb", "external"],
             Kind::Broker => &["rabbitmq", "kafka", "vernemq", "external"],
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
@@ -87,14 +88,20 @@ impl fmt::Display for Kind {
 }
 
 /// The type of an attribute, as checked by the language.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AttrType {
     String,
     Number,
     Bool,
+    /// A string in Go's duration syntax (`90s`, `1m30s`, `2h`), see [`crate::Duration`].
+    Duration,
+    /// A string that must be one of these.
+    Enum(&'static [&'static str]),
     List(Box<AttrType>),
     Map(Box<AttrType>),
+    /// An object with these fields (a nested block's attributes): unknown fields are refused,
+    /// defaults filled, required fields checked.
+    Object(Vec<AttrSchema>),
     /// A reference to another component of the given kind (the value is that component's
     /// attributes; the reference is a dependency edge).
     Component(Kind),
@@ -107,8 +114,11 @@ impl fmt::Display for AttrType {
             AttrType::String => f.write_str("string"),
             AttrType::Number => f.write_str("number"),
             AttrType::Bool => f.write_str("bool"),
+            AttrType::Duration => f.write_str("duration"),
+            AttrType::Enum(values) => write!(f, "one of {}", values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")),
             AttrType::List(t) => write!(f, "list({t})"),
             AttrType::Map(t) => write!(f, "map({t})"),
+            AttrType::Object(_) => f.write_str("object"),
             AttrType::Component(k) => write!(f, "a reference to a {k} component"),
             AttrType::Any => f.write_str("any"),
         }
@@ -148,20 +158,62 @@ impl AttrType {
                 })
                 .collect::<Result<_, _>>()
                 .map(Value::Map),
+            (AttrType::Duration, Value::String(s)) => crate::Duration::parse(s).map(|_| value.clone()).map_err(|e| e.to_string()),
+            (AttrType::Enum(values), Value::String(s)) if values.contains(&s.as_str()) => Ok(value.clone()),
+            (AttrType::Enum(values), Value::String(s)) => Err(format!(
+                "{s:?} is not valid here; use one of {}",
+                values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+            )),
+            (AttrType::Object(fields), Value::Map(items)) => conform_object(fields, items).map(Value::Map),
             (AttrType::Component(_), Value::Map(_)) => Ok(value.clone()),
             (expected, got) => Err(format!("{expected} is required, got {}", got.type_name())),
         }
     }
 }
 
+/// Checks an object's fields against their schemas: unknown fields are refused (naming the
+/// valid ones), required ones must be set, defaults fill the rest.
+fn conform_object(fields: &[AttrSchema], items: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in items {
+        let Some(f) = fields.iter().find(|f| f.name == k) else {
+            let valid: Vec<&str> = fields.iter().filter(|f| !f.computed).map(|f| f.name).collect();
+            return Err(format!("unknown field {k:?}; valid fields: {}", valid.join(", ")));
+        };
+        if !matches!(f.ty, AttrType::Component(_)) {
+            out.insert(k.clone(), f.ty.conform(v).map_err(|e| format!("field {k:?}: {e}"))?);
+        } else {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for f in fields.iter().filter(|f| !f.computed) {
+        if out.get(f.name).is_none_or(Value::is_null) {
+            if f.required {
+                return Err(format!("field {:?} is required ({})", f.name, f.description));
+            }
+            out.insert(f.name.to_string(), f.default.clone().unwrap_or(Value::Null));
+        }
+    }
+    Ok(out)
+}
+
+/// A default that is not a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DerivedDefault {
+    /// The stack's name (`stack "NAME" {}`, else the stack directory's name).
+    StackName,
+}
+
 /// One attribute of a component schema.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttrSchema {
     pub name: &'static str,
     pub ty: AttrType,
     pub required: bool,
     /// Value used when the attribute is not set (absent means null).
     pub default: Option<Value>,
+    /// A default the language computes (applies when `default` is None).
+    pub derived_default: Option<DerivedDefault>,
     pub sensitive: bool,
     /// A change to this attribute replaces the component instead of updating it.
     pub force_new: bool,
@@ -170,12 +222,44 @@ pub struct AttrSchema {
     pub description: &'static str,
 }
 
+/// A nested block a component accepts (`account "NAME" { ... }` inside a vault): each block is
+/// one entry of the object-typed attribute `attr`, keyed by its label (or by `unlabeled_name`
+/// when the block has no label), so `account "a" {}` and `accounts = { a = {} }` mean the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSchema {
+    /// The block keyword.
+    pub name: &'static str,
+    /// The map attribute the blocks fill.
+    pub attr: &'static str,
+    /// The key of a block written without a label; None: the label is required.
+    pub unlabeled_name: Option<&'static str>,
+}
+
+impl AttrSchema {
+    /// The sensitive paths of this attribute's value: the attribute itself when it is
+    /// sensitive, else the sensitive fields of each entry of a block map.
+    pub fn sensitive_paths(&self, value: &Value) -> Vec<crate::AttrPath> {
+        let at = crate::AttrPath::attr(self.name);
+        if self.sensitive {
+            return vec![at];
+        }
+        let (AttrType::Map(inner), Value::Map(entries)) = (&self.ty, value) else { return Vec::new() };
+        let AttrType::Object(fields) = inner.as_ref() else { return Vec::new() };
+        entries
+            .keys()
+            .flat_map(|k| fields.iter().filter(|f| f.sensitive).map(move |f| (k, f)))
+            .map(|(k, f)| at.child_key(k).child_key(f.name))
+            .collect()
+    }
+}
+
 /// The schema of one `kind` + `type` pair.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ComponentSchema {
     pub kind: Kind,
     pub type_name: &'static str,
     pub attributes: Vec<AttrSchema>,
+    pub blocks: Vec<BlockSchema>,
 }
 
 impl ComponentSchema {
@@ -190,13 +274,28 @@ impl ComponentSchema {
     pub fn computed(&self) -> impl Iterator<Item = &AttrSchema> {
         self.attributes.iter().filter(|a| a.computed)
     }
+
+    pub fn block(&self, name: &str) -> Option<&BlockSchema> {
+        self.blocks.iter().find(|b| b.name == name)
+    }
+
+    /// The fields of a nested block (the object type of its attribute).
+    pub fn block_fields(&self, block: &BlockSchema) -> &[AttrSchema] {
+        match self.attr(block.attr).map(|a| &a.ty) {
+            Some(AttrType::Map(inner)) => match inner.as_ref() {
+                AttrType::Object(fields) => fields,
+                _ => &[],
+            },
+            _ => &[],
+        }
+    }
 }
 
-struct B(Vec<AttrSchema>);
+struct B(Vec<AttrSchema>, Vec<BlockSchema>);
 
 impl B {
     fn new() -> B {
-        B(Vec::new())
+        B(Vec::new(), Vec::new())
     }
     fn push(mut self, name: &'static str, ty: AttrType, description: &'static str) -> B {
         self.0.push(AttrSchema {
@@ -204,11 +303,28 @@ impl B {
             ty,
             required: false,
             default: None,
+            derived_default: None,
             sensitive: false,
             force_new: false,
             computed: false,
             description,
         });
+        self
+    }
+    fn derived_default(mut self, d: DerivedDefault) -> B {
+        self.last().derived_default = Some(d);
+        self
+    }
+    fn one_of(self, name: &'static str, values: &'static [&'static str], description: &'static str) -> B {
+        self.push(name, AttrType::Enum(values), description)
+    }
+    fn duration(self, name: &'static str, description: &'static str) -> B {
+        self.push(name, AttrType::Duration, description)
+    }
+    /// Nested blocks `name "LABEL" { fields }`, kept in the map attribute `attr`.
+    fn blocks(mut self, name: &'static str, attr: &'static str, unlabeled_name: Option<&'static str>, fields: B, description: &'static str) -> B {
+        self = self.push(attr, AttrType::Map(Box::new(AttrType::Object(fields.0))), description);
+        self.1.push(BlockSchema { name, attr, unlabeled_name });
         self
     }
     fn last(&mut self) -> &mut AttrSchema {
@@ -226,6 +342,7 @@ impl B {
         self.last().sensitive = true;
         self
     }
+
     fn force_new(mut self) -> B {
         self.last().force_new = true;
         self
@@ -260,14 +377,70 @@ impl B {
             .force_new()
             .s("image", "Container image override; the default image is pinned by kdeploy.")
             .map("labels", "Extra labels on every object.")
-            .s("readiness_timeout", "How long to wait for readiness after apply, e.g. \"5m\".")
+            .duration("readiness_timeout", "How long to wait for readiness after apply, e.g. \"5m\" or \"1m30s\".")
             .default("5m")
             .push("command", AttrType::List(Box::new(AttrType::String)), "Override the container command (arguments after the entrypoint).")
             .push("healthcheck", AttrType::List(Box::new(AttrType::String)), "Override the health check, Docker style: [\"CMD\", \"wget\", \"-q\", \"http://127.0.0.1/\"].")
     }
     fn done(self, kind: Kind, type_name: &'static str) -> ComponentSchema {
-        ComponentSchema { kind, type_name, attributes: self.0 }
+        ComponentSchema { kind, type_name, attributes: self.0, blocks: self.1 }
     }
+}
+
+/// Fields of a vault's `account "NAME" { ... }` block.
+fn account_fields() -> B {
+    B::new()
+        .s("directory", "A folder, or \"*\": each agent uploads under its own directory.")
+        .default("*")
+        .n("retention_days", "Retention in days (default: the vault's retention_days).")
+        .s("provider", "The storage provider recordings go to (default: the vault's default provider).")
+        .list("secondary_providers", "Providers recordings are copied to as well.")
+        .list("queues", "Integrations that get this account's events (default: all of the vault's).")
+        .b("enabled", "Whether agents may upload with it.")
+        .default(true)
+        .s("access_key", "Access key (default: generated once).")
+        .sensitive()
+        .s("secret_key", "Secret key (default: generated once).")
+        .sensitive()
+}
+
+/// Fields of a vault's `provider "NAME" { ... }` block.
+fn provider_fields() -> B {
+    B::new()
+        .comp("storage", Kind::ObjectStorage, "An object_storage component of the stack to derive the provider from.")
+        .one_of("type", &["minio", "aws", "gcp", "azure"], "Vault provider type, when storage is not given: minio (any S3-compatible store), aws, gcp, azure.")
+        .s("bucket", "Bucket (minio, aws, gcp).")
+        .s("region", "Region (minio, aws).")
+        .s("host", "host:port without a scheme (minio).")
+        .s("access_key", "Access key (minio, aws).")
+        .sensitive()
+        .s("secret_key", "Secret key (minio, aws).")
+        .sensitive()
+        .b("use_ssl", "HTTPS (minio).")
+        .default(false)
+        .s("service_key", "Service account key JSON (gcp).")
+        .sensitive()
+        .s("account_name", "Storage account (azure).")
+        .s("account_key", "Storage account key (azure).")
+        .sensitive()
+        .s("container", "Blob container (azure).")
+}
+
+/// Fields of a vault's `forward { ... }` block.
+fn forward_fields() -> B {
+    B::new()
+        .s("vault_url", "The other Vault's API URL, e.g. https://vault.example.com/api.")
+        .required()
+        .s("provider", "A storage provider name on the other Vault.")
+        .required()
+        .s("access_key", "An account's access key on the other Vault.")
+        .required()
+        .sensitive()
+        .s("secret_key", "That account's secret key.")
+        .required()
+        .sensitive()
+        .one_of("forward_type", &["continuous", "ondemand"], "continuous (every recording); ondemand needs Kerberos Hub.")
+        .default("continuous")
 }
 
 /// The schema for `kind` + `type_name`, or None when the type is not valid for the kind.
@@ -388,6 +561,7 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("10Gi")
             .s("region", "Region name Vault uses for the provider.")
             .default("na")
+            .s("client_image", "Image of the one-shot container that creates the bucket (the MinIO client, mc).")
             .computed("endpoint", AttrType::String, "host:port of the S3 API inside the cluster.")
             .computed("access_key", AttrType::String, "Generated root access key.")
             .sensitive()
@@ -442,9 +616,26 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .n("retention_days", "Lifecycle rule: delete after this many days.")
             .default(30i64)
             .computed("endpoint", AttrType::String, "GCS endpoint.")
+            .s("service_account_key", "A service account key (JSON) for Vault's gcp provider type; without it Vault uses the bucket's S3-compatible endpoint with the HMAC key kdeploy creates (many organisations forbid service account keys).")
+            .sensitive()
             .computed("access_key", AttrType::String, "HMAC access id for Vault.")
             .computed("secret_key", AttrType::String, "HMAC secret for Vault.")
             .sensitive(),
+        (ObjectStorage, "external") => B::new()
+            .s("endpoint", "host:port of an S3-compatible store kdeploy does not run (Ceph RGW, an existing MinIO, ...), without a scheme.")
+            .required()
+            .s("bucket", "The recordings bucket (must exist).")
+            .required()
+            .s("region", "The store's region.")
+            .default("us-east-1")
+            .s("access_key", "Access key with read/write access to the bucket.")
+            .required()
+            .sensitive()
+            .s("secret_key", "Secret key.")
+            .required()
+            .sensitive()
+            .b("use_ssl", "Reach the store over HTTPS.")
+            .default(false),
         (Database, "mongodb") => B::new()
             .workload()
             .s("version", "MongoDB version (image tag).")
@@ -462,16 +653,24 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("admin_password", AttrType::String, "The root password in effect: `password`, or generated once.")
             .sensitive(),
         (Database, "external") => B::new()
-            .s("uri", "Connection string of an existing MongoDB/DocumentDB.")
+            .s("uri", "Connection string of an existing MongoDB/DocumentDB/Atlas (mongodb:// or mongodb+srv://).")
             .required()
             .sensitive()
-            .s("flavor", "mongodb or documentdb.")
+            .one_of("flavor", &["mongodb", "documentdb"], "mongodb or documentdb.")
             .default("mongodb")
+            .b("tls", "Connect with TLS (default: on for DocumentDB or when a CA is given).")
+            .b("retry_writes", "Retryable writes (default: off for DocumentDB, which does not support them).")
+            .s("tls_ca", "PEM CA bundle for the server certificate, e.g. file(\"global-bundle.pem\") for Amazon RDS/DocumentDB.")
+            .s("tls_ca_secret", "Kubernetes only: an existing Secret in the component's namespace holding the CA bundle.")
+            .s("tls_ca_secret_key", "The key of the CA bundle in tls_ca_secret.")
+            .default("ca.pem")
+            .b("tls_insecure_skip_verify", "Do not verify the server certificate (testing only).")
+            .default(false)
             .computed("host", AttrType::String, "Host parsed from the URI."),
         (Broker, "rabbitmq") => B::new()
             .workload()
             .s("version", "RabbitMQ version (image tag).")
-            .default("3.13-management")
+            .default("3.13.7-management")
             .s("queue", "Queue the Vault integration publishes to.")
             .default("data-filtering")
             .s("username", "User.")
@@ -503,6 +702,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
         (Broker, "external") => B::new()
             .s("host", "Broker host:port.")
             .required()
+            .one_of("protocol", &["amqp", "kafka", "mqtt"], "What the broker speaks: amqp (RabbitMQ) and kafka brokers become a Vault integration; mqtt brokers serve agents and Hub.")
+            .s("exchange", "AMQP exchange Vault publishes to (default: the default exchange).")
             .s("username", "User.")
             .s("password", "Password.")
             .sensitive()
@@ -515,38 +716,55 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .required()
             .comp("storage", Kind::ObjectStorage, "Where recordings are written.")
             .required()
-            .comp("broker", Kind::Broker, "Optional integration broker.")
-            .s("service_type", "NodePort, LoadBalancer or ClusterIP.")
+            .comp("broker", Kind::Broker, "Broker Vault publishes recording events to (an integration when it is a queue: RabbitMQ, Kafka, or an external amqp/kafka broker).")
+            .one_of("service_type", &["NodePort", "LoadBalancer", "ClusterIP"], "NodePort, LoadBalancer or ClusterIP.")
             .default("NodePort")
             .n("node_port", "NodePort (or host port on Docker).")
             .default(30080i64)
-            .n("retention_days", "Account day limit.")
+            .n("retention_days", "Retention in days of the default account (and of accounts that do not set their own).")
             .default(30i64)
-            .s("account", "Account name agents upload with.")
+            .s("account", "Name of the default account agents upload with.")
             .default("kdeploy")
-            .s("directory", "Account directory.")
+            .s("directory", "The default account's directory: a folder, or \"*\" (each agent uploads under its own directory).")
             .default("*")
             .s("login_username", "UI user.")
             .default("root")
             .s("login_password", "UI password (default: generated).")
             .sensitive()
             .s("mqtt_uri", "MQTT broker for on-demand forwarding (explicit; no public default).")
+            .blocks("account", "accounts", None, account_fields(), "Accounts besides the default one, as account \"NAME\" { ... } blocks or a map (a block named like the default account sets its settings).")
+            .blocks("provider", "providers", None, provider_fields(), "Storage providers besides the one derived from storage, as provider \"NAME\" { ... } blocks or a map.")
+            .blocks("forward", "forwards", Some("forward"), forward_fields(), "Continuous forwarding to other Vaults (integrations of type kerberosvault), as forward [\"NAME\"] { ... } blocks or a map.")
             .computed("endpoint", AttrType::String, "API URI inside the cluster/network.")
             .computed("url", AttrType::String, "URL from outside (NodePort/LoadBalancer/host port).")
-            .computed("access_key", AttrType::String, "Account access key agents use (generated).")
+            .computed("access_key", AttrType::String, "The default account's access key (generated).")
             .sensitive()
-            .computed("secret_key", AttrType::String, "Account secret key agents use (generated).")
+            .computed("secret_key", AttrType::String, "The default account's secret key (generated).")
             .sensitive()
-            .computed("provider", AttrType::String, "Name of the storage provider to create in the UI.")
+            .computed("provider", AttrType::String, "Name of the default storage provider (the storage component's name).")
+            .computed("vault_accounts", AttrType::Map(Box::new(AttrType::Any)), "Every account with its directory, provider and keys (generated once unless given).")
+            .sensitive()
+            .computed("vault_configuration", AttrType::Map(Box::new(AttrType::String)), "The VAULT_STORAGE_PROVIDERS, VAULT_INTEGRATIONS and VAULT_ACCOUNTS Vault is started with.")
+            .sensitive()
             .computed("admin_password", AttrType::String, "The UI password in effect: `login_password`, or generated once.")
             .sensitive(),
         (Agent, "kerberos") => B::new()
             .workload()
             .comp("vault", Kind::Vault, "Vault the agent uploads to.")
             .required()
+            .s("account", "The vault account to upload with (default: the vault's default account).")
+            .s("directory", "The folder recordings go to when the account's directory is \"*\" (default: the stack name). Hub shows recordings when it equals the Hub user name.")
+            .derived_default(DerivedDefault::StackName)
             .s("camera_name", "Agent name (default: the instance key or block label).")
             .s("rtsp_url", "Main stream RTSP URL.")
             .required()
+            .s("login_username", "The agent's web UI user.")
+            .default("admin")
+            .s("login_password", "The agent's web UI password (default: generated).")
+            .sensitive()
+            .n("run_as_user", "Run the agent as this uid (default: the image's user).")
+            .n("fs_group", "Group that owns the agent's volumes; the agent runs with it as a supplemental group.")
+            .default(101i64)
             .s("sub_rtsp_url", "Sub stream RTSP URL.")
             .b("continuous", "Record continuously instead of on motion.")
             .default(false)
@@ -577,7 +795,10 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("memory", "Memory limit.")
             .default("512Mi")
             .map("env", "Extra environment variables.")
-            .computed("key", AttrType::String, "Generated agent key."),
+            .computed("key", AttrType::String, "Generated agent key.")
+            .computed("admin_password", AttrType::String, "The web UI password in effect: `login_password`, or generated once.")
+            .sensitive()
+            .computed("upload_directory", AttrType::String, "The folder the agent uploads under: its account's directory, or its own when that is \"*\"."),
         (Hub, "kerberos") => B::new()
             .workload()
             .comp("database", Kind::Database, "MongoDB for Hub.")
@@ -594,11 +815,11 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed("endpoint", AttrType::String, "Hub API URI inside the cluster."),
         (Factory, "kerberos") => B::new()
             .workload()
-            .s("service_type", "NodePort, LoadBalancer or ClusterIP.")
+            .one_of("service_type", &["NodePort", "LoadBalancer", "ClusterIP"], "NodePort, LoadBalancer or ClusterIP.")
             .default("NodePort")
             .n("node_port", "NodePort.")
             .default(30079i64)
-            .s("agent_image", "Agent image Factory starts.")
+            .s("agent_image", "Agent image Factory starts (v3.6.29 or later: it reads the GLOBAL_AGENT_* settings Factory hands over).")
             .s("login_password", "UI password (default: generated).")
             .sensitive()
             .computed("url", AttrType::String, "URL from outside.")
@@ -620,7 +841,7 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("notify", "Webhook for drift reports (kdeploy drift --notify).")
             .sensitive()
             .map("labels", "Extra labels on every object.")
-            .s("readiness_timeout", "How long to wait after apply.")
+            .duration("readiness_timeout", "How long to wait after apply.")
             .default("1m"),
         _ => return None,
     };

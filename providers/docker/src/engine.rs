@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use kdeploy_provider::{ErrorKind, ProviderError, Value};
 
-use crate::spec::{ContainerSpec, LABEL_ADDRESS, LABEL_CLUSTER, LABEL_HASH, MANAGED_BY, MANAGED_BY_VALUE};
+use crate::spec::{ContainerSpec, OneShot, LABEL_ADDRESS, LABEL_CLUSTER, LABEL_HASH, MANAGED_BY, MANAGED_BY_VALUE};
 
 /// The oldest engine API this provider works with (Docker 19.03).
 pub const MIN_API: (usize, usize) = (1, 40);
@@ -327,7 +327,9 @@ pub async fn create_container(docker: &Docker, ep: &Endpoint, spec: &ContainerSp
         exposed_ports: Some(spec.ports.iter().map(|(c, _)| format!("{c}/tcp")).collect()),
         healthcheck: health,
         labels: Some(all_labels),
+        user: spec.user.clone(),
         host_config: Some(HostConfig {
+            group_add: (!spec.group_add.is_empty()).then(|| spec.group_add.clone()),
             binds: Some(spec.volumes.iter().map(|(v, p)| format!("{v}:{p}")).collect()),
             port_bindings: Some(port_bindings),
             restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
@@ -345,6 +347,74 @@ pub async fn create_container(docker: &Docker, ep: &Endpoint, spec: &ContainerSp
         .await
         .map(|r| r.id)
         .map_err(|e| translate(&e, ep, &format!("creating container {}", spec.name)))
+}
+
+/// Copies files into a created container before it starts (works with remote engines: no
+/// bind mount of a local file).
+pub async fn copy_files(docker: &Docker, ep: &Endpoint, id: &str, name: &str, files: &[(String, String)]) -> Result<(), ProviderError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut tar = crate::tar::Tar::new();
+    let mut dirs: Vec<String> = Vec::new();
+    for (path, _) in files {
+        let rel = path.trim_start_matches('/');
+        let mut acc = String::new();
+        for part in rel.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+            acc = if acc.is_empty() { part.to_string() } else { format!("{acc}/{part}") };
+            if !dirs.contains(&acc) {
+                tar.dir(&acc);
+                dirs.push(acc.clone());
+            }
+        }
+    }
+    for (path, content) in files {
+        tar.file(path.trim_start_matches('/'), 0o644, content.as_bytes());
+    }
+    let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/").build();
+    docker
+        .upload_to_container(id, Some(opts), bollard::body_full(tar.finish().into()))
+        .await
+        .map_err(|e| translate(&e, ep, &format!("copying files into container {name}")))
+}
+
+/// Runs a one-shot container to completion on `network`: a non-zero exit fails with its last
+/// log lines. The container is removed afterwards either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_once(docker: &Docker, ep: &Endpoint, job: &OneShot, network: &str, cluster: &str, address: &str, timeout: Duration, secrets: &[String]) -> Result<(), ProviderError> {
+    remove_container(docker, ep, &job.name).await?;
+    let body = ContainerCreateBody {
+        image: Some(job.image.clone()),
+        entrypoint: Some(job.command.clone()),
+        cmd: Some(Vec::new()),
+        env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels(cluster, address)),
+        host_config: Some(HostConfig { network_mode: Some(network.to_string()), ..Default::default() }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new().name(&job.name).build();
+    let id = docker.create_container(Some(opts), body).await.map(|r| r.id).map_err(|e| translate(&e, ep, &format!("creating container {}", job.name)))?;
+    let result = async {
+        docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(|e| translate(&e, ep, &format!("starting container {}", job.name)))?;
+        let mut wait = docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let code = match tokio::time::timeout(timeout, wait.next()).await {
+            Err(_) => return Err(ProviderError::new(ErrorKind::Timeout, format!("{address}: {} did not finish within {}s (readiness_timeout).", job.name, timeout.as_secs()))),
+            Ok(Some(Ok(r))) => r.status_code,
+            // A non-zero exit is reported by bollard as an error carrying the code.
+            Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => code,
+            Ok(Some(Err(e))) => return Err(translate(&e, ep, &format!("waiting for {}", job.name))),
+            Ok(None) => 0,
+        };
+        if code != 0 {
+            let logs = last_logs(docker, &id, 20, secrets).await;
+            let logs = if logs.trim().is_empty() { "  (no output)".to_string() } else { logs.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n") };
+            return Err(ProviderError::new(ErrorKind::Other, format!("{address}: {} exited with code {code}. Its last log lines:\n{logs}", job.name)));
+        }
+        Ok(())
+    }
+    .await;
+    let _ = remove_container(docker, ep, &id).await;
+    result
 }
 
 pub async fn start_container(docker: &Docker, ep: &Endpoint, id: &str, name: &str, address: &str) -> Result<(), ProviderError> {

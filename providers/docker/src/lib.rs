@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod spec;
+pub mod tar;
 pub mod testing;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,11 +21,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bollard::Docker;
 use kdeploy_provider::{
-    default_plan, ApplyRequest, ApplyResponse, AttrPath, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider,
-    ProviderError, ReadRequest, ReadResult, Value,
+    components, default_plan, ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight,
+    Provider, ProviderError, ReadRequest, ReadResult, Reference, Value,
 };
 
 use engine::Endpoint;
+use kdeploy_provider::components::vault;
 use spec::{ATTR_HASH, ATTR_ID, ATTR_RUNNING};
 
 /// The Docker provider. Engine clients are cached per endpoint for the life of the provider.
@@ -52,19 +54,30 @@ impl DockerProvider {
         Ok(d)
     }
 
-    fn remember(&self, address: &str, kind: Kind, attrs: &Value) {
+    fn remember(&self, component: &ComponentRef, attrs: &Value) {
         let Some(m) = attrs.as_map() else { return };
-        let known: BTreeMap<String, Value> = spec::generated_attrs(kind)
+        let known: BTreeMap<String, Value> = spec::generated_attrs(component)
             .iter()
-            .filter_map(|a| m.get(*a).filter(|v| matches!(v, Value::String(_))).map(|v| (a.to_string(), v.clone())))
+            .filter_map(|a| m.get(*a).filter(|v| !v.is_null() && !v.contains_unknown()).map(|v| (a.to_string(), v.clone())))
             .collect();
         if !known.is_empty() {
-            self.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(address.to_string(), known);
+            self.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(component.address.clone(), known);
         }
     }
 
     fn remembered(&self, address: &str) -> BTreeMap<String, Value> {
         self.secrets.lock().unwrap_or_else(|e| e.into_inner()).get(address).cloned().unwrap_or_default()
+    }
+
+    /// Generated secrets (explicit input, prior, remembered, else new when `generate`), the
+    /// names and endpoints of the Docker network, then what every runtime derives alike.
+    fn fill_computed(&self, component: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>, ep: &Endpoint, generate: bool) -> Result<(), ProviderError> {
+        let remembered = self.remembered(&component.address);
+        components::secrets::fill(component.kind, &component.type_name, &component.address, attrs, &remembered, generate);
+        let cname = cluster_of(attrs);
+        let derived = spec::derived_attrs(component.kind, &component.address, &cname, &spec::engine_hostname(&ep.host), attrs);
+        attrs.extend(derived);
+        components::fill_derived(component, attrs, refs).map_err(|m| ProviderError::new(ErrorKind::Invalid, m))
     }
 }
 
@@ -102,13 +115,40 @@ impl Provider for DockerProvider {
         p
     }
 
+    /// Each account of a vault answers `POST /api/ping` with its keys, on the published port.
+    async fn health(&self, requests: &[ReadRequest]) -> Vec<Check> {
+        let mut out = Vec::new();
+        let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build() {
+            Ok(c) => c,
+            Err(_) => return out,
+        };
+        for r in requests.iter().filter(|r| r.component.kind == Kind::Vault) {
+            let address = r.component.address.as_str();
+            let Some(attrs) = r.recorded.as_map() else { continue };
+            let url = str_attr(attrs, "url").unwrap_or_default().trim_end_matches('/').to_string();
+            let image = str_attr(attrs, "image").filter(|s| !s.is_empty()).unwrap_or(kdeploy_provider::images::VAULT).to_string();
+            for check in vault::account_checks(attrs) {
+                let answer = client
+                    .post(format!("{url}{}", vault::PING_PATH))
+                    .header(vault::ACCESS_KEY_HEADER, &check.access_key)
+                    .header(vault::SECRET_KEY_HEADER, &check.secret_key)
+                    .send()
+                    .await
+                    .map(|resp| resp.status().as_u16())
+                    .map_err(|e| kdeploy_provider::error_chain(&e));
+                out.push(vault::ping_check(address, &check.account, &image, &url, answer));
+            }
+        }
+        out
+    }
+
     async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
         // Group by engine: one list call per kind per engine.
         let mut by_ep: BTreeMap<Endpoint, Vec<usize>> = BTreeMap::new();
         for (i, r) in requests.iter().enumerate() {
             let cluster = if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() };
             by_ep.entry(Endpoint::from_cluster(cluster)).or_default().push(i);
-            self.remember(&r.component.address, r.component.kind, &r.recorded);
+            self.remember(&r.component, &r.recorded);
         }
         let mut results: Vec<ReadResult> = vec![ReadResult::Missing; requests.len()];
         for (ep, idx) in by_ep {
@@ -152,30 +192,14 @@ impl Provider for DockerProvider {
         let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
         let prior = request.prior.and_then(Value::as_map);
         if let Some(p) = request.prior {
-            self.remember(&address, kind, p);
-        }
-        // Generated attributes: explicit input, else prior (default_plan), else remembered.
-        let remembered = self.remembered(&address);
-        for attr in spec::generated_attrs(kind) {
-            if let Some(input) = spec::explicit_input(kind, attr) {
-                if let Some(v) = planned.get(input).filter(|v| !v.is_null()).cloned() {
-                    planned.insert(attr.to_string(), v);
-                    continue;
-                }
-            }
-            if planned.get(*attr).is_none_or(Value::is_unknown) {
-                if let Some(v) = remembered.get(*attr) {
-                    planned.insert(attr.to_string(), v.clone());
-                }
-            }
+            self.remember(&request.component, p);
         }
         let cluster = strip_address(request.cluster);
-        let cname = cluster_of(planned);
         let ep = Endpoint::from_cluster(cluster.as_ref());
-        let derived = spec::derived_attrs(kind, &address, &cname, &spec::engine_hostname(&ep.host), planned);
-        planned.extend(derived);
+        self.fill_computed(&request.component, planned, request.refs, &ep, false)?;
+        let cname = cluster_of(planned);
         let network = spec::network_name(&cname, cluster.as_ref());
-        let ctx = spec::RenderCtx { address: &address, kind, cluster_name: &cname, network: &network, attrs: planned, refs: request.refs };
+        let ctx = spec::RenderCtx { component: &request.component, cluster_name: &cname, network: &network, attrs: planned, refs: request.refs };
         let hash = spec::render(&ctx)?.map(|s| s.hash());
         planned.insert(ATTR_RUNNING.into(), Value::Bool(true));
         let prior_hash = prior.and_then(|p| str_attr(p, ATTR_HASH)).map(str::to_string);
@@ -228,25 +252,10 @@ impl Provider for DockerProvider {
         let cluster = strip_address(request.cluster.as_ref());
         let ep = Endpoint::from_cluster(cluster.as_ref());
         let docker = self.client(&ep).await?;
+        self.fill_computed(&request.component, &mut attrs, &request.refs, &ep, true)?;
         let cname = cluster_of(&attrs);
-        // Generated secrets: created once (kept from prior/plan), else now.
-        let remembered = self.remembered(&address);
-        for attr in spec::generated_attrs(kind) {
-            if let Some(input) = spec::explicit_input(kind, attr) {
-                if let Some(v) = attrs.get(input).filter(|v| matches!(v, Value::String(_))).cloned() {
-                    attrs.insert(attr.to_string(), v);
-                    continue;
-                }
-            }
-            if !matches!(attrs.get(*attr), Some(Value::String(_))) {
-                let v = remembered.get(*attr).cloned().unwrap_or_else(|| Value::string(spec::generate_secret(attr)));
-                attrs.insert(attr.to_string(), v);
-            }
-        }
-        let derived = spec::derived_attrs(kind, &address, &cname, &spec::engine_hostname(&ep.host), &attrs);
-        attrs.extend(derived);
         let network = spec::network_name(&cname, cluster.as_ref());
-        let ctx = spec::RenderCtx { address: &address, kind, cluster_name: &cname, network: &network, attrs: &attrs, refs: &request.refs };
+        let ctx = spec::RenderCtx { component: &request.component, cluster_name: &cname, network: &network, attrs: &attrs, refs: &request.refs };
         let Some(spec) = spec::render(&ctx)? else {
             return Err(ProviderError::new(ErrorKind::Invalid, format!("{address}: a value its container needs is still unknown at apply (a referenced component was not applied)")));
         };
@@ -261,6 +270,7 @@ impl Provider for DockerProvider {
             engine::ensure_volume(&docker, &ep, v, &cname, &address).await?;
         }
         let mut id = None;
+        let mut created = false;
         if let Some((live_id, running, live_hash)) = engine::inspect(&docker, &ep, &spec.name).await? {
             if live_hash.as_deref() == Some(hash.as_str()) && request.prior.is_some() {
                 if !running {
@@ -278,22 +288,42 @@ impl Provider for DockerProvider {
                     e.message = engine::redact(&e.message, &secrets);
                     e
                 })?;
-                if let Err(mut e) = engine::start_container(&docker, &ep, &id, &spec.name, &address).await {
+                let started = async {
+                    engine::copy_files(&docker, &ep, &id, &spec.name, &spec.files).await?;
+                    engine::start_container(&docker, &ep, &id, &spec.name, &address).await
+                };
+                if let Err(mut e) = started.await {
                     // Leave nothing half-made behind: the state does not record it.
                     let _ = engine::remove_container(&docker, &ep, &id).await;
                     e.message = engine::redact(&e.message, &secrets);
                     return Err(e);
                 }
+                created = true;
                 id
             }
         };
-        let timeout = str_attr(&attrs, "readiness_timeout").and_then(spec::parse_duration).unwrap_or(std::time::Duration::from_secs(300));
-        engine::wait_ready(&docker, &ep, &id, &spec.name, &address, timeout, &secrets).await?;
+        let timeout = components::readiness_timeout(&attrs).as_std();
+        engine::wait_ready(&docker, &ep, &id, &spec.name, &address, timeout, &secrets).await.map_err(|mut e| {
+            if kind == Kind::Vault && e.kind == ErrorKind::Timeout {
+                e.message.push_str(components::vault::NOT_STARTED_HINT);
+            }
+            e
+        })?;
+        // The steps that complete the component (its bucket, its queue), once per container.
+        if created {
+            for job in &spec.jobs {
+                engine::ensure_image(&docker, &ep, &job.image).await.map_err(|mut e| {
+                    e.message = format!("{address}: {}", engine::redact(&e.message, &secrets));
+                    e
+                })?;
+                engine::run_once(&docker, &ep, job, &network, &cname, &address, timeout, &secrets).await?;
+            }
+        }
         attrs.insert(ATTR_HASH.into(), Value::string(&hash));
         attrs.insert(ATTR_RUNNING.into(), Value::Bool(true));
         attrs.insert(ATTR_ID.into(), Value::string(&id));
         let attributes = Value::Map(attrs);
-        self.remember(&address, kind, &attributes);
+        self.remember(&request.component, &attributes);
         Ok(ApplyResponse { attributes, fingerprint: None })
     }
 

@@ -30,54 +30,8 @@ pub fn engine_available() -> Result<(), String> {
     block_on(async { local().await.map(|_| ()) })
 }
 
-/// A minimal ustar archive writer.
-pub struct Tar(Vec<u8>);
+pub use crate::tar::Tar;
 
-impl Tar {
-    pub fn new() -> Tar {
-        Tar(Vec::new())
-    }
-    fn header(&mut self, name: &str, mode: u32, size: usize, kind: u8, link: &str) {
-        let mut h = [0u8; 512];
-        let put = |h: &mut [u8; 512], off: usize, len: usize, s: &[u8]| h[off..off + s.len().min(len)].copy_from_slice(&s[..s.len().min(len)]);
-        put(&mut h, 0, 100, name.as_bytes());
-        put(&mut h, 100, 8, format!("{mode:07o}\0").as_bytes());
-        put(&mut h, 108, 8, b"0000000\0");
-        put(&mut h, 116, 8, b"0000000\0");
-        put(&mut h, 124, 12, format!("{size:011o}\0").as_bytes());
-        put(&mut h, 136, 12, format!("{:011o}\0", 1_700_000_000u64).as_bytes());
-        h[148..156].copy_from_slice(b"        ");
-        h[156] = kind;
-        put(&mut h, 157, 100, link.as_bytes());
-        put(&mut h, 257, 6, b"ustar\0");
-        put(&mut h, 263, 2, b"00");
-        let sum: u32 = h.iter().map(|b| *b as u32).sum();
-        put(&mut h, 148, 8, format!("{sum:06o}\0 ").as_bytes());
-        self.0.extend_from_slice(&h);
-    }
-    pub fn dir(&mut self, name: &str) {
-        self.header(&format!("{}/", name.trim_end_matches('/')), 0o755, 0, b'5', "");
-    }
-    pub fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
-        self.header(name, mode, data.len(), b'0', "");
-        self.0.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.0.extend(std::iter::repeat_n(0u8, pad));
-    }
-    pub fn symlink(&mut self, name: &str, target: &str) {
-        self.header(name, 0o777, 0, b'2', target);
-    }
-    pub fn finish(mut self) -> Vec<u8> {
-        self.0.extend(std::iter::repeat_n(0u8, 1024));
-        self.0
-    }
-}
-
-impl Default for Tar {
-    fn default() -> Self {
-        Tar::new()
-    }
-}
 
 /// The root filesystem of the test image: /bin/busybox (Debian's busybox-static), /bin/sh,
 /// and /www with the pages httpd serves as health endpoints (/, /api/health, /health).
@@ -115,6 +69,121 @@ pub fn ensure_test_image() -> Result<(), String> {
             }
         }
         d.inspect_image(TEST_IMAGE).await.map(|_| ()).map_err(|e| format!("the imported image is missing: {e}"))
+    })
+}
+
+/// Where the stand-in binary (`tests/standins`, built by `cargo test --workspace`) is: next to
+/// the test executable's directory, or `KDEPLOY_STANDIN_BIN`.
+pub fn standin_binary() -> Result<std::path::PathBuf, String> {
+    if let Some(p) = std::env::var_os("KDEPLOY_STANDIN_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let candidates: Vec<std::path::PathBuf> = exe.ancestors().skip(1).take(3).map(|d| d.join("kdeploy-standin")).collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!("the stand-in binary was not found (looked at {}); build it with `cargo build -p kdeploy-standins` (cargo test --workspace builds it)", candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+    })
+}
+
+/// The shared libraries a dynamically linked binary needs (by `ldd`), as (path, content).
+fn shared_libraries(binary: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let out = std::process::Command::new("ldd").arg(binary).output().map_err(|e| format!("ldd: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            let bytes = std::fs::read(p).map_err(|e| format!("{p}: {e}"))?;
+            libs.push((p.trim_start_matches('/').to_string(), bytes));
+        }
+    }
+    Ok(libs)
+}
+
+/// An image with busybox and the stand-ins (Vault, MinIO, RabbitMQ's management API, and the
+/// `mc`/`rabbitmqadmin` clients), imported once per stand-in build; returns its name. The
+/// stand-in is dynamically linked: its libraries go into the image too.
+pub fn ensure_standin_image() -> Result<String, String> {
+    use sha2::Digest as _;
+    let bin_path = standin_binary()?;
+    let bin = std::fs::read(&bin_path).map_err(|e| format!("{}: {e}", bin_path.display()))?;
+    let tag: String = sha2::Sha256::digest(&bin).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let image = format!("kdeploy-test-standin:{tag}");
+    block_on(async {
+        let (d, ep) = local().await?;
+        if d.inspect_image(&image).await.is_ok() {
+            return Ok(image.clone());
+        }
+        let busybox = std::fs::read(BUSYBOX).map_err(|e| format!("{BUSYBOX} is needed to build the test image ({e}); install it with `apt-get install -y busybox-static`"))?;
+        let mut t = Tar::new();
+        let mut dirs: Vec<String> = Vec::new();
+        let mut dir = |t: &mut Tar, path: &str| {
+            let mut acc = String::new();
+            for part in path.split('/').filter(|p| !p.is_empty()) {
+                acc = if acc.is_empty() { part.to_string() } else { format!("{acc}/{part}") };
+                if !dirs.contains(&acc) {
+                    t.dir(&acc);
+                    dirs.push(acc.clone());
+                }
+            }
+        };
+        for d0 in ["bin", "usr/bin", "tmp", "www/api", "data", "var/lib/rabbitmq", "home/agent/data/config", "root"] {
+            dir(&mut t, d0);
+        }
+        t.file("bin/busybox", 0o755, &busybox);
+        for l in ["sh", "wget", "httpd", "sleep", "nc", "cat", "mkdir", "cp", "chgrp", "chmod", "chown", "ls"] {
+            t.symlink(&format!("bin/{l}"), "busybox");
+        }
+        t.file("usr/bin/kdeploy-standin", 0o755, &bin);
+        for l in ["mc", "rabbitmqadmin"] {
+            t.symlink(&format!("usr/bin/{l}"), "kdeploy-standin");
+        }
+        for (path, bytes) in shared_libraries(&bin_path)? {
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                dir(&mut t, parent);
+            }
+            t.file(&path, 0o755, &bytes);
+        }
+        t.file("www/index.html", 0o644, b"ok\n");
+        t.file("www/api/health", 0o644, b"ok\n");
+        t.file("home/agent/data/config.template.json", 0o644, b"{}\n");
+        let (repo, tag) = image.split_once(':').unwrap_or((&image, "latest"));
+        let opts = CreateImageOptionsBuilder::new().from_src("-").repo(repo).tag(tag).build();
+        let mut s = d.create_image(Some(opts), Some(bollard::body_full(bytes::Bytes::from(t.finish()))), None);
+        while let Some(item) = s.next().await {
+            let info = item.map_err(|e| engine::translate(&e, &ep, "importing the stand-in image").message)?;
+            if let Some(m) = info.error_detail.and_then(|e| e.message) {
+                return Err(m);
+            }
+        }
+        d.inspect_image(&image).await.map(|_| image.clone()).map_err(|e| format!("the imported image is missing: {e}"))
+    })
+}
+
+/// The content of a file in a container (`docker cp`), None when it does not exist.
+pub fn read_file(container: &str, path: &str) -> Option<String> {
+    block_on(async {
+        let (d, _) = local().await.ok()?;
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new().path(path).build();
+        let mut stream = d.download_from_container(container, Some(opts));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tar.extend_from_slice(&chunk.ok()?);
+        }
+        // The first entry of the archive: a 512-byte header, then the content.
+        let size = usize::from_str_radix(std::str::from_utf8(tar.get(124..135)?).ok()?.trim_matches(char::from(0)).trim(), 8).ok()?;
+        Some(String::from_utf8_lossy(tar.get(512..512 + size)?).into_owned())
+    })
+}
+
+/// The last lines a container logged.
+pub fn logs(container: &str) -> String {
+    block_on(async {
+        let Ok((d, _)) = local().await else { return String::new() };
+        engine::last_logs(&d, container, 50, &[]).await
     })
 }
 

@@ -14,6 +14,8 @@ use serde_json::Value as Json;
 #[derive(Clone)]
 pub struct Conn {
     pub client: kube::Client,
+    /// Without retries (see [`clients`]).
+    pub once: kube::Client,
     pub server: String,
     pub context: String,
 }
@@ -82,8 +84,8 @@ impl Pool {
         let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot use the endpoint {endpoint}: {e}")))?;
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
-        let client = kube::Client::try_from(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {endpoint}: {e}")))?;
-        let conn = Conn { client, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint") };
+        let (client, once) = clients(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {endpoint}: {e}")))?;
+        let conn = Conn { client, once, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint") };
         self.direct.lock().unwrap_or_else(|e| e.into_inner()).insert(endpoint.to_string(), (conn.clone(), std::time::Instant::now()));
         Ok(conn)
     }
@@ -126,11 +128,20 @@ impl Pool {
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-        let client = kube::Client::try_from(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {server}: {e}")))?;
-        let conn = Conn { client, server, context };
+        let (client, once) = clients(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {server}: {e}")))?;
+        let conn = Conn { client, once, server, context };
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(key, conn.clone());
         Ok(conn)
     }
+}
+
+/// The API client (which retries 429/503/504, as kube does by default), and one that does not,
+/// for requests to services behind the API server's proxy: a Vault that is not up answers 503,
+/// which must be reported at once, not retried for minutes.
+fn clients(config: kube::Config) -> Result<(kube::Client, kube::Client), kube::Error> {
+    let mut once = config.clone();
+    once.default_retry = false;
+    Ok((kube::Client::try_from(config)?, kube::Client::try_from(once)?))
 }
 
 /// The REST path of a resource type: (plural, namespaced).
@@ -228,6 +239,20 @@ impl Conn {
         let bytes = body.map(|v| serde_json::to_vec(v).unwrap_or_default()).unwrap_or_default();
         let req = b.body(bytes).map_err(|e| ApiError::Transport(e.to_string()))?;
         self.client.request::<Json>(req).await.map_err(from_kube)
+    }
+
+    /// A request whose answer is not a Kubernetes object (a service behind the API server's
+    /// proxy): the HTTP status and body, whatever the status.
+    pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<(u16, String), ApiError> {
+        let mut b = http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(kube::client::Body::from(body)).map_err(|e| ApiError::Transport(e.to_string()))?;
+        let resp = self.once.send(req).await.map_err(from_kube)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect_bytes().await.map_err(from_kube)?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     pub async fn get(&self, path: &str) -> Result<Option<Json>, ApiError> {

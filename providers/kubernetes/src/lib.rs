@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kdeploy_provider::{
-    default_plan, ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
-    ReadResult, Value,
+    components, default_plan, ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider,
+    ProviderError, ReadRequest, ReadResult, Reference, Value,
 };
 use serde_json::{json, Value as Json};
 
 use api::{path, ApiError, Conn, Pool};
+use kdeploy_provider::components::vault;
 use render::{base_name, namespace, object_key, Input, MANAGED_BY};
 
 /// The field manager kdeploy writes as.
@@ -51,30 +52,6 @@ fn map_of(v: Option<&Value>) -> BTreeMap<String, Value> {
     v.and_then(Value::as_map).cloned().unwrap_or_default()
 }
 
-fn is_known(v: Option<&Value>) -> bool {
-    v.is_some_and(|v| !v.is_null() && !v.contains_unknown())
-}
-
-/// A random secret: 24 characters from a CSPRNG (UUID v4 is backed by the OS RNG).
-fn generate_secret() -> String {
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    let b = uuid::Uuid::new_v4().simple().to_string();
-    let raw = format!("{a}{b}");
-    use base64::Engine as _;
-    let bytes: Vec<u8> = (0..18).map(|i| u8::from_str_radix(&raw[i * 2..i * 2 + 2], 16).unwrap_or(0)).collect();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).replace(['-', '_'], "x")
-}
-
-fn parse_timeout(s: &str) -> Duration {
-    let s = s.trim();
-    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: u64 = n.parse().unwrap_or(300);
-    Duration::from_secs(match unit {
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => n,
-    })
-}
 
 /// Host of the API server URL, for NodePort URLs.
 fn server_host(server: &str) -> String {
@@ -83,90 +60,53 @@ fn server_host(server: &str) -> String {
     host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| host.to_string())
 }
 
-/// Fills the computed attributes that follow from names (endpoints, hosts, URIs) and, when
-/// `generate` is set, generates secrets that are still unknown. Known values are kept.
-fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, generate: bool) {
+/// Fills the computed attributes: generated secrets (new ones only when `generate`), the names
+/// and endpoints that follow from Kubernetes naming (service DNS names, NodePort URLs), then
+/// what every runtime derives alike (a vault's configuration, an agent's upload folder).
+fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>, cluster: &BTreeMap<String, Value>, generate: bool) -> Result<(), ProviderError> {
+    components::secrets::fill(c.kind, &c.type_name, &c.address, attrs, &BTreeMap::new(), generate);
     let ns = namespace(c.kind, attrs);
     let base = base_name(&c.address);
     let set = |attrs: &mut BTreeMap<String, Value>, k: &str, v: Value| {
         attrs.insert(k.to_string(), v);
     };
-    let secret = |attrs: &mut BTreeMap<String, Value>, k: &str, input: Option<&str>| {
-        if let Some(i) = input.and_then(|i| attrs.get(i)).filter(|v| is_known(Some(v))).cloned() {
-            attrs.insert(k.to_string(), i);
-        } else if !is_known(attrs.get(k)) {
-            attrs.insert(k.to_string(), if generate { Value::String(generate_secret()) } else { Value::Unknown(format!("{}.{k}", c.address)) });
-        }
+    let uri = |attrs: &BTreeMap<String, Value>, scheme: &str, host: &str, port: u16, path: &str| match (attrs.get("username"), attrs.get("admin_password")) {
+        (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("{scheme}://{u}:{p}@{host}:{port}{path}")),
+        _ => Value::Unknown(format!("{}.uri", c.address)),
+    };
+    let node_port_url = |attrs: &BTreeMap<String, Value>, fallback: String| match (attrs.get("service_type").and_then(Value::as_str), attrs.get("node_port").and_then(Value::as_i64), cluster.get("server").and_then(Value::as_str)) {
+        (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
+        _ => fallback,
     };
     match (c.kind, c.type_name.as_str()) {
-        (Kind::ObjectStorage, "minio") => {
-            secret(attrs, "access_key", None);
-            secret(attrs, "secret_key", None);
-            set(attrs, "endpoint", Value::String(format!("{base}.{ns}:9000")));
-        }
+        (Kind::ObjectStorage, "minio") => set(attrs, "endpoint", Value::String(format!("{base}.{ns}:9000"))),
         (Kind::Database, "mongodb") => {
-            secret(attrs, "admin_password", Some("password"));
             let host = format!("{base}.{ns}");
-            set(attrs, "host", Value::String(host.clone()));
+            let u = uri(attrs, "mongodb", &host, 27017, "/admin");
+            set(attrs, "host", Value::String(host));
             set(attrs, "port", Value::from_i64(27017));
-            let uri = match (attrs.get("username"), attrs.get("admin_password")) {
-                (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("mongodb://{u}:{p}@{host}:27017/admin")),
-                _ => Value::Unknown(format!("{}.uri", c.address)),
-            };
-            set(attrs, "uri", uri);
+            set(attrs, "uri", u);
         }
         (Kind::Broker, "rabbitmq") => {
-            secret(attrs, "admin_password", Some("password"));
             let host = format!("{base}.{ns}");
-            set(attrs, "host", Value::String(host.clone()));
+            let u = uri(attrs, "amqp", &host, 5672, "");
+            set(attrs, "host", Value::String(host));
             set(attrs, "port", Value::from_i64(5672));
-            let uri = match (attrs.get("username"), attrs.get("admin_password")) {
-                (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("amqp://{u}:{p}@{host}:5672")),
-                _ => Value::Unknown(format!("{}.uri", c.address)),
-            };
-            set(attrs, "uri", uri);
+            set(attrs, "uri", u);
         }
         (Kind::Vault, _) => {
-            secret(attrs, "admin_password", Some("login_password"));
-            secret(attrs, "access_key", None);
-            secret(attrs, "secret_key", None);
             let endpoint = format!("http://{base}.{ns}:80/api");
-            set(attrs, "endpoint", Value::String(endpoint.clone()));
-            let url = match (attrs.get("service_type").and_then(Value::as_str), attrs.get("node_port").and_then(Value::as_i64), cluster.get("server").and_then(Value::as_str)) {
-                (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
-                _ => endpoint.clone(),
-            };
+            let url = node_port_url(attrs, endpoint.clone());
+            set(attrs, "endpoint", Value::String(endpoint));
             set(attrs, "url", Value::String(url));
-            // The name of the storage provider to create in the Vault UI: the storage's kind
-            // (what the Docker provider uses too), recognised from its attributes.
-            let storage = refs.get("storage").and_then(Value::as_map);
-            let has = |k: &str| storage.is_some_and(|m| m.contains_key(k));
-            let name = if has("size") {
-                "minio".to_string()
-            } else if has("versioning") {
-                "s3".to_string()
-            } else if has("account_name") {
-                "azure".to_string()
-            } else if has("project") {
-                "gcs".to_string()
-            } else {
-                attrs.get("storage").and_then(Value::as_str).map(render::instance_name).unwrap_or_else(|| "storage".into())
-            };
-            set(attrs, "provider", Value::String(name));
-        }
-        (Kind::Agent, _) => {
-            secret(attrs, "key", None);
         }
         (Kind::Factory, _) => {
-            secret(attrs, "admin_password", Some("login_password"));
-            let url = match (attrs.get("service_type").and_then(Value::as_str), attrs.get("node_port").and_then(Value::as_i64), cluster.get("server").and_then(Value::as_str)) {
-                (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
-                _ => format!("http://{base}.{ns}:80"),
-            };
+            let url = node_port_url(attrs, format!("http://{base}.{ns}:80"));
             set(attrs, "url", Value::String(url));
         }
         _ => {}
     }
+    components::fill_derived(c, attrs, refs).map_err(|m| ProviderError::new(ErrorKind::Invalid, m))
 }
 
 fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
@@ -274,6 +214,23 @@ impl KubernetesProvider {
                     ));
                 }
             }
+            // The last log lines of a container that stopped (a crash loop says why here).
+            let log_path = |previous: bool| format!("{}/log?tailLines=10{}", path("v1", "Pod", ns, Some(name)), if previous { "&previous=true" } else { "" });
+            let mut logs = String::new();
+            for previous in [true, false] {
+                if let Ok((200, text)) = conn.raw("GET", &log_path(previous), &[], Vec::new()).await {
+                    if !text.trim().is_empty() {
+                        logs = text;
+                        break;
+                    }
+                }
+            }
+            if !logs.trim().is_empty() {
+                out.push_str("\n    last log lines:");
+                for line in logs.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                    out.push_str(&format!("\n      {line}"));
+                }
+            }
             let p = format!("{}?fieldSelector={}", path("v1", "Event", ns, None), api::encode(&format!("involvedObject.name={name}")));
             if let Ok(ev) = conn.send("GET", &p, None, None).await {
                 let mut events: Vec<Json> = ev["items"].as_array().cloned().unwrap_or_default();
@@ -286,15 +243,16 @@ impl KubernetesProvider {
         out
     }
 
-    /// Renders the component with all computed values filled (generating secrets if asked).
-    fn rendered(&self, c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>) -> Result<Vec<Json>, ProviderError> {
-        render::render(&Input { address: &c.address, kind: c.kind, type_name: &c.type_name, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, e))
+    /// Renders the component with its computed values filled; None while one it needs is
+    /// known only after apply.
+    fn rendered(&self, c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>, cluster: &BTreeMap<String, Value>) -> Result<Option<Vec<Json>>, ProviderError> {
+        render::render(&Input { component: c, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, e))
     }
 }
 
 /// Whether every value a rendering needs is known.
-fn all_known(attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Value>) -> bool {
-    attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown()) && refs.values().all(|v| !v.contains_unknown())
+fn all_known(attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> bool {
+    attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown()) && refs.values().all(|r| !r.attributes.contains_unknown())
 }
 
 #[async_trait]
@@ -364,28 +322,46 @@ impl Provider for KubernetesProvider {
         out
     }
 
-    async fn health(&self, requests: &[ReadRequest]) -> Vec<String> {
+    async fn health(&self, requests: &[ReadRequest]) -> Vec<Check> {
         let mut out = Vec::new();
         for r in requests.iter().filter(|r| r.component.kind == Kind::Vault) {
+            let address = r.component.address.as_str();
             let Ok(conn) = self.conn(r.cluster.as_ref()).await else { continue };
             let attrs = map_of(Some(&r.recorded));
             let ns = namespace(r.component.kind, &attrs);
-            let svc = base_name(&r.component.address);
+            let svc = base_name(address);
             // Through the API server's service proxy: works from wherever kdeploy runs.
-            let p = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy/api/health");
+            let proxy = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy");
             let url = attrs.get("url").and_then(Value::as_str).unwrap_or_default().to_string();
-            match conn.send("GET", &p, None, None).await {
-                Ok(_) => out.push(format!("{}: Vault answers /api/health ({url}).", r.component.address)),
-                Err(e) => {
-                    let why = match e {
-                        ApiError::Status { code, message, .. } => format!("HTTP {code}: {message}"),
-                        ApiError::Transport(t) => t,
+            match conn.raw("GET", &format!("{proxy}/api/health"), &[], Vec::new()).await {
+                Ok((code, _)) if (200..300).contains(&code) => out.push(Check { address: address.into(), ok: true, message: format!("{address}: Vault answers /api/health ({url}).") }),
+                answer => {
+                    let why = match answer {
+                        Ok((code, body)) => {
+                            // The API server's own answer (no endpoints, ...) is a Status object.
+                            let message = serde_json::from_str::<Json>(&body).ok().and_then(|s| s["message"].as_str().map(str::to_string));
+                            format!("HTTP {code}: {}", message.unwrap_or_else(|| body.trim().chars().take(200).collect()))
+                        }
+                        Err(ApiError::Status { code, message, .. }) => format!("HTTP {code}: {message}"),
+                        Err(ApiError::Transport(t)) => t,
                     };
-                    out.push(format!(
-                        "{}: Vault does not answer /api/health yet ({why}). Its pods may still be starting: kubectl -n {ns} get pods -l app.kubernetes.io/instance={svc}",
-                        r.component.address
-                    ));
+                    out.push(Check {
+                        address: address.into(),
+                        ok: false,
+                        message: format!("{address}: Vault does not answer /api/health ({why}). Its pods may still be starting: kubectl -n {ns} get pods -l app.kubernetes.io/instance={svc}"),
+                    });
+                    continue;
                 }
+            }
+            let image = attrs.get("image").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(kdeploy_provider::images::VAULT).to_string();
+            for check in vault::account_checks(&attrs) {
+                let headers = [(vault::ACCESS_KEY_HEADER, check.access_key.as_str()), (vault::SECRET_KEY_HEADER, check.secret_key.as_str())];
+                let answer = match conn.raw("POST", &format!("{proxy}{}", vault::PING_PATH), &headers, Vec::new()).await {
+                    Ok((code, _)) => Ok(code),
+                    Err(ApiError::Status { code, .. }) => Ok(code),
+                    Err(ApiError::Transport(t)) => Err(t),
+                };
+                out.push(vault::ping_check(address, &check.account, &image, &url, answer));
             }
         }
         out
@@ -469,19 +445,18 @@ impl Provider for KubernetesProvider {
         let cluster = map_of(req.cluster);
         let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
         // Computed values that follow from the inputs (a changed password input, a new node port).
-        fill_computed(c, planned, req.refs, &cluster, false);
-        let Some(prior) = req.prior else {
+        fill_computed(c, planned, req.refs, &cluster, false)?;
+        let unknown_objects = |planned: &mut BTreeMap<String, Value>| {
             planned.insert(OBJECTS.into(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
             planned.insert(DIGEST.into(), Value::Unknown(format!("{}.{DIGEST}", c.address)));
+        };
+        // Rendering now reports a wrong stack at plan time, even for a create.
+        let objects = if all_known(planned, req.refs) { self.rendered(c, planned, req.refs, &cluster)? } else { None };
+        let (Some(prior), Some(objects)) = (req.prior, objects) else {
+            unknown_objects(planned);
             return Ok(resp);
         };
         let prior_map = map_of(Some(prior));
-        if !all_known(planned, req.refs) {
-            planned.insert(OBJECTS.into(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
-            planned.insert(DIGEST.into(), Value::Unknown(format!("{}.{DIGEST}", c.address)));
-            return Ok(resp);
-        }
-        let objects = self.rendered(c, planned, req.refs, &cluster)?;
         let digest = fields::digest(&Json::Array(objects.clone()));
         let recorded = map_of(req.recorded);
         let unchanged = recorded.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) && recorded.get(OBJECTS) == prior_map.get(OBJECTS);
@@ -530,8 +505,10 @@ impl Provider for KubernetesProvider {
             return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
         }
         let cluster = map_of(req.cluster.as_ref());
-        fill_computed(c, &mut attrs, &req.refs, &cluster, true);
-        let objects = self.rendered(c, &attrs, &req.refs, &cluster)?;
+        fill_computed(c, &mut attrs, &req.refs, &cluster, true)?;
+        let Some(objects) = self.rendered(c, &attrs, &req.refs, &cluster)? else {
+            return Err(ProviderError::new(ErrorKind::Invalid, format!("{}: a value its objects need is still unknown at apply (a referenced component was not applied)", c.address)));
+        };
         let mut namespaces: BTreeSet<String> = BTreeSet::new();
         for obj in &objects {
             if let Some(ns) = obj["metadata"]["namespace"].as_str() {
@@ -562,8 +539,13 @@ impl Provider for KubernetesProvider {
                 }
             }
         }
-        let timeout = parse_timeout(attrs.get("readiness_timeout").and_then(Value::as_str).unwrap_or("5m"));
-        self.wait_ready(&conn, &applied, timeout).await?;
+        let timeout = components::readiness_timeout(&attrs).as_std();
+        self.wait_ready(&conn, &applied, timeout).await.map_err(|mut e| {
+            if c.kind == Kind::Vault && e.kind == ErrorKind::Timeout {
+                e.message.push_str(vault::NOT_STARTED_HINT);
+            }
+            e
+        })?;
         attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
         attrs.insert(OBJECTS.into(), Value::Map(digests));
         Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None })
@@ -609,7 +591,7 @@ impl Provider for KubernetesProvider {
             }
         }
         // Wait until the workloads are gone, so dependencies are deleted after dependants.
-        let deadline = Instant::now() + parse_timeout(prior.get("readiness_timeout").and_then(Value::as_str).unwrap_or("5m"));
+        let deadline = Instant::now() + components::readiness_timeout(&prior).as_std();
         for key in ordered.iter().filter(|k| rank(k) == 0) {
             let parts: Vec<&str> = key.rsplitn(4, '/').collect();
             let p = path(parts[3], parts[2], Some(parts[1]), Some(parts[0]));
