@@ -59,6 +59,8 @@ impl Body for ChannelBody {
 pub(crate) enum Reply {
     Json(u16, Value),
     Text(u16, &'static str),
+    /// Plain text made at request time (pod logs).
+    Log(String),
     Bytes(&'static str, Vec<u8>),
     Watch(WatchReq),
 }
@@ -93,6 +95,12 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<RespBo
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query().unwrap_or(""));
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if let Some(target) = proxy_target(&state, &method, &path_q) {
+        return Ok(match target {
+            Ok((url, rest)) => forward(&method, &url, &rest, &headers, body.to_vec()).await,
+            Err((code, v)) => json_resp(code, &v),
+        });
+    }
     let reply = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.requests.push((method.clone(), path_q));
@@ -104,6 +112,11 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<RespBo
             .status(code)
             .header("Content-Type", "text/plain; charset=utf-8")
             .body(Full::new(Bytes::from_static(t.as_bytes())).boxed())
+            .unwrap(),
+        Reply::Log(t) => Response::builder()
+            .status(200)
+            .header("Content-Type", "text/plain")
+            .body(Full::new(Bytes::from(t)).boxed())
             .unwrap(),
         Reply::Bytes(ct, b) => Response::builder()
             .status(200)
@@ -121,6 +134,72 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<RespBo
                 .unwrap()
         }
     })
+}
+
+/// `/api/v1/namespaces/{ns}/services/{name}[:{port}]/proxy/...`: the registered target and the
+/// path to forward, or the error the real API server gives (no such service, no endpoints).
+fn proxy_target(state: &Shared, method: &str, path_q: &str) -> Option<Result<(String, String), (u16, Value)>> {
+    let rest = path_q.strip_prefix("/api/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once("/services/")?;
+    let (svc_port, rest) = rest.split_once("/proxy").map(|(a, b)| (a, b.to_string())).or_else(|| rest.strip_suffix("/proxy").map(|a| (a, String::new())))?;
+    if ns.contains('/') || svc_port.contains('/') {
+        return None;
+    }
+    let (svc, port) = svc_port.split_once(':').unwrap_or((svc_port, ""));
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    st.requests.push((method.to_string(), path_q.to_string()));
+    if !st.objects.contains_key(&(resources::SVC, ns.to_string(), svc.to_string())) {
+        return Some(Err(not_found(resources::SVC, svc)));
+    }
+    let port = if port.is_empty() {
+        st.objects[&(resources::SVC, ns.to_string(), svc.to_string())]["spec"]["ports"][0]["port"].as_i64().map(|p| p.to_string()).unwrap_or_default()
+    } else {
+        port.to_string()
+    };
+    let rest = if rest.is_empty() { "/".to_string() } else { rest };
+    Some(match st.proxies.get(&(ns.to_string(), svc.to_string(), port)) {
+        Some(url) => Ok((url.clone(), rest)),
+        None => Err(status_err(503, "ServiceUnavailable", format!("no endpoints available for service \"{svc}\""), None)),
+    })
+}
+
+/// Forwards one request to `base + path` and relays status, content type and body.
+async fn forward(method: &str, base: &str, path: &str, headers: &HashMap<String, String>, body: Vec<u8>) -> Response<RespBody> {
+    let (method, url, path) = (method.to_string(), base.to_string(), path.to_string());
+    let skip = ["host", "connection", "content-length", "transfer-encoding", "authorization", "accept-encoding"];
+    let headers: Vec<(String, String)> = headers.iter().filter(|(k, _)| !skip.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<(u16, String, Vec<u8>)> {
+        use std::io::{Read, Write};
+        let authority = url.strip_prefix("http://").unwrap_or(&url).to_string();
+        let mut stream = std::net::TcpStream::connect(&authority)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        for (k, v) in &headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&body)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(502);
+        let ct = head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "text/plain".into());
+        Ok((code, ct, raw.get(split + 4..).unwrap_or_default().to_vec()))
+    })
+    .await;
+    match result {
+        Ok(Ok((code, ct, body))) => Response::builder().status(code).header("Content-Type", ct).body(Full::new(Bytes::from(body)).boxed()).unwrap(),
+        Ok(Err(e)) => {
+            let (c, v) = status_err(503, "ServiceUnavailable", format!("error trying to reach service: {e}"), None);
+            json_resp(c, &v)
+        }
+        Err(e) => {
+            let (c, v) = status_err(500, "InternalError", e.to_string(), None);
+            json_resp(c, &v)
+        }
+    }
 }
 
 async fn run_watch(mut w: WatchReq, tx: tokio::sync::mpsc::Sender<Bytes>) {
@@ -742,6 +821,13 @@ fn handle_resource(st: &mut State, method: &str, t: Target, q: &HashMap<String, 
     let ns_for_auth = if r.namespaced { ns.as_deref() } else { None };
     if let Some(e) = forbidden(st, verb, res, ns_for_auth, name.as_deref().unwrap_or("")) {
         return Err(e);
+    }
+    if res == resources::POD && t.sub == Some("log") && method == "GET" {
+        let (ns, name) = (ns.clone().unwrap_or_default(), name.clone().unwrap_or_default());
+        if !st.objects.contains_key(&(res, ns.clone(), name.clone())) {
+            return Err(not_found(res, &name));
+        }
+        return Ok(Reply::Log(st.pod_logs.get(&(ns, name)).cloned().unwrap_or_default()));
     }
     if let Some(sub) = t.sub
         && (sub != "status" || !r.status)

@@ -5,7 +5,7 @@ use crate::api::record_update;
 use crate::resources::{self, RESOURCES};
 use crate::{State, new_uid, now_rfc3339};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 #[derive(Default)]
@@ -111,6 +111,54 @@ fn pod_status(spec: &Value, state: PodState, waiting_reason: &str, started: &str
            "podIP": "10.1.0.10", "podIPs": [{"ip": "10.1.0.10"}], "startTime": started, "qosClass": "BestEffort", "containerStatuses": cs})
 }
 
+/// A Secret's or ConfigMap's data as text (Secret values base64-decoded).
+fn data_of(st: &State, res: usize, ns: &str, name: &str) -> BTreeMap<String, String> {
+    use base64::Engine as _;
+    let Some(o) = st.objects.get(&(res, ns.to_string(), name.to_string())) else { return BTreeMap::new() };
+    let mut out = BTreeMap::new();
+    for (k, v) in o["data"].as_object().into_iter().flatten() {
+        let text = v.as_str().unwrap_or_default();
+        let value = if res == resources::SECRET { base64::engine::general_purpose::STANDARD.decode(text).ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default() } else { text.to_string() };
+        out.insert(k.clone(), value);
+    }
+    for (k, v) in o["stringData"].as_object().into_iter().flatten() {
+        out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// The environment a container gets: `envFrom` sources first, then `env` (values and
+/// secret/configmap key references), as the kubelet resolves them.
+pub fn container_env(st: &State, ns: &str, container: &Value) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for src in container["envFrom"].as_array().into_iter().flatten() {
+        let prefix = src["prefix"].as_str().unwrap_or_default();
+        for (res, key) in [(resources::SECRET, "secretRef"), (resources::CM, "configMapRef")] {
+            if let Some(name) = src[key]["name"].as_str() {
+                for (k, v) in data_of(st, res, ns, name) {
+                    env.insert(format!("{prefix}{k}"), v);
+                }
+            }
+        }
+    }
+    for e in container["env"].as_array().into_iter().flatten() {
+        let Some(name) = e["name"].as_str() else { continue };
+        let value = if let Some(v) = e["value"].as_str() {
+            Some(v.to_string())
+        } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
+            data_of(st, resources::SECRET, ns, r.get("name").and_then(Value::as_str).unwrap_or_default()).remove(r.get("key").and_then(Value::as_str).unwrap_or_default())
+        } else if let Some(r) = e["valueFrom"]["configMapKeyRef"].as_object() {
+            data_of(st, resources::CM, ns, r.get("name").and_then(Value::as_str).unwrap_or_default()).remove(r.get("key").and_then(Value::as_str).unwrap_or_default())
+        } else {
+            Some(String::new())
+        };
+        if let Some(v) = value {
+            env.insert(name.to_string(), v);
+        }
+    }
+    env
+}
+
 pub fn reconcile(st: &mut State) {
     let now = Instant::now();
     let workloads: Vec<((usize, String, String), Value)> = st
@@ -130,11 +178,23 @@ pub fn reconcile(st: &mut State) {
             *entry = (gen_, now);
         }
         let since = entry.1;
-        let ready = match st.opts.ready_after {
+        let mut ready = match st.opts.ready_after {
             Some(d) => now.duration_since(since) >= d,
             None => false,
         };
-        let never = st.opts.ready_after.is_none();
+        let mut never = st.opts.ready_after.is_none();
+        // A container that exits at start (the pod check says why) crash loops.
+        let crash = match st.pod_check.clone() {
+            Some(check) if res != resources::JOB => {
+                let env = container_env(st, &key.1, &w["spec"]["template"]["spec"]["containers"][0]);
+                check(&w, &env).err()
+            }
+            _ => None,
+        };
+        if crash.is_some() {
+            ready = false;
+            never = true;
+        }
         let is_job = res == resources::JOB;
         let replicas = if is_job {
             1
@@ -216,7 +276,13 @@ pub fn reconcile(st: &mut State) {
         } else {
             PodState::Creating
         };
-        let waiting_reason = st.opts.waiting_reason.clone();
+        let waiting_reason = if crash.is_some() { "CrashLoopBackOff".to_string() } else { st.opts.waiting_reason.clone() };
+        for (k, _) in &keep {
+            match &crash {
+                Some(log) => st.pod_logs.insert((k.1.clone(), k.2.clone()), log.clone()),
+                None => st.pod_logs.remove(&(k.1.clone(), k.2.clone())),
+            };
+        }
         for (k, p) in &keep {
             let cur_phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
             let cur_wait = p.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str).unwrap_or("");

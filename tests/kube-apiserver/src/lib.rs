@@ -51,8 +51,18 @@ pub(crate) struct WatchEvent {
     pub obj: Value,
 }
 
+/// Decides whether a workload's pods start: given the workload and the environment its first
+/// container would get (env, envFrom and secret/configmap references resolved), `Err` holds what
+/// the container logs before exiting (its pods then crash loop and never become ready).
+pub type PodCheck = Arc<dyn Fn(&Value, &BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+
 pub(crate) struct State {
     pub opts: Options,
+    /// Targets of the service proxy: (namespace, service, port) → base URL.
+    pub proxies: BTreeMap<(String, String, String), String>,
+    pub pod_check: Option<PodCheck>,
+    /// What each crash-looping pod logged: (namespace, pod) → text.
+    pub pod_logs: BTreeMap<(String, String), String>,
     pub rv: u64,
     /// (resource index, namespace ("" for cluster-scoped), name) -> object
     pub objects: BTreeMap<(usize, String, String), Value>,
@@ -104,6 +114,9 @@ impl State {
             next_node_port: 30000,
             port: 0,
             ctrl: Default::default(),
+            proxies: BTreeMap::new(),
+            pod_check: None,
+            pod_logs: BTreeMap::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let mut o = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -339,10 +352,47 @@ impl TestServer {
         self.st().opts.forbidden = rules;
     }
 
+    /// Serves `/api/v1/namespaces/{ns}/services/{service}:{port}/proxy/...` by forwarding the
+    /// method, headers and body to `target` (e.g. `http://127.0.0.1:41000`), as the real API
+    /// server forwards to the service's endpoints. Without a target the proxy answers 503.
+    pub fn register_proxy(&self, namespace: &str, service: &str, port: u16, target: &str) {
+        self.st().proxies.insert((namespace.into(), service.into(), port.to_string()), target.trim_end_matches('/').to_string());
+    }
+
+    /// Decides whether workloads' pods start (see [`PodCheck`]).
+    pub fn set_pod_check(&self, check: PodCheck) {
+        self.st().pod_check = Some(check);
+    }
+
+    /// The environment the first container of a workload (Deployment, StatefulSet, Job) gets.
+    pub fn workload_env(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.handle().workload_env(api_version, kind, namespace, name)
+    }
+
+    /// A handle on the store that other threads may keep (a stand-in service behind the proxy
+    /// reads its configuration through it).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(self.state.clone())
+    }
+
     pub fn set_ready_after(&self, d: Option<Duration>) {
         let mut st = self.st();
         st.opts.ready_after = d;
         st.ctrl.reset_timers();
+    }
+}
+
+/// See [`TestServer::handle`].
+#[derive(Clone)]
+pub struct ServerHandle(Shared);
+
+impl ServerHandle {
+    /// The environment the first container of a workload gets (env and envFrom resolved).
+    pub fn workload_env(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let res = resources::find_res(api_version, kind)?;
+        let w = st.objects.get(&(res, namespace.to_string(), name.to_string()))?;
+        Some(controller::container_env(&st, namespace, &w["spec"]["template"]["spec"]["containers"][0]))
     }
 }
 

@@ -52,6 +52,8 @@ pub static RESOURCES: &[Res] = &[
 ];
 
 pub const NS: usize = 0;
+pub const CM: usize = 1;
+pub const SECRET: usize = 2;
 pub const SVC: usize = 3;
 pub const PVC: usize = 4;
 pub const POD: usize = 6;
