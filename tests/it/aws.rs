@@ -338,6 +338,7 @@ object_storage "recordings" {{
 fn one_apply_creates_the_cloud_then_the_stack_inside_it() {
     let Some(moto) = Moto::start() else { return };
     let server = TestServer::start(Options::default());
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
     let url = server.url();
     let s = TestStack::new(&[("main.hcl", &whole_stack("kdeploy-it-whole"))]);
     let env = [("KDEPLOY_TEST_EKS_ENDPOINT", url.as_str())];
@@ -356,7 +357,10 @@ fn one_apply_creates_the_cloud_then_the_stack_inside_it() {
     // Vault's storage keys are the bucket user's key.
     let access_key = s.attr("object_storage.recordings", "access_key").as_str().unwrap().to_string();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&access_key);
-    assert_eq!(secret["data"]["STORAGE_ACCESS_KEY"].as_str(), Some(b64.as_str()), "{secret}");
+    let providers = base64::engine::general_purpose::STANDARD.decode(secret["data"]["VAULT_STORAGE_PROVIDERS"].as_str().unwrap()).unwrap();
+    let providers: serde_json::Value = serde_json::from_slice(&providers).unwrap();
+    assert_eq!(providers[0]["access_key"].as_str(), Some(access_key.as_str()), "{secret}");
+    let _ = b64;
     rt().block_on(async {
         let lc = moto.s3().await.get_bucket_lifecycle_configuration().bucket("kdeploy-it-whole").send().await.unwrap();
         assert_eq!(lc.rules()[0].expiration().unwrap().days(), Some(30), "expiration = the Vault retention");

@@ -192,6 +192,7 @@ object_storage "recordings" {
 fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
     let mock = Mock::start_in_thread();
     let server = TestServer::start(Options::default());
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
     let url = server.url();
     let s = TestStack::new(&[("main.hcl", &whole_stack())]);
     let env = [("KDEPLOY_TEST_AKS_ENDPOINT", url.as_str())];
@@ -208,8 +209,10 @@ fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
     let secret = assert_stack_in_cluster(&server);
     // Vault writes to the storage account with its key.
     let key: serde_json::Value = serde_json::from_str(&fixture("list_keys.json")).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(key["keys"][0]["value"].as_str().unwrap());
-    assert!(secret["data"].as_object().unwrap().values().any(|v| v.as_str() == Some(b64.as_str())), "the account key reaches Vault: {secret}");
+    let providers = base64::engine::general_purpose::STANDARD.decode(secret["data"]["VAULT_STORAGE_PROVIDERS"].as_str().unwrap()).unwrap();
+    let providers: serde_json::Value = serde_json::from_slice(&providers).unwrap();
+    assert_eq!(providers[0]["provider"], "azure", "{providers}");
+    assert_eq!(providers[0]["account_key"].as_str(), key["keys"][0]["value"].as_str(), "the account key reaches Vault: {providers}");
     // The in-cluster calls carried the cluster-user token from listClusterUserCredential.
     let log = mock.state.lock().unwrap().log.clone();
     assert!(log.iter().any(|l| l.to_lowercase().contains("/listclusterusercredential")), "{log:?}");

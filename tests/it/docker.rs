@@ -12,8 +12,12 @@ use kdeploy_provider_docker::testing;
 
 use crate::support::{run_with, Run, TestStack};
 
+/// The image with busybox and the stand-ins (set by [`engine`]).
+static STANDIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// True when the engine is usable; prints why and returns false when not (panics under CI).
-fn engine() -> bool {
+/// Builds the test images on first use.
+pub fn engine() -> bool {
     if let Err(e) = testing::engine_available() {
         if std::env::var_os("CI").is_some() {
             panic!("CI is set but no Docker engine is reachable: {e}");
@@ -22,38 +26,54 @@ fn engine() -> bool {
         return false;
     }
     testing::ensure_test_image().expect("build the busybox test image");
+    let image = testing::ensure_standin_image().expect("build the stand-in image");
+    let _ = STANDIN.set(image);
     true
+}
+
+/// The stand-in image (after [`engine`]).
+pub fn standin_image() -> &'static str {
+    STANDIN.get().map(String::as_str).expect("engine() was called")
 }
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Removes the cluster's objects at the start and end of a test.
-struct Cleanup(String);
+pub struct Cleanup(pub String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         testing::cleanup(&self.0);
     }
 }
 
-fn overrides() -> String {
+/// What a component runs as on the test engine: the stand-in image, a command that serves what
+/// kdeploy and the other components use (MinIO's bucket API, RabbitMQ's management API, Vault),
+/// and a health check on it.
+pub fn overrides(kind: &str) -> String {
+    let image = standin_image();
+    let (command, port, extra) = match kind {
+        "object_storage" => (r#"["kdeploy-standin", "s3", "--data", "/data"]"#.to_string(), 9000, format!("  client_image      = \"{image}\"\n")),
+        "broker" => (r#"["kdeploy-standin", "rabbitmq", "--data", "/var/lib/rabbitmq"]"#.to_string(), 15672, String::new()),
+        "vault" => (r#"["kdeploy-standin", "vault"]"#.to_string(), 80, String::new()),
+        "database" => (r#"["/bin/busybox", "httpd", "-f", "-p", "27017", "-h", "/www"]"#.to_string(), 27017, String::new()),
+        _ => (r#"["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]"#.to_string(), 80, String::new()),
+    };
     format!(
-        r#"  image             = "{}"
-  command           = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
-  healthcheck       = ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/api/health"]
+        r#"  image             = "{image}"
+  command           = {command}
+  healthcheck       = ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{port}/api/health"]
   readiness_timeout = "90s"
-"#,
-        testing::TEST_IMAGE
+{extra}"#
     )
 }
 
 fn stack(cluster: &str, port: u16, cams: &[(&str, &str)]) -> String {
-    let o = overrides();
     let cams: Vec<String> = cams.iter().map(|(k, v)| format!("    {k} = \"{v}\"")).collect();
     format!(
         r#"stack "dockertest" {{}}
@@ -71,29 +91,29 @@ cluster "{cluster}" {{
 
 database "meta" {{
   type = "mongodb"
-{o}}}
+{db}}}
 
 object_storage "rec" {{
   type = "minio"
-{o}}}
+{storage}}}
 
 broker "events" {{
   type = "rabbitmq"
-{o}}}
+{broker}}}
 
 vault "main" {{
   database  = database.meta
   storage   = object_storage.rec
   broker    = broker.events
   node_port = {port}
-{o}}}
+{vault}}}
 
 agent "cam" {{
   for_each    = var.cameras
   vault       = vault.main
   rtsp_url    = each.value
   persistence = true
-{o}}}
+{agent}}}
 
 output "vault_url" {{
   value = vault.main.url
@@ -104,7 +124,12 @@ output "vault_access_key" {{
   sensitive = true
 }}
 "#,
-        cams = cams.join("\n")
+        cams = cams.join("\n"),
+        db = overrides("database"),
+        storage = overrides("object_storage"),
+        broker = overrides("broker"),
+        vault = overrides("vault"),
+        agent = overrides("agent"),
     )
 }
 
@@ -183,8 +208,16 @@ fn docker_apply_plan_replace_cameras_destroy() {
     assert!(agent_env.contains(&"AGENT_MQTT_URI=".to_string()));
     assert!(agent_env.contains(&format!("AGENT_KERBEROSVAULT_URI=http://{}:80/api", name(&c, "vault-main"))));
     assert_eq!(state.outputs["vault_url"].value, serde_json::json!(format!("http://localhost:{port}")));
-    // The vault's published port answers.
+    // The vault's published port answers, and its account was checked there.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(r.stdout.contains(&format!("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200 at http://localhost:{port}).")), "{}", r.stdout);
+    // The one-shot steps ran against the running components: the bucket and the queue exist.
+    assert_eq!(testing::read_file(&name(&c, "object-storage-rec"), "/data/.kdeploy-buckets").as_deref(), Some("recordings\n"));
+    assert_eq!(testing::read_file(&name(&c, "broker-events"), "/var/lib/rabbitmq/.kdeploy-queues").as_deref(), Some("data-filtering\n"));
+    // Agents upload under a concrete folder (the stack's name), with a generated web login.
+    assert!(agent_env.contains(&"AGENT_KERBEROSVAULT_DIRECTORY=dockertest".to_string()), "{agent_env:?}");
+    let agent_pw = state.resource("agent.cam[\"front\"]").unwrap().attributes["admin_password"].as_str().unwrap().to_string();
+    assert!(agent_pw.len() >= 32 && agent_env.contains(&format!("AGENT_PASSWORD={agent_pw}")) && agent_env.contains(&"AGENT_USERNAME=admin".to_string()), "{agent_env:?}");
 
     // Plan again: no changes.
     let r = kd(s.path(), &["plan", "--detailed-exitcode"]);

@@ -52,7 +52,7 @@ fn changes_and_deletions_are_reported_exactly() {
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(j["format_version"], "1.0");
     assert_eq!(j["drifted"], true);
-    assert_eq!(j["summary"], serde_json::json!({"checked": 6, "drifted": 3, "changed": 2, "deleted": 1}));
+    assert_eq!(j["summary"], serde_json::json!({"checked": 6, "drifted": 3, "changed": 2, "deleted": 1, "unhealthy": 0}));
     let a = j["drift"].as_array().unwrap().iter().find(|e| e["address"] == "agent.cam[\"a\"]").unwrap();
     assert_eq!(a["attributes"][0], serde_json::json!({"path": "rtsp_url", "path_steps": ["rtsp_url"], "before": "rtsp://10.0.0.1/s1", "after": "rtsp://evil/stream", "sensitive": false}));
     let v = j["drift"].as_array().unwrap().iter().find(|e| e["address"] == "vault.main").unwrap();

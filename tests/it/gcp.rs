@@ -186,6 +186,7 @@ object_storage "recordings" {{
 fn one_apply_creates_the_gke_cluster_then_the_stack_inside_it() {
     let mock = Mock::start();
     let server = TestServer::start(Options::default());
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
     let url = server.url();
     let s = TestStack::new(&[("main.hcl", &whole_stack())]);
     let env = [("KDEPLOY_TEST_GKE_ENDPOINT", url.as_str())];
@@ -203,7 +204,10 @@ fn one_apply_creates_the_gke_cluster_then_the_stack_inside_it() {
     // Vault writes to the bucket with the HMAC key.
     let access_id = s.attr("object_storage.recordings", "access_key").as_str().unwrap().to_string();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&access_id);
-    assert_eq!(secret["data"]["STORAGE_ACCESS_KEY"].as_str(), Some(b64.as_str()), "{secret}");
+    let providers = base64::engine::general_purpose::STANDARD.decode(secret["data"]["VAULT_STORAGE_PROVIDERS"].as_str().unwrap()).unwrap();
+    let providers: serde_json::Value = serde_json::from_slice(&providers).unwrap();
+    assert_eq!(providers[0]["access_key"].as_str(), Some(access_id.as_str()), "{secret}");
+    let _ = b64;
     let bucket = mock.st().buckets.get("kdeploy-it-whole").cloned().unwrap();
     assert_eq!(bucket["lifecycle"]["rule"][0]["condition"]["age"], 30, "expiry = the Vault retention");
 

@@ -87,6 +87,7 @@ struct Env {
 
 fn env(opts: Options) -> Env {
     let server = TestServer::start(opts);
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
     let s = TestStack::new(&[]);
     let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
     Env { server, s, kubeconfig }
@@ -142,7 +143,8 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("No changes."));
-    assert!(r.stdout.contains("Status: vault.main: Vault does not answer /api/health yet"), "the plan reports Vault's health: {}", r.stdout);
+    assert!(r.stdout.contains("Status: vault.main: Vault answers /api/health"), "the plan reports Vault's health: {}", r.stdout);
+    assert!(r.stdout.contains("Status: vault.main: account \"kdeploy\" verified (POST /api/ping answered 200"), "and each account: {}", r.stdout);
 
     // One camera's URL: one in-place update.
     let cams2 = [("front", "rtsp://10.0.0.9/s1"), ("back", "rtsp://10.0.0.2/s1"), ("yard", "rtsp://10.0.0.3/s1")];
@@ -246,7 +248,10 @@ fn plan_requests_do_not_grow_with_the_number_of_cameras() {
         let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
         let reqs = e.server.requests();
-        assert!(reqs.iter().all(|(m, _)| m == "GET"), "a no-op plan only reads: {reqs:?}");
+        // Besides reads, only Vault's health and account checks (through the service proxy).
+        let (checks, api): (Vec<_>, Vec<_>) = reqs.iter().partition(|(_, p)| p.contains("/services/vault-main:80/proxy/"));
+        assert!(api.iter().all(|(m, _)| m == "GET"), "a no-op plan only reads: {reqs:?}");
+        assert_eq!(checks.len(), 2, "one health check, one account ping: {checks:?}");
         counts.push(reqs.len());
     }
     assert_eq!(counts[0], counts[1], "2 cameras vs 9 cameras: {counts:?}");

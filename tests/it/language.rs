@@ -49,7 +49,7 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
 /// (`Field::Detail`) or hint (`Field::Hint`) containing `.3`.
 const EXTRA_CHECKS: &[(&str, &str, Field, &str)] = &[
     ("unknown_block_type", "Unsupported block type", Field::Hint, "did you mean database?"),
-    ("unknown_component_type", "Unknown component type", Field::Detail, "Valid types: minio, s3, azure_blob, gcs."),
+    ("unknown_component_type", "Unknown component type", Field::Detail, "Valid types: minio, s3, azure_blob, gcs, external."),
     ("unknown_component_type", "Unknown component type", Field::Hint, "did you mean type = \"minio\"?"),
     ("undeclared_component", "Reference to undeclared component", Field::Hint, "did you mean object_storage.recordings?"),
     ("undeclared_component_transposed", "Reference to undeclared component", Field::Hint, "did you mean database.main?"),

@@ -266,3 +266,23 @@ pub fn assert_stack_in_cluster(server: &kdeploy_kube_testserver::TestServer) -> 
     assert!(server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam").is_some(), "agent deployment");
     server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret")
 }
+
+/// A Kerberos Vault stand-in behind the test API server's service proxy for the Service `name`
+/// in `namespace` (port 80), as strict as Vault: it answers with the environment kdeploy gave
+/// the Deployment `name` (its `VAULT_*` definitions), read again for every request as if Vault
+/// restarted; pods of vault Deployments whose definitions Vault would refuse crash loop with
+/// Vault's message. With `ignore_variables` it is an image that predates the variables.
+pub fn vault_standin(server: &kdeploy_kube_testserver::TestServer, namespace: &str, name: &str, ignore_variables: bool) {
+    let handle = server.handle();
+    let (ns, n) = (namespace.to_string(), name.to_string());
+    let env = Arc::new(move || handle.workload_env("apps/v1", "Deployment", &ns, &n).ok_or_else(|| format!("no Deployment {ns}/{n}")));
+    let addr = kdeploy_standins::spawn_vault("127.0.0.1:0", env, ignore_variables).expect("start the Vault stand-in");
+    server.register_proxy(namespace, name, 80, &format!("http://{addr}"));
+    server.set_pod_check(Arc::new(move |w, env| {
+        let is_vault = w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "vault";
+        if !is_vault || ignore_variables {
+            return Ok(());
+        }
+        kdeploy_standins::vault::load(env).map(|_| ()).map_err(|e| format!("level=fatal msg=\"invalid declarative configuration: {e}\""))
+    }));
+}
