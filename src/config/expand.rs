@@ -520,7 +520,7 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
     scope.each = inst.each.clone();
     scope.count = inst.count;
     let (type_name, schema) = component_type(&scope, decl).map_err(Diagnostics::from)?;
-    let mut ev = InstanceEval { scope: &scope, decl, type_name: &type_name, diags: Diagnostics::new(), refs: BTreeMap::new(), spans: Vec::new() };
+    let mut ev = InstanceEval { scope: &scope, decl, type_name: &type_name, diags: Diagnostics::new(), refs: BTreeMap::new(), spans: Vec::new(), referenced: BTreeMap::new() };
 
     let mut entries: Vec<(String, Marked)> = Vec::new();
     for (name, (expr, key_span)) in &decl.attrs {
@@ -588,7 +588,7 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
             marked.sensitive.extend(attr.sensitive_paths(m.get(attr.name).unwrap_or(&Value::Null)));
         }
         // The component's own rules (a vault's provider, queue and account names).
-        for p in kdeploy_provider::components::check(decl.kind, m) {
+        for p in kdeploy_provider::components::check(decl.kind, m, &ev.referenced) {
             ev.diags.push(Diagnostic::error("Invalid component configuration", p.message).at(Some(ev.span_of(&p.path))).hint(p.hint));
         }
     }
@@ -630,6 +630,8 @@ struct InstanceEval<'a, 's> {
     refs: BTreeMap<String, Address>,
     /// Where each input path was written, for diagnostics about values.
     spans: Vec<(AttrPath, Span)>,
+    /// The attributes of referenced components, as far as known (for the component's checks).
+    referenced: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 impl InstanceEval<'_, '_> {
@@ -671,6 +673,9 @@ impl InstanceEval<'_, '_> {
         match target {
             Some(target) if target.kind == want => {
                 self.refs.insert(path.to_string(), target.clone());
+                if let Value::Map(m) = value {
+                    self.referenced.insert(path.to_string(), m.clone());
+                }
                 return Some(target);
             }
             Some(target) => self.diags.push(

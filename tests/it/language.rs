@@ -49,6 +49,15 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
 /// (`Field::Detail`) or hint (`Field::Hint`) containing `.3`.
 const EXTRA_CHECKS: &[(&str, &str, Field, &str)] = &[
     ("unknown_block_type", "Unsupported block type", Field::Hint, "did you mean database?"),
+    ("vault_blocks", "Invalid component configuration", Field::Detail, "The account \"site-a\" uses the provider \"archive\", which this vault does not have (its providers: \"both\", \"cold\", \"rec\")."),
+    ("vault_blocks", "Invalid component configuration", Field::Detail, "names the queue \"events\", which is not an integration of this vault (its integrations: \"central\")"),
+    ("vault_blocks", "Invalid component configuration", Field::Detail, "on-demand forwarding needs Kerberos Hub"),
+    ("vault_blocks", "Invalid component configuration", Field::Detail, "The directory \"two words\" is not usable"),
+    ("vault_block_structure", "Unsupported block type", Field::Detail, "Valid: account, provider, forward, lifecycle."),
+    ("vault_block_structure", "Duplicate block", Field::Detail, "A provider block named \"cold\" is already defined at main.hcl:24"),
+    ("vault_block_structure", "Missing required argument", Field::Detail, "\"access_key\" is required in a forward block"),
+    ("agent_unknown_account", "Invalid component configuration", Field::Detail, "The account \"site-b\" is not an account of this agent's vault (its accounts: \"kdeploy\", \"site-a\")."),
+    ("override_without_base", "Missing base block for override", Field::Detail, "database.other is overridden"),
     ("unknown_component_type", "Unknown component type", Field::Detail, "Valid types: minio, s3, azure_blob, gcs, external."),
     ("unknown_component_type", "Unknown component type", Field::Hint, "did you mean type = \"minio\"?"),
     ("undeclared_component", "Reference to undeclared component", Field::Hint, "did you mean object_storage.recordings?"),

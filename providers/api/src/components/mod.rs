@@ -180,11 +180,14 @@ impl Workload {
 
 pub use vault::Problem;
 
-/// A component's own rules on its desired inputs (component references are addresses), so that
-/// `validate` reports mistakes with their location: a vault's provider, queue and account names.
-pub fn check(kind: Kind, inputs: &Attrs) -> Vec<Problem> {
+/// A component's own rules on its desired inputs (component references are addresses) and on
+/// what it references (`referenced`: attribute → the referenced component's attributes), so
+/// that `validate` reports mistakes with their location: a vault's provider, queue and account
+/// names, the account an agent uploads with.
+pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, Attrs>) -> Vec<Problem> {
     match kind {
-        Kind::Vault => vault::check(inputs),
+        Kind::Vault => vault::check(inputs, referenced.get("broker")),
+        Kind::Agent => referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default(),
         _ => Vec::new(),
     }
 }

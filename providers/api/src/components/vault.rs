@@ -322,6 +322,17 @@ pub fn broker_protocol(broker: &Reference) -> Option<String> {
     }
 }
 
+/// Whether a broker's attributes (as the language sees them) describe a queue: RabbitMQ and
+/// Kafka brokers (they have a `queue` or `topic`), or an external one with protocol amqp or
+/// kafka; MQTT brokers are not.
+pub fn broker_is_queue(broker: &Attrs) -> bool {
+    match broker.get("protocol") {
+        Some(Value::String(p)) => p == "amqp" || p == "kafka",
+        Some(Value::Null) => false,
+        _ => broker.contains_key("queue") || broker.contains_key("topic"),
+    }
+}
+
 /// The integration a queue broker gives Vault, None for MQTT brokers.
 pub fn integration_from_broker(name: &str, broker: &Reference) -> Result<Option<Integration>, Unresolved> {
     let m = broker.attributes.as_map().cloned().unwrap_or_default();
@@ -649,7 +660,7 @@ pub struct Problem {
 /// secondary provider and queue an account names exists, directories usable, forwarding
 /// continuous. Works on the desired inputs (component references are addresses), so `validate`
 /// reports mistakes with their location.
-pub fn check(inputs: &Attrs) -> Vec<Problem> {
+pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     let mut out = Vec::new();
     let problem = |path: AttrPath, message: String, hint: &str| Problem { path, message, hint: hint.to_string() };
     let mut provider_names: BTreeSet<String> = BTreeSet::new();
@@ -669,7 +680,7 @@ pub fn check(inputs: &Attrs) -> Vec<Problem> {
         }
     }
     let mut queue_names: BTreeSet<String> = BTreeSet::new();
-    let default_queue = default_integration_name(inputs);
+    let default_queue = default_integration_name(inputs).filter(|_| broker.is_none_or(broker_is_queue));
     queue_names.extend(default_queue.clone());
     for (name, m) in blocks("forwards") {
         let at = AttrPath::attr("forwards").child_key(&name);
@@ -721,6 +732,21 @@ pub fn check(inputs: &Attrs) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// An agent's `account` must be one of its vault's accounts.
+pub fn check_agent(agent: &Attrs, vault: &Attrs) -> Vec<Problem> {
+    let Some(account) = agent.get("account").and_then(Value::as_str) else { return Vec::new() };
+    let Ok(declared) = declared_accounts(vault) else { return Vec::new() };
+    if declared.contains_key(account) {
+        return Vec::new();
+    }
+    let names: BTreeSet<String> = declared.keys().cloned().collect();
+    vec![Problem {
+        path: AttrPath::attr("account"),
+        message: format!("The account {account:?} is not an account of this agent's vault (its accounts: {}).", join(&names)),
+        hint: "declare it with an account block in the vault, or remove account to use the vault's default account".into(),
+    }]
 }
 
 fn join(names: &BTreeSet<String>) -> String {

@@ -181,7 +181,7 @@ fn blocks_extend_the_defaults() {
             ),
         ),
     ]);
-    assert!(check(&a).is_empty(), "{:?}", check(&a));
+    assert!(check(&a, None).is_empty(), "{:?}", check(&a, None));
     let rabbit = reference("broker.events", Kind::Broker, "rabbitmq", &[("host", s("rmq")), ("port", Value::from_i64(5672)), ("queue", s("q")), ("username", s("u")), ("admin_password", s("p"))]);
     let refs: BTreeMap<String, Reference> = [("storage".to_string(), minio()), ("broker".to_string(), rabbit)].into();
     let env = env_of(&a, &refs);
@@ -268,7 +268,7 @@ fn naming_mistakes_point_at_their_attribute() {
             ),
         ),
     ]);
-    let problems = check(&a);
+    let problems = check(&a, None);
     let paths: Vec<String> = problems.iter().map(|p| p.path.to_string()).collect();
     assert_eq!(
         paths,
