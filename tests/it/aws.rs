@@ -338,7 +338,7 @@ object_storage "recordings" {{
 fn one_apply_creates_the_cloud_then_the_stack_inside_it() {
     let Some(moto) = Moto::start() else { return };
     let server = TestServer::start(Options::default());
-    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
     let url = server.url();
     let s = TestStack::new(&[("main.hcl", &whole_stack("kdeploy-it-whole"))]);
     let env = [("KDEPLOY_TEST_EKS_ENDPOINT", url.as_str())];
@@ -379,4 +379,35 @@ fn one_apply_creates_the_cloud_then_the_stack_inside_it() {
         assert!(moto.eks().await.list_clusters().send().await.unwrap().clusters().is_empty());
         assert!(moto.s3().await.list_buckets().send().await.unwrap().buckets().is_empty());
     });
+}
+
+/// The example stack itself, applied through moto and the test API server: the cloud, then
+/// Vault and the agents inside the new cluster, with Vault's account verified.
+#[test]
+fn the_example_records_after_one_apply() {
+    let Some(moto) = Moto::start() else { return };
+    let server = TestServer::start(Options::default());
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
+    let url = server.url();
+    let s = crate::support::example("aws-eks");
+    let env = [("KDEPLOY_TEST_EKS_ENDPOINT", url.as_str())];
+    let region = format!("region={REGION}");
+    let run = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.extend(["-var", &region, "-var", "bucket=kdeploy-it-example"]);
+        kdeploy(s.path(), &moto.url, &env, &args)
+    };
+    let r = run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200"), "{}", r.text());
+    let env = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").unwrap();
+    let providers: serde_json::Value = serde_json::from_str(&env["VAULT_STORAGE_PROVIDERS"]).unwrap();
+    assert_eq!(providers[0]["provider"], "aws", "{providers}");
+    assert_eq!(providers[0]["bucket"], "kdeploy-it-example");
+    assert_eq!(env["MONGODB_FLAVOR"], "documentdb");
+    assert_eq!(env["MONGODB_RETRY_WRITES"], "false");
+    assert_eq!(env["MONGODB_TLS"], "true");
+    assert_eq!(run(&["plan", "-detailed-exitcode"]).code, 0);
+    let r = run(&["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
 }

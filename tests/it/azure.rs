@@ -192,7 +192,7 @@ object_storage "recordings" {
 fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
     let mock = Mock::start_in_thread();
     let server = TestServer::start(Options::default());
-    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
     let url = server.url();
     let s = TestStack::new(&[("main.hcl", &whole_stack())]);
     let env = [("KDEPLOY_TEST_AKS_ENDPOINT", url.as_str())];
@@ -229,4 +229,26 @@ fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
     assert!(server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").is_none());
     let left: Vec<String> = mock.state.lock().unwrap().resources.keys().filter(|k| k.contains("/providers/")).cloned().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The example stack itself, applied through the ARM mock and the test API server, with Vault's
+/// account verified.
+#[test]
+fn the_example_records_after_one_apply() {
+    let mock = Mock::start_in_thread();
+    let server = TestServer::start(Options::default());
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
+    let url = server.url();
+    let s = crate::support::example("azure-aks");
+    let env = [("KDEPLOY_TEST_AKS_ENDPOINT", url.as_str())];
+    let run = |cmd: &[&str]| kdeploy(&s, &mock, &env, cmd);
+    let r = run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200"), "{}", r.text());
+    let env = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").unwrap();
+    let providers: serde_json::Value = serde_json::from_str(&env["VAULT_STORAGE_PROVIDERS"]).unwrap();
+    assert_eq!(providers[0]["provider"], "azure", "{providers}");
+    assert_eq!(run(&["plan", "-detailed-exitcode"]).code, 0);
+    let r = run(&["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
 }

@@ -186,7 +186,7 @@ object_storage "recordings" {{
 fn one_apply_creates_the_gke_cluster_then_the_stack_inside_it() {
     let mock = Mock::start();
     let server = TestServer::start(Options::default());
-    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
     let url = server.url();
     let s = TestStack::new(&[("main.hcl", &whole_stack())]);
     let env = [("KDEPLOY_TEST_GKE_ENDPOINT", url.as_str())];
@@ -251,4 +251,27 @@ fn workload_identity_federation_credentials_from_ci_drive_the_apply() {
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains("workload identity federation") && r.stderr.contains("does not match the expected audience"), "{}", r.text());
     assert_eq!(cluster(&mock, "europe-west1-b").unwrap()["currentNodeCount"], 1);
+}
+
+/// The example stack itself, applied through the GKE/GCS mock and the test API server, with
+/// Vault's account verified (GCS through its S3-compatible endpoint with the HMAC key).
+#[test]
+fn the_example_records_after_one_apply() {
+    let mock = Mock::start();
+    let server = TestServer::start(Options::default());
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
+    let url = server.url();
+    let s = crate::support::example("gcp-gke");
+    let env = [("KDEPLOY_TEST_GKE_ENDPOINT", url.as_str())];
+    let run = |cmd: &[&str]| kdeploy(&s, &mock, &env, cmd);
+    let r = run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200"), "{}", r.text());
+    let env = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").unwrap();
+    let providers: serde_json::Value = serde_json::from_str(&env["VAULT_STORAGE_PROVIDERS"]).unwrap();
+    assert_eq!(providers[0]["provider"], "minio", "{providers}");
+    assert_eq!(providers[0]["host"], "storage.googleapis.com:443");
+    assert_eq!(run(&["plan", "-detailed-exitcode"]).code, 0);
+    let r = run(&["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
 }

@@ -87,7 +87,7 @@ struct Env {
 
 fn env(opts: Options) -> Env {
     let server = TestServer::start(opts);
-    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", false);
+    crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
     let s = TestStack::new(&[]);
     let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
     Env { server, s, kubeconfig }

@@ -13,3 +13,4 @@ mod aws;
 mod azure;
 mod gcp;
 mod state_backends;
+mod recording;

@@ -11,13 +11,17 @@ use kdeploy_provider::fake::FakeWorld;
 
 /// A stack directory that is removed when dropped.
 pub struct TestStack {
-    pub dir: tempfile::TempDir,
+    /// Removed when dropped.
+    _dir: tempfile::TempDir,
+    /// The stack's directory: the temporary directory, or a directory inside it.
+    root: PathBuf,
 }
 
 impl TestStack {
     pub fn new(files: &[(&str, &str)]) -> TestStack {
         let dir = tempfile::tempdir().expect("temp dir");
-        let s = TestStack { dir };
+        let root = dir.path().to_path_buf();
+        let s = TestStack { _dir: dir, root };
         for (name, text) in files {
             s.write(name, text);
         }
@@ -25,11 +29,11 @@ impl TestStack {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     pub fn write(&self, name: &str, text: &str) {
-        let p = self.dir.path().join(name);
+        let p = self.root.join(name);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).expect("mkdir");
         }
@@ -37,7 +41,7 @@ impl TestStack {
     }
 
     pub fn state_path(&self) -> PathBuf {
-        self.dir.path().join(".kdeploy/state.json")
+        self.root.join(".kdeploy/state.json")
     }
 
     pub fn state(&self) -> kdeploy_state::State {
@@ -272,17 +276,41 @@ pub fn assert_stack_in_cluster(server: &kdeploy_kube_testserver::TestServer) -> 
 /// the Deployment `name` (its `VAULT_*` definitions), read again for every request as if Vault
 /// restarted; pods of vault Deployments whose definitions Vault would refuse crash loop with
 /// Vault's message. With `ignore_variables` it is an image that predates the variables.
-pub fn vault_standin(server: &kdeploy_kube_testserver::TestServer, namespace: &str, name: &str, ignore_variables: bool) {
+pub fn vault_standin(server: &kdeploy_kube_testserver::TestServer, namespace: &str, name: &str, release: kdeploy_standins::vault::Release) {
     let handle = server.handle();
     let (ns, n) = (namespace.to_string(), name.to_string());
     let env = Arc::new(move || handle.workload_env("apps/v1", "Deployment", &ns, &n).ok_or_else(|| format!("no Deployment {ns}/{n}")));
-    let addr = kdeploy_standins::spawn_vault("127.0.0.1:0", env, ignore_variables).expect("start the Vault stand-in");
+    let addr = kdeploy_standins::spawn_vault("127.0.0.1:0", env, release.clone()).expect("start the Vault stand-in");
     server.register_proxy(namespace, name, 80, &format!("http://{addr}"));
     server.set_pod_check(Arc::new(move |w, env| {
-        let is_vault = w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "vault";
-        if !is_vault || ignore_variables {
+        if w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] != "vault" {
             return Ok(());
         }
-        kdeploy_standins::vault::load(env).map(|_| ()).map_err(|e| format!("level=fatal msg=\"invalid declarative configuration: {e}\""))
+        kdeploy_standins::vault::load_for(env, &release).map(|_| ()).map_err(|e| format!("level=fatal msg=\"invalid declarative configuration: {e}\""))
     }));
+}
+
+/// A copy of `examples/NAME` in a temporary directory, laid out as in the repository (the
+/// examples call `../../modules/...`): the stack is `<tmp>/examples/NAME`.
+pub fn example(name: &str) -> TestStack {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_hcl(&repo.join("examples").join(name), &dir.path().join("examples").join(name));
+    copy_hcl(&repo.join("modules"), &dir.path().join("modules"));
+    let root = dir.path().join("examples").join(name);
+    TestStack { _dir: dir, root }
+}
+
+/// Copies the .hcl files of a directory tree.
+fn copy_hcl(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("directory") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_hcl(&path, &target);
+        } else if path.extension().is_some_and(|e| e == "hcl") {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
 }

@@ -20,13 +20,13 @@ use std::sync::Arc;
 
 /// Starts a Vault on `addr` whose environment is read again for every request (as if Vault
 /// restarted with the latest configuration): while `env` fails, or its variables are invalid,
-/// the Vault is not running (503 with the reason). With `ignore_variables` it behaves like an
-/// image that predates the variables: it starts, but knows no account.
-pub fn spawn_vault(addr: &str, env: Arc<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>, ignore_variables: bool) -> std::io::Result<std::net::SocketAddr> {
+/// the Vault is not running (503 with the reason). `release` says which Vault it plays (one
+/// that predates the variables starts but knows no account).
+pub fn spawn_vault(addr: &str, env: Arc<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>, release: vault::Release) -> std::io::Result<std::net::SocketAddr> {
     http::spawn(
         addr,
         Arc::new(move |req| {
-            let config = if ignore_variables { Ok(vault::Config::default()) } else { env().and_then(|e| vault::load(&e)) };
+            let config = env().and_then(|e| vault::load_for(&e, &release));
             match config {
                 Ok(c) => vault::respond(&c, req),
                 Err(e) => http::Response::text(503, &format!("vault is not running: {e}")),

@@ -1,4 +1,4 @@
-//! `kdeploy-standin vault [--ignore-variables] [--port 80]`, `kdeploy-standin s3 --data DIR
+//! `kdeploy-standin vault [--ignore-variables | --without-providers aws,azure] [--port 80]`, `kdeploy-standin s3 --data DIR
 //! [--port 9000]`, `kdeploy-standin rabbitmq --data DIR [--port 15672]`; called as `mc` or
 //! `rabbitmqadmin` (a symlink), it is that client.
 
@@ -37,13 +37,16 @@ fn main() {
         (_, Some("rabbitmqadmin")) => clients::rabbitmqadmin(&args[2..]),
         (_, Some("vault")) => {
             let port = flag(&args, "--port").unwrap_or_else(|| "80".into());
-            let config = if args.iter().any(|a| a == "--ignore-variables") {
+            let release = if args.iter().any(|a| a == "--ignore-variables") {
                 println!("starting (this image predates the VAULT_* variables)");
-                Ok(vault::Config::default())
+                vault::Release::PredatesVariables
+            } else if let Some(list) = flag(&args, "--without-providers") {
+                vault::Release::WithoutProviders(list.split(',').map(str::to_string).collect())
             } else {
-                let vars: BTreeMap<String, String> = std::env::vars().collect();
-                vault::load(&vars)
+                vault::Release::Current
             };
+            let vars: BTreeMap<String, String> = std::env::vars().collect();
+            let config = vault::load_for(&vars, &release);
             match config {
                 Ok(c) => {
                     println!("starting with {} providers, {} integrations, {} accounts", c.providers.len(), c.integrations.len(), c.accounts.len());

@@ -117,14 +117,36 @@ fn names(m: &serde_json::Map<String, Value>, k: &str) -> Vec<String> {
     m.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
 }
 
-/// Reads the three variables; an error is what Vault would log before exiting.
+/// Which Vault release the stand-in plays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Release {
+    /// Reads the variables and supports every provider type.
+    #[default]
+    Current,
+    /// Reads the variables but lacks these provider types (as releases before Azure support).
+    WithoutProviders(Vec<String>),
+    /// Predates the variables: starts, and ignores them.
+    PredatesVariables,
+}
+
+/// Reads the three variables as the current release does.
 pub fn load(env: &BTreeMap<String, String>) -> Result<Config, String> {
+    load_for(env, &Release::Current)
+}
+
+/// Reads the three variables as `release` does; an error is what Vault would log before exiting.
+pub fn load_for(env: &BTreeMap<String, String>, release: &Release) -> Result<Config, String> {
+    let lacks: &[String] = match release {
+        Release::PredatesVariables => return Ok(Config::default()),
+        Release::WithoutProviders(l) => l,
+        Release::Current => &[],
+    };
     let mut config = Config::default();
     for (i, p) in elements(env, PROVIDERS)?.iter().enumerate() {
         check_scalars(PROVIDERS, i, p)?;
         require(PROVIDERS, i, p, &["name", "provider"])?;
         let kind = get(p, "provider");
-        let fields = required_provider_fields(kind).ok_or_else(|| format!("{PROVIDERS}[{i}]: unsupported provider {kind:?}"))?;
+        let fields = required_provider_fields(kind).filter(|_| !lacks.iter().any(|l| l == kind)).ok_or_else(|| format!("{PROVIDERS}[{i}]: unsupported provider {kind:?}"))?;
         require(PROVIDERS, i, p, fields)?;
         config.providers.push(get(p, "name").to_string());
     }

@@ -1,0 +1,239 @@
+//! From zero to recording with one `kdeploy apply`, through the real binary: the examples are
+//! applied with their images and commands replaced by stand-ins (an override file, as a user
+//! would write one), and every Vault account is checked after apply by a Vault stand-in as
+//! strict as Vault's documentation. Also the two ways the declarative configuration fails:
+//! Vault refuses its definitions (it never starts), or its image predates them (it starts but
+//! does not know the account).
+#![cfg(all(feature = "docker", feature = "kubernetes"))]
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use kdeploy_kube_testserver::{Options, TestServer};
+use kdeploy_provider_docker::testing;
+use kdeploy_standins::vault::Release;
+use serde_json::json;
+
+use crate::docker::{engine, free_port, overrides, standin_image, Cleanup};
+use crate::support::{example, run_binary, vault_standin, TestStack};
+
+/// The override file that runs the Docker example's components as stand-ins.
+fn docker_override(port: u16) -> String {
+    format!(
+        "database \"meta\" {{\n{}}}\n\nobject_storage \"recordings\" {{\n{}}}\n\nbroker \"events\" {{\n{}}}\n\nvault \"main\" {{\n  node_port = {port}\n{}}}\n\nagent \"cam\" {{\n{}}}\n",
+        overrides("database"),
+        overrides("object_storage"),
+        overrides("broker"),
+        overrides("vault"),
+        overrides("agent"),
+    )
+}
+
+fn env_value(container: &str, var: &str) -> Option<String> {
+    testing::env(container).into_iter().find_map(|e| e.strip_prefix(&format!("{var}=")).map(str::to_string))
+}
+
+#[test]
+fn the_docker_example_records_after_one_apply() {
+    if !engine() {
+        return;
+    }
+    // The example's cluster is `edge`: its containers are kdeploy-edge-*.
+    testing::cleanup("edge");
+    let _guard = Cleanup("edge".into());
+    let port = free_port();
+    let s = example("docker");
+    s.write("test_override.hcl", &docker_override(port));
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains(&format!("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200 at http://localhost:{port}).")), "{}", r.text());
+    assert!(r.stdout.contains("Apply complete! Resources: 8 added"), "{}", r.text());
+
+    // No UI step was needed: MinIO has its bucket, RabbitMQ its queue, Vault its account.
+    assert_eq!(testing::read_file("kdeploy-edge-object-storage-recordings", "/data/.kdeploy-buckets").as_deref(), Some("recordings\n"));
+    assert_eq!(testing::read_file("kdeploy-edge-broker-events", "/var/lib/rabbitmq/.kdeploy-queues").as_deref(), Some("data-filtering\n"));
+    let accounts: serde_json::Value = serde_json::from_str(&env_value("kdeploy-edge-vault-main", "VAULT_ACCOUNTS").expect("VAULT_ACCOUNTS")).unwrap();
+    let access_key = s.attr("vault.main", "access_key");
+    assert_eq!(accounts[0]["account"], "kdeploy");
+    assert_eq!(accounts[0]["access_key"], access_key);
+    assert_eq!(accounts[0]["queues"], json!(["events"]), "the broker's integration");
+    let providers: serde_json::Value = serde_json::from_str(&env_value("kdeploy-edge-vault-main", "VAULT_STORAGE_PROVIDERS").unwrap()).unwrap();
+    assert_eq!(providers[0]["host"], "kdeploy-edge-object-storage-recordings:9000");
+    // Every agent uploads with the account's keys under a concrete folder: the stack's name.
+    for cam in ["front", "back", "yard"] {
+        let c = format!("kdeploy-edge-agent-cam-{cam}");
+        assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_DIRECTORY").as_deref(), Some("edge-docker"), "{cam}");
+        assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_ACCESS_KEY").as_deref(), access_key.as_str(), "{cam}");
+        assert_ne!(env_value(&c, "AGENT_PASSWORD").as_deref(), Some("root"), "{cam}");
+    }
+    assert_eq!(s.attr("agent.cam[\"front\"]", "upload_directory"), "edge-docker");
+
+    // The next plan checks the accounts again and changes nothing.
+    let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Status: vault.main: account \"kdeploy\" verified"), "{}", r.text());
+    let r = run_binary(s.path(), &[], &["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+}
+
+/// A Vault on Docker with an external database and storage (so it is the only container).
+fn lone_vault(cluster: &str, port: u16, command: &str, extra: &str) -> String {
+    let image = standin_image();
+    format!(
+        r#"stack "lone" {{}}
+
+cluster "{cluster}" {{
+  type = "docker"
+}}
+
+database "ext" {{
+  type = "external"
+  uri  = "mongodb://u:p@mongo.example.com:27017/admin"
+}}
+
+object_storage "ceph" {{
+  type       = "external"
+  endpoint   = "ceph.example.com:7480"
+  bucket     = "recordings"
+  access_key = "AK"
+  secret_key = "SK"
+}}
+
+vault "main" {{
+  database          = database.ext
+  storage           = object_storage.ceph
+  node_port         = {port}
+  image             = "{image}"
+  command           = {command}
+  healthcheck       = ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/api/health"]
+  readiness_timeout = "12s"
+{extra}}}
+"#
+    )
+}
+
+#[test]
+fn a_docker_vault_that_refuses_or_ignores_its_definitions_is_explained() {
+    if !engine() {
+        return;
+    }
+    let c = format!("kdv{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let port = free_port();
+    // A Vault release without AWS support refuses the aws provider: it never starts.
+    let archive = "  provider \"archive\" {\n    type       = \"aws\"\n    bucket     = \"archive\"\n    region     = \"eu-west-1\"\n    access_key = \"A2\"\n    secret_key = \"S2\"\n  }\n";
+    let s = TestStack::new(&[("main.hcl", &lone_vault(&c, port, r#"["kdeploy-standin", "vault", "--without-providers", "aws"]"#, archive))]);
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("was not ready within 12s"), "{}", r.text());
+    assert!(r.stderr.contains("unsupported provider \"aws\""), "Vault's own words from its log: {}", r.text());
+    assert!(r.stderr.contains("Vault did not start. Vault refuses to start when VAULT_STORAGE_PROVIDERS"), "{}", r.text());
+    assert!(!r.stderr.contains("SK") || !r.stderr.contains("secret"), "{}", r.text());
+
+    // An image that predates the variables starts, but does not know the account.
+    s.write("main.hcl", &lone_vault(&c, port, r#"["kdeploy-standin", "vault", "--ignore-variables"]"#, ""));
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("Apply complete, but the deployment does not work yet: 1 of 1 checks failed."), "{}", r.text());
+    assert!(r.stderr.contains("Vault runs but does not know the account \"kdeploy\" (POST /api/ping answered 403"), "{}", r.text());
+    assert!(r.stderr.contains(&format!("The image {} may predate the VAULT_* variables", standin_image())), "names the image: {}", r.text());
+    assert!(r.stderr.contains("open the Vault UI at http://localhost:"), "the fallback: {}", r.text());
+    assert!(s.state().resource("vault.main").is_some(), "what was applied is recorded");
+    // The cron sees it too.
+    let r = run_binary(s.path(), &[], &["drift", "-detailed-exitcode", "-json"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["summary"]["unhealthy"], 1, "{}", r.stdout);
+    assert_eq!(j["drift"][0]["status"], "unhealthy");
+    let r = run_binary(s.path(), &[], &["destroy", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+}
+
+struct Cluster {
+    server: TestServer,
+    kubeconfig: String,
+    s: TestStack,
+}
+
+fn cluster(example_name: &str, release: Release) -> Cluster {
+    let server = TestServer::start(Options { storage_classes: vec![("microk8s-hostpath".into(), true)], ..Options::default() });
+    vault_standin(&server, "kerberos-vault", "vault-main", release);
+    // MicroK8s' DNS add-on, as `microk8s enable dns` leaves it.
+    server.put_object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}], "selector": {"k8s-app": "kube-dns"}}}));
+    let s = example(example_name);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    Cluster { server, kubeconfig, s }
+}
+
+impl Cluster {
+    fn run(&self, args: &[&str]) -> crate::support::Out {
+        let kc = format!("kubeconfig={}", self.kubeconfig);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-var", &kc, "-var", "context=test"]);
+        run_binary(self.s.path(), &[], &all)
+    }
+
+    fn vault_secret(&self) -> BTreeMap<String, String> {
+        let secret = self.server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
+        secret["data"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap())).collect()
+    }
+}
+
+#[test]
+fn the_kubernetes_examples_record_after_one_apply_and_report_an_account_that_stops_answering() {
+    for (name, stack) in [("kubernetes", "kubernetes"), ("microk8s", "edge-microk8s")] {
+        let c = cluster(name, Release::Current);
+        let r = c.run(&["apply", "-auto-approve"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.text());
+        assert!(r.stdout.contains("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200"), "{name}: {}", r.text());
+        let data = c.vault_secret();
+        let accounts: serde_json::Value = serde_json::from_str(&data["VAULT_ACCOUNTS"]).unwrap();
+        assert_eq!(accounts[0]["access_key"], c.s.attr("vault.main", "access_key"), "{name}");
+        let agent = c.server.workload_env("apps/v1", "Deployment", "kerberos-agent", "agent-cam-front").unwrap();
+        assert_eq!(agent["AGENT_KERBEROSVAULT_DIRECTORY"], stack, "{name}: the stack's name, never *");
+        assert_eq!(agent["AGENT_KERBEROSVAULT_SECRET_KEY"], accounts[0]["secret_access_key"], "{name}");
+        let r = c.run(&["plan", "-detailed-exitcode"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.text());
+
+        // Someone edits Vault's Secret and drops the account: Vault (restarted) no longer knows it.
+        let mut secret = c.server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").unwrap();
+        secret["data"]["VAULT_ACCOUNTS"] = json!(base64::engine::general_purpose::STANDARD.encode("[]"));
+        c.server.put_object(secret);
+        let r = c.run(&["plan"]);
+        assert!(r.stdout.contains("Status: vault.main: Vault runs but does not know the account \"kdeploy\""), "{name}: {}", r.text());
+        let r = c.run(&["drift", "-detailed-exitcode", "-json"]);
+        assert_eq!(r.code, 2, "{name}: {}", r.text());
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let statuses: Vec<&str> = j["drift"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
+        assert!(statuses.contains(&"unhealthy") && statuses.contains(&"changed"), "{name}: the account and the edited Secret: {}", r.stdout);
+        // Apply restores the Secret, and the account answers again.
+        let r = c.run(&["apply", "-auto-approve", "-force-conflicts"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.text());
+        assert!(r.stdout.contains("account \"kdeploy\" verified"), "{name}: {}", r.text());
+    }
+}
+
+#[test]
+fn a_kubernetes_vault_that_refuses_or_ignores_its_definitions_is_explained() {
+    // A release without Azure support crash loops on an azure provider.
+    let c = cluster("kubernetes", Release::WithoutProviders(vec!["azure".into()]));
+    c.s.write(
+        "test_override.hcl",
+        "vault \"main\" {\n  readiness_timeout = \"3s\"\n\n  provider \"blob\" {\n    type         = \"azure\"\n    account_name = \"acct\"\n    account_key  = \"KEY\"\n    container    = \"recordings\"\n  }\n}\n",
+    );
+    let r = c.run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("Deployment kerberos-vault/vault-main was not available after 3s"), "{}", r.text());
+    assert!(r.stderr.contains("CrashLoopBackOff"), "{}", r.text());
+    assert!(r.stderr.contains("last log lines:") && r.stderr.contains("unsupported provider \"azure\""), "Vault's log: {}", r.text());
+    assert!(r.stderr.contains("Vault did not start."), "{}", r.text());
+
+    // An image that predates the variables: ready, but the account is unknown.
+    let c = cluster("kubernetes", Release::PredatesVariables);
+    let r = c.run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("Vault runs but does not know the account \"kdeploy\" (POST /api/ping answered 403"), "{}", r.text());
+    assert!(r.stderr.contains("The image ghcr.io/uug-ai/vault:v1.4.9 may predate the VAULT_* variables"), "{}", r.text());
+    assert!(c.s.state().resource("vault.main").is_some());
+}
