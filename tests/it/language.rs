@@ -456,3 +456,60 @@ fn validate_never_prints_a_sensitive_value() {
     assert!(fixed.is_empty(), "listed in SECRET_LEAKS but no longer leak: remove them: {fixed:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Override files (`override.hcl`, `*_override.hcl`) merge into the blocks of the other files,
+/// after them: attributes replace, nested blocks of a type replace all blocks of that type.
+#[test]
+fn override_files_merge_into_their_base_blocks() {
+    let base = r#"cluster "edge" {
+  type = "docker"
+}
+
+database "meta" {
+  type    = "mongodb"
+  version = "8.0.13"
+}
+
+object_storage "rec" {
+  type = "minio"
+}
+
+vault "main" {
+  database = database.meta
+  storage  = object_storage.rec
+  account "a" {
+    directory = "a"
+  }
+}
+
+variable "retention" {
+  default = 30
+}
+"#;
+    let over = r#"database "meta" {
+  version = "7.0.14"
+}
+
+vault "main" {
+  retention_days = var.retention
+  account "b" {
+    directory = "b"
+  }
+}
+
+variable "retention" {
+  default = 7
+}
+"#;
+    let s = TestStack::new(&[("main.hcl", base), ("local_override.hcl", over)]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan", "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let after = |a: &str| j["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == a).unwrap()["change"]["after"].clone();
+    assert_eq!(after("database.meta")["version"], "7.0.14");
+    assert_eq!(after("vault.main")["retention_days"], 7, "the variable's default is overridden too");
+    let accounts = after("vault.main")["accounts"].clone();
+    assert_eq!(accounts.as_object().unwrap().keys().collect::<Vec<_>>(), ["b"], "account blocks replaced: {accounts}");
+}
+

@@ -14,3 +14,4 @@ mod azure;
 mod gcp;
 mod state_backends;
 mod recording;
+mod components;

@@ -87,8 +87,10 @@ cluster "{cluster}" {{
 }}
 
 database "ext" {{
-  type = "external"
-  uri  = "mongodb://u:p@mongo.example.com:27017/admin"
+  type   = "external"
+  uri    = "mongodb://u:p@docdb.example.com:27017/admin"
+  flavor = "documentdb"
+  tls_ca = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 }}
 
 object_storage "ceph" {{
@@ -140,6 +142,13 @@ fn a_docker_vault_that_refuses_or_ignores_its_definitions_is_explained() {
     assert!(r.stderr.contains(&format!("The image {} may predate the VAULT_* variables", standin_image())), "names the image: {}", r.text());
     assert!(r.stderr.contains("open the Vault UI at http://localhost:"), "the fallback: {}", r.text());
     assert!(s.state().resource("vault.main").is_some(), "what was applied is recorded");
+    // DocumentDB: TLS with the CA bundle copied into the container (no bind mount: works with
+    // remote engines), retryable writes off.
+    let vault = format!("kdeploy-{c}-vault-main");
+    assert_eq!(testing::read_file(&vault, "/certs/ca.pem").as_deref(), Some("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"));
+    for (var, value) in [("MONGODB_TLS", "true"), ("MONGODB_TLS_CA_FILE", "/certs/ca.pem"), ("MONGODB_RETRY_WRITES", "false"), ("MONGODB_FLAVOR", "documentdb")] {
+        assert_eq!(env_value(&vault, var).as_deref(), Some(value), "{var}");
+    }
     // The cron sees it too.
     let r = run_binary(s.path(), &[], &["drift", "-detailed-exitcode", "-json"]);
     assert_eq!(r.code, 2, "{}", r.text());

@@ -302,7 +302,7 @@ impl Provider for DockerProvider {
                 id
             }
         };
-        let timeout = components::readiness_timeout(&attrs).as_std();
+        let timeout = spec.wait;
         engine::wait_ready(&docker, &ep, &id, &spec.name, &address, timeout, &secrets).await.map_err(|mut e| {
             if kind == Kind::Vault && e.kind == ErrorKind::Timeout {
                 e.message.push_str(components::vault::NOT_STARTED_HINT);

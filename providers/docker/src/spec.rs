@@ -127,6 +127,9 @@ pub struct ContainerSpec {
     /// Values that must never appear in messages (passwords, keys); not part of the hash.
     #[serde(skip)]
     pub secrets: Vec<String>,
+    /// How long apply waits for the container to be healthy; not part of the hash.
+    #[serde(skip)]
+    pub wait: std::time::Duration,
 }
 
 impl ContainerSpec {
@@ -239,6 +242,7 @@ pub fn render(ctx: &RenderCtx<'_>) -> Result<Option<ContainerSpec>, ProviderErro
         files,
         jobs,
         secrets: w.secret_values(),
+        wait: w.readiness_timeout.as_std(),
         name,
     }))
 }

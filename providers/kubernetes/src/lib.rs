@@ -539,7 +539,7 @@ impl Provider for KubernetesProvider {
                 }
             }
         }
-        let timeout = components::readiness_timeout(&attrs).as_std();
+        let timeout = render::readiness_timeout(&objects).unwrap_or_else(|| components::readiness_timeout(&attrs)).as_std();
         self.wait_ready(&conn, &applied, timeout).await.map_err(|mut e| {
             if c.kind == Kind::Vault && e.kind == ErrorKind::Timeout {
                 e.message.push_str(vault::NOT_STARTED_HINT);

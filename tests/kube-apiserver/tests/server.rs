@@ -539,3 +539,84 @@ fn watch_streams_events() {
     assert!(text.contains(r#""type":"ADDED""#), "{text}");
     assert!(text.contains(r#""name":"w""#), "{text}");
 }
+
+/// A one-thread HTTP server that answers every request with its method, path and the
+/// `x-echo` header, as JSON.
+fn echo_server() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let first = req.lines().next().unwrap_or_default().to_string();
+            let echo = req.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("x-echo: ").map(str::to_string)).unwrap_or_default();
+            let body = json!({"request": first, "echo": echo, "body": req.split("\r\n\r\n").nth(1).unwrap_or_default()}).to_string();
+            let _ = write!(stream, "HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn the_service_proxy_forwards_to_the_registered_target() {
+    let s = TestServer::start(Options::default());
+    s.put_object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}}));
+    // No endpoints yet: 503 as the real API server answers.
+    let (code, v) = get(&s, "/api/v1/namespaces/default/services/web:80/proxy/api/health");
+    assert_eq!(code, 503);
+    assert_eq!(v["message"], "no endpoints available for service \"web\"");
+    let (code, v) = get(&s, "/api/v1/namespaces/default/services/nope:80/proxy/");
+    assert_eq!((code, v["reason"].as_str()), (404, Some("NotFound")));
+    s.register_proxy("default", "web", 80, &echo_server());
+    // Method, path, headers and body reach the target; its status and body come back.
+    let addr = s.url().trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(c, "POST /api/v1/namespaces/default/services/web:80/proxy/api/ping?x=1 HTTP/1.1\r\nHost: {addr}\r\nX-Echo: key-1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 418"), "{text}");
+    let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["request"], "POST /api/ping?x=1 HTTP/1.1");
+    assert_eq!(body["echo"], "key-1");
+    assert_eq!(body["body"], "body");
+    // Without a port, the Service's first port.
+    let (code, v) = get(&s, "/api/v1/namespaces/default/services/web/proxy/x");
+    assert_eq!((code, v["request"].as_str()), (418, Some("GET /x HTTP/1.1")));
+}
+
+#[test]
+fn pods_that_fail_their_check_crash_loop_and_show_why_in_their_log() {
+    let s = TestServer::start(Options::default());
+    s.set_pod_check(std::sync::Arc::new(|_, env| match env.get("MODE").map(String::as_str) {
+        Some("ok") => Ok(()),
+        other => Err(format!("fatal: bad mode {other:?}")),
+    }));
+    s.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cfg", "namespace": "default"}, "data": {"MODE": "YmFk"}}));
+    s.put_object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "x", "envFrom": [{"secretRef": {"name": "cfg"}}], "env": [{"name": "OTHER", "value": "1"}]}]}}}}));
+    assert_eq!(s.workload_env("apps/v1", "Deployment", "default", "app").unwrap(), [("MODE".to_string(), "bad".to_string()), ("OTHER".to_string(), "1".to_string())].into());
+    let pod = wait_until(|| s.objects("v1", "Pod").into_iter().find(|p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"));
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let (code, v) = get(&s, &format!("/api/v1/namespaces/default/pods/{name}/log?tailLines=10"));
+    assert_eq!(code, 200);
+    assert_eq!(v, Value::String("fatal: bad mode Some(\"bad\")".into()));
+    assert!(s.object("apps/v1", "Deployment", Some("default"), "app").unwrap()["status"]["availableReplicas"].is_null(), "never available");
+    // The configuration is fixed: the pods start.
+    s.put_object(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cfg", "namespace": "default"}, "data": {"MODE": "b2s="}}));
+    wait_until(|| s.object("apps/v1", "Deployment", Some("default"), "app").filter(|d| d["status"]["availableReplicas"] == 1));
+}
+
+fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
