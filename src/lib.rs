@@ -8,4 +8,5 @@ pub mod plan;
 pub mod providers;
 pub mod apply;
 pub mod engine;
+pub mod env;
 pub mod cli;

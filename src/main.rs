@@ -28,7 +28,9 @@ fn main() -> std::process::ExitCode {
         });
         let env = Env {
             providers: Providers::builtin(),
-            vars: std::env::vars().filter(|(k, _)| k.starts_with(kdeploy::config::vars::ENV_PREFIX) || k == "NO_COLOR").collect(),
+            // Every variable the engine reads (KDEPLOY_VAR_*, KDEPLOY_STATE_KEY[_FILE], NO_COLOR):
+            // one list, kdeploy::env, which a test checks against README's table.
+            vars: kdeploy::env::engine_vars(std::env::vars()),
             cwd: std::env::current_dir().unwrap_or_else(|_| ".".into()),
             interrupt,
         };

@@ -97,7 +97,7 @@ output "cluster_endpoint" {
 }
 
 output "vault_provider" {
-  description = "Name to give the storage provider in the Vault UI."
+  description = "Name of the storage provider kdeploy configures in Vault (the storage component's name)."
   value       = vault.main.provider
 }
 

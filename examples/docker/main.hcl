@@ -72,7 +72,7 @@ output "vault_secret_key" {
   sensitive = true
 }
 
-# What you enter once in the Vault UI (see README.md).
+# For the Vault UI fallback (see README.md).
 output "vault_login_password" {
   value     = vault.main.admin_password
   sensitive = true

@@ -80,7 +80,7 @@ output "vault_url" {
 }
 
 output "vault_provider" {
-  description = "Name to give the storage provider in the Vault UI."
+  description = "Name of the storage provider kdeploy configures in Vault (the storage component's name)."
   value       = vault.main.provider
 }
 

@@ -251,19 +251,9 @@ pub struct ApplyArgs {
     pub parallelism: usize,
 }
 
-/// `30s`, `2m`, `1h`, `500ms`, or a number of seconds.
+/// A Go duration (`30s`, `2m`, `1h30m`, `500ms`) or a number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 2m, 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
+    kdeploy_provider::Duration::parse_or_seconds(s).map(|d| d.as_std()).map_err(|e| e.to_string())
 }
 
 const SINGLE_DASH: &[&str] = &[

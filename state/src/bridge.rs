@@ -71,10 +71,28 @@ pub(crate) fn passed(t: &str) -> bool {
     }
 }
 
-/// Parses a lease duration from backend configuration: seconds, or `30s`/`2m`.
-pub(crate) fn parse_ttl(v: &str) -> Option<std::time::Duration> {
-    let v = v.trim();
-    let (n, mult) = if let Some(n) = v.strip_suffix('m') { (n, 60.0) } else if let Some(n) = v.strip_suffix('s') { (n, 1.0) } else { (v, 1.0) };
-    let secs: f64 = n.trim().parse().ok()?;
-    (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs * mult))
+/// A backend's `lock_ttl`: bare seconds (`60`) or a Go duration (`90s`, `2m`), at least one
+/// second and at most a year; checked when the backend opens.
+pub(crate) fn parse_ttl(backend: &str, v: &str) -> Result<std::time::Duration, String> {
+    let d = kdeploy_provider::Duration::parse_or_seconds(v).map_err(|e| format!("backend {backend:?}: lock_ttl: {e}"))?;
+    if d.as_secs() < 1 {
+        return Err(format!("backend {backend:?}: lock_ttl must be at least 1s, not {v:?}"));
+    }
+    Ok(d.as_std())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn lock_ttl_takes_seconds_or_a_duration_in_a_checked_range() {
+        assert_eq!(parse_ttl("s3", "60").unwrap().as_secs(), 60);
+        assert_eq!(parse_ttl("s3", "90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_ttl("s3", "2m").unwrap().as_secs(), 120);
+        for bad in ["1e30", "inf", "1e400", "18446744073709551616", "0.5", "0", "-1", "soon"] {
+            let e = parse_ttl("kubernetes", bad).unwrap_err();
+            assert!(e.starts_with("backend \"kubernetes\": lock_ttl"), "{bad}: {e}");
+        }
+    }
 }

@@ -20,7 +20,7 @@
 //!
 //! Configuration keys: `secret_suffix` (required), `namespace` (default `default`),
 //! `kubeconfig` (default `$KUBECONFIG`, then `~/.kube/config`), `context` (default the current
-//! context), `lock_ttl` (lease length in seconds, default 60).
+//! context), `lock_ttl` (lease length: seconds or a Go duration such as `90s`, default 60).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -67,7 +67,7 @@ impl KubeConfig {
         }
         let lock_ttl = match opt("lock_ttl") {
             None => DEFAULT_TTL,
-            Some(v) => parse_ttl(&v).filter(|d| d.as_secs() >= 1).ok_or_else(|| format!("backend \"kubernetes\": lock_ttl must be a whole number of seconds, not {v:?}"))?,
+            Some(v) => parse_ttl("kubernetes", &v)?,
         };
         Ok(KubeConfig {
             namespace: opt("namespace").unwrap_or_else(|| "default".into()),

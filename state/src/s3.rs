@@ -15,7 +15,7 @@
 //! Configuration keys: `bucket`, `key`, `region` (required), `endpoint` (S3-compatible
 //! stores; path-style addressing is then used unless `force_path_style = false`),
 //! `access_key`/`secret_key`/`session_token` (else the usual AWS credential chain),
-//! `profile`, `lock_ttl` (lease length in seconds, default 60).
+//! `profile`, `lock_ttl` (lease length: seconds or a Go duration such as `90s`, default 60).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ impl S3Config {
         };
         let lock_ttl = match opt("lock_ttl") {
             None => DEFAULT_TTL,
-            Some(v) => parse_ttl(&v).ok_or_else(|| format!("backend \"s3\": lock_ttl must be a number of seconds, not {v:?}"))?,
+            Some(v) => parse_ttl("s3", &v)?,
         };
         Ok(S3Config {
             bucket: req("bucket")?,

@@ -548,9 +548,22 @@ fn echo_server() -> String {
     std::thread::spawn(move || {
         for stream in l.incoming() {
             let Ok(mut stream) = stream else { continue };
+            // The head, then as many body bytes as Content-Length says (they may come apart).
+            let mut raw = Vec::new();
             let mut buf = [0u8; 8192];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw).to_string();
+                let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").and_then(|v| v.trim().parse::<usize>().ok())).unwrap_or(0);
+                    body.len() >= len
+                });
+                if n == 0 || complete {
+                    break;
+                }
+            }
+            let req = String::from_utf8_lossy(&raw).to_string();
             let first = req.lines().next().unwrap_or_default().to_string();
             let echo = req.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("x-echo: ").map(str::to_string)).unwrap_or_default();
             let body = json!({"request": first, "echo": echo, "body": req.split("\r\n\r\n").nth(1).unwrap_or_default()}).to_string();
