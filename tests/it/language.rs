@@ -58,6 +58,7 @@ const EXTRA_CHECKS: &[(&str, &str, Field, &str)] = &[
     ("vault_block_structure", "Missing required argument", Field::Detail, "\"access_key\" is required in a forward block"),
     ("agent_unknown_account", "Invalid component configuration", Field::Detail, "The account \"site-b\" is not an account of this agent's vault (its accounts: \"kdeploy\", \"site-a\")."),
     ("override_without_base", "Missing base block for override", Field::Detail, "database.other is overridden"),
+    ("invalid_duration", "Incorrect attribute value type", Field::Detail, "unknown unit \"minutes\""),
     ("unknown_component_type", "Unknown component type", Field::Detail, "Valid types: minio, s3, azure_blob, gcs, external."),
     ("unknown_component_type", "Unknown component type", Field::Hint, "did you mean type = \"minio\"?"),
     ("undeclared_component", "Reference to undeclared component", Field::Hint, "did you mean object_storage.recordings?"),

@@ -205,7 +205,19 @@ fn the_kubernetes_examples_record_after_one_apply_and_report_an_account_that_sto
         let r = c.run(&["plan", "-detailed-exitcode"]);
         assert_eq!(r.code, 0, "{name}: {}", r.text());
 
-        // Someone edits Vault's Secret and drops the account: Vault (restarted) no longer knows it.
+        // Another account: a sensitive change of Vault's configuration, which restarts it once.
+        let digest = |c: &Cluster| c.server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
+        let before = digest(&c);
+        c.s.write("site_override.hcl", "vault \"main\" {\n  account \"site-b\" {\n    directory = \"site-b\"\n  }\n}\n");
+        let r = c.run(&["plan", "-detailed-exitcode"]);
+        assert_eq!(r.code, 2, "{name}: {}", r.text());
+        assert!(r.stdout.contains("~ vault_configuration = (sensitive value)"), "{name}: {}", r.text());
+        let r = c.run(&["apply", "-auto-approve"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.text());
+        assert!(r.stdout.contains("account \"kdeploy\" verified") && r.stdout.contains("account \"site-b\" verified"), "{name}: {}", r.text());
+        assert_ne!(digest(&c), before, "{name}: the pod template changed, so Vault restarts with the new account");
+
+        // Someone edits Vault's Secret and drops the accounts: Vault (restarted) no longer knows them.
         let mut secret = c.server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").unwrap();
         secret["data"]["VAULT_ACCOUNTS"] = json!(base64::engine::general_purpose::STANDARD.encode("[]"));
         c.server.put_object(secret);

@@ -77,7 +77,10 @@ impl Duration {
             let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
             let (unit, next) = tail.split_at(unit_len);
             let Some(&(_, scale)) = UNITS.iter().find(|(u, _)| *u == unit) else {
-                return Err(if unit.is_empty() { err("a unit is missing (ns, us, ms, s, m or h)") } else { err(&format!("unknown unit {unit:?} (use ns, us, ms, s, m or h)")) });
+                return Err(match unit.trim() {
+                    "" => err("a unit is missing (ns, us, ms, s, m or h)"),
+                    u => err(&format!("unknown unit {u:?} (use ns, us, ms, s, m or h, without spaces)")),
+                });
             };
             total = total.checked_add(scaled(number, scale).ok_or_else(|| err("it is too long"))?).ok_or_else(|| err("it is too long"))?;
             rest = next;
