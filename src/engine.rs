@@ -376,8 +376,7 @@ pub async fn apply(
         }
         let mut outcome = Outcome::default();
         if !plan.drift.is_empty() {
-            state.bump_serial();
-            if let Err(e) = store.write(state) {
+            if let Err(e) = state.bump_serial().and_then(|_| store.write(state)) {
                 outcome.state_error = Some(e.to_string());
             }
         }

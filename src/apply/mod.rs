@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Reference, Value};
-use kdeploy_state::{OutputState, PendingKind, ResourceState, State, StateStore};
+use kdeploy_state::{OutputState, PendingKind, PendingTarget, ResourceState, State, StateStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -173,7 +173,7 @@ pub struct Coordinator<'a> {
 
 impl Coordinator<'_> {
     fn persist(&mut self) -> Result<(), String> {
-        self.state.bump_serial();
+        self.state.bump_serial().map_err(|e| e.to_string())?;
         self.store.write(self.state).map_err(|e| e.to_string())
     }
 
@@ -216,9 +216,14 @@ impl Coordinator<'_> {
                 Some((a.clone(), object_value(&a, &Value::from_json(&r.attributes), &r.sensitive_paths)))
             })
             .collect();
-        // Operations an earlier run left pending were resolved by this plan's refresh.
+        // Operations an earlier run left pending were resolved by this plan's refresh, except
+        // objects it may have left unrecorded that this plan does not handle (a targeted plan):
+        // those stay tracked until they are recorded or deleted.
         if !self.state.pending.is_empty() {
-            self.state.pending.clear();
+            let handled: BTreeSet<String> = changes.iter().map(|c| c.address.to_string()).collect();
+            let state = &*self.state;
+            let keep: Vec<_> = state.pending.iter().filter(|p| p.target.is_some() && state.resource(&p.address).is_none() && !handled.contains(&p.address)).cloned().collect();
+            self.state.pending = keep;
             if let Err(e) = self.persist() {
                 outcome.state_error = Some(e);
                 return outcome;
@@ -287,7 +292,17 @@ impl Coordinator<'_> {
                         Action::Delete => PendingKind::Delete,
                         _ => PendingKind::Update,
                     };
-                    let id = self.state.begin_pending(&change.address.to_string(), kind);
+                    // What a later run needs to find the object should this run die mid-way,
+                    // even if the component has left the stack by then.
+                    let unrecorded = self.state.resource(&change.address.to_string()).is_none();
+                    let target = (kind == PendingKind::Create || change.action.is_replace() || unrecorded).then(|| PendingTarget {
+                        kind: change.kind.keyword().to_string(),
+                        type_name: change.type_name.clone(),
+                        provider: change.provider.clone(),
+                        attributes: planned.as_ref().or(change.before.as_ref()).map(known_json).unwrap_or(serde_json::Value::Null),
+                        dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
+                    });
+                    let id = self.state.begin_pending(&change.address.to_string(), kind, target);
                     pending_ids.insert(i, id);
                     let cluster = change.cluster.as_ref().and_then(|c| applied.get(c)).map(|m| without_address(&m.value));
                     let refs: BTreeMap<String, Reference> = change
@@ -447,5 +462,16 @@ impl Coordinator<'_> {
             }
         }
         outcome
+    }
+}
+
+/// The known part of a value as JSON: unknown values (and the entries holding them) are left
+/// out.
+fn known_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Map(m) => serde_json::Value::Object(m.iter().filter(|(_, v)| !v.is_unknown()).map(|(k, v)| (k.clone(), known_json(v))).collect()),
+        Value::List(l) => serde_json::Value::Array(l.iter().filter(|v| !v.is_unknown()).map(known_json).collect()),
+        Value::Unknown(_) => serde_json::Value::Null,
+        other => other.to_json(),
     }
 }

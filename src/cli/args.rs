@@ -115,9 +115,17 @@ pub enum Command {
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
-    /// Release a lock left by a run that is gone. Needs the exact lock id.
+    /// Release a lock left by a run that is gone. Needs the exact lock id. A local lock whose
+    /// holder still runs is refused unless --even-if-running is given.
     #[command(name = "force-unlock", after_help = "Example:\n  kdeploy force-unlock 4c1f...-...")]
-    ForceUnlock { id: String },
+    ForceUnlock {
+        id: String,
+        /// Break the lock even though the run holding it is still alive. That run can then no
+        /// longer write the state: it stops at its next write and keeps its changes in
+        /// errored.kdstate.
+        #[arg(long = "even-if-running")]
+        even_if_running: bool,
+    },
     /// Print the version.
     Version {
         #[arg(long)]
@@ -259,7 +267,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 const SINGLE_DASH: &[&str] = &[
     "target", "replace", "var", "var-file", "destroy", "out", "refresh", "refresh-only", "lock-timeout", "parallelism",
     "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format", "force-conflicts", "notify",
-    "backend-config", "from-backend-config", "migrate-state", "force",
+    "backend-config", "from-backend-config", "migrate-state", "force", "even-if-running",
 ];
 
 /// Rewrites Terraform-style `-flag` arguments to `--flag`.

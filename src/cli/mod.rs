@@ -158,7 +158,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::Drift(d) => drift_cmd(&mut ctx, d).await,
         Command::State(s) => state_cmd(&mut ctx, s),
         Command::Output { name, json, raw } => output(&mut ctx, name.as_deref(), json, raw),
-        Command::ForceUnlock { id } => force_unlock(&mut ctx, &id),
+        Command::ForceUnlock { id, even_if_running } => force_unlock(&mut ctx, &id, even_if_running),
         Command::Init { migrate_state, from_backend_config, force, lock_timeout } => init_cmd(&mut ctx, migrate_state, &from_backend_config, force, lock_timeout),
         Command::Version { json } => {
             if json {
@@ -751,8 +751,7 @@ fn edit_state(ctx: &mut Ctx<'_, '_>, op: &str, timeout: std::time::Duration, f: 
     let result = f(&mut state, &mut buf);
     let code = match result {
         Ok(()) => {
-            state.bump_serial();
-            match store.write(&state) {
+            match state.bump_serial().and_then(|_| store.write(&state)) {
                 Ok(()) => {
                     let _ = ctx.io.out.write_all(&buf);
                     EXIT_OK
@@ -817,12 +816,18 @@ fn output(ctx: &mut Ctx<'_, '_>, name: Option<&str>, json: bool, raw: bool) -> i
     }
 }
 
-fn force_unlock(ctx: &mut Ctx<'_, '_>, id: &str) -> i32 {
+fn force_unlock(ctx: &mut Ctx<'_, '_>, id: &str, even_if_running: bool) -> i32 {
     let mut store = match state_store(ctx) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    match store.force_unlock(id) {
+    let result = if even_if_running {
+        let _ = writeln!(ctx.io.err, "warning: breaking the lock of a run that may still be running; it will refuse its next state write and keep its changes in errored.kdstate");
+        store.force_unlock_running(id)
+    } else {
+        store.force_unlock(id)
+    };
+    match result {
         Ok(()) => {
             let _ = writeln!(ctx.io.out, "kdeploy state has been successfully unlocked!\n\nThe state has been unlocked, and kdeploy commands should now be able to obtain a new lock on the remote state.");
             EXIT_OK

@@ -90,6 +90,8 @@ pub enum ActionReason {
     DeleteBecauseDestroy,
     /// A previous run was interrupted during this operation; the live object decides.
     RecoverPendingOperation,
+    /// A run was interrupted while creating it, and it is no longer in the stack.
+    DeleteInterruptedCreate,
 }
 
 impl ActionReason {
@@ -105,6 +107,7 @@ impl ActionReason {
             ActionReason::DeleteBecauseNoModule => "its module call is no longer in the stack",
             ActionReason::DeleteBecauseDestroy => "the stack is being destroyed",
             ActionReason::RecoverPendingOperation => "an interrupted run left this operation unfinished",
+            ActionReason::DeleteInterruptedCreate => "a run was interrupted while creating it, and it is no longer in the stack",
         }
     }
 
@@ -120,6 +123,7 @@ impl ActionReason {
             ActionReason::DeleteBecauseNoModule => "delete_because_no_module",
             ActionReason::DeleteBecauseDestroy => "delete_because_destroy",
             ActionReason::RecoverPendingOperation => "recover_pending_operation",
+            ActionReason::DeleteInterruptedCreate => "delete_because_interrupted_create",
         }
     }
 }

@@ -85,17 +85,31 @@ pub async fn verify(state: &State, providers: &Providers) -> Vec<Check> {
     out
 }
 
+/// An object an interrupted operation may have left without recording it, and how to read it:
+/// what the operation knew (its planned attributes) and the connection of its cluster.
+#[derive(Debug, Clone)]
+pub struct PendingRead {
+    pub addr: Address,
+    pub type_name: String,
+    pub provider: String,
+    pub recorded: Value,
+    pub cluster: Option<Value>,
+    /// The cluster's address, for a delete of the object.
+    pub cluster_addr: Option<Address>,
+    pub dependencies: Vec<Address>,
+}
+
 /// Reads every recorded resource, one batched call per provider, and compares with state.
-pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, String, String)]) -> Result<Refreshed, Diagnostics> {
+/// `extra` are objects interrupted operations may have left unrecorded: the live system decides.
+pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]) -> Result<Refreshed, Diagnostics> {
     let mut out = Refreshed::default();
     let mut diags = Diagnostics::new();
     let mut by_provider = read_requests(state, |_| true, &mut diags);
-    // Pending creates of objects that were never recorded: the live system decides.
-    for (addr, type_name, provider) in extra {
-        by_provider.entry(provider.clone()).or_default().push(ReadRequest {
-            component: ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: type_name.clone() },
-            recorded: Value::Null,
-            cluster: None,
+    for p in extra {
+        by_provider.entry(p.provider.clone()).or_default().push(ReadRequest {
+            component: ComponentRef { address: p.addr.to_string(), kind: p.addr.kind, type_name: p.type_name.clone() },
+            recorded: p.recorded.clone(),
+            cluster: p.cluster.clone(),
         });
     }
     for (name, requests) in by_provider {
@@ -133,6 +147,11 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[(Address, St
     }
     for r in &state.resources {
         let Some(addr) = parse_addr(&r.address) else { continue };
+        // kdeploy's own interrupted operation (a replacement that deleted the old object) is not
+        // a change made outside kdeploy.
+        if state.pending.iter().any(|p| p.address == r.address) {
+            continue;
+        }
         let recorded = state_attrs(r);
         match out.live.get(&r.address) {
             Some(Some((live, _))) => {
@@ -232,20 +251,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
 
     // Refresh.
     let mut notes = Vec::new();
-    let pending_creates: Vec<(Address, String, String)> = state
-        .pending
-        .iter()
-        .filter(|p| p.operation == PendingKind::Create && state.resource(&p.address).is_none())
-        .filter_map(|p| {
-            let addr: Address = p.address.parse().ok()?;
-            let t = types.get(&addr)?.clone();
-            let inst = expanded.instances.get(&addr)?;
-            let decl = &stack.modules[inst.module].components[inst.decl];
-            let cluster = decl.attrs.get("cluster").and(None).or_else(|| if clusters.len() == 1 { Some(clusters[0].clone()) } else { None });
-            let provider = kdeploy_provider::provider_for(addr.kind, &t, cluster_type(&cluster, &types).as_deref()).to_string();
-            Some((addr, t, provider))
-        })
-        .collect();
+    let pending_reads = pending_reads(state, &PendingCtx { stack, expanded, ctx: &ctx, types: &types, clusters: &clusters });
     for p in &state.pending {
         notes.push(format!(
             "A previous run was interrupted while it was {} {} (started {}). kdeploy read the live object to decide what is left to do.",
@@ -259,7 +265,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         ));
     }
     let refreshed = if options.refresh {
-        refresh(state, providers, &pending_creates).await?
+        refresh(state, providers, &pending_reads).await?
     } else {
         let mut r = Refreshed::default();
         for res in &state.resources {
@@ -359,7 +365,12 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             let replace_requested = cluster_replaced || replace_list.iter().any(|t| addr.matches(t));
             let (action, reason, after, replace_paths) = match &prior {
                 None => {
-                    let reason = if recorded.is_some() { Some(ActionReason::RecreateBecauseDeletedOutOfBand) } else { None };
+                    let interrupted = state.pending.iter().any(|p| p.address == addr.to_string());
+                    let reason = match recorded {
+                        Some(_) if interrupted => Some(ActionReason::RecoverPendingOperation),
+                        Some(_) => Some(ActionReason::RecreateBecauseDeletedOutOfBand),
+                        None => None,
+                    };
                     match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
                         Ok(r) => (Action::Create, reason, r.planned, Vec::new()),
                         Err(e) => {
@@ -516,6 +527,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             deferred: false,
         });
     }
+    let orphans = orphan_deletes(&pending_reads, expanded, &refreshed, options, &changes);
+    changes.extend(orphans);
 
     // -target: keep the targets and what they need (or, for destroy, what needs them).
     if !target_list.is_empty() {
@@ -608,6 +621,76 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         variables: BTreeMap::new(),
     };
     Ok((plan, refreshed))
+}
+
+/// What [`pending_reads`] needs of the stack.
+struct PendingCtx<'a> {
+    stack: &'a Stack,
+    expanded: &'a Expanded,
+    ctx: &'a Ctx<'a>,
+    types: &'a BTreeMap<Address, String>,
+    clusters: &'a [Address],
+}
+
+/// The objects interrupted operations may have left unrecorded (a create, a replacement, a
+/// delete of an unrecorded object), with what is needed to read them: what the operation
+/// recorded, or, for records of older versions, the stack's declaration. The connection is the
+/// one the component's cluster has in state, as for every other read: the cluster the stack
+/// declares for it now, else the one the operation recorded.
+fn pending_reads(state: &State, pc: &PendingCtx<'_>) -> Vec<PendingRead> {
+    state
+        .pending
+        .iter()
+        .filter(|p| state.resource(&p.address).is_none() && (p.target.is_some() || p.operation == PendingKind::Create))
+        .filter_map(|p| {
+            let addr: Address = p.address.parse().ok()?;
+            let desired = pc.expanded.instances.get(&addr).and_then(|inst| expand::desired(pc.ctx, pc.stack, inst, pc.clusters).ok());
+            let (type_name, provider, recorded, dependencies) = match &p.target {
+                Some(t) => (t.type_name.clone(), t.provider.clone(), Value::from_json(&t.attributes), t.dependencies.iter().filter_map(|d| d.parse().ok()).collect()),
+                None => {
+                    let d = desired.as_ref()?;
+                    let cluster_type = d.cluster.as_ref().and_then(|c| pc.types.get(c).cloned().or_else(|| state.resource(&c.to_string()).map(|r| r.type_name.clone())));
+                    let provider = kdeploy_provider::provider_for(addr.kind, &d.type_name, cluster_type.as_deref()).to_string();
+                    (d.type_name.clone(), provider, d.inputs.clone(), Vec::new())
+                }
+            };
+            let cluster_addr = desired.as_ref().and_then(|d| d.cluster.clone()).or_else(|| recorded.as_map()?.get("cluster")?.as_str()?.parse().ok());
+            let cluster = cluster_addr.as_ref().and_then(|c| state.resource(&c.to_string())).map(state_attrs);
+            Some(PendingRead { addr, type_name, provider, recorded, cluster, cluster_addr, dependencies })
+        })
+        .collect()
+}
+
+/// Deletes of what interrupted operations created and the stack no longer declares (or all of
+/// it, for destroy): found live, so tracked until deleted.
+fn orphan_deletes(pending: &[PendingRead], expanded: &Expanded, refreshed: &Refreshed, options: &PlanOptions, planned: &[Change]) -> Vec<Change> {
+    pending
+        .iter()
+        .filter(|p| options.destroy || !expanded.instances.contains_key(&p.addr))
+        .filter(|p| !planned.iter().any(|c| c.address == p.addr))
+        .filter_map(|p| {
+            let Some(Some((live, _))) = refreshed.live.get(&p.addr.to_string()) else { return None };
+            let sensitive = kdeploy_provider::schema_ref(p.addr.kind, &p.type_name).map(|s| s.attributes.iter().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)).collect()).unwrap_or_default();
+            Some(Change {
+                address: p.addr.clone(),
+                kind: p.addr.kind,
+                type_name: p.type_name.clone(),
+                provider: p.provider.clone(),
+                action: Action::Delete,
+                reason: Some(ActionReason::DeleteInterruptedCreate),
+                before: Some(live.clone()),
+                after: None,
+                before_sensitive: sensitive,
+                after_sensitive: Vec::new(),
+                replace_paths: Vec::new(),
+                depends_on: p.dependencies.clone(),
+                cluster: p.cluster_addr.clone(),
+                refs: BTreeMap::new(),
+                delete_data: options.delete_data,
+                deferred: false,
+            })
+        })
+        .collect()
 }
 
 fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diagnostic {

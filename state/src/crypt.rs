@@ -333,6 +333,9 @@ impl StateStore for CryptStore {
     fn force_unlock(&mut self, id: &str) -> Result<(), StateError> {
         self.inner.force_unlock(id)
     }
+    fn force_unlock_running(&mut self, id: &str) -> Result<(), StateError> {
+        self.inner.force_unlock_running(id)
+    }
     fn take_warnings(&mut self) -> Vec<String> {
         self.inner.take_warnings()
     }

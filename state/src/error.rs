@@ -80,6 +80,32 @@ pub enum StateError {
         disk_serial: u64,
     },
 
+    /// The serial cannot increase any more.
+    #[error(
+        "the state's serial is {serial}, the largest there is, so it cannot be written again; copy \
+         the state with a lower serial (kdeploy state pull > s.json, edit \"serial\", then \
+         kdeploy state push -force s.json)"
+    )]
+    SerialExhausted { serial: u64 },
+
+    /// The state file was replaced while this run held the lock (someone broke the lock).
+    #[error(
+        "refusing to write state to {location}: the file was changed by someone else while this \
+         run held the lock (the lock was probably broken with force-unlock). Nothing was \
+         overwritten"
+    )]
+    ReplacedWhileLocked { location: String },
+
+    /// `force-unlock` of a lock whose holder is still running.
+    #[error(
+        "the lock on {path} is held by a run that is still alive ({} for {}, PID {}): breaking it \
+         would let two runs write the state at once, and one would lose the other's changes. Wait \
+         for it or stop it. Only if you are sure it will never write again, run \
+         `kdeploy force-unlock --even-if-running {}`",
+        holder.who, holder.operation, holder.pid, holder.id
+    )]
+    HolderRunning { holder: Box<LockInfo>, path: String },
+
     /// The state is locked by someone else.
     #[error("{}", locked_message(holder, path))]
     Locked {

@@ -18,7 +18,7 @@ use crate::model::{STATE_VERSION, State};
 pub type Upgrade = fn(Value) -> Result<Value, String>;
 
 /// Upgrade steps; `UPGRADES[n]` turns version `n` into version `n + 1`.
-pub const UPGRADES: &[Upgrade] = &[upgrade_v0_to_v1];
+pub const UPGRADES: &[Upgrade] = &[upgrade_v0_to_v1, upgrade_v1_to_v2];
 
 const _: () = assert!(
     UPGRADES.len() == STATE_VERSION as usize,
@@ -64,9 +64,12 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
     }
 
     let mut state: State = if version == u64::from(STATE_VERSION) {
-        // Deserialize from the bytes, not the `Value`, so shape errors carry a position.
-        serde_json::from_slice(bytes)
-            .map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)))?
+        // Deserialize from the bytes, not the `Value`, so shape errors carry a position; name
+        // the field and the type it must have when one has the wrong type.
+        serde_json::from_slice(bytes).map_err(|e| {
+            let message = check_shape(&doc).err().unwrap_or_else(|| strip_position(&e));
+            decode_err(e.line(), e.column(), message)
+        })?
     } else {
         let mut doc = doc;
         for (step, upgrade) in UPGRADES.iter().enumerate().skip(version as usize) {
@@ -78,12 +81,9 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
                 )
             })?;
         }
-        serde_json::from_value(doc).map_err(|e| {
-            decode_err(
-                0,
-                0,
-                format!("after upgrading from format version {version}: {e}"),
-            )
+        serde_json::from_value(doc.clone()).map_err(|e| {
+            let message = check_shape(&doc).err().unwrap_or_else(|| e.to_string());
+            decode_err(0, 0, format!("after upgrading from format version {version}: {message}"))
         })?
     };
 
@@ -163,6 +163,49 @@ fn upgrade_v0_to_v1(doc: Value) -> Result<Value, String> {
     Ok(Value::Object(root))
 }
 
+/// Version 2 added `target` to pending operations (what is needed to find the object of an
+/// interrupted create); version 1 documents are valid version 2 documents without it.
+fn upgrade_v1_to_v2(doc: Value) -> Result<Value, String> {
+    let Value::Object(mut root) = doc else {
+        return Err("expected a JSON object".to_string());
+    };
+    root.insert("version".to_string(), Value::from(2));
+    Ok(Value::Object(root))
+}
+
+/// The fields of a state document and the JSON type each must have: a wrong type is reported
+/// with the field's path and what it should be, before serde's positional message.
+fn check_shape(doc: &Value) -> Result<(), String> {
+    let expect = |path: &str, v: &Value, want: &str, ok: bool| -> Result<(), String> {
+        if ok { Ok(()) } else { Err(format!("the field `{path}` must be {want}, found {}", kind(v))) }
+    };
+    let Value::Object(root) = doc else { return Err(format!("the state must be a JSON object, found {}", kind(doc))) };
+    for (field, want) in [("serial", "a non-negative integer"), ("lineage", "a string"), ("kdeploy_version", "a string"), ("resources", "a list"), ("outputs", "an object"), ("pending", "a list")] {
+        let Some(v) = root.get(field) else { continue };
+        let ok = match field {
+            "serial" => v.is_u64(),
+            "lineage" | "kdeploy_version" => v.is_string(),
+            "resources" | "pending" => v.is_array(),
+            _ => v.is_object(),
+        };
+        expect(field, v, want, ok)?;
+    }
+    for (i, r) in root.get("resources").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let at = |f: &str| format!("resources[{i}].{f}");
+        let Value::Object(r) = r else { return Err(format!("the field `resources[{i}]` must be an object, found {}", kind(r))) };
+        for (field, want) in [("address", "a string"), ("kind", "a string"), ("type", "a string"), ("provider", "a string"), ("attributes", "an object"), ("dependencies", "a list of addresses"), ("sensitive_paths", "a list of paths")] {
+            let Some(v) = r.get(field) else { continue };
+            let ok = match field {
+                "attributes" => v.is_object(),
+                "dependencies" | "sensitive_paths" => v.is_array(),
+                _ => v.is_string(),
+            };
+            expect(&at(field), v, want, ok)?;
+        }
+    }
+    Ok(())
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -223,7 +266,7 @@ mod tests {
             fingerprint: None,
             create_before_destroy: false,
         });
-        s.begin_pending("vault.main", PendingKind::Update);
+        s.begin_pending("vault.main", PendingKind::Update, None);
         s
     }
 
@@ -350,9 +393,15 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/x/state.json at line 3, column"), "{msg}");
 
-        // Shape errors in the current format carry a position too.
-        let err = decode(b"{\"version\": 1,\n\"serial\": \"x\"}", "s").unwrap_err();
+        // Shape errors in the current format carry a position too, and name the field and
+        // the type it must have.
+        let doc = format!("{{\"version\": {STATE_VERSION},\n\"serial\": \"7\"}}");
+        let err = decode(doc.as_bytes(), "s").unwrap_err();
         assert!(matches!(err, StateError::Decode { line: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("the field `serial` must be a non-negative integer, found a string"), "{err}");
+        // An older format is named as such.
+        let err = decode(b"{\"version\": 1, \"serial\": 1, \"lineage\": \"l\", \"kdeploy_version\": \"0\", \"resources\": [{\"address\": 5}]}", "s").unwrap_err().to_string();
+        assert!(err.contains("after upgrading from format version 1: the field `resources[0].address` must be a string, found a number"), "{err}");
 
         let err = decode(b"{\"serial\": 1}", "s").unwrap_err().to_string();
         assert!(err.contains("`version` field is missing"), "{err}");

@@ -27,7 +27,7 @@ pub use file::{decode, encode};
 pub use local::LocalStore;
 pub use lock::LockInfo;
 pub use model::{
-    OutputState, PendingKind, PendingOp, ResourceState, STATE_VERSION, State, address_matches,
+    OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matches,
 };
 pub use store::StateStore;
 pub use crypt::{CryptStore, StateKey};

@@ -39,6 +39,13 @@ pub struct LocalStore {
     backed_up: bool,
     /// Set by `force_write` for one write: accept another lineage.
     replace_lineage: bool,
+    /// The state file as this store last wrote it (device, inode, size, modification time): a
+    /// trusted write first checks that it is still that file, which costs one `stat`.
+    written: Option<(u64, u64, u64, i64, i64)>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64, u64, i64, i64)> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// What the last `read` or `write` saw on disk.
@@ -74,6 +81,7 @@ impl LocalStore {
             backed_up: false,
             held: None,
             replace_lineage: false,
+            written: None,
         }
     }
 
@@ -332,6 +340,11 @@ impl StateStore for LocalStore {
                     return Err(StateError::SerialNotIncreasing { location, existing: serial, attempted: state.serial });
                 }
             }
+            // ... unless the lock was broken and someone wrote meanwhile: the file is not the
+            // one this store wrote.
+            if self.written.is_some() && identity(&self.path) != self.written {
+                return Err(StateError::ReplacedWhileLocked { location });
+            }
         }
         let trusted = self.held.is_some() && self.backed_up && matches!(self.seen, Seen::Present { .. });
         let previous = if trusted { None } else { self.read_bytes()? };
@@ -374,6 +387,7 @@ impl StateStore for LocalStore {
         }
         temp.persist(&self.path, "replace state file")?;
         self.backed_up = true;
+        self.written = identity(&self.path);
         let dir = self.dir();
         File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -462,9 +476,21 @@ impl StateStore for LocalStore {
         }
     }
 
-    /// Removes the lock file when `id` matches the current holder. A holder that is still
-    /// running keeps its OS lock on the removed file but no longer excludes anyone.
+    /// Removes the lock file when `id` matches the current holder, and only when the holder is
+    /// gone (nobody holds the OS lock on it any more).
     fn force_unlock(&mut self, id: &str) -> Result<(), StateError> {
+        self.break_lock(id, false)
+    }
+
+    /// Removes the lock file even while its holder runs: that run keeps its OS lock on the
+    /// removed file but no longer excludes anyone, and refuses its next write.
+    fn force_unlock_running(&mut self, id: &str) -> Result<(), StateError> {
+        self.break_lock(id, true)
+    }
+}
+
+impl LocalStore {
+    fn break_lock(&mut self, id: &str, even_if_running: bool) -> Result<(), StateError> {
         let lock_path = self.lock_path();
         let holder = match self.lock_info()? {
             None => {
@@ -484,6 +510,13 @@ impl StateStore for LocalStore {
         if self.held.is_some() {
             return self.unlock();
         }
+        // Whether the holder still runs: it still holds the OS lock. Ours, if we get it, is
+        // released when `_probe` is dropped, after the file is removed.
+        let _probe = match self.try_acquire()? {
+            Attempt::Acquired(file) => Some(file),
+            Attempt::Busy(_) if even_if_running => None,
+            Attempt::Busy(_) => return Err(StateError::HolderRunning { holder: Box::new(holder), path: lock_path.display().to_string() }),
+        };
         match fs::remove_file(&lock_path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

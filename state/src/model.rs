@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StateError;
 
 /// The state format version this build writes (and the newest it reads).
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// The recorded state of one stack.
 ///
@@ -109,6 +109,25 @@ pub struct PendingOp {
     pub operation: PendingKind,
     /// When the operation started (RFC 3339).
     pub started_at: String,
+    /// What is needed to find (and delete) the object later should the operation be
+    /// interrupted, even when the component has left the stack meanwhile. Set for creates and
+    /// replacements (format version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PendingTarget>,
+}
+
+/// The object a pending operation works on, as far as it is known when the operation starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTarget {
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub provider: String,
+    /// The planned attributes that are known (inputs such as the cluster and namespace).
+    #[serde(serialize_with = "canonical::serialize")]
+    pub attributes: serde_json::Value,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
 }
 
 impl State {
@@ -126,10 +145,11 @@ impl State {
         }
     }
 
-    /// Increments the serial; call once before each write of a changed state.
-    pub fn bump_serial(&mut self) -> u64 {
-        self.serial += 1;
-        self.serial
+    /// Increments the serial; call once before each write of a changed state. A serial at its
+    /// maximum cannot increase: nothing can be written after it (an error, never a wrap).
+    pub fn bump_serial(&mut self) -> Result<u64, StateError> {
+        self.serial = self.serial.checked_add(1).ok_or(StateError::SerialExhausted { serial: self.serial })?;
+        Ok(self.serial)
     }
 
     /// The resource at exactly `addr`.
@@ -223,13 +243,14 @@ impl State {
 
     /// Records that an operation on `address` starts; returns its id for
     /// [`State::finish_pending`].
-    pub fn begin_pending(&mut self, address: &str, op: PendingKind) -> String {
+    pub fn begin_pending(&mut self, address: &str, op: PendingKind, target: Option<PendingTarget>) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         self.pending.push(PendingOp {
             id: id.clone(),
             address: address.to_string(),
             operation: op,
             started_at: crate::now_rfc3339(),
+            target,
         });
         id
     }
@@ -586,8 +607,8 @@ mod tests {
     #[test]
     fn pending_ops() {
         let mut s = State::new("0.1.0");
-        let a = s.begin_pending("vault.main", PendingKind::Create);
-        let b = s.begin_pending("agent.cam", PendingKind::Delete);
+        let a = s.begin_pending("vault.main", PendingKind::Create, None);
+        let b = s.begin_pending("agent.cam", PendingKind::Delete, None);
         assert_ne!(a, b);
         assert_eq!(s.pending.len(), 2);
         assert!(

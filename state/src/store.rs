@@ -36,6 +36,12 @@ pub trait StateStore: Send {
     /// otherwise the error names the actual holder.
     fn force_unlock(&mut self, id: &str) -> Result<(), StateError>;
 
+    /// Like [`StateStore::force_unlock`], also when the holder is known to be alive (the local
+    /// store refuses that otherwise). Remote stores cannot tell, so it is the same for them.
+    fn force_unlock_running(&mut self, id: &str) -> Result<(), StateError> {
+        self.force_unlock(id)
+    }
+
     /// The state exactly as stored: with [`crate::crypt::CryptStore`], sensitive values stay
     /// encrypted (what `kdeploy state pull` prints). Other stores return [`StateStore::read`].
     fn read_stored(&mut self) -> Result<Option<State>, StateError> {

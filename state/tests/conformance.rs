@@ -176,9 +176,9 @@ fn check_round_trip_and_serials(b: Backend) {
     assert!(store.read().unwrap().is_none());
     let mut s = State::new(VERSION);
     s.upsert(resource("vault.main", "pw"));
-    s.bump_serial();
+    s.bump_serial().unwrap();
     store.write(&s).unwrap();
-    s.bump_serial();
+    s.bump_serial().unwrap();
     store.write(&s).unwrap();
     let mut other = b.store();
     assert_eq!(other.read().unwrap().unwrap(), s);
@@ -223,10 +223,18 @@ fn check_lock_basics(b: Backend) {
     let (waited, mut other) = waiter.join().unwrap().unwrap();
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
     other.unlock().unwrap();
-    // force-unlock with the right id.
+    // force-unlock with the right id. The local store knows when the holder still runs (it
+    // holds the OS lock) and refuses unless forced harder; remote stores cannot tell.
     let info = LockInfo::new("apply", VERSION);
     a.lock(info.clone(), Duration::ZERO).unwrap();
-    b.store().force_unlock(&info.id).unwrap();
+    if b.kind == "local" {
+        let err = b.store().force_unlock(&info.id).unwrap_err();
+        assert!(matches!(err, StateError::HolderRunning { .. }), "{err:?}");
+        assert!(err.to_string().contains("force-unlock --even-if-running"), "{err}");
+        b.store().force_unlock_running(&info.id).unwrap();
+    } else {
+        b.store().force_unlock(&info.id).unwrap();
+    }
     assert!(b.store().lock_info().unwrap().is_none());
     let mut c = b.store();
     c.lock(LockInfo::new("plan", VERSION), Duration::ZERO).unwrap();
@@ -288,7 +296,7 @@ fn check_killed_holder(b: Backend) {
 /// A writer that lost its lock can never overwrite a newer state.
 fn check_stale_writer_rejected(b: Backend) {
     let mut s = State::new(VERSION);
-    s.bump_serial();
+    s.bump_serial().unwrap();
     b.store().write(&s).unwrap();
 
     let mut stale = b.store();
@@ -296,13 +304,14 @@ fn check_stale_writer_rejected(b: Backend) {
     stale.lock(info.clone(), Duration::ZERO).unwrap();
     let mut mine = stale.read().unwrap().unwrap();
 
-    // Another run breaks the lock, takes it, writes serial 2.
+    // Another run breaks the lock (forced, although the holder still runs), takes it, writes
+    // serial 2.
     let mut other = b.store();
-    other.force_unlock(&info.id).unwrap();
+    other.force_unlock_running(&info.id).unwrap();
     other.lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap();
     let mut theirs = other.read().unwrap().unwrap();
     theirs.upsert(resource("vault.theirs", "x"));
-    theirs.bump_serial();
+    theirs.bump_serial().unwrap();
     other.write(&theirs).unwrap();
     other.unlock().unwrap();
 
@@ -311,7 +320,7 @@ fn check_stale_writer_rejected(b: Backend) {
         mine.upsert(resource("vault.mine", "y"));
         mine.serial = serial;
         let err = stale.write(&mine).unwrap_err();
-        assert!(matches!(err, StateError::WriteConflict { .. } | StateError::ChangedSinceRead { .. }), "expected a rejected write, got {err:?}");
+        assert!(matches!(err, StateError::WriteConflict { .. } | StateError::ChangedSinceRead { .. } | StateError::ReplacedWhileLocked { .. }), "expected a rejected write, got {err:?}");
     }
     assert_eq!(b.store().read().unwrap().unwrap(), theirs);
     let _ = stale.unlock();
@@ -321,7 +330,7 @@ fn check_stale_writer_rejected(b: Backend) {
 /// force_write replaces it.
 fn check_other_lineage_refused(b: Backend) {
     let mut s = State::new(VERSION);
-    s.bump_serial();
+    s.bump_serial().unwrap();
     b.store().write(&s).unwrap();
     let mut foreign = State::new(VERSION);
     foreign.serial = 10;
@@ -342,7 +351,7 @@ fn check_large_state(b: Backend) {
         r.attributes["blob"] = json!(blob);
         s.upsert(r);
     }
-    s.bump_serial();
+    s.bump_serial().unwrap();
     let mut store = b.store();
     store.write(&s).unwrap();
     assert_eq!(b.store().read().unwrap().unwrap(), s);
@@ -357,7 +366,7 @@ fn check_large_state(b: Backend) {
         // A smaller state replaces it and the old chunks go away.
         let mut small = s.clone();
         small.resources.truncate(1);
-        small.bump_serial();
+        small.bump_serial().unwrap();
         store.write(&small).unwrap();
         assert_eq!(b.store().read().unwrap().unwrap(), small);
         let left = server.objects("v1", "Secret").into_iter().filter(|o| o["metadata"]["labels"]["kdeploy.io/state"] == "edge").count();
@@ -370,11 +379,11 @@ fn check_backend_failure(mut b: Backend) {
     let mut store = b.store();
     store.lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap();
     let mut s = store.read().unwrap().unwrap_or_else(|| State::new(VERSION));
-    s.bump_serial();
+    s.bump_serial().unwrap();
     store.write(&s).unwrap();
     b.stop_server();
     s.upsert(resource("vault.main", "pw"));
-    s.bump_serial();
+    s.bump_serial().unwrap();
     let t = Instant::now();
     let err = store.write(&s).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(90), "failed in {:?}", t.elapsed());
@@ -392,7 +401,7 @@ fn check_no_cleartext_secret(b: Backend) {
     s.upsert(resource("vault.main", SECRET));
     s.outputs.insert("password".into(), OutputState { value: json!(SECRET), sensitive: true });
     s.outputs.insert("url".into(), OutputState { value: json!("http://vault"), sensitive: false });
-    s.bump_serial();
+    s.bump_serial().unwrap();
     store.write(&s).unwrap();
     // What is stored has no cleartext.
     let stored = b.store().read().unwrap().unwrap();
@@ -411,7 +420,7 @@ fn check_no_cleartext_secret(b: Backend) {
     assert!(read.resources[0].attributes["root_password"].as_str().unwrap().starts_with("(encrypted)"));
     assert_eq!(read.resources[0].attributes["name"], "vault.main");
     read.outputs.remove("url");
-    read.bump_serial();
+    read.bump_serial().unwrap();
     keyless.write(&read).unwrap();
     let back = CryptStore::new(b.store(), Some(key)).read().unwrap().unwrap();
     assert_eq!(back.resources[0].attributes["root_password"], SECRET);

@@ -49,7 +49,7 @@ fn read_missing_then_write_creates_directory_and_round_trips() {
     assert!(store.read().unwrap().is_none());
     let mut state = State::new(VERSION);
     state.upsert(resource("vault.main", "pw1"));
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store.write(&state).unwrap();
     assert_eq!(store.last_seen(), Some((state.lineage.as_str(), 1)));
 
@@ -78,12 +78,12 @@ fn backup_contains_previous_state() {
     let mut store = store_in(&dir);
     let mut state = State::new(VERSION);
     state.upsert(resource("vault.main", "first"));
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store.write(&state).unwrap();
     let first = state.clone();
 
     state.upsert(resource("vault.main", "second"));
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store.write(&state).unwrap();
 
     let backup = std::fs::read(store.backup_path()).unwrap();
@@ -101,7 +101,7 @@ fn backup_contains_previous_state() {
 fn lineage_mismatch_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut state = State::new(VERSION);
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store_in(&dir).write(&state).unwrap();
 
     let mut foreign = State::new(VERSION);
@@ -142,7 +142,7 @@ fn serial_must_strictly_increase() {
         }
         assert!(err.to_string().contains("must strictly increase"), "{err}");
     }
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store.write(&state).unwrap();
 }
 
@@ -150,7 +150,7 @@ fn serial_must_strictly_increase() {
 fn write_detects_change_since_read() {
     let dir = tempfile::tempdir().unwrap();
     let mut state = State::new(VERSION);
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store_in(&dir).write(&state).unwrap();
 
     let mut a = store_in(&dir);
@@ -206,7 +206,7 @@ fn stray_temp_file_from_a_crash_leaves_old_state_readable() {
     let mut store = store_in(&dir);
     let mut state = State::new(VERSION);
     state.upsert(resource("vault.main", "old"));
-    state.bump_serial();
+    state.bump_serial().unwrap();
     store.write(&state).unwrap();
 
     // A crash after writing the temporary file but before the rename leaves a (possibly
@@ -223,7 +223,7 @@ fn stray_temp_file_from_a_crash_leaves_old_state_readable() {
     // The next write still works and ignores the stray file.
     let mut next = read;
     next.upsert(resource("vault.main", "new"));
-    next.bump_serial();
+    next.bump_serial().unwrap();
     fresh.write(&next).unwrap();
     assert_eq!(store_in(&dir).read().unwrap().unwrap(), next);
 }
@@ -235,7 +235,7 @@ fn invalid_state_is_not_written() {
     let mut r = resource("vault.main", "x");
     r.attributes = json!({"endpoint": {"$unknown": "vault.main.endpoint"}});
     state.upsert(r);
-    state.bump_serial();
+    state.bump_serial().unwrap();
     let mut store = store_in(&dir);
     assert!(matches!(
         store.write(&state),
@@ -389,7 +389,11 @@ fn force_unlock_needs_the_exact_id() {
     }
     assert!(err.to_string().contains(&info.id), "{err}");
 
-    admin.force_unlock(&info.id).unwrap();
+    // The holder is alive (it holds the OS lock): refused, unless forced harder.
+    let err = admin.force_unlock(&info.id).unwrap_err();
+    assert!(matches!(&err, StateError::HolderRunning { holder, .. } if holder.id == info.id), "{err:?}");
+    assert!(admin.lock_path().exists());
+    admin.force_unlock_running(&info.id).unwrap();
     assert!(!admin.lock_path().exists());
 
     // The lock is free for others even though the old holder is alive.

@@ -54,8 +54,24 @@ fn force_unlock_needs_the_exact_id() {
     let out = kdeploy(s.path(), &["force-unlock", "not-the-id"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&id));
+    // The holder is alive (it holds the OS lock): refused, and the lock stays.
     let out = kdeploy(s.path(), &["force-unlock", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is held by a run that is still alive") && err.contains(&format!("kdeploy force-unlock --even-if-running {id}")), "{err}");
+    assert_eq!(kdeploy(s.path(), &["plan"]).output().unwrap().status.code(), Some(1), "still locked");
+    // Forced harder, with a warning.
+    let out = kdeploy(s.path(), &["force-unlock", "--even-if-running", &id]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: breaking the lock of a run that may still be running"));
     let out = kdeploy(s.path(), &["plan"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(holder);
+
+    // A holder that died leaves its lock file, but nobody holds the OS lock: it locks nothing.
+    let dead = LockInfo::new("apply", "test");
+    std::fs::write(s.state_path().with_extension("json.lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
+    let out = kdeploy(s.path(), &["force-unlock", &dead.id]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is nothing to unlock"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(kdeploy(s.path(), &["plan"]).output().unwrap().status.code(), Some(0));
 }

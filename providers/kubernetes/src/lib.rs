@@ -190,6 +190,44 @@ impl KubernetesProvider {
         Ok(())
     }
 
+    /// The objects kdeploy wrote for a component it never recorded (an interrupted create):
+    /// every kind kdeploy renders, listed by the component's instance label in its namespace
+    /// (and cluster-wide for cluster-scoped kinds), kept when their address annotation is the
+    /// component's. Object key → digest of the fields kdeploy owns.
+    async fn discover(&self, conn: &Conn, c: &ComponentRef, attrs: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, ProviderError> {
+        const NAMESPACED: &[(&str, &str)] = &[
+            ("v1", "Secret"),
+            ("v1", "ConfigMap"),
+            ("v1", "Service"),
+            ("v1", "ServiceAccount"),
+            ("v1", "PersistentVolumeClaim"),
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "StatefulSet"),
+            ("batch/v1", "Job"),
+            ("batch/v1", "CronJob"),
+            ("rbac.authorization.k8s.io/v1", "Role"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+        ];
+        const CLUSTER: &[(&str, &str)] = &[("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")];
+        let ns = namespace(c.kind, attrs);
+        let selector = format!("{MANAGED_BY}=kdeploy,app.kubernetes.io/instance={}", base_name(&c.address));
+        let mut found = BTreeMap::new();
+        for (scope, kinds) in [(Some(ns.as_str()), NAMESPACED), (None, CLUSTER)] {
+            for (api_version, kind) in kinds {
+                let items = match conn.list(api_version, kind, scope, &selector).await {
+                    Ok(items) => items,
+                    // The namespace was never created: nothing of it either.
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into_provider(&format!("looking for {} ({kind})", c.address), conn)),
+                };
+                for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == c.address.as_str()) {
+                    found.insert(object_key(obj), Value::String(fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into())));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Pod phases, container waiting reasons and the latest events of a workload's pods.
     async fn explain(&self, conn: &Conn, obj: &Json) -> String {
         let ns = obj["metadata"]["namespace"].as_str();
@@ -378,6 +416,19 @@ impl Provider for KubernetesProvider {
                 Err(e) => return Err(e),
             };
             let ckey = format!("{}|{}", conn.server, conn.context);
+            // An object an interrupted run may have created without recording it: find it by
+            // its labels.
+            if r.component.kind != Kind::Cluster && map_of(Some(&r.recorded)).get(OBJECTS).is_none_or(|o| !o.as_map().is_some_and(|m| !m.is_empty())) {
+                let found = self.discover(&conn, &r.component, &map_of(Some(&r.recorded))).await?;
+                results[i] = Some(if found.is_empty() {
+                    ReadResult::Missing
+                } else {
+                    let mut attrs = map_of(Some(&r.recorded));
+                    attrs.insert(OBJECTS.into(), Value::Map(found));
+                    ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None }
+                });
+                continue;
+            }
             if r.component.kind == Kind::Cluster {
                 conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("reading {}", r.component.address), &conn))?;
                 results[i] = Some(ReadResult::Found { attributes: r.recorded.clone(), fingerprint: None });
