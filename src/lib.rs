@@ -9,4 +9,5 @@ pub mod providers;
 pub mod apply;
 pub mod engine;
 pub mod env;
+pub mod files;
 pub mod cli;

@@ -172,7 +172,7 @@ pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, check: bool, fi
     let mut failed = false;
     for f in files {
         let shown = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
-        let text = match std::fs::read_to_string(&f) {
+        let text = match crate::files::read_text(&f, crate::files::SOURCE_LIMIT) {
             Ok(t) => t,
             Err(e) => {
                 let _ = writeln!(err, "error: cannot read {shown}: {e}");

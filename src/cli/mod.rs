@@ -492,7 +492,9 @@ fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 {
     if !o.not_started.is_empty() {
         let _ = writeln!(ctx.io.err, "  not started: {}", o.not_started.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
     }
-    let _ = writeln!(ctx.io.err, "State was saved after every step; run `kdeploy plan` to see what is left.");
+    if o.state_error.is_none() {
+        let _ = writeln!(ctx.io.err, "State was saved after every step; run `kdeploy plan` to see what is left.");
+    }
     EXIT_ERROR
 }
 
@@ -892,7 +894,8 @@ fn push_into(store: &mut dyn StateStore, mut pushed: State, force: bool) -> Resu
             ));
         }
         // The stored serial must keep increasing.
-        pushed.serial = pushed.serial.max(cur.serial + 1);
+        let next = cur.serial.checked_add(1).ok_or_else(|| kdeploy_state::StateError::SerialExhausted { serial: cur.serial }.to_string())?;
+        pushed.serial = pushed.serial.max(next);
     }
     let result = if other_lineage { store.force_write(&pushed) } else { store.write(&pushed) };
     result.map_err(|e| e.to_string())?;
@@ -901,7 +904,7 @@ fn push_into(store: &mut dyn StateStore, mut pushed: State, force: bool) -> Resu
 
 fn state_push(ctx: &mut Ctx<'_, '_>, file: &Path, force: bool, timeout: std::time::Duration) -> i32 {
     let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
-    let pushed = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| kdeploy_state::decode(&b, &path.display().to_string()).map_err(|e| e.to_string())) {
+    let pushed = match crate::files::read(&path, crate::files::PLAN_LIMIT).map_err(|e| e.0).and_then(|b| kdeploy_state::decode(&b, &path.display().to_string()).map_err(|e| e.to_string())) {
         Ok(s) => s,
         Err(e) => {
             ctx.error("Cannot read the state to push", &format!("{}: {e}", path.display()));

@@ -80,6 +80,10 @@ impl Resolver for Unknowns<'_> {
 }
 
 /// Evaluates `count`/`for_each` to instance keys. They must be known before apply.
+/// The most instances one `count` makes (each instance is planned and recorded: a larger count is
+/// a mistake, and would exhaust memory rather than fail).
+pub const MAX_INSTANCES: i64 = 100_000;
+
 fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Vec<(Option<InstanceKey>, Option<(Value, Marked)>, Option<i64>)>, Diagnostic> {
     match rep {
         Repetition::Single => Ok(vec![(None, None, None)]),
@@ -88,7 +92,10 @@ fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Ve
             match &v.value {
                 Value::Unknown(_) => Err(unknown_repetition(&e.span, "count", what)),
                 Value::Number(_) => match v.value.as_i64() {
-                    Some(n) if n >= 0 => Ok((0..n).map(|i| (Some(InstanceKey::Int(i as u64)), None, Some(i))).collect()),
+                    Some(n) if n > MAX_INSTANCES => Err(Diagnostic::error("Invalid count argument", format!("count must be at most {MAX_INSTANCES}, got {}.", v.value.render_inline()))
+                        .at(Some(e.span.clone()))
+                        .hint("split the instances over several blocks or modules")),
+                    Some(n) if n >= 0 => Ok((0..n).map(|i| (Some(InstanceKey::Int(i.unsigned_abs())), None, Some(i))).collect()),
                     _ => Err(Diagnostic::error("Invalid count argument", format!("count must be a whole number >= 0, got {}.", v.value.render_inline())).at(Some(e.span.clone()))),
                 },
                 other => Err(Diagnostic::error("Invalid count argument", format!("count must be a number, got {}.", other.type_name())).at(Some(e.span.clone()))),

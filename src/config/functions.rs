@@ -1668,7 +1668,7 @@ fn read_file(c: &Call) -> Result<Vec<u8>> {
     if meta.is_dir() {
         return Err(c.invalid(0, format!("{} is a directory, not a file", quote(&given))));
     }
-    std::fs::read(&path).map_err(|e| c.invalid(0, format!("cannot read {}: {e}", quote(&given))))
+    crate::files::read(&path, crate::files::FUNCTION_LIMIT).map_err(|e| c.invalid(0, e.0))
 }
 
 /// A file next to the missing one whose name is a near miss, spelled the way the user wrote it.

@@ -19,11 +19,13 @@ const TOP_BLOCKS: &[&str] = &[
     "broker", "vault", "agent", "hub", "factory", "drift_schedule",
 ];
 
-/// The `.hcl` files of a directory, sorted by name.
+/// The `.hcl` entries of a directory, sorted by name: every one, whatever it is (a dangling
+/// symlink, a FIFO or a directory named `*.hcl` is reported when read, never skipped: skipping
+/// it would plan to destroy what it declares).
 pub fn stack_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "hcl"))
+        .filter(|p| p.extension().is_some_and(|e| e == "hcl"))
         .collect();
     files.sort();
     Ok(files)
@@ -110,10 +112,20 @@ impl Loader<'_> {
 
     fn load_files(&mut self, index: usize, files: Vec<PathBuf>) {
         for path in files {
-            let text = match std::fs::read_to_string(&path) {
+            let bytes = match crate::files::read(&path, crate::files::SOURCE_LIMIT) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.diags.push(Diagnostic::error("Cannot read stack file", e.0).hint("every .hcl file of the stack directory belongs to the stack: fix it, or rename it so it does not end in .hcl"));
+                    continue;
+                }
+            };
+            let text = match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.diags.push(Diagnostic::error("Cannot read stack file", format!("{}: {e}", path.display())));
+                    let at = e.utf8_error().valid_up_to();
+                    let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                    let file = self.sources.add(&path, display_path(&self.base, &path), lossy);
+                    self.diags.push(Diagnostic::error("Invalid UTF-8", format!("The file is not valid UTF-8 at byte {at}.")).at(Some(range_span(file, at..at + 1))).hint("save the file as UTF-8"));
                     continue;
                 }
             };

@@ -99,10 +99,10 @@ pub fn root_values(
                 raw.insert(name.clone(), Raw::Text { raw: value, origin: format!("-var {name}=...") });
             }
             Ok((path, auto)) => {
-                let text = match std::fs::read_to_string(&path) {
+                let text = match crate::files::read_text(&path, crate::files::SOURCE_LIMIT) {
                     Ok(t) => t,
                     Err(e) => {
-                        diags.push(Diagnostic::error("Cannot read variables file", format!("{}: {e}", path.display())).hint("check the -var-file path"));
+                        diags.push(Diagnostic::error("Cannot read variables file", e.0).hint("check the -var-file path"));
                         continue;
                     }
                 };

@@ -19,8 +19,8 @@ struct Envelope {
 pub enum PlanFileError {
     #[error("cannot write plan file {path}: {source}")]
     Write { path: String, #[source] source: std::io::Error },
-    #[error("cannot read plan file {path}: {source}")]
-    Read { path: String, #[source] source: std::io::Error },
+    #[error("cannot read plan file: {reason}")]
+    Read { reason: String },
     #[error("{path} is not a kdeploy plan file ({reason}); create one with `kdeploy plan --out {path}`")]
     Invalid { path: String, reason: String },
     #[error("plan file {path} has format {found}, this kdeploy reads {expected}; re-run `kdeploy plan --out` with this version")]
@@ -50,7 +50,7 @@ pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
 
 pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| PlanFileError::Read { path: shown.clone(), source })?;
+    let bytes = crate::files::read(path, crate::files::PLAN_LIMIT).map_err(|e| PlanFileError::Read { reason: e.0 })?;
     let raw: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| PlanFileError::Invalid { path: shown.clone(), reason: e.to_string() })?;
     if raw.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {

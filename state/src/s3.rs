@@ -15,7 +15,9 @@
 //! Configuration keys: `bucket`, `key`, `region` (required), `endpoint` (S3-compatible
 //! stores; path-style addressing is then used unless `force_path_style = false`),
 //! `access_key`/`secret_key`/`session_token` (else the usual AWS credential chain),
-//! `profile`, `lock_ttl` (lease length: seconds or a Go duration such as `90s`, default 60).
+//! `profile`, `lock_ttl` (lease length: seconds or a Go duration such as `90s`, default 60),
+//! `timeout` (how long one S3 call may take, all attempts included, default `30s`: a frozen
+//! endpoint fails within it, with a message naming the setting).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,12 +49,17 @@ pub struct S3Config {
     pub session_token: Option<String>,
     pub profile: Option<String>,
     pub lock_ttl: Duration,
+    /// How long one S3 call may take, all attempts included (`timeout`, default 30s).
+    pub timeout: Duration,
 }
+
+/// The default of the `timeout` setting.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl S3Config {
     /// From backend configuration keys (see the module docs).
     pub fn from_map(m: &BTreeMap<String, String>) -> Result<S3Config, String> {
-        const KNOWN: &[&str] = &["bucket", "key", "region", "endpoint", "force_path_style", "access_key", "secret_key", "session_token", "profile", "lock_ttl"];
+        const KNOWN: &[&str] = &["bucket", "key", "region", "endpoint", "force_path_style", "access_key", "secret_key", "session_token", "profile", "lock_ttl", "timeout"];
         if let Some(k) = m.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("backend \"s3\" has no setting {k:?}; it takes {}", KNOWN.join(", ")));
         }
@@ -69,6 +76,10 @@ impl S3Config {
             None => DEFAULT_TTL,
             Some(v) => parse_ttl("s3", &v)?,
         };
+        let timeout = match opt("timeout") {
+            None => DEFAULT_TIMEOUT,
+            Some(v) => kdeploy_provider::Duration::parse_or_seconds(&v).map_err(|e| format!("backend \"s3\": timeout: {e}"))?.as_std().max(Duration::from_secs(1)),
+        };
         Ok(S3Config {
             bucket: req("bucket")?,
             key: req("key")?,
@@ -80,6 +91,7 @@ impl S3Config {
             session_token: opt("session_token"),
             profile: opt("profile"),
             lock_ttl,
+            timeout,
         })
     }
 }
@@ -130,6 +142,9 @@ fn classify<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Sen
         Some(412) | Some(409) => S3Err::Precondition,
         _ => {
             let detail = match &e {
+                SdkError::TimeoutError(_) => {
+                    "no answer within the backend's timeout (setting `timeout`, default 30s: raise it in the backend block or with -backend-config timeout=...; check that the endpoint is reachable)".to_string()
+                }
                 SdkError::ServiceError(s) => {
                     let err = s.err();
                     let meta = aws_sdk_s3::error::ProvideErrorMetadata::meta(err);
@@ -159,8 +174,15 @@ impl S3Store {
             if let Some(p) = &c.profile {
                 loader = loader.profile_name(p);
             }
-            let timeouts = aws_config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(10)).operation_attempt_timeout(Duration::from_secs(60)).build();
-            loader = loader.timeout_config(timeouts);
+            // Bounded: a frozen endpoint fails within `timeout` (all attempts), not minutes.
+            let attempt = (c.timeout / 3).max(Duration::from_millis(500));
+            let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(attempt.min(Duration::from_secs(10)))
+                .read_timeout(attempt)
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(c.timeout)
+                .build();
+            loader = loader.timeout_config(timeouts).retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
             let sdk = loader.load().await;
             let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(c.force_path_style);
             if let Some(ep) = &c.endpoint {

@@ -252,3 +252,48 @@ fn the_example_records_after_one_apply() {
     let r = run(&["destroy", "-auto-approve", "-delete-data"]);
     assert_eq!(r.code, 0, "{}", r.text());
 }
+
+/// Every way to sign in that the environment selects reaches the binary, and the error names the
+/// credential that was tried (and never the secret), within seconds rather than the SDK's
+/// minute of retries.
+#[test]
+fn service_principal_and_workload_identity_sign_in_from_the_cli() {
+    let mock = Mock::start_in_thread();
+    let s = TestStack::new(&[("main.hcl", &cloud_stack("westeurope", 2))]);
+    let dead = "https://127.0.0.1:1/";
+    let secret = "kd-test-client-secret-0123456789";
+    let base = [("AZURE_ACCESS_TOKEN", ""), ("AZURE_AUTHORITY_HOST", dead)];
+    let plan = |extra: &[(&str, &str)]| {
+        let mut env = base.to_vec();
+        env.extend_from_slice(extra);
+        kdeploy(&s, &mock, &env, &["plan"])
+    };
+
+    let r = plan(&[("AZURE_TENANT_ID", "t1"), ("AZURE_CLIENT_ID", "c1"), ("AZURE_CLIENT_SECRET", secret)]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("service principal c1 (tenant t1"), "names the service principal: {}", r.text());
+    assert!(r.stderr.contains("127.0.0.1:1"), "used AZURE_AUTHORITY_HOST: {}", r.text());
+    assert!(!r.text().contains(secret), "the secret is never printed: {}", r.text());
+    // A (wrong) one-letter secret does not turn every "s" of the message into "***".
+    let r = plan(&[("AZURE_TENANT_ID", "t1"), ("AZURE_CLIENT_ID", "c1"), ("AZURE_CLIENT_SECRET", "s")]);
+    assert!(r.stderr.contains("AZURE_AUTHORITY_HOST for sovereign clouds"), "message intact: {}", r.text());
+
+    let token = s.path().join("federated-token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+    let token = token.to_string_lossy().into_owned();
+    let r = plan(&[("AZURE_TENANT_ID", "t2"), ("AZURE_CLIENT_ID", "c2"), ("AZURE_FEDERATED_TOKEN_FILE", &token)]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("workload identity (client c2, tenant t2"), "names workload identity: {}", r.text());
+    assert!(r.stderr.contains("federated-token"), "names the token file: {}", r.text());
+    assert!(r.stderr.contains("127.0.0.1:1"), "used AZURE_AUTHORITY_HOST: {}", r.text());
+
+    let r = plan(&[("AZURE_TENANT_ID", "t2"), ("AZURE_CLIENT_ID", "c2"), ("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/token")]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("/nonexistent/token"), "names the missing token file: {}", r.text());
+
+    let r = plan(&[("AZURE_USE_MANAGED_IDENTITY", "true"), ("AZURE_CLIENT_ID", "c3"), ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"), ("IDENTITY_HEADER", "h")]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("user-assigned managed identity c3"), "names the managed identity: {}", r.text());
+    let log = mock.state.lock().unwrap().log.clone();
+    assert!(log.is_empty(), "no request reached Resource Manager without a token: {log:?}");
+}

@@ -15,3 +15,4 @@ mod gcp;
 mod state_backends;
 mod recording;
 mod components;
+mod reliability;

@@ -210,8 +210,16 @@ impl Out {
 /// endpoint variables of this process (AWS_*, AZURE_*, GOOGLE_*, ...) removed (nothing reaches a real cloud by accident) and
 /// `env` set instead; an empty value removes the variable.
 pub fn run_binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
+    let out = binary(dir, env, args).output().expect("run kdeploy");
+    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// The command [`run_binary`] runs, to spawn it (and kill it) instead.
+pub fn binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"));
-    c.arg("-C").arg(dir).args(args).env("NO_COLOR", "1");
+    // Run from the stack directory too: files kdeploy writes next to where it runs (an
+    // errored.kdstate) stay in the test's directory.
+    c.arg("-C").arg(dir).args(args).env("NO_COLOR", "1").current_dir(dir);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if ["AWS_", "AZURE_", "GOOGLE_", "CLOUDSDK_", "KDEPLOY_"].iter().any(|p| k.starts_with(p)) {
@@ -227,8 +235,7 @@ pub fn run_binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
             c.env(k, v);
         }
     }
-    let out = c.output().expect("run kdeploy");
-    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    c
 }
 
 /// A whole stack on a managed cluster: `cloud` declares `cluster "cloud"` and

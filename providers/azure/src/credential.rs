@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{AccessToken, Secret, TokenCredential};
 use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::{AsyncRawResponse, ClientOptions, Context, Request, Transport};
+use azure_core::http::{AsyncRawResponse, ClientOptions, Context, ExponentialRetryOptions, Request, RetryOptions, Transport};
 use azure_core::time::{Duration, OffsetDateTime};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, Executor,
@@ -95,6 +95,21 @@ impl fmt::Debug for IdentityCredential {
     }
 }
 
+/// The shortest secret [`IdentityCredential::redacting`] hides (Entra ID client secrets are 40
+/// characters).
+pub const MIN_REDACTED: usize = 8;
+
+/// Token requests are retried a little, not for the SDK's default minute: a wrong
+/// `AZURE_AUTHORITY_HOST` or an unreachable identity endpoint must fail a plan in seconds.
+fn token_retry() -> RetryOptions {
+    RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(200),
+        max_retries: 2,
+        max_total_elapsed: azure_core::time::Duration::seconds(10),
+        max_delay: azure_core::time::Duration::seconds(2),
+    })
+}
+
 impl IdentityCredential {
     /// `what` names the credential in messages ("the service principal ..."), `hint` says what to
     /// check when it fails.
@@ -102,9 +117,11 @@ impl IdentityCredential {
         IdentityCredential { inner, scope: scope.into(), what: what.into(), hint: hint.into(), redact: Vec::new(), cache: Mutex::new(None) }
     }
 
-    /// Never shows `secret` in an error message.
+    /// Never shows `secret` in an error message. Secrets shorter than [`MIN_REDACTED`] are not
+    /// searched for: replacing a one-letter "secret" everywhere would garble the message, and no
+    /// real client secret is that short.
     pub fn redacting(mut self, secret: &str) -> IdentityCredential {
-        if !secret.is_empty() {
+        if secret.chars().count() >= MIN_REDACTED {
             self.redact.push(secret.to_string());
         }
         self
@@ -355,6 +372,7 @@ pub fn from_lookup(var: impl Fn(&str) -> Option<String>, options: Options) -> Re
         transport: options.transport.clone(),
         cloud: Some(cloud(&var)),
         per_call_policies: vec![Arc::new(PlainErrorDescriptions)],
+        retry: token_retry(),
         ..Default::default()
     };
     let config_error = |what: &str, e: azure_core::Error, hint: &str| ProviderError::new(ErrorKind::Invalid, format!("{what} cannot be used: {}. {hint}", summary(&e)));

@@ -220,8 +220,10 @@ impl KubernetesProvider {
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e.into_provider(&format!("looking for {} ({kind})", c.address), conn)),
                 };
+                // Items of a LIST carry no apiVersion and kind: the key is made from the query.
                 for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == c.address.as_str()) {
-                    found.insert(object_key(obj), Value::String(fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into())));
+                    let key = format!("{api_version}/{kind}/{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or_default());
+                    found.insert(key, Value::String(fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into())));
                 }
             }
         }
