@@ -92,6 +92,9 @@ pub enum ActionReason {
     RecoverPendingOperation,
     /// A run was interrupted while creating it, and it is no longer in the stack.
     DeleteInterruptedCreate,
+    /// A run was interrupted while deleting it: the engine may still be finishing that delete,
+    /// so the object found live cannot be trusted to stay; it is deleted and created again.
+    ReplaceInterruptedDelete,
 }
 
 impl ActionReason {
@@ -108,6 +111,7 @@ impl ActionReason {
             ActionReason::DeleteBecauseDestroy => "the stack is being destroyed",
             ActionReason::RecoverPendingOperation => "an interrupted run left this operation unfinished",
             ActionReason::DeleteInterruptedCreate => "a run was interrupted while creating it, and it is no longer in the stack",
+            ActionReason::ReplaceInterruptedDelete => "a run was interrupted while deleting it, and the delete may still be under way",
         }
     }
 
@@ -124,6 +128,7 @@ impl ActionReason {
             ActionReason::DeleteBecauseDestroy => "delete_because_destroy",
             ActionReason::RecoverPendingOperation => "recover_pending_operation",
             ActionReason::DeleteInterruptedCreate => "delete_because_interrupted_create",
+            ActionReason::ReplaceInterruptedDelete => "replace_because_interrupted_delete",
         }
     }
 }

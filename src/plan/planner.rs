@@ -388,7 +388,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                         }
                     };
                     let replace_action = if desired.lifecycle.create_before_destroy { Action::CreateThenDelete } else { Action::DeleteThenCreate };
-                    if replace_requested || !resp.requires_replace.is_empty() {
+                    let interrupted_delete = state.pending.iter().any(|p| p.address == addr.to_string() && p.operation == PendingKind::Delete);
+                    if replace_requested || interrupted_delete || !resp.requires_replace.is_empty() {
                         let fresh = match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
                             Ok(r) => r.planned,
                             Err(e) => {
@@ -398,6 +399,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                         };
                         let reason = if cluster_replaced {
                             ActionReason::ReplaceBecauseClusterReplaced
+                        } else if interrupted_delete && resp.requires_replace.is_empty() && !replace_requested {
+                            ActionReason::ReplaceInterruptedDelete
                         } else if replace_requested {
                             ActionReason::ReplaceByRequest
                         } else {

@@ -380,3 +380,33 @@ fn daemon_not_running_is_a_clear_error_and_nothing_is_written() {
         assert!(!s.state_path().exists(), "nothing written");
     }
 }
+
+#[test]
+fn a_duplicate_network_left_by_a_killed_run_is_removed_not_fatal() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdn");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let s = TestStack::new(&[("main.hcl", &stack(&c, free_port(), &[("front", "rtsp://10.0.0.1/s1")]))]);
+    let r = crate::support::run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let network = format!("kdeploy-{c}");
+    if !testing::create_duplicate_network(&network, &c).unwrap() {
+        eprintln!("skipping the rest: this engine (API 1.44 or later) refuses a second network of the same name");
+        return;
+    }
+    assert_eq!(testing::objects(&c).unwrap().networks, [network.clone(), network.clone()]);
+    // A new camera's container joins the network by name: the duplicate must not make it ambiguous.
+    s.write("main.hcl", &stack(&c, free_port(), &[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1")]));
+    let r = crate::support::run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(testing::objects(&c).unwrap().networks, [network.clone()], "the unused duplicate is removed");
+    // Destroy removes every network of the name, even if a duplicate came back.
+    assert!(testing::create_duplicate_network(&network, &c).unwrap());
+    let r = crate::support::run_binary(s.path(), &[], &["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let left = testing::objects(&c).unwrap();
+    assert!(left.networks.is_empty() && left.containers.is_empty() && left.volumes.is_empty(), "{left:?}");
+}

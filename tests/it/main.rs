@@ -16,3 +16,4 @@ mod state_backends;
 mod recording;
 mod components;
 mod reliability;
+mod crash;

@@ -18,7 +18,7 @@ use crate::docker::{engine, free_port, overrides, standin_image, Cleanup};
 use crate::support::{example, run_binary, vault_standin, TestStack};
 
 /// The override file that runs the Docker example's components as stand-ins.
-fn docker_override(port: u16) -> String {
+pub(crate) fn docker_override(port: u16) -> String {
     format!(
         "database \"meta\" {{\n{}}}\n\nobject_storage \"recordings\" {{\n{}}}\n\nbroker \"events\" {{\n{}}}\n\nvault \"main\" {{\n  node_port = {port}\n{}}}\n\nagent \"cam\" {{\n{}}}\n",
         overrides("database"),

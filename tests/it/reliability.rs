@@ -5,21 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use kdeploy_kube_testserver::{Options, TestServer};
 
-use crate::support::{binary, run_binary, vault_standin, Out, TestStack};
-
-/// Waits for `f` (at most `secs`), polling.
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::support::{binary, kill9, run_binary, run_limited, vault_standin, wait_for, Out, TestStack};
 
 fn state_json(dir: &Path) -> serde_json::Value {
     std::fs::read(dir.join(".kdeploy/state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
@@ -27,28 +18,6 @@ fn state_json(dir: &Path) -> serde_json::Value {
 
 fn pending(dir: &Path, address: &str) -> bool {
     state_json(dir)["pending"].as_array().is_some_and(|p| p.iter().any(|op| op["address"] == address))
-}
-
-fn kill9(mut child: Child) {
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-}
-
-/// Runs a command with a hard time limit: a hang is a test failure, not a stuck CI job.
-fn run_limited(dir: &Path, env: &[(&str, &str)], args: &[&str], secs: u64) -> Out {
-    let mut child = binary(dir, env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn kdeploy");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            return Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
-        }
-        if start.elapsed() > Duration::from_secs(secs) {
-            kill9(child);
-            panic!("kdeploy {args:?} did not finish within {secs}s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn assert_clean_failure(r: &Out, what: &str) {

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use kdeploy::cli::{self, Env, Io};
@@ -318,6 +320,41 @@ fn copy_hcl(from: &Path, to: &Path) {
             copy_hcl(&path, &target);
         } else if path.extension().is_some_and(|e| e == "hcl") {
             std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// Waits for `f` (at most `secs`), polling.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn kill9(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+/// Runs a command with a hard time limit: a hang is a test failure, not a stuck CI job. Output
+/// is read while it runs, so a chatty run never blocks on a full pipe.
+pub fn run_limited(dir: &Path, env: &[(&str, &str)], args: &[&str], secs: u64) -> Out {
+    let child = binary(dir, env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn kdeploy");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => {
+            let out = out.expect("output");
+            Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+        }
+        Err(_) => {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("kdeploy {args:?} did not finish within {secs}s");
         }
     }
 }

@@ -206,30 +206,75 @@ fn labels(cluster: &str, address: &str) -> HashMap<String, String> {
     ])
 }
 
+/// Creates the network unless it exists. Engines before API 1.44 accept a second network of the
+/// same name (a run killed while its create was in flight, two components creating it at once);
+/// such duplicates make every later use of the name fail as "ambiguous", so they are removed
+/// here, after each create and whenever the name is ambiguous.
 pub async fn ensure_network(docker: &Docker, ep: &Endpoint, name: &str, cluster: &str, address: &str) -> Result<(), ProviderError> {
     match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
         Ok(_) => return Ok(()),
         Err(e) if is_not_found(&e) => {}
+        Err(e) if is_ambiguous(&e) => return remove_duplicate_networks(docker, ep, name).await,
         Err(e) => return Err(translate(&e, ep, &format!("inspecting network {name}"))),
     }
     let req = NetworkCreateRequest { name: name.to_string(), driver: Some("bridge".into()), labels: Some(labels(cluster, address)), ..Default::default() };
     match docker.create_network(req).await {
-        Ok(_) => Ok(()),
-        Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Ok(_) | Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => remove_duplicate_networks(docker, ep, name).await,
         Err(e) => Err(translate(&e, ep, &format!("creating network {name}"))),
     }
 }
 
-pub async fn remove_network(docker: &Docker, ep: &Endpoint, name: &str) -> Result<(), ProviderError> {
-    match docker.remove_network(name).await {
-        Ok(()) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(DockerError::DockerResponseServerError { status_code: 403 | 409, message }) => Err(ProviderError::new(
-            ErrorKind::Conflict,
-            format!("cannot remove network {name}: {message}. Containers not managed by kdeploy are still attached; disconnect or remove them (`docker network inspect {name}`), then run destroy again."),
-        )),
-        Err(e) => Err(translate(&e, ep, &format!("removing network {name}"))),
+/// "2 matches found based on name: network x is ambiguous" (engines before API 1.44).
+fn is_ambiguous(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code: 400, message } if message.contains("ambiguous"))
+}
+
+/// The ids of the networks named exactly `name` (the engine's name filter matches substrings),
+/// oldest first, so that every run keeps the same one.
+async fn networks_named(docker: &Docker, ep: &Endpoint, name: &str) -> Result<Vec<String>, ProviderError> {
+    let opts = ListNetworksOptionsBuilder::new().filters(&HashMap::from([("name".to_string(), vec![name.to_string()])])).build();
+    let list = docker.list_networks(Some(opts)).await.map_err(|e| translate(&e, ep, &format!("listing networks named {name}")))?;
+    let mut named: Vec<(String, String)> = list.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| Some((n.created.unwrap_or_default(), n.id?))).collect();
+    named.sort();
+    Ok(named.into_iter().map(|(_, id)| id).collect())
+}
+
+/// Keeps the oldest network named `name` and removes the others that no container uses.
+async fn remove_duplicate_networks(docker: &Docker, ep: &Endpoint, name: &str) -> Result<(), ProviderError> {
+    for id in networks_named(docker, ep, name).await?.into_iter().skip(1) {
+        let inspected = docker.inspect_network(&id, None::<bollard::query_parameters::InspectNetworkOptions>).await;
+        let in_use = inspected.ok().and_then(|n| n.containers).is_some_and(|c| !c.is_empty());
+        if !in_use {
+            match docker.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(translate(&e, ep, &format!("removing duplicate network {name} ({id})"))),
+            }
+        }
     }
+    Ok(())
+}
+
+/// Removes the network (every network of that name, if an old engine let duplicates exist).
+pub async fn remove_network(docker: &Docker, ep: &Endpoint, name: &str) -> Result<(), ProviderError> {
+    let ids = match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+        Err(e) if is_ambiguous(&e) => networks_named(docker, ep, name).await?,
+        _ => vec![name.to_string()],
+    };
+    for id in ids {
+        match docker.remove_network(&id).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(DockerError::DockerResponseServerError { status_code: 403 | 409, message }) => {
+                return Err(ProviderError::new(
+                    ErrorKind::Conflict,
+                    format!("cannot remove network {name}: {message}. Containers not managed by kdeploy are still attached; disconnect or remove them (`docker network inspect {name}`), then run destroy again."),
+                ))
+            }
+            Err(e) => return Err(translate(&e, ep, &format!("removing network {name}"))),
+        }
+    }
+    Ok(())
 }
 
 pub async fn ensure_volume(docker: &Docker, ep: &Endpoint, name: &str, cluster: &str, address: &str) -> Result<(), ProviderError> {
@@ -427,13 +472,33 @@ pub async fn start_container(docker: &Docker, ep: &Endpoint, id: &str, name: &st
     })
 }
 
+/// Removes the container (killing it) and returns once it is gone: a removal already under way
+/// (started by a run that was killed) is waited for, so that a container of the same name can be
+/// created next.
 pub async fn remove_container(docker: &Docker, ep: &Endpoint, id_or_name: &str) -> Result<(), ProviderError> {
     match docker.remove_container(id_or_name, Some(RemoveContainerOptionsBuilder::new().force(true).v(false).build())).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(DockerError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => Ok(()),
+        Err(DockerError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => wait_removed(docker, ep, id_or_name).await,
         Err(e) => Err(translate(&e, ep, &format!("removing container {id_or_name}"))),
     }
+}
+
+/// How long a removal started by someone else may take.
+const REMOVAL_WAIT: Duration = Duration::from_secs(60);
+
+async fn wait_removed(docker: &Docker, ep: &Endpoint, id_or_name: &str) -> Result<(), ProviderError> {
+    let start = Instant::now();
+    while inspect(docker, ep, id_or_name).await?.is_some() {
+        if start.elapsed() > REMOVAL_WAIT {
+            return Err(ProviderError::new(
+                ErrorKind::Timeout,
+                format!("container {id_or_name} is still being removed after {}s; check `docker ps -a` and the engine's log, then run again", REMOVAL_WAIT.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 /// The live container by name: (id, running, config hash label).

@@ -271,3 +271,23 @@ pub fn cleanup(cluster: &str) {
         Ok::<(), String>(())
     });
 }
+
+/// Out of band: creates another network named `name` with kdeploy's labels for `cluster`, as an
+/// engine before API 1.44 allows (a run killed while its create was in flight left one). False
+/// when the engine refuses a second network of that name.
+pub fn create_duplicate_network(name: &str, cluster: &str) -> Result<bool, String> {
+    block_on(async {
+        let (d, _) = local().await?;
+        let labels = std::collections::HashMap::from([
+            (crate::spec::MANAGED_BY.to_string(), crate::spec::MANAGED_BY_VALUE.to_string()),
+            (crate::spec::LABEL_CLUSTER.to_string(), cluster.to_string()),
+            (crate::spec::LABEL_ADDRESS.to_string(), format!("cluster.{cluster}")),
+        ]);
+        let req = bollard::models::NetworkCreateRequest { name: name.to_string(), driver: Some("bridge".into()), labels: Some(labels), ..Default::default() };
+        match d.create_network(req).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}

@@ -304,6 +304,11 @@ impl TestServer {
         self.st().objects.iter().filter(|(k, _)| k.0 == res).map(|(_, v)| v.clone()).collect()
     }
 
+    /// Every stored object, of every kind (including what controllers created: pods, replica sets).
+    pub fn all_objects(&self) -> Vec<Value> {
+        self.st().objects.values().cloned().collect()
+    }
+
     /// Out-of-band create/replace. Missing uid/creationTimestamp are kept from the
     /// existing object (or generated), defaults are applied, generation is bumped when
     /// the spec changed, managedFields are kept from the existing object unless given.
