@@ -184,7 +184,8 @@ impl SourceMap {
         let byte = byte.min(f.text.len());
         let line = f.line_starts.partition_point(|&s| s <= byte) - 1;
         let start = f.line_starts[line];
-        let column = f.text.get(start..byte).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        // Characters before `byte` on its line (a byte inside a character counts that character).
+        let column = f.text[start..].char_indices().take_while(|(i, _)| start + i < byte).count() + 1;
         Pos { line: line + 1, column, byte }
     }
 

@@ -233,9 +233,9 @@ fn plan_options(p: &PlanArgs, destroy: bool) -> PlanOptions {
 
 fn check_addresses(ctx: &mut Ctx<'_, '_>, p: &PlanArgs) -> bool {
     let mut ok = true;
-    for a in p.target.iter().chain(&p.replace) {
+    for (flag, a) in p.target.iter().map(|a| ("-target", a)).chain(p.replace.iter().map(|a| ("-replace", a))) {
         if let Err(e) = a.parse::<Target>() {
-            ctx.error("Invalid target address", &format!("{e}. Addresses look like vault.main, agent.cam[\"front\"] or module.site."));
+            ctx.error(&format!("Invalid {flag} address"), &format!("{e}. Addresses look like vault.main, agent.cam[\"front\"] or module.site."));
             ok = false;
         }
     }

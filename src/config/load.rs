@@ -125,7 +125,7 @@ impl Loader<'_> {
                     let at = e.utf8_error().valid_up_to();
                     let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
                     let file = self.sources.add(&path, display_path(&self.base, &path), lossy);
-                    self.diags.push(Diagnostic::error("Invalid UTF-8", format!("The file is not valid UTF-8 at byte {at}.")).at(Some(range_span(file, at..at + 1))).hint("save the file as UTF-8"));
+                    self.diags.push(Diagnostic::error("Invalid UTF-8", format!("The file is not valid UTF-8 at byte {at}.")).at(Some(range_span(file, at..at + char::REPLACEMENT_CHARACTER.len_utf8()))).hint("save the file as UTF-8"));
                     continue;
                 }
             };

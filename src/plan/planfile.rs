@@ -12,7 +12,16 @@ const MAGIC: &str = "kdeploy-plan";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Envelope {
     magic: String,
-    plan: Plan,
+    /// SHA-256 of the plan as compact JSON with sorted keys: a plan file that was cut, corrupted
+    /// or edited is refused before anything is applied from it.
+    checksum: String,
+    plan: serde_json::Value,
+}
+
+fn checksum(plan: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(plan).unwrap_or_default();
+    sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +37,9 @@ pub enum PlanFileError {
 }
 
 pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
-    let text = serde_json::to_vec_pretty(&Envelope { magic: MAGIC.into(), plan: plan.clone() }).map_err(|e| PlanFileError::Write {
-        path: path.display().to_string(),
-        source: std::io::Error::other(e),
-    })?;
+    let err = |e: serde_json::Error| PlanFileError::Write { path: path.display().to_string(), source: std::io::Error::other(e) };
+    let plan = serde_json::to_value(plan).map_err(err)?;
+    let text = serde_json::to_vec_pretty(&Envelope { magic: MAGIC.into(), checksum: checksum(&plan), plan }).map_err(err)?;
     let write = || -> std::io::Result<()> {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -60,6 +68,9 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
     if found != PLAN_FORMAT_VERSION {
         return Err(PlanFileError::Version { path: shown, found, expected: PLAN_FORMAT_VERSION.into() });
     }
-    let env: Envelope = serde_json::from_value(raw).map_err(|e| PlanFileError::Invalid { path: shown, reason: e.to_string() })?;
-    Ok(env.plan)
+    let env: Envelope = serde_json::from_value(raw).map_err(|e| PlanFileError::Invalid { path: shown.clone(), reason: e.to_string() })?;
+    if env.checksum != checksum(&env.plan) {
+        return Err(PlanFileError::Invalid { path: shown, reason: "its checksum does not match: it was changed or damaged after `kdeploy plan` wrote it".into() });
+    }
+    serde_json::from_value(env.plan).map_err(|e| PlanFileError::Invalid { path: shown, reason: e.to_string() })
 }

@@ -59,9 +59,12 @@ fn read_requests(state: &State, keep: impl Fn(&ResourceState) -> bool, diags: &m
         let c = r.attributes.get("cluster")?.as_str()?;
         state.resource(c).map(state_attrs)
     };
-    for r in state.resources.iter().filter(|r| keep(r)) {
+    for (i, r) in state.resources.iter().enumerate().filter(|(_, r)| keep(r)) {
         let Some(addr) = parse_addr(&r.address) else {
-            diags.push(Diagnostic::error("Invalid state", format!("The state records an invalid address {:?}.", r.address)).hint("fix it with `kdeploy state mv` or `kdeploy state rm`"));
+            diags.push(
+                Diagnostic::error("Invalid state", format!("The state records an invalid address {:?} (field `resources[{i}].address`).", r.address))
+                    .hint("fix it with `kdeploy state mv` or `kdeploy state rm`"),
+            );
             continue;
         };
         by_provider.entry(r.provider.clone()).or_default().push(ReadRequest {
@@ -116,7 +119,11 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
         let provider = match providers.get(&name) {
             Ok(p) => p,
             Err(e) => {
-                diags.push(Diagnostic::error("Provider not available", format!("The state has components managed by the {name} provider, but {e}.")));
+                let addresses: Vec<&str> = requests.iter().map(|r| r.component.address.as_str()).collect();
+                diags.push(
+                    Diagnostic::error("Provider not available", format!("The state records {} as managed by the provider {name:?}, but {e}.", addresses.join(", ")))
+                        .hint("build kdeploy with that provider, or if the state was edited by hand, restore it (`kdeploy state push` of the backup)"),
+                );
                 continue;
             }
         };
@@ -216,7 +223,7 @@ fn targets(options: &PlanOptions) -> Result<Vec<Target>, Diagnostics> {
     for t in options.targets.iter().chain(options.replace.iter()) {
         match t.parse::<Target>() {
             Ok(t) => out.push(t),
-            Err(e) => diags.push(Diagnostic::error("Invalid target address", e.to_string()).hint("addresses look like vault.main, agent.cam[\"front\"] or module.site")),
+            Err(e) => diags.push(Diagnostic::error("Invalid -target address", e.to_string()).hint("addresses look like vault.main, agent.cam[\"front\"] or module.site")),
         }
     }
     if diags.has_errors() { Err(diags) } else { Ok(out) }

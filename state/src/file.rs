@@ -99,6 +99,11 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
             format!("resource `{}` appears more than once", pair[0].address),
         ));
     }
+    // What a writer refuses (an empty address, unknown values) is refused here already, as a
+    // problem of this file rather than a bug of the run that would write it next.
+    if let Err(StateError::InvalidState { reason }) = state.validate() {
+        return Err(decode_err(0, 0, reason));
+    }
     Ok(state)
 }
 

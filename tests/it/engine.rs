@@ -391,7 +391,7 @@ fn target_limits_the_plan_to_the_target_and_its_dependencies() {
     assert!(r.stdout.contains("No components matched -target"), "{}{}", r.stdout, r.stderr);
     let r = run(s.path(), &w, &["plan", "-target", "bogus"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("Invalid target address"), "{}", r.stderr);
+    assert!(r.stderr.contains("Invalid -target address"), "{}", r.stderr);
 }
 
 #[test]

@@ -17,3 +17,4 @@ mod recording;
 mod components;
 mod reliability;
 mod crash;
+mod fuzz;

@@ -1,0 +1,4 @@
+ï»¿database "x" {
+  type = "external"
+  uri = "ÿþ"
+}

@@ -1,0 +1,5 @@
+database "x" {
+  count = 18446744073709551616
+  type  = "external"
+  uri   = "mongodb://h/db"
+}

@@ -1,0 +1,4 @@
+database "x" {
+  type = "external"
+  uri  = file("/dev/zero")
+}

@@ -1,0 +1,5 @@
+database "x" {
+  for_each = toset(range(1e12))
+  type  = "external"
+  uri   = "mongodb://h/db"
+}

@@ -1,0 +1,6 @@
+stack "x" {
+  backend "kubernetes" {
+    secret_suffix = "x"
+    lock_ttl      = "inf"
+  }
+}

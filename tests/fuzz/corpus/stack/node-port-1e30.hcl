@@ -1,0 +1,7 @@
+cluster "d" {
+  type = "docker"
+}
+
+vault "v" {
+  node_port = 1e30
+}

@@ -1,0 +1,8 @@
+stack "x" {
+  backend "s3" {
+    bucket   = "b"
+    key      = "k"
+    region   = "eu-west-1"
+    lock_ttl = 1e400
+  }
+}

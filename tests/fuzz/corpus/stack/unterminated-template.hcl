@@ -1,0 +1,3 @@
+database "x" {
+  type = "external"
+  uri  = "${
