@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::StateError;
+
+/// The largest state file read (a state of 100,000 components is a few hundred MiB).
+pub const STATE_LIMIT: u64 = 1 << 30;
 use crate::file::{decode, encode};
 use crate::lock::LockInfo;
 use crate::model::State;
@@ -136,13 +139,24 @@ impl LocalStore {
         fs::create_dir_all(&dir).map_err(|e| StateError::io("create state directory", dir, e))
     }
 
-    /// The raw bytes of the state file, `None` when it does not exist.
+    /// The raw bytes of the state file, `None` when it does not exist. Only a regular file of
+    /// at most [`STATE_LIMIT`] bytes is read: a FIFO would block forever, a device never end.
     fn read_bytes(&self) -> Result<Option<Vec<u8>>, StateError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StateError::io("read state file", &self.path, e)),
+        let err = |e| StateError::io("read state file", &self.path, e);
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        if !meta.is_file() {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "it is not a regular file (a directory, FIFO or device); move it away or point the backend at the state file")));
         }
+        let mut bytes = Vec::new();
+        File::open(&self.path).and_then(|f| f.take(STATE_LIMIT.saturating_add(1)).read_to_end(&mut bytes)).map_err(err)?;
+        if bytes.len() as u64 > STATE_LIMIT {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidData, format!("it is larger than {} MiB, the most a state file may be", STATE_LIMIT >> 20))));
+        }
+        Ok(Some(bytes))
     }
 
     /// One attempt at the advisory lock, guarding against the unlink race: a holder removes the
