@@ -1,6 +1,7 @@
 //! Reading files the user names (stack files, variable files, `file()`, plan and state files):
 //! only regular files, only up to a size limit, so that a FIFO, a directory, `/dev/zero` or a
 //! runaway file is a clear error instead of a hang or an allocation abort.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::io::Read;
 use std::path::Path;
@@ -78,8 +79,9 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, FileError> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..valid];
-        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-        let column = valid - before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+        let line = before.iter().filter(|b| **b == b'\n').count().saturating_add(1);
+        let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i.saturating_add(1));
+        let column = valid.saturating_sub(line_start).saturating_add(1);
         FileError(format!("{}:{line}:{column}: the file is not valid UTF-8 (byte {valid}); save it as UTF-8", path.display()))
     })
 }

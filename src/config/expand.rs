@@ -2,6 +2,7 @@
 //! references each instance makes (resolved through locals, module inputs and module outputs
 //! to the component instances they reach), and the evaluation of one instance's attributes
 //! into the desired inputs a provider receives.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -377,7 +378,7 @@ impl RefWalker<'_> {
                     .expanded
                     .modules
                     .iter()
-                    .filter(|(p, i)| i.parent.as_ref() == Some(path) && i.call.as_deref() == Some(name.as_str()) && p.0.len() == path.0.len() + 1)
+                    .filter(|(p, i)| i.parent.as_ref() == Some(path) && i.call.as_deref() == Some(name.as_str()) && p.0.len() == path.0.len().saturating_add(1))
                     .map(|(p, _)| p.clone())
                     .collect();
                 let child_cfg = self.stack.modules[call.module].clone();

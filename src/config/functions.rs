@@ -9,6 +9,7 @@
 //! Errors carry the index of the offending argument when there is one, so that the caller can
 //! point at it in the source; their messages read like Terraform's
 //! (`Invalid value for "list" parameter: ...`).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -222,6 +223,7 @@ fn closest<'n>(target: &str, candidates: impl Iterator<Item = &'n str>) -> Optio
     best.map(|(_, c)| c)
 }
 
+#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
@@ -246,7 +248,7 @@ fn check_arity(spec: &Spec, got: usize) -> Result<()> {
     let plural = |n: usize| if n == 1 { "argument" } else { "arguments" };
     let expects = match spec.max {
         Some(max) if max == spec.min => format!("{max} {}", plural(max)),
-        Some(max) if max == spec.min + 1 => format!("{} or {max} arguments", spec.min),
+        Some(max) if max == spec.min.saturating_add(1) => format!("{} or {max} arguments", spec.min),
         Some(max) => format!("{} to {max} arguments", spec.min),
         None => format!("at least {} {}", spec.min, plural(spec.min)),
     };
@@ -285,7 +287,7 @@ fn general(msg: impl AsRef<str>) -> FuncError {
 impl Call<'_> {
     fn param(&self, i: usize) -> &'static str {
         let params = self.spec.params;
-        params[i.min(params.len() - 1)]
+        params.get(i.min(params.len().saturating_sub(1))).copied().unwrap_or("argument")
     }
 
     fn invalid(&self, i: usize, msg: impl AsRef<str>) -> FuncError {
@@ -445,6 +447,7 @@ fn to_bool(v: &Value) -> Result<bool, String> {
 
 /// Parses a decimal number: an optional sign, digits with an optional fraction and an optional
 /// exponent. No whitespace, no `inf`/`NaN`, no hexadecimal.
+#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
 fn parse_number(s: &str) -> Option<Num> {
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -537,6 +540,7 @@ fn dedup(items: Vec<Value>) -> Vec<Value> {
 /// Gives a collection's elements a common type the way Terraform's type unification does for
 /// primitives: when strings are mixed with numbers or bools, or numbers with bools, everything
 /// becomes a string. Mixing primitives with collections, or lists with maps, is an error.
+#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
 fn unify(items: Vec<Value>) -> Result<Vec<Value>, String> {
     let (mut strings, mut numbers, mut bools, mut lists, mut maps) = (0, 0, 0, 0, 0);
     for item in &items {
@@ -664,7 +668,8 @@ fn f_element(c: &Call) -> Result<Value> {
     if index < 0 {
         return Err(c.invalid(1, "cannot use element function with a negative index"));
     }
-    Ok(list[(index as u64 % list.len() as u64) as usize].clone())
+    let at = (index as u64).checked_rem(list.len() as u64).unwrap_or(0) as usize;
+    Ok(list[at].clone())
 }
 
 fn f_flatten(c: &Call) -> Result<Value> {
@@ -685,6 +690,7 @@ fn f_distinct(c: &Call) -> Result<Value> {
     Ok(Value::List(dedup(c.list(0)?.to_vec())))
 }
 
+#[allow(clippy::arithmetic_side_effects)] // at most MAX_RANGE values are generated
 fn f_range(c: &Call) -> Result<Value> {
     let nums: Vec<Num> = (0..c.args.len()).map(|i| c.num(i)).collect::<Result<_>>()?;
     let one = Num::Int(1);
@@ -1133,6 +1139,7 @@ fn f_format(c: &Call) -> Result<Value> {
     format_impl(c, &fmt, &c.args[1..]).map(Value::String)
 }
 
+#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
 fn f_formatlist(c: &Call) -> Result<Value> {
     let fmt = c.str(0)?;
     let rest = &c.args[1..];
@@ -1185,6 +1192,7 @@ struct Flags {
 }
 
 /// Formats `args` (which are the call's arguments from index 1 on) according to `fmt`.
+#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
 fn format_impl(c: &Call, fmt: &str, args: &[Value]) -> Result<String> {
     let chars: Vec<char> = fmt.chars().collect();
     let mut out = String::new();
@@ -1318,6 +1326,7 @@ fn format_impl(c: &Call, fmt: &str, args: &[Value]) -> Result<String> {
     Ok(out)
 }
 
+#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
 fn read_digits(chars: &[char], i: &mut usize) -> Option<usize> {
     let start = *i;
     while chars.get(*i).is_some_and(char::is_ascii_digit) {
@@ -1396,7 +1405,7 @@ fn format_number(verb: char, n: Num, spec: &VerbSpec) -> Result<String, String> 
             if let Some(p) = spec.precision
                 && digits.len() < p
             {
-                digits = "0".repeat(p - digits.len()) + &digits;
+                digits = "0".repeat(p.saturating_sub(digits.len())) + &digits;
             }
             if flags.sharp {
                 let prefix = match verb {
@@ -1473,15 +1482,16 @@ fn format_general(f: f64, precision: Option<usize>, keep_zeros: bool) -> String 
         }
         Some(p) => {
             let p = p.max(1);
-            let e = format!("{f:.*e}", p - 1);
+            let e = format!("{f:.*e}", p.saturating_sub(1));
             let exp: i32 = e
                 .split_once('e')
                 .and_then(|(_, x)| x.parse().ok())
                 .unwrap_or(0);
             if exp < -4 || exp >= p as i32 {
-                strip(format_exp(f, p - 1))
+                strip(format_exp(f, p.saturating_sub(1)))
             } else {
-                let decimals = (p as i32 - 1 - exp).max(0) as usize;
+                // p is at most the format precision limit, exp within f64's exponent range.
+                let decimals = i64::try_from(p).unwrap_or(i64::MAX).saturating_sub(1).saturating_sub(i64::from(exp)).max(0) as usize;
                 strip(format!("{f:.decimals$}"))
             }
         }
@@ -1498,7 +1508,7 @@ fn pad(s: &str, spec: &VerbSpec, numeric: bool) -> String {
     if len >= width {
         return s.to_string();
     }
-    let fill = width - len;
+    let fill = width.saturating_sub(len);
     if spec.flags.minus {
         format!("{s}{}", " ".repeat(fill))
     } else if spec.flags.zero && numeric {

@@ -1,6 +1,7 @@
 //! Root variable values, from lowest to highest precedence (Terraform's order): the declared
 //! default, `KDEPLOY_VAR_<name>` environment variables, `*.auto.kdvars` files in the stack
 //! directory (in lexical order), then `-var-file` and `-var` in command-line order.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -112,7 +113,7 @@ pub fn root_values(
                     Ok(b) => b,
                     Err(e) => {
                         let off = e.location().offset().min(text.len());
-                        diags.push(Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message())).at(Some(crate::diag::Span { file, range: off..(off + 1).min(text.len()) })));
+                        diags.push(Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message())).at(Some(crate::diag::Span { file, range: off..off.saturating_add(1).min(text.len()) })));
                         continue;
                     }
                 };

@@ -58,7 +58,14 @@ impl Drop for Bridge {
 
 /// RFC 3339 for a point `secs` seconds from now.
 pub(crate) fn rfc3339_in(secs: f64) -> String {
-    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds_f64(secs);
+    rfc3339_plus(time::OffsetDateTime::now_utc(), secs)
+}
+
+/// RFC 3339 for `secs` seconds after `from`, saturating at the first or last representable time
+/// (a lease read from a cluster can hold any duration).
+pub(crate) fn rfc3339_plus(from: time::OffsetDateTime, secs: f64) -> String {
+    let limit = if secs < 0.0 { time::PrimitiveDateTime::MIN } else { time::PrimitiveDateTime::MAX };
+    let t = time::Duration::checked_seconds_f64(secs).and_then(|d| from.checked_add(d)).unwrap_or_else(|| limit.assume_utc());
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 

@@ -77,7 +77,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
                 decode_err(
                     0,
                     0,
-                    format!("upgrading from format version {step} to {}: {m}", step + 1),
+                    format!("upgrading from format version {step} to {}: {m}", step.saturating_add(1)),
                 )
             })?;
         }

@@ -142,10 +142,6 @@ fn micro_time(t: time::OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second(), t.microsecond())
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 /// The lock described by a Lease, with `expires` from its spec; `None` when nobody holds it.
 fn lease_holder(lease: &Json, describe: &str) -> Option<LockInfo> {
     let id = lease["spec"]["holderIdentity"].as_str().filter(|s| !s.is_empty())?;
@@ -155,7 +151,7 @@ fn lease_holder(lease: &Json, describe: &str) -> Option<LockInfo> {
     let secs = lease["spec"]["leaseDurationSeconds"].as_i64();
     if let (Some(renew), Some(secs)) = (renew, secs) {
         if let Ok(t) = time::OffsetDateTime::parse(renew, &time::format_description::well_known::Rfc3339) {
-            info.expires = rfc3339(t + time::Duration::seconds(secs));
+            info.expires = crate::bridge::rfc3339_plus(t, secs as f64);
         }
     }
     Some(info)
@@ -377,7 +373,7 @@ impl KubeStore {
         let now = time::OffsetDateTime::now_utc();
         let ttl = self.cfg.lock_ttl.as_secs().max(1);
         let mut info = info.clone();
-        info.expires = rfc3339(now + time::Duration::seconds(ttl as i64));
+        info.expires = crate::bridge::rfc3339_plus(now, ttl as f64);
         let mut body = json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": self.lease_name(), "namespace": self.cfg.namespace,
@@ -449,7 +445,7 @@ impl KubeStore {
         let template = KubeLeaseTemplate { name: self.lease_name(), namespace: self.cfg.namespace.clone(), suffix: self.cfg.secret_suffix.clone(), ttl: ttl.as_secs().max(1) };
         let renewer = self.bridge.spawn(async move {
             loop {
-                tokio::time::sleep(ttl / 3).await;
+                tokio::time::sleep(ttl.checked_div(3).unwrap_or_default()).await;
                 let mut s = task_shared.lock().await;
                 if s.released || s.lost.is_some() {
                     return;
@@ -508,7 +504,7 @@ impl KubeLeaseTemplate {
     fn body(&self, info: &LockInfo, acquire: &str, rv: &str) -> (Json, String) {
         let now = time::OffsetDateTime::now_utc();
         let mut info = info.clone();
-        info.expires = rfc3339(now + time::Duration::seconds(self.ttl as i64));
+        info.expires = crate::bridge::rfc3339_plus(now, self.ttl as f64);
         let body = json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": rv,

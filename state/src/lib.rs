@@ -7,6 +7,7 @@
 //!
 //! Sensitive values are stored in the state (later runs need them), so every `Debug`/`Display`
 //! implementation in this crate hides attribute and output values.
+#![deny(clippy::arithmetic_side_effects)]
 
 #[cfg(any(feature = "s3", feature = "kubernetes"))]
 mod bridge;

@@ -175,7 +175,7 @@ impl S3Store {
                 loader = loader.profile_name(p);
             }
             // Bounded: a frozen endpoint fails within `timeout` (all attempts), not minutes.
-            let attempt = (c.timeout / 3).max(Duration::from_millis(500));
+            let attempt = c.timeout.checked_div(3).unwrap_or_default().max(Duration::from_millis(500));
             let timeouts = aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(attempt.min(Duration::from_secs(10)))
                 .read_timeout(attempt)
@@ -341,7 +341,7 @@ impl S3Store {
         let task_shared = shared.clone();
         let renewer = self.bridge.spawn(async move {
             loop {
-                tokio::time::sleep(ttl / 3).await;
+                tokio::time::sleep(ttl.checked_div(3).unwrap_or_default()).await;
                 let mut s = task_shared.lock().await;
                 if s.released || s.lost.is_some() {
                     return;

@@ -4,6 +4,7 @@
 //! (`--lock-timeout`).
 //!
 //! Parsing is checked: no negative values, no overflow, and at most [`Duration::MAX_SECS`].
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::fmt;
 use std::str::FromStr;
