@@ -216,14 +216,9 @@ impl Coordinator<'_> {
                 Some((a.clone(), object_value(&a, &Value::from_json(&r.attributes), &r.sensitive_paths)))
             })
             .collect();
-        // Operations an earlier run left pending were resolved by this plan's refresh, except
-        // objects it may have left unrecorded that this plan does not handle (a targeted plan):
-        // those stay tracked until they are recorded or deleted.
         if !self.state.pending.is_empty() {
             let handled: BTreeSet<String> = changes.iter().map(|c| c.address.to_string()).collect();
-            let state = &*self.state;
-            let keep: Vec<_> = state.pending.iter().filter(|p| p.target.is_some() && state.resource(&p.address).is_none() && !handled.contains(&p.address)).cloned().collect();
-            self.state.pending = keep;
+            crate::plan::forget_settled_pending(self.state, self.plan, &handled);
             if let Err(e) = self.persist() {
                 outcome.state_error = Some(e);
                 return outcome;

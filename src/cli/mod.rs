@@ -344,8 +344,9 @@ async fn apply_fresh(ctx: &mut Ctx<'_, '_>, p: PlanArgs, run: args::ApplyArgs, d
     };
     let _ = write!(ctx.io.out, "{}", render::plan(ctx.style, &plan));
     if !plan.has_changes() && !(plan.options.refresh_only && !plan.drift.is_empty()) {
+        let code = forget_settled(ctx, &plan, &mut state, store.as_mut());
         let _ = store.unlock();
-        return EXIT_OK;
+        return code;
     }
     if let Err(code) = approve(ctx, run.auto_approve, destroy) {
         let _ = store.unlock();
@@ -354,6 +355,21 @@ async fn apply_fresh(ctx: &mut Ctx<'_, '_>, p: PlanArgs, run: args::ApplyArgs, d
     let code = do_apply(ctx, &loaded, &plan, &mut state, store.as_mut(), &run).await;
     let _ = store.unlock();
     code
+}
+
+/// An apply with nothing to change still records that the interrupted operations its refresh
+/// found absent are settled, so that they are not reported again.
+fn forget_settled(ctx: &mut Ctx<'_, '_>, plan: &Plan, state: &mut State, store: &mut dyn StateStore) -> i32 {
+    if !crate::plan::forget_settled_pending(state, plan, &std::collections::BTreeSet::new()) {
+        return EXIT_OK;
+    }
+    match state.bump_serial().map_err(|e| e.to_string()).and_then(|_| store.write(state).map_err(|e| e.to_string())) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            ctx.error("Cannot write state", &e);
+            EXIT_ERROR
+        }
+    }
 }
 
 async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::ApplyArgs) -> i32 {

@@ -233,6 +233,11 @@ pub struct Plan {
     /// Health of deployed components as the providers see it (not changes).
     #[serde(default)]
     pub health: Vec<String>,
+    /// Addresses of operations an earlier run left pending whose objects this plan's refresh
+    /// found absent: nothing is left to track, so applying the plan forgets them, even when it
+    /// changes nothing else.
+    #[serde(default)]
+    pub settled_pending: Vec<String>,
     /// Stack sources (path relative to the stack directory → text), so that a saved plan can be
     /// applied exactly as planned.
     #[serde(default)]
@@ -292,4 +297,20 @@ impl fmt::Display for Action {
             Action::Delete => "delete",
         })
     }
+}
+
+/// Forgets the operations an earlier run left pending that `plan` resolved: all of them,
+/// except objects they may have left unrecorded that the plan neither handles (`handled`: the
+/// addresses it changes; a targeted plan leaves some out) nor found absent. Those stay tracked
+/// until they are recorded or deleted. True when something was forgotten.
+pub fn forget_settled_pending(state: &mut kdeploy_state::State, plan: &Plan, handled: &std::collections::BTreeSet<String>) -> bool {
+    let before = state.pending.len();
+    let keep: Vec<_> = state
+        .pending
+        .iter()
+        .filter(|p| p.target.is_some() && state.resource(&p.address).is_none() && !handled.contains(&p.address) && !plan.settled_pending.contains(&p.address))
+        .cloned()
+        .collect();
+    state.pending = keep;
+    state.pending.len() != before
 }

@@ -12,7 +12,7 @@ const MAGIC: &str = "kdeploy-plan";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Envelope {
     magic: String,
-    /// SHA-256 of the plan as compact JSON with sorted keys: a plan file that was cut, corrupted
+    /// SHA-256 of the plan as compact JSON, keys in file order: a plan file that was cut, corrupted
     /// or edited is refused before anything is applied from it.
     checksum: String,
     plan: serde_json::Value,

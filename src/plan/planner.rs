@@ -627,6 +627,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         output_changes,
         notes,
         health: refreshed.health.iter().map(|c| c.message.clone()).collect(),
+        settled_pending: if options.refresh { settled_pending(&pending_reads, &refreshed) } else { Vec::new() },
         sources: BTreeMap::new(),
         variables: BTreeMap::new(),
     };
@@ -669,6 +670,11 @@ fn pending_reads(state: &State, pc: &PendingCtx<'_>) -> Vec<PendingRead> {
             Some(PendingRead { addr, type_name, provider, recorded, cluster, cluster_addr, dependencies })
         })
         .collect()
+}
+
+/// The pending operations whose objects the refresh read and found absent.
+fn settled_pending(pending: &[PendingRead], refreshed: &Refreshed) -> Vec<String> {
+    pending.iter().map(|p| p.addr.to_string()).filter(|a| matches!(refreshed.live.get(a), Some(None))).collect()
 }
 
 /// Deletes of what interrupted operations created and the stack no longer declares (or all of

@@ -201,6 +201,15 @@ fn edge_values_are_clear_errors_never_panics_or_hangs() {
         assert_clean_failure(&r, what);
         assert!(r.stderr.contains(expect), "{what}: {}", r.text());
     }
+    // A state file that is a FIFO (reading it would block forever) or a directory.
+    let st = TestStack::new(&[("main.hcl", SECRET_STACK)]);
+    std::fs::create_dir_all(st.path().join(".kdeploy")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(st.path().join(".kdeploy/state.json")).status().unwrap().success());
+    for cmd in [&["plan"][..], &["state", "list"][..]] {
+        let r = run_limited(st.path(), &[], cmd, 60);
+        assert_clean_failure(&r, "a FIFO as the state file");
+        assert!(r.stderr.contains("state.json: it is not a regular file"), "{cmd:?}: {}", r.text());
+    }
     // A FIFO, a dangling symlink and a directory named like stack files: errors, never skipped.
     let dir = TestStack::new(&[("main.hcl", SECRET_STACK)]);
     assert!(std::process::Command::new("mkfifo").arg(dir.path().join("pipe.hcl")).status().unwrap().success());
@@ -390,6 +399,34 @@ fn an_interrupted_create_is_deleted_when_its_camera_leaves_the_stack() {
     assert_eq!(c.run(&["plan", "-detailed-exitcode"]).code, 0);
     assert_eq!(c.run(&["destroy", "-auto-approve"]).code, 0, "destroy works");
     assert!(c.deployments("kerberos-agent").is_empty());
+}
+
+#[test]
+fn an_interrupted_create_that_never_reached_the_cluster_is_forgotten_when_its_camera_leaves() {
+    let c = K8sCrash::new();
+    c.s.write("main.hcl", &k8s_stack(&c.kubeconfig, &["front"], None, None));
+    assert_eq!(c.run(&["apply", "-auto-approve"]).code, 0);
+    c.s.write("main.hcl", &k8s_stack(&c.kubeconfig, &["front", "yard"], None, None));
+    c.apply_killed_during("agent.cam[\"yard\"]");
+    // As if the kill came before the create request: nothing of the camera is on the cluster.
+    for o in c.server.all_objects() {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        if name.contains("cam-yard") {
+            c.server.delete_object(o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap(), o["metadata"]["namespace"].as_str(), name);
+        }
+    }
+    c.s.write("main.hcl", &k8s_stack(&c.kubeconfig, &["front"], None, None));
+    let r = c.run(&["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "nothing to change: {}", r.text());
+    assert!(r.stdout.contains("A previous run was interrupted while it was creating agent.cam[\"yard\"]"), "{}", r.text());
+    // An apply with nothing to change still records that the operation is settled.
+    let r = c.run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let st = state_json(c.s.path());
+    assert!(st["pending"].as_array().unwrap().is_empty(), "{st}");
+    let r = c.run(&["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(!r.stdout.contains("interrupted"), "not reported again: {}", r.text());
 }
 
 #[test]
