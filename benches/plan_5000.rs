@@ -183,9 +183,9 @@ fn iteration(rt: &tokio::runtime::Runtime, dir: &Path, shape: &Shape, t: &mut Ti
     // Phase 2: first plan against an empty state: everything is a create.
     let empty = State::new(engine::VERSION);
     let start = Instant::now();
-    let plan1 = rt.block_on(engine::plan(&loaded, &empty, &providers, &options)).unwrap_or_else(|d| {
-        panic!("first plan failed: {:?}", d.0.iter().take(5).map(|d| format!("{}: {}", d.summary, d.detail)).collect::<Vec<_>>())
-    });
+    let plan1 = rt
+        .block_on(engine::plan(&loaded, &empty, &providers, &options))
+        .unwrap_or_else(|d| panic!("first plan failed: {:?}", d.0.iter().take(5).map(|d| format!("{}: {}", d.summary, d.detail)).collect::<Vec<_>>()));
     t.plan1.push(start.elapsed());
     progress("plan #1", t.plan1.last());
     let creates = plan1.changes.iter().filter(|c| c.action == Action::Create).count();
@@ -218,13 +218,17 @@ fn iteration(rt: &tokio::runtime::Runtime, dir: &Path, shape: &Shape, t: &mut Ti
     assert_eq!(saved.resources.len(), shape.total, "state holds every resource");
     world.clear_calls();
     let start = Instant::now();
-    let plan2 = rt.block_on(engine::plan(&loaded, &saved, &providers, &options)).unwrap_or_else(|d| {
-        panic!("second plan failed: {:?}", d.0.iter().take(5).map(|d| format!("{}: {}", d.summary, d.detail)).collect::<Vec<_>>())
-    });
+    let plan2 = rt
+        .block_on(engine::plan(&loaded, &saved, &providers, &options))
+        .unwrap_or_else(|d| panic!("second plan failed: {:?}", d.0.iter().take(5).map(|d| format!("{}: {}", d.summary, d.detail)).collect::<Vec<_>>()));
     t.plan2.push(start.elapsed());
     progress("plan #2", t.plan2.last());
     let mutating: Vec<String> = plan2.changes.iter().filter(|c| c.action.mutates()).take(5).map(|c| format!("{} {}", c.action, c.address)).collect();
-    assert!(!plan2.has_changes(), "second plan must show no changes, got e.g. {mutating:?} / outputs {:?}", plan2.output_changes.iter().filter(|o| o.action != Action::NoOp).map(|o| &o.name).collect::<Vec<_>>());
+    assert!(
+        !plan2.has_changes(),
+        "second plan must show no changes, got e.g. {mutating:?} / outputs {:?}",
+        plan2.output_changes.iter().filter(|o| o.action != Action::NoOp).map(|o| &o.name).collect::<Vec<_>>()
+    );
     assert!(plan2.drift.is_empty(), "second plan found drift");
     let read_batches = world.read_batches();
     let read_calls = world.calls().iter().filter(|c| c.op == "read").count();
@@ -292,12 +296,7 @@ fn main() {
     }
     println!();
     println!("instances: {}   dependency edges: {}   plan #1 creates: {}", f.instances, f.edges, f.creates);
-    println!(
-        "plan #2 provider reads: {} read call(s) (batches: {:?}; {} per-address read calls recorded)",
-        f.read_batches.len(),
-        f.read_batches,
-        f.read_calls
-    );
+    println!("plan #2 provider reads: {} read call(s) (batches: {:?}; {} per-address read calls recorded)", f.read_batches.len(), f.read_batches, f.read_calls);
     match peak {
         Some(mib) => println!("peak memory (VmHWM): {mib:.1} MiB"),
         None => println!("peak memory (VmHWM): unavailable"),

@@ -108,9 +108,7 @@ impl Address {
             }
             Target::Module(m) => {
                 m.0.len() <= self.module.0.len()
-                    && m.0.iter().zip(&self.module.0).all(|(want, have)| {
-                        want.name == have.name && (want.key.is_none() || want.key == have.key)
-                    })
+                    && m.0.iter().zip(&self.module.0).all(|(want, have)| want.name == have.name && (want.key.is_none() || want.key == have.key))
             }
         }
     }
@@ -178,10 +176,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn ident(&mut self) -> Result<&'a str, AddrParseError> {
-        let end = self
-            .rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .unwrap_or(self.rest.len());
+        let end = self.rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(self.rest.len());
         if end == 0 {
             return Err(self.err(format!("expected a name at {:?}", self.rest)));
         }
@@ -205,17 +200,12 @@ impl<'a> Cursor<'a> {
         }
         let key = if self.rest.starts_with('"') {
             let mut de = serde_json::Deserializer::from_str(self.rest).into_iter::<String>();
-            let s = de
-                .next()
-                .and_then(Result::ok)
-                .ok_or_else(|| self.err("unterminated string key"))?;
+            let s = de.next().and_then(Result::ok).ok_or_else(|| self.err("unterminated string key"))?;
             self.rest = &self.rest[de.byte_offset()..];
             InstanceKey::Str(s)
         } else {
             let end = self.rest.find(']').ok_or_else(|| self.err("missing ]"))?;
-            let n = self.rest[..end]
-                .parse::<u64>()
-                .map_err(|_| self.err("an index must be a number or a quoted string"))?;
+            let n = self.rest[..end].parse::<u64>().map_err(|_| self.err("an index must be a number or a quoted string"))?;
             self.rest = &self.rest[end..];
             InstanceKey::Int(n)
         };
@@ -272,10 +262,7 @@ impl FromStr for Address {
     fn from_str(input: &str) -> Result<Address, AddrParseError> {
         match input.parse::<Target>()? {
             Target::Component(a) => Ok(a),
-            Target::Module(_) => Err(AddrParseError {
-                input: input.to_string(),
-                reason: "this names a module, not a component".into(),
-            }),
+            Target::Module(_) => Err(AddrParseError { input: input.to_string(), reason: "this names a module, not a component".into() }),
         }
     }
 }
@@ -286,13 +273,9 @@ mod tests {
 
     #[test]
     fn addresses_round_trip_through_their_printed_form() {
-        for text in [
-            "vault.main",
-            "agent.cam[\"front door\"]",
-            "agent.cam[3]",
-            "module.site.agent.cam[\"a\"]",
-            "module.site[\"x\"].module.inner.object_storage.rec",
-        ] {
+        for text in
+            ["vault.main", "agent.cam[\"front door\"]", "agent.cam[3]", "module.site.agent.cam[\"a\"]", "module.site[\"x\"].module.inner.object_storage.rec"]
+        {
             let a: Address = text.parse().unwrap();
             assert_eq!(a.to_string(), text);
         }
@@ -318,10 +301,7 @@ mod tests {
 
     #[test]
     fn order_is_stable_and_groups_instances() {
-        let mut v: Vec<Address> = ["vault.b", "agent.cam[1]", "agent.cam[0]", "cluster.edge"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let mut v: Vec<Address> = ["vault.b", "agent.cam[1]", "agent.cam[0]", "cluster.edge"].iter().map(|s| s.parse().unwrap()).collect();
         v.sort();
         let printed: Vec<String> = v.iter().map(ToString::to_string).collect();
         assert_eq!(printed, ["cluster.edge", "vault.b", "agent.cam[0]", "agent.cam[1]"]);

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use kdeploy_provider::{AttrPath, Check, Value};
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
-use crate::plan::render::Style;
 use crate::plan::Drift;
+use crate::plan::render::Style;
 
 /// Schema version of the JSON report (bumped only on incompatible changes).
 pub const REPORT_FORMAT: &str = "1.0";
@@ -121,7 +121,15 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
             (None, Some(k)) => (k.to_string(), String::new(), String::new()),
             _ => Default::default(),
         };
-        rep.entries.push(Entry { address: c.address.clone(), kind, type_name, provider, status: "unhealthy", attributes: Vec::new(), message: Some(c.message.clone()) });
+        rep.entries.push(Entry {
+            address: c.address.clone(),
+            kind,
+            type_name,
+            provider,
+            status: "unhealthy",
+            attributes: Vec::new(),
+            message: Some(c.message.clone()),
+        });
     }
     for d in drift {
         let address = d.address.to_string();

@@ -7,18 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kdeploy_provider::{default_plan, AttrPath, ComponentRef, PlanRequest, Value};
+use kdeploy_provider::{AttrPath, ComponentRef, PlanRequest, Value, default_plan};
 use kdeploy_state::{LockInfo, State, StateError, StateStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::addr::{Address, ModulePath};
 use crate::apply::{ApplyOptions, Coordinator, Finalizer, Outcome, Reporter};
-use crate::config::eval::{Ctx, Marked};
-use crate::config::expand::{self, object_value, Expanded, ValueTable};
-use crate::config::load::load_stack;
-use crate::config::vars::{root_values, VarArg};
 use crate::config::Stack;
+use crate::config::eval::{Ctx, Marked};
+use crate::config::expand::{self, Expanded, ValueTable, object_value};
+use crate::config::load::load_stack;
+use crate::config::vars::{VarArg, root_values};
 use crate::diag::{Diagnostic, Diagnostics, SourceMap};
 use crate::graph::DepGraph;
 use crate::plan::planner::{self, PlanInput};
@@ -62,7 +62,11 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
     let mut sources = SourceMap::new();
     let (stack, mut diags) = load_stack(dir, &mut sources);
     // Syntax errors leave whole files out: evaluating the rest would only report echoes.
-    if stack.modules.is_empty() || diags.0.iter().any(|d| matches!(d.summary.as_str(), "Invalid HCL syntax" | "No stack files" | "Cannot read stack directory" | "Cannot read stack file" | "Invalid UTF-8")) {
+    if stack.modules.is_empty()
+        || diags.0.iter().any(|d| {
+            matches!(d.summary.as_str(), "Invalid HCL syntax" | "No stack files" | "Cannot read stack directory" | "Cannot read stack file" | "Invalid UTF-8")
+        })
+    {
         return Err(LoadError { sources, diags: diags.sorted() });
     }
     let root_vars = match vars {
@@ -71,10 +75,9 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
             diags.extend(d);
             values
         }
-        VarSource::Fixed(values) => values
-            .iter()
-            .map(|(k, (v, s))| (k.clone(), if *s { Marked::secret(v.clone()) } else { Marked::plain(v.clone()) }))
-            .collect(),
+        VarSource::Fixed(values) => {
+            values.iter().map(|(k, (v, s))| (k.clone(), if *s { Marked::secret(v.clone()) } else { Marked::plain(v.clone()) })).collect()
+        }
     };
     let (expanded, d) = expand::expand(&stack, &sources, &root_vars);
     diags.extend(d);
@@ -203,9 +206,15 @@ impl Loaded {
                         Expression::Number(n) => n.value().to_string(),
                         Expression::Bool(v) => v.value().to_string(),
                         _ => {
-                            return Err(Diagnostic::error("Invalid backend configuration", format!("backend {:?}: {k} must be a literal string, number or bool (backend settings are read before anything else is evaluated).", b.kind))
-                                .at(Some(e.span.clone()))
-                                .hint("pass values that vary with -backend-config KEY=VALUE"));
+                            return Err(Diagnostic::error(
+                                "Invalid backend configuration",
+                                format!(
+                                    "backend {:?}: {k} must be a literal string, number or bool (backend settings are read before anything else is evaluated).",
+                                    b.kind
+                                ),
+                            )
+                            .at(Some(e.span.clone()))
+                            .hint("pass values that vary with -backend-config KEY=VALUE"));
                         }
                     };
                     config.insert(k.clone(), v);
@@ -313,7 +322,10 @@ impl Finalizer for EngineFinalizer<'_> {
         let table = ValueTable::borrowed(&l.stack, &l.expanded, applied);
         let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
         let desired = expand::desired(&ctx, &l.stack, inst, &l.expanded.clusters()).map_err(|d| {
-            d.0.iter().map(|d| format!("{} at {}: {}", d.summary, d.span.as_ref().map(|s| l.sources.location(s)).unwrap_or_default(), d.detail)).collect::<Vec<_>>().join("; ")
+            d.0.iter()
+                .map(|d| format!("{} at {}: {}", d.summary, d.span.as_ref().map(|s| l.sources.location(s)).unwrap_or_default(), d.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
         })?;
         let mut inputs = desired.inputs;
         if let (Some(before), Value::Map(m)) = (&change.before, &mut inputs) {

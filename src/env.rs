@@ -76,7 +76,15 @@ mod tests {
 
     #[test]
     fn the_engine_gets_its_variables_and_no_others() {
-        let env = [("KDEPLOY_VAR_region", "x"), ("KDEPLOY_VAR_", "empty name"), ("KDEPLOY_STATE_KEY", "k"), ("KDEPLOY_STATE_KEY_FILE", "f"), ("NO_COLOR", "1"), ("AWS_REGION", "eu"), ("HOME", "/root")];
+        let env = [
+            ("KDEPLOY_VAR_region", "x"),
+            ("KDEPLOY_VAR_", "empty name"),
+            ("KDEPLOY_STATE_KEY", "k"),
+            ("KDEPLOY_STATE_KEY_FILE", "f"),
+            ("NO_COLOR", "1"),
+            ("AWS_REGION", "eu"),
+            ("HOME", "/root"),
+        ];
         let got = engine_vars(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["KDEPLOY_STATE_KEY", "KDEPLOY_STATE_KEY_FILE", "KDEPLOY_VAR_region", "NO_COLOR"]);
     }

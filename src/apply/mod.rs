@@ -22,13 +22,33 @@ use crate::providers::Providers;
 /// What the coordinator tells the user as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Started { address: Address, action: Action },
-    StillRunning { address: Address, action: Action, elapsed: Duration },
-    Finished { address: Address, action: Action, elapsed: Duration },
-    Failed { address: Address, action: Action, message: String },
+    Started {
+        address: Address,
+        action: Action,
+    },
+    StillRunning {
+        address: Address,
+        action: Action,
+        elapsed: Duration,
+    },
+    Finished {
+        address: Address,
+        action: Action,
+        elapsed: Duration,
+    },
+    Failed {
+        address: Address,
+        action: Action,
+        message: String,
+    },
     /// Not started because something it depends on failed (reported once per root cause).
-    Skipped { addresses: Vec<Address>, because: Address },
-    Interrupted { running: usize },
+    Skipped {
+        addresses: Vec<Address>,
+        because: Address,
+    },
+    Interrupted {
+        running: usize,
+    },
 }
 
 /// Receives apply events (the CLI draws progress from them).
@@ -82,7 +102,12 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty() && self.not_started.is_empty() && !self.interrupted && self.state_error.is_none() && self.checks.iter().all(|c| c.ok)
+        self.failed.is_empty()
+            && self.skipped.is_empty()
+            && self.not_started.is_empty()
+            && !self.interrupted
+            && self.state_error.is_none()
+            && self.checks.iter().all(|c| c.ok)
     }
 }
 
@@ -101,10 +126,24 @@ struct JobResult {
 }
 
 /// Runs the provider calls of one change.
-async fn run_job(provider: Arc<dyn Provider>, change: Change, planned: Option<Value>, cluster: Option<Value>, refs: BTreeMap<String, Reference>, force_conflicts: bool) -> Result<Option<(Value, Option<String>)>, ProviderError> {
+async fn run_job(
+    provider: Arc<dyn Provider>,
+    change: Change,
+    planned: Option<Value>,
+    cluster: Option<Value>,
+    refs: BTreeMap<String, Reference>,
+    force_conflicts: bool,
+) -> Result<Option<(Value, Option<String>)>, ProviderError> {
     let component = ComponentRef { address: change.address.to_string(), kind: change.kind, type_name: change.type_name.clone() };
     let delete = |prior: Value| DeleteRequest { component: component.clone(), prior, cluster: cluster.clone(), delete_data: change.delete_data };
-    let create = |planned: Value, prior: Option<Value>| ApplyRequest { component: component.clone(), prior, planned, cluster: cluster.clone(), refs: refs.clone(), force_conflicts };
+    let create = |planned: Value, prior: Option<Value>| ApplyRequest {
+        component: component.clone(),
+        prior,
+        planned,
+        cluster: cluster.clone(),
+        refs: refs.clone(),
+        force_conflicts,
+    };
     match change.action {
         Action::Delete => {
             if let Some(before) = change.before.clone() {

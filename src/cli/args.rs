@@ -47,7 +47,9 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Show what apply would change.
-    #[command(after_help = "Examples:\n  kdeploy plan\n  kdeploy plan -out plan.kdplan\n  kdeploy plan --detailed-exitcode   # 0 nothing to do, 2 changes, 1 error\n  kdeploy plan -target 'agent.cam[\"front\"]' --json")]
+    #[command(
+        after_help = "Examples:\n  kdeploy plan\n  kdeploy plan -out plan.kdplan\n  kdeploy plan --detailed-exitcode   # 0 nothing to do, 2 changes, 1 error\n  kdeploy plan -target 'agent.cam[\"front\"]' --json"
+    )]
     Plan(PlanArgs),
     /// Apply the changes (a fresh plan, or exactly a saved plan file).
     #[command(after_help = "Examples:\n  kdeploy apply\n  kdeploy apply --auto-approve --parallelism 4\n  kdeploy apply plan.kdplan")]
@@ -75,7 +77,9 @@ pub enum Command {
         json: bool,
     },
     /// Report what changed outside kdeploy since the last apply (read-only; for cron jobs).
-    #[command(after_help = "Examples:\n  kdeploy drift\n  kdeploy drift --detailed-exitcode   # 0 no drift, 2 drift, 1 error\n  kdeploy drift --format markdown >> \"$GITHUB_STEP_SUMMARY\"\n  kdeploy drift --notify https://hooks.slack.com/services/...")]
+    #[command(
+        after_help = "Examples:\n  kdeploy drift\n  kdeploy drift --detailed-exitcode   # 0 no drift, 2 drift, 1 error\n  kdeploy drift --format markdown >> \"$GITHUB_STEP_SUMMARY\"\n  kdeploy drift --notify https://hooks.slack.com/services/..."
+    )]
     Drift(DriftArgs),
     /// Print the dependency graph.
     #[command(after_help = "Examples:\n  kdeploy graph | dot -Tsvg > graph.svg\n  kdeploy graph --format text")]
@@ -100,7 +104,9 @@ pub enum Command {
         raw: bool,
     },
     /// Check the state backend; with -migrate-state, copy the state from the previous backend.
-    #[command(after_help = "Examples:\n  kdeploy init\n  kdeploy init -migrate-state                      # from .kdeploy/state.json to the stack's backend\n  kdeploy init -migrate-state -from-backend-config type=s3 -from-backend-config bucket=old ...")]
+    #[command(
+        after_help = "Examples:\n  kdeploy init\n  kdeploy init -migrate-state                      # from .kdeploy/state.json to the stack's backend\n  kdeploy init -migrate-state -from-backend-config type=s3 -from-backend-config bucket=old ..."
+    )]
     Init {
         /// Copy the state of the previous backend (the local `.kdeploy/state.json` unless
         /// -from-backend-config says otherwise) to the configured one, both locked meanwhile.
@@ -265,9 +271,32 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 const SINGLE_DASH: &[&str] = &[
-    "target", "replace", "var", "var-file", "destroy", "out", "refresh", "refresh-only", "lock-timeout", "parallelism",
-    "auto-approve", "json", "no-color", "detailed-exitcode", "chdir", "check", "delete-data", "raw", "format", "force-conflicts", "notify",
-    "backend-config", "from-backend-config", "migrate-state", "force", "even-if-running",
+    "target",
+    "replace",
+    "var",
+    "var-file",
+    "destroy",
+    "out",
+    "refresh",
+    "refresh-only",
+    "lock-timeout",
+    "parallelism",
+    "auto-approve",
+    "json",
+    "no-color",
+    "detailed-exitcode",
+    "chdir",
+    "check",
+    "delete-data",
+    "raw",
+    "format",
+    "force-conflicts",
+    "notify",
+    "backend-config",
+    "from-backend-config",
+    "migrate-state",
+    "force",
+    "even-if-running",
 ];
 
 /// Rewrites Terraform-style `-flag` arguments to `--flag`.

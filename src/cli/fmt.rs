@@ -156,9 +156,7 @@ fn align(lines: &mut [String]) {
 }
 
 fn stack_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     v.retain(|p| p.extension().is_some_and(|e| e == "hcl" || e == "kdvars"));
     v.sort();
     v
@@ -167,7 +165,8 @@ fn stack_files(dir: &Path) -> Vec<PathBuf> {
 /// Runs `kdeploy fmt`. Exit 0 when all is formatted (or was rewritten), 3 for `--check` with
 /// unformatted files, 1 on errors.
 pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, check: bool, files: &[PathBuf]) -> i32 {
-    let files: Vec<PathBuf> = if files.is_empty() { stack_files(dir) } else { files.iter().map(|f| if f.is_absolute() { f.clone() } else { dir.join(f) }).collect() };
+    let files: Vec<PathBuf> =
+        if files.is_empty() { stack_files(dir) } else { files.iter().map(|f| if f.is_absolute() { f.clone() } else { dir.join(f) }).collect() };
     let mut unformatted = 0;
     let mut failed = false;
     for f in files {

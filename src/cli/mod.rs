@@ -19,10 +19,10 @@ use crate::addr::Target;
 use crate::apply::{ApplyOptions, Outcome};
 use crate::config::vars::VarArg;
 use crate::diag::{Diagnostic, Diagnostics, SourceMap};
-use crate::engine::{self, LoadError, Loaded, VarSource, VERSION};
+use crate::engine::{self, LoadError, Loaded, VERSION, VarSource};
 use crate::plan::json::{plan_json, redacted};
 use crate::plan::render::{self, Style};
-use crate::plan::{planfile, Plan, PlanOptions};
+use crate::plan::{Plan, PlanOptions, planfile};
 use crate::providers::Providers;
 use args::{Cli, Command, GraphFormat, PlanArgs, StateCommand};
 
@@ -159,10 +159,16 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::State(s) => state_cmd(&mut ctx, s),
         Command::Output { name, json, raw } => output(&mut ctx, name.as_deref(), json, raw),
         Command::ForceUnlock { id, even_if_running } => force_unlock(&mut ctx, &id, even_if_running),
-        Command::Init { migrate_state, from_backend_config, force, lock_timeout } => init_cmd(&mut ctx, migrate_state, &from_backend_config, force, lock_timeout),
+        Command::Init { migrate_state, from_backend_config, force, lock_timeout } => {
+            init_cmd(&mut ctx, migrate_state, &from_backend_config, force, lock_timeout)
+        }
         Command::Version { json } => {
             if json {
-                let _ = writeln!(ctx.io.out, "{}", json!({"kdeploy_version": VERSION, "state_format": kdeploy_state::STATE_VERSION, "plan_format": crate::plan::PLAN_FORMAT_VERSION, "providers": env.providers.names().collect::<Vec<_>>()}));
+                let _ = writeln!(
+                    ctx.io.out,
+                    "{}",
+                    json!({"kdeploy_version": VERSION, "state_format": kdeploy_state::STATE_VERSION, "plan_format": crate::plan::PLAN_FORMAT_VERSION, "providers": env.providers.names().collect::<Vec<_>>()})
+                );
             } else {
                 let _ = writeln!(ctx.io.out, "kdeploy v{VERSION}");
                 let _ = writeln!(ctx.io.out, "providers: {}", env.providers.names().collect::<Vec<_>>().join(", "));
@@ -399,7 +405,14 @@ async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::ApplyArgs) ->
     ctx.store_warnings(store.as_mut());
     if let Some(reason) = engine::stale_reason(&plan, &state, &loaded) {
         let _ = store.unlock();
-        ctx.error("Saved plan is stale", &format!("The plan in {} can no longer be applied: {reason}.\nNothing was changed. Run `kdeploy plan -out {}` again, review it, and apply the new plan.", file.display(), file.display()));
+        ctx.error(
+            "Saved plan is stale",
+            &format!(
+                "The plan in {} can no longer be applied: {reason}.\nNothing was changed. Run `kdeploy plan -out {}` again, review it, and apply the new plan.",
+                file.display(),
+                file.display()
+            ),
+        );
         return EXIT_ERROR;
     }
     // A saved plan was approved when it was reviewed; apply it as it is.
@@ -477,7 +490,13 @@ fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 {
         let _ = writeln!(ctx.io.out, "{}", c.message);
     }
     if o.ok() {
-        let what = if plan.options.refresh_only { "Refresh complete!".to_string() } else if plan.options.destroy { format!("Destroy complete! Resources: {destroyed} destroyed.") } else { format!("Apply complete! Resources: {add} added, {change} changed, {destroyed} destroyed.") };
+        let what = if plan.options.refresh_only {
+            "Refresh complete!".to_string()
+        } else if plan.options.destroy {
+            format!("Destroy complete! Resources: {destroyed} destroyed.")
+        } else {
+            format!("Apply complete! Resources: {add} added, {change} changed, {destroyed} destroyed.")
+        };
         let _ = writeln!(ctx.io.out, "\n{}", ctx.style_ok(&what));
         return EXIT_OK;
     }
@@ -491,7 +510,15 @@ fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 {
         let _ = writeln!(ctx.io.err, "Everything applied is recorded in state; `kdeploy plan` checks again.");
         return EXIT_ERROR;
     }
-    let _ = writeln!(ctx.io.err, "\nApply {}: {} done, {} failed, {} skipped, {} not started.", if o.interrupted { "interrupted" } else { "failed" }, o.done.len(), o.failed.len(), o.skipped.len(), o.not_started.len());
+    let _ = writeln!(
+        ctx.io.err,
+        "\nApply {}: {} done, {} failed, {} skipped, {} not started.",
+        if o.interrupted { "interrupted" } else { "failed" },
+        o.done.len(),
+        o.failed.len(),
+        o.skipped.len(),
+        o.not_started.len()
+    );
     for (a, m) in &o.failed {
         let _ = writeln!(ctx.io.err, "  failed:  {a}: {m}");
     }
@@ -625,7 +652,8 @@ fn state_resource_text(r: &kdeploy_state::ResourceState) -> String {
     if let Some(m) = v.as_object() {
         let width = m.keys().map(String::len).max().unwrap_or(0);
         for (k, val) in m {
-            let shown = if r.sensitive_paths.iter().any(|p| *p == kdeploy_provider::AttrPath::attr(k)) { "(sensitive value)".to_string() } else { val.to_string() };
+            let shown =
+                if r.sensitive_paths.iter().any(|p| *p == kdeploy_provider::AttrPath::attr(k)) { "(sensitive value)".to_string() } else { val.to_string() };
             out.push_str(&format!("    {k:width$} = {shown}\n"));
         }
     }
@@ -768,18 +796,16 @@ fn edit_state(ctx: &mut Ctx<'_, '_>, op: &str, timeout: std::time::Duration, f: 
     let mut buf = Vec::new();
     let result = f(&mut state, &mut buf);
     let code = match result {
-        Ok(()) => {
-            match state.bump_serial().and_then(|_| store.write(&state)) {
-                Ok(()) => {
-                    let _ = ctx.io.out.write_all(&buf);
-                    EXIT_OK
-                }
-                Err(e) => {
-                    ctx.state_error(&e);
-                    EXIT_ERROR
-                }
+        Ok(()) => match state.bump_serial().and_then(|_| store.write(&state)) {
+            Ok(()) => {
+                let _ = ctx.io.out.write_all(&buf);
+                EXIT_OK
             }
-        }
+            Err(e) => {
+                ctx.state_error(&e);
+                EXIT_ERROR
+            }
+        },
         Err(e) => {
             ctx.error(&format!("Cannot {op}"), &e);
             EXIT_ERROR
@@ -797,7 +823,10 @@ fn output(ctx: &mut Ctx<'_, '_>, name: Option<&str>, json: bool, raw: bool) -> i
     match name {
         Some(n) => {
             let Some(o) = state.outputs.get(n) else {
-                ctx.error("Output not found", &format!("The state has no output named {n:?}. Outputs are recorded by `kdeploy apply`; `kdeploy output` lists them."));
+                ctx.error(
+                    "Output not found",
+                    &format!("The state has no output named {n:?}. Outputs are recorded by `kdeploy apply`; `kdeploy output` lists them."),
+                );
                 return EXIT_ERROR;
             };
             if json {
@@ -840,14 +869,20 @@ fn force_unlock(ctx: &mut Ctx<'_, '_>, id: &str, even_if_running: bool) -> i32 {
         Err(c) => return c,
     };
     let result = if even_if_running {
-        let _ = writeln!(ctx.io.err, "warning: breaking the lock of a run that may still be running; it will refuse its next state write and keep its changes in errored.kdstate");
+        let _ = writeln!(
+            ctx.io.err,
+            "warning: breaking the lock of a run that may still be running; it will refuse its next state write and keep its changes in errored.kdstate"
+        );
         store.force_unlock_running(id)
     } else {
         store.force_unlock(id)
     };
     match result {
         Ok(()) => {
-            let _ = writeln!(ctx.io.out, "kdeploy state has been successfully unlocked!\n\nThe state has been unlocked, and kdeploy commands should now be able to obtain a new lock on the remote state.");
+            let _ = writeln!(
+                ctx.io.out,
+                "kdeploy state has been successfully unlocked!\n\nThe state has been unlocked, and kdeploy commands should now be able to obtain a new lock on the remote state."
+            );
             EXIT_OK
         }
         Err(e) => {
@@ -899,14 +934,18 @@ fn push_into(store: &mut dyn StateStore, mut pushed: State, force: bool) -> Resu
             if !force {
                 return Err(format!(
                     "the state in {} has lineage {}, the pushed state has lineage {}: they are different states, and pushing would replace the other one. Check that this is the right file and backend; pass --force to replace it anyway",
-                    store.describe(), cur.lineage, pushed.lineage
+                    store.describe(),
+                    cur.lineage,
+                    pushed.lineage
                 ));
             }
             other_lineage = true;
         } else if pushed.serial < cur.serial && !force {
             return Err(format!(
                 "the state in {} has serial {}, newer than the pushed state's serial {}: pushing would lose what was written since. Pull the current state and compare; pass --force to replace it anyway",
-                store.describe(), cur.serial, pushed.serial
+                store.describe(),
+                cur.serial,
+                pushed.serial
             ));
         }
         // The stored serial must keep increasing.
@@ -920,7 +959,10 @@ fn push_into(store: &mut dyn StateStore, mut pushed: State, force: bool) -> Resu
 
 fn state_push(ctx: &mut Ctx<'_, '_>, file: &Path, force: bool, timeout: std::time::Duration) -> i32 {
     let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
-    let pushed = match crate::files::read(&path, crate::files::PLAN_LIMIT).map_err(|e| e.0).and_then(|b| kdeploy_state::decode(&b, &path.display().to_string()).map_err(|e| e.to_string())) {
+    let pushed = match crate::files::read(&path, crate::files::PLAN_LIMIT)
+        .map_err(|e| e.0)
+        .and_then(|b| kdeploy_state::decode(&b, &path.display().to_string()).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
             ctx.error("Cannot read the state to push", &format!("{}: {e}", path.display()));
@@ -1016,7 +1058,12 @@ fn init_cmd(ctx: &mut Ctx<'_, '_>, migrate: bool, from: &[String], force: bool, 
     let _ = source.unlock();
     match result {
         Ok(Some(serial)) => {
-            let _ = writeln!(ctx.io.out, "Migrated the state from {} to {} (serial {serial}).\nThe old state was left in place; delete it once you have checked the new backend (`kdeploy state list`).", source.describe(), to.describe());
+            let _ = writeln!(
+                ctx.io.out,
+                "Migrated the state from {} to {} (serial {serial}).\nThe old state was left in place; delete it once you have checked the new backend (`kdeploy state list`).",
+                source.describe(),
+                to.describe()
+            );
             EXIT_OK
         }
         Ok(None) => {

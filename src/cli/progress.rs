@@ -48,11 +48,12 @@ impl Reporter for LineReporter<'_> {
                 let message = message.strip_prefix(&format!("{a}: ")).unwrap_or(&message).to_string();
                 format!("{}: failed: {message}", self.bold(&a))
             }
-            Event::Skipped { addresses, because } => format!(
-                "Skipped {} because {because} failed",
-                addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            ),
-            Event::Interrupted { running } => format!("Interrupt received: no new operations will start; waiting for {running} running operation(s) to finish, then saving state."),
+            Event::Skipped { addresses, because } => {
+                format!("Skipped {} because {because} failed", addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
+            Event::Interrupted { running } => {
+                format!("Interrupt received: no new operations will start; waiting for {running} running operation(s) to finish, then saving state.")
+            }
         };
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();

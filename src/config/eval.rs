@@ -11,7 +11,7 @@ use kdeploy_provider::{AttrPath, Kind, PathStep, Value};
 use super::functions::{self, FuncContext};
 use super::{ModuleConfig, Stack};
 use crate::addr::{InstanceKey, ModulePath};
-use crate::diag::{did_you_mean, Diagnostic, FileId, SourceMap, Span};
+use crate::diag::{Diagnostic, FileId, SourceMap, Span, did_you_mean};
 
 /// A value with the paths inside it that are sensitive (the root path marks all of it).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,22 +42,13 @@ impl Marked {
         if self.is_wholly_sensitive() {
             return Marked::secret(value);
         }
-        let sensitive = self
-            .sensitive
-            .iter()
-            .filter(|p| p.0.first() == Some(step))
-            .map(|p| AttrPath(p.0[1..].to_vec()))
-            .collect();
+        let sensitive = self.sensitive.iter().filter(|p| p.0.first() == Some(step)).map(|p| AttrPath(p.0[1..].to_vec())).collect();
         Marked { value, sensitive }
     }
 
     /// Marks everything if any input was sensitive (operators, functions).
     fn derived(value: Value, inputs: &[&Marked]) -> Marked {
-        if inputs.iter().any(|m| m.is_sensitive()) {
-            Marked::secret(value)
-        } else {
-            Marked::plain(value)
-        }
+        if inputs.iter().any(|m| m.is_sensitive()) { Marked::secret(value) } else { Marked::plain(value) }
     }
 }
 
@@ -287,10 +278,22 @@ impl<'a> Scope<'a> {
                         Value::Number(n) => out.push_str(&n.to_string()),
                         Value::Bool(b) => out.push_str(&b.to_string()),
                         Value::Null => {
-                            return Err(err(file, &i.expr, "Invalid template interpolation value", "The expression is null; a template can only include strings, numbers and bools.").hint("use coalesce(x, \"\") for optional values"));
+                            return Err(err(
+                                file,
+                                &i.expr,
+                                "Invalid template interpolation value",
+                                "The expression is null; a template can only include strings, numbers and bools.",
+                            )
+                            .hint("use coalesce(x, \"\") for optional values"));
                         }
                         other => {
-                            return Err(err(file, &i.expr, "Invalid template interpolation value", format!("Cannot include a {} in a string template.", other.type_name())).hint("use jsonencode(...) or join(...) to turn it into a string"));
+                            return Err(err(
+                                file,
+                                &i.expr,
+                                "Invalid template interpolation value",
+                                format!("Cannot include a {} in a string template.", other.type_name()),
+                            )
+                            .hint("use jsonencode(...) or join(...) to turn it into a string"));
                         }
                     }
                     marks.push(v);
@@ -307,7 +310,12 @@ impl<'a> Scope<'a> {
                             }
                             Value::Unknown(_) => *unknown = true,
                             ref other => {
-                                return Err(err(file, &ifd.if_expr.cond_expr, "Incorrect condition type", format!("The condition must be a bool, got {}.", other.type_name())));
+                                return Err(err(
+                                    file,
+                                    &ifd.if_expr.cond_expr,
+                                    "Incorrect condition type",
+                                    format!("The condition must be a bool, got {}.", other.type_name()),
+                                ));
                             }
                         }
                         marks.push(c);
@@ -342,17 +350,11 @@ impl<'a> Scope<'a> {
     fn iterate(&self, coll: &Marked, file: FileId, node: &Expression) -> Result<Option<Vec<(Marked, Marked)>>, Diagnostic> {
         match &coll.value {
             Value::List(items) => Ok(Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (Marked::plain(Value::from_i64(i as i64)), coll.child(&PathStep::Index(i), v.clone())))
-                    .collect(),
+                items.iter().enumerate().map(|(i, v)| (Marked::plain(Value::from_i64(i as i64)), coll.child(&PathStep::Index(i), v.clone()))).collect(),
             )),
-            Value::Map(m) => Ok(Some(
-                m.iter()
-                    .map(|(k, v)| (Marked::plain(Value::String(k.clone())), coll.child(&PathStep::Key(k.clone()), v.clone())))
-                    .collect(),
-            )),
+            Value::Map(m) => {
+                Ok(Some(m.iter().map(|(k, v)| (Marked::plain(Value::String(k.clone())), coll.child(&PathStep::Key(k.clone()), v.clone()))).collect()))
+            }
             Value::Unknown(_) => Ok(None),
             other => Err(err(file, node, "Iteration over non-iterable value", format!("A for expression needs a list or map, got {}.", other.type_name()))),
         }
@@ -378,7 +380,14 @@ impl<'a> Scope<'a> {
                     Value::Bool(true) => {}
                     Value::Bool(false) => continue,
                     Value::Unknown(_) => return Ok(self.unknown(file, whole, &[&c])),
-                    ref other => return Err(err(file, &cond.expr, "Invalid for expression condition", format!("The if clause must be a bool, got {}.", other.type_name()))),
+                    ref other => {
+                        return Err(err(
+                            file,
+                            &cond.expr,
+                            "Invalid for expression condition",
+                            format!("The if clause must be a bool, got {}.", other.type_name()),
+                        ));
+                    }
                 }
             }
             let value = scope.eval(&f.value_expr, file)?;
@@ -396,7 +405,8 @@ impl<'a> Scope<'a> {
                     if f.grouping {
                         grouped.entry(key).or_default().push(value);
                     } else if map.iter().any(|(k, _)| *k == key) {
-                        return Err(err(file, ke, "Duplicate object key", format!("Two elements produce the key {key:?}.")).hint("add ... after the value to group elements with the same key"));
+                        return Err(err(file, ke, "Duplicate object key", format!("Two elements produce the key {key:?}."))
+                            .hint("add ... after the value to group elements with the same key"));
                     } else {
                         map.push((key, value));
                     }
@@ -437,7 +447,14 @@ impl<'a> Scope<'a> {
             NotEq => Value::Bool(!values_equal(&l.value, &r.value)),
             And | Or => match (&l.value, &r.value) {
                 (Value::Bool(a), Value::Bool(b)) => Value::Bool(if o == And { *a && *b } else { *a || *b }),
-                _ => return Err(err(file, whole, "Invalid operand", format!("The operator {} needs two bools, got {} and {}.", o.as_str(), l.value.type_name(), r.value.type_name()))),
+                _ => {
+                    return Err(err(
+                        file,
+                        whole,
+                        "Invalid operand",
+                        format!("The operator {} needs two bools, got {} and {}.", o.as_str(), l.value.type_name(), r.value.type_name()),
+                    ));
+                }
             },
             _ => {
                 let num = |m: &Marked, e: &Expression| -> Result<f64, Diagnostic> {
@@ -502,7 +519,14 @@ impl<'a> Scope<'a> {
                 match last.value {
                     Value::List(items) => values.extend(items.into_iter().map(|v| Marked::derived(v, &[&whole_marked]))),
                     Value::Unknown(_) => return Ok(self.unknown(file, whole, &[&last])),
-                    other => return Err(err(file, args[args.len() - 1], "Invalid expanding argument", format!("The argument before ... must be a list, got {}.", other.type_name()))),
+                    other => {
+                        return Err(err(
+                            file,
+                            args[args.len() - 1],
+                            "Invalid expanding argument",
+                            format!("The argument before ... must be a list, got {}.", other.type_name()),
+                        ));
+                    }
                 }
             }
         }
@@ -539,7 +563,8 @@ impl<'a> Scope<'a> {
                 if values.iter().any(|v| v.is_sensitive()) {
                     detail = format!("Invalid arguments to {name}() (an argument is sensitive, so its value is not shown).");
                 }
-                Err(Diagnostic::error("Invalid function argument", format!("Call to {name}(): {detail}")).at(Some(Span { file, range: at.span().unwrap_or(0..0) })))
+                Err(Diagnostic::error("Invalid function argument", format!("Call to {name}(): {detail}"))
+                    .at(Some(Span { file, range: at.span().unwrap_or(0..0) })))
             }
         }
     }
@@ -576,9 +601,7 @@ impl<'a> Scope<'a> {
 
     fn traversal(&self, root: &Expression, ops: &[hcl_edit::repr::Decorated<TraversalOperator>], file: FileId, whole: &Expression) -> R {
         let (base, consumed) = match root {
-            Expression::Variable(v) if !self.locals.iter().any(|(n, _)| n == v.as_str()) => {
-                self.traversal_root(v.as_str(), ops, file, whole)?
-            }
+            Expression::Variable(v) if !self.locals.iter().any(|(n, _)| n == v.as_str()) => self.traversal_root(v.as_str(), ops, file, whole)?,
             other => (self.eval(other, file)?, 0),
         };
         let mut cur = base;
@@ -629,7 +652,13 @@ impl<'a> Scope<'a> {
 
     /// Resolves the root of a traversal (`var.x`, `local.y`, `vault.main`, `module.m.outputs.z`,
     /// `each.key`, `count.index`), returning the value and how many operators it consumed.
-    fn traversal_root(&self, name: &str, ops: &[hcl_edit::repr::Decorated<TraversalOperator>], file: FileId, whole: &Expression) -> Result<(Marked, usize), Diagnostic> {
+    fn traversal_root(
+        &self,
+        name: &str,
+        ops: &[hcl_edit::repr::Decorated<TraversalOperator>],
+        file: FileId,
+        whole: &Expression,
+    ) -> Result<(Marked, usize), Diagnostic> {
         let first = Self::attr_name(ops, 0);
         let need_attr = |what: &str| err(file, whole, "Invalid reference", format!("{name} must be followed by .NAME to name a {what}."));
         match name {
@@ -643,7 +672,13 @@ impl<'a> Scope<'a> {
             }
             "each" => {
                 let Some((k, v)) = &self.each else {
-                    return Err(err(file, whole, "Reference to \"each\" in context without for_each", "each.key and each.value are only available in blocks that use for_each.").hint("add for_each = {...} to the block, or remove the reference"));
+                    return Err(err(
+                        file,
+                        whole,
+                        "Reference to \"each\" in context without for_each",
+                        "each.key and each.value are only available in blocks that use for_each.",
+                    )
+                    .hint("add for_each = {...} to the block, or remove the reference"));
                 };
                 match first {
                     Some("key") => Ok((Marked::plain(k.clone()), 1)),
@@ -653,7 +688,8 @@ impl<'a> Scope<'a> {
             }
             "count" => {
                 let Some(i) = self.count else {
-                    return Err(err(file, whole, "Reference to \"count\" in non-counted context", "count.index is only available in blocks that use count.").hint("add count = N to the block, or remove the reference"));
+                    return Err(err(file, whole, "Reference to \"count\" in non-counted context", "count.index is only available in blocks that use count.")
+                        .hint("add count = N to the block, or remove the reference"));
                 };
                 match first {
                     Some("index") => Ok((Marked::plain(Value::from_i64(i)), 1)),
@@ -678,7 +714,12 @@ impl<'a> Scope<'a> {
                     Some(v) => Ok((v, 1)),
                     None => {
                         let declared: Vec<&str> = self.config().components.iter().filter(|c| c.kind == kind).map(|c| c.name.as_str()).collect();
-                        let mut d = err(file, whole, "Reference to undeclared component", format!("{} {kw} component named {n:?} is not declared in this module.", article(kw)));
+                        let mut d = err(
+                            file,
+                            whole,
+                            "Reference to undeclared component",
+                            format!("{} {kw} component named {n:?} is not declared in this module.", article(kw)),
+                        );
                         if let Some(s) = did_you_mean(n, declared.iter().copied()) {
                             d = d.hint(format!("did you mean {kw}.{s}?"));
                         } else if declared.is_empty() {
@@ -724,13 +765,19 @@ impl<'a> Scope<'a> {
             None => match &decl.default {
                 Some(d) => self.ctx.scope(&self.path).eval(&d.expr, d.span.file)?,
                 None => {
-                    return Err(Diagnostic::error("Missing required argument", format!("The module input {name:?} is required, but no value was given by the module call.")).at(call.map(|c| c.span.clone())).hint(format!("add {name} = ... to the module block")));
+                    return Err(Diagnostic::error(
+                        "Missing required argument",
+                        format!("The module input {name:?} is required, but no value was given by the module call."),
+                    )
+                    .at(call.map(|c| c.span.clone()))
+                    .hint(format!("add {name} = ... to the module block")));
                 }
             },
         };
-        let converted = decl.ty.convert(&value.value).map_err(|e| {
-            Diagnostic::error("Invalid value for module input", format!("Input {name:?}: {e}.")).at(input.map(|(e, _)| e.span.clone()))
-        })?;
+        let converted = decl
+            .ty
+            .convert(&value.value)
+            .map_err(|e| Diagnostic::error("Invalid value for module input", format!("Input {name:?}: {e}.")).at(input.map(|(e, _)| e.span.clone())))?;
         let mut out = Marked { value: converted, sensitive: value.sensitive };
         if decl.sensitive {
             out = Marked::secret(out.value);
@@ -765,7 +812,9 @@ impl<'a> Scope<'a> {
                 cycle.push(first.clone());
                 let first_name = first.rsplit("local.").next().unwrap_or(name);
                 let at = config.locals.get(first_name).unwrap_or(expr).span.clone();
-                return Err(Diagnostic::error("Cycle in local values", format!("The local values refer to each other in a cycle: {}.", cycle.join(" -> "))).at(Some(at)).hint("break the cycle by computing one of them without the others"));
+                return Err(Diagnostic::error("Cycle in local values", format!("The local values refer to each other in a cycle: {}.", cycle.join(" -> ")))
+                    .at(Some(at))
+                    .hint("break the cycle by computing one of them without the others"));
             }
             stack.push(key);
         }
@@ -775,7 +824,13 @@ impl<'a> Scope<'a> {
         result
     }
 
-    fn module_ref(&self, name: &str, ops: &[hcl_edit::repr::Decorated<TraversalOperator>], file: FileId, whole: &Expression) -> Result<(Marked, usize), Diagnostic> {
+    fn module_ref(
+        &self,
+        name: &str,
+        ops: &[hcl_edit::repr::Decorated<TraversalOperator>],
+        file: FileId,
+        whole: &Expression,
+    ) -> Result<(Marked, usize), Diagnostic> {
         let config = self.config();
         let Some(call) = config.calls.get(name) else {
             let mut d = err(file, whole, "Reference to undeclared module", format!("No module call named {name:?} is declared in this module."));
@@ -820,7 +875,14 @@ impl<'a> Scope<'a> {
             let mut entries = Vec::new();
             for (p, _) in &instances {
                 let key = p.0.last().and_then(|s| s.key.clone());
-                entries.push((key.map(|k| match k { InstanceKey::Str(s) => s, InstanceKey::Int(n) => n.to_string() }).unwrap_or_default(), self.module_outputs(p, child_cfg, None)?));
+                entries.push((
+                    key.map(|k| match k {
+                        InstanceKey::Str(s) => s,
+                        InstanceKey::Int(n) => n.to_string(),
+                    })
+                    .unwrap_or_default(),
+                    self.module_outputs(p, child_cfg, None)?,
+                ));
             }
             return Ok((marked_map(entries), 1));
         };
@@ -876,7 +938,8 @@ impl<'a> Scope<'a> {
                 }
             },
             Value::Unknown(origin) => Ok(Marked { value: Value::Unknown(format!("{origin}.{name}")), sensitive: cur.sensitive.clone() }),
-            Value::List(_) => Err(err(file, node, "Unsupported attribute", format!("Cannot access attribute {name:?} on a list.")).hint("this component uses count or for_each: pick one instance with [KEY], or use [*] for all of them")),
+            Value::List(_) => Err(err(file, node, "Unsupported attribute", format!("Cannot access attribute {name:?} on a list."))
+                .hint("this component uses count or for_each: pick one instance with [KEY], or use [*] for all of them")),
             Value::Null => Err(err(file, node, "Attempt to get attribute from null value", format!("Cannot read {name:?}: the value is null."))),
             other => Err(err(file, node, "Unsupported attribute", format!("Cannot access attribute {name:?} on a {}.", other.type_name()))),
         }
@@ -891,8 +954,15 @@ impl<'a> Scope<'a> {
                 let idx = key.value.as_i64().or_else(|| key.value.as_str().and_then(|s| s.parse().ok()));
                 match idx.filter(|i| *i >= 0).and_then(|i| items.get(i as usize).map(|v| (i, v))) {
                     Some((i, v)) => Ok(cur.child(&PathStep::Index(i as usize), v.clone())),
-                    None if key.is_sensitive() => Err(err(file, node, "Invalid index", format!("The (sensitive) index is out of range for a list of {} elements.", items.len()))),
-                    None => Err(err(file, node, "Invalid index", format!("The index {} is out of range for a list of {} elements.", key.value.render_inline(), items.len()))),
+                    None if key.is_sensitive() => {
+                        Err(err(file, node, "Invalid index", format!("The (sensitive) index is out of range for a list of {} elements.", items.len())))
+                    }
+                    None => Err(err(
+                        file,
+                        node,
+                        "Invalid index",
+                        format!("The index {} is out of range for a list of {} elements.", key.value.render_inline(), items.len()),
+                    )),
                 }
             }
             (Value::Map(m), Value::String(_)) | (Value::Map(m), Value::Number(_)) => {
@@ -902,7 +972,9 @@ impl<'a> Scope<'a> {
                 };
                 match m.get(&k) {
                     Some(v) => Ok(cur.child(&PathStep::Key(k), v.clone())),
-                    None if key.is_sensitive() => Err(err(file, node, "Invalid index", "The given key does not exist (the key is sensitive, so it is not shown).")),
+                    None if key.is_sensitive() => {
+                        Err(err(file, node, "Invalid index", "The given key does not exist (the key is sensitive, so it is not shown)."))
+                    }
                     None => {
                         let mut d = err(file, node, "Invalid index", format!("The key {k:?} does not exist."));
                         if let Some(s) = did_you_mean(&k, m.keys().map(String::as_str)) {

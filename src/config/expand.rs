@@ -6,15 +6,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hcl_edit::Span as _;
 use hcl_edit::expr::{Expression, TraversalOperator};
 use hcl_edit::visit::{self, Visit};
-use hcl_edit::Span as _;
 use kdeploy_provider::{AttrPath, AttrType, ComponentSchema, Kind, PathStep, Value};
 
-use super::eval::{marked_list, marked_map, Ctx, Marked, ModuleInstance, Resolver, Scope};
+use super::eval::{Ctx, Marked, ModuleInstance, Resolver, Scope, marked_list, marked_map};
 use super::{ComponentDecl, Expr, Lifecycle, ModuleConfig, Repetition, Stack};
 use crate::addr::{Address, InstanceKey, ModulePath};
-use crate::diag::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
+use crate::diag::{Diagnostic, Diagnostics, SourceMap, Span, did_you_mean};
 
 /// One component instance.
 #[derive(Debug, Clone)]
@@ -93,26 +93,37 @@ fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Ve
             match &v.value {
                 Value::Unknown(_) => Err(unknown_repetition(&e.span, "count", what)),
                 Value::Number(_) => match v.value.as_i64() {
-                    Some(n) if n > MAX_INSTANCES => Err(Diagnostic::error("Invalid count argument", format!("count must be at most {MAX_INSTANCES}, got {}.", v.value.render_inline()))
-                        .at(Some(e.span.clone()))
-                        .hint("split the instances over several blocks or modules")),
+                    Some(n) if n > MAX_INSTANCES => {
+                        Err(Diagnostic::error("Invalid count argument", format!("count must be at most {MAX_INSTANCES}, got {}.", v.value.render_inline()))
+                            .at(Some(e.span.clone()))
+                            .hint("split the instances over several blocks or modules"))
+                    }
                     Some(n) if n >= 0 => Ok((0..n).map(|i| (Some(InstanceKey::Int(i.unsigned_abs())), None, Some(i))).collect()),
-                    _ => Err(Diagnostic::error("Invalid count argument", format!("count must be a whole number >= 0, got {}.", v.value.render_inline())).at(Some(e.span.clone()))),
+                    _ => Err(Diagnostic::error("Invalid count argument", format!("count must be a whole number >= 0, got {}.", v.value.render_inline()))
+                        .at(Some(e.span.clone()))),
                 },
-                other => Err(Diagnostic::error("Invalid count argument", format!("count must be a number, got {}.", other.type_name())).at(Some(e.span.clone()))),
+                other => {
+                    Err(Diagnostic::error("Invalid count argument", format!("count must be a number, got {}.", other.type_name())).at(Some(e.span.clone())))
+                }
             }
         }
         Repetition::ForEach(e) => {
             let v = scope.eval(&e.expr, e.span.file)?;
             if v.is_wholly_sensitive() {
-                return Err(Diagnostic::error("Invalid for_each argument", "for_each cannot use a sensitive value: instance keys appear in addresses and output.").at(Some(e.span.clone())).hint("use nonsensitive(...) on the keys if they are not secret"));
+                return Err(Diagnostic::error(
+                    "Invalid for_each argument",
+                    "for_each cannot use a sensitive value: instance keys appear in addresses and output.",
+                )
+                .at(Some(e.span.clone()))
+                .hint("use nonsensitive(...) on the keys if they are not secret"));
             }
             match &v.value {
                 Value::Unknown(_) => Err(unknown_repetition(&e.span, "for_each", what)),
                 Value::Map(m) => Ok(m
                     .iter()
                     .map(|(k, item)| {
-                        let marks = v.sensitive.iter().filter(|p| p.0.first() == Some(&PathStep::Key(k.clone()))).map(|p| AttrPath(p.0[1..].to_vec())).collect();
+                        let marks =
+                            v.sensitive.iter().filter(|p| p.0.first() == Some(&PathStep::Key(k.clone()))).map(|p| AttrPath(p.0[1..].to_vec())).collect();
                         (Some(InstanceKey::Str(k.clone())), Some((Value::String(k.clone()), Marked { value: item.clone(), sensitive: marks })), None)
                     })
                     .collect()),
@@ -128,14 +139,20 @@ fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Ve
                             }
                             Value::Unknown(_) => return Err(unknown_repetition(&e.span, "for_each", what)),
                             other => {
-                                return Err(Diagnostic::error("Invalid for_each argument", format!("A for_each set must contain strings, got {}.", other.type_name())).at(Some(e.span.clone())).hint("use toset([for x in ... : tostring(x)]) or a map"));
+                                return Err(Diagnostic::error(
+                                    "Invalid for_each argument",
+                                    format!("A for_each set must contain strings, got {}.", other.type_name()),
+                                )
+                                .at(Some(e.span.clone()))
+                                .hint("use toset([for x in ... : tostring(x)]) or a map"));
                             }
                         }
                     }
                     Ok(out)
                 }
                 Value::Null => Err(Diagnostic::error("Invalid for_each argument", "for_each is null.").at(Some(e.span.clone()))),
-                other => Err(Diagnostic::error("Invalid for_each argument", format!("for_each needs a map or a set of strings, got {}.", other.type_name())).at(Some(e.span.clone()))),
+                other => Err(Diagnostic::error("Invalid for_each argument", format!("for_each needs a map or a set of strings, got {}.", other.type_name()))
+                    .at(Some(e.span.clone()))),
             }
         }
     }
@@ -172,7 +189,10 @@ pub fn expand(stack: &Stack, sources: &SourceMap, root_vars: &BTreeMap<String, M
                 Ok(keys) => {
                     for (key, each, count) in keys {
                         let child = path.child(&call.name, key);
-                        modules.insert(child.clone(), ModuleInstance { module: call.module, parent: Some(path.clone()), call: Some(call.name.clone()), each, count });
+                        modules.insert(
+                            child.clone(),
+                            ModuleInstance { module: call.module, parent: Some(path.clone()), call: Some(call.name.clone()), each, count },
+                        );
                         queue.push(child);
                     }
                 }
@@ -362,12 +382,7 @@ impl RefWalker<'_> {
                 if !self.visiting.insert(key.clone()) {
                     return Vec::new();
                 }
-                let input = inst
-                    .call
-                    .as_deref()
-                    .and_then(|c| self.config(&parent).calls.get(c))
-                    .and_then(|c| c.inputs.get(&name))
-                    .map(|(e, _)| e.clone());
+                let input = inst.call.as_deref().and_then(|c| self.config(&parent).calls.get(c)).and_then(|c| c.inputs.get(&name)).map(|(e, _)| e.clone());
                 let out = input.map(|e| self.refs_of(&parent, &e).into_iter().map(|(a, _)| a).collect()).unwrap_or_default();
                 self.visiting.remove(&key);
                 out
@@ -417,10 +432,16 @@ impl RefWalker<'_> {
         let at = e.span.clone();
         let (root, attrs) = match &e.expr {
             Expression::Traversal(t) => match &t.expr {
-                Expression::Variable(v) => (v.as_str().to_string(), t.operators.iter().map(|o| match o.value() {
-                    TraversalOperator::GetAttr(id) => Some(id.as_str().to_string()),
-                    _ => None,
-                }).collect::<Vec<_>>()),
+                Expression::Variable(v) => (
+                    v.as_str().to_string(),
+                    t.operators
+                        .iter()
+                        .map(|o| match o.value() {
+                            TraversalOperator::GetAttr(id) => Some(id.as_str().to_string()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
                 _ => (String::new(), Vec::new()),
             },
             _ => (String::new(), Vec::new()),
@@ -429,7 +450,9 @@ impl RefWalker<'_> {
         match (root.as_str(), name) {
             ("module", Some(name)) => {
                 if !self.config(path).calls.contains_key(&name) {
-                    self.diags.push(Diagnostic::error("Invalid depends_on reference", format!("No module call named {name:?} is declared in this module.")).at(Some(at)));
+                    self.diags.push(
+                        Diagnostic::error("Invalid depends_on reference", format!("No module call named {name:?} is declared in this module.")).at(Some(at)),
+                    );
                     return Vec::new();
                 }
                 let prefix = path.child(&name, None);
@@ -437,7 +460,11 @@ impl RefWalker<'_> {
                     .expanded
                     .instances
                     .keys()
-                    .filter(|a| a.module.0.len() > path.0.len() && a.module.0[..path.0.len()] == path.0[..] && a.module.0[path.0.len()].name == prefix.0[path.0.len()].name)
+                    .filter(|a| {
+                        a.module.0.len() > path.0.len()
+                            && a.module.0[..path.0.len()] == path.0[..]
+                            && a.module.0[path.0.len()].name == prefix.0[path.0.len()].name
+                    })
                     .map(|a| (a.clone(), at.clone()))
                     .collect();
                 out
@@ -446,7 +473,9 @@ impl RefWalker<'_> {
                 let kind = Kind::from_keyword(kw).expect("checked");
                 if self.config(path).component(kind, &name).is_none() {
                     let declared: Vec<String> = self.config(path).components.iter().filter(|c| c.kind == kind).map(|c| c.name.clone()).collect();
-                    let mut d = Diagnostic::error("Reference to undeclared component", format!("depends_on names {kw}.{name}, which is not declared in this module.")).at(Some(at));
+                    let mut d =
+                        Diagnostic::error("Reference to undeclared component", format!("depends_on names {kw}.{name}, which is not declared in this module."))
+                            .at(Some(at));
                     if let Some(s) = did_you_mean(&name, declared.iter().map(String::as_str)) {
                         d = d.hint(format!("did you mean {kw}.{s}?"));
                     }
@@ -457,8 +486,11 @@ impl RefWalker<'_> {
             }
             _ => {
                 self.diags.push(
-                    Diagnostic::error("Invalid depends_on reference", "depends_on entries must be component or module references, like vault.main or module.site.")
-                        .at(Some(Span { file, range: e.span.range.clone() })),
+                    Diagnostic::error(
+                        "Invalid depends_on reference",
+                        "depends_on entries must be component or module references, like vault.main or module.site.",
+                    )
+                    .at(Some(Span { file, range: e.span.range.clone() })),
                 );
                 Vec::new()
             }
@@ -495,15 +527,24 @@ pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String
         None => match kind.default_type() {
             Some(t) => t.to_string(),
             None => {
-                return Err(Diagnostic::error("Missing required argument", format!("A {kind} needs a type: one of {valid}.")).at(Some(decl.span.clone())).hint(format!("add type = \"{}\"", kind.types()[0])));
+                return Err(Diagnostic::error("Missing required argument", format!("A {kind} needs a type: one of {valid}."))
+                    .at(Some(decl.span.clone()))
+                    .hint(format!("add type = \"{}\"", kind.types()[0])));
             }
         },
         Some(e) => {
             let v = scope.eval(&e.expr, e.span.file)?;
             match v.value {
                 Value::String(s) => s,
-                Value::Unknown(_) => return Err(Diagnostic::error("Invalid component type", "The type must be known before apply (use a literal, a variable or a local).").at(Some(e.span.clone()))),
-                other => return Err(Diagnostic::error("Invalid component type", format!("The type must be a string, got {}.", other.type_name())).at(Some(e.span.clone()))),
+                Value::Unknown(_) => {
+                    return Err(Diagnostic::error("Invalid component type", "The type must be known before apply (use a literal, a variable or a local).")
+                        .at(Some(e.span.clone())));
+                }
+                other => {
+                    return Err(
+                        Diagnostic::error("Invalid component type", format!("The type must be a string, got {}.", other.type_name())).at(Some(e.span.clone()))
+                    );
+                }
             }
         }
     };
@@ -528,13 +569,25 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
     scope.each = inst.each.clone();
     scope.count = inst.count;
     let (type_name, schema) = component_type(&scope, decl).map_err(Diagnostics::from)?;
-    let mut ev = InstanceEval { scope: &scope, decl, type_name: &type_name, diags: Diagnostics::new(), refs: BTreeMap::new(), spans: Vec::new(), referenced: BTreeMap::new() };
+    let mut ev = InstanceEval {
+        scope: &scope,
+        decl,
+        type_name: &type_name,
+        diags: Diagnostics::new(),
+        refs: BTreeMap::new(),
+        spans: Vec::new(),
+        referenced: BTreeMap::new(),
+    };
 
     let mut entries: Vec<(String, Marked)> = Vec::new();
     for (name, (expr, key_span)) in &decl.attrs {
         let Some(attr) = schema.attr(name) else {
             let valid: Vec<&str> = schema.inputs().map(|a| a.name).collect();
-            let mut d = Diagnostic::error("Unsupported argument", format!("A {} of type {type_name:?} has no argument {name:?}. Valid arguments: {}.", decl.kind, valid.join(", "))).at(Some(key_span.clone()));
+            let mut d = Diagnostic::error(
+                "Unsupported argument",
+                format!("A {} of type {type_name:?} has no argument {name:?}. Valid arguments: {}.", decl.kind, valid.join(", ")),
+            )
+            .at(Some(key_span.clone()));
             if let Some(s) = did_you_mean(name, valid.iter().copied()) {
                 d = d.hint(format!("did you mean {s}?"));
             }
@@ -542,7 +595,11 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
             continue;
         };
         if attr.computed {
-            ev.diags.push(Diagnostic::error("Value for computed attribute", format!("{name:?} is set by kdeploy after apply and cannot be configured.")).at(Some(key_span.clone())).hint(format!("read it elsewhere as {}.{name}", inst.addr)));
+            ev.diags.push(
+                Diagnostic::error("Value for computed attribute", format!("{name:?} is set by kdeploy after apply and cannot be configured."))
+                    .at(Some(key_span.clone()))
+                    .hint(format!("read it elsewhere as {}.{name}", inst.addr)),
+            );
             continue;
         }
         if let Some(v) = ev.attribute(name, attr, expr) {
@@ -556,15 +613,20 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
         }
         if attr.required {
             ev.diags.push(
-                Diagnostic::error("Missing required argument", format!("The argument {:?} is required for a {} of type {type_name:?}, but it is not set.", attr.name, decl.kind))
-                    .at(Some(decl.span.clone()))
-                    .hint(format!("add {} = ... ({})", attr.name, attr.description)),
+                Diagnostic::error(
+                    "Missing required argument",
+                    format!("The argument {:?} is required for a {} of type {type_name:?}, but it is not set.", attr.name, decl.kind),
+                )
+                .at(Some(decl.span.clone()))
+                .hint(format!("add {} = ... ({})", attr.name, attr.description)),
             );
             continue;
         }
-        let default = attr.default.clone().or_else(|| attr.derived_default.map(|d| match d {
-            kdeploy_provider::schema::DerivedDefault::StackName => Value::String(stack.name()),
-        }));
+        let default = attr.default.clone().or_else(|| {
+            attr.derived_default.map(|d| match d {
+                kdeploy_provider::schema::DerivedDefault::StackName => Value::String(stack.name()),
+            })
+        });
         entries.push((attr.name.to_string(), Marked::plain(default.unwrap_or(Value::Null))));
     }
     // The cluster: explicit, or the only cluster in the stack.
@@ -578,9 +640,17 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
                     .hint("declare one, e.g. cluster \"edge\" { type = \"docker\" }"),
             ),
             many => ev.diags.push(
-                Diagnostic::error("Ambiguous cluster", format!("The stack declares {} clusters ({}), so {} must say which one it runs on.", many.len(), many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), inst.addr))
-                    .at(Some(decl.span.clone()))
-                    .hint(format!("add cluster = {}", many[0])),
+                Diagnostic::error(
+                    "Ambiguous cluster",
+                    format!(
+                        "The stack declares {} clusters ({}), so {} must say which one it runs on.",
+                        many.len(),
+                        many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        inst.addr
+                    ),
+                )
+                .at(Some(decl.span.clone()))
+                .hint(format!("add cluster = {}", many[0])),
             ),
         }
         if let Some(c) = &cluster {
@@ -604,7 +674,8 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
     marked.sensitive.dedup();
     for (name, span) in &decl.lifecycle.ignore_changes {
         if name != "all" && schema.attr(name).is_none() {
-            let mut d = Diagnostic::error("Invalid ignore_changes", format!("{name:?} is not an argument of a {} of type {type_name:?}.", decl.kind)).at(Some(span.clone()));
+            let mut d = Diagnostic::error("Invalid ignore_changes", format!("{name:?} is not an argument of a {} of type {type_name:?}.", decl.kind))
+                .at(Some(span.clone()));
             if let Some(s) = did_you_mean(name, schema.inputs().map(|a| a.name)) {
                 d = d.hint(format!("did you mean {s}?"));
             }
@@ -664,7 +735,8 @@ impl InstanceEval<'_, '_> {
             }
             Err(e) => {
                 let shown = if value.is_sensitive() { "the value is sensitive".to_string() } else { e };
-                self.diags.push(Diagnostic::error("Incorrect attribute value type", format!("Invalid value for {path:?}: {shown}.")).at(Some(expr.span.clone())));
+                self.diags
+                    .push(Diagnostic::error("Incorrect attribute value type", format!("Invalid value for {path:?}: {shown}.")).at(Some(expr.span.clone())));
                 None
             }
         }
@@ -691,12 +763,18 @@ impl InstanceEval<'_, '_> {
                     .at(Some(expr.span.clone()))
                     .hint(format!("use a reference like {want}.NAME")),
             ),
-            None if value.is_unknown() => self.diags.push(Diagnostic::error("Invalid component reference", format!("{path:?} must be known before apply: a reference like {want}.NAME.")).at(Some(expr.span.clone()))),
+            None if value.is_unknown() => self.diags.push(
+                Diagnostic::error("Invalid component reference", format!("{path:?} must be known before apply: a reference like {want}.NAME."))
+                    .at(Some(expr.span.clone())),
+            ),
             None if value.is_null() => {}
             None => self.diags.push(
-                Diagnostic::error("Incorrect attribute value type", format!("{path:?} must be a reference to a {want} component, like {want}.main; got {}.", value.type_name()))
-                    .at(Some(expr.span.clone()))
-                    .hint(format!("write {path} = {want}.NAME")),
+                Diagnostic::error(
+                    "Incorrect attribute value type",
+                    format!("{path:?} must be a reference to a {want} component, like {want}.main; got {}.", value.type_name()),
+                )
+                .at(Some(expr.span.clone()))
+                .hint(format!("write {path} = {want}.NAME")),
             ),
         }
         None
@@ -732,7 +810,17 @@ impl InstanceEval<'_, '_> {
             let Some(bs) = schema.block(&nb.ident) else {
                 let mut valid: Vec<&str> = schema.blocks.iter().map(|b| b.name).collect();
                 valid.push("lifecycle");
-                let mut d = Diagnostic::error("Unsupported block type", format!("Blocks of type {:?} are not expected in a {} of type {:?}. Valid: {}.", nb.ident, self.decl.kind, self.type_name, valid.join(", "))).at(Some(nb.span.clone()));
+                let mut d = Diagnostic::error(
+                    "Unsupported block type",
+                    format!(
+                        "Blocks of type {:?} are not expected in a {} of type {:?}. Valid: {}.",
+                        nb.ident,
+                        self.decl.kind,
+                        self.type_name,
+                        valid.join(", ")
+                    ),
+                )
+                .at(Some(nb.span.clone()));
                 d = match did_you_mean(&nb.ident, valid.iter().copied()) {
                     Some(s) => d.hint(format!("did you mean {s}?")),
                     None => d.hint(format!("maps are written as attributes: {} = {{ key = \"value\" }}", nb.ident)),
@@ -744,13 +832,21 @@ impl InstanceEval<'_, '_> {
                 (Some((l, sp)), _) => (l.clone(), sp.clone()),
                 (None, Some(n)) => (n.to_string(), nb.span.clone()),
                 (None, None) => {
-                    self.diags.push(Diagnostic::error("Missing block label", format!("A {} block needs a name.", nb.ident)).at(Some(nb.span.clone())).hint(format!("write {} \"NAME\" {{ ... }}", nb.ident)));
+                    self.diags.push(
+                        Diagnostic::error("Missing block label", format!("A {} block needs a name.", nb.ident))
+                            .at(Some(nb.span.clone()))
+                            .hint(format!("write {} \"NAME\" {{ ... }}", nb.ident)),
+                    );
                     continue;
                 }
             };
             if let Some(first) = seen.get(&(nb.ident.clone(), key.clone())) {
                 let at = self.scope.ctx.sources.location(first);
-                self.diags.push(Diagnostic::error("Duplicate block", format!("A {} block named {key:?} is already defined at {at}; names must be unique.", nb.ident)).at(Some(key_span)).hint("rename or remove one of them"));
+                self.diags.push(
+                    Diagnostic::error("Duplicate block", format!("A {} block named {key:?} is already defined at {at}; names must be unique.", nb.ident))
+                        .at(Some(key_span))
+                        .hint("rename or remove one of them"),
+                );
                 continue;
             }
             seen.insert((nb.ident.clone(), key.clone()), key_span.clone());
@@ -769,7 +865,11 @@ impl InstanceEval<'_, '_> {
             for (name, (expr, name_span)) in &nb.attrs {
                 let Some(f) = fields.iter().find(|f| f.name == name) else {
                     let valid: Vec<&str> = fields.iter().map(|f| f.name).collect();
-                    let mut d = Diagnostic::error("Unsupported argument", format!("A {} block has no argument {name:?}. Valid arguments: {}.", nb.ident, valid.join(", "))).at(Some(name_span.clone()));
+                    let mut d = Diagnostic::error(
+                        "Unsupported argument",
+                        format!("A {} block has no argument {name:?}. Valid arguments: {}.", nb.ident, valid.join(", ")),
+                    )
+                    .at(Some(name_span.clone()));
                     if let Some(s) = did_you_mean(name, valid.iter().copied()) {
                         d = d.hint(format!("did you mean {s}?"));
                     }
@@ -786,9 +886,12 @@ impl InstanceEval<'_, '_> {
                 }
                 if f.required {
                     self.diags.push(
-                        Diagnostic::error("Missing required argument", format!("The argument {:?} is required in a {} block, but it is not set.", f.name, nb.ident))
-                            .at(Some(nb.span.clone()))
-                            .hint(format!("add {} = ... ({})", f.name, f.description)),
+                        Diagnostic::error(
+                            "Missing required argument",
+                            format!("The argument {:?} is required in a {} block, but it is not set.", f.name, nb.ident),
+                        )
+                        .at(Some(nb.span.clone()))
+                        .hint(format!("add {} = ... ({})", f.name, f.description)),
                     );
                     continue;
                 }

@@ -56,43 +56,15 @@ struct Spec {
 }
 
 const fn exact(name: &'static str, params: &'static [&'static str], imp: Impl) -> Spec {
-    Spec {
-        name,
-        params,
-        min: params.len(),
-        max: Some(params.len()),
-        imp,
-    }
+    Spec { name, params, min: params.len(), max: Some(params.len()), imp }
 }
 
-const fn between(
-    name: &'static str,
-    params: &'static [&'static str],
-    min: usize,
-    imp: Impl,
-) -> Spec {
-    Spec {
-        name,
-        params,
-        min,
-        max: Some(params.len()),
-        imp,
-    }
+const fn between(name: &'static str, params: &'static [&'static str], min: usize, imp: Impl) -> Spec {
+    Spec { name, params, min, max: Some(params.len()), imp }
 }
 
-const fn variadic(
-    name: &'static str,
-    params: &'static [&'static str],
-    min: usize,
-    imp: Impl,
-) -> Spec {
-    Spec {
-        name,
-        params,
-        min,
-        max: None,
-        imp,
-    }
+const fn variadic(name: &'static str, params: &'static [&'static str], min: usize, imp: Impl) -> Spec {
+    Spec { name, params, min, max: None, imp }
 }
 
 /// Every function, sorted by name (a test checks the order; lookups binary-search it).
@@ -157,30 +129,19 @@ static SPECS: &[Spec] = &[
 ];
 
 fn spec(name: &str) -> Option<&'static Spec> {
-    SPECS
-        .binary_search_by(|s| s.name.cmp(name))
-        .ok()
-        .map(|i| &SPECS[i])
+    SPECS.binary_search_by(|s| s.name.cmp(name)).ok().map(|i| &SPECS[i])
 }
 
 /// Calls the built-in function `name`.
 pub fn call(name: &str, args: &[Value], ctx: &FuncContext) -> Result<Value> {
     let Some(spec) = spec(name) else {
-        let hint = suggest(name)
-            .map(|s| format!(" Did you mean \"{s}\"?"))
-            .unwrap_or_default();
-        return Err(FuncError {
-            arg: None,
-            message: format!("There is no function named \"{name}\".{hint}"),
-        });
+        let hint = suggest(name).map(|s| format!(" Did you mean \"{s}\"?")).unwrap_or_default();
+        return Err(FuncError { arg: None, message: format!("There is no function named \"{name}\".{hint}") });
     };
     check_arity(spec, args.len())?;
     let call = Call { spec, args, ctx };
     if let Some(i) = args.iter().position(Value::contains_unknown) {
-        return Err(call.invalid(
-            i,
-            "the value is not known yet; it will be known after apply",
-        ));
+        return Err(call.invalid(i, "the value is not known yet; it will be known after apply"));
     }
     (spec.imp)(&call)
 }
@@ -193,9 +154,7 @@ pub fn exists(name: &str) -> bool {
 /// The names of all built-in functions, sorted.
 pub fn names() -> &'static [&'static str] {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    NAMES
-        .get_or_init(|| SPECS.iter().map(|s| s.name).collect())
-        .as_slice()
+    NAMES.get_or_init(|| SPECS.iter().map(|s| s.name).collect()).as_slice()
 }
 
 /// The known function closest to `name` (edit distance 1 or 2), for "did you mean" hints.
@@ -252,10 +211,7 @@ fn check_arity(spec: &Spec, got: usize) -> Result<()> {
         Some(max) => format!("{} to {max} arguments", spec.min),
         None => format!("at least {} {}", spec.min, plural(spec.min)),
     };
-    Err(FuncError {
-        arg: None,
-        message: format!("Function \"{}\" expects {expects}, got {got}.", spec.name),
-    })
+    Err(FuncError { arg: None, message: format!("Function \"{}\" expects {expects}, got {got}.", spec.name) })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -270,18 +226,11 @@ struct Call<'a> {
 
 /// Adds a final full stop unless the message already ends a sentence.
 fn sentence(msg: &str) -> String {
-    if msg.ends_with(['.', '?', '!']) {
-        msg.to_string()
-    } else {
-        format!("{msg}.")
-    }
+    if msg.ends_with(['.', '?', '!']) { msg.to_string() } else { format!("{msg}.") }
 }
 
 fn general(msg: impl AsRef<str>) -> FuncError {
-    FuncError {
-        arg: None,
-        message: sentence(msg.as_ref()),
-    }
+    FuncError { arg: None, message: sentence(msg.as_ref()) }
 }
 
 impl Call<'_> {
@@ -291,14 +240,7 @@ impl Call<'_> {
     }
 
     fn invalid(&self, i: usize, msg: impl AsRef<str>) -> FuncError {
-        FuncError {
-            arg: Some(i),
-            message: sentence(&format!(
-                "Invalid value for \"{}\" parameter: {}",
-                self.param(i),
-                msg.as_ref()
-            )),
-        }
+        FuncError { arg: Some(i), message: sentence(&format!("Invalid value for \"{}\" parameter: {}", self.param(i), msg.as_ref())) }
     }
 
     fn arg(&self, i: usize) -> &Value {
@@ -322,8 +264,7 @@ impl Call<'_> {
 
     fn int(&self, i: usize) -> Result<i64> {
         let n = self.num(i)?;
-        n.as_int()
-            .ok_or_else(|| self.invalid(i, format!("must be a whole number; got {n}")))
+        n.as_int().ok_or_else(|| self.invalid(i, format!("must be a whole number; got {n}")))
     }
 
     fn list(&self, i: usize) -> Result<&[Value]> {
@@ -420,12 +361,9 @@ fn to_str(v: &Value) -> Result<String, String> {
 fn to_num(v: &Value) -> Result<Num, String> {
     match v {
         Value::Number(n) => Ok(Num::of(n)),
-        Value::String(s) => parse_number(s).ok_or_else(|| {
-            format!(
-                "cannot convert {} to number; given string must be a decimal representation of a number",
-                quote(s)
-            )
-        }),
+        Value::String(s) => {
+            parse_number(s).ok_or_else(|| format!("cannot convert {} to number; given string must be a decimal representation of a number", quote(s)))
+        }
         Value::Null => Err("argument must not be null".into()),
         v => Err(format!("a number is required; got {}", v.type_name())),
     }
@@ -436,10 +374,7 @@ fn to_bool(v: &Value) -> Result<bool, String> {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s == "true" => Ok(true),
         Value::String(s) if s == "false" => Ok(false),
-        Value::String(s) => Err(format!(
-            "cannot convert {} to bool; only \"true\" or \"false\" is allowed",
-            quote(s)
-        )),
+        Value::String(s) => Err(format!("cannot convert {} to bool; only \"true\" or \"false\" is allowed", quote(s))),
         Value::Null => Err("argument must not be null".into()),
         v => Err(format!("a bool is required; got {}", v.type_name())),
     }
@@ -514,15 +449,8 @@ fn values_equal(a: &Value, b: &Value) -> bool {
             (Num::Int(x), Num::Int(y)) => x == y,
             (x, y) => x.f64() == y.f64(),
         },
-        (Value::List(x), Value::List(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
-        }
-        (Value::Map(x), Value::Map(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((ka, va), (kb, vb))| ka == kb && values_equal(va, vb))
-        }
+        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b)),
+        (Value::Map(x), Value::Map(y)) => x.len() == y.len() && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && values_equal(va, vb)),
         _ => a == b,
     }
 }
@@ -580,10 +508,7 @@ fn f_length(c: &Call) -> Result<Value> {
         Value::List(l) => l.len(),
         Value::Map(m) => m.len(),
         v => {
-            return Err(c.invalid(
-                0,
-                format!("must be a list, map or string; got {}", v.type_name()),
-            ));
+            return Err(c.invalid(0, format!("must be a list, map or string; got {}", v.type_name())));
         }
     };
     Ok(Value::from_i64(n as i64))
@@ -591,9 +516,7 @@ fn f_length(c: &Call) -> Result<Value> {
 
 fn f_keys(c: &Call) -> Result<Value> {
     let m = c.map(0)?;
-    Ok(Value::List(
-        m.keys().map(|k| Value::string(k.clone())).collect(),
-    ))
+    Ok(Value::List(m.keys().map(|k| Value::string(k.clone())).collect()))
 }
 
 fn f_values(c: &Call) -> Result<Value> {
@@ -631,13 +554,7 @@ fn f_concat(c: &Call) -> Result<Value> {
         match c.not_null(i)? {
             Value::List(l) => out.extend(l.iter().cloned()),
             v => {
-                return Err(c.invalid(
-                    i,
-                    format!(
-                        "all arguments must be lists or tuples; got {}",
-                        v.type_name()
-                    ),
-                ));
+                return Err(c.invalid(i, format!("all arguments must be lists or tuples; got {}", v.type_name())));
             }
         }
     }
@@ -696,20 +613,8 @@ fn f_range(c: &Call) -> Result<Value> {
     let one = Num::Int(1);
     let minus_one = Num::Int(-1);
     let (start, end, step) = match nums[..] {
-        [end] => (
-            Num::Int(0),
-            end,
-            if end.f64() < 0.0 { minus_one } else { one },
-        ),
-        [start, end] => (
-            start,
-            end,
-            if end.f64() < start.f64() {
-                minus_one
-            } else {
-                one
-            },
-        ),
+        [end] => (Num::Int(0), end, if end.f64() < 0.0 { minus_one } else { one }),
+        [start, end] => (start, end, if end.f64() < start.f64() { minus_one } else { one }),
         [start, end, step] => (start, end, step),
         _ => unreachable!("arity is checked before the call"),
     };
@@ -742,18 +647,12 @@ fn f_range(c: &Call) -> Result<Value> {
         } else {
             Num::Float(start.f64() + k as f64 * step.f64())
         };
-        let done = if down {
-            value.f64() <= end.f64()
-        } else {
-            value.f64() >= end.f64()
-        };
+        let done = if down { value.f64() <= end.f64() } else { value.f64() >= end.f64() };
         if done {
             break;
         }
         if out.len() >= 1024 {
-            return Err(general(
-                "more than 1024 values were generated; either decrease the difference between start and end or use a smaller step",
-            ));
+            return Err(general("more than 1024 values were generated; either decrease the difference between start and end or use a smaller step"));
         }
         out.push(value.value());
         k += 1;
@@ -772,9 +671,7 @@ fn f_tolist(c: &Call) -> Result<Value> {
 fn f_toset(c: &Call) -> Result<Value> {
     match c.arg(0) {
         Value::Null => Ok(Value::Null),
-        Value::List(l) => Ok(Value::List(dedup(
-            unify(l.clone()).map_err(|m| c.invalid(0, m))?,
-        ))),
+        Value::List(l) => Ok(Value::List(dedup(unify(l.clone()).map_err(|m| c.invalid(0, m))?))),
         v => Err(c.invalid(0, format!("cannot convert {} to set", v.type_name()))),
     }
 }
@@ -794,15 +691,9 @@ fn f_zipmap(c: &Call) -> Result<Value> {
     let keys = c.str_list(0)?;
     let values = c.list(1)?;
     if keys.len() != values.len() {
-        return Err(general(format!(
-            "number of keys ({}) does not match number of values ({})",
-            keys.len(),
-            values.len()
-        )));
+        return Err(general(format!("number of keys ({}) does not match number of values ({})", keys.len(), values.len())));
     }
-    Ok(Value::Map(
-        keys.into_iter().zip(values.iter().cloned()).collect(),
-    ))
+    Ok(Value::Map(keys.into_iter().zip(values.iter().cloned()).collect()))
 }
 
 fn f_sort(c: &Call) -> Result<Value> {
@@ -823,10 +714,7 @@ fn f_slice(c: &Call) -> Result<Value> {
         return Err(c.invalid(1, "start index must not be less than zero"));
     }
     if end > list.len() as i64 {
-        return Err(c.invalid(
-            2,
-            "end index must not be greater than the length of the list",
-        ));
+        return Err(c.invalid(2, "end index must not be greater than the length of the list"));
     }
     if start > end {
         return Err(c.invalid(1, "start index must not be greater than end index"));
@@ -853,10 +741,7 @@ fn f_one(c: &Call) -> Result<Value> {
     match c.arg(0) {
         Value::List(l) if l.is_empty() => Ok(Value::Null),
         Value::List(l) if l.len() == 1 => Ok(l[0].clone()),
-        _ => Err(c.invalid(
-            0,
-            "must be a list, set, or tuple value with either zero or one elements",
-        )),
+        _ => Err(c.invalid(0, "must be a list, set, or tuple value with either zero or one elements")),
     }
 }
 
@@ -885,9 +770,7 @@ fn bool_list(c: &Call) -> Result<Vec<Option<bool>>> {
         .enumerate()
         .map(|(n, v)| match v {
             Value::Null => Ok(None),
-            v => to_bool(v)
-                .map(Some)
-                .map_err(|m| c.invalid(0, format!("element {n}: {m}"))),
+            v => to_bool(v).map(Some).map_err(|m| c.invalid(0, format!("element {n}: {m}"))),
         })
         .collect()
 }
@@ -901,12 +784,8 @@ fn f_anytrue(c: &Call) -> Result<Value> {
 }
 
 fn f_coalesce(c: &Call) -> Result<Value> {
-    let unified =
-        unify(c.args.to_vec()).map_err(|_| general("all arguments must have the same type"))?;
-    unified
-        .into_iter()
-        .find(|v| !v.is_null() && v.as_str() != Some(""))
-        .ok_or_else(|| general("no non-null, non-empty-string arguments"))
+    let unified = unify(c.args.to_vec()).map_err(|_| general("all arguments must have the same type"))?;
+    unified.into_iter().find(|v| !v.is_null() && v.as_str() != Some("")).ok_or_else(|| general("no non-null, non-empty-string arguments"))
 }
 
 fn f_coalescelist(c: &Call) -> Result<Value> {
@@ -916,13 +795,7 @@ fn f_coalescelist(c: &Call) -> Result<Value> {
             Value::List(l) if l.is_empty() => {}
             Value::List(_) => return Ok(arg.clone()),
             v => {
-                return Err(c.invalid(
-                    i,
-                    format!(
-                        "coalescelist arguments must be lists or tuples; got {}",
-                        v.type_name()
-                    ),
-                ));
+                return Err(c.invalid(i, format!("coalescelist arguments must be lists or tuples; got {}", v.type_name())));
             }
         }
     }
@@ -991,9 +864,7 @@ fn f_join(c: &Call) -> Result<Value> {
     let mut parts = Vec::with_capacity(list.len());
     for (n, v) in list.iter().enumerate() {
         let s = match v {
-            Value::Null => Err(format!(
-                "element {n} is null; cannot concatenate null values"
-            )),
+            Value::Null => Err(format!("element {n} is null; cannot concatenate null values")),
             v => to_str(v).map_err(|m| format!("element {n}: {m}")),
         };
         parts.push(s.map_err(|m| c.invalid(1, m))?);
@@ -1004,11 +875,8 @@ fn f_join(c: &Call) -> Result<Value> {
 fn f_split(c: &Call) -> Result<Value> {
     let sep = c.str(0)?;
     let s = c.str(1)?;
-    let parts: Vec<Value> = if sep.is_empty() {
-        s.chars().map(|ch| Value::String(ch.to_string())).collect()
-    } else {
-        s.split(sep.as_str()).map(Value::string).collect()
-    };
+    let parts: Vec<Value> =
+        if sep.is_empty() { s.chars().map(|ch| Value::String(ch.to_string())).collect() } else { s.split(sep.as_str()).map(Value::string).collect() };
     Ok(Value::List(parts))
 }
 
@@ -1025,10 +893,7 @@ fn f_replace(c: &Call) -> Result<Value> {
     let pattern = c.str(1)?;
     let with = c.str(2)?;
     if pattern.len() >= 2 && pattern.starts_with('/') && pattern.ends_with('/') {
-        return Err(c.invalid(
-            1,
-            "regular expressions (a pattern wrapped in slashes) are not supported yet; use a plain substring",
-        ));
+        return Err(c.invalid(1, "regular expressions (a pattern wrapped in slashes) are not supported yet; use a plain substring"));
     }
     Ok(Value::String(s.replace(&pattern, &with)))
 }
@@ -1097,27 +962,15 @@ fn f_substr(c: &Call) -> Result<Value> {
     let offset = c.int(1)?;
     let length = c.int(2)?;
     let total = chars.len() as i64;
-    let start = if offset < 0 {
-        total.saturating_add(offset).max(0)
-    } else {
-        offset.min(total)
-    };
-    let end = if length < 0 {
-        total
-    } else {
-        start.saturating_add(length).min(total)
-    };
-    Ok(Value::String(
-        chars[start as usize..end as usize].iter().collect(),
-    ))
+    let start = if offset < 0 { total.saturating_add(offset).max(0) } else { offset.min(total) };
+    let end = if length < 0 { total } else { start.saturating_add(length).min(total) };
+    Ok(Value::String(chars[start as usize..end as usize].iter().collect()))
 }
 
 fn f_tostring(c: &Call) -> Result<Value> {
     match c.arg(0) {
         Value::Null => Ok(Value::Null),
-        v => to_str(v)
-            .map(Value::String)
-            .map_err(|_| c.invalid(0, format!("cannot convert {} to string", v.type_name()))),
+        v => to_str(v).map(Value::String).map_err(|_| c.invalid(0, format!("cannot convert {} to string", v.type_name()))),
     }
 }
 
@@ -1149,16 +1002,9 @@ fn f_formatlist(c: &Call) -> Result<Value> {
             match len {
                 None => len = Some((l.len(), j + 1)),
                 Some((n, first)) if n != l.len() => {
-                    return Err(c.invalid(
-                        j + 1,
-                        format!(
-                            "argument {} has length {}, which is inconsistent with argument {} of length {}",
-                            j + 1,
-                            l.len(),
-                            first,
-                            n
-                        ),
-                    ));
+                    return Err(
+                        c.invalid(j + 1, format!("argument {} has length {}, which is inconsistent with argument {} of length {}", j + 1, l.len(), first, n))
+                    );
                 }
                 Some(_) => {}
             }
@@ -1228,23 +1074,14 @@ fn format_impl(c: &Call, fmt: &str, args: &[Value]) -> Result<String> {
         }
         if chars.get(i) == Some(&'[') {
             let close = chars[i..].iter().position(|&c| c == ']').map(|p| p + i);
-            let index = close.and_then(|close| {
-                chars[i + 1..close]
-                    .iter()
-                    .collect::<String>()
-                    .parse::<usize>()
-                    .ok()
-            });
+            let index = close.and_then(|close| chars[i + 1..close].iter().collect::<String>().parse::<usize>().ok());
             match (close, index) {
                 (Some(close), Some(n)) if n >= 1 => {
                     next_arg = n - 1;
                     i = close + 1;
                 }
                 _ => {
-                    return Err(c.invalid(
-                        0,
-                        format!("invalid argument index in format verb at offset {verb_start}"),
-                    ));
+                    return Err(c.invalid(0, format!("invalid argument index in format verb at offset {verb_start}")));
                 }
             }
         }
@@ -1255,27 +1092,15 @@ fn format_impl(c: &Call, fmt: &str, args: &[Value]) -> Result<String> {
             precision = Some(read_digits(&chars, &mut i).unwrap_or(0));
         }
         if width.max(precision).is_some_and(|n| n > MAX_WIDTH) {
-            return Err(c.invalid(
-                0,
-                format!("width or precision at offset {verb_start} is larger than {MAX_WIDTH}"),
-            ));
+            return Err(c.invalid(0, format!("width or precision at offset {verb_start} is larger than {MAX_WIDTH}")));
         }
         let Some(&verb) = chars.get(i) else {
-            return Err(c.invalid(
-                0,
-                format!("unterminated format verb at offset {verb_start}"),
-            ));
+            return Err(c.invalid(0, format!("unterminated format verb at offset {verb_start}")));
         };
         i += 1;
         let raw: String = chars[verb_start..i].iter().collect();
         if !"vstqdbxXoeEfgG".contains(verb) {
-            return Err(c.invalid(
-                0,
-                format!(
-                    "unrecognized format character {} at offset {verb_start}",
-                    quote(&verb.to_string())
-                ),
-            ));
+            return Err(c.invalid(0, format!("unrecognized format character {} at offset {verb_start}", quote(&verb.to_string()))));
         }
         verbs += 1;
         let Some(arg) = args.get(next_arg) else {
@@ -1289,23 +1114,11 @@ fn format_impl(c: &Call, fmt: &str, args: &[Value]) -> Result<String> {
         used[next_arg] = true;
         let arg_index = next_arg + 1; // index among the call's arguments
         next_arg += 1;
-        let fail = |msg: String| {
-            c.invalid(
-                arg_index,
-                format!(
-                    "unsupported value for {} at {verb_start}: {msg}",
-                    quote(&raw)
-                ),
-            )
-        };
+        let fail = |msg: String| c.invalid(arg_index, format!("unsupported value for {} at {verb_start}: {msg}", quote(&raw)));
         if arg.is_null() {
             return Err(fail("null value cannot be formatted".into()));
         }
-        let spec = VerbSpec {
-            flags: &flags,
-            width,
-            precision,
-        };
+        let spec = VerbSpec { flags: &flags, width, precision };
         let text = format_verb(verb, arg, &spec).map_err(fail)?;
         out.push_str(&text);
     }
@@ -1313,15 +1126,9 @@ fn format_impl(c: &Call, fmt: &str, args: &[Value]) -> Result<String> {
         let msg = if verbs == 0 {
             "too many arguments; no verbs in format string".to_string()
         } else {
-            format!(
-                "too many arguments; only {} used by format string",
-                used.iter().filter(|u| **u).count()
-            )
+            format!("too many arguments; only {} used by format string", used.iter().filter(|u| **u).count())
         };
-        return Err(FuncError {
-            arg: Some(unused + 1),
-            message: sentence(&msg),
-        });
+        return Err(FuncError { arg: Some(unused + 1), message: sentence(&msg) });
     }
     Ok(out)
 }
@@ -1332,13 +1139,7 @@ fn read_digits(chars: &[char], i: &mut usize) -> Option<usize> {
     while chars.get(*i).is_some_and(char::is_ascii_digit) {
         *i += 1;
     }
-    (start != *i).then(|| {
-        chars[start..*i]
-            .iter()
-            .collect::<String>()
-            .parse()
-            .unwrap_or(usize::MAX)
-    })
+    (start != *i).then(|| chars[start..*i].iter().collect::<String>().parse().unwrap_or(usize::MAX))
 }
 
 struct VerbSpec<'a> {
@@ -1391,9 +1192,7 @@ fn format_number(verb: char, n: Num, spec: &VerbSpec) -> Result<String, String> 
             s.strip_prefix('-').map(str::to_string).unwrap_or(s)
         }
         'd' | 'b' | 'o' | 'x' | 'X' => {
-            let i = n
-                .as_int()
-                .ok_or_else(|| format!("{n} is not a whole number"))?;
+            let i = n.as_int().ok_or_else(|| format!("{n} is not a whole number"))?;
             let mag = i.unsigned_abs();
             let mut digits = match verb {
                 'd' => mag.to_string(),
@@ -1483,10 +1282,7 @@ fn format_general(f: f64, precision: Option<usize>, keep_zeros: bool) -> String 
         Some(p) => {
             let p = p.max(1);
             let e = format!("{f:.*e}", p.saturating_sub(1));
-            let exp: i32 = e
-                .split_once('e')
-                .and_then(|(_, x)| x.parse().ok())
-                .unwrap_or(0);
+            let exp: i32 = e.split_once('e').and_then(|(_, x)| x.parse().ok()).unwrap_or(0);
             if exp < -4 || exp >= p as i32 {
                 strip(format_exp(f, p.saturating_sub(1)))
             } else {
@@ -1592,8 +1388,7 @@ fn f_jsonencode(c: &Call) -> Result<Value> {
 
 fn f_jsondecode(c: &Call) -> Result<Value> {
     let s = c.str(0)?;
-    let json: serde_json::Value =
-        serde_json::from_str(&s).map_err(|e| c.invalid(0, format!("invalid JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&s).map_err(|e| c.invalid(0, format!("invalid JSON: {e}")))?;
     fn normalize(v: Value) -> Value {
         match v {
             Value::Number(n) => Num::of(&n).value(),
@@ -1606,27 +1401,14 @@ fn f_jsondecode(c: &Call) -> Result<Value> {
 }
 
 fn f_base64encode(c: &Call) -> Result<Value> {
-    Ok(Value::String(
-        base64::engine::general_purpose::STANDARD.encode(c.str(0)?),
-    ))
+    Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(c.str(0)?)))
 }
 
 fn f_base64decode(c: &Call) -> Result<Value> {
     let s = c.str(0)?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.as_bytes())
-        .map_err(|e| {
-            c.invalid(
-                0,
-                format!("failed to decode base64 data {}: {e}", quote(&s)),
-            )
-        })?;
-    String::from_utf8(bytes).map(Value::String).map_err(|_| {
-        c.invalid(
-            0,
-            "the result of decoding the provided string is not valid UTF-8",
-        )
-    })
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(s.as_bytes()).map_err(|e| c.invalid(0, format!("failed to decode base64 data {}: {e}", quote(&s))))?;
+    String::from_utf8(bytes).map(Value::String).map_err(|_| c.invalid(0, "the result of decoding the provided string is not valid UTF-8"))
 }
 
 fn f_sha256(c: &Call) -> Result<Value> {
@@ -1649,11 +1431,7 @@ fn resolve(c: &Call, path: &str) -> PathBuf {
         return PathBuf::from(home).join(rest);
     }
     let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        c.ctx.base_dir.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { c.ctx.base_dir.join(p) }
 }
 
 /// Reads a file for `file()` / `filebase64()`.
@@ -1663,11 +1441,7 @@ fn read_file(c: &Call) -> Result<Vec<u8>> {
     let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut msg = format!(
-                "no file exists at {} (relative to {})",
-                quote(&given),
-                c.ctx.base_dir.display()
-            );
+            let mut msg = format!("no file exists at {} (relative to {})", quote(&given), c.ctx.base_dir.display());
             if let Some(hint) = sibling_hint(&given, &path) {
                 let _ = write!(msg, "; did you mean {}?", quote(&hint));
             }
@@ -1712,18 +1486,14 @@ fn f_file(c: &Call) -> Result<Value> {
 }
 
 fn f_filebase64(c: &Call) -> Result<Value> {
-    Ok(Value::String(
-        base64::engine::general_purpose::STANDARD.encode(read_file(c)?),
-    ))
+    Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(read_file(c)?)))
 }
 
 fn f_fileexists(c: &Call) -> Result<Value> {
     let given = c.str(0)?;
     let path = resolve(c, &given);
     match std::fs::metadata(&path) {
-        Ok(m) if m.is_dir() => {
-            Err(c.invalid(0, format!("{} is a directory, not a file", quote(&given))))
-        }
+        Ok(m) if m.is_dir() => Err(c.invalid(0, format!("{} is a directory, not a file", quote(&given)))),
         Ok(_) => Ok(Value::Bool(true)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Bool(false)),
         Err(e) => Err(c.invalid(0, format!("cannot stat {}: {e}", quote(&given)))),
@@ -1750,18 +1520,11 @@ mod tests {
         Value::List(items.iter().map(|x| s(x)).collect())
     }
     fn map(items: &[(&str, Value)]) -> Value {
-        Value::Map(
-            items
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
+        Value::Map(items.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     }
 
     fn run(name: &str, args: Vec<Value>) -> Result<Value> {
-        let ctx = FuncContext {
-            base_dir: Path::new("/nonexistent-base"),
-        };
+        let ctx = FuncContext { base_dir: Path::new("/nonexistent-base") };
         call(name, &args, &ctx)
     }
     fn ok(name: &str, args: Vec<Value>) -> Value {
@@ -1774,28 +1537,18 @@ mod tests {
         }
     }
     fn err_at(arg: usize, message: &str) -> FuncError {
-        FuncError {
-            arg: Some(arg),
-            message: message.to_string(),
-        }
+        FuncError { arg: Some(arg), message: message.to_string() }
     }
     fn err_general(message: &str) -> FuncError {
-        FuncError {
-            arg: None,
-            message: message.to_string(),
-        }
+        FuncError { arg: None, message: message.to_string() }
     }
 
     /// A scratch directory removed on drop.
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(tag: &str) -> TempDir {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let dir =
-                std::env::temp_dir().join(format!("kfuncs-{tag}-{}-{nanos}", std::process::id()));
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!("kfuncs-{tag}-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
         }
@@ -1811,10 +1564,7 @@ mod tests {
     #[test]
     fn names_are_sorted_unique_and_resolvable() {
         let all = names();
-        assert!(
-            all.windows(2).all(|w| w[0] < w[1]),
-            "SPECS must be sorted by name"
-        );
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "SPECS must be sorted by name");
         assert!(all.iter().all(|n| exists(n)));
         assert!(exists("join"));
         assert!(!exists("can"));
@@ -1896,57 +1646,27 @@ mod tests {
 
     #[test]
     fn unknown_function_is_an_error_with_a_hint() {
-        assert_eq!(
-            err("lenght", vec![s("a")]),
-            err_general("There is no function named \"lenght\". Did you mean \"length\"?")
-        );
+        assert_eq!(err("lenght", vec![s("a")]), err_general("There is no function named \"lenght\". Did you mean \"length\"?"));
     }
 
     #[test]
     fn arity_errors() {
-        assert_eq!(
-            err("join", vec![s(",")]),
-            err_general("Function \"join\" expects 2 arguments, got 1.")
-        );
-        assert_eq!(
-            err("upper", vec![]),
-            err_general("Function \"upper\" expects 1 argument, got 0.")
-        );
-        assert_eq!(
-            err("lookup", vec![map(&[])]),
-            err_general("Function \"lookup\" expects 2 or 3 arguments, got 1.")
-        );
-        assert_eq!(
-            err("range", vec![]),
-            err_general("Function \"range\" expects 1 to 3 arguments, got 0.")
-        );
-        assert_eq!(
-            err("format", vec![]),
-            err_general("Function \"format\" expects at least 1 argument, got 0.")
-        );
-        assert_eq!(
-            err("coalesce", vec![]),
-            err_general("Function \"coalesce\" expects at least 1 argument, got 0.")
-        );
+        assert_eq!(err("join", vec![s(",")]), err_general("Function \"join\" expects 2 arguments, got 1."));
+        assert_eq!(err("upper", vec![]), err_general("Function \"upper\" expects 1 argument, got 0."));
+        assert_eq!(err("lookup", vec![map(&[])]), err_general("Function \"lookup\" expects 2 or 3 arguments, got 1."));
+        assert_eq!(err("range", vec![]), err_general("Function \"range\" expects 1 to 3 arguments, got 0."));
+        assert_eq!(err("format", vec![]), err_general("Function \"format\" expects at least 1 argument, got 0."));
+        assert_eq!(err("coalesce", vec![]), err_general("Function \"coalesce\" expects at least 1 argument, got 0."));
     }
 
     #[test]
     fn unknown_arguments_are_rejected_not_panicked_on() {
         assert_eq!(
             err("upper", vec![Value::Unknown("x.y".into())]),
-            err_at(
-                0,
-                "Invalid value for \"str\" parameter: the value is not known yet; it will be known after apply."
-            )
+            err_at(0, "Invalid value for \"str\" parameter: the value is not known yet; it will be known after apply.")
         );
-        assert_eq!(
-            err("length", vec![list(vec![Value::Unknown("x".into())])]).arg,
-            Some(0)
-        );
-        assert_eq!(
-            err("format", vec![s("%s"), Value::Unknown("x".into())]).arg,
-            Some(1)
-        );
+        assert_eq!(err("length", vec![list(vec![Value::Unknown("x".into())])]).arg, Some(0));
+        assert_eq!(err("format", vec![s("%s"), Value::Unknown("x".into())]).arg, Some(1));
     }
 
     // --- collections ---------------------------------------------------------------------
@@ -1957,20 +1677,8 @@ mod tests {
         assert_eq!(ok("length", vec![s("")]), n(0));
         assert_eq!(ok("length", vec![strs(&["a", "b"])]), n(2));
         assert_eq!(ok("length", vec![map(&[("a", n(1))])]), n(1));
-        assert_eq!(
-            err("length", vec![Value::Bool(true)]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: must be a list, map or string; got bool."
-            )
-        );
-        assert_eq!(
-            err("length", vec![Value::Null]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: argument must not be null."
-            )
-        );
+        assert_eq!(err("length", vec![Value::Bool(true)]), err_at(0, "Invalid value for \"list\" parameter: must be a list, map or string; got bool."));
+        assert_eq!(err("length", vec![Value::Null]), err_at(0, "Invalid value for \"list\" parameter: argument must not be null."));
     }
 
     #[test]
@@ -1978,20 +1686,8 @@ mod tests {
         let m = map(&[("b", n(2)), ("a", n(1)), ("C", n(3))]);
         assert_eq!(ok("keys", vec![m.clone()]), strs(&["C", "a", "b"]));
         assert_eq!(ok("values", vec![m]), list(vec![n(3), n(1), n(2)]));
-        assert_eq!(
-            err("keys", vec![strs(&["a"])]),
-            err_at(
-                0,
-                "Invalid value for \"inputMap\" parameter: must be a map; got list."
-            )
-        );
-        assert_eq!(
-            err("values", vec![s("x")]),
-            err_at(
-                0,
-                "Invalid value for \"mapping\" parameter: must be a map; got string."
-            )
-        );
+        assert_eq!(err("keys", vec![strs(&["a"])]), err_at(0, "Invalid value for \"inputMap\" parameter: must be a map; got list."));
+        assert_eq!(err("values", vec![s("x")]), err_at(0, "Invalid value for \"mapping\" parameter: must be a map; got string."));
     }
 
     #[test]
@@ -2000,70 +1696,28 @@ mod tests {
         assert_eq!(ok("lookup", vec![m.clone(), s("a")]), s("x"));
         assert_eq!(ok("lookup", vec![m.clone(), s("b"), s("dflt")]), s("dflt"));
         assert_eq!(ok("lookup", vec![m.clone(), s("n"), n(0)]), n(1));
-        assert_eq!(
-            err("lookup", vec![m, s("b")]),
-            err_at(
-                1,
-                "Invalid value for \"key\" parameter: lookup failed to find key \"b\"."
-            )
-        );
-        assert_eq!(
-            err("lookup", vec![strs(&["a"]), s("a")]),
-            err_at(
-                0,
-                "Invalid value for \"inputMap\" parameter: must be a map; got list."
-            )
-        );
+        assert_eq!(err("lookup", vec![m, s("b")]), err_at(1, "Invalid value for \"key\" parameter: lookup failed to find key \"b\"."));
+        assert_eq!(err("lookup", vec![strs(&["a"]), s("a")]), err_at(0, "Invalid value for \"inputMap\" parameter: must be a map; got list."));
     }
 
     #[test]
     fn merge_later_wins_and_nulls_are_ignored() {
         let a = map(&[("x", n(1)), ("y", n(2))]);
         let b = map(&[("y", n(20)), ("z", n(30))]);
-        assert_eq!(
-            ok("merge", vec![a.clone(), Value::Null, b.clone()]),
-            map(&[("x", n(1)), ("y", n(20)), ("z", n(30))])
-        );
-        assert_eq!(
-            ok("merge", vec![b, a]),
-            map(&[("x", n(1)), ("y", n(2)), ("z", n(30))])
-        );
+        assert_eq!(ok("merge", vec![a.clone(), Value::Null, b.clone()]), map(&[("x", n(1)), ("y", n(20)), ("z", n(30))]));
+        assert_eq!(ok("merge", vec![b, a]), map(&[("x", n(1)), ("y", n(2)), ("z", n(30))]));
         assert_eq!(ok("merge", vec![]), map(&[]));
         // Shallow: nested maps are replaced, not merged.
-        assert_eq!(
-            ok(
-                "merge",
-                vec![
-                    map(&[("m", map(&[("a", n(1))]))]),
-                    map(&[("m", map(&[("b", n(2))]))])
-                ]
-            ),
-            map(&[("m", map(&[("b", n(2))]))])
-        );
-        assert_eq!(
-            err("merge", vec![map(&[]), strs(&["a"])]),
-            err_at(
-                1,
-                "Invalid value for \"maps\" parameter: must be a map or object; got list."
-            )
-        );
+        assert_eq!(ok("merge", vec![map(&[("m", map(&[("a", n(1))]))]), map(&[("m", map(&[("b", n(2))]))])]), map(&[("m", map(&[("b", n(2))]))]));
+        assert_eq!(err("merge", vec![map(&[]), strs(&["a"])]), err_at(1, "Invalid value for \"maps\" parameter: must be a map or object; got list."));
     }
 
     #[test]
     fn concat_lists() {
-        assert_eq!(
-            ok(
-                "concat",
-                vec![strs(&["a"]), list(vec![]), list(vec![n(1), n(2)])]
-            ),
-            list(vec![s("a"), n(1), n(2)])
-        );
+        assert_eq!(ok("concat", vec![strs(&["a"]), list(vec![]), list(vec![n(1), n(2)])]), list(vec![s("a"), n(1), n(2)]));
         assert_eq!(
             err("concat", vec![strs(&["a"]), s("b")]),
-            err_at(
-                1,
-                "Invalid value for \"seqs\" parameter: all arguments must be lists or tuples; got string."
-            )
+            err_at(1, "Invalid value for \"seqs\" parameter: all arguments must be lists or tuples; got string.")
         );
     }
 
@@ -2074,17 +1728,8 @@ mod tests {
         assert_eq!(ok("contains", vec![l.clone(), f(1.0)]), Value::Bool(true));
         assert_eq!(ok("contains", vec![l.clone(), s("z")]), Value::Bool(false));
         assert_eq!(ok("index", vec![l.clone(), s("c")]), n(2));
-        assert_eq!(
-            err("index", vec![l, s("z")]),
-            err_at(1, "Invalid value for \"value\" parameter: item not found.")
-        );
-        assert_eq!(
-            err("contains", vec![s("abc"), s("a")]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: must be a list; got string."
-            )
-        );
+        assert_eq!(err("index", vec![l, s("z")]), err_at(1, "Invalid value for \"value\" parameter: item not found."));
+        assert_eq!(err("contains", vec![s("abc"), s("a")]), err_at(0, "Invalid value for \"list\" parameter: must be a list; got string."));
     }
 
     #[test]
@@ -2095,50 +1740,21 @@ mod tests {
         assert_eq!(ok("element", vec![l.clone(), s("3")]), s("a"));
         assert_eq!(
             err("element", vec![l.clone(), n(-1)]),
-            err_at(
-                1,
-                "Invalid value for \"index\" parameter: cannot use element function with a negative index."
-            )
+            err_at(1, "Invalid value for \"index\" parameter: cannot use element function with a negative index.")
         );
-        assert_eq!(
-            err("element", vec![l, f(1.5)]),
-            err_at(
-                1,
-                "Invalid value for \"index\" parameter: must be a whole number; got 1.5."
-            )
-        );
+        assert_eq!(err("element", vec![l, f(1.5)]), err_at(1, "Invalid value for \"index\" parameter: must be a whole number; got 1.5."));
         assert_eq!(
             err("element", vec![list(vec![]), n(0)]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: cannot use element function with an empty list."
-            )
+            err_at(0, "Invalid value for \"list\" parameter: cannot use element function with an empty list.")
         );
     }
 
     #[test]
     fn flatten_distinct_reverse() {
-        let nested = list(vec![
-            s("a"),
-            list(vec![s("b"), list(vec![s("c")])]),
-            list(vec![]),
-            map(&[("k", n(1))]),
-        ]);
-        assert_eq!(
-            ok("flatten", vec![nested]),
-            list(vec![s("a"), s("b"), s("c"), map(&[("k", n(1))])])
-        );
-        assert_eq!(
-            ok(
-                "distinct",
-                vec![list(vec![s("a"), s("b"), s("a"), n(1), f(1.0), s("c")])]
-            ),
-            list(vec![s("a"), s("b"), n(1), s("c")])
-        );
-        assert_eq!(
-            ok("reverse", vec![strs(&["a", "b", "c"])]),
-            strs(&["c", "b", "a"])
-        );
+        let nested = list(vec![s("a"), list(vec![s("b"), list(vec![s("c")])]), list(vec![]), map(&[("k", n(1))])]);
+        assert_eq!(ok("flatten", vec![nested]), list(vec![s("a"), s("b"), s("c"), map(&[("k", n(1))])]));
+        assert_eq!(ok("distinct", vec![list(vec![s("a"), s("b"), s("a"), n(1), f(1.0), s("c")])]), list(vec![s("a"), s("b"), n(1), s("c")]));
+        assert_eq!(ok("reverse", vec![strs(&["a", "b", "c"])]), strs(&["c", "b", "a"]));
     }
 
     #[test]
@@ -2146,44 +1762,21 @@ mod tests {
         assert_eq!(ok("range", vec![n(3)]), list(vec![n(0), n(1), n(2)]));
         assert_eq!(ok("range", vec![n(1), n(4)]), list(vec![n(1), n(2), n(3)]));
         assert_eq!(ok("range", vec![n(4), n(1)]), list(vec![n(4), n(3), n(2)]));
-        assert_eq!(
-            ok("range", vec![n(0), n(10), n(4)]),
-            list(vec![n(0), n(4), n(8)])
-        );
-        assert_eq!(
-            ok("range", vec![n(1), n(2), f(0.5)]),
-            list(vec![n(1), f(1.5)])
-        );
+        assert_eq!(ok("range", vec![n(0), n(10), n(4)]), list(vec![n(0), n(4), n(8)]));
+        assert_eq!(ok("range", vec![n(1), n(2), f(0.5)]), list(vec![n(1), f(1.5)]));
         assert_eq!(ok("range", vec![n(-2)]), list(vec![n(0), n(-1)]));
         assert_eq!(ok("range", vec![n(0)]), list(vec![]));
-        assert_eq!(
-            err("range", vec![n(0), n(3), n(0)]),
-            err_at(
-                2,
-                "Invalid value for \"step\" parameter: step must not be zero."
-            )
-        );
+        assert_eq!(err("range", vec![n(0), n(3), n(0)]), err_at(2, "Invalid value for \"step\" parameter: step must not be zero."));
         assert_eq!(
             err("range", vec![n(0), n(3), n(-1)]),
-            err_at(
-                1,
-                "Invalid value for \"limit\" parameter: end must be less than start when step is negative."
-            )
+            err_at(1, "Invalid value for \"limit\" parameter: end must be less than start when step is negative.")
         );
         assert_eq!(
             err("range", vec![n(2000)]),
-            err_general(
-                "more than 1024 values were generated; either decrease the difference between start and end or use a smaller step."
-            )
+            err_general("more than 1024 values were generated; either decrease the difference between start and end or use a smaller step.")
         );
-        assert_eq!(
-            ok("range", vec![n(1024)]).as_list().map(<[Value]>::len),
-            Some(1024)
-        );
-        assert_eq!(
-            ok("range", vec![n(0), n(i64::MAX), n(i64::MAX / 2 + 1)]),
-            list(vec![n(0), n(i64::MAX / 2 + 1)])
-        );
+        assert_eq!(ok("range", vec![n(1024)]).as_list().map(<[Value]>::len), Some(1024));
+        assert_eq!(ok("range", vec![n(0), n(i64::MAX), n(i64::MAX / 2 + 1)]), list(vec![n(0), n(i64::MAX / 2 + 1)]));
     }
 
     #[test]
@@ -2198,133 +1791,58 @@ mod tests {
         assert_eq!(ok("sum", vec![list(vec![n(1), n(2), s("3")])]), n(6));
         assert_eq!(ok("sum", vec![list(vec![n(1), f(0.5)])]), f(1.5));
         assert_eq!(ok("sum", vec![list(vec![f(0.5), f(0.5)])]), n(1));
-        assert_eq!(
-            err("sum", vec![list(vec![])]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: cannot sum an empty list."
-            )
-        );
-        assert_eq!(
-            err("abs", vec![Value::Bool(true)]),
-            err_at(
-                0,
-                "Invalid value for \"num\" parameter: a number is required; got bool."
-            )
-        );
+        assert_eq!(err("sum", vec![list(vec![])]), err_at(0, "Invalid value for \"list\" parameter: cannot sum an empty list."));
+        assert_eq!(err("abs", vec![Value::Bool(true)]), err_at(0, "Invalid value for \"num\" parameter: a number is required; got bool."));
         assert_eq!(
             err("max", vec![n(1), s("x")]),
-            err_at(
-                1,
-                "Invalid value for \"numbers\" parameter: cannot convert \"x\" to number; given string must be a decimal representation of a number."
-            )
+            err_at(1, "Invalid value for \"numbers\" parameter: cannot convert \"x\" to number; given string must be a decimal representation of a number.")
         );
     }
 
     #[test]
     fn conversions_between_collections() {
-        assert_eq!(
-            ok("tolist", vec![list(vec![n(1), s("a")])]),
-            strs(&["1", "a"])
-        );
+        assert_eq!(ok("tolist", vec![list(vec![n(1), s("a")])]), strs(&["1", "a"]));
         assert_eq!(ok("toset", vec![strs(&["b", "a", "b"])]), strs(&["b", "a"]));
         assert_eq!(ok("toset", vec![list(vec![n(1), s("1")])]), strs(&["1"]));
-        assert_eq!(
-            ok("tomap", vec![map(&[("a", n(1)), ("b", s("x"))])]),
-            map(&[("a", s("1")), ("b", s("x"))])
-        );
+        assert_eq!(ok("tomap", vec![map(&[("a", n(1)), ("b", s("x"))])]), map(&[("a", s("1")), ("b", s("x"))]));
         assert_eq!(ok("tolist", vec![Value::Null]), Value::Null);
-        assert_eq!(
-            err("tolist", vec![map(&[])]),
-            err_at(
-                0,
-                "Invalid value for \"v\" parameter: cannot convert map to list."
-            )
-        );
-        assert_eq!(
-            err("tomap", vec![strs(&["a"])]),
-            err_at(
-                0,
-                "Invalid value for \"v\" parameter: cannot convert list to map."
-            )
-        );
+        assert_eq!(err("tolist", vec![map(&[])]), err_at(0, "Invalid value for \"v\" parameter: cannot convert map to list."));
+        assert_eq!(err("tomap", vec![strs(&["a"])]), err_at(0, "Invalid value for \"v\" parameter: cannot convert list to map."));
         assert_eq!(
             err("tolist", vec![list(vec![s("a"), strs(&["b"])])]),
-            err_at(
-                0,
-                "Invalid value for \"v\" parameter: all elements must have the same type."
-            )
+            err_at(0, "Invalid value for \"v\" parameter: all elements must have the same type.")
         );
     }
 
     #[test]
     fn zipmap_pairs_keys_and_values() {
-        assert_eq!(
-            ok("zipmap", vec![strs(&["a", "b"]), list(vec![n(1), n(2)])]),
-            map(&[("a", n(1)), ("b", n(2))])
-        );
-        assert_eq!(
-            err("zipmap", vec![strs(&["a"]), list(vec![])]),
-            err_general("number of keys (1) does not match number of values (0).")
-        );
+        assert_eq!(ok("zipmap", vec![strs(&["a", "b"]), list(vec![n(1), n(2)])]), map(&[("a", n(1)), ("b", n(2))]));
+        assert_eq!(err("zipmap", vec![strs(&["a"]), list(vec![])]), err_general("number of keys (1) does not match number of values (0)."));
     }
 
     #[test]
     fn sort_slice_compact_one() {
-        assert_eq!(
-            ok("sort", vec![strs(&["b", "a", "C"])]),
-            strs(&["C", "a", "b"])
-        );
-        assert_eq!(
-            ok("sort", vec![list(vec![n(10), n(9)])]),
-            strs(&["10", "9"])
-        );
-        assert_eq!(
-            err("sort", vec![list(vec![s("a"), Value::Null])]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: element 1 is null."
-            )
-        );
+        assert_eq!(ok("sort", vec![strs(&["b", "a", "C"])]), strs(&["C", "a", "b"]));
+        assert_eq!(ok("sort", vec![list(vec![n(10), n(9)])]), strs(&["10", "9"]));
+        assert_eq!(err("sort", vec![list(vec![s("a"), Value::Null])]), err_at(0, "Invalid value for \"list\" parameter: element 1 is null."));
         let l = strs(&["a", "b", "c", "d"]);
         assert_eq!(ok("slice", vec![l.clone(), n(1), n(3)]), strs(&["b", "c"]));
         assert_eq!(ok("slice", vec![l.clone(), n(2), n(2)]), list(vec![]));
         assert_eq!(
             err("slice", vec![l.clone(), n(1), n(5)]),
-            err_at(
-                2,
-                "Invalid value for \"end_index\" parameter: end index must not be greater than the length of the list."
-            )
+            err_at(2, "Invalid value for \"end_index\" parameter: end index must not be greater than the length of the list.")
         );
         assert_eq!(
             err("slice", vec![l.clone(), n(3), n(1)]),
-            err_at(
-                1,
-                "Invalid value for \"start_index\" parameter: start index must not be greater than end index."
-            )
+            err_at(1, "Invalid value for \"start_index\" parameter: start index must not be greater than end index.")
         );
-        assert_eq!(
-            err("slice", vec![l, n(-1), n(1)]),
-            err_at(
-                1,
-                "Invalid value for \"start_index\" parameter: start index must not be less than zero."
-            )
-        );
-        assert_eq!(
-            ok(
-                "compact",
-                vec![list(vec![s("a"), s(""), Value::Null, s("b")])]
-            ),
-            strs(&["a", "b"])
-        );
+        assert_eq!(err("slice", vec![l, n(-1), n(1)]), err_at(1, "Invalid value for \"start_index\" parameter: start index must not be less than zero."));
+        assert_eq!(ok("compact", vec![list(vec![s("a"), s(""), Value::Null, s("b")])]), strs(&["a", "b"]));
         assert_eq!(ok("one", vec![list(vec![])]), Value::Null);
         assert_eq!(ok("one", vec![strs(&["x"])]), s("x"));
         assert_eq!(
             err("one", vec![strs(&["x", "y"])]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: must be a list, set, or tuple value with either zero or one elements."
-            )
+            err_at(0, "Invalid value for \"list\" parameter: must be a list, set, or tuple value with either zero or one elements.")
         );
     }
 
@@ -2336,59 +1854,26 @@ mod tests {
         assert_eq!(ok("alltrue", vec![list(vec![t.clone(), s("true")])]), t);
         assert_eq!(ok("alltrue", vec![list(vec![t.clone(), Value::Null])]), fa);
         assert_eq!(ok("anytrue", vec![list(vec![])]), fa);
-        assert_eq!(
-            ok(
-                "anytrue",
-                vec![list(vec![fa.clone(), Value::Null, t.clone()])]
-            ),
-            t
-        );
-        assert_eq!(
-            err("alltrue", vec![list(vec![n(1)])]),
-            err_at(
-                0,
-                "Invalid value for \"list\" parameter: element 0: a bool is required; got number."
-            )
-        );
+        assert_eq!(ok("anytrue", vec![list(vec![fa.clone(), Value::Null, t.clone()])]), t);
+        assert_eq!(err("alltrue", vec![list(vec![n(1)])]), err_at(0, "Invalid value for \"list\" parameter: element 0: a bool is required; got number."));
     }
 
     #[test]
     fn coalesce_skips_null_and_empty_strings() {
-        assert_eq!(
-            ok("coalesce", vec![Value::Null, s(""), s("b"), s("c")]),
-            s("b")
-        );
+        assert_eq!(ok("coalesce", vec![Value::Null, s(""), s("b"), s("c")]), s("b"));
         assert_eq!(ok("coalesce", vec![Value::Null, n(2), n(3)]), n(2));
         assert_eq!(ok("coalesce", vec![s(""), n(1)]), s("1"));
-        assert_eq!(
-            err("coalesce", vec![Value::Null, s("")]),
-            err_general("no non-null, non-empty-string arguments.")
-        );
-        assert_eq!(
-            err("coalesce", vec![s("a"), strs(&["b"])]),
-            err_general("all arguments must have the same type.")
-        );
+        assert_eq!(err("coalesce", vec![Value::Null, s("")]), err_general("no non-null, non-empty-string arguments."));
+        assert_eq!(err("coalesce", vec![s("a"), strs(&["b"])]), err_general("all arguments must have the same type."));
     }
 
     #[test]
     fn coalescelist_returns_first_non_empty_list() {
-        assert_eq!(
-            ok(
-                "coalescelist",
-                vec![list(vec![]), Value::Null, strs(&["a"]), strs(&["b"])]
-            ),
-            strs(&["a"])
-        );
-        assert_eq!(
-            err("coalescelist", vec![list(vec![]), list(vec![])]),
-            err_general("no non-null arguments.")
-        );
+        assert_eq!(ok("coalescelist", vec![list(vec![]), Value::Null, strs(&["a"]), strs(&["b"])]), strs(&["a"]));
+        assert_eq!(err("coalescelist", vec![list(vec![]), list(vec![])]), err_general("no non-null arguments."));
         assert_eq!(
             err("coalescelist", vec![s("a")]),
-            err_at(
-                0,
-                "Invalid value for \"vals\" parameter: coalescelist arguments must be lists or tuples; got string."
-            )
+            err_at(0, "Invalid value for \"vals\" parameter: coalescelist arguments must be lists or tuples; got string.")
         );
     }
 
@@ -2396,44 +1881,20 @@ mod tests {
 
     #[test]
     fn split_and_join() {
-        assert_eq!(
-            ok("split", vec![s(","), s("a,b,,c")]),
-            strs(&["a", "b", "", "c"])
-        );
+        assert_eq!(ok("split", vec![s(","), s("a,b,,c")]), strs(&["a", "b", "", "c"]));
         assert_eq!(ok("split", vec![s(","), s("")]), strs(&[""]));
         assert_eq!(ok("split", vec![s(""), s("ab")]), strs(&["a", "b"]));
         assert_eq!(ok("join", vec![s("-"), strs(&["a", "b", "c"])]), s("a-b-c"));
-        assert_eq!(
-            ok(
-                "join",
-                vec![s(", "), list(vec![s("a"), n(1), Value::Bool(true)])]
-            ),
-            s("a, 1, true")
-        );
+        assert_eq!(ok("join", vec![s(", "), list(vec![s("a"), n(1), Value::Bool(true)])]), s("a, 1, true"));
         assert_eq!(ok("join", vec![s(","), list(vec![])]), s(""));
         let parts = ok("split", vec![s("/"), s("x/y/z")]);
         assert_eq!(ok("join", vec![s("/"), parts]), s("x/y/z"));
         assert_eq!(
             err("join", vec![s(","), list(vec![s("a"), Value::Null])]),
-            err_at(
-                1,
-                "Invalid value for \"list\" parameter: element 1 is null; cannot concatenate null values."
-            )
+            err_at(1, "Invalid value for \"list\" parameter: element 1 is null; cannot concatenate null values.")
         );
-        assert_eq!(
-            err("join", vec![s(","), s("a")]),
-            err_at(
-                1,
-                "Invalid value for \"list\" parameter: must be a list; got string."
-            )
-        );
-        assert_eq!(
-            err("split", vec![s(","), strs(&["a"])]),
-            err_at(
-                1,
-                "Invalid value for \"str\" parameter: must be a string; got list."
-            )
-        );
+        assert_eq!(err("join", vec![s(","), s("a")]), err_at(1, "Invalid value for \"list\" parameter: must be a list; got string."));
+        assert_eq!(err("split", vec![s(","), strs(&["a"])]), err_at(1, "Invalid value for \"str\" parameter: must be a string; got list."));
     }
 
     #[test]
@@ -2443,47 +1904,20 @@ mod tests {
         assert_eq!(ok("upper", vec![n(12)]), s("12"));
         assert_eq!(ok("trimspace", vec![s("  \t a b\n ")]), s("a b"));
         assert_eq!(ok("trim", vec![s("?!hello?!"), s("!?")]), s("hello"));
-        assert_eq!(
-            ok("trimprefix", vec![s("helloworld"), s("hello")]),
-            s("world")
-        );
-        assert_eq!(
-            ok("trimprefix", vec![s("helloworld"), s("x")]),
-            s("helloworld")
-        );
-        assert_eq!(
-            ok("trimsuffix", vec![s("helloworld"), s("world")]),
-            s("hello")
-        );
-        assert_eq!(
-            ok("startswith", vec![s("hello"), s("he")]),
-            Value::Bool(true)
-        );
-        assert_eq!(
-            ok("endswith", vec![s("hello"), s("he")]),
-            Value::Bool(false)
-        );
-        assert_eq!(
-            ok("title", vec![s("hello world-wide_web")]),
-            s("Hello World-Wide_web")
-        );
+        assert_eq!(ok("trimprefix", vec![s("helloworld"), s("hello")]), s("world"));
+        assert_eq!(ok("trimprefix", vec![s("helloworld"), s("x")]), s("helloworld"));
+        assert_eq!(ok("trimsuffix", vec![s("helloworld"), s("world")]), s("hello"));
+        assert_eq!(ok("startswith", vec![s("hello"), s("he")]), Value::Bool(true));
+        assert_eq!(ok("endswith", vec![s("hello"), s("he")]), Value::Bool(false));
+        assert_eq!(ok("title", vec![s("hello world-wide_web")]), s("Hello World-Wide_web"));
         assert_eq!(ok("chomp", vec![s("hello\r\n\n")]), s("hello"));
         assert_eq!(ok("chomp", vec![s("a\nb")]), s("a\nb"));
-        assert_eq!(
-            err("lower", vec![Value::Null]),
-            err_at(
-                0,
-                "Invalid value for \"str\" parameter: argument must not be null."
-            )
-        );
+        assert_eq!(err("lower", vec![Value::Null]), err_at(0, "Invalid value for \"str\" parameter: argument must not be null."));
     }
 
     #[test]
     fn replace_plain_substrings_only() {
-        assert_eq!(
-            ok("replace", vec![s("1 + 2 + 3"), s("+"), s("-")]),
-            s("1 - 2 - 3")
-        );
+        assert_eq!(ok("replace", vec![s("1 + 2 + 3"), s("+"), s("-")]), s("1 - 2 - 3"));
         assert_eq!(ok("replace", vec![s("a/b"), s("/"), s("_")]), s("a_b"));
         assert_eq!(
             err("replace", vec![s("abc"), s("/b/"), s("x")]),
@@ -2498,10 +1932,7 @@ mod tests {
     fn substr_counts_chars() {
         assert_eq!(ok("substr", vec![s("hello world"), n(1), n(4)]), s("ello"));
         assert_eq!(ok("substr", vec![s("🤔🤷x"), n(0), n(1)]), s("🤔"));
-        assert_eq!(
-            ok("substr", vec![s("hello world"), n(-5), n(-1)]),
-            s("world")
-        );
+        assert_eq!(ok("substr", vec![s("hello world"), n(-5), n(-1)]), s("world"));
         assert_eq!(ok("substr", vec![s("hello"), n(2), n(-1)]), s("llo"));
         assert_eq!(ok("substr", vec![s("hello"), n(3), n(10)]), s("lo"));
         assert_eq!(ok("substr", vec![s("hello"), n(10), n(1)]), s(""));
@@ -2515,13 +1946,7 @@ mod tests {
         assert_eq!(ok("tostring", vec![f(1.5)]), s("1.5"));
         assert_eq!(ok("tostring", vec![Value::Bool(false)]), s("false"));
         assert_eq!(ok("tostring", vec![Value::Null]), Value::Null);
-        assert_eq!(
-            err("tostring", vec![strs(&["a"])]),
-            err_at(
-                0,
-                "Invalid value for \"v\" parameter: cannot convert list to string."
-            )
-        );
+        assert_eq!(err("tostring", vec![strs(&["a"])]), err_at(0, "Invalid value for \"v\" parameter: cannot convert list to string."));
         assert_eq!(ok("tonumber", vec![s("12")]), n(12));
         assert_eq!(ok("tonumber", vec![s("-1.25")]), f(-1.25));
         assert_eq!(ok("tonumber", vec![s("1e3")]), n(1000));
@@ -2529,24 +1954,12 @@ mod tests {
         assert_eq!(ok("tonumber", vec![Value::Null]), Value::Null);
         assert_eq!(
             err("tonumber", vec![s("abc")]),
-            err_at(
-                0,
-                "Invalid value for \"v\" parameter: cannot convert \"abc\" to number; given string must be a decimal representation of a number."
-            )
+            err_at(0, "Invalid value for \"v\" parameter: cannot convert \"abc\" to number; given string must be a decimal representation of a number.")
         );
         for bad in ["", " 1", "inf", "NaN", "0x10", "1e", "."] {
-            assert!(
-                run("tonumber", vec![s(bad)]).is_err(),
-                "{bad:?} should not convert"
-            );
+            assert!(run("tonumber", vec![s(bad)]).is_err(), "{bad:?} should not convert");
         }
-        assert_eq!(
-            err("tonumber", vec![Value::Bool(true)]),
-            err_at(
-                0,
-                "Invalid value for \"v\" parameter: cannot convert bool to number."
-            )
-        );
+        assert_eq!(err("tonumber", vec![Value::Bool(true)]), err_at(0, "Invalid value for \"v\" parameter: cannot convert bool to number."));
     }
 
     #[test]
@@ -2559,20 +1972,14 @@ mod tests {
         };
         assert_eq!(fmt("Hello, %s!", vec![s("Ander")]), s("Hello, Ander!"));
         assert_eq!(fmt("%d items", vec![n(42)]), s("42 items"));
-        assert_eq!(
-            fmt("%5d|%-5d|%05d", vec![n(42), n(42), n(-42)]),
-            s("   42|42   |-0042")
-        );
+        assert_eq!(fmt("%5d|%-5d|%05d", vec![n(42), n(42), n(-42)]), s("   42|42   |-0042"));
         assert_eq!(fmt("%+d", vec![n(3)]), s("+3"));
         assert_eq!(fmt("%f", vec![f(3.14)]), s("3.140000"));
         assert_eq!(fmt("%.2f", vec![f(3.14159)]), s("3.14"));
         assert_eq!(fmt("%05.1f", vec![f(3.14159)]), s("003.1"));
         assert_eq!(fmt("%8.3f|", vec![f(-2.5)]), s("  -2.500|"));
         assert_eq!(fmt("%.0f", vec![n(2)]), s("2"));
-        assert_eq!(
-            fmt("%t %t", vec![Value::Bool(true), s("false")]),
-            s("true false")
-        );
+        assert_eq!(fmt("%t %t", vec![Value::Bool(true), s("false")]), s("true false"));
         assert_eq!(fmt("%v %v %v", vec![s("x"), n(1), f(2.5)]), s("x 1 2.5"));
         assert_eq!(fmt("%v", vec![list(vec![n(1), s("a")])]), s("[1,\"a\"]"));
         assert_eq!(fmt("%#v", vec![s("x")]), s("\"x\""));
@@ -2580,117 +1987,54 @@ mod tests {
         assert_eq!(fmt("100%%", vec![]), s("100%"));
         assert_eq!(fmt("%s", vec![n(12)]), s("12"));
         assert_eq!(fmt("%d", vec![s("7")]), s("7"));
-        assert_eq!(
-            fmt("%-6s|%6s|%.2s", vec![s("ab"), s("ab"), s("abcdef")]),
-            s("ab    |    ab|ab")
-        );
-        assert_eq!(
-            fmt("%x %X %o %b %#x", vec![n(255), n(255), n(8), n(5), n(255)]),
-            s("ff FF 10 101 0xff")
-        );
+        assert_eq!(fmt("%-6s|%6s|%.2s", vec![s("ab"), s("ab"), s("abcdef")]), s("ab    |    ab|ab"));
+        assert_eq!(fmt("%x %X %o %b %#x", vec![n(255), n(255), n(8), n(5), n(255)]), s("ff FF 10 101 0xff"));
         assert_eq!(fmt("%e", vec![f(1234.5678)]), s("1.234568e+03"));
         assert_eq!(fmt("%g %g", vec![f(0.5), n(100)]), s("0.5 100"));
         assert_eq!(fmt("%[2]s %[1]s", vec![s("a"), s("b")]), s("b a"));
         assert_eq!(fmt("héllo %s", vec![s("ü")]), s("héllo ü"));
-        assert_eq!(
-            fmt("%.3g|%.3g|%g", vec![f(1234.5678), f(0.0001234), f(0.00001)]),
-            s("1.23e+03|0.000123|1e-05")
-        );
+        assert_eq!(fmt("%.3g|%.3g|%g", vec![f(1234.5678), f(0.0001234), f(0.00001)]), s("1.23e+03|0.000123|1e-05"));
         assert_eq!(fmt("%E", vec![f(-0.5)]), s("-5.000000E-01"));
     }
 
     #[test]
     fn format_errors() {
-        assert_eq!(
-            err("format", vec![s("%s %s"), s("a")]),
-            err_general("not enough arguments for \"%s\" at 3: need index 2 but have 1 total.")
-        );
-        assert_eq!(
-            err("format", vec![s("%s"), s("a"), s("b")]),
-            err_at(2, "too many arguments; only 1 used by format string.")
-        );
-        assert_eq!(
-            err("format", vec![s("plain"), s("a")]),
-            err_at(1, "too many arguments; no verbs in format string.")
-        );
+        assert_eq!(err("format", vec![s("%s %s"), s("a")]), err_general("not enough arguments for \"%s\" at 3: need index 2 but have 1 total."));
+        assert_eq!(err("format", vec![s("%s"), s("a"), s("b")]), err_at(2, "too many arguments; only 1 used by format string."));
+        assert_eq!(err("format", vec![s("plain"), s("a")]), err_at(1, "too many arguments; no verbs in format string."));
         assert_eq!(
             err("format", vec![s("%d"), f(1.5)]),
-            err_at(
-                1,
-                "Invalid value for \"args\" parameter: unsupported value for \"%d\" at 0: 1.5 is not a whole number."
-            )
+            err_at(1, "Invalid value for \"args\" parameter: unsupported value for \"%d\" at 0: 1.5 is not a whole number.")
         );
         assert_eq!(
             err("format", vec![s("%d"), s("x")]),
-            err_at(
-                1,
-                "Invalid value for \"args\" parameter: unsupported value for \"%d\" at 0: number required."
-            )
+            err_at(1, "Invalid value for \"args\" parameter: unsupported value for \"%d\" at 0: number required.")
         );
         assert_eq!(
             err("format", vec![s("%s"), Value::Null]),
-            err_at(
-                1,
-                "Invalid value for \"args\" parameter: unsupported value for \"%s\" at 0: null value cannot be formatted."
-            )
+            err_at(1, "Invalid value for \"args\" parameter: unsupported value for \"%s\" at 0: null value cannot be formatted.")
         );
         assert_eq!(
             err("format", vec![s("%s"), strs(&["a"])]),
-            err_at(
-                1,
-                "Invalid value for \"args\" parameter: unsupported value for \"%s\" at 0: string required."
-            )
+            err_at(1, "Invalid value for \"args\" parameter: unsupported value for \"%s\" at 0: string required.")
         );
-        assert_eq!(
-            err("format", vec![s("%y"), n(1)]),
-            err_at(
-                0,
-                "Invalid value for \"format\" parameter: unrecognized format character \"y\" at offset 0."
-            )
-        );
+        assert_eq!(err("format", vec![s("%y"), n(1)]), err_at(0, "Invalid value for \"format\" parameter: unrecognized format character \"y\" at offset 0."));
         assert_eq!(
             err("format", vec![s("%99999999999999999999999d"), n(1)]),
-            err_at(
-                0,
-                "Invalid value for \"format\" parameter: width or precision at offset 0 is larger than 10000."
-            )
+            err_at(0, "Invalid value for \"format\" parameter: width or precision at offset 0 is larger than 10000.")
         );
-        assert_eq!(
-            err("format", vec![s("abc %")]),
-            err_at(
-                0,
-                "Invalid value for \"format\" parameter: unterminated format verb at offset 4."
-            )
-        );
+        assert_eq!(err("format", vec![s("abc %")]), err_at(0, "Invalid value for \"format\" parameter: unterminated format verb at offset 4."));
     }
 
     #[test]
     fn formatlist_iterates_over_lists() {
-        assert_eq!(
-            ok(
-                "formatlist",
-                vec![s("Hello, %s! (%s)"), strs(&["Valentina", "Ander"]), s("x")]
-            ),
-            strs(&["Hello, Valentina! (x)", "Hello, Ander! (x)"])
-        );
-        assert_eq!(
-            ok(
-                "formatlist",
-                vec![s("%s=%d"), strs(&["a", "b"]), list(vec![n(1), n(2)])]
-            ),
-            strs(&["a=1", "b=2"])
-        );
+        assert_eq!(ok("formatlist", vec![s("Hello, %s! (%s)"), strs(&["Valentina", "Ander"]), s("x")]), strs(&["Hello, Valentina! (x)", "Hello, Ander! (x)"]));
+        assert_eq!(ok("formatlist", vec![s("%s=%d"), strs(&["a", "b"]), list(vec![n(1), n(2)])]), strs(&["a=1", "b=2"]));
         assert_eq!(ok("formatlist", vec![s("%s"), s("x")]), strs(&["x"]));
         assert_eq!(ok("formatlist", vec![s("%s"), list(vec![])]), list(vec![]));
         assert_eq!(
-            err(
-                "formatlist",
-                vec![s("%s%s"), strs(&["a"]), strs(&["a", "b"])]
-            ),
-            err_at(
-                2,
-                "Invalid value for \"args\" parameter: argument 2 has length 2, which is inconsistent with argument 1 of length 1."
-            )
+            err("formatlist", vec![s("%s%s"), strs(&["a"]), strs(&["a", "b"])]),
+            err_at(2, "Invalid value for \"args\" parameter: argument 2 has length 2, which is inconsistent with argument 1 of length 1.")
         );
     }
 
@@ -2699,19 +2043,11 @@ mod tests {
     #[test]
     fn jsonencode_is_compact_and_sorted() {
         let v = map(&[
-            (
-                "b",
-                list(vec![n(1), f(2.5), Value::Bool(true), Value::Null]),
-            ),
+            ("b", list(vec![n(1), f(2.5), Value::Bool(true), Value::Null])),
             ("a", map(&[("z", s("x")), ("y", list(vec![]))])),
             ("c", s("<tag> & \"q\"\n")),
         ]);
-        assert_eq!(
-            ok("jsonencode", vec![v]),
-            s(
-                r#"{"a":{"y":[],"z":"x"},"b":[1,2.5,true,null],"c":"\u003ctag\u003e \u0026 \"q\"\n"}"#
-            )
-        );
+        assert_eq!(ok("jsonencode", vec![v]), s(r#"{"a":{"y":[],"z":"x"},"b":[1,2.5,true,null],"c":"\u003ctag\u003e \u0026 \"q\"\n"}"#));
         assert_eq!(ok("jsonencode", vec![s("hi")]), s("\"hi\""));
         assert_eq!(ok("jsonencode", vec![Value::Null]), s("null"));
         assert_eq!(ok("jsonencode", vec![f(0.0000001)]), s("0.0000001"));
@@ -2719,57 +2055,34 @@ mod tests {
 
     #[test]
     fn jsondecode_round_trip() {
-        let v = map(&[
-            (
-                "list",
-                list(vec![n(1), f(1.5), s("x"), Value::Null, Value::Bool(false)]),
-            ),
-            ("nested", map(&[("k", map(&[]))])),
-            ("s", s("a<b")),
-        ]);
+        let v = map(&[("list", list(vec![n(1), f(1.5), s("x"), Value::Null, Value::Bool(false)])), ("nested", map(&[("k", map(&[]))])), ("s", s("a<b"))]);
         let text = ok("jsonencode", vec![v.clone()]);
         assert_eq!(ok("jsondecode", vec![text]), v);
         assert_eq!(ok("jsondecode", vec![s("2.0")]), n(2));
         assert_eq!(ok("jsondecode", vec![s("\"x\"")]), s("x"));
         assert_eq!(
             err("jsondecode", vec![s("{bad")]),
-            err_at(
-                0,
-                "Invalid value for \"str\" parameter: invalid JSON: key must be a string at line 1 column 2."
-            )
+            err_at(0, "Invalid value for \"str\" parameter: invalid JSON: key must be a string at line 1 column 2.")
         );
     }
 
     #[test]
     fn base64_and_sha256() {
-        assert_eq!(
-            ok("base64encode", vec![s("Hello World")]),
-            s("SGVsbG8gV29ybGQ=")
-        );
-        assert_eq!(
-            ok("base64decode", vec![s("SGVsbG8gV29ybGQ=")]),
-            s("Hello World")
-        );
+        assert_eq!(ok("base64encode", vec![s("Hello World")]), s("SGVsbG8gV29ybGQ="));
+        assert_eq!(ok("base64decode", vec![s("SGVsbG8gV29ybGQ=")]), s("Hello World"));
         assert_eq!(ok("base64encode", vec![s("")]), s(""));
         assert_eq!(err("base64decode", vec![s("not base64!")]).arg, Some(0));
-        assert!(err("base64decode", vec![s("not base64!")]).message.starts_with(
-            "Invalid value for \"str\" parameter: failed to decode base64 data \"not base64!\""
-        ));
+        assert!(
+            err("base64decode", vec![s("not base64!")])
+                .message
+                .starts_with("Invalid value for \"str\" parameter: failed to decode base64 data \"not base64!\"")
+        );
         assert_eq!(
             err("base64decode", vec![s("/w==")]),
-            err_at(
-                0,
-                "Invalid value for \"str\" parameter: the result of decoding the provided string is not valid UTF-8."
-            )
+            err_at(0, "Invalid value for \"str\" parameter: the result of decoding the provided string is not valid UTF-8.")
         );
-        assert_eq!(
-            ok("sha256", vec![s("hello world")]),
-            s("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9")
-        );
-        assert_eq!(
-            ok("sha256", vec![s("")]),
-            s("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        );
+        assert_eq!(ok("sha256", vec![s("hello world")]), s("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"));
+        assert_eq!(ok("sha256", vec![s("")]), s("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
     }
 
     // --- files ---------------------------------------------------------------------------
@@ -2786,14 +2099,8 @@ mod tests {
         assert_eq!(call_file("file", "conf/agent.yaml"), Ok(s("name: agent\n")));
         let abs = tmp.0.join("conf/agent.yaml").display().to_string();
         assert_eq!(call_file("file", &abs), Ok(s("name: agent\n")));
-        assert_eq!(
-            call_file("fileexists", "conf/agent.yaml"),
-            Ok(Value::Bool(true))
-        );
-        assert_eq!(
-            call_file("fileexists", "conf/nope.yaml"),
-            Ok(Value::Bool(false))
-        );
+        assert_eq!(call_file("fileexists", "conf/agent.yaml"), Ok(Value::Bool(true)));
+        assert_eq!(call_file("fileexists", "conf/nope.yaml"), Ok(Value::Bool(false)));
         assert_eq!(call_file("filebase64", "bin.dat"), Ok(s("//4=")));
         // Must not panic on odd paths (the hint logic slices the given path).
         assert!(call_file("file", "xé/.").is_err());
@@ -2804,34 +2111,15 @@ mod tests {
             call_file("file", "conf/agnet.yaml"),
             Err(err_at(
                 0,
-                &format!(
-                    "Invalid value for \"path\" parameter: no file exists at \"conf/agnet.yaml\" (relative to {base}); did you mean \"conf/agent.yaml\"?"
-                )
+                &format!("Invalid value for \"path\" parameter: no file exists at \"conf/agnet.yaml\" (relative to {base}); did you mean \"conf/agent.yaml\"?")
             ))
         );
         assert_eq!(
             call_file("file", "missing.txt"),
-            Err(err_at(
-                0,
-                &format!(
-                    "Invalid value for \"path\" parameter: no file exists at \"missing.txt\" (relative to {base})."
-                )
-            ))
+            Err(err_at(0, &format!("Invalid value for \"path\" parameter: no file exists at \"missing.txt\" (relative to {base}).")))
         );
-        assert_eq!(
-            call_file("file", "conf"),
-            Err(err_at(
-                0,
-                "Invalid value for \"path\" parameter: \"conf\" is a directory, not a file."
-            ))
-        );
-        assert_eq!(
-            call_file("fileexists", "conf"),
-            Err(err_at(
-                0,
-                "Invalid value for \"path\" parameter: \"conf\" is a directory, not a file."
-            ))
-        );
+        assert_eq!(call_file("file", "conf"), Err(err_at(0, "Invalid value for \"path\" parameter: \"conf\" is a directory, not a file.")));
+        assert_eq!(call_file("fileexists", "conf"), Err(err_at(0, "Invalid value for \"path\" parameter: \"conf\" is a directory, not a file.")));
         assert_eq!(
             call_file("file", "bin.dat"),
             Err(err_at(

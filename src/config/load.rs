@@ -5,28 +5,38 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use hcl_edit::Span as _;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Attribute, Block, Body, Structure};
-use hcl_edit::Span as _;
 use kdeploy_provider::Kind;
 
 use super::types::VarType;
 use super::*;
-use crate::diag::{did_you_mean, Diagnostic, Diagnostics, FileId, SourceMap, Span};
+use crate::diag::{Diagnostic, Diagnostics, FileId, SourceMap, Span, did_you_mean};
 
 const TOP_BLOCKS: &[&str] = &[
-    "stack", "variable", "locals", "output", "module", "cluster", "object_storage", "database",
-    "broker", "vault", "agent", "hub", "factory", "drift_schedule",
+    "stack",
+    "variable",
+    "locals",
+    "output",
+    "module",
+    "cluster",
+    "object_storage",
+    "database",
+    "broker",
+    "vault",
+    "agent",
+    "hub",
+    "factory",
+    "drift_schedule",
 ];
 
 /// The `.hcl` entries of a directory, sorted by name: every one, whatever it is (a dangling
 /// symlink, a FIFO or a directory named `*.hcl` is reported when read, never skipped: skipping
 /// it would plan to destroy what it declares).
 pub fn stack_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "hcl"))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "hcl")).collect();
     files.sort();
     Ok(files)
 }
@@ -115,7 +125,10 @@ impl Loader<'_> {
             let bytes = match crate::files::read(&path, crate::files::SOURCE_LIMIT) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.diags.push(Diagnostic::error("Cannot read stack file", e.0).hint("every .hcl file of the stack directory belongs to the stack: fix it, or rename it so it does not end in .hcl"));
+                    self.diags.push(
+                        Diagnostic::error("Cannot read stack file", e.0)
+                            .hint("every .hcl file of the stack directory belongs to the stack: fix it, or rename it so it does not end in .hcl"),
+                    );
                     continue;
                 }
             };
@@ -125,7 +138,11 @@ impl Loader<'_> {
                     let at = e.utf8_error().valid_up_to();
                     let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
                     let file = self.sources.add(&path, display_path(&self.base, &path), lossy);
-                    self.diags.push(Diagnostic::error("Invalid UTF-8", format!("The file is not valid UTF-8 at byte {at}.")).at(Some(range_span(file, at..at + char::REPLACEMENT_CHARACTER.len_utf8()))).hint("save the file as UTF-8"));
+                    self.diags.push(
+                        Diagnostic::error("Invalid UTF-8", format!("The file is not valid UTF-8 at byte {at}."))
+                            .at(Some(range_span(file, at..at + char::REPLACEMENT_CHARACTER.len_utf8())))
+                            .hint("save the file as UTF-8"),
+                    );
                     continue;
                 }
             };
@@ -213,9 +230,12 @@ impl Loader<'_> {
             match structure {
                 Structure::Attribute(attr) => {
                     self.diags.push(
-                        Diagnostic::error("Unexpected attribute", format!("An attribute {:?} is not expected at the top level of a stack file.", attr.key.as_str()))
-                            .at(Some(span(file, &attr.key)))
-                            .hint("top-level values go in a `locals { ... }` block"),
+                        Diagnostic::error(
+                            "Unexpected attribute",
+                            format!("An attribute {:?} is not expected at the top level of a stack file.", attr.key.as_str()),
+                        )
+                        .at(Some(span(file, &attr.key)))
+                        .hint("top-level values go in a `locals { ... }` block"),
                     );
                 }
                 Structure::Block(block) => self.decode_block(m, file, block, is_root),
@@ -252,18 +272,13 @@ impl Loader<'_> {
         match ident {
             "stack" => {
                 if !is_root {
-                    self.diags.push(
-                        Diagnostic::error("Stack block in a module", "Only the root stack directory may have a stack block.")
-                            .at(Some(header)),
-                    );
+                    self.diags.push(Diagnostic::error("Stack block in a module", "Only the root stack directory may have a stack block.").at(Some(header)));
                     return;
                 }
                 let name = block.labels.first().map(|l| l.as_str().to_string()).unwrap_or_default();
                 if let Some(prev) = &self.stack.stack.span {
                     let at = self.sources.location(prev);
-                    self.diags.push(
-                        Diagnostic::error("Duplicate stack block", format!("The stack block was already declared at {at}.")).at(Some(header)),
-                    );
+                    self.diags.push(Diagnostic::error("Duplicate stack block", format!("The stack block was already declared at {at}.")).at(Some(header)));
                     return;
                 }
                 let mut sb = StackBlock { name, span: Some(header), ..Default::default() };
@@ -276,11 +291,8 @@ impl Loader<'_> {
                         }
                         Structure::Block(b) if b.ident.as_str() == "backend" => {
                             let kind = b.labels.first().map(|l| l.as_str().to_string()).unwrap_or_else(|| "local".into());
-                            let config = b
-                                .body
-                                .attributes()
-                                .map(|a| (a.key.as_str().to_string(), Expr { expr: a.value.clone(), span: span(file, &a.value) }))
-                                .collect();
+                            let config =
+                                b.body.attributes().map(|a| (a.key.as_str().to_string(), Expr { expr: a.value.clone(), span: span(file, &a.value) })).collect();
                             sb.backend = Some(Backend { kind, config, span: header_span(file, b) });
                         }
                         Structure::Block(b) if b.ident.as_str() == "drift" => {
@@ -326,9 +338,7 @@ impl Loader<'_> {
                         Structure::Attribute(a) => match a.key.as_str() {
                             "type" => match VarType::parse(&a.value) {
                                 Ok(t) => decl.ty = t,
-                                Err(e) => self.diags.push(
-                                    Diagnostic::error("Invalid type constraint", e).at(Some(span(file, &a.value))),
-                                ),
+                                Err(e) => self.diags.push(Diagnostic::error("Invalid type constraint", e).at(Some(span(file, &a.value)))),
                             },
                             "default" => decl.default = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
                             "description" => decl.description = self.literal_string(file, a),
@@ -349,9 +359,12 @@ impl Loader<'_> {
                                     });
                                 }
                                 _ => self.diags.push(
-                                    Diagnostic::error("Incomplete validation block", "A validation block needs `condition` and `message` (or `error_message`).")
-                                        .at(Some(header_span(file, b)))
-                                        .hint("validation { condition = length(var.x) > 0  message = \"x must not be empty\" }"),
+                                    Diagnostic::error(
+                                        "Incomplete validation block",
+                                        "A validation block needs `condition` and `message` (or `error_message`).",
+                                    )
+                                    .at(Some(header_span(file, b)))
+                                    .hint("validation { condition = length(var.x) > 0  message = \"x must not be empty\" }"),
                                 ),
                             }
                         }
@@ -449,8 +462,11 @@ impl Loader<'_> {
                 let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
                 if self.loading.contains(&canonical) {
                     self.diags.push(
-                        Diagnostic::error("Module calls itself", format!("Module {name:?} ({source}) is already being loaded: modules may not call themselves, directly or indirectly."))
-                            .at(Some(source_span)),
+                        Diagnostic::error(
+                            "Module calls itself",
+                            format!("Module {name:?} ({source}) is already being loaded: modules may not call themselves, directly or indirectly."),
+                        )
+                        .at(Some(source_span)),
                     );
                     return;
                 }
@@ -462,7 +478,10 @@ impl Loader<'_> {
                     if !declared.contains(key) {
                         let mut d = Diagnostic::error(
                             "Unsupported argument",
-                            format!("Module {name:?} ({source}) has no input variable {key:?}.{}", if declared.is_empty() { String::new() } else { format!(" Its inputs: {}.", declared.join(", ")) }),
+                            format!(
+                                "Module {name:?} ({source}) has no input variable {key:?}.{}",
+                                if declared.is_empty() { String::new() } else { format!(" Its inputs: {}.", declared.join(", ")) }
+                            ),
                         )
                         .at(Some(key_span.clone()));
                         if let Some(s) = did_you_mean(key, declared.iter().map(String::as_str)) {
@@ -481,9 +500,12 @@ impl Loader<'_> {
                     .collect();
                 for var in missing {
                     self.diags.push(
-                        Diagnostic::error("Missing required argument", format!("The module input {var:?} is required, but no value was given by the module call."))
-                            .at(Some(header.clone()))
-                            .hint(format!("add {var} = ... to the module block")),
+                        Diagnostic::error(
+                            "Missing required argument",
+                            format!("The module input {var:?} is required, but no value was given by the module call."),
+                        )
+                        .at(Some(header.clone()))
+                        .hint(format!("add {var} = ... to the module block")),
                     );
                 }
                 self.module(m).calls.insert(name.clone(), ModuleCall { name, source, inputs, repetition, depends_on, span: header, module: child });
@@ -659,10 +681,8 @@ impl Loader<'_> {
                 })
                 .collect(),
             other => {
-                self.diags.push(
-                    Diagnostic::error("Invalid ignore_changes", "ignore_changes is a list of attribute names, or `all`.")
-                        .at(Some(span(file, other))),
-                );
+                self.diags
+                    .push(Diagnostic::error("Invalid ignore_changes", "ignore_changes is a list of attribute names, or `all`.").at(Some(span(file, other))));
                 Vec::new()
             }
         }
@@ -685,10 +705,7 @@ impl Loader<'_> {
         match &a.value {
             Expression::Bool(b) => *b.value(),
             other => {
-                self.diags.push(
-                    Diagnostic::error("Literal bool required", format!("{} must be true or false.", a.key.as_str()))
-                        .at(Some(span(file, other))),
-                );
+                self.diags.push(Diagnostic::error("Literal bool required", format!("{} must be true or false.", a.key.as_str())).at(Some(span(file, other))));
                 false
             }
         }
@@ -698,7 +715,10 @@ impl Loader<'_> {
         let key = a.key.as_str();
         let mut d = Diagnostic::error(
             "Unsupported argument",
-            format!("An argument named {key:?} is not expected in a {block} block.{}", if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }),
+            format!(
+                "An argument named {key:?} is not expected in a {block} block.{}",
+                if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }
+            ),
         )
         .at(Some(span(file, &a.key)));
         if let Some(s) = did_you_mean(key, valid.iter().copied()) {
@@ -711,7 +731,10 @@ impl Loader<'_> {
         let ident = b.ident.as_str();
         let mut d = Diagnostic::error(
             "Unsupported block type",
-            format!("Blocks of type {ident:?} are not expected in a {block} block.{}", if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }),
+            format!(
+                "Blocks of type {ident:?} are not expected in a {block} block.{}",
+                if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }
+            ),
         )
         .at(Some(span(file, &b.ident)));
         if let Some(s) = did_you_mean(ident, valid.iter().copied()) {

@@ -86,9 +86,7 @@ impl VarType {
                         _ => Err("object(...) takes an object of field types, like object({ name = string })".into()),
                     },
                     "tuple" => match args[0] {
-                        Expression::Array(items) => Ok(VarType::Tuple(
-                            items.iter().map(VarType::parse).collect::<Result<_, _>>()?,
-                        )),
+                        Expression::Array(items) => Ok(VarType::Tuple(items.iter().map(VarType::parse).collect::<Result<_, _>>()?)),
                         _ => Err("tuple(...) takes a list of types, like tuple([string, number])".into()),
                     },
                     other => Err(format!("unknown type constructor {other:?}; {HINT}")),
@@ -106,19 +104,12 @@ impl VarType {
             (VarType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
             (VarType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
             (VarType::Number, Value::Number(_)) => Ok(value.clone()),
-            (VarType::Number, Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
-                .map(Value::from_f64)
-                .map_err(|_| format!("a number is required, got {s:?}")),
+            (VarType::Number, Value::String(s)) => s.trim().parse::<f64>().map(Value::from_f64).map_err(|_| format!("a number is required, got {s:?}")),
             (VarType::Bool, Value::Bool(_)) => Ok(value.clone()),
             (VarType::Bool, Value::String(s)) if s == "true" || s == "false" => Ok(Value::Bool(s == "true")),
-            (VarType::List(t), Value::List(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| t.convert(v).map_err(|e| format!("element {i}: {e}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::List),
+            (VarType::List(t), Value::List(items)) => {
+                items.iter().enumerate().map(|(i, v)| t.convert(v).map_err(|e| format!("element {i}: {e}"))).collect::<Result<Vec<_>, _>>().map(Value::List)
+            }
             (VarType::Set(t), Value::List(items)) => {
                 let mut out: Vec<Value> = Vec::new();
                 for (i, v) in items.iter().enumerate() {
@@ -129,11 +120,9 @@ impl VarType {
                 }
                 Ok(Value::List(out))
             }
-            (VarType::Map(t), Value::Map(items)) => items
-                .iter()
-                .map(|(k, v)| t.convert(v).map(|v| (k.clone(), v)).map_err(|e| format!("key {k:?}: {e}")))
-                .collect::<Result<_, _>>()
-                .map(Value::Map),
+            (VarType::Map(t), Value::Map(items)) => {
+                items.iter().map(|(k, v)| t.convert(v).map(|v| (k.clone(), v)).map_err(|e| format!("key {k:?}: {e}"))).collect::<Result<_, _>>().map(Value::Map)
+            }
             (VarType::Object(fields), Value::Map(items)) => {
                 let mut out = BTreeMap::new();
                 for (name, t) in fields {

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use hcl_edit::structure::Structure;
 use kdeploy_provider::{Kind, Value};
 
+use super::Stack;
 use super::eval::{Ctx, Marked, ModuleInstance, Resolver};
 use super::load::span;
-use super::Stack;
 use crate::addr::ModulePath;
-use crate::diag::{did_you_mean, Diagnostic, Diagnostics, FileId, SourceMap};
+use crate::diag::{Diagnostic, Diagnostics, FileId, SourceMap, did_you_mean};
 
 /// One `-var NAME=VALUE` or `-var-file FILE`, in command-line order.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +88,10 @@ pub fn root_values(
         match item {
             Err((name, value)) => {
                 if !root.variables.contains_key(&name) {
-                    let mut d = Diagnostic::error("Value for undeclared variable", format!("A variable named {name:?} was assigned on the command line, but the stack does not declare it."));
+                    let mut d = Diagnostic::error(
+                        "Value for undeclared variable",
+                        format!("A variable named {name:?} was assigned on the command line, but the stack does not declare it."),
+                    );
                     if let Some(s) = did_you_mean(&name, root.variables.keys().map(String::as_str)) {
                         d = d.hint(format!("did you mean -var {s}=...?"));
                     } else {
@@ -113,7 +116,10 @@ pub fn root_values(
                     Ok(b) => b,
                     Err(e) => {
                         let off = e.location().offset().min(text.len());
-                        diags.push(Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message())).at(Some(crate::diag::Span { file, range: off..off.saturating_add(1).min(text.len()) })));
+                        diags.push(
+                            Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message()))
+                                .at(Some(crate::diag::Span { file, range: off..off.saturating_add(1).min(text.len()) })),
+                        );
                         continue;
                     }
                 };
@@ -122,8 +128,11 @@ pub fn root_values(
                         Structure::Attribute(a) => {
                             let name = a.key.as_str();
                             if !root.variables.contains_key(name) {
-                                let mut d = Diagnostic::warning("Value for undeclared variable", format!("The file assigns {name:?}, which the stack does not declare; it is ignored."))
-                                    .at(Some(span(file, &a.key)));
+                                let mut d = Diagnostic::warning(
+                                    "Value for undeclared variable",
+                                    format!("The file assigns {name:?}, which the stack does not declare; it is ignored."),
+                                )
+                                .at(Some(span(file, &a.key)));
                                 if let Some(s) = did_you_mean(name, root.variables.keys().map(String::as_str)) {
                                     d = d.hint(format!("did you mean {s}?"));
                                 }
@@ -136,7 +145,8 @@ pub fn root_values(
                             raw.insert(name.to_string(), Raw::Expr { expr: a.value.clone(), file, origin: shown.clone() });
                         }
                         Structure::Block(b) => diags.push(
-                            Diagnostic::error("Unexpected block in variables file", "A variables file holds only NAME = VALUE lines.").at(Some(span(file, &b.ident))),
+                            Diagnostic::error("Unexpected block in variables file", "A variables file holds only NAME = VALUE lines.")
+                                .at(Some(span(file, &b.ident))),
                         ),
                     }
                 }
@@ -168,12 +178,25 @@ pub fn root_values(
                             Ok(expr) => match literal_value(&expr) {
                                 Some(v) => (v, origin),
                                 None => {
-                                    diags.push(Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} must be a literal {} (no references or functions).", decl.ty)).at(Some(decl.span.clone())));
+                                    diags.push(
+                                        Diagnostic::error(
+                                            "Invalid value for variable",
+                                            format!("The value of {name:?} from {origin} must be a literal {} (no references or functions).", decl.ty),
+                                        )
+                                        .at(Some(decl.span.clone())),
+                                    );
                                     continue;
                                 }
                             },
                             Err(e) => {
-                                diags.push(Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {}.", decl.ty, e.message())).at(Some(decl.span.clone())).hint("collections are written in HCL syntax, e.g. -var 'cams={front=\"rtsp://...\"}'"));
+                                diags.push(
+                                    Diagnostic::error(
+                                        "Invalid value for variable",
+                                        format!("The value of {name:?} from {origin} is not a valid {}: {}.", decl.ty, e.message()),
+                                    )
+                                    .at(Some(decl.span.clone()))
+                                    .hint("collections are written in HCL syntax, e.g. -var 'cams={front=\"rtsp://...\"}'"),
+                                );
                                 continue;
                             }
                         }
@@ -236,10 +259,12 @@ pub fn root_values(
                     Ok(m) => match m.value {
                         Value::Bool(true) | Value::Unknown(_) => {}
                         Value::Bool(false) => diags.push(
-                            Diagnostic::error("Invalid value for variable", format!("{}\n(validation rule of variable {name:?})", v.message)).at(Some(v.condition.span.clone())),
+                            Diagnostic::error("Invalid value for variable", format!("{}\n(validation rule of variable {name:?})", v.message))
+                                .at(Some(v.condition.span.clone())),
                         ),
                         other => diags.push(
-                            Diagnostic::error("Invalid validation condition", format!("The condition must be a bool, got {}.", other.type_name())).at(Some(v.condition.span.clone())),
+                            Diagnostic::error("Invalid validation condition", format!("The condition must be a bool, got {}.", other.type_name()))
+                                .at(Some(v.condition.span.clone())),
                         ),
                     },
                     Err(d) => diags.push(d),

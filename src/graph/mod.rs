@@ -6,10 +6,10 @@ pub mod render;
 
 use std::collections::BTreeMap;
 
+use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
-use petgraph::Direction;
 
 use crate::addr::Address;
 use crate::config::expand::{Dep, DepKind, Expanded};
@@ -128,11 +128,7 @@ impl DepGraph {
 
     /// Every edge as (dependent, dependency, kind), sorted.
     pub fn edges(&self) -> Vec<(Address, Address, DepKind)> {
-        let mut v: Vec<_> = self
-            .graph
-            .edge_references()
-            .map(|e| (self.graph[e.target()].clone(), self.graph[e.source()].clone(), e.weight().kind))
-            .collect();
+        let mut v: Vec<_> = self.graph.edge_references().map(|e| (self.graph[e.target()].clone(), self.graph[e.source()].clone(), e.weight().kind)).collect();
         v.sort();
         v
     }
@@ -201,11 +197,7 @@ impl DepGraph {
             let mut path = vec![start];
             let mut cur = start;
             loop {
-                let mut next: Vec<NodeIndex> = self
-                    .graph
-                    .neighbors_directed(cur, Direction::Incoming)
-                    .filter(|n| members.contains(n))
-                    .collect();
+                let mut next: Vec<NodeIndex> = self.graph.neighbors_directed(cur, Direction::Incoming).filter(|n| members.contains(n)).collect();
                 next.sort_by_key(|n| self.graph[*n].clone());
                 let Some(n) = next.into_iter().find(|n| *n == start || !path.contains(n)) else { break };
                 if n == start {

@@ -3,7 +3,7 @@
 
 use kdeploy_provider::value::sensitive_mask;
 use kdeploy_provider::{AttrPath, PathStep, Value};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
 use super::{Change, Drift, Plan};
 use crate::addr::{Address, InstanceKey};
@@ -159,4 +159,3 @@ pub fn plan_json(plan: &Plan) -> Json {
         "errored": false,
     })
 }
-

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use super::{Plan, PLAN_FORMAT_VERSION};
+use super::{PLAN_FORMAT_VERSION, Plan};
 
 const MAGIC: &str = "kdeploy-plan";
 
@@ -27,7 +27,11 @@ fn checksum(plan: &serde_json::Value) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanFileError {
     #[error("cannot write plan file {path}: {source}")]
-    Write { path: String, #[source] source: std::io::Error },
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read plan file: {reason}")]
     Read { reason: String },
     #[error("{path} is not a kdeploy plan file ({reason}); create one with `kdeploy plan --out {path}`")]
@@ -59,8 +63,7 @@ pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
 pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
     let shown = path.display().to_string();
     let bytes = crate::files::read(path, crate::files::PLAN_LIMIT).map_err(|e| PlanFileError::Read { reason: e.0 })?;
-    let raw: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| PlanFileError::Invalid { path: shown.clone(), reason: e.to_string() })?;
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| PlanFileError::Invalid { path: shown.clone(), reason: e.to_string() })?;
     if raw.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {
         return Err(PlanFileError::Invalid { path: shown, reason: "missing kdeploy-plan header".into() });
     }
@@ -70,7 +73,10 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
     }
     let env: Envelope = serde_json::from_value(raw).map_err(|e| PlanFileError::Invalid { path: shown.clone(), reason: e.to_string() })?;
     if env.checksum != checksum(&env.plan) {
-        return Err(PlanFileError::Invalid { path: shown, reason: "its checksum does not match: it was changed or damaged after `kdeploy plan` wrote it".into() });
+        return Err(PlanFileError::Invalid {
+            path: shown,
+            reason: "its checksum does not match: it was changed or damaged after `kdeploy plan` wrote it".into(),
+        });
     }
     serde_json::from_value(env.plan).map_err(|e| PlanFileError::Invalid { path: shown, reason: e.to_string() })
 }

@@ -4,16 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use kdeploy_provider::{
-    AttrPath, Check, ComponentRef, Kind, PlanRequest, Provider, ReadRequest, ReadResult, Reference, Value,
-};
+use kdeploy_provider::{AttrPath, Check, ComponentRef, Kind, PlanRequest, Provider, ReadRequest, ReadResult, Reference, Value};
 use kdeploy_state::{PendingKind, ResourceState, State};
 
-use super::{Action, ActionReason, Change, Drift, OutputChange, Plan, PlanOptions, PLAN_FORMAT_VERSION};
+use super::{Action, ActionReason, Change, Drift, OutputChange, PLAN_FORMAT_VERSION, Plan, PlanOptions};
 use crate::addr::{Address, InstanceKey, ModulePath, Target};
-use crate::config::eval::{values_equal, Ctx, Marked};
-use crate::config::expand::{self, object_value, reference, Desired, Expanded, ValueTable};
 use crate::config::Stack;
+use crate::config::eval::{Ctx, Marked, values_equal};
+use crate::config::expand::{self, Desired, Expanded, ValueTable, object_value, reference};
 use crate::diag::{Diagnostic, Diagnostics, SourceMap};
 use crate::graph::DepGraph;
 use crate::providers::Providers;
@@ -121,8 +119,11 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
             Err(e) => {
                 let addresses: Vec<&str> = requests.iter().map(|r| r.component.address.as_str()).collect();
                 diags.push(
-                    Diagnostic::error("Provider not available", format!("The state records {} as managed by the provider {name:?}, but {e}.", addresses.join(", ")))
-                        .hint("build kdeploy with that provider, or if the state was edited by hand, restore it (`kdeploy state push` of the backup)"),
+                    Diagnostic::error(
+                        "Provider not available",
+                        format!("The state records {} as managed by the provider {name:?}, but {e}.", addresses.join(", ")),
+                    )
+                    .hint("build kdeploy with that provider, or if the state was edited by hand, restore it (`kdeploy state push` of the backup)"),
                 );
                 continue;
             }
@@ -142,7 +143,8 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
                     );
                 }
             }
-            Ok(results) => diags.push(Diagnostic::error("Provider error", format!("The {name} provider answered {} reads for {} requests.", results.len(), addresses.len()))),
+            Ok(results) => diags
+                .push(Diagnostic::error("Provider error", format!("The {name} provider answered {} reads for {} requests.", results.len(), addresses.len()))),
             Err(e) => diags.push(
                 Diagnostic::error("Cannot read live state", format!("The {name} provider could not read the deployed components: {e}"))
                     .hint("check that the target is reachable and the credentials are valid; --refresh=false plans from the recorded state alone"),
@@ -223,7 +225,8 @@ fn targets(options: &PlanOptions) -> Result<Vec<Target>, Diagnostics> {
     for t in options.targets.iter().chain(options.replace.iter()) {
         match t.parse::<Target>() {
             Ok(t) => out.push(t),
-            Err(e) => diags.push(Diagnostic::error("Invalid -target address", e.to_string()).hint("addresses look like vault.main, agent.cam[\"front\"] or module.site")),
+            Err(e) => diags
+                .push(Diagnostic::error("Invalid -target address", e.to_string()).hint("addresses look like vault.main, agent.cam[\"front\"] or module.site")),
         }
     }
     if diags.has_errors() { Err(diags) } else { Ok(out) }
@@ -304,13 +307,18 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 Ok(p) => p,
                 Err(e) => {
                     let decl = expanded.decl(stack, &addr);
-                    diags.push(Diagnostic::error("Provider not available", format!("{addr} needs the {provider_name} provider, but {e}.")).at(decl.map(|d| d.span.clone())));
+                    diags.push(
+                        Diagnostic::error("Provider not available", format!("{addr} needs the {provider_name} provider, but {e}."))
+                            .at(decl.map(|d| d.span.clone())),
+                    );
                     continue;
                 }
             };
             // A cluster's provider checks the target first (reachable, add-ons, storage).
             if addr.kind == Kind::Cluster {
-                let pre = provider.preflight(&[(ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() }, desired.inputs.clone())]).await;
+                let pre = provider
+                    .preflight(&[(ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() }, desired.inputs.clone())])
+                    .await;
                 let span = expanded.decl(stack, &addr).map(|d| d.span.clone());
                 for e in &pre.errors {
                     diags.push(Diagnostic::error("Cluster not ready", prefixed(&addr, e)).at(span.clone()));
@@ -544,7 +552,10 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     if !target_list.is_empty() {
         let hits: Vec<Address> = changes.iter().map(|c| c.address.clone()).filter(|a| target_list.iter().any(|t| a.matches(t))).collect();
         if hits.is_empty() {
-            diags.push(Diagnostic::warning("No components matched -target", format!("None of {} names a component in this stack or its state.", options.targets.join(", "))));
+            diags.push(Diagnostic::warning(
+                "No components matched -target",
+                format!("None of {} names a component in this stack or its state.", options.targets.join(", ")),
+            ));
         }
         let keep: BTreeSet<Address> = if options.destroy {
             let mut keep: BTreeSet<Address> = hits.iter().cloned().collect();
@@ -578,7 +589,13 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             let before = state.outputs.get(name).map(|o| Value::from_json(&o.value));
             if options.destroy {
                 if before.is_some() {
-                    output_changes.push(OutputChange { name: name.clone(), action: Action::Delete, before, after: None, sensitive: state.outputs[name].sensitive });
+                    output_changes.push(OutputChange {
+                        name: name.clone(),
+                        action: Action::Delete,
+                        before,
+                        after: None,
+                        sensitive: state.outputs[name].sensitive,
+                    });
                 }
                 continue;
             }
@@ -604,7 +621,13 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         }
         for (name, o) in &state.outputs {
             if !stack.root().outputs.contains_key(name) {
-                output_changes.push(OutputChange { name: name.clone(), action: Action::Delete, before: Some(Value::from_json(&o.value)), after: None, sensitive: o.sensitive });
+                output_changes.push(OutputChange {
+                    name: name.clone(),
+                    action: Action::Delete,
+                    before: Some(Value::from_json(&o.value)),
+                    after: None,
+                    sensitive: o.sensitive,
+                });
             }
         }
     }
@@ -657,10 +680,13 @@ fn pending_reads(state: &State, pc: &PendingCtx<'_>) -> Vec<PendingRead> {
             let addr: Address = p.address.parse().ok()?;
             let desired = pc.expanded.instances.get(&addr).and_then(|inst| expand::desired(pc.ctx, pc.stack, inst, pc.clusters).ok());
             let (type_name, provider, recorded, dependencies) = match &p.target {
-                Some(t) => (t.type_name.clone(), t.provider.clone(), Value::from_json(&t.attributes), t.dependencies.iter().filter_map(|d| d.parse().ok()).collect()),
+                Some(t) => {
+                    (t.type_name.clone(), t.provider.clone(), Value::from_json(&t.attributes), t.dependencies.iter().filter_map(|d| d.parse().ok()).collect())
+                }
                 None => {
                     let d = desired.as_ref()?;
-                    let cluster_type = d.cluster.as_ref().and_then(|c| pc.types.get(c).cloned().or_else(|| state.resource(&c.to_string()).map(|r| r.type_name.clone())));
+                    let cluster_type =
+                        d.cluster.as_ref().and_then(|c| pc.types.get(c).cloned().or_else(|| state.resource(&c.to_string()).map(|r| r.type_name.clone())));
                     let provider = kdeploy_provider::provider_for(addr.kind, &d.type_name, cluster_type.as_deref()).to_string();
                     (d.type_name.clone(), provider, d.inputs.clone(), Vec::new())
                 }
@@ -686,7 +712,9 @@ fn orphan_deletes(pending: &[PendingRead], expanded: &Expanded, refreshed: &Refr
         .filter(|p| !planned.iter().any(|c| c.address == p.addr))
         .filter_map(|p| {
             let Some(Some((live, _))) = refreshed.live.get(&p.addr.to_string()) else { return None };
-            let sensitive = kdeploy_provider::schema_ref(p.addr.kind, &p.type_name).map(|s| s.attributes.iter().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)).collect()).unwrap_or_default();
+            let sensitive = kdeploy_provider::schema_ref(p.addr.kind, &p.type_name)
+                .map(|s| s.attributes.iter().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)).collect())
+                .unwrap_or_default();
             Some(Change {
                 address: p.addr.clone(),
                 kind: p.addr.kind,
@@ -710,12 +738,9 @@ fn orphan_deletes(pending: &[PendingRead], expanded: &Expanded, refreshed: &Refr
 }
 
 fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diagnostic {
-    Diagnostic::error(
-        "Instance cannot be destroyed",
-        format!("{addr} has lifecycle.prevent_destroy set, but the plan would destroy it."),
-    )
-    .at(span)
-    .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
+    Diagnostic::error("Instance cannot be destroyed", format!("{addr} has lifecycle.prevent_destroy set, but the plan would destroy it."))
+        .at(span)
+        .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
 }
 
 /// `ADDR: message`, without repeating the address when the provider already named it.

@@ -16,11 +16,7 @@ pub struct Style {
 
 impl Style {
     fn paint(&self, s: &str, code: &str) -> String {
-        if self.color && !code.is_empty() {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+        if self.color && !code.is_empty() { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
     }
 
     fn sym(&self, a: Action) -> String {
@@ -52,11 +48,7 @@ fn value_text(v: &Value, path: &AttrPath, sensitive: &[AttrPath], owner: &str, i
     match v {
         Value::Unknown(origin) => {
             let own = format!("{owner}.{path}");
-            if origin.is_empty() || *origin == own {
-                "(known after apply)".into()
-            } else {
-                format!("(known after apply: {origin})")
-            }
+            if origin.is_empty() || *origin == own { "(known after apply)".into() } else { format!("(known after apply: {origin})") }
         }
         Value::Map(m) if m.is_empty() => "{}".into(),
         Value::Map(m) => {
@@ -70,11 +62,7 @@ fn value_text(v: &Value, path: &AttrPath, sensitive: &[AttrPath], owner: &str, i
             out
         }
         Value::List(items) => {
-            let parts: Vec<String> = items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| value_text(item, &path.child_index(i), sensitive, owner, indent))
-                .collect();
+            let parts: Vec<String> = items.iter().enumerate().map(|(i, item)| value_text(item, &path.child_index(i), sensitive, owner, indent)).collect();
             format!("[{}]", parts.join(", "))
         }
         other => other.render_inline(),
@@ -82,8 +70,7 @@ fn value_text(v: &Value, path: &AttrPath, sensitive: &[AttrPath], owner: &str, i
 }
 
 fn key_text(k: &str) -> String {
-    let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ident { k.to_string() } else { format!("{k:?}") }
 }
 
@@ -114,11 +101,8 @@ fn attr_lines(
         let p = AttrPath::attr(name);
         let bs = value_text(&b, &p, before_sensitive, owner, 6);
         let as_ = value_text(&a, &p, after_sensitive, owner, 6);
-        let forces = if replace_paths.iter().any(|r| r.starts_with(&p) || p.starts_with(r)) {
-            style.paint(" # forces replacement", "31")
-        } else {
-            String::new()
-        };
+        let forces =
+            if replace_paths.iter().any(|r| r.starts_with(&p) || p.starts_with(r)) { style.paint(" # forces replacement", "31") } else { String::new() };
         match action {
             Action::Create => {
                 if !a.is_null() {

@@ -39,7 +39,9 @@ impl Bridge {
         self.handle().spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv().unwrap_or_else(|_| Err(StateError::Backend { backend: self.name.clone(), message: "the request panicked; this is a bug in kdeploy, please report it".into() }))
+        rx.recv().unwrap_or_else(|_| {
+            Err(StateError::Backend { backend: self.name.clone(), message: "the request panicked; this is a bug in kdeploy, please report it".into() })
+        })
     }
 
     /// Starts background work on the bridge's runtime.

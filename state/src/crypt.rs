@@ -131,15 +131,23 @@ impl StateKey {
     fn cipher_for(&self, header: &EncryptionHeader, location: &str) -> Result<XChaCha20Poly1305, StateError> {
         if header.version != 1 || header.kdf != "hkdf-sha256" || header.cipher != "xchacha20poly1305" {
             return Err(StateError::Encryption {
-                message: format!("the state at {location} uses an encryption scheme this kdeploy does not know ({} {} version {}); upgrade kdeploy", header.kdf, header.cipher, header.version),
+                message: format!(
+                    "the state at {location} uses an encryption scheme this kdeploy does not know ({} {} version {}); upgrade kdeploy",
+                    header.kdf, header.cipher, header.version
+                ),
             });
         }
-        let salt = B64.decode(&header.salt).map_err(|_| StateError::Encryption { message: format!("the encryption header of the state at {location} is damaged (salt)") })?;
+        let salt = B64
+            .decode(&header.salt)
+            .map_err(|_| StateError::Encryption { message: format!("the encryption header of the state at {location} is damaged (salt)") })?;
         let cipher = self.cipher(&salt);
         match decrypt_text(&cipher, &header.check) {
             Some(v) if v == CHECK => Ok(cipher),
             _ => Err(StateError::Encryption {
-                message: format!("the state at {location} was encrypted with another key than the one in {}; set the right key (its sensitive values cannot be read or written with this one)", self.source),
+                message: format!(
+                    "the state at {location} was encrypted with another key than the one in {}; set the right key (its sensitive values cannot be read or written with this one)",
+                    self.source
+                ),
             }),
         }
     }
@@ -148,7 +156,13 @@ impl StateKey {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         let cipher = self.cipher(&salt);
-        let header = EncryptionHeader { version: 1, kdf: "hkdf-sha256".into(), cipher: "xchacha20poly1305".into(), salt: B64.encode(salt), check: encrypt_bytes(&cipher, CHECK) };
+        let header = EncryptionHeader {
+            version: 1,
+            kdf: "hkdf-sha256".into(),
+            cipher: "xchacha20poly1305".into(),
+            salt: B64.encode(salt),
+            check: encrypt_bytes(&cipher, CHECK),
+        };
         (header, cipher)
     }
 }
@@ -212,8 +226,11 @@ fn for_each_sensitive(state: &mut State, mut f: impl FnMut(&mut Value, &str) -> 
 fn open_all(v: &mut Value, cipher: &XChaCha20Poly1305, location: &str) -> Result<(), StateError> {
     match v {
         Value::String(s) if s.starts_with(VALUE_PREFIX) => {
-            let plain = decrypt_text(cipher, s).ok_or_else(|| StateError::Encryption { message: format!("an encrypted value in the state at {location} is damaged and cannot be decrypted") })?;
-            *v = serde_json::from_slice(&plain).map_err(|_| StateError::Encryption { message: format!("an encrypted value in the state at {location} is damaged") })?;
+            let plain = decrypt_text(cipher, s).ok_or_else(|| StateError::Encryption {
+                message: format!("an encrypted value in the state at {location} is damaged and cannot be decrypted"),
+            })?;
+            *v = serde_json::from_slice(&plain)
+                .map_err(|_| StateError::Encryption { message: format!("an encrypted value in the state at {location} is damaged") })?;
             Ok(())
         }
         Value::Array(items) => items.iter_mut().try_for_each(|i| open_all(i, cipher, location)),
@@ -251,7 +268,9 @@ pub fn seal(state: &State, key: Option<&StateKey>, location: &str) -> Result<Sta
                     Ok(())
                 } else {
                     Err(StateError::Encryption {
-                        message: format!("the state at {location} encrypts its sensitive values, but no key is set ({KEY_ENV} or {KEY_FILE_ENV}), so the new value of {at} cannot be stored; set the key and run again"),
+                        message: format!(
+                            "the state at {location} encrypts its sensitive values, but no key is set ({KEY_ENV} or {KEY_FILE_ENV}), so the new value of {at} cannot be stored; set the key and run again"
+                        ),
                     })
                 }
             })?;

@@ -37,11 +37,7 @@ pub enum StateError {
         "state at {source_name} was written by a newer kdeploy (format version {found}, this build \
          reads up to {supported}); upgrade kdeploy"
     )]
-    NewerVersion {
-        source_name: String,
-        found: u64,
-        supported: u32,
-    },
+    NewerVersion { source_name: String, found: u64, supported: u32 },
 
     /// The state on disk belongs to a different lineage (a different stack or a re-created state).
     #[error(
@@ -49,11 +45,7 @@ pub enum StateError {
          to overwrite. The file belongs to another stack or was re-created: check that you are in \
          the right directory, or move the file away if it really is obsolete"
     )]
-    LineageMismatch {
-        location: String,
-        existing: String,
-        ours: String,
-    },
+    LineageMismatch { location: String, existing: String, ours: String },
 
     /// The serial being written is not greater than the one already stored.
     #[error(
@@ -62,11 +54,7 @@ pub enum StateError {
          probably wrote the state meanwhile; run the command again so it starts from the current \
          state"
     )]
-    SerialNotIncreasing {
-        location: String,
-        existing: u64,
-        attempted: u64,
-    },
+    SerialNotIncreasing { location: String, existing: u64, attempted: u64 },
 
     /// The state changed on disk between this run's read and its write.
     #[error(
@@ -74,11 +62,7 @@ pub enum StateError {
          {read_serial} was read, serial {disk_serial} is stored now). Another run wrote it \
          meanwhile; run the command again, and do not disable locking"
     )]
-    ChangedSinceRead {
-        location: String,
-        read_serial: u64,
-        disk_serial: u64,
-    },
+    ChangedSinceRead { location: String, read_serial: u64, disk_serial: u64 },
 
     /// The serial cannot increase any more.
     #[error(
@@ -121,11 +105,7 @@ pub enum StateError {
          lock ID {}. Check the ID and run `kdeploy force-unlock {}` only if that run is gone",
         holder.who, holder.operation, holder.created, holder.id, holder.id
     )]
-    LockIdMismatch {
-        given: String,
-        holder: Box<LockInfo>,
-        path: String,
-    },
+    LockIdMismatch { given: String, holder: Box<LockInfo>, path: String },
 
     /// There is no lock to release.
     #[error("no lock is held on {path}; there is nothing to unlock")]
@@ -181,11 +161,7 @@ pub enum StateError {
 }
 
 fn decode_message(source_name: &str, line: usize, column: usize, message: &str) -> String {
-    let position = if line > 0 {
-        format!(" at line {line}, column {column}")
-    } else {
-        String::new()
-    };
+    let position = if line > 0 { format!(" at line {line}, column {column}") } else { String::new() };
     format!(
         "could not read state from {source_name}{position}: {message}. Fix the file by hand or \
          restore it from its backup"
@@ -218,10 +194,6 @@ fn locked_message(holder: &LockInfo, path: &str) -> String {
 impl StateError {
     /// Builds an [`StateError::Io`].
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        StateError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        StateError::Io { action, path: path.into(), source }
     }
 }

@@ -20,47 +20,24 @@ pub type Upgrade = fn(Value) -> Result<Value, String>;
 /// Upgrade steps; `UPGRADES[n]` turns version `n` into version `n + 1`.
 pub const UPGRADES: &[Upgrade] = &[upgrade_v0_to_v1, upgrade_v1_to_v2];
 
-const _: () = assert!(
-    UPGRADES.len() == STATE_VERSION as usize,
-    "one upgrade per version step"
-);
+const _: () = assert!(UPGRADES.len() == STATE_VERSION as usize, "one upgrade per version step");
 
 /// Decodes a state file. `source` names where the bytes came from, for error messages.
 ///
 /// Older format versions are upgraded; a newer one is refused with
 /// [`StateError::NewerVersion`]. Syntax and shape errors carry the line and column.
 pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
-    let decode_err = |line: usize, column: usize, message: String| StateError::Decode {
-        source_name: source.to_string(),
-        line,
-        column,
-        message,
-    };
-    let doc: Value = serde_json::from_slice(bytes)
-        .map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)))?;
+    let decode_err = |line: usize, column: usize, message: String| StateError::Decode { source_name: source.to_string(), line, column, message };
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)))?;
     let version = match doc.get("version") {
-        Some(v) => v.as_u64().ok_or_else(|| {
-            decode_err(
-                0,
-                0,
-                format!("`version` must be a non-negative integer, found {v}"),
-            )
-        })?,
+        Some(v) => v.as_u64().ok_or_else(|| decode_err(0, 0, format!("`version` must be a non-negative integer, found {v}")))?,
         None if doc.is_object() => {
-            return Err(decode_err(
-                0,
-                0,
-                "the `version` field is missing".to_string(),
-            ));
+            return Err(decode_err(0, 0, "the `version` field is missing".to_string()));
         }
         None => return Err(decode_err(0, 0, "expected a JSON object".to_string())),
     };
     if version > u64::from(STATE_VERSION) {
-        return Err(StateError::NewerVersion {
-            source_name: source.to_string(),
-            found: version,
-            supported: STATE_VERSION,
-        });
+        return Err(StateError::NewerVersion { source_name: source.to_string(), found: version, supported: STATE_VERSION });
     }
 
     let mut state: State = if version == u64::from(STATE_VERSION) {
@@ -73,13 +50,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
     } else {
         let mut doc = doc;
         for (step, upgrade) in UPGRADES.iter().enumerate().skip(version as usize) {
-            doc = upgrade(doc).map_err(|m| {
-                decode_err(
-                    0,
-                    0,
-                    format!("upgrading from format version {step} to {}: {m}", step.saturating_add(1)),
-                )
-            })?;
+            doc = upgrade(doc).map_err(|m| decode_err(0, 0, format!("upgrading from format version {step} to {}: {m}", step.saturating_add(1))))?;
         }
         serde_json::from_value(doc.clone()).map_err(|e| {
             let message = check_shape(&doc).err().unwrap_or_else(|| e.to_string());
@@ -88,16 +59,8 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
     };
 
     state.sort_resources();
-    if let Some(pair) = state
-        .resources
-        .windows(2)
-        .find(|p| p[0].address == p[1].address)
-    {
-        return Err(decode_err(
-            0,
-            0,
-            format!("resource `{}` appears more than once", pair[0].address),
-        ));
+    if let Some(pair) = state.resources.windows(2).find(|p| p[0].address == p[1].address) {
+        return Err(decode_err(0, 0, format!("resource `{}` appears more than once", pair[0].address)));
     }
     // What a writer refuses (an empty address, unknown values) is refused here already, as a
     // problem of this file rather than a bug of the run that would write it next.
@@ -141,29 +104,20 @@ fn upgrade_v0_to_v1(doc: Value) -> Result<Value, String> {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => map,
         Some(other) => {
-            return Err(format!(
-                "`resources` must be an object keyed by address, found {}",
-                kind(&other)
-            ));
+            return Err(format!("`resources` must be an object keyed by address, found {}", kind(&other)));
         }
     };
     let mut list = Vec::with_capacity(resources.len());
     for (address, value) in resources {
         let Value::Object(mut fields) = value else {
-            return Err(format!(
-                "resource `{address}` must be an object, found {}",
-                kind(&value)
-            ));
+            return Err(format!("resource `{address}` must be an object, found {}", kind(&value)));
         };
         fields.insert("address".to_string(), Value::String(address));
-        fields
-            .entry("create_before_destroy")
-            .or_insert(Value::Bool(false));
+        fields.entry("create_before_destroy").or_insert(Value::Bool(false));
         list.push(Value::Object(fields));
     }
     root.insert("resources".to_string(), Value::Array(list));
-    root.entry("pending")
-        .or_insert_with(|| Value::Array(Vec::new()));
+    root.entry("pending").or_insert_with(|| Value::Array(Vec::new()));
     root.insert("version".to_string(), Value::from(1));
     Ok(Value::Object(root))
 }
@@ -185,7 +139,14 @@ fn check_shape(doc: &Value) -> Result<(), String> {
         if ok { Ok(()) } else { Err(format!("the field `{path}` must be {want}, found {}", kind(v))) }
     };
     let Value::Object(root) = doc else { return Err(format!("the state must be a JSON object, found {}", kind(doc))) };
-    for (field, want) in [("serial", "a non-negative integer"), ("lineage", "a string"), ("kdeploy_version", "a string"), ("resources", "a list"), ("outputs", "an object"), ("pending", "a list")] {
+    for (field, want) in [
+        ("serial", "a non-negative integer"),
+        ("lineage", "a string"),
+        ("kdeploy_version", "a string"),
+        ("resources", "a list"),
+        ("outputs", "an object"),
+        ("pending", "a list"),
+    ] {
         let Some(v) = root.get(field) else { continue };
         let ok = match field {
             "serial" => v.is_u64(),
@@ -198,7 +159,15 @@ fn check_shape(doc: &Value) -> Result<(), String> {
     for (i, r) in root.get("resources").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let at = |f: &str| format!("resources[{i}].{f}");
         let Value::Object(r) = r else { return Err(format!("the field `resources[{i}]` must be an object, found {}", kind(r))) };
-        for (field, want) in [("address", "a string"), ("kind", "a string"), ("type", "a string"), ("provider", "a string"), ("attributes", "an object"), ("dependencies", "a list of addresses"), ("sensitive_paths", "a list of paths")] {
+        for (field, want) in [
+            ("address", "a string"),
+            ("kind", "a string"),
+            ("type", "a string"),
+            ("provider", "a string"),
+            ("attributes", "an object"),
+            ("dependencies", "a list of addresses"),
+            ("sensitive_paths", "a list of paths"),
+        ] {
             let Some(v) = r.get(field) else { continue };
             let ok = match field {
                 "attributes" => v.is_object(),
@@ -232,30 +201,15 @@ mod tests {
     fn sample() -> State {
         let mut s = State::new("0.1.0");
         s.serial = 7;
-        s.outputs.insert(
-            "endpoint".into(),
-            OutputState {
-                value: json!("http://x"),
-                sensitive: false,
-            },
-        );
-        s.outputs.insert(
-            "key".into(),
-            OutputState {
-                value: json!({"b": 1, "a": [2]}),
-                sensitive: true,
-            },
-        );
+        s.outputs.insert("endpoint".into(), OutputState { value: json!("http://x"), sensitive: false });
+        s.outputs.insert("key".into(), OutputState { value: json!({"b": 1, "a": [2]}), sensitive: true });
         s.upsert(ResourceState {
             address: "vault.main".into(),
             kind: "vault".into(),
             type_name: "minio".into(),
             provider: "docker".into(),
             attributes: json!({"root_password": "s3cret", "env": {"A": "1"}, "ports": [9000]}),
-            sensitive_paths: vec![
-                AttrPath::attr("root_password"),
-                AttrPath::attr("env").child_key("A"),
-            ],
+            sensitive_paths: vec![AttrPath::attr("root_password"), AttrPath::attr("env").child_key("A")],
             dependencies: vec![],
             fingerprint: Some("sha256:abc".into()),
             create_before_destroy: true,
@@ -285,10 +239,7 @@ mod tests {
         assert_eq!(encode(&back), bytes);
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(doc["resources"][1]["type"], "minio");
-        assert_eq!(
-            doc["resources"][1]["sensitive_paths"],
-            json!([["root_password"], ["env", "A"]])
-        );
+        assert_eq!(doc["resources"][1]["sensitive_paths"], json!([["root_password"], ["env", "A"]]));
         assert_eq!(doc["pending"][0]["operation"], "update");
     }
 
@@ -352,14 +303,9 @@ mod tests {
 
     #[test]
     fn bad_v0_names_the_step() {
-        let err = decode(br#"{"version": 0, "serial": 1, "lineage": "l", "kdeploy_version": "0", "resources": [1]}"#, "old.json")
-            .unwrap_err()
-            .to_string();
+        let err = decode(br#"{"version": 0, "serial": 1, "lineage": "l", "kdeploy_version": "0", "resources": [1]}"#, "old.json").unwrap_err().to_string();
         assert!(err.contains("old.json"), "{err}");
-        assert!(
-            err.contains("upgrading from format version 0 to 1"),
-            "{err}"
-        );
+        assert!(err.contains("upgrading from format version 0 to 1"), "{err}");
     }
 
     #[test]
@@ -377,18 +323,9 @@ mod tests {
 
     #[test]
     fn invalid_json_names_source_and_position() {
-        let err = decode(
-            b"{\n  \"version\": 1,\n  \"serial\": oops\n}",
-            "/x/state.json",
-        )
-        .unwrap_err();
+        let err = decode(b"{\n  \"version\": 1,\n  \"serial\": oops\n}", "/x/state.json").unwrap_err();
         match &err {
-            StateError::Decode {
-                source_name,
-                line,
-                column,
-                ..
-            } => {
+            StateError::Decode { source_name, line, column, .. } => {
                 assert_eq!(source_name, "/x/state.json");
                 assert_eq!(*line, 3);
                 assert!(*column > 0);
@@ -405,7 +342,9 @@ mod tests {
         assert!(matches!(err, StateError::Decode { line: 2, .. }), "{err:?}");
         assert!(err.to_string().contains("the field `serial` must be a non-negative integer, found a string"), "{err}");
         // An older format is named as such.
-        let err = decode(b"{\"version\": 1, \"serial\": 1, \"lineage\": \"l\", \"kdeploy_version\": \"0\", \"resources\": [{\"address\": 5}]}", "s").unwrap_err().to_string();
+        let err = decode(b"{\"version\": 1, \"serial\": 1, \"lineage\": \"l\", \"kdeploy_version\": \"0\", \"resources\": [{\"address\": 5}]}", "s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("after upgrading from format version 1: the field `resources[0].address` must be a string, found a number"), "{err}");
 
         let err = decode(b"{\"serial\": 1}", "s").unwrap_err().to_string();

@@ -61,9 +61,16 @@ impl KubeConfig {
             return Err(format!("backend \"kubernetes\" has no setting {k:?}; it takes namespace, secret_suffix, kubeconfig, context, lock_ttl"));
         }
         let opt = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
-        let suffix = opt("secret_suffix").ok_or("backend \"kubernetes\" needs secret_suffix = \"...\" (in the backend block or -backend-config secret_suffix=...)")?;
-        if suffix.len() > 40 || !suffix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || suffix.starts_with('-') || suffix.ends_with('-') {
-            return Err(format!("backend \"kubernetes\": secret_suffix {suffix:?} must be at most 40 lowercase letters, digits and inner dashes (it becomes part of object names)"));
+        let suffix =
+            opt("secret_suffix").ok_or("backend \"kubernetes\" needs secret_suffix = \"...\" (in the backend block or -backend-config secret_suffix=...)")?;
+        if suffix.len() > 40
+            || !suffix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || suffix.starts_with('-')
+            || suffix.ends_with('-')
+        {
+            return Err(format!(
+                "backend \"kubernetes\": secret_suffix {suffix:?} must be at most 40 lowercase letters, digits and inner dashes (it becomes part of object names)"
+            ));
         }
         let lock_ttl = match opt("lock_ttl") {
             None => DEFAULT_TTL,
@@ -145,7 +152,8 @@ fn micro_time(t: time::OffsetDateTime) -> String {
 /// The lock described by a Lease, with `expires` from its spec; `None` when nobody holds it.
 fn lease_holder(lease: &Json, describe: &str) -> Option<LockInfo> {
     let id = lease["spec"]["holderIdentity"].as_str().filter(|s| !s.is_empty())?;
-    let mut info: LockInfo = lease["metadata"]["annotations"][LOCK_ANNOTATION].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_else(|| LockInfo::unknown(describe));
+    let mut info: LockInfo =
+        lease["metadata"]["annotations"][LOCK_ANNOTATION].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_else(|| LockInfo::unknown(describe));
     info.id = id.to_string();
     let renew = lease["spec"]["renewTime"].as_str().or(lease["spec"]["acquireTime"].as_str());
     let secs = lease["spec"]["leaseDurationSeconds"].as_i64();
@@ -171,15 +179,21 @@ impl KubeStore {
         let describe = format!("Kubernetes state secret {}/kdeploy-state-{}", cfg.namespace, cfg.secret_suffix);
         let bridge = Bridge::new(&describe)?;
         let path = cfg.kubeconfig.clone().unwrap_or_else(|| {
-            std::env::var("KUBECONFIG").ok().and_then(|k| k.split(':').find(|s| !s.is_empty()).map(str::to_string)).unwrap_or_else(|| format!("{}/.kube/config", std::env::var("HOME").unwrap_or_else(|_| ".".into())))
+            std::env::var("KUBECONFIG")
+                .ok()
+                .and_then(|k| k.split(':').find(|s| !s.is_empty()).map(str::to_string))
+                .unwrap_or_else(|| format!("{}/.kube/config", std::env::var("HOME").unwrap_or_else(|_| ".".into())))
         });
         let context = cfg.context.clone();
         let d = describe.clone();
         let (client, server) = bridge.run(async move {
             let err = |m: String| StateError::Backend { backend: d.clone(), message: m };
-            let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| err(format!("cannot read the kubeconfig {path}: {e}. Set kubeconfig = \"...\" in the backend block or KUBECONFIG")))?;
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .map_err(|e| err(format!("cannot read the kubeconfig {path}: {e}. Set kubeconfig = \"...\" in the backend block or KUBECONFIG")))?;
             let options = kube::config::KubeConfigOptions { context: context.clone(), cluster: None, user: None };
-            let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| err(format!("cannot use {} of {path}: {e}", context.as_deref().map_or("the current context".to_string(), |c| format!("context {c:?}")))))?;
+            let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| {
+                err(format!("cannot use {} of {path}: {e}", context.as_deref().map_or("the current context".to_string(), |c| format!("context {c:?}"))))
+            })?;
             config.connect_timeout = Some(Duration::from_secs(10));
             config.read_timeout = Some(Duration::from_secs(60));
             let server = config.cluster_url.to_string();
@@ -442,7 +456,12 @@ impl KubeStore {
         let ttl = self.cfg.lock_ttl;
         let path = self.lease_path();
         // A copy of the store's naming for the body, without borrowing the store in the task.
-        let template = KubeLeaseTemplate { name: self.lease_name(), namespace: self.cfg.namespace.clone(), suffix: self.cfg.secret_suffix.clone(), ttl: ttl.as_secs().max(1) };
+        let template = KubeLeaseTemplate {
+            name: self.lease_name(),
+            namespace: self.cfg.namespace.clone(),
+            suffix: self.cfg.secret_suffix.clone(),
+            ttl: ttl.as_secs().max(1),
+        };
         let renewer = self.bridge.spawn(async move {
             loop {
                 tokio::time::sleep(ttl.checked_div(3).unwrap_or_default()).await;
@@ -486,7 +505,10 @@ impl KubeStore {
             let body = json!({"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"resourceVersion": s.rv}});
             match send(&client, "DELETE", &path, Some(&body)).await {
                 Ok(_) | Err(ApiErr::Status(404 | 409, _)) => Ok(()),
-                Err(e) => Err(StateError::Backend { backend: describe, message: format!("cannot release the lock Lease: {}. Release it with `kdeploy force-unlock {}` once this is fixed", e.text(), s.info.id) }),
+                Err(e) => Err(StateError::Backend {
+                    backend: describe,
+                    message: format!("cannot release the lock Lease: {}. Release it with `kdeploy force-unlock {}` once this is fixed", e.text(), s.info.id),
+                }),
             }
         })
     }

@@ -23,15 +23,13 @@ pub mod model;
 pub mod s3;
 pub mod store;
 
+pub use crypt::{CryptStore, StateKey};
 pub use error::StateError;
 pub use file::{decode, encode};
 pub use local::LocalStore;
 pub use lock::LockInfo;
-pub use model::{
-    OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matches,
-};
+pub use model::{OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matches};
 pub use store::StateStore;
-pub use crypt::{CryptStore, StateKey};
 
 /// The backends this build has: `local`, and `s3`/`kubernetes` when their features are on.
 pub fn backend_kinds() -> Vec<&'static str> {
@@ -48,11 +46,7 @@ pub fn backend_kinds() -> Vec<&'static str> {
 /// Opens the store of a backend from its configuration (every value as a string). `base_dir`
 /// anchors relative paths (the stack directory). The error says what is wrong with the
 /// configuration, or that this build lacks the backend.
-pub fn open_backend(
-    kind: &str,
-    config: &std::collections::BTreeMap<String, String>,
-    base_dir: &std::path::Path,
-) -> Result<Box<dyn StateStore>, String> {
+pub fn open_backend(kind: &str, config: &std::collections::BTreeMap<String, String>, base_dir: &std::path::Path) -> Result<Box<dyn StateStore>, String> {
     match kind {
         "local" => {
             if let Some(k) = config.keys().find(|k| k.as_str() != "path") {
@@ -77,10 +71,7 @@ pub fn open_backend(
             }
             Ok(Box::new(kube::KubeStore::new(cfg).map_err(|e| e.to_string())?))
         }
-        other => Err(format!(
-            "the {other:?} backend is not available in this build; it has: {}",
-            backend_kinds().join(", ")
-        )),
+        other => Err(format!("the {other:?} backend is not available in this build; it has: {}", backend_kinds().join(", "))),
     }
 }
 

@@ -78,14 +78,7 @@ impl LocalStore {
     /// is touched until the store is used; the parent directory is created on the first write
     /// or lock.
     pub fn new(path: impl Into<PathBuf>) -> LocalStore {
-        LocalStore {
-            path: path.into(),
-            seen: Seen::NotRead,
-            backed_up: false,
-            held: None,
-            replace_lineage: false,
-            written: None,
-        }
+        LocalStore { path: path.into(), seen: Seen::NotRead, backed_up: false, held: None, replace_lineage: false, written: None }
     }
 
     /// The state file.
@@ -149,7 +142,10 @@ impl LocalStore {
             Err(e) => return Err(err(e)),
         };
         if !meta.is_file() {
-            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "it is not a regular file (a directory, FIFO or device); move it away or point the backend at the state file")));
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is not a regular file (a directory, FIFO or device); move it away or point the backend at the state file",
+            )));
         }
         let mut bytes = Vec::new();
         File::open(&self.path).and_then(|f| f.take(STATE_LIMIT.saturating_add(1)).read_to_end(&mut bytes)).map_err(err)?;
@@ -168,18 +164,10 @@ impl LocalStore {
         // The race needs another process to unlink between our open and our check; give up
         // after a few rounds rather than spin if something keeps replacing the file.
         for _ in 0..20 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path)
-                .map_err(|e| io_err("open lock file", e))?;
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(|e| io_err("open lock file", e))?;
             match file.try_lock() {
                 Ok(()) => {
-                    let ours = file
-                        .metadata()
-                        .map_err(|e| io_err("inspect lock file", e))?;
+                    let ours = file.metadata().map_err(|e| io_err("inspect lock file", e))?;
                     match fs::metadata(&lock_path) {
                         Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
                             return Ok(Attempt::Acquired(file));
@@ -199,8 +187,7 @@ impl LocalStore {
     /// Records `info` in the freshly locked `file`.
     fn write_lock_info(&self, file: &File, info: &LockInfo) -> Result<(), StateError> {
         let lock_path = self.lock_path();
-        let mut json = serde_json::to_vec_pretty(info)
-            .map_err(|e| StateError::io("encode lock information for", &lock_path, e.into()))?;
+        let mut json = serde_json::to_vec_pretty(info).map_err(|e| StateError::io("encode lock information for", &lock_path, e.into()))?;
         json.push(b'\n');
         file.set_len(0)
             .and_then(|()| {
@@ -214,27 +201,20 @@ impl LocalStore {
     /// Removes the lock file if it is still ours, then releases the advisory lock.
     fn release(&self, held: HeldLock) -> Result<(), StateError> {
         let lock_path = self.lock_path();
-        let ours = held
-            .file
-            .metadata()
-            .map_err(|e| StateError::io("inspect lock file", &lock_path, e))?;
+        let ours = held.file.metadata().map_err(|e| StateError::io("inspect lock file", &lock_path, e))?;
         match fs::metadata(&lock_path) {
             // Only remove the file we locked: after a force-unlock, the file at the path may
             // belong to another holder.
-            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
-                match fs::remove_file(&lock_path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StateError::io("remove lock file", &lock_path, e)),
-                }
-            }
+            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => match fs::remove_file(&lock_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StateError::io("remove lock file", &lock_path, e)),
+            },
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StateError::io("inspect lock file", &lock_path, e)),
         }
-        held.file
-            .unlock()
-            .map_err(|e| StateError::io("release lock", &lock_path, e))
+        held.file.unlock().map_err(|e| StateError::io("release lock", &lock_path, e))
     }
 
     /// Who holds the lock according to the OS, ignoring this store's own lock.
@@ -249,9 +229,7 @@ impl LocalStore {
             // Nobody holds it: the file is left over from a holder that died. Dropping the
             // handle releases our probe lock at once.
             Ok(()) => Ok(None),
-            Err(TryLockError::WouldBlock) => Ok(Some(
-                read_lock_info(&file).unwrap_or_else(|| LockInfo::unknown(&self.display())),
-            )),
+            Err(TryLockError::WouldBlock) => Ok(Some(read_lock_info(&file).unwrap_or_else(|| LockInfo::unknown(&self.display())))),
             Err(TryLockError::Error(e)) => Err(StateError::io("probe lock", &lock_path, e)),
         }
     }
@@ -274,16 +252,10 @@ struct TempFile {
 impl TempFile {
     /// Creates `path` (which must not exist) with mode 0600, writes `bytes` and syncs it.
     fn create(path: PathBuf, bytes: &[u8]) -> Result<TempFile, StateError> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StateError::io("create temporary state file", &path, e))?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| StateError::io("create temporary state file", &path, e))?;
         let temp = TempFile { path, armed: true };
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| StateError::io("write temporary state file", &temp.path, e))?;
+        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| StateError::io("write temporary state file", &temp.path, e))?;
         Ok(temp)
     }
 
@@ -318,10 +290,7 @@ impl StateStore for LocalStore {
             Some(bytes) => {
                 let state = decode(&bytes, &self.display())?;
                 self.backed_up = false;
-                self.seen = Seen::Present {
-                    lineage: state.lineage.clone(),
-                    serial: state.serial,
-                };
+                self.seen = Seen::Present { lineage: state.lineage.clone(), serial: state.serial };
                 Ok(Some(state))
             }
         }
@@ -338,11 +307,7 @@ impl StateStore for LocalStore {
             && *lineage != state.lineage
             && !replace_lineage
         {
-            return Err(StateError::LineageMismatch {
-                location,
-                existing: lineage.clone(),
-                ours: state.lineage.clone(),
-            });
+            return Err(StateError::LineageMismatch { location, existing: lineage.clone(), ours: state.lineage.clone() });
         }
         self.create_dir()?;
         // While this store holds the lock and wrote the file last, nobody else can have written
@@ -365,28 +330,16 @@ impl StateStore for LocalStore {
         if let Some(bytes) = &previous {
             let disk = decode(bytes, &location)?;
             if disk.lineage != state.lineage && !replace_lineage {
-                return Err(StateError::LineageMismatch {
-                    location,
-                    existing: disk.lineage,
-                    ours: state.lineage.clone(),
-                });
+                return Err(StateError::LineageMismatch { location, existing: disk.lineage, ours: state.lineage.clone() });
             }
             if let Seen::Present { serial, .. } = self.seen
                 && serial != disk.serial
                 && !replace_lineage
             {
-                return Err(StateError::ChangedSinceRead {
-                    location,
-                    read_serial: serial,
-                    disk_serial: disk.serial,
-                });
+                return Err(StateError::ChangedSinceRead { location, read_serial: serial, disk_serial: disk.serial });
             }
             if disk.serial >= state.serial {
-                return Err(StateError::SerialNotIncreasing {
-                    location,
-                    existing: disk.serial,
-                    attempted: state.serial,
-                });
+                return Err(StateError::SerialNotIncreasing { location, existing: disk.serial, attempted: state.serial });
             }
         }
 
@@ -396,29 +349,20 @@ impl StateStore for LocalStore {
             let backup = self.backup_path();
             let mut backup_temp = backup.clone().into_os_string();
             backup_temp.push(&suffix);
-            TempFile::create(PathBuf::from(backup_temp), bytes)?
-                .persist(&backup, "replace state backup")?;
+            TempFile::create(PathBuf::from(backup_temp), bytes)?.persist(&backup, "replace state backup")?;
         }
         temp.persist(&self.path, "replace state file")?;
         self.backed_up = true;
         self.written = identity(&self.path);
         let dir = self.dir();
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StateError::io("sync state directory", dir, e))?;
-        self.seen = Seen::Present {
-            lineage: state.lineage.clone(),
-            serial: state.serial,
-        };
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| StateError::io("sync state directory", dir, e))?;
+        self.seen = Seen::Present { lineage: state.lineage.clone(), serial: state.serial };
         Ok(())
     }
 
     fn lock(&mut self, mut info: LockInfo, timeout: Duration) -> Result<(), StateError> {
         if let Some(held) = &self.held {
-            return Err(StateError::AlreadyLocked {
-                path: self.lock_path().display().to_string(),
-                id: held.info.id.clone(),
-            });
+            return Err(StateError::AlreadyLocked { path: self.lock_path().display().to_string(), id: held.info.id.clone() });
         }
         if info.path.is_empty() {
             info.path = self.display();
@@ -437,8 +381,7 @@ impl StateStore for LocalStore {
                 }
                 Attempt::Busy(holder) => {
                     let now = Instant::now();
-                    let remaining =
-                        deadline.map_or(RETRY_INTERVAL, |d| d.saturating_duration_since(now));
+                    let remaining = deadline.map_or(RETRY_INTERVAL, |d| d.saturating_duration_since(now));
                     if remaining.is_zero() {
                         // The holder writes its details just after taking the OS lock: give it
                         // a moment, so that the error names it.
@@ -451,9 +394,7 @@ impl StateStore for LocalStore {
                             holder = self.probe_lock().ok().flatten().filter(|h| h.id != "(unknown)");
                         }
                         return Err(StateError::Locked {
-                            holder: Box::new(
-                                holder.unwrap_or_else(|| LockInfo::unknown(&self.display())),
-                            ),
+                            holder: Box::new(holder.unwrap_or_else(|| LockInfo::unknown(&self.display()))),
                             path: self.lock_path().display().to_string(),
                         });
                     }
@@ -477,9 +418,7 @@ impl StateStore for LocalStore {
     fn unlock(&mut self) -> Result<(), StateError> {
         match self.held.take() {
             Some(held) => self.release(held),
-            None => Err(StateError::NotLocked {
-                path: self.lock_path().display().to_string(),
-            }),
+            None => Err(StateError::NotLocked { path: self.lock_path().display().to_string() }),
         }
     }
 
@@ -508,18 +447,12 @@ impl LocalStore {
         let lock_path = self.lock_path();
         let holder = match self.lock_info()? {
             None => {
-                return Err(StateError::NotLocked {
-                    path: lock_path.display().to_string(),
-                });
+                return Err(StateError::NotLocked { path: lock_path.display().to_string() });
             }
             Some(holder) => holder,
         };
         if holder.id != id {
-            return Err(StateError::LockIdMismatch {
-                given: id.to_string(),
-                holder: Box::new(holder),
-                path: lock_path.display().to_string(),
-            });
+            return Err(StateError::LockIdMismatch { given: id.to_string(), holder: Box::new(holder), path: lock_path.display().to_string() });
         }
         if self.held.is_some() {
             return self.unlock();

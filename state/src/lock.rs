@@ -65,11 +65,7 @@ impl LockInfo {
 
 impl fmt::Display for LockInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "lock {} held by {} for {} since {} (kdeploy {}, pid {})",
-            self.id, self.who, self.operation, self.created, self.version, self.pid
-        )?;
+        write!(f, "lock {} held by {} for {} since {} (kdeploy {}, pid {})", self.id, self.who, self.operation, self.created, self.version, self.pid)?;
         if !self.expires.is_empty() {
             write!(f, ", expires {}", self.expires)?;
         }
@@ -102,10 +98,7 @@ fn who() -> String {
         }
         return who;
     }
-    let user = var("USER")
-        .or_else(|| var("LOGNAME"))
-        .or_else(|| var("USERNAME"))
-        .unwrap_or_else(|| "unknown".into());
+    let user = var("USER").or_else(|| var("LOGNAME")).or_else(|| var("USERNAME")).unwrap_or_else(|| "unknown".into());
     format!("{user}@{}", hostname())
 }
 
@@ -134,10 +127,7 @@ mod tests {
         assert_eq!(a.version, "0.1.0");
         assert_eq!(a.pid, std::process::id());
         assert!(!a.who.is_empty());
-        assert!(
-            time::OffsetDateTime::parse(&a.created, &time::format_description::well_known::Rfc3339)
-                .is_ok()
-        );
+        assert!(time::OffsetDateTime::parse(&a.created, &time::format_description::well_known::Rfc3339).is_ok());
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<LockInfo>(&json).unwrap(), a);
     }

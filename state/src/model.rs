@@ -180,9 +180,7 @@ impl State {
     /// `agent.camera`; `module.site` removes everything in that module. Returns the removed
     /// resources in address order.
     pub fn remove_matching(&mut self, addr_or_prefix: &str) -> Vec<ResourceState> {
-        let (removed, kept) = std::mem::take(&mut self.resources)
-            .into_iter()
-            .partition(|r| address_matches(&r.address, addr_or_prefix));
+        let (removed, kept) = std::mem::take(&mut self.resources).into_iter().partition(|r| address_matches(&r.address, addr_or_prefix));
         self.resources = kept;
         removed
     }
@@ -196,33 +194,20 @@ impl State {
     /// moved.
     pub fn mv(&mut self, from: &str, to: &str) -> Result<usize, StateError> {
         if to.is_empty() {
-            return Err(StateError::InvalidAddress {
-                address: to.to_string(),
-                reason: "the destination address is empty".to_string(),
-            });
+            return Err(StateError::InvalidAddress { address: to.to_string(), reason: "the destination address is empty".to_string() });
         }
         let renames: BTreeMap<String, String> = self
             .resources
             .iter()
             .filter(|r| address_matches(&r.address, from))
-            .map(|r| {
-                (
-                    r.address.clone(),
-                    format!("{to}{}", &r.address[from.len()..]),
-                )
-            })
+            .map(|r| (r.address.clone(), format!("{to}{}", &r.address[from.len()..])))
             .collect();
         if renames.is_empty() {
-            return Err(StateError::NothingMatched {
-                pattern: from.to_string(),
-            });
+            return Err(StateError::NothingMatched { pattern: from.to_string() });
         }
         for (old, new) in &renames {
             if !renames.contains_key(new) && self.resource(new).is_some() {
-                return Err(StateError::DestinationExists {
-                    from: old.clone(),
-                    to: new.clone(),
-                });
+                return Err(StateError::DestinationExists { from: old.clone(), to: new.clone() });
             }
         }
         // Destinations are distinct because they share the `to` prefix followed by distinct
@@ -245,13 +230,7 @@ impl State {
     /// [`State::finish_pending`].
     pub fn begin_pending(&mut self, address: &str, op: PendingKind, target: Option<PendingTarget>) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        self.pending.push(PendingOp {
-            id: id.clone(),
-            address: address.to_string(),
-            operation: op,
-            started_at: crate::now_rfc3339(),
-            target,
-        });
+        self.pending.push(PendingOp { id: id.clone(), address: address.to_string(), operation: op, started_at: crate::now_rfc3339(), target });
         id
     }
 
@@ -267,10 +246,7 @@ impl State {
         let invalid = |reason: String| Err(StateError::InvalidState { reason });
         for pair in self.resources.windows(2) {
             if pair[0].address >= pair[1].address {
-                return invalid(format!(
-                    "resources are not sorted by unique address (`{}` before `{}`)",
-                    pair[0].address, pair[1].address
-                ));
+                return invalid(format!("resources are not sorted by unique address (`{}` before `{}`)", pair[0].address, pair[1].address));
             }
         }
         for r in &self.resources {
@@ -278,28 +254,16 @@ impl State {
                 return invalid("a resource has an empty address".to_string());
             }
             if !r.attributes.is_object() {
-                return invalid(format!(
-                    "the attributes of `{}` are not an object",
-                    r.address
-                ));
+                return invalid(format!("the attributes of `{}` are not an object", r.address));
             }
             if let Some(path) = find_unknown(&r.attributes) {
-                return invalid(format!(
-                    "attribute `{path}` of `{}` is unknown; only known values may be stored",
-                    r.address
-                ));
+                return invalid(format!("attribute `{path}` of `{}` is unknown; only known values may be stored", r.address));
             }
         }
         for (name, output) in &self.outputs {
             if let Some(path) = find_unknown(&output.value) {
-                let at = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at `{path}`")
-                };
-                return invalid(format!(
-                    "output `{name}` is unknown{at}; only known values may be stored"
-                ));
+                let at = if path.is_empty() { String::new() } else { format!(" at `{path}`") };
+                return invalid(format!("output `{name}` is unknown{at}; only known values may be stored"));
             }
         }
         Ok(())
@@ -311,8 +275,7 @@ impl State {
     }
 
     fn position(&self, addr: &str) -> Result<usize, usize> {
-        self.resources
-            .binary_search_by(|r| r.address.as_str().cmp(addr))
+        self.resources.binary_search_by(|r| r.address.as_str().cmp(addr))
     }
 }
 
@@ -337,22 +300,14 @@ fn find_unknown(v: &serde_json::Value) -> Option<String> {
             }
             map.iter().find_map(|(k, item)| {
                 find_unknown(item).map(|rest| {
-                    let sep = if rest.is_empty() || rest.starts_with('[') {
-                        ""
-                    } else {
-                        "."
-                    };
+                    let sep = if rest.is_empty() || rest.starts_with('[') { "" } else { "." };
                     format!("{k}{sep}{rest}")
                 })
             })
         }
         serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
             find_unknown(item).map(|rest| {
-                let sep = if rest.is_empty() || rest.starts_with('[') {
-                    ""
-                } else {
-                    "."
-                };
+                let sep = if rest.is_empty() || rest.starts_with('[') { "" } else { "." };
                 format!("[{i}]{sep}{rest}")
             })
         }),
@@ -378,10 +333,7 @@ fn shape(v: &serde_json::Value) -> String {
 /// Shows the shape of the value, never the value itself.
 impl fmt::Debug for OutputState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutputState")
-            .field("value", &format_args!("{}", shape(&self.value)))
-            .field("sensitive", &self.sensitive)
-            .finish()
+        f.debug_struct("OutputState").field("value", &format_args!("{}", shape(&self.value))).field("sensitive", &self.sensitive).finish()
     }
 }
 
@@ -477,27 +429,18 @@ mod tests {
         assert_eq!(a.serial, 0);
         assert_eq!(a.version, STATE_VERSION);
         assert_ne!(a.lineage, b.lineage);
-        assert_eq!(
-            uuid::Uuid::parse_str(&a.lineage).unwrap().get_version_num(),
-            4
-        );
+        assert_eq!(uuid::Uuid::parse_str(&a.lineage).unwrap().get_version_num(), 4);
     }
 
     #[test]
     fn upsert_keeps_sorted_and_replaces() {
         let mut s = state_with(&["vault.main", "agent.cam[\"b\"]", "agent.cam[\"a\"]"]);
-        assert_eq!(
-            addrs(&s),
-            ["agent.cam[\"a\"]", "agent.cam[\"b\"]", "vault.main"]
-        );
+        assert_eq!(addrs(&s), ["agent.cam[\"a\"]", "agent.cam[\"b\"]", "vault.main"]);
         let mut r = res("vault.main");
         r.fingerprint = Some("f".into());
         s.upsert(r);
         assert_eq!(s.resources.len(), 3);
-        assert_eq!(
-            s.resource("vault.main").unwrap().fingerprint.as_deref(),
-            Some("f")
-        );
+        assert_eq!(s.resource("vault.main").unwrap().fingerprint.as_deref(), Some("f"));
         assert!(s.remove("vault.main").is_some());
         assert!(s.resource("vault.main").is_none());
         assert!(s.remove("vault.main").is_none());
@@ -511,10 +454,7 @@ mod tests {
         assert!(!address_matches("agent.camera", "agent.cam"));
         assert!(!address_matches("agent.camera[\"a\"]", "agent.cam"));
         assert!(address_matches("module.site.vault.main", "module.site"));
-        assert!(address_matches(
-            "module.site[\"eu\"].vault.main",
-            "module.site"
-        ));
+        assert!(address_matches("module.site[\"eu\"].vault.main", "module.site"));
         assert!(!address_matches("module.site2.vault.main", "module.site"));
         assert!(!address_matches("agent.cam", ""));
     }
@@ -533,15 +473,7 @@ mod tests {
         let removed = s.remove_matching("agent.cam");
         let removed: Vec<&str> = removed.iter().map(|r| r.address.as_str()).collect();
         assert_eq!(removed, ["agent.cam", "agent.cam[\"a\"]", "agent.cam[0]"]);
-        assert_eq!(
-            addrs(&s),
-            [
-                "agent.camera",
-                "module.site.agent.x[\"y\"]",
-                "module.site.vault.main",
-                "module.site2.vault.main"
-            ]
-        );
+        assert_eq!(addrs(&s), ["agent.camera", "module.site.agent.x[\"y\"]", "module.site.vault.main", "module.site2.vault.main"]);
         assert_eq!(s.remove_matching("module.site").len(), 2);
         assert_eq!(addrs(&s), ["agent.camera", "module.site2.vault.main"]);
         assert!(s.remove_matching("agent.cam").is_empty());
@@ -549,27 +481,11 @@ mod tests {
 
     #[test]
     fn mv_prefix_semantics_and_dependencies() {
-        let mut s = state_with(&[
-            "agent.cam[\"a\"]",
-            "agent.cam[\"b\"]",
-            "agent.camera",
-            "vault.main",
-        ]);
+        let mut s = state_with(&["agent.cam[\"a\"]", "agent.cam[\"b\"]", "agent.camera", "vault.main"]);
         s.resources[3].dependencies = vec!["agent.cam[\"a\"]".into(), "agent.camera".into()];
         assert_eq!(s.mv("agent.cam", "agent.cams").unwrap(), 2);
-        assert_eq!(
-            addrs(&s),
-            [
-                "agent.camera",
-                "agent.cams[\"a\"]",
-                "agent.cams[\"b\"]",
-                "vault.main"
-            ]
-        );
-        assert_eq!(
-            s.resource("vault.main").unwrap().dependencies,
-            ["agent.cams[\"a\"]", "agent.camera"]
-        );
+        assert_eq!(addrs(&s), ["agent.camera", "agent.cams[\"a\"]", "agent.cams[\"b\"]", "vault.main"]);
+        assert_eq!(s.resource("vault.main").unwrap().dependencies, ["agent.cams[\"a\"]", "agent.camera"]);
 
         // Into a module.
         assert_eq!(s.mv("vault.main", "module.site.vault.main").unwrap(), 1);
@@ -590,14 +506,8 @@ mod tests {
             other => panic!("expected DestinationExists, got {other:?}"),
         }
         assert_eq!(s, before);
-        assert!(matches!(
-            s.mv("agent.ca", "x.y"),
-            Err(StateError::NothingMatched { .. })
-        ));
-        assert!(matches!(
-            s.mv("agent.cam", ""),
-            Err(StateError::InvalidAddress { .. })
-        ));
+        assert!(matches!(s.mv("agent.ca", "x.y"), Err(StateError::NothingMatched { .. })));
+        assert!(matches!(s.mv("agent.cam", ""), Err(StateError::InvalidAddress { .. })));
         assert_eq!(s, before);
         // A single instance to a plain address.
         assert_eq!(s.mv("agent.cam[\"a\"]", "agent.solo").unwrap(), 1);
@@ -611,20 +521,11 @@ mod tests {
         let b = s.begin_pending("agent.cam", PendingKind::Delete, None);
         assert_ne!(a, b);
         assert_eq!(s.pending.len(), 2);
-        assert!(
-            time::OffsetDateTime::parse(
-                &s.pending[0].started_at,
-                &time::format_description::well_known::Rfc3339
-            )
-            .is_ok()
-        );
+        assert!(time::OffsetDateTime::parse(&s.pending[0].started_at, &time::format_description::well_known::Rfc3339).is_ok());
         s.finish_pending(&a);
         assert_eq!(s.pending.len(), 1);
         assert_eq!(s.pending[0].id, b);
-        assert_eq!(
-            serde_json::to_value(&s.pending[0]).unwrap()["operation"],
-            "delete"
-        );
+        assert_eq!(serde_json::to_value(&s.pending[0]).unwrap()["operation"], "delete");
     }
 
     #[test]
@@ -633,13 +534,7 @@ mod tests {
         let mut r = res("vault.main");
         r.attributes = json!({"password": "hunter2-secret", "nested": {"token": "tok-secret"}});
         s.upsert(r);
-        s.outputs.insert(
-            "key".into(),
-            OutputState {
-                value: json!("out-secret"),
-                sensitive: true,
-            },
-        );
+        s.outputs.insert("key".into(), OutputState { value: json!("out-secret"), sensitive: true });
         let dbg = format!("{s:?} {:#?}", s);
         assert!(!dbg.contains("hunter2-secret"), "{dbg}");
         assert!(!dbg.contains("tok-secret"), "{dbg}");

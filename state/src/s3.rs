@@ -59,11 +59,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 impl S3Config {
     /// From backend configuration keys (see the module docs).
     pub fn from_map(m: &BTreeMap<String, String>) -> Result<S3Config, String> {
-        const KNOWN: &[&str] = &["bucket", "key", "region", "endpoint", "force_path_style", "access_key", "secret_key", "session_token", "profile", "lock_ttl", "timeout"];
+        const KNOWN: &[&str] =
+            &["bucket", "key", "region", "endpoint", "force_path_style", "access_key", "secret_key", "session_token", "profile", "lock_ttl", "timeout"];
         if let Some(k) = m.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("backend \"s3\" has no setting {k:?}; it takes {}", KNOWN.join(", ")));
         }
-        let req = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned().ok_or_else(|| format!("backend \"s3\" needs {k} = \"...\" (in the backend block or -backend-config {k}=...)"));
+        let req = |k: &str| {
+            m.get(k)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .ok_or_else(|| format!("backend \"s3\" needs {k} = \"...\" (in the backend block or -backend-config {k}=...)"))
+        };
         let opt = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
         let endpoint = opt("endpoint");
         let force_path_style = match opt("force_path_style").as_deref() {
@@ -78,7 +84,9 @@ impl S3Config {
         };
         let timeout = match opt("timeout") {
             None => DEFAULT_TIMEOUT,
-            Some(v) => kdeploy_provider::Duration::parse_or_seconds(&v).map_err(|e| format!("backend \"s3\": timeout: {e}"))?.as_std().max(Duration::from_secs(1)),
+            Some(v) => {
+                kdeploy_provider::Duration::parse_or_seconds(&v).map_err(|e| format!("backend \"s3\": timeout: {e}"))?.as_std().max(Duration::from_secs(1))
+            }
         };
         Ok(S3Config {
             bucket: req("bucket")?,
@@ -134,7 +142,9 @@ enum S3Err {
     Other(String),
 }
 
-fn classify<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Err {
+fn classify<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static>(
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> S3Err {
     let status = e.raw_response().map(|r| r.status().as_u16());
     match status {
         Some(404) => S3Err::NotFound,
@@ -197,7 +207,6 @@ impl S3Store {
         format!("{}.lock", self.cfg.key)
     }
 
-
     /// GET of an object: its bytes and ETag, `None` when absent.
     fn get(&self, key: String) -> Result<Option<(Vec<u8>, String)>, StateError> {
         let (client, bucket) = (self.client.clone(), self.cfg.bucket.clone());
@@ -207,13 +216,21 @@ impl S3Store {
             match client.get_object().bucket(&bucket).key(&key).send().await {
                 Ok(out) => {
                     let etag = out.e_tag().unwrap_or_default().to_string();
-                    let bytes = out.body.collect().await.map_err(|e| StateError::Backend { backend: describe.clone(), message: format!("{what}: {e}") })?.into_bytes().to_vec();
+                    let bytes = out
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| StateError::Backend { backend: describe.clone(), message: format!("{what}: {e}") })?
+                        .into_bytes()
+                        .to_vec();
                     Ok(Some((bytes, etag)))
                 }
                 Err(e) => match classify(e) {
                     S3Err::NotFound => Ok(None),
                     S3Err::Precondition => Err(StateError::Backend { backend: describe, message: format!("{what}: unexpected precondition failure") }),
-                    S3Err::Other(m) => Err(StateError::Backend { backend: describe, message: format!("{what}: {m}. Check the bucket, region, endpoint and credentials") }),
+                    S3Err::Other(m) => {
+                        Err(StateError::Backend { backend: describe, message: format!("{what}: {m}. Check the bucket, region, endpoint and credentials") })
+                    }
                 },
             }
         })
@@ -275,7 +292,9 @@ impl S3Store {
                 Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
                 Err(e) => match classify(e) {
                     S3Err::Precondition => Err(StateError::WriteConflict { location: loc, reason: " (its ETag no longer matches)".into() }),
-                    S3Err::NotFound => Err(StateError::Backend { backend: loc, message: format!("cannot write s3://{bucket}/{key}: the bucket does not exist") }),
+                    S3Err::NotFound => {
+                        Err(StateError::Backend { backend: loc, message: format!("cannot write s3://{bucket}/{key}: the bucket does not exist") })
+                    }
                     S3Err::Other(m) => Err(StateError::Backend { backend: loc, message: format!("cannot write s3://{bucket}/{key}: {m}") }),
                 },
             }
@@ -303,7 +322,10 @@ impl S3Store {
                     Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
                     Err(e) => match classify(e) {
                         S3Err::Precondition => Ok(None),
-                        S3Err::NotFound => Err(StateError::Backend { backend: describe, message: format!("cannot create the lock s3://{bucket}/{key}: the bucket does not exist") }),
+                        S3Err::NotFound => Err(StateError::Backend {
+                            backend: describe,
+                            message: format!("cannot create the lock s3://{bucket}/{key}: the bucket does not exist"),
+                        }),
                         S3Err::Other(m) => Err(StateError::Backend { backend: describe, message: format!("cannot create the lock s3://{bucket}/{key}: {m}") }),
                     },
                 }
@@ -389,7 +411,13 @@ impl S3Store {
                 Err(e) => match classify(e) {
                     // Gone or replaced: it is no longer ours to delete.
                     S3Err::NotFound | S3Err::Precondition => Ok(()),
-                    S3Err::Other(m) => Err(StateError::Backend { backend: describe, message: format!("cannot release the lock s3://{bucket}/{key}: {m}. Release it with `kdeploy force-unlock {}` once this is fixed", s.info.id) }),
+                    S3Err::Other(m) => Err(StateError::Backend {
+                        backend: describe,
+                        message: format!(
+                            "cannot release the lock s3://{bucket}/{key}: {m}. Release it with `kdeploy force-unlock {}` once this is fixed",
+                            s.info.id
+                        ),
+                    }),
                 },
             }
         });
@@ -476,7 +504,12 @@ impl StateStore for S3Store {
                 Ok(_) => Ok(()),
                 Err(e) => match classify(e) {
                     S3Err::NotFound => Ok(()),
-                    S3Err::Precondition => Err(StateError::Backend { backend: describe, message: "the lock changed while it was being released (its holder renewed it or another run took it); check `kdeploy force-unlock` again".into() }),
+                    S3Err::Precondition => Err(StateError::Backend {
+                        backend: describe,
+                        message:
+                            "the lock changed while it was being released (its holder renewed it or another run took it); check `kdeploy force-unlock` again"
+                                .into(),
+                    }),
                     S3Err::Other(m) => Err(StateError::Backend { backend: describe, message: format!("cannot delete the lock: {m}") }),
                 },
             }

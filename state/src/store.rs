@@ -52,10 +52,7 @@ pub trait StateStore: Send {
     /// --force`). The serial must still be higher than the stored one.
     fn force_write(&mut self, state: &State) -> Result<(), StateError> {
         let _ = state;
-        Err(StateError::Backend {
-            backend: self.describe(),
-            message: "this store cannot replace the state of another lineage".to_string(),
-        })
+        Err(StateError::Backend { backend: self.describe(), message: "this store cannot replace the state of another lineage".to_string() })
     }
 
     /// Warnings collected since the last call, for the user (e.g. an expired lock of another

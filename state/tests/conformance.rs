@@ -91,7 +91,13 @@ fn s3() -> Option<Backend> {
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let moto = Moto { child };
     let deadline = Instant::now() + Duration::from_secs(30);
     // Create the bucket (moto accepts unsigned requests) once the server answers.
@@ -320,7 +326,10 @@ fn check_stale_writer_rejected(b: Backend) {
         mine.upsert(resource("vault.mine", "y"));
         mine.serial = serial;
         let err = stale.write(&mine).unwrap_err();
-        assert!(matches!(err, StateError::WriteConflict { .. } | StateError::ChangedSinceRead { .. } | StateError::ReplacedWhileLocked { .. }), "expected a rejected write, got {err:?}");
+        assert!(
+            matches!(err, StateError::WriteConflict { .. } | StateError::ChangedSinceRead { .. } | StateError::ReplacedWhileLocked { .. }),
+            "expected a rejected write, got {err:?}"
+        );
     }
     assert_eq!(b.store().read().unwrap().unwrap(), theirs);
     let _ = stale.unlock();
@@ -529,39 +538,57 @@ macro_rules! suite {
             }
             #[test]
             fn round_trip_and_serials() {
-                if let Some(b) = backend() { check_round_trip_and_serials(b) }
+                if let Some(b) = backend() {
+                    check_round_trip_and_serials(b)
+                }
             }
             #[test]
             fn lock_basics() {
-                if let Some(b) = backend() { check_lock_basics(b) }
+                if let Some(b) = backend() {
+                    check_lock_basics(b)
+                }
             }
             #[test]
             fn lock_race_between_processes() {
-                if let Some(b) = backend() { check_lock_race(b) }
+                if let Some(b) = backend() {
+                    check_lock_race(b)
+                }
             }
             #[test]
             fn killed_holder() {
-                if let Some(b) = backend() { check_killed_holder(b) }
+                if let Some(b) = backend() {
+                    check_killed_holder(b)
+                }
             }
             #[test]
             fn stale_writer_rejected() {
-                if let Some(b) = backend() { check_stale_writer_rejected(b) }
+                if let Some(b) = backend() {
+                    check_stale_writer_rejected(b)
+                }
             }
             #[test]
             fn other_lineage_refused() {
-                if let Some(b) = backend() { check_other_lineage_refused(b) }
+                if let Some(b) = backend() {
+                    check_other_lineage_refused(b)
+                }
             }
             #[test]
             fn large_state() {
-                if let Some(b) = backend() { check_large_state(b) }
+                if let Some(b) = backend() {
+                    check_large_state(b)
+                }
             }
             #[test]
             fn backend_failure() {
-                if let Some(b) = backend() { check_backend_failure(b) }
+                if let Some(b) = backend() {
+                    check_backend_failure(b)
+                }
             }
             #[test]
             fn no_cleartext_secret() {
-                if let Some(b) = backend() { check_no_cleartext_secret(b) }
+                if let Some(b) = backend() {
+                    check_no_cleartext_secret(b)
+                }
             }
         }
     };

@@ -31,14 +31,8 @@ fn store_in(dir: &tempfile::TempDir) -> LocalStore {
 fn paths_and_describe() {
     let store = LocalStore::new("/x/.kdeploy/state.json");
     assert_eq!(store.path(), std::path::Path::new("/x/.kdeploy/state.json"));
-    assert_eq!(
-        store.backup_path(),
-        std::path::Path::new("/x/.kdeploy/state.json.backup")
-    );
-    assert_eq!(
-        store.lock_path(),
-        std::path::Path::new("/x/.kdeploy/state.json.lock")
-    );
+    assert_eq!(store.backup_path(), std::path::Path::new("/x/.kdeploy/state.json.backup"));
+    assert_eq!(store.lock_path(), std::path::Path::new("/x/.kdeploy/state.json.lock"));
     assert_eq!(store.describe(), "local state file /x/.kdeploy/state.json");
 }
 
@@ -55,21 +49,11 @@ fn read_missing_then_write_creates_directory_and_round_trips() {
 
     let mut other = store_in(&dir);
     assert_eq!(other.read().unwrap().unwrap(), state);
-    assert!(
-        !store.backup_path().exists(),
-        "no backup without a previous state"
-    );
+    assert!(!store.backup_path().exists(), "no backup without a previous state");
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(store.path())
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(
-        mode & 0o077,
-        0,
-        "state holds secrets and must not be group/world readable"
-    );
+    let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "state holds secrets and must not be group/world readable");
 }
 
 #[test]
@@ -90,10 +74,8 @@ fn backup_contains_previous_state() {
     assert_eq!(decode(&backup, "backup").unwrap(), first);
     assert_eq!(store_in(&dir).read().unwrap().unwrap(), state);
     // No temporary files are left behind.
-    let names: Vec<String> = std::fs::read_dir(store.path().parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(store.path().parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
 }
 
@@ -109,10 +91,7 @@ fn lineage_mismatch_refused() {
     let err = store_in(&dir).write(&foreign).unwrap_err();
     assert!(matches!(err, StateError::LineageMismatch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&state.lineage) && msg.contains(&foreign.lineage),
-        "{msg}"
-    );
+    assert!(msg.contains(&state.lineage) && msg.contains(&foreign.lineage), "{msg}");
     assert!(msg.contains("refusing to overwrite"), "{msg}");
     assert!(msg.contains("state.json"), "{msg}");
     assert_eq!(store_in(&dir).read().unwrap().unwrap(), state);
@@ -131,11 +110,7 @@ fn serial_must_strictly_increase() {
         stale.serial = serial;
         let err = store_in(&dir).write(&stale).unwrap_err();
         match &err {
-            StateError::SerialNotIncreasing {
-                existing,
-                attempted,
-                ..
-            } => {
+            StateError::SerialNotIncreasing { existing, attempted, .. } => {
                 assert_eq!((*existing, *attempted), (5, serial));
             }
             other => panic!("expected SerialNotIncreasing, got {other:?}"),
@@ -163,17 +138,7 @@ fn write_detects_change_since_read() {
 
     a_state.serial = 4;
     let err = a.write(&a_state).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StateError::ChangedSinceRead {
-                read_serial: 1,
-                disk_serial: 3,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, StateError::ChangedSinceRead { read_serial: 1, disk_serial: 3, .. }), "{err:?}");
 }
 
 #[test]
@@ -181,17 +146,10 @@ fn newer_version_on_disk_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store_in(&dir);
     std::fs::create_dir_all(store.path().parent().unwrap()).unwrap();
-    std::fs::write(
-        store.path(),
-        br#"{"version": 7, "serial": 1, "lineage": "x"}"#,
-    )
-    .unwrap();
+    std::fs::write(store.path(), br#"{"version": 7, "serial": 1, "lineage": "x"}"#).unwrap();
 
     let err = store.read().unwrap_err();
-    assert!(
-        matches!(err, StateError::NewerVersion { found: 7, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, StateError::NewerVersion { found: 7, .. }), "{err:?}");
     assert!(err.to_string().contains("upgrade kdeploy"));
 
     let mut state = State::new(VERSION);
@@ -211,9 +169,7 @@ fn stray_temp_file_from_a_crash_leaves_old_state_readable() {
 
     // A crash after writing the temporary file but before the rename leaves a (possibly
     // truncated) temporary file next to the intact state.
-    let stray = store
-        .path()
-        .with_file_name("state.json.tmp.0123456789abcdef");
+    let stray = store.path().with_file_name("state.json.tmp.0123456789abcdef");
     std::fs::write(&stray, b"{\"version\": 1, \"serial\": 2, \"lin").unwrap();
 
     let mut fresh = store_in(&dir);
@@ -237,10 +193,7 @@ fn invalid_state_is_not_written() {
     state.upsert(r);
     state.bump_serial().unwrap();
     let mut store = store_in(&dir);
-    assert!(matches!(
-        store.write(&state),
-        Err(StateError::InvalidState { .. })
-    ));
+    assert!(matches!(store.write(&state), Err(StateError::InvalidState { .. })));
     assert!(!store.path().exists());
 }
 
@@ -252,10 +205,7 @@ fn corrupt_state_names_file_and_position() {
     std::fs::write(store.path(), b"{\n  \"version\": 1,\n  oops\n}").unwrap();
     let err = store.read().unwrap_err();
     assert!(matches!(err, StateError::Decode { line: 3, .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains(&store.path().display().to_string())
-    );
+    assert!(err.to_string().contains(&store.path().display().to_string()));
 }
 
 #[test]
@@ -268,9 +218,7 @@ fn lock_contention_fails_at_once_naming_holder() {
 
     let mut second = store_in(&dir);
     let started = Instant::now();
-    let err = second
-        .lock(LockInfo::new("plan", VERSION), Duration::ZERO)
-        .unwrap_err();
+    let err = second.lock(LockInfo::new("plan", VERSION), Duration::ZERO).unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(500));
     match &err {
         StateError::Locked { holder, path } => {
@@ -282,31 +230,19 @@ fn lock_contention_fails_at_once_naming_holder() {
         other => panic!("expected Locked, got {other:?}"),
     }
     let msg = err.to_string();
-    for needle in [
-        info.id.as_str(),
-        "apply",
-        info.who.as_str(),
-        info.created.as_str(),
-        "--lock-timeout",
-        "kdeploy force-unlock",
-    ] {
+    for needle in [info.id.as_str(), "apply", info.who.as_str(), info.created.as_str(), "--lock-timeout", "kdeploy force-unlock"] {
         assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
     }
     assert_eq!(second.lock_info().unwrap().unwrap().id, info.id);
 
     // Locking twice from the same store is refused.
-    assert!(matches!(
-        first.lock(LockInfo::new("apply", VERSION), Duration::ZERO),
-        Err(StateError::AlreadyLocked { .. })
-    ));
+    assert!(matches!(first.lock(LockInfo::new("apply", VERSION), Duration::ZERO), Err(StateError::AlreadyLocked { .. })));
 
     first.unlock().unwrap();
     assert!(!first.lock_path().exists());
     assert!(matches!(first.unlock(), Err(StateError::NotLocked { .. })));
     assert!(second.lock_info().unwrap().is_none());
-    second
-        .lock(LockInfo::new("plan", VERSION), Duration::ZERO)
-        .unwrap();
+    second.lock(LockInfo::new("plan", VERSION), Duration::ZERO).unwrap();
 }
 
 #[test]
@@ -314,23 +250,17 @@ fn lock_released_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut first = store_in(&dir);
-        first
-            .lock(LockInfo::new("apply", VERSION), Duration::ZERO)
-            .unwrap();
+        first.lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap();
     }
     let mut second = store_in(&dir);
-    second
-        .lock(LockInfo::new("apply", VERSION), Duration::ZERO)
-        .unwrap();
+    second.lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap();
 }
 
 #[test]
 fn lock_timeout_waits_for_release() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = store_in(&dir);
-    first
-        .lock(LockInfo::new("apply", VERSION), Duration::ZERO)
-        .unwrap();
+    first.lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap();
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         first.unlock().unwrap();
@@ -338,14 +268,9 @@ fn lock_timeout_waits_for_release() {
 
     let mut second = store_in(&dir);
     let started = Instant::now();
-    second
-        .lock(LockInfo::new("plan", VERSION), Duration::from_secs(10))
-        .unwrap();
+    second.lock(LockInfo::new("plan", VERSION), Duration::from_secs(10)).unwrap();
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(250),
-        "acquired after {waited:?}, before the release"
-    );
+    assert!(waited >= Duration::from_millis(250), "acquired after {waited:?}, before the release");
     assert!(waited < Duration::from_secs(5), "took {waited:?}");
     releaser.join().unwrap();
     assert_eq!(second.lock_info().unwrap().unwrap().operation, "plan");
@@ -355,20 +280,13 @@ fn lock_timeout_waits_for_release() {
 fn lock_timeout_expires() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = store_in(&dir);
-    first
-        .lock(LockInfo::new("apply", VERSION), Duration::ZERO)
-        .unwrap();
+    first.lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap();
     let mut second = store_in(&dir);
     let started = Instant::now();
-    let err = second
-        .lock(LockInfo::new("plan", VERSION), Duration::from_millis(350))
-        .unwrap_err();
+    let err = second.lock(LockInfo::new("plan", VERSION), Duration::from_millis(350)).unwrap_err();
     assert!(matches!(err, StateError::Locked { .. }));
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(350) && waited < Duration::from_secs(3), "{waited:?}");
 }
 
 #[test]
@@ -403,13 +321,8 @@ fn force_unlock_needs_the_exact_id() {
 
     // The old holder's unlock must not remove the new holder's lock file.
     holder.unlock().unwrap();
-    let err = store_in(&dir)
-        .lock(LockInfo::new("apply", VERSION), Duration::ZERO)
-        .unwrap_err();
-    assert!(
-        matches!(&err, StateError::Locked { holder, .. } if holder.id == next_info.id),
-        "{err:?}"
-    );
+    let err = store_in(&dir).lock(LockInfo::new("apply", VERSION), Duration::ZERO).unwrap_err();
+    assert!(matches!(&err, StateError::Locked { holder, .. } if holder.id == next_info.id), "{err:?}");
 
     next.unlock().unwrap();
     let err = admin.force_unlock(&next_info.id).unwrap_err();
@@ -453,12 +366,7 @@ fn lock_held_by_other_process() {
     let dir = tempfile::tempdir().unwrap();
     let state_path = dir.path().join(".kdeploy").join("state.json");
     let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_lock_holder",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "child_lock_holder", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &state_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -498,16 +406,8 @@ fn lock_held_by_other_process() {
     }
     assert_eq!(info.unwrap().unwrap().id, id);
 
-    assert!(
-        store.lock_path().exists(),
-        "the killed holder leaves its lock file behind"
-    );
-    assert!(
-        store.lock_info().unwrap().is_none(),
-        "a dead holder's lock file is not a lock"
-    );
-    store
-        .lock(LockInfo::new("plan", VERSION), Duration::from_secs(5))
-        .unwrap();
+    assert!(store.lock_path().exists(), "the killed holder leaves its lock file behind");
+    assert!(store.lock_info().unwrap().is_none(), "a dead holder's lock file is not a lock");
+    store.lock(LockInfo::new("plan", VERSION), Duration::from_secs(5)).unwrap();
     assert_eq!(store.lock_info().unwrap().unwrap().operation, "plan");
 }

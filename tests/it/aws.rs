@@ -191,7 +191,11 @@ fn eks_and_s3_lifecycle_against_moto() {
         assert_eq!(pab.public_access_block_configuration().unwrap().block_public_acls(), Some(true));
         let policy = iam.get_user_policy().user_name("kdeploy-kdeploy-it-recordings").policy_name("kdeploy-recordings-bucket").send().await.unwrap();
         let doc = policy.policy_document();
-        let doc = if doc.starts_with('%') || doc.contains("%22") { doc.replace("%22", "\"").replace("%3A", ":").replace("%2F", "/").replace("%2A", "*") } else { doc.to_string() };
+        let doc = if doc.starts_with('%') || doc.contains("%22") {
+            doc.replace("%22", "\"").replace("%3A", ":").replace("%2F", "/").replace("%2A", "*")
+        } else {
+            doc.to_string()
+        };
         assert!(doc.contains("arn:aws:s3:::kdeploy-it-recordings/*"), "{doc}");
         let keys = iam.list_access_keys().user_name("kdeploy-kdeploy-it-recordings").send().await.unwrap();
         let ids: Vec<&str> = keys.access_key_metadata().iter().filter_map(|k| k.access_key_id()).collect();

@@ -216,8 +216,18 @@ fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
     // The in-cluster calls carried the cluster-user token from listClusterUserCredential.
     let log = mock.state.lock().unwrap().log.clone();
     assert!(log.iter().any(|l| l.to_lowercase().contains("/listclusterusercredential")), "{log:?}");
-    let policy = live(&mock, &format!("/subscriptions/{SUB}/resourcegroups/kdeploy-kdeploywhole/providers/microsoft.storage/storageaccounts/kdeploywhole/managementpolicies/default").to_lowercase()).expect("lifecycle rule");
-    assert_eq!(policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"], 30, "expiry = the Vault retention");
+    let policy = live(
+        &mock,
+        &format!(
+            "/subscriptions/{SUB}/resourcegroups/kdeploy-kdeploywhole/providers/microsoft.storage/storageaccounts/kdeploywhole/managementpolicies/default"
+        )
+        .to_lowercase(),
+    )
+    .expect("lifecycle rule");
+    assert_eq!(
+        policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"], 30,
+        "expiry = the Vault retention"
+    );
 
     let r = run(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.text());
@@ -291,7 +301,12 @@ fn service_principal_and_workload_identity_sign_in_from_the_cli() {
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains("/nonexistent/token"), "names the missing token file: {}", r.text());
 
-    let r = plan(&[("AZURE_USE_MANAGED_IDENTITY", "true"), ("AZURE_CLIENT_ID", "c3"), ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"), ("IDENTITY_HEADER", "h")]);
+    let r = plan(&[
+        ("AZURE_USE_MANAGED_IDENTITY", "true"),
+        ("AZURE_CLIENT_ID", "c3"),
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
+        ("IDENTITY_HEADER", "h"),
+    ]);
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains("user-assigned managed identity c3"), "names the managed identity: {}", r.text());
     let log = mock.state.lock().unwrap().log.clone();

@@ -3,7 +3,7 @@
 
 use kdeploy_provider::fake::FakeWorld;
 
-use crate::support::{basic_stack, run, TestStack};
+use crate::support::{TestStack, basic_stack, run};
 
 const CAMS: &[(&str, &str)] = &[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1")];
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use kdeploy_provider::components::{secrets, vault};
-use kdeploy_provider::{images, ComponentRef, Kind, Reference, Value};
+use kdeploy_provider::{ComponentRef, Kind, Reference, Value, images};
 use kdeploy_provider_docker::spec::{self as docker, RenderCtx};
 use kdeploy_provider_kubernetes::render::{self as k8s, Input};
 use serde_json::Value as Json;
@@ -121,7 +121,8 @@ fn k8s_facts(c: &ComponentRef, a: &Attrs, refs: &BTreeMap<String, Reference>) ->
     let published = svc
         .map(|s| s["spec"]["ports"].as_array().unwrap().iter().filter_map(|p| Some((p["port"].as_u64()? as u16, p["nodePort"].as_u64()? as u16))).collect())
         .unwrap_or_default();
-    let volumes: BTreeMap<String, Json> = pod["volumes"].as_array().into_iter().flatten().map(|v| (v["name"].as_str().unwrap().to_string(), v.clone())).collect();
+    let volumes: BTreeMap<String, Json> =
+        pod["volumes"].as_array().into_iter().flatten().map(|v| (v["name"].as_str().unwrap().to_string(), v.clone())).collect();
     let mut mounts = BTreeMap::new();
     let mut files = BTreeMap::new();
     for m in main["volumeMounts"].as_array().into_iter().flatten() {
@@ -142,7 +143,11 @@ fn k8s_facts(c: &ComponentRef, a: &Attrs, refs: &BTreeMap<String, Reference>) ->
         .filter(|o| o["kind"] == "Job")
         .map(|j| {
             let c = &j["spec"]["template"]["spec"]["containers"][0];
-            (c["image"].as_str().unwrap().to_string(), c["command"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect(), k8s_env(c, &objects))
+            (
+                c["image"].as_str().unwrap().to_string(),
+                c["command"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                k8s_env(c, &objects),
+            )
         })
         .collect();
     Facts {
@@ -182,7 +187,13 @@ fn assert_same(what: &str, d: &Facts, k: &Facts) {
 }
 
 fn mongodb() -> (ComponentRef, Attrs) {
-    let mut a = attrs(&[("username", s("root")), ("storage_size", s("8Gi")), ("readiness_timeout", s("1m30s")), ("host", s("mongo.db")), ("port", Value::from_i64(27017))]);
+    let mut a = attrs(&[
+        ("username", s("root")),
+        ("storage_size", s("8Gi")),
+        ("readiness_timeout", s("1m30s")),
+        ("host", s("mongo.db")),
+        ("port", Value::from_i64(27017)),
+    ]);
     secrets::fill(Kind::Database, "mongodb", "database.meta", &mut a, &Attrs::new(), true);
     (cref("database.meta", Kind::Database, "mongodb"), a)
 }
@@ -194,7 +205,13 @@ fn minio() -> (ComponentRef, Attrs) {
 }
 
 fn rabbitmq() -> (ComponentRef, Attrs) {
-    let mut a = attrs(&[("username", s("kerberos")), ("queue", s("data-filtering")), ("storage_size", s("8Gi")), ("host", s("rabbitmq")), ("readiness_timeout", s("90s"))]);
+    let mut a = attrs(&[
+        ("username", s("kerberos")),
+        ("queue", s("data-filtering")),
+        ("storage_size", s("8Gi")),
+        ("host", s("rabbitmq")),
+        ("readiness_timeout", s("90s")),
+    ]);
     secrets::fill(Kind::Broker, "rabbitmq", "broker.events", &mut a, &Attrs::new(), true);
     (cref("broker.events", Kind::Broker, "rabbitmq"), a)
 }
@@ -227,7 +244,11 @@ fn vault_refs(database: Reference) -> BTreeMap<String, Reference> {
 fn every_component_renders_the_same_on_docker_and_kubernetes() {
     let external_db = Reference {
         component: cref("database.ext", Kind::Database, "external"),
-        attributes: Value::Map(attrs(&[("uri", s("mongodb://u:p@docdb.example.com:27017/admin")), ("flavor", s("documentdb")), ("tls_ca", s("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))])),
+        attributes: Value::Map(attrs(&[
+            ("uri", s("mongodb://u:p@docdb.example.com:27017/admin")),
+            ("flavor", s("documentdb")),
+            ("tls_ca", s("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")),
+        ])),
     };
     let vault = vault_attrs(&[]);
     let mut agent = attrs(&[
@@ -244,7 +265,8 @@ fn every_component_renders_the_same_on_docker_and_kubernetes() {
         ("readiness_timeout", s("45s")),
     ]);
     secrets::fill(Kind::Agent, "kerberos", "agent.cam", &mut agent, &Attrs::new(), true);
-    let agent_refs: BTreeMap<String, Reference> = [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vault.clone()) })].into();
+    let agent_refs: BTreeMap<String, Reference> =
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vault.clone()) })].into();
     let none = BTreeMap::new();
     let cases: Vec<(&str, ComponentRef, Attrs, BTreeMap<String, Reference>)> = vec![
         ("mongodb", mongodb().0, mongodb().1, none.clone()),
@@ -276,7 +298,7 @@ fn every_component_renders_the_same_on_docker_and_kubernetes() {
 /// container and seeds the agent's volume.
 #[test]
 fn probes_waits_and_seeds_are_the_models() {
-    use kdeploy_provider::components::{workload, Probe, Spec};
+    use kdeploy_provider::components::{Probe, Spec, workload};
     let vault = vault_attrs(&[]);
     let refs = vault_refs(as_ref(mongodb()));
     let c = cref("vault.main", Kind::Vault, "kerberos");
@@ -290,7 +312,10 @@ fn probes_waits_and_seeds_are_the_models() {
     assert_eq!(w.waits, vec![("mongo.db".to_string(), 27017)]);
     assert!(dep["spec"]["template"]["spec"]["initContainers"][0]["command"][2].as_str().unwrap().contains("nc -z mongo.db 27017"));
     // The DocumentDB vault on an SRV URI waits for nothing.
-    let srv = Reference { component: cref("database.ext", Kind::Database, "external"), attributes: Value::Map(attrs(&[("uri", s("mongodb+srv://u:p@cluster0.example.net/"))])) };
+    let srv = Reference {
+        component: cref("database.ext", Kind::Database, "external"),
+        attributes: Value::Map(attrs(&[("uri", s("mongodb+srv://u:p@cluster0.example.net/"))])),
+    };
     let refs = vault_refs(srv);
     let objects = k8s::render(&Input { component: &c, attrs: &vault, refs: &refs, cluster: &BTreeMap::new() }).unwrap().unwrap();
     let dep = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
@@ -307,7 +332,11 @@ fn factory_creates_agents_that_read_its_global_settings() {
     let c = cref("factory.ui", Kind::Factory, "kerberos");
     let objects = k8s::render(&Input { component: &c, attrs: &a, refs: &BTreeMap::new(), cluster: &BTreeMap::new() }).unwrap().unwrap();
     let dep = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
-    let image = dep["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == "KERBEROS_AGENT_IMAGE").unwrap()["value"].as_str().unwrap().to_string();
+    let image =
+        dep["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == "KERBEROS_AGENT_IMAGE").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let version: Vec<u32> = image.rsplit_once(":v").unwrap().1.split('.').map(|p| p.parse().unwrap()).collect();
     assert!(version >= vec![3, 6, 29], "{image}");
     assert_eq!(image, images::AGENT, "Factory's agents and kdeploy's agents run the same pin");
@@ -318,7 +347,8 @@ fn factory_creates_agents_that_read_its_global_settings() {
 fn default_images_are_exact_releases() {
     for image in [images::VAULT, images::AGENT, images::FACTORY, images::MONGODB, images::MINIO, images::MINIO_CLIENT, images::RABBITMQ, images::BUSYBOX] {
         let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap();
-        let exact = tag.starts_with("RELEASE.") || tag.trim_start_matches('v').split('-').next().unwrap().split('.').filter(|p| p.parse::<u32>().is_ok()).count() == 3;
+        let exact =
+            tag.starts_with("RELEASE.") || tag.trim_start_matches('v').split('-').next().unwrap().split('.').filter(|p| p.parse::<u32>().is_ok()).count() == 3;
         assert!(exact, "{image} is not an exact release");
     }
     let schema = kdeploy_provider::schema(Kind::Broker, "rabbitmq").unwrap();

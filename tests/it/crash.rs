@@ -18,9 +18,9 @@ use kdeploy_kube_testserver::{Options, TestServer};
 use kdeploy_provider_docker::testing;
 use kdeploy_standins::vault::Release;
 
-use crate::docker::{engine, free_port, Cleanup};
+use crate::docker::{Cleanup, engine, free_port};
 use crate::recording::docker_override;
-use crate::support::{binary, example, kill9, run_limited, vault_standin, Out, TestStack};
+use crate::support::{Out, TestStack, binary, example, kill9, run_limited, vault_standin};
 
 /// Kill points per provider in CI.
 pub const DEFAULT_POINTS: usize = 20;
@@ -53,7 +53,10 @@ impl Rng {
 /// so that a failure can be replayed.
 fn series(provider: &str) -> (usize, Rng) {
     let points = std::env::var("KDEPLOY_CRASH_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_POINTS);
-    let seed = std::env::var("KDEPLOY_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let seed = std::env::var("KDEPLOY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     eprintln!("{provider} crash series: {points} points, KDEPLOY_CRASH_SEED={seed}");
     (points, Rng(seed))
 }
@@ -131,7 +134,8 @@ fn addresses(fixed: &[&str], cams: &[&str]) -> BTreeSet<String> {
 fn assert_converged(t: &dyn Target, fixed: &[&str], cams: &[&str], what: &str) {
     let r = run(t, "plan", cams, &["-detailed-exitcode"]);
     assert_eq!(r.code, 0, "{what}: the plan after the converging apply has changes:\n{}", r.text());
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(t.dir().join(".kdeploy/state.json")).expect("state")).unwrap_or_else(|e| panic!("{what}: state is not JSON: {e}"));
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(t.dir().join(".kdeploy/state.json")).expect("state"))
+        .unwrap_or_else(|e| panic!("{what}: state is not JSON: {e}"));
     assert_eq!(state["pending"].as_array().map(Vec::len), Some(0), "{what}: nothing pending: {state}");
     let recorded = recorded_addresses(t.dir());
     let want = addresses(fixed, cams);
@@ -245,7 +249,15 @@ impl Target for Kube {
             .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kdeploy")
             .filter_map(|o| {
                 let address = o["metadata"]["annotations"]["kdeploy.io/address"].as_str()?.to_string();
-                Some((address, format!("{} {}/{}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("?"))))
+                Some((
+                    address,
+                    format!(
+                        "{} {}/{}",
+                        o["kind"].as_str().unwrap_or("?"),
+                        o["metadata"]["namespace"].as_str().unwrap_or(""),
+                        o["metadata"]["name"].as_str().unwrap_or("?")
+                    ),
+                ))
             })
             .collect()
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use kdeploy::providers::Providers;
 use kdeploy_provider_docker::testing;
 
-use crate::support::{run_with, Run, TestStack};
+use crate::support::{Run, TestStack, run_with};
 
 /// The image with busybox and the stand-ins (set by [`engine`]).
 static STANDIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -217,7 +217,10 @@ fn docker_apply_plan_replace_cameras_destroy() {
     // Agents upload under a concrete folder (the stack's name), with a generated web login.
     assert!(agent_env.contains(&"AGENT_KERBEROSVAULT_DIRECTORY=dockertest".to_string()), "{agent_env:?}");
     let agent_pw = state.resource("agent.cam[\"front\"]").unwrap().attributes["admin_password"].as_str().unwrap().to_string();
-    assert!(agent_pw.len() >= 32 && agent_env.contains(&format!("AGENT_PASSWORD={agent_pw}")) && agent_env.contains(&"AGENT_USERNAME=admin".to_string()), "{agent_env:?}");
+    assert!(
+        agent_pw.len() >= 32 && agent_env.contains(&format!("AGENT_PASSWORD={agent_pw}")) && agent_env.contains(&"AGENT_USERNAME=admin".to_string()),
+        "{agent_env:?}"
+    );
 
     // Plan again: no changes.
     let r = kd(s.path(), &["plan", "--detailed-exitcode"]);

@@ -5,10 +5,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use kdeploy_provider::fake::FakeWorld;
 use kdeploy_provider::Value;
+use kdeploy_provider::fake::FakeWorld;
 
-use crate::support::{basic_stack, run, TestStack};
+use crate::support::{TestStack, basic_stack, run};
 
 const CAMS: &[(&str, &str)] = &[("a", "rtsp://10.0.0.1/s1"), ("b", "rtsp://10.0.0.2/s1")];
 
@@ -28,7 +28,10 @@ fn no_drift_right_after_apply() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.stdout, "No drift: the 6 deployed components match the recorded state.\n");
     assert!(w.calls().is_empty(), "drift never changes anything");
-    assert!(!s.path().join(".kdeploy/state.json.lock").exists() || std::fs::read_to_string(s.path().join(".kdeploy/state.json.lock")).unwrap_or_default().is_empty());
+    assert!(
+        !s.path().join(".kdeploy/state.json.lock").exists()
+            || std::fs::read_to_string(s.path().join(".kdeploy/state.json.lock")).unwrap_or_default().is_empty()
+    );
 }
 
 #[test]
@@ -54,7 +57,10 @@ fn changes_and_deletions_are_reported_exactly() {
     assert_eq!(j["drifted"], true);
     assert_eq!(j["summary"], serde_json::json!({"checked": 6, "drifted": 3, "changed": 2, "deleted": 1, "unhealthy": 0}));
     let a = j["drift"].as_array().unwrap().iter().find(|e| e["address"] == "agent.cam[\"a\"]").unwrap();
-    assert_eq!(a["attributes"][0], serde_json::json!({"path": "rtsp_url", "path_steps": ["rtsp_url"], "before": "rtsp://10.0.0.1/s1", "after": "rtsp://evil/stream", "sensitive": false}));
+    assert_eq!(
+        a["attributes"][0],
+        serde_json::json!({"path": "rtsp_url", "path_steps": ["rtsp_url"], "before": "rtsp://10.0.0.1/s1", "after": "rtsp://evil/stream", "sensitive": false})
+    );
     let v = j["drift"].as_array().unwrap().iter().find(|e| e["address"] == "vault.main").unwrap();
     assert_eq!(v["attributes"][0]["after"], serde_json::Value::Null);
     assert_eq!(v["attributes"][0]["sensitive"], true);
@@ -71,7 +77,9 @@ fn changes_and_deletions_are_reported_exactly() {
 
 #[test]
 fn ignore_rules_are_honoured() {
-    let text = basic_stack(CAMS).replace("  rtsp_url = each.value\n", "  rtsp_url = each.value\n  lifecycle {\n    ignore_changes = [timezone]\n  }\n").replace("stack \"test\" {}", "stack \"test\" {\n  drift {\n    ignore = [\"vault.main.url\", \"database.*\"]\n  }\n}");
+    let text = basic_stack(CAMS)
+        .replace("  rtsp_url = each.value\n", "  rtsp_url = each.value\n  lifecycle {\n    ignore_changes = [timezone]\n  }\n")
+        .replace("stack \"test\" {}", "stack \"test\" {\n  drift {\n    ignore = [\"vault.main.url\", \"database.*\"]\n  }\n}");
     let (s, w) = applied(&text);
     w.set_attr("agent.cam[\"a\"]", "timezone", Value::string("Asia/Tokyo"));
     w.set_attr("vault.main", "url", Value::string("http://moved"));

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use kdeploy::apply::{ApplyOptions, Quiet};
 use kdeploy::engine::{self, VarSource};
-use kdeploy_provider::fake::FakeWorld;
 use kdeploy_provider::Value;
+use kdeploy_provider::fake::FakeWorld;
 use kdeploy_state::{LocalStore, State, StateError, StateStore};
 
-use crate::support::{basic_stack, fake_providers, run, run_with, TestStack};
+use crate::support::{TestStack, basic_stack, fake_providers, run, run_with};
 
 const CAMS: &[(&str, &str)] = &[("a", "rtsp://10.0.0.1/s1"), ("b", "rtsp://10.0.0.2/s1")];
 
@@ -107,7 +107,8 @@ fn replace_flag_and_create_before_destroy() {
     let (s, w) = applied(CAMS);
     let r = run(s.path(), &w, &["plan", "-replace", "vault.main"]);
     assert!(r.stdout.contains("# vault.main must be replaced\n  # (because replacement was requested with -replace)"), "{}", r.stdout);
-    let text = basic_stack(CAMS).replace("storage  = object_storage.rec", "storage  = object_storage.rec\n  lifecycle {\n    create_before_destroy = true\n  }");
+    let text =
+        basic_stack(CAMS).replace("storage  = object_storage.rec", "storage  = object_storage.rec\n  lifecycle {\n    create_before_destroy = true\n  }");
     s.write("main.hcl", &text);
     w.clear_calls();
     let r = run(s.path(), &w, &["apply", "--auto-approve", "-replace=vault.main"]);
@@ -289,7 +290,17 @@ fn crash_between_provider_call_and_state_write_converges_without_duplicates() {
         let mut state = engine::lock_and_read(&mut store, "apply", Duration::ZERO).unwrap();
         let plan = engine::plan(&loaded, &state, &providers, &Default::default()).await.unwrap();
         let plan = kdeploy::plan::Plan { options: kdeploy::plan::PlanOptions { refresh: true, ..plan.options.clone() }, ..plan };
-        let outcome = engine::apply(&loaded, &plan, &mut state, &mut store, &providers, ApplyOptions { parallelism: 1, ..Default::default() }, &mut Quiet, Arc::new(tokio::sync::Notify::new())).await;
+        let outcome = engine::apply(
+            &loaded,
+            &plan,
+            &mut state,
+            &mut store,
+            &providers,
+            ApplyOptions { parallelism: 1, ..Default::default() },
+            &mut Quiet,
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .await;
         assert!(outcome.state_error.is_some(), "{outcome:?}");
         store.unlock().unwrap();
     });
@@ -338,7 +349,8 @@ fn interrupt_stops_scheduling_lets_running_finish_and_saves_state() {
             tokio::time::sleep(Duration::from_millis(60)).await;
             i2.notify_one();
         });
-        let o = engine::apply(&loaded, &plan, &mut state, &mut store, &providers, ApplyOptions { parallelism: 2, ..Default::default() }, &mut Quiet, interrupt).await;
+        let o = engine::apply(&loaded, &plan, &mut state, &mut store, &providers, ApplyOptions { parallelism: 2, ..Default::default() }, &mut Quiet, interrupt)
+            .await;
         store.unlock().unwrap();
         o
     });
@@ -440,7 +452,17 @@ fn sensitive_values_are_never_printed() {
     let secret = "hunter2-very-secret";
     let vars: BTreeMap<String, String> = [("KDEPLOY_VAR_db_password".to_string(), secret.to_string())].into();
     let mut outputs = String::new();
-    for args in [&["plan"][..], &["plan", "--json"], &["apply", "--auto-approve"], &["show"], &["show", "--json"], &["state", "show", "database.meta"], &["state", "show", "vault.main"], &["output"], &["output", "--json"]] {
+    for args in [
+        &["plan"][..],
+        &["plan", "--json"],
+        &["apply", "--auto-approve"],
+        &["show"],
+        &["show", "--json"],
+        &["state", "show", "database.meta"],
+        &["state", "show", "vault.main"],
+        &["output"],
+        &["output", "--json"],
+    ] {
         let r = run_with(s.path(), fake_providers(&w), args, vars.clone(), "");
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
         outputs.push_str(&r.stdout);
@@ -459,8 +481,10 @@ fn sensitive_values_are_never_printed() {
 #[test]
 fn modules_pass_components_in_and_outputs_out() {
     let module = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/modules/camera-agents/main.hcl")).unwrap();
-    let root = basic_stack(&[("a", "rtsp://x")]).replace("agent \"cam\"", "agent \"unused\"").replace("  for_each = var.cameras\n  vault    = vault.main\n  rtsp_url = each.value\n", "  count    = 0\n  vault    = vault.main\n  rtsp_url = \"x\"\n")
-        + r#"
+    let root = basic_stack(&[("a", "rtsp://x")]).replace("agent \"cam\"", "agent \"unused\"").replace(
+        "  for_each = var.cameras\n  vault    = vault.main\n  rtsp_url = each.value\n",
+        "  count    = 0\n  vault    = vault.main\n  rtsp_url = \"x\"\n",
+    ) + r#"
 module "site" {
   for_each = { north = "Europe/Oslo", south = "Europe/Rome" }
   source   = "./modules/camera-agents"
@@ -497,7 +521,11 @@ output "north_count" {
     // Removing a module instance deletes what it held.
     s.write("main.hcl", &root.replace("south = \"Europe/Rome\" ", ""));
     let r = run(s.path(), &w, &["plan"]);
-    assert!(r.stdout.contains("# module.site[\"south\"].agent.cam[\"gate\"] will be destroyed\n  # (because its module call is no longer in the stack)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("# module.site[\"south\"].agent.cam[\"gate\"] will be destroyed\n  # (because its module call is no longer in the stack)"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -551,6 +579,10 @@ fn in_cluster_changes_wait_for_a_cluster_the_plan_creates() {
     let r = run(s.path(), &w, &["plan"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("# cluster.edge must be replaced"), "{}", r.stdout);
-    assert!(r.stdout.contains("# vault.main must be replaced (deferred until cluster.edge exists)\n  # (because the cluster it runs in is replaced)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("# vault.main must be replaced (deferred until cluster.edge exists)\n  # (because the cluster it runs in is replaced)"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy. 5 more deferred until their cluster exists."), "{}", r.stdout);
 }

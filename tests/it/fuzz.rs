@@ -22,7 +22,7 @@ use kdeploy_provider::fake::FakeWorld;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
-use crate::support::{basic_stack, fake_providers, TestStack};
+use crate::support::{TestStack, basic_stack, fake_providers};
 
 /// Generated cases per target in CI.
 const DEFAULT_CASES: u32 = 200;
@@ -75,7 +75,8 @@ fn run_case(dir: &Path, args: &[String]) -> Result<Outcome, String> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(format!("{worker}rt")).enable_all().build().expect("runtime");
             let (mut out, mut err) = (Vec::new(), Vec::new());
             let mut input = std::io::Cursor::new(Vec::new());
-            let env = Env { providers: fake_providers(&FakeWorld::new()), vars: BTreeMap::new(), cwd: dir.clone(), interrupt: Arc::new(tokio::sync::Notify::new()) };
+            let env =
+                Env { providers: fake_providers(&FakeWorld::new()), vars: BTreeMap::new(), cwd: dir.clone(), interrupt: Arc::new(tokio::sync::Notify::new()) };
             let mut full = vec!["kdeploy".to_string()];
             full.extend(argv);
             let code = rt.block_on(async {
@@ -141,7 +142,10 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// The generator's runner: KDEPLOY_FUZZ_CASES cases, seeded from KDEPLOY_FUZZ_SEED (printed).
 fn runner(target: &str) -> TestRunner {
     let cases = std::env::var("KDEPLOY_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CASES);
-    let seed: u64 = std::env::var("KDEPLOY_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let seed: u64 = std::env::var("KDEPLOY_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     eprintln!("fuzz {target}: {cases} cases, KDEPLOY_FUZZ_SEED={seed}");
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
@@ -178,18 +182,104 @@ fn run_corpus(target: &str, case: impl Fn(&str, &[u8]) -> Result<(), TestCaseErr
 // ------------------------------------------------------------------ generators: HCL values
 
 const NUMBERS: &[&str] = &[
-    "0", "1", "-1", "3", "65535", "65536", "2147483648", "4294967296", "18446744073709551615", "18446744073709551616", "1e12", "1e30", "1e308", "1e400", "-1e400", "0.5", "1.5e-300",
-    "99999999999999999999999999", "inf", "-0",
+    "0",
+    "1",
+    "-1",
+    "3",
+    "65535",
+    "65536",
+    "2147483648",
+    "4294967296",
+    "18446744073709551615",
+    "18446744073709551616",
+    "1e12",
+    "1e30",
+    "1e308",
+    "1e400",
+    "-1e400",
+    "0.5",
+    "1.5e-300",
+    "99999999999999999999999999",
+    "inf",
+    "-0",
 ];
 const STRINGS: &[&str] = &[
-    "", "docker", "kubernetes", "microk8s", "eks", "aks", "gke", "mongodb", "minio", "rabbitmq", "external", "s3", "30s", "0s", "-1s", "1h30m", "99999999999999999999h", "1e30s", "NaN", "2^64",
-    "rtsp://10.0.0.1/s1", "/dev/zero", "/nonexistent", "..", "kerberos/agent:v3.11.1", "ÄÖ✓", "a\\nb", "${var.x}", "%{ if true }x%{ endif }", "*", "cam-1",
+    "",
+    "docker",
+    "kubernetes",
+    "microk8s",
+    "eks",
+    "aks",
+    "gke",
+    "mongodb",
+    "minio",
+    "rabbitmq",
+    "external",
+    "s3",
+    "30s",
+    "0s",
+    "-1s",
+    "1h30m",
+    "99999999999999999999h",
+    "1e30s",
+    "NaN",
+    "2^64",
+    "rtsp://10.0.0.1/s1",
+    "/dev/zero",
+    "/nonexistent",
+    "..",
+    "kerberos/agent:v3.11.1",
+    "ÄÖ✓",
+    "a\\nb",
+    "${var.x}",
+    "%{ if true }x%{ endif }",
+    "*",
+    "cam-1",
 ];
 const REFS: &[&str] = &[
-    "var.cameras", "var.x", "var.missing", "cluster.edge", "database.meta", "object_storage.rec", "vault.main", "vault.main.url", "vault.main.access_key", "agent.cam", "each.key", "each.value",
-    "count.index", "local.x", "module.m.out", "self", "path.module", "broker.events",
+    "var.cameras",
+    "var.x",
+    "var.missing",
+    "cluster.edge",
+    "database.meta",
+    "object_storage.rec",
+    "vault.main",
+    "vault.main.url",
+    "vault.main.access_key",
+    "agent.cam",
+    "each.key",
+    "each.value",
+    "count.index",
+    "local.x",
+    "module.m.out",
+    "self",
+    "path.module",
+    "broker.events",
 ];
-const FUNCTIONS: &[&str] = &["file", "length", "toset", "tolist", "tomap", "format", "join", "split", "lookup", "merge", "concat", "range", "upper", "coalesce", "keys", "values", "min", "max", "abs", "jsonencode", "base64encode", "nope"];
+const FUNCTIONS: &[&str] = &[
+    "file",
+    "length",
+    "toset",
+    "tolist",
+    "tomap",
+    "format",
+    "join",
+    "split",
+    "lookup",
+    "merge",
+    "concat",
+    "range",
+    "upper",
+    "coalesce",
+    "keys",
+    "values",
+    "min",
+    "max",
+    "abs",
+    "jsonencode",
+    "base64encode",
+    "nope",
+];
 
 fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
     proptest::sample::select(pool).prop_map(str::to_string)
@@ -209,7 +299,8 @@ fn value() -> impl Strategy<Value = String> {
     leaf().prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
-            proptest::collection::vec(("[a-z]{1,6}", inner.clone()), 0..4).prop_map(|kv| format!("{{ {} }}", kv.into_iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "))),
+            proptest::collection::vec(("[a-z]{1,6}", inner.clone()), 0..4)
+                .prop_map(|kv| format!("{{ {} }}", kv.into_iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "))),
             (pick(FUNCTIONS), proptest::collection::vec(inner.clone(), 0..3)).prop_map(|(f, a)| format!("{f}({})", a.join(", "))),
             (inner.clone(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("{c} ? {a} : {b}")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} + {b}")),
@@ -221,11 +312,63 @@ fn value() -> impl Strategy<Value = String> {
 
 // ------------------------------------------------------------------ generators: stacks
 
-const KINDS: &[&str] = &["cluster", "database", "object_storage", "broker", "vault", "agent", "factory", "hub", "variable", "output", "module", "locals", "stack", "backend", "nonsense"];
+const KINDS: &[&str] = &[
+    "cluster",
+    "database",
+    "object_storage",
+    "broker",
+    "vault",
+    "agent",
+    "factory",
+    "hub",
+    "variable",
+    "output",
+    "module",
+    "locals",
+    "stack",
+    "backend",
+    "nonsense",
+];
 const ATTRS: &[&str] = &[
-    "type", "cluster", "database", "storage", "broker", "vault", "count", "for_each", "rtsp_url", "readiness_timeout", "lock_ttl", "node_port", "retention_days", "replicas", "default",
-    "value", "sensitive", "version", "image", "command", "storage_size", "timeout", "depends_on", "source", "kubeconfig", "context", "namespace", "uri", "endpoint", "bucket", "cpu", "memory",
-    "persistence", "directory", "account", "fs_group", "run_as_user", "node_count", "description",
+    "type",
+    "cluster",
+    "database",
+    "storage",
+    "broker",
+    "vault",
+    "count",
+    "for_each",
+    "rtsp_url",
+    "readiness_timeout",
+    "lock_ttl",
+    "node_port",
+    "retention_days",
+    "replicas",
+    "default",
+    "value",
+    "sensitive",
+    "version",
+    "image",
+    "command",
+    "storage_size",
+    "timeout",
+    "depends_on",
+    "source",
+    "kubeconfig",
+    "context",
+    "namespace",
+    "uri",
+    "endpoint",
+    "bucket",
+    "cpu",
+    "memory",
+    "persistence",
+    "directory",
+    "account",
+    "fs_group",
+    "run_as_user",
+    "node_count",
+    "description",
 ];
 const NESTED: &[&str] = &["account", "lifecycle", "validation", "provider", "forward", "connection", "dynamic"];
 
@@ -300,7 +443,14 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         idx().prop_map(Mutation::Truncate),
         (idx(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (idx(), prop_oneof![proptest::collection::vec(any::<u8>(), 1..8), pick(&["{", "}", "\"", "${", "=", "\n", "[", "#", "<<EOF\n", "\\", "\u{0}", "\u{feff}"]).prop_map(String::into_bytes)]).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (
+            idx(),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 1..8),
+                pick(&["{", "}", "\"", "${", "=", "\n", "[", "#", "<<EOF\n", "\\", "\u{0}", "\u{feff}"]).prop_map(String::into_bytes)
+            ]
+        )
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
         (idx(), 1usize..40).prop_map(|(i, n)| Mutation::Delete(i, n)),
         (idx(), 1usize..200).prop_map(|(i, n)| Mutation::Duplicate(i, n)),
     ]
@@ -566,7 +716,11 @@ fn plan_case(plan: &[u8]) -> Result<(), TestCaseError> {
     std::fs::create_dir_all(s.path().join(".kdeploy")).expect("mkdir");
     std::fs::write(s.state_path(), &applied().0).expect("write");
     std::fs::write(s.path().join("next.kdplan"), plan).expect("write");
-    run_all(s.path(), &[strings(&["show", "next.kdplan"]), strings(&["show", "-json", "next.kdplan"]), strings(&["apply", "next.kdplan"])], &["next.kdplan", "plan file", "saved plan"])
+    run_all(
+        s.path(),
+        &[strings(&["show", "next.kdplan"]), strings(&["show", "-json", "next.kdplan"]), strings(&["apply", "next.kdplan"])],
+        &["next.kdplan", "plan file", "saved plan"],
+    )
 }
 
 #[test]
@@ -590,14 +744,67 @@ fn fuzz_plan_files() {
 }
 
 const FLAGS: &[&str] = &[
-    "-lock-timeout", "--lock-timeout", "-parallelism", "-target", "-replace", "-var", "-var-file", "-out", "-backend-config", "-refresh", "-lock", "-destroy", "-detailed-exitcode", "-json",
-    "-auto-approve", "-C", "--no-color", "-input",
+    "-lock-timeout",
+    "--lock-timeout",
+    "-parallelism",
+    "-target",
+    "-replace",
+    "-var",
+    "-var-file",
+    "-out",
+    "-backend-config",
+    "-refresh",
+    "-lock",
+    "-destroy",
+    "-detailed-exitcode",
+    "-json",
+    "-auto-approve",
+    "-C",
+    "--no-color",
+    "-input",
 ];
 const FLAG_VALUES: &[&str] = &[
-    "0", "-1", "1", "99999999999999999999h", "1e30s", "inf", "30s", "agent.cam[\"front\"]", "agent.cam[", "vault.main", "x=1", "=", "/dev/zero", "/nonexistent", ".", "key=", "lock_ttl=1e30",
-    "lock_ttl=inf", "timeout=2^64", "true", "false", "", "ÄÖ",
+    "0",
+    "-1",
+    "1",
+    "99999999999999999999h",
+    "1e30s",
+    "inf",
+    "30s",
+    "agent.cam[\"front\"]",
+    "agent.cam[",
+    "vault.main",
+    "x=1",
+    "=",
+    "/dev/zero",
+    "/nonexistent",
+    ".",
+    "key=",
+    "lock_ttl=1e30",
+    "lock_ttl=inf",
+    "timeout=2^64",
+    "true",
+    "false",
+    "",
+    "ÄÖ",
 ];
-const COMMANDS: &[&str] = &["plan", "apply", "destroy", "validate", "state list", "state rm", "state show", "show", "output", "graph", "drift", "force-unlock", "init", "version", "fmt -check"];
+const COMMANDS: &[&str] = &[
+    "plan",
+    "apply",
+    "destroy",
+    "validate",
+    "state list",
+    "state rm",
+    "state show",
+    "show",
+    "output",
+    "graph",
+    "drift",
+    "force-unlock",
+    "init",
+    "version",
+    "fmt -check",
+];
 
 fn args_case(args: &[String]) -> Result<(), TestCaseError> {
     let s = TestStack::new(&[("main.hcl", &basic_stack(&[("front", "rtsp://10.0.0.1/s1")]))]);

@@ -97,7 +97,11 @@ fn gke_and_gcs_lifecycle_against_the_mock_apis() {
     assert!(!r.stdout.contains("must be replaced"), "{}", r.text());
     let r = run(&["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
-    assert!(mock.st().count("POST /v1/projects/kdeploy-it/locations/europe-west1-b/clusters/cloud/nodePools/") >= 1, "{:?}", mock.st().log.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>());
+    assert!(
+        mock.st().count("POST /v1/projects/kdeploy-it/locations/europe-west1-b/clusters/cloud/nodePools/") >= 1,
+        "{:?}",
+        mock.st().log.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>()
+    );
     assert_eq!(cluster(&mock, "europe-west1-b").unwrap()["currentNodeCount"], 3);
     let r = run(&["drift", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "no false positives right after apply: {}", r.text());

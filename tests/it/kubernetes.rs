@@ -8,7 +8,7 @@ use kdeploy::providers::Providers;
 use kdeploy_kube_testserver::{Options, TestServer};
 use serde_json::json;
 
-use crate::support::{run_with, Run, TestStack};
+use crate::support::{Run, TestStack, run_with};
 
 fn providers() -> Providers {
     Providers::builtin()
@@ -112,7 +112,9 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("Apply complete! Resources: 9 added, 0 changed, 0 destroyed."), "{}", r.stdout);
-    for (ns, name) in [("kerberos-vault", "vault-main"), ("kerberos-agent", "agent-cam-front"), ("kerberos-agent", "agent-cam-yard"), ("kerberos-factory", "factory-ui")] {
+    for (ns, name) in
+        [("kerberos-vault", "vault-main"), ("kerberos-agent", "agent-cam-front"), ("kerberos-agent", "agent-cam-yard"), ("kerberos-factory", "factory-ui")]
+    {
         let d = deployment(&e.server, ns, name).unwrap_or_else(|| panic!("deployment {ns}/{name}"));
         assert_eq!(d["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy");
         let managers: Vec<&str> = d["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
@@ -171,7 +173,8 @@ fn whole_stack_lifecycle_on_kubernetes() {
     assert!(e.server.object("v1", "Secret", Some("kerberos-agent"), "agent-cam-yard").is_none());
 
     // A new database password rolls the workloads that use it.
-    let before = deployment(&e.server, "kerberos-vault", "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
+    let before =
+        deployment(&e.server, "kerberos-vault", "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
     e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &cams3, "second-password"));
     let r = kdeploy(&e.s, &["plan"]);
     assert!(r.stdout.contains("# database.meta will be updated in place"), "{}", r.stdout);
@@ -179,7 +182,8 @@ fn whole_stack_lifecycle_on_kubernetes() {
     assert!(!r.stdout.contains("second-password"), "never printed");
     let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let after = deployment(&e.server, "kerberos-vault", "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
+    let after =
+        deployment(&e.server, "kerberos-vault", "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
     assert_ne!(before, after, "vault pods roll");
     assert_eq!(kdeploy(&e.s, &["plan", "--detailed-exitcode"]).code, 0);
 
@@ -188,18 +192,21 @@ fn whole_stack_lifecycle_on_kubernetes() {
     dep["spec"]["template"]["spec"]["containers"][0]["image"] = json!("kerberos/agent:hand-edited");
     let mf = dep["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
     // kubectl edit: the field moves to another manager.
-    let mut mf2: Vec<serde_json::Value> = mf.into_iter().map(|mut m| {
-        if m["manager"] == "kdeploy" {
-            if let Some(c) = m["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"].as_object_mut() {
-                for (_, v) in c.iter_mut() {
-                    if let Some(o) = v.as_object_mut() {
-                        o.remove("f:image");
+    let mut mf2: Vec<serde_json::Value> = mf
+        .into_iter()
+        .map(|mut m| {
+            if m["manager"] == "kdeploy" {
+                if let Some(c) = m["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"].as_object_mut() {
+                    for (_, v) in c.iter_mut() {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("f:image");
+                        }
                     }
                 }
             }
-        }
-        m
-    }).collect();
+            m
+        })
+        .collect();
     mf2.push(json!({"manager": "kubectl-edit", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"agent\"}": {"f:image": {}}}}}}}}));
     dep["metadata"]["managedFields"] = json!(mf2);
     e.server.put_object(dep);
@@ -411,13 +418,20 @@ fn example_stacks_apply_and_show_no_drift_until_something_changes() {
         e.server.delete_object("v1", "Secret", Some("kerberos-agent"), "agent-cam-yard");
         let mut svc = e.server.object("v1", "Service", Some("kerberos-vault"), "vault-main").unwrap();
         svc["spec"]["ports"][0]["nodePort"] = json!(31999);
-        svc["metadata"]["managedFields"] = json!([{"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}}}}]);
+        svc["metadata"]["managedFields"] =
+            json!([{"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}}}}]);
         e.server.put_object(svc);
         let r = run(with(&["drift", "--detailed-exitcode", "--json"]));
         assert_eq!(r.code, 2, "{example}: {}{}", r.stdout, r.stderr);
         let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-        let drifted: Vec<(String, String)> = j["drift"].as_array().unwrap().iter().map(|d| (d["address"].as_str().unwrap().to_string(), d["status"].as_str().unwrap().to_string())).collect();
-        assert_eq!(drifted, [("agent.cam[\"yard\"]".to_string(), "changed".to_string()), ("vault.main".to_string(), "changed".to_string())], "{example}: {}", r.stdout);
+        let drifted: Vec<(String, String)> =
+            j["drift"].as_array().unwrap().iter().map(|d| (d["address"].as_str().unwrap().to_string(), d["status"].as_str().unwrap().to_string())).collect();
+        assert_eq!(
+            drifted,
+            [("agent.cam[\"yard\"]".to_string(), "changed".to_string()), ("vault.main".to_string(), "changed".to_string())],
+            "{example}: {}",
+            r.stdout
+        );
         assert_eq!(j["drift"][1]["attributes"][0]["path"], "objects[\"v1/Service/kerberos-vault/vault-main\"]", "{example}: {}", r.stdout);
         // Apply puts it back, and the deployment is quiet again.
         let r = run(with(&["apply", "--auto-approve", "--force-conflicts"]));

@@ -39,24 +39,38 @@ use kdeploy::diag::{Diagnostic, Diagnostics, Severity, SourceMap, Span};
 use kdeploy::engine::{self, VarSource};
 use kdeploy_provider::fake::FakeWorld;
 
-use crate::support::{run, TestStack};
+use crate::support::{TestStack, run};
 
 /// Fixtures whose expectations the current code does not meet: (fixture, what is wrong).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// Expectations beyond the summary: in fixture `.0`, some error with summary `.1` has a detail
 /// (`Field::Detail`) or hint (`Field::Hint`) containing `.3`.
 const EXTRA_CHECKS: &[(&str, &str, Field, &str)] = &[
     ("unknown_block_type", "Unsupported block type", Field::Hint, "did you mean database?"),
-    ("vault_blocks", "Invalid component configuration", Field::Detail, "The account \"site-a\" uses the provider \"archive\", which this vault does not have (its providers: \"both\", \"cold\", \"rec\")."),
-    ("vault_blocks", "Invalid component configuration", Field::Detail, "names the queue \"events\", which is not an integration of this vault (its integrations: \"central\")"),
+    (
+        "vault_blocks",
+        "Invalid component configuration",
+        Field::Detail,
+        "The account \"site-a\" uses the provider \"archive\", which this vault does not have (its providers: \"both\", \"cold\", \"rec\").",
+    ),
+    (
+        "vault_blocks",
+        "Invalid component configuration",
+        Field::Detail,
+        "names the queue \"events\", which is not an integration of this vault (its integrations: \"central\")",
+    ),
     ("vault_blocks", "Invalid component configuration", Field::Detail, "on-demand forwarding needs Kerberos Hub"),
     ("vault_blocks", "Invalid component configuration", Field::Detail, "The directory \"two words\" is not usable"),
     ("vault_block_structure", "Unsupported block type", Field::Detail, "Valid: account, provider, forward, lifecycle."),
     ("vault_block_structure", "Duplicate block", Field::Detail, "A provider block named \"cold\" is already defined at main.hcl:24"),
     ("vault_block_structure", "Missing required argument", Field::Detail, "\"access_key\" is required in a forward block"),
-    ("agent_unknown_account", "Invalid component configuration", Field::Detail, "The account \"site-b\" is not an account of this agent's vault (its accounts: \"kdeploy\", \"site-a\")."),
+    (
+        "agent_unknown_account",
+        "Invalid component configuration",
+        Field::Detail,
+        "The account \"site-b\" is not an account of this agent's vault (its accounts: \"kdeploy\", \"site-a\").",
+    ),
     ("override_without_base", "Missing base block for override", Field::Detail, "database.other is overridden"),
     ("invalid_duration", "Incorrect attribute value type", Field::Detail, "unknown unit \"minutes\""),
     ("unknown_component_type", "Unknown component type", Field::Detail, "Valid types: minio, s3, azure_blob, gcs, external."),
@@ -105,11 +119,8 @@ fn fixtures_root() -> PathBuf {
 }
 
 fn fixture_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_root())
-        .expect("tests/fixtures/errors exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(fixtures_root()).expect("tests/fixtures/errors exists").map(|e| e.expect("dir entry").path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     dirs
 }
@@ -265,10 +276,7 @@ fn error_fixtures_report_the_expected_diagnostics() {
             (Some(_), Ok(())) => fixed_gaps.push(name),
         }
     }
-    assert!(
-        fixed_gaps.is_empty(),
-        "these fixtures are listed in KNOWN_GAPS but now pass: remove them from the list: {fixed_gaps:?}"
-    );
+    assert!(fixed_gaps.is_empty(), "these fixtures are listed in KNOWN_GAPS but now pass: remove them from the list: {fixed_gaps:?}");
     assert!(failures.is_empty(), "{} fixture(s) do not match their `# ERROR:` comments:\n\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -336,9 +344,7 @@ fn validate_json_reports_ranges() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["error_count"], 2);
     let diags = v["diagnostics"].as_array().expect("diagnostics array");
-    let find = |summary: &str| {
-        diags.iter().find(|d| d["summary"] == summary).unwrap_or_else(|| panic!("no {summary:?} diagnostic in\n{}", r.stdout))
-    };
+    let find = |summary: &str| diags.iter().find(|d| d["summary"] == summary).unwrap_or_else(|| panic!("no {summary:?} diagnostic in\n{}", r.stdout));
     let var = find("Reference to undeclared input variable");
     assert_eq!(var["severity"], "error");
     assert_eq!(var["range"]["filename"], "main.hcl");
@@ -373,7 +379,9 @@ fn example_stacks_validate_without_errors() {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&examples)
         .expect("examples/")
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && std::fs::read_dir(p).map(|rd| rd.filter_map(Result::ok).any(|f| f.path().extension().is_some_and(|x| x == "hcl"))).unwrap_or(false))
+        .filter(|p| {
+            p.is_dir() && std::fs::read_dir(p).map(|rd| rd.filter_map(Result::ok).any(|f| f.path().extension().is_some_and(|x| x == "hcl"))).unwrap_or(false)
+        })
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 3, "expected the docker, microk8s and kubernetes example stacks under {}", examples.display());
@@ -399,8 +407,7 @@ const SECRET_MISUSES: &[(&str, &str, &str)] = &[
 ];
 
 /// Misuses whose error currently prints the secret: (case, where it leaks).
-const SECRET_LEAKS: &[(&str, &str)] = &[
-];
+const SECRET_LEAKS: &[(&str, &str)] = &[];
 
 fn secret_stack(misuse: &str, var_type: &str) -> String {
     format!(
@@ -513,4 +520,3 @@ variable "retention" {
     let accounts = after("vault.main")["accounts"].clone();
     assert_eq!(accounts.as_object().unwrap().keys().collect::<Vec<_>>(), ["b"], "account blocks replaced: {accounts}");
 }
-

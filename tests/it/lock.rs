@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kdeploy_state::{LockInfo, LocalStore, StateStore};
+use kdeploy_state::{LocalStore, LockInfo, StateStore};
 
 use crate::support::TestStack;
 
@@ -34,7 +34,11 @@ fn a_second_run_fails_at_once_naming_the_holder_or_waits_with_lock_timeout() {
     assert!(!s.state_path().exists(), "nothing was written");
 
     // With a timeout the second run waits for the lock to be released.
-    let child = kdeploy(s.path(), &["apply", "--auto-approve", "-lock-timeout=20s"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = kdeploy(s.path(), &["apply", "--auto-approve", "-lock-timeout=20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     store.unlock().unwrap();
     let out = child.wait_with_output().unwrap();

@@ -1,20 +1,20 @@
 //! The one integration test binary (see tests/it/*.rs).
 
-mod support;
 mod cli;
+mod docker;
 mod drift;
 mod engine;
-mod lock;
 mod language;
-mod docker;
+mod lock;
+mod support;
 
-mod kubernetes;
 mod aws;
 mod azure;
-mod gcp;
-mod state_backends;
-mod recording;
 mod components;
-mod reliability;
 mod crash;
 mod fuzz;
+mod gcp;
+mod kubernetes;
+mod recording;
+mod reliability;
+mod state_backends;

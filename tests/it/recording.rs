@@ -14,8 +14,8 @@ use kdeploy_provider_docker::testing;
 use kdeploy_standins::vault::Release;
 use serde_json::json;
 
-use crate::docker::{engine, free_port, overrides, standin_image, Cleanup};
-use crate::support::{example, run_binary, vault_standin, TestStack};
+use crate::docker::{Cleanup, engine, free_port, overrides, standin_image};
+use crate::support::{TestStack, example, run_binary, vault_standin};
 
 /// The override file that runs the Docker example's components as stand-ins.
 pub(crate) fn docker_override(port: u16) -> String {
@@ -146,7 +146,8 @@ fn a_docker_vault_that_refuses_or_ignores_its_definitions_is_explained() {
     // remote engines), retryable writes off.
     let vault = format!("kdeploy-{c}-vault-main");
     assert_eq!(testing::read_file(&vault, "/certs/ca.pem").as_deref(), Some("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"));
-    for (var, value) in [("MONGODB_TLS", "true"), ("MONGODB_TLS_CA_FILE", "/certs/ca.pem"), ("MONGODB_RETRY_WRITES", "false"), ("MONGODB_FLAVOR", "documentdb")] {
+    for (var, value) in [("MONGODB_TLS", "true"), ("MONGODB_TLS_CA_FILE", "/certs/ca.pem"), ("MONGODB_RETRY_WRITES", "false"), ("MONGODB_FLAVOR", "documentdb")]
+    {
         assert_eq!(env_value(&vault, var).as_deref(), Some(value), "{var}");
     }
     // The cron sees it too.
@@ -185,7 +186,12 @@ impl Cluster {
 
     fn vault_secret(&self) -> BTreeMap<String, String> {
         let secret = self.server.object("v1", "Secret", Some("kerberos-vault"), "vault-main").expect("vault secret");
-        secret["data"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap())).collect()
+        secret["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap()))
+            .collect()
     }
 }
 
@@ -206,7 +212,9 @@ fn the_kubernetes_examples_record_after_one_apply_and_report_an_account_that_sto
         assert_eq!(r.code, 0, "{name}: {}", r.text());
 
         // Another account: a sensitive change of Vault's configuration, which restarts it once.
-        let digest = |c: &Cluster| c.server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone();
+        let digest = |c: &Cluster| {
+            c.server.object("apps/v1", "Deployment", Some("kerberos-vault"), "vault-main").unwrap()["spec"]["template"]["metadata"]["annotations"]["kdeploy.io/config-digest"].clone()
+        };
         let before = digest(&c);
         c.s.write("site_override.hcl", "vault \"main\" {\n  account \"site-b\" {\n    directory = \"site-b\"\n  }\n}\n");
         let r = c.run(&["plan", "-detailed-exitcode"]);

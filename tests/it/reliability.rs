@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kdeploy_kube_testserver::{Options, TestServer};
 
-use crate::support::{binary, kill9, run_binary, run_limited, vault_standin, wait_for, Out, TestStack};
+use crate::support::{Out, TestStack, binary, kill9, run_binary, run_limited, vault_standin, wait_for};
 
 fn state_json(dir: &Path) -> serde_json::Value {
     std::fs::read(dir.join(".kdeploy/state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
@@ -41,7 +41,8 @@ fn the_state_key_from_the_environment_encrypts_state_written_by_the_binary() {
         let key_file = s.path().join("state.key");
         std::fs::write(&key_file, "0123456789abcdef0123456789abcdef").unwrap();
         let key_file = key_file.display().to_string();
-        let env: Vec<(&str, &str)> = if via_file { vec![("KDEPLOY_STATE_KEY_FILE", &key_file)] } else { vec![("KDEPLOY_STATE_KEY", "0123456789abcdef0123456789abcdef")] };
+        let env: Vec<(&str, &str)> =
+            if via_file { vec![("KDEPLOY_STATE_KEY_FILE", &key_file)] } else { vec![("KDEPLOY_STATE_KEY", "0123456789abcdef0123456789abcdef")] };
         let r = run_binary(s.path(), &env, &["apply", "-auto-approve"]);
         assert_eq!(r.code, 0, "{}", r.text());
         // A second write, so that a backup exists too.
@@ -146,7 +147,10 @@ fn every_documented_environment_variable_is_read_by_the_binary_in_a_test() {
         assert!(tested.contains_key(v.as_str()), "{v} is read by the binary in no test");
     }
     // The tests named exist in this binary's sources.
-    let sources: String = ["aws.rs", "azure.rs", "gcp.rs", "reliability.rs"].iter().map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it").join(f)).unwrap()).collect();
+    let sources: String = ["aws.rs", "azure.rs", "gcp.rs", "reliability.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it").join(f)).unwrap())
+        .collect();
     for (v, t) in &tested {
         let name = t.rsplit("::").next().unwrap();
         assert!(sources.contains(&format!("fn {name}(")), "{v}: no test {t}");
@@ -185,15 +189,45 @@ fn edge_values_are_clear_errors_never_panics_or_hangs() {
     let s = TestStack::new(&[("main.hcl", SECRET_STACK)]);
     // Numbers out of range.
     let cases: Vec<(&str, &str, Vec<&str>, &str)> = vec![
-        ("count = 1e12", "database \"x\" {\n  count = 1e12\n  type  = \"external\"\n  uri   = \"mongodb://h/db\"\n}\n", vec!["validate"], "count must be at most 100000"),
-        ("file(\"/dev/zero\")", "database \"x\" {\n  type = \"external\"\n  uri  = file(\"/dev/zero\")\n}\n", vec!["validate"], "/dev/zero is a character device, not a regular file"),
+        (
+            "count = 1e12",
+            "database \"x\" {\n  count = 1e12\n  type  = \"external\"\n  uri   = \"mongodb://h/db\"\n}\n",
+            vec!["validate"],
+            "count must be at most 100000",
+        ),
+        (
+            "file(\"/dev/zero\")",
+            "database \"x\" {\n  type = \"external\"\n  uri  = file(\"/dev/zero\")\n}\n",
+            vec!["validate"],
+            "/dev/zero is a character device, not a regular file",
+        ),
         ("-var-file /dev/zero", SECRET_STACK, vec!["plan", "-var-file", "/dev/zero"], "/dev/zero is a character device"),
         ("show /dev/zero", SECRET_STACK, vec!["show", "/dev/zero"], "/dev/zero is a character device"),
         ("--lock-timeout 99999999999999999999h", SECRET_STACK, vec!["plan", "-lock-timeout", "99999999999999999999h"], "invalid duration"),
-        ("lock_ttl = 1e30 (s3)", "stack \"x\" {\n  backend \"s3\" {\n    bucket   = \"b\"\n    key      = \"k\"\n    region   = \"eu-west-1\"\n    lock_ttl = \"1e30\"\n  }\n}\n", vec!["plan"], "lock_ttl"),
-        ("lock_ttl = inf (kubernetes)", "stack \"x\" {\n  backend \"kubernetes\" {\n    secret_suffix = \"x\"\n    lock_ttl      = \"inf\"\n  }\n}\n", vec!["plan"], "lock_ttl"),
-        ("lock_ttl = 2^64 (s3)", "stack \"x\" {\n  backend \"s3\" {\n    bucket   = \"b\"\n    key      = \"k\"\n    region   = \"eu-west-1\"\n    lock_ttl = \"18446744073709551616\"\n  }\n}\n", vec!["plan"], "lock_ttl"),
-        ("readiness_timeout = 1e400", "database \"x\" {\n  type = \"external\"\n  uri  = \"mongodb://h/db\"\n}\n\ncluster \"d\" {\n  type = \"docker\"\n}\n\nobject_storage \"m\" {\n  type              = \"minio\"\n  readiness_timeout = 1e400\n}\n", vec!["validate"], "readiness_timeout"),
+        (
+            "lock_ttl = 1e30 (s3)",
+            "stack \"x\" {\n  backend \"s3\" {\n    bucket   = \"b\"\n    key      = \"k\"\n    region   = \"eu-west-1\"\n    lock_ttl = \"1e30\"\n  }\n}\n",
+            vec!["plan"],
+            "lock_ttl",
+        ),
+        (
+            "lock_ttl = inf (kubernetes)",
+            "stack \"x\" {\n  backend \"kubernetes\" {\n    secret_suffix = \"x\"\n    lock_ttl      = \"inf\"\n  }\n}\n",
+            vec!["plan"],
+            "lock_ttl",
+        ),
+        (
+            "lock_ttl = 2^64 (s3)",
+            "stack \"x\" {\n  backend \"s3\" {\n    bucket   = \"b\"\n    key      = \"k\"\n    region   = \"eu-west-1\"\n    lock_ttl = \"18446744073709551616\"\n  }\n}\n",
+            vec!["plan"],
+            "lock_ttl",
+        ),
+        (
+            "readiness_timeout = 1e400",
+            "database \"x\" {\n  type = \"external\"\n  uri  = \"mongodb://h/db\"\n}\n\ncluster \"d\" {\n  type = \"docker\"\n}\n\nobject_storage \"m\" {\n  type              = \"minio\"\n  readiness_timeout = 1e400\n}\n",
+            vec!["validate"],
+            "readiness_timeout",
+        ),
     ];
     for (what, stack, args, expect) in cases {
         s.write("main.hcl", stack);
@@ -233,7 +267,9 @@ fn a_state_at_its_largest_serial_or_of_the_wrong_shape_is_a_clear_error() {
     std::fs::write(s.state_path(), serde_json::to_vec(&st).unwrap()).unwrap();
     let pulled = s.path().join("pulled.json");
     std::fs::write(&pulled, serde_json::to_vec(&st).unwrap()).unwrap();
-    for args in [&["state", "rm", "database.ext"][..], &["state", "push", pulled.to_str().unwrap()][..], &["apply", "-auto-approve", "-replace", "database.ext"][..]] {
+    for args in
+        [&["state", "rm", "database.ext"][..], &["state", "push", pulled.to_str().unwrap()][..], &["apply", "-auto-approve", "-replace", "database.ext"][..]]
+    {
         let r = run_limited(s.path(), &[], args, 60);
         assert_clean_failure(&r, &format!("{args:?}"));
         assert!(r.stderr.contains("the largest there is"), "{args:?}: {}", r.text());
@@ -275,7 +311,9 @@ fn a_frozen_s3_backend_fails_within_its_timeout() {
 fn k8s_stack(kubeconfig: &str, cams: &[&str], extra_cluster: Option<&str>, agent_ns: Option<&str>) -> String {
     let cams: Vec<String> = cams.iter().map(|c| format!("\"{c}\"")).collect();
     let ns = agent_ns.map(|n| format!("  namespace         = \"{n}\"\n")).unwrap_or_default();
-    let second = extra_cluster.map(|k| format!("cluster \"other\" {{\n  type       = \"kubernetes\"\n  kubeconfig = \"{k}\"\n  context    = \"test\"\n}}\n")).unwrap_or_default();
+    let second = extra_cluster
+        .map(|k| format!("cluster \"other\" {{\n  type       = \"kubernetes\"\n  kubeconfig = \"{k}\"\n  context    = \"test\"\n}}\n"))
+        .unwrap_or_default();
     format!(
         r#"stack "crash" {{}}
 
@@ -350,7 +388,13 @@ impl K8sCrash {
         kill9(child);
     }
     fn deployments(&self, ns: &str) -> Vec<String> {
-        let mut d: Vec<String> = self.server.objects("apps/v1", "Deployment").iter().filter(|o| o["metadata"]["namespace"] == ns).map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        let mut d: Vec<String> = self
+            .server
+            .objects("apps/v1", "Deployment")
+            .iter()
+            .filter(|o| o["metadata"]["namespace"] == ns)
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
         d.sort();
         d
     }
@@ -370,7 +414,11 @@ fn after_kill_9_on_kubernetes_recovery_reads_the_cluster_the_component_runs_on()
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(!r.stderr.contains("cannot read the kubeconfig"), "{}", r.text());
     assert!(r.stdout.contains("A previous run was interrupted while it was creating vault.main"), "{}", r.text());
-    assert!(r.stdout.contains("# vault.main will be updated in place\n  # (because an interrupted run left this operation unfinished)"), "found live on its own cluster, not created again: {}", r.text());
+    assert!(
+        r.stdout.contains("# vault.main will be updated in place\n  # (because an interrupted run left this operation unfinished)"),
+        "found live on its own cluster, not created again: {}",
+        r.text()
+    );
     let r = c.run(&["apply", "-auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert_eq!(c.deployments("kerberos-vault"), ["vault-main"], "no duplicate");
@@ -390,7 +438,11 @@ fn an_interrupted_create_is_deleted_when_its_camera_leaves_the_stack() {
     c.s.write("main.hcl", &k8s_stack(&c.kubeconfig, &["front"], None, None));
     let r = c.run(&["plan", "-detailed-exitcode"]);
     assert_eq!(r.code, 2, "{}", r.text());
-    assert!(r.stdout.contains("# agent.cam[\"yard\"] will be destroyed\n  # (because a run was interrupted while creating it, and it is no longer in the stack)"), "{}", r.text());
+    assert!(
+        r.stdout.contains("# agent.cam[\"yard\"] will be destroyed\n  # (because a run was interrupted while creating it, and it is no longer in the stack)"),
+        "{}",
+        r.text()
+    );
     let r = c.run(&["apply", "-auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert_eq!(c.deployments("kerberos-agent"), ["agent-cam-front"], "nothing orphaned: {}", r.text());

@@ -11,7 +11,10 @@ use kdeploy_provider::fake::FakeWorld;
 use crate::support::{TestStack, basic_stack, fake_providers, run, run_with};
 
 fn kube_backend(kubeconfig: &std::path::Path, suffix: &str) -> String {
-    format!("  backend \"kubernetes\" {{\n    namespace     = \"default\"\n    secret_suffix = \"{suffix}\"\n    kubeconfig    = \"{}\"\n    context       = \"test\"\n  }}\n", kubeconfig.display())
+    format!(
+        "  backend \"kubernetes\" {{\n    namespace     = \"default\"\n    secret_suffix = \"{suffix}\"\n    kubeconfig    = \"{}\"\n    context       = \"test\"\n  }}\n",
+        kubeconfig.display()
+    )
 }
 
 /// The basic stack with `backend` inside its stack block.
@@ -124,7 +127,22 @@ fn init_migrate_state_moves_local_state_to_kubernetes() {
 
     // And back, with -from-backend-config naming the source.
     let other = TestStack::new(&[("main.hcl", &basic_stack(&[("front", "rtsp://front")]))]);
-    let r = run(other.path(), &world, &["init", "-migrate-state", "-from-backend-config", "type=kubernetes", "-from-backend-config", &format!("kubeconfig={}", kc.display()), "-from-backend-config", "secret_suffix=edge", "-from-backend-config", "context=test"]);
+    let r = run(
+        other.path(),
+        &world,
+        &[
+            "init",
+            "-migrate-state",
+            "-from-backend-config",
+            "type=kubernetes",
+            "-from-backend-config",
+            &format!("kubeconfig={}", kc.display()),
+            "-from-backend-config",
+            "secret_suffix=edge",
+            "-from-backend-config",
+            "context=test",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(other.state().resources, local.resources);
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kdeploy::cli::{self, Env, Io};
 use kdeploy::providers::Providers;
@@ -109,10 +109,7 @@ fn uuid_scrub(s: &str) -> String {
     let bytes: Vec<char> = s.chars().collect();
     let mut out = String::new();
     let mut i = 0;
-    let is_uuid = |w: &[char]| {
-        w.len() == 36
-            && w.iter().enumerate().all(|(k, c)| if [8, 13, 18, 23].contains(&k) { *c == '-' } else { c.is_ascii_hexdigit() })
-    };
+    let is_uuid = |w: &[char]| w.len() == 36 && w.iter().enumerate().all(|(k, c)| if [8, 13, 18, 23].contains(&k) { *c == '-' } else { c.is_ascii_hexdigit() });
     while i < bytes.len() {
         if i + 36 <= bytes.len() && is_uuid(&bytes[i..i + 36]) {
             out.push_str("[UUID]");
@@ -213,7 +210,11 @@ impl Out {
 /// `env` set instead; an empty value removes the variable.
 pub fn run_binary(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
     let out = binary(dir, env, args).output().expect("run kdeploy");
-    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// The command [`run_binary`] runs, to spawn it (and kill it) instead.
@@ -350,7 +351,11 @@ pub fn run_limited(dir: &Path, env: &[(&str, &str)], args: &[&str], secs: u64) -
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(out) => {
             let out = out.expect("output");
-            Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+            Out {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
         }
         Err(_) => {
             let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();

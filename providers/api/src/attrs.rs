@@ -33,10 +33,7 @@ pub fn list(m: &Attrs, k: &str) -> Option<Vec<String>> {
 
 /// The user's tags (a map of strings); empty when unset.
 pub fn tag_map(m: &Attrs, k: &str) -> BTreeMap<String, String> {
-    m.get(k)
-        .and_then(Value::as_map)
-        .map(|t| t.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-        .unwrap_or_default()
+    m.get(k).and_then(Value::as_map).map(|t| t.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect()).unwrap_or_default()
 }
 
 /// `address.attr`, not known until apply.

@@ -127,12 +127,7 @@ struct FakeProvider {
 }
 
 impl FakeProvider {
-    async fn run<T>(
-        &self,
-        op: &'static str,
-        address: &str,
-        body: impl FnOnce(&mut World) -> Result<T, ProviderError>,
-    ) -> Result<T, ProviderError> {
+    async fn run<T>(&self, op: &'static str, address: &str, body: impl FnOnce(&mut World) -> Result<T, ProviderError>) -> Result<T, ProviderError> {
         let (delay, start) = {
             let mut w = self.world.lock();
             w.running += 1;
@@ -178,8 +173,8 @@ impl Provider for FakeProvider {
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
         let address = request.component.address.clone();
         self.run("apply", &address, |w| {
-            let schema = schema(request.component.kind, &request.component.type_name)
-                .ok_or_else(|| ProviderError::other("fake provider: unknown component type"))?;
+            let schema =
+                schema(request.component.kind, &request.component.type_name).ok_or_else(|| ProviderError::other("fake provider: unknown component type"))?;
             let mut attrs = match request.planned {
                 Value::Map(m) => m,
                 _ => return Err(ProviderError::new(ErrorKind::Invalid, "planned value is not a map")),
@@ -188,10 +183,7 @@ impl Provider for FakeProvider {
             for (name, value) in attrs.iter_mut() {
                 if value.contains_unknown() {
                     if !computed.contains(name.as_str()) {
-                        return Err(ProviderError::new(
-                            ErrorKind::Invalid,
-                            format!("input {name} of {address} is still unknown at apply"),
-                        ));
+                        return Err(ProviderError::new(ErrorKind::Invalid, format!("input {name} of {address} is still unknown at apply")));
                     }
                     w.generated += 1;
                     *value = if name == "endpoint" || name == "url" {

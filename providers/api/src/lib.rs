@@ -14,11 +14,10 @@ pub mod value;
 #[cfg(feature = "testing")]
 pub mod fake;
 
-pub use provider::{
-    default_plan, error_chain, ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind,
-    ExternalProvider, UnavailableProvider, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
-    ReadResult, Reference, TokenSource,
-};
-pub use schema::{provider_for, schema, schema_ref, AttrSchema, AttrType, ComponentSchema, Kind};
-pub use value::{AttrPath, PathStep, Value};
 pub use duration::Duration;
+pub use provider::{
+    ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, ExternalProvider, PlanRequest, PlanResponse, Preflight, Provider,
+    ProviderError, ReadRequest, ReadResult, Reference, TokenSource, UnavailableProvider, default_plan, error_chain,
+};
+pub use schema::{AttrSchema, AttrType, ComponentSchema, Kind, provider_for, schema, schema_ref};
+pub use value::{AttrPath, PathStep, Value};

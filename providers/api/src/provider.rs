@@ -251,10 +251,7 @@ impl Provider for ExternalProvider {
     }
 
     async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
-        Ok(requests
-            .into_iter()
-            .map(|r| ReadResult::Found { attributes: r.recorded, fingerprint: None })
-            .collect())
+        Ok(requests.into_iter().map(|r| ReadResult::Found { attributes: r.recorded, fingerprint: None }).collect())
     }
 
     async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {

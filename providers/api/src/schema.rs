@@ -29,17 +29,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
-        Kind::Cluster,
-        Kind::ObjectStorage,
-        Kind::Database,
-        Kind::Broker,
-        Kind::Vault,
-        Kind::Agent,
-        Kind::Hub,
-        Kind::Factory,
-        Kind::DriftSchedule,
-    ];
+    pub const ALL: [Kind; 9] =
+        [Kind::Cluster, Kind::ObjectStorage, Kind::Database, Kind::Broker, Kind::Vault, Kind::Agent, Kind::Hub, Kind::Factory, Kind::DriftSchedule];
 
     /// The block keyword, which is also the first part of the component's address.
     pub fn keyword(self) -> &'static str {
@@ -136,34 +127,24 @@ impl AttrType {
             (AttrType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
             (AttrType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
             (AttrType::Number, Value::Number(_)) => Ok(value.clone()),
-            (AttrType::Number, Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
-                .map(Value::from_f64)
-                .map_err(|_| format!("a number is required, got the string {s:?}")),
-            (AttrType::Bool, Value::Bool(_)) => Ok(value.clone()),
-            (AttrType::Bool, Value::String(s)) if s == "true" || s == "false" => {
-                Ok(Value::Bool(s == "true"))
+            (AttrType::Number, Value::String(s)) => {
+                s.trim().parse::<f64>().map(Value::from_f64).map_err(|_| format!("a number is required, got the string {s:?}"))
             }
-            (AttrType::List(inner), Value::List(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| inner.conform(v).map_err(|e| format!("element {i}: {e}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::List),
+            (AttrType::Bool, Value::Bool(_)) => Ok(value.clone()),
+            (AttrType::Bool, Value::String(s)) if s == "true" || s == "false" => Ok(Value::Bool(s == "true")),
+            (AttrType::List(inner), Value::List(items)) => {
+                items.iter().enumerate().map(|(i, v)| inner.conform(v).map_err(|e| format!("element {i}: {e}"))).collect::<Result<Vec<_>, _>>().map(Value::List)
+            }
             (AttrType::Map(inner), Value::Map(items)) => items
                 .iter()
-                .map(|(k, v)| {
-                    inner.conform(v).map(|v| (k.clone(), v)).map_err(|e| format!("key {k:?}: {e}"))
-                })
+                .map(|(k, v)| inner.conform(v).map(|v| (k.clone(), v)).map_err(|e| format!("key {k:?}: {e}")))
                 .collect::<Result<_, _>>()
                 .map(Value::Map),
             (AttrType::Duration, Value::String(s)) => crate::Duration::parse(s).map(|_| value.clone()).map_err(|e| e.to_string()),
             (AttrType::Enum(values), Value::String(s)) if values.contains(&s.as_str()) => Ok(value.clone()),
-            (AttrType::Enum(values), Value::String(s)) => Err(format!(
-                "{s:?} is not valid here; use one of {}",
-                values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
-            )),
+            (AttrType::Enum(values), Value::String(s)) => {
+                Err(format!("{s:?} is not valid here; use one of {}", values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")))
+            }
             (AttrType::Object(fields), Value::Map(items)) => conform_object(fields, items).map(Value::Map),
             (AttrType::Component(_), Value::Map(_)) => Ok(value.clone()),
             (expected, got) => Err(format!("{expected} is required, got {}", got.type_name())),
@@ -245,11 +226,7 @@ impl AttrSchema {
         }
         let (AttrType::Map(inner), Value::Map(entries)) = (&self.ty, value) else { return Vec::new() };
         let AttrType::Object(fields) = inner.as_ref() else { return Vec::new() };
-        entries
-            .keys()
-            .flat_map(|k| fields.iter().filter(|f| f.sensitive).map(move |f| (k, f)))
-            .map(|(k, f)| at.child_key(k).child_key(f.name))
-            .collect()
+        entries.keys().flat_map(|k| fields.iter().filter(|f| f.sensitive).map(move |f| (k, f))).map(|(k, f)| at.child_key(k).child_key(f.name)).collect()
     }
 }
 
@@ -380,7 +357,11 @@ impl B {
             .duration("readiness_timeout", "How long to wait for readiness after apply, e.g. \"5m\" or \"1m30s\".")
             .default("5m")
             .push("command", AttrType::List(Box::new(AttrType::String)), "Override the container command (arguments after the entrypoint).")
-            .push("healthcheck", AttrType::List(Box::new(AttrType::String)), "Override the health check, Docker style: [\"CMD\", \"wget\", \"-q\", \"http://127.0.0.1/\"].")
+            .push(
+                "healthcheck",
+                AttrType::List(Box::new(AttrType::String)),
+                "Override the health check, Docker style: [\"CMD\", \"wget\", \"-q\", \"http://127.0.0.1/\"].",
+            )
     }
     fn done(self, kind: Kind, type_name: &'static str) -> ComponentSchema {
         ComponentSchema { kind, type_name, attributes: self.0, blocks: self.1 }
@@ -898,10 +879,7 @@ mod tests {
     fn conform_converts_like_the_language() {
         assert_eq!(AttrType::String.conform(&Value::from_i64(3)), Ok(Value::string("3")));
         assert_eq!(AttrType::Number.conform(&Value::string("4")), Ok(Value::from_i64(4)));
-        assert_eq!(
-            AttrType::Number.conform(&Value::string("x")),
-            Err("a number is required, got the string \"x\"".to_string())
-        );
+        assert_eq!(AttrType::Number.conform(&Value::string("x")), Err("a number is required, got the string \"x\"".to_string()));
         assert!(AttrType::Bool.conform(&Value::List(vec![])).is_err());
     }
 }

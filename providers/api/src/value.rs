@@ -95,9 +95,7 @@ impl Value {
 
     pub fn as_i64(&self) -> Option<i64> {
         match self {
-            Value::Number(n) => n.as_i64().or_else(|| {
-                n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)
-            }),
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
             _ => None,
         }
     }
@@ -138,9 +136,7 @@ impl Value {
             Value::Number(n) => serde_json::Value::Number(n.clone()),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Map(m) => serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
         }
     }
 
@@ -151,9 +147,7 @@ impl Value {
             serde_json::Value::Number(n) => Value::Number(n.clone()),
             serde_json::Value::String(s) => Value::String(s.clone()),
             serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Map(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
-            }
+            serde_json::Value::Object(o) => Value::Map(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect()),
         }
     }
 
@@ -163,15 +157,10 @@ impl Value {
     pub fn unknown_mask(&self) -> serde_json::Value {
         match self {
             Value::Unknown(_) => serde_json::Value::Bool(true),
-            Value::List(l) if self.contains_unknown() => {
-                serde_json::Value::Array(l.iter().map(Value::unknown_mask).collect())
+            Value::List(l) if self.contains_unknown() => serde_json::Value::Array(l.iter().map(Value::unknown_mask).collect()),
+            Value::Map(m) if self.contains_unknown() => {
+                serde_json::Value::Object(m.iter().filter(|(_, v)| v.contains_unknown()).map(|(k, v)| (k.clone(), v.unknown_mask())).collect())
             }
-            Value::Map(m) if self.contains_unknown() => serde_json::Value::Object(
-                m.iter()
-                    .filter(|(_, v)| v.contains_unknown())
-                    .map(|(k, v)| (k.clone(), v.unknown_mask()))
-                    .collect(),
-            ),
             _ => serde_json::Value::Bool(false),
         }
     }
@@ -216,8 +205,7 @@ impl Value {
                 format!("[{}]", parts.join(", "))
             }
             Value::Map(m) => {
-                let parts: Vec<String> =
-                    m.iter().map(|(k, v)| format!("{k} = {}", v.render_inline())).collect();
+                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {}", v.render_inline())).collect();
                 format!("{{ {} }}", parts.join(", "))
             }
         }
@@ -285,14 +273,10 @@ impl<'de> Deserialize<'de> for Value {
         let json = serde_json::Value::deserialize(d)?;
         fn conv(json: serde_json::Value) -> Value {
             match json {
-                serde_json::Value::Object(o)
-                    if o.len() == 1 && o.get(UNKNOWN_KEY).is_some_and(|v| v.is_string()) =>
-                {
+                serde_json::Value::Object(o) if o.len() == 1 && o.get(UNKNOWN_KEY).is_some_and(|v| v.is_string()) => {
                     Value::Unknown(o[UNKNOWN_KEY].as_str().unwrap_or_default().to_string())
                 }
-                serde_json::Value::Object(o) => {
-                    Value::Map(o.into_iter().map(|(k, v)| (k, conv(v))).collect())
-                }
+                serde_json::Value::Object(o) => Value::Map(o.into_iter().map(|(k, v)| (k, conv(v))).collect()),
                 serde_json::Value::Array(a) => Value::List(a.into_iter().map(conv).collect()),
                 other => Value::from_json(&other),
             }
@@ -348,8 +332,7 @@ impl AttrPath {
 
 fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl fmt::Display for AttrPath {
@@ -385,10 +368,7 @@ pub fn redact_json(value: &serde_json::Value, sensitive: &[AttrPath]) -> serde_j
     out
 }
 
-fn get_json_mut<'a>(
-    mut cur: &'a mut serde_json::Value,
-    path: &AttrPath,
-) -> Option<&'a mut serde_json::Value> {
+fn get_json_mut<'a>(mut cur: &'a mut serde_json::Value, path: &AttrPath) -> Option<&'a mut serde_json::Value> {
     for step in &path.0 {
         cur = match (step, cur) {
             (PathStep::Key(k), serde_json::Value::Object(o)) => o.get_mut(k)?,

@@ -35,7 +35,10 @@ impl Shared {
             return Ok(r);
         }
         self.default_region().await.ok_or_else(|| {
-            ProviderError::new(ErrorKind::Invalid, format!("{address}: no AWS region: set region = \"...\" on the block, or AWS_REGION (or a region in the AWS profile)"))
+            ProviderError::new(
+                ErrorKind::Invalid,
+                format!("{address}: no AWS region: set region = \"...\" on the block, or AWS_REGION (or a region in the AWS profile)"),
+            )
         })
     }
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 use aws_sdk_eks::types::{AmiTypes, Cluster, ClusterStatus, Nodegroup, NodegroupScalingConfig, NodegroupStatus, VpcConfigRequest};
 use kdeploy_provider::{ProviderError, Value};
 
-use crate::clients::{reported_endpoint, Shared};
+use crate::clients::{Shared, reported_endpoint};
 use crate::network;
-use crate::plan::{role_name, NODE_GROUP};
+use crate::plan::{NODE_GROUP, role_name};
 use crate::policy;
-use crate::util::{b, is_code, list, live_tags, n, s, sdk_err, tag_map, wait_for, Attrs, TAG_COMPONENT, TAG_MANAGED_BY};
+use crate::util::{Attrs, TAG_COMPONENT, TAG_MANAGED_BY, b, is_code, list, live_tags, n, s, sdk_err, tag_map, wait_for};
 
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const NODE_GROUP_TIMEOUT: Duration = Duration::from_secs(25 * 60);
@@ -97,7 +97,13 @@ pub fn live_attributes(recorded: &Attrs, cluster: &Cluster, group: Option<&Nodeg
 }
 
 /// Creates a role when absent (adopting one kdeploy made before) and attaches `policies`.
-async fn ensure_role(iam: &aws_sdk_iam::Client, name: &str, service: &str, policies: &[String], tags: &BTreeMap<String, String>) -> Result<String, ProviderError> {
+async fn ensure_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    service: &str,
+    policies: &[String],
+    tags: &BTreeMap<String, String>,
+) -> Result<String, ProviderError> {
     let arn = match iam.get_role().role_name(name).send().await {
         Ok(o) => o.role().map(|r| r.arn().to_string()).unwrap_or_default(),
         Err(e) if is_code(&e, &["NoSuchEntity"]) => {
@@ -162,7 +168,11 @@ async fn wait_nodegroup_active(eks: &aws_sdk_eks::Client, cluster: &str) -> Resu
             Some(g) if matches!(g.status(), Some(NodegroupStatus::Active)) => Ok(Some(g)),
             Some(g) if matches!(g.status(), Some(NodegroupStatus::CreateFailed | NodegroupStatus::Degraded)) => {
                 let issues: Vec<String> = g.health().map(|h| h.issues().iter().filter_map(|i| i.message().map(str::to_string)).collect()).unwrap_or_default();
-                Err(ProviderError::other(format!("node group {NODE_GROUP} of EKS cluster {cluster} is {}: {}", g.status().map(|s| s.as_str()).unwrap_or("?"), issues.join("; "))))
+                Err(ProviderError::other(format!(
+                    "node group {NODE_GROUP} of EKS cluster {cluster} is {}: {}",
+                    g.status().map(|s| s.as_str()).unwrap_or("?"),
+                    issues.join("; ")
+                )))
             }
             Some(_) => Ok(None),
             None => Err(ProviderError::other(format!("node group {NODE_GROUP} of EKS cluster {cluster} disappeared while waiting for it"))),
@@ -209,7 +219,8 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
             // consistent): retry that one error for a minute.
             let mut attempt = 0;
             loop {
-                let vpc = VpcConfigRequest::builder().set_subnet_ids(Some(subnets.clone())).endpoint_public_access(public).endpoint_private_access(true).build();
+                let vpc =
+                    VpcConfigRequest::builder().set_subnet_ids(Some(subnets.clone())).endpoint_public_access(public).endpoint_private_access(true).build();
                 let r = eks
                     .create_cluster()
                     .name(&name)
@@ -236,14 +247,25 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
 
     // In-place updates EKS allows, one at a time (EKS refuses concurrent updates).
     if let Some(want) = s(planned, "version")
-        && cluster.version() != Some(want.as_str()) {
-            eks.update_cluster_version().name(&name).version(&want).send().await.map_err(|e| sdk_err(format!("updating EKS cluster {name} to Kubernetes {want}"), e))?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            cluster = wait_cluster_active(&eks, &name).await?;
-        }
+        && cluster.version() != Some(want.as_str())
+    {
+        eks.update_cluster_version()
+            .name(&name)
+            .version(&want)
+            .send()
+            .await
+            .map_err(|e| sdk_err(format!("updating EKS cluster {name} to Kubernetes {want}"), e))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster = wait_cluster_active(&eks, &name).await?;
+    }
     if cluster.resources_vpc_config().map(|v| v.endpoint_public_access()) != Some(public) {
         let vpc = VpcConfigRequest::builder().endpoint_public_access(public).endpoint_private_access(true).build();
-        eks.update_cluster_config().name(&name).resources_vpc_config(vpc).send().await.map_err(|e| sdk_err(format!("updating the endpoint access of EKS cluster {name}"), e))?;
+        eks.update_cluster_config()
+            .name(&name)
+            .resources_vpc_config(vpc)
+            .send()
+            .await
+            .map_err(|e| sdk_err(format!("updating the endpoint access of EKS cluster {name}"), e))?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster = wait_cluster_active(&eks, &name).await?;
     }
@@ -266,7 +288,11 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
             if let Some(a) = s(planned, "ami_type") {
                 req = req.ami_type(AmiTypes::from(a.as_str()));
             }
-            req.send().await.map_err(|e| sdk_err(format!("creating node group {NODE_GROUP} of EKS cluster {name}"), e))?.nodegroup.ok_or_else(|| ProviderError::other(format!("EKS returned no node group for {name}")))?
+            req.send()
+                .await
+                .map_err(|e| sdk_err(format!("creating node group {NODE_GROUP} of EKS cluster {name}"), e))?
+                .nodegroup
+                .ok_or_else(|| ProviderError::other(format!("EKS returned no node group for {name}")))?
         }
     };
     if !matches!(group.status(), Some(NodegroupStatus::Active)) {
@@ -286,17 +312,18 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
         group = wait_nodegroup_active(&eks, &name).await?;
     }
     if let (Some(cv), Some(gv)) = (cluster.version(), group.version())
-        && cv != gv {
-            eks.update_nodegroup_version()
-                .cluster_name(&name)
-                .nodegroup_name(NODE_GROUP)
-                .version(cv)
-                .send()
-                .await
-                .map_err(|e| sdk_err(format!("updating node group {NODE_GROUP} of EKS cluster {name} to Kubernetes {cv}"), e))?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            group = wait_nodegroup_active(&eks, &name).await?;
-        }
+        && cv != gv
+    {
+        eks.update_nodegroup_version()
+            .cluster_name(&name)
+            .nodegroup_name(NODE_GROUP)
+            .version(cv)
+            .send()
+            .await
+            .map_err(|e| sdk_err(format!("updating node group {NODE_GROUP} of EKS cluster {name} to Kubernetes {cv}"), e))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        group = wait_nodegroup_active(&eks, &name).await?;
+    }
     if let Some(arn) = group.nodegroup_arn() {
         sync_tags(&eks, arn, group.tags(), &hash_tags).await?;
     }

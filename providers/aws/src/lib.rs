@@ -58,7 +58,7 @@ pub mod sdk {
 pub use token::EksTokenSource;
 
 use crate::clients::Shared;
-use crate::util::{attrs, name_from_address, s, Attrs};
+use crate::util::{Attrs, attrs, name_from_address, s};
 
 /// The AWS provider.
 #[derive(Default)]
@@ -87,7 +87,10 @@ impl AwsProvider {
 }
 
 fn unsupported(c: &ComponentRef) -> ProviderError {
-    ProviderError::new(ErrorKind::Invalid, format!("{}: the aws provider serves cluster type \"eks\" and object_storage type \"s3\", not {} type {:?}", c.address, c.kind, c.type_name))
+    ProviderError::new(
+        ErrorKind::Invalid,
+        format!("{}: the aws provider serves cluster type \"eks\" and object_storage type \"s3\", not {} type {:?}", c.address, c.kind, c.type_name),
+    )
 }
 
 fn is_eks(c: &ComponentRef) -> bool {

@@ -38,7 +38,12 @@ pub fn subnet_cidrs(vpc_cidr: &str, count: usize) -> Result<Vec<String>, String>
 
 fn tag_spec(kind: ResourceType, name: &str, tags: &BTreeMap<String, String>, extra: &[(&str, &str)]) -> TagSpecification {
     let mut spec = TagSpecification::builder().resource_type(kind);
-    for (k, v) in tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([(TAG_CLUSTER, name), ("Name", &format!("kdeploy-{name}") as &str)]).chain(extra.iter().copied()) {
+    for (k, v) in tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([(TAG_CLUSTER, name), ("Name", &format!("kdeploy-{name}") as &str)])
+        .chain(extra.iter().copied())
+    {
         spec = spec.tags(Tag::builder().key(k).value(v).build());
     }
     spec.build()
@@ -86,20 +91,33 @@ pub async fn ensure_vpc(ec2: &aws_sdk_ec2::Client, name: &str, cidr: &str, tags:
                 .await
                 .map_err(|e| sdk_err("creating a route table", e))?;
             let rt_id = rt.route_table().and_then(|r| r.route_table_id()).unwrap_or_default().to_string();
-            ec2.create_route().route_table_id(&rt_id).destination_cidr_block("0.0.0.0/0").gateway_id(&igw_id).send().await.map_err(|e| sdk_err("adding the default route", e))?;
+            ec2.create_route()
+                .route_table_id(&rt_id)
+                .destination_cidr_block("0.0.0.0/0")
+                .gateway_id(&igw_id)
+                .send()
+                .await
+                .map_err(|e| sdk_err("adding the default route", e))?;
             id
         }
     };
     // Subnets: reuse the ones there, create the missing ones (an interrupted create resumes).
     let existing = ec2.describe_subnets().filters(by_vpc("vpc-id", &vpc_id)).send().await.map_err(|e| sdk_err("listing the VPC's subnets", e))?;
-    let mut subnets: Vec<(String, String)> = existing.subnets().iter().filter_map(|s| Some((s.subnet_id()?.to_string(), s.cidr_block()?.to_string()))).collect();
+    let mut subnets: Vec<(String, String)> =
+        existing.subnets().iter().filter_map(|s| Some((s.subnet_id()?.to_string(), s.cidr_block()?.to_string()))).collect();
     if subnets.len() < SUBNETS {
         let zones = ec2.describe_availability_zones().send().await.map_err(|e| sdk_err("listing availability zones", e))?;
         let zones: Vec<String> = zones.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
         if zones.len() < SUBNETS {
             return Err(ProviderError::new(ErrorKind::Invalid, format!("EKS needs subnets in two availability zones, but the region has {}", zones.len())));
         }
-        let tables = ec2.describe_route_tables().filters(by_vpc("vpc-id", &vpc_id)).filters(by_tag(name)).send().await.map_err(|e| sdk_err("listing route tables", e))?;
+        let tables = ec2
+            .describe_route_tables()
+            .filters(by_vpc("vpc-id", &vpc_id))
+            .filters(by_tag(name))
+            .send()
+            .await
+            .map_err(|e| sdk_err("listing route tables", e))?;
         let rt_id = tables.route_tables().iter().find_map(|t| t.route_table_id()).map(str::to_string);
         for (i, c) in cidrs.iter().enumerate() {
             if subnets.iter().any(|(_, have)| have == c) {

@@ -5,12 +5,13 @@ use kdeploy_provider::{AttrPath, ErrorKind, PlanResponse, ProviderError, Value};
 
 use crate::clients::s3_endpoint_host;
 use crate::policy::bucket_arn;
-use crate::util::{attrs, list, n, name_from_address, s, Attrs};
+use crate::util::{Attrs, attrs, list, n, name_from_address, s};
 use kdeploy_provider::attrs::{keep, replaced, unknown};
 
 /// EKS cluster inputs that EKS cannot change in place. `instance_types` and `ami_type` are
 /// fixed for a managed node group's lifetime; the VPC and roles for the cluster's.
-pub const EKS_REPLACE: &[&str] = &["region", "name", "cluster_name", "cluster_region", "role_arn", "node_role_arn", "subnet_ids", "vpc_cidr", "ami_type", "instance_types"];
+pub const EKS_REPLACE: &[&str] =
+    &["region", "name", "cluster_name", "cluster_region", "role_arn", "node_role_arn", "subnet_ids", "vpc_cidr", "ami_type", "instance_types"];
 /// Changes EKS applies in place: `version` (UpdateClusterVersion, then the node group),
 /// `endpoint_public_access` (UpdateClusterConfig), `min_size`/`max_size`/`desired_size`
 /// (UpdateNodegroupConfig) and `tags` (TagResource/UntagResource).
@@ -45,10 +46,6 @@ pub fn user_name(bucket: &str) -> String {
     n
 }
 
-
-
-
-
 fn invalid(address: &str, msg: String) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))
 }
@@ -59,13 +56,20 @@ pub fn plan_eks(address: &str, desired: &Value, prior: Option<&Value>, region: V
     let prior_map = prior.map(|p| attrs(Some(p)));
     let prior = prior_map.as_ref();
     if let (Some(min), Some(max), Some(want)) = (n(&planned, "min_size"), n(&planned, "max_size"), n(&planned, "desired_size"))
-        && (min < 0 || max < 1 || min > want || want > max) {
-            return Err(invalid(address, format!("node group sizes must satisfy 0 <= min_size <= desired_size <= max_size and max_size >= 1; got min_size = {min}, desired_size = {want}, max_size = {max}")));
-        }
+        && (min < 0 || max < 1 || min > want || want > max)
+    {
+        return Err(invalid(
+            address,
+            format!(
+                "node group sizes must satisfy 0 <= min_size <= desired_size <= max_size and max_size >= 1; got min_size = {min}, desired_size = {want}, max_size = {max}"
+            ),
+        ));
+    }
     if let Some(types) = list(&planned, "instance_types")
-        && types.is_empty() {
-            return Err(invalid(address, "instance_types must not be empty; leave it out for the EKS default (t3.medium)".into()));
-        }
+        && types.is_empty()
+    {
+        return Err(invalid(address, "instance_types must not be empty; leave it out for the EKS default (t3.medium)".into()));
+    }
     if let Some(v) = s(&planned, "version") {
         let ok = v.split('.').count() == 2 && v.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
         if !ok {
@@ -107,7 +111,9 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
     if (3..=63).contains(&name.len()) && ok_chars && ends && !name.contains("..") {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid S3 bucket name: 3 to 63 characters, lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"))
+        Err(format!(
+            "{name:?} is not a valid S3 bucket name: 3 to 63 characters, lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"
+        ))
     }
 }
 
@@ -121,9 +127,10 @@ pub fn plan_s3(address: &str, desired: &Value, prior: Option<&Value>, region: Va
         check_bucket_name(b).map_err(|e| invalid(address, e))?;
     }
     if let Some(d) = n(&planned, "retention_days")
-        && d < 1 {
-            return Err(invalid(address, format!("retention_days must be at least 1 (or null to keep recordings forever), got {d}")));
-        }
+        && d < 1
+    {
+        return Err(invalid(address, format!("retention_days must be at least 1 (or null to keep recordings forever), got {d}")));
+    }
     let region_str = region.as_str().map(str::to_string);
     planned.insert("bucket_region".into(), region);
     match (&bucket, &region_str) {
@@ -175,7 +182,13 @@ mod tests {
 
     fn applied(planned: &Value) -> Value {
         let mut m = attrs(Some(planned));
-        for (k, v) in [("endpoint", "https://x.eks.amazonaws.com"), ("certificate_authority", "Q0E="), ("arn", "arn:aws:eks:eu-west-1:1:cluster/cloud"), ("node_group_arn", "arn:ng"), ("vpc_id", "vpc-1")] {
+        for (k, v) in [
+            ("endpoint", "https://x.eks.amazonaws.com"),
+            ("certificate_authority", "Q0E="),
+            ("arn", "arn:aws:eks:eu-west-1:1:cluster/cloud"),
+            ("node_group_arn", "arn:ng"),
+            ("vpc_id", "vpc-1"),
+        ] {
             m.insert(k.into(), Value::string(v));
         }
         Value::Map(m)
@@ -248,7 +261,13 @@ mod tests {
     }
 
     fn s3_desired(bucket: &str, retention: i64) -> Value {
-        map(&[("bucket", Value::string(bucket)), ("region", Value::Null), ("versioning", Value::Bool(false)), ("retention_days", Value::from_i64(retention)), ("tags", Value::Null)])
+        map(&[
+            ("bucket", Value::string(bucket)),
+            ("region", Value::Null),
+            ("versioning", Value::Bool(false)),
+            ("retention_days", Value::from_i64(retention)),
+            ("tags", Value::Null),
+        ])
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! IAM policy documents kdeploy writes.
 
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
 use crate::util::partition;
 

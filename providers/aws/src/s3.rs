@@ -11,10 +11,10 @@ use aws_sdk_s3::types::{
 };
 use kdeploy_provider::{ErrorKind, ProviderError, Value};
 
-use crate::clients::{s3_endpoint_host, Shared};
+use crate::clients::{Shared, s3_endpoint_host};
 use crate::plan::user_name;
 use crate::policy;
-use crate::util::{b, is_code, live_tags, n, s, sdk_err, tag_map, Attrs, TAG_COMPONENT, TAG_MANAGED_BY};
+use crate::util::{Attrs, TAG_COMPONENT, TAG_MANAGED_BY, b, is_code, live_tags, n, s, sdk_err, tag_map};
 
 const RULE_ID: &str = "kdeploy-retention";
 const POLICY_NAME: &str = "kdeploy-recordings-bucket";
@@ -65,7 +65,9 @@ pub async fn read_bucket(shared: &Shared, region: &str, bucket: &str, recorded: 
     let v = versioning_status(&s3, bucket).await?;
     m.insert("versioning".into(), Value::Bool(matches!(v, Some(BucketVersioningStatus::Enabled))));
     let days = match s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await {
-        Ok(o) => o.rules().iter().find(|r| r.id() == Some(RULE_ID) && r.status() == &ExpirationStatus::Enabled).and_then(|r| r.expiration()).and_then(|e| e.days()),
+        Ok(o) => {
+            o.rules().iter().find(|r| r.id() == Some(RULE_ID) && r.status() == &ExpirationStatus::Enabled).and_then(|r| r.expiration()).and_then(|e| e.days())
+        }
         Err(e) if is_code(&e, &["NoSuchLifecycleConfiguration"]) => None,
         Err(e) => return Err(sdk_err(format!("reading the lifecycle rules of bucket {bucket}"), e)),
     };
@@ -109,28 +111,50 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
     if !list_buckets(&s3).await?.contains(&bucket) {
         let mut req = s3.create_bucket().bucket(&bucket);
         if region != "us-east-1" {
-            req = req.create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region.as_str())).build());
+            req = req
+                .create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region.as_str())).build());
         }
         match req.send().await {
             Ok(_) => {}
             Err(e) if is_code(&e, &["BucketAlreadyOwnedByYou"]) => {}
             Err(e) if is_code(&e, &["BucketAlreadyExists"]) => {
-                return Err(ProviderError::new(ErrorKind::Conflict, format!("{address}: the bucket name {bucket:?} is taken by another AWS account (bucket names are global); choose another `bucket`")));
+                return Err(ProviderError::new(
+                    ErrorKind::Conflict,
+                    format!("{address}: the bucket name {bucket:?} is taken by another AWS account (bucket names are global); choose another `bucket`"),
+                ));
             }
             Err(e) => return Err(sdk_err(format!("creating bucket {bucket}"), e)),
         }
     }
     s3.put_public_access_block()
         .bucket(&bucket)
-        .public_access_block_configuration(PublicAccessBlockConfiguration::builder().block_public_acls(true).ignore_public_acls(true).block_public_policy(true).restrict_public_buckets(true).build())
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| sdk_err(format!("blocking public access to bucket {bucket}"), e))?;
     let sse = ServerSideEncryptionConfiguration::builder()
-        .rules(ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build().map_err(build_err)?).build())
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build().map_err(build_err)?,
+                )
+                .build(),
+        )
         .build()
         .map_err(build_err)?;
-    s3.put_bucket_encryption().bucket(&bucket).server_side_encryption_configuration(sse).send().await.map_err(|e| sdk_err(format!("setting default encryption on bucket {bucket}"), e))?;
+    s3.put_bucket_encryption()
+        .bucket(&bucket)
+        .server_side_encryption_configuration(sse)
+        .send()
+        .await
+        .map_err(|e| sdk_err(format!("setting default encryption on bucket {bucket}"), e))?;
     let versioning = b(planned, "versioning").unwrap_or(false);
     let live_versioning = versioning_status(&s3, &bucket).await?;
     let status = match (versioning, live_versioning.as_ref()) {
@@ -175,7 +199,12 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
     for (k, v) in &tags {
         tagging = tagging.tag_set(Tag::builder().key(k).value(v).build().map_err(build_err)?);
     }
-    s3.put_bucket_tagging().bucket(&bucket).tagging(tagging.build().map_err(build_err)?).send().await.map_err(|e| sdk_err(format!("tagging bucket {bucket}"), e))?;
+    s3.put_bucket_tagging()
+        .bucket(&bucket)
+        .tagging(tagging.build().map_err(build_err)?)
+        .send()
+        .await
+        .map_err(|e| sdk_err(format!("tagging bucket {bucket}"), e))?;
 
     // The Vault user, limited to this bucket.
     let user = user_name(&bucket);
@@ -208,7 +237,12 @@ pub async fn apply(shared: &Shared, address: &str, planned: &Attrs) -> Result<At
         None => {
             // Keys kdeploy no longer knows the secret of are useless to Vault: replace them.
             for k in &keys {
-                iam.delete_access_key().user_name(&user).access_key_id(k).send().await.map_err(|e| sdk_err(format!("deleting an old access key of IAM user {user}"), e))?;
+                iam.delete_access_key()
+                    .user_name(&user)
+                    .access_key_id(k)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err(format!("deleting an old access key of IAM user {user}"), e))?;
             }
             let k = iam.create_access_key().user_name(&user).send().await.map_err(|e| sdk_err(format!("creating an access key for IAM user {user}"), e))?;
             let k = k.access_key().ok_or_else(|| ProviderError::other(format!("IAM returned no access key for {user}")))?;
@@ -237,11 +271,14 @@ pub async fn delete(shared: &Shared, address: &str, prior: &Attrs, delete_data: 
         if !objects.is_empty() && !delete_data {
             return Err(ProviderError::new(
                 ErrorKind::Conflict,
-                format!("{address}: bucket {bucket} still holds recordings; kdeploy does not delete data unless asked. Run `kdeploy destroy --delete-data` to delete the bucket with its contents, or empty or keep it yourself (`kdeploy state rm {address}`)"),
+                format!(
+                    "{address}: bucket {bucket} still holds recordings; kdeploy does not delete data unless asked. Run `kdeploy destroy --delete-data` to delete the bucket with its contents, or empty or keep it yourself (`kdeploy state rm {address}`)"
+                ),
             ));
         }
         for chunk in objects.chunks(1000) {
-            let ids: Vec<ObjectIdentifier> = chunk.iter().map(|(k, v)| ObjectIdentifier::builder().key(k).set_version_id(v.clone()).build()).collect::<Result<_, _>>().map_err(build_err)?;
+            let ids: Vec<ObjectIdentifier> =
+                chunk.iter().map(|(k, v)| ObjectIdentifier::builder().key(k).set_version_id(v.clone()).build()).collect::<Result<_, _>>().map_err(build_err)?;
             let out = s3
                 .delete_objects()
                 .bucket(&bucket)
@@ -250,7 +287,11 @@ pub async fn delete(shared: &Shared, address: &str, prior: &Attrs, delete_data: 
                 .await
                 .map_err(|e| sdk_err(format!("deleting the objects of bucket {bucket}"), e))?;
             if let Some(err) = out.errors().first() {
-                return Err(ProviderError::other(format!("deleting the objects of bucket {bucket}: {} {}", err.code().unwrap_or_default(), err.message().unwrap_or_default())));
+                return Err(ProviderError::other(format!(
+                    "deleting the objects of bucket {bucket}: {} {}",
+                    err.code().unwrap_or_default(),
+                    err.message().unwrap_or_default()
+                )));
             }
         }
         match s3.delete_bucket().bucket(&bucket).send().await {
@@ -262,7 +303,12 @@ pub async fn delete(shared: &Shared, address: &str, prior: &Attrs, delete_data: 
     let user = user_name(&bucket);
     if let Ok(o) = iam.list_access_keys().user_name(&user).send().await {
         for k in o.access_key_metadata().iter().filter_map(|k| k.access_key_id()) {
-            iam.delete_access_key().user_name(&user).access_key_id(k).send().await.map_err(|e| sdk_err(format!("deleting an access key of IAM user {user}"), e))?;
+            iam.delete_access_key()
+                .user_name(&user)
+                .access_key_id(k)
+                .send()
+                .await
+                .map_err(|e| sdk_err(format!("deleting an access key of IAM user {user}"), e))?;
         }
     }
     match iam.delete_user_policy().user_name(&user).policy_name(POLICY_NAME).send().await {
@@ -313,7 +359,13 @@ async fn all_versions(s3: &aws_sdk_s3::Client, bucket: &str, first_only: bool) -
         if !first_only && page.is_truncated() == Some(true) {
             let mut token = page.next_continuation_token().map(str::to_string);
             while let Some(t) = token.take() {
-                let page = s3.list_objects_v2().bucket(bucket).continuation_token(t).send().await.map_err(|e| sdk_err(format!("listing the objects of bucket {bucket}"), e))?;
+                let page = s3
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .continuation_token(t)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err(format!("listing the objects of bucket {bucket}"), e))?;
                 out.extend(page.contents().iter().filter_map(|o| o.key().map(|k| (k.to_string(), None))));
                 if page.is_truncated() == Some(true) {
                     token = page.next_continuation_token().map(str::to_string);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use base64::Engine;
 use kdeploy_provider::{ErrorKind, ProviderError, TokenSource, Value};
@@ -78,7 +78,10 @@ impl TokenSource for EksTokenSource {
         let region = self.shared.region(s(&m, "cluster_region").or_else(|| s(&m, "region")), &format!("EKS cluster {name}")).await?;
         let conf = self.shared.config(&region).await;
         let provider = conf.credentials_provider().ok_or_else(|| {
-            ProviderError::new(ErrorKind::Unauthorized, format!("no AWS credentials to sign a token for EKS cluster {name}: configure the AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)"))
+            ProviderError::new(
+                ErrorKind::Unauthorized,
+                format!("no AWS credentials to sign a token for EKS cluster {name}: configure the AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)"),
+            )
         })?;
         let credentials = provider.provide_credentials().await.map_err(|e| {
             ProviderError::new(ErrorKind::Unauthorized, format!("cannot sign a token for EKS cluster {name}: the AWS credentials are missing or expired: {e}. Refresh them (e.g. `aws sso login`) and run again"))

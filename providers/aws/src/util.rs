@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
-use kdeploy_provider::{error_chain, ErrorKind, ProviderError, Value};
+use kdeploy_provider::{ErrorKind, ProviderError, Value, error_chain};
 
 pub use kdeploy_provider::attrs::{Attrs, attrs, b, list, n, s, tag_map};
 
@@ -35,7 +35,9 @@ where
     };
     let detail = error_chain(&e);
     let hint = match kind {
-        ErrorKind::Unauthorized => ". Check the AWS credentials (AWS_PROFILE, `aws sso login`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE) and that their IAM policy allows this call",
+        ErrorKind::Unauthorized => {
+            ". Check the AWS credentials (AWS_PROFILE, `aws sso login`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE) and that their IAM policy allows this call"
+        }
         ErrorKind::Unreachable => ". Check the network and AWS_ENDPOINT_URL (if set)",
         _ => "",
     };
@@ -45,15 +47,35 @@ where
 pub fn code_kind(code: Option<&str>) -> ErrorKind {
     match code {
         Some(
-            "ExpiredToken" | "ExpiredTokenException" | "InvalidClientTokenId" | "UnrecognizedClientException" | "AccessDenied" | "AccessDeniedException"
-            | "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "UnauthorizedOperation" | "AuthFailure" | "MissingAuthenticationToken",
+            "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "SignatureDoesNotMatch"
+            | "InvalidAccessKeyId"
+            | "UnauthorizedOperation"
+            | "AuthFailure"
+            | "MissingAuthenticationToken",
         ) => ErrorKind::Unauthorized,
-        Some("InvalidParameterException" | "InvalidParameterValue" | "ValidationError" | "InvalidRequestException" | "MalformedPolicyDocument" | "InvalidBucketName") => {
-            ErrorKind::Invalid
-        }
-        Some("ResourceInUseException" | "EntityAlreadyExists" | "BucketAlreadyExists" | "DependencyViolation" | "DeleteConflict" | "ResourceLimitExceeded" | "LimitExceeded") => {
-            ErrorKind::Conflict
-        }
+        Some(
+            "InvalidParameterException"
+            | "InvalidParameterValue"
+            | "ValidationError"
+            | "InvalidRequestException"
+            | "MalformedPolicyDocument"
+            | "InvalidBucketName",
+        ) => ErrorKind::Invalid,
+        Some(
+            "ResourceInUseException"
+            | "EntityAlreadyExists"
+            | "BucketAlreadyExists"
+            | "DependencyViolation"
+            | "DeleteConflict"
+            | "ResourceLimitExceeded"
+            | "LimitExceeded",
+        ) => ErrorKind::Conflict,
         _ => ErrorKind::Other,
     }
 }

@@ -3,10 +3,10 @@
 
 use base64::Engine;
 use kdeploy_provider::{AttrPath, ErrorKind, PlanResponse, ProviderError, Value};
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
-use crate::arm::{Arm, API_MANAGED_CLUSTERS, API_RESOURCE_GROUPS};
-use crate::util::{arm_tags, attrs, invalid, keep, live_tags, n, name_from_address, s, same, same_location, Attrs};
+use crate::arm::{API_MANAGED_CLUSTERS, API_RESOURCE_GROUPS, Arm};
+use crate::util::{Attrs, arm_tags, attrs, invalid, keep, live_tags, n, name_from_address, s, same, same_location};
 
 /// Inputs AKS cannot change in place.
 pub const AKS_REPLACE: &[&str] = &["resource_group", "location", "name", "vm_size"];
@@ -45,7 +45,6 @@ pub fn parse_id(id: &str) -> Option<(String, String)> {
 fn locate(address: &str, m: &Attrs) -> (String, String) {
     s(m, "id").and_then(|id| parse_id(&id)).unwrap_or_else(|| (resource_group(address, m), cluster_name(address, m)))
 }
-
 
 /// Plans an AKS cluster: validation, replacement rules and computed attributes.
 pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<PlanResponse, ProviderError> {
@@ -234,8 +233,10 @@ pub fn parse_kubeconfig(yaml: &str) -> Result<UserKubeconfig, ProviderError> {
 pub async fn user_kubeconfig(arm: &Arm, rg: &str, name: &str, what: &str) -> Result<UserKubeconfig, ProviderError> {
     let path = format!("{}/listClusterUserCredential", cluster_path(arm, rg, name));
     let out = arm.post(&path, API_MANAGED_CLUSTERS, &format!("{what}: listClusterUserCredential")).await?;
-    let b64 = out["kubeconfigs"][0]["value"].as_str().ok_or_else(|| ProviderError::other(format!("{what}: listClusterUserCredential returned no kubeconfig")))?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| ProviderError::other(format!("{what}: the kubeconfig is not base64: {e}")))?;
+    let b64 =
+        out["kubeconfigs"][0]["value"].as_str().ok_or_else(|| ProviderError::other(format!("{what}: listClusterUserCredential returned no kubeconfig")))?;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| ProviderError::other(format!("{what}: the kubeconfig is not base64: {e}")))?;
     parse_kubeconfig(&String::from_utf8_lossy(&bytes))
 }
 
@@ -282,7 +283,11 @@ mod tests {
 
     fn applied(planned: &Value) -> Value {
         let mut m = attrs(Some(planned));
-        for (k, v) in [("endpoint", "https://x:443"), ("id", "/subscriptions/s/resourceGroups/kdeploy-cloud/providers/Microsoft.ContainerService/managedClusters/cloud"), ("certificate_authority", "Q0E=")] {
+        for (k, v) in [
+            ("endpoint", "https://x:443"),
+            ("id", "/subscriptions/s/resourceGroups/kdeploy-cloud/providers/Microsoft.ContainerService/managedClusters/cloud"),
+            ("certificate_authority", "Q0E="),
+        ] {
             m.insert(k.into(), Value::string(v));
         }
         Value::Map(m)

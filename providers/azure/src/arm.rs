@@ -106,9 +106,10 @@ impl Arm {
             } else if method == Method::POST {
                 req = req.header("content-length", "0");
             }
-            let resp = req.send().await.map_err(|e| {
-                ProviderError::new(ErrorKind::Unreachable, format!("{what}: cannot reach Azure Resource Manager at {}: {e}", self.endpoint))
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ProviderError::new(ErrorKind::Unreachable, format!("{what}: cannot reach Azure Resource Manager at {}: {e}", self.endpoint)))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
@@ -260,10 +261,22 @@ pub fn error(what: &str, r: &Response) -> ProviderError {
         _ => String::new(),
     });
     let (kind, hint) = match (r.status.as_u16(), code) {
-        (401, "ExpiredAuthenticationToken") => (ErrorKind::Unauthorized, ". The Azure access token has expired: get a fresh one (`az account get-access-token`, or let the service principal sign in again)"),
-        (401, "InvalidAuthenticationTokenTenant") => (ErrorKind::Unauthorized, ". The access token was issued by a different tenant than the subscription's: sign in to the subscription's tenant (AZURE_TENANT_ID / `az login --tenant`)"),
-        (401, _) => (ErrorKind::Unauthorized, ". Check the Azure credentials (AZURE_ACCESS_TOKEN, AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, AZURE_FEDERATED_TOKEN_FILE, or the `az login` session)"),
-        (403, _) => (ErrorKind::Unauthorized, ". The identity lacks a role for this: grant it Contributor (or a custom role allowing this action) on the subscription or resource group"),
+        (401, "ExpiredAuthenticationToken") => (
+            ErrorKind::Unauthorized,
+            ". The Azure access token has expired: get a fresh one (`az account get-access-token`, or let the service principal sign in again)",
+        ),
+        (401, "InvalidAuthenticationTokenTenant") => (
+            ErrorKind::Unauthorized,
+            ". The access token was issued by a different tenant than the subscription's: sign in to the subscription's tenant (AZURE_TENANT_ID / `az login --tenant`)",
+        ),
+        (401, _) => (
+            ErrorKind::Unauthorized,
+            ". Check the Azure credentials (AZURE_ACCESS_TOKEN, AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, AZURE_FEDERATED_TOKEN_FILE, or the `az login` session)",
+        ),
+        (403, _) => (
+            ErrorKind::Unauthorized,
+            ". The identity lacks a role for this: grant it Contributor (or a custom role allowing this action) on the subscription or resource group",
+        ),
         (409, _) => (ErrorKind::Conflict, ""),
         (400 | 422, _) => (ErrorKind::Invalid, ""),
         (429, _) => (ErrorKind::Other, ". Azure kept throttling after retries; wait a few minutes and run again"),

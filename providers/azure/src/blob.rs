@@ -4,11 +4,11 @@
 //! `secret_key` = key1, sensitive).
 
 use kdeploy_provider::{AttrPath, ErrorKind, PlanResponse, ProviderError, Value};
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
 use crate::aks::ensure_resource_group;
-use crate::arm::{Arm, API_STORAGE};
-use crate::util::{arm_tags, attrs, invalid, keep, n, s, same, same_location, Attrs};
+use crate::arm::{API_STORAGE, Arm};
+use crate::util::{Attrs, arm_tags, attrs, invalid, keep, n, s, same, same_location};
 
 /// Inputs that replace the account when changed.
 pub const BLOB_REPLACE: &[&str] = &["account_name", "container", "resource_group", "location"];
@@ -28,7 +28,6 @@ pub fn account_path(arm: &Arm, rg: &str, account: &str) -> String {
     format!("{}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{account}", arm.sub())
 }
 
-
 pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<PlanResponse, ProviderError> {
     let mut planned = attrs(Some(desired));
     let prior_map = prior.map(|p| attrs(Some(p)));
@@ -39,7 +38,11 @@ pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<Pla
         return Err(invalid(address, format!("account_name must be 3-24 lowercase letters and digits (it is a global DNS name), got {a:?}")));
     }
     if let Some(c) = s(&planned, "container")
-        && !(c.len() >= 3 && c.len() <= 63 && c.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !c.starts_with('-') && !c.contains("--"))
+        && !(c.len() >= 3
+            && c.len() <= 63
+            && c.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !c.starts_with('-')
+            && !c.contains("--"))
     {
         return Err(invalid(address, format!("container must be 3-63 lowercase letters, digits and single hyphens, got {c:?}")));
     }
@@ -143,7 +146,13 @@ pub async fn apply(arm: &Arm, address: &str, planned: &Attrs) -> Result<Attrs, P
     let what = format!("{address}: storage account {account}");
     let live = arm.put(&path, API_STORAGE, &account_body(address, planned, &location), &what).await?;
     let container = container_name(planned);
-    arm.put(&format!("{path}/blobServices/default/containers/{container}"), API_STORAGE, &json!({ "properties": { "publicAccess": "None" } }), &format!("{what}: container {container}")).await?;
+    arm.put(
+        &format!("{path}/blobServices/default/containers/{container}"),
+        API_STORAGE,
+        &json!({ "properties": { "publicAccess": "None" } }),
+        &format!("{what}: container {container}"),
+    )
+    .await?;
     let days = n(planned, "retention_days").unwrap_or(30);
     arm.put(&format!("{path}/managementPolicies/default"), API_STORAGE, &policy_body(&container, days), &format!("{what}: lifecycle policy")).await?;
     let keys = arm.post(&format!("{path}/listKeys"), API_STORAGE, &format!("{what}: listKeys")).await?;
@@ -153,7 +162,8 @@ pub async fn apply(arm: &Arm, address: &str, planned: &Attrs) -> Result<Attrs, P
         .and_then(|k| k["value"].as_str())
         .ok_or_else(|| ProviderError::other(format!("{what}: listKeys returned no key (is shared-key access disabled on the account?)")))?;
     let mut a = planned.clone();
-    let endpoint = live["properties"]["primaryEndpoints"]["blob"].as_str().map(str::to_string).unwrap_or_else(|| format!("https://{account}.blob.core.windows.net/"));
+    let endpoint =
+        live["properties"]["primaryEndpoints"]["blob"].as_str().map(str::to_string).unwrap_or_else(|| format!("https://{account}.blob.core.windows.net/"));
     a.insert("endpoint".into(), Value::string(endpoint));
     a.insert("access_key".into(), Value::string(&account));
     a.insert("secret_key".into(), Value::string(key));
@@ -171,17 +181,23 @@ pub async fn delete(arm: &Arm, address: &str, prior: &Attrs, delete_data: bool) 
         let Some(live) = arm.get(&path, API_STORAGE, &format!("{what}: reading")).await? else {
             return Ok(());
         };
-        let containers = arm.get(&format!("{path}/blobServices/default/containers"), API_STORAGE, &format!("{what}: listing containers")).await?.unwrap_or_default();
+        let containers =
+            arm.get(&format!("{path}/blobServices/default/containers"), API_STORAGE, &format!("{what}: listing containers")).await?.unwrap_or_default();
         let names: Vec<String> = containers["value"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
         if !names.is_empty() {
             let keys = arm.post(&format!("{path}/listKeys"), API_STORAGE, &format!("{what}: listKeys")).await?;
             let key = keys["keys"][0]["value"].as_str().ok_or_else(|| ProviderError::other(format!("{what}: listKeys returned no key")))?.to_string();
-            let endpoint = live["properties"]["primaryEndpoints"]["blob"].as_str().map(str::to_string).unwrap_or_else(|| format!("https://{account}.blob.core.windows.net/"));
+            let endpoint = live["properties"]["primaryEndpoints"]["blob"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net/"));
             for c in &names {
                 if crate::blobdata::container_has_blobs(arm.http(), &endpoint, &account, &key, c, &what).await? {
                     return Err(ProviderError::new(
                         ErrorKind::Conflict,
-                        format!("{what}: container {c} holds recordings, so the account was kept; kdeploy does not delete data unless asked. Run `kdeploy destroy --delete-data` to delete the account with its contents, or keep it (`kdeploy state rm {address}`)"),
+                        format!(
+                            "{what}: container {c} holds recordings, so the account was kept; kdeploy does not delete data unless asked. Run `kdeploy destroy --delete-data` to delete the account with its contents, or keep it (`kdeploy state rm {address}`)"
+                        ),
                     ));
                 }
             }
@@ -196,10 +212,16 @@ mod tests {
 
     fn desired(account: &str, days: i64) -> Value {
         Value::Map(
-            [("account_name", Value::string(account)), ("container", Value::string("recordings")), ("resource_group", Value::Null), ("location", Value::string("westeurope")), ("retention_days", Value::from_i64(days))]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            [
+                ("account_name", Value::string(account)),
+                ("container", Value::string("recordings")),
+                ("resource_group", Value::Null),
+                ("location", Value::string("westeurope")),
+                ("retention_days", Value::from_i64(days)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         )
     }
 

@@ -38,15 +38,25 @@ pub fn shared_key_signature(key_b64: &str, date: &str, resource: &str, query: &[
 
 /// Whether `container` in the account at `blob_endpoint` (e.g.
 /// `https://acct.blob.core.windows.net/`) holds at least one blob. A missing container holds none.
-pub async fn container_has_blobs(http: &reqwest::Client, blob_endpoint: &str, account: &str, key_b64: &str, container: &str, what: &str) -> Result<bool, ProviderError> {
+pub async fn container_has_blobs(
+    http: &reqwest::Client,
+    blob_endpoint: &str,
+    account: &str,
+    key_b64: &str,
+    container: &str,
+    what: &str,
+) -> Result<bool, ProviderError> {
     let query = [("comp", "list"), ("maxresults", "1"), ("restype", "container")];
     let date = http_date(time::OffsetDateTime::now_utc());
-    let signature = shared_key_signature(key_b64, &date, &format!("/{account}/{container}"), &query).map_err(|e| ProviderError::other(format!("{what}: {e}")))?;
+    let signature =
+        shared_key_signature(key_b64, &date, &format!("/{account}/{container}"), &query).map_err(|e| ProviderError::other(format!("{what}: {e}")))?;
     let url = format!("{}/{container}?restype=container&comp=list&maxresults=1", blob_endpoint.trim_end_matches('/'));
     let cannot = |detail: String| {
         ProviderError::new(
             ErrorKind::Conflict,
-            format!("{what}: could not check whether container {container} holds recordings ({detail}); kdeploy keeps the account. Run `kdeploy destroy --delete-data` to delete it with its contents"),
+            format!(
+                "{what}: could not check whether container {container} holds recordings ({detail}); kdeploy keeps the account. Run `kdeploy destroy --delete-data` to delete it with its contents"
+            ),
         )
     };
     let resp = http

@@ -375,15 +375,21 @@ pub fn from_lookup(var: impl Fn(&str) -> Option<String>, options: Options) -> Re
         retry: token_retry(),
         ..Default::default()
     };
-    let config_error = |what: &str, e: azure_core::Error, hint: &str| ProviderError::new(ErrorKind::Invalid, format!("{what} cannot be used: {}. {hint}", summary(&e)));
+    let config_error =
+        |what: &str, e: azure_core::Error, hint: &str| ProviderError::new(ErrorKind::Invalid, format!("{what} cannot be used: {}. {hint}", summary(&e)));
     match source {
         Source::AccessToken => Ok(Arc::new(StaticToken(var("AZURE_ACCESS_TOKEN").unwrap_or_default().trim().to_string()))),
         Source::ServicePrincipal { tenant_id, client_id } => {
             let secret = var("AZURE_CLIENT_SECRET").unwrap_or_default();
             let what = format!("the service principal {client_id} (tenant {tenant_id}, from AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET)");
             let hint = "Check AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (the secret may have expired: create a new one with `az ad app credential reset`), and AZURE_AUTHORITY_HOST for sovereign clouds";
-            let inner = ClientSecretCredential::new(&tenant_id, client_id.clone(), Secret::new(secret.clone()), Some(ClientSecretCredentialOptions { client_options: client_options() }))
-                .map_err(|e| config_error(&what, e, hint))?;
+            let inner = ClientSecretCredential::new(
+                &tenant_id,
+                client_id.clone(),
+                Secret::new(secret.clone()),
+                Some(ClientSecretCredentialOptions { client_options: client_options() }),
+            )
+            .map_err(|e| config_error(&what, e, hint))?;
             Ok(Arc::new(IdentityCredential::new(inner, scope, what, hint).redacting(&secret)))
         }
         Source::WorkloadIdentity { tenant_id, client_id, token_file } => {
@@ -404,8 +410,11 @@ pub fn from_lookup(var: impl Fn(&str) -> Option<String>, options: Options) -> Re
                 None => "the system-assigned managed identity (AZURE_USE_MANAGED_IDENTITY)".to_string(),
             };
             let hint = "Check that this machine has that managed identity assigned and that it has a role (e.g. Contributor) on the subscription; outside Azure, unset AZURE_USE_MANAGED_IDENTITY";
-            let inner = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions { user_assigned_id: client_id.map(UserAssignedId::ClientId), client_options: client_options() }))
-                .map_err(|e| config_error(&what, e, hint))?;
+            let inner = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.map(UserAssignedId::ClientId),
+                client_options: client_options(),
+            }))
+            .map_err(|e| config_error(&what, e, hint))?;
             Ok(Arc::new(IdentityCredential::new(inner, scope, what, hint)))
         }
         Source::AzureCli { subscription } => {

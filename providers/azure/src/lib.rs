@@ -84,7 +84,10 @@ impl AzureProvider {
 }
 
 fn unsupported(c: &ComponentRef) -> ProviderError {
-    ProviderError::new(ErrorKind::Invalid, format!("{}: the azure provider serves cluster type \"aks\" and object_storage type \"azure_blob\", not {} type {:?}", c.address, c.kind, c.type_name))
+    ProviderError::new(
+        ErrorKind::Invalid,
+        format!("{}: the azure provider serves cluster type \"aks\" and object_storage type \"azure_blob\", not {} type {:?}", c.address, c.kind, c.type_name),
+    )
 }
 
 fn is_aks(c: &ComponentRef) -> bool {
@@ -134,7 +137,11 @@ impl Provider for AzureProvider {
         // ARM has no cheap batch GET across resource types; one GET per component.
         for r in requests {
             let recorded = attrs(Some(&r.recorded));
-            let found = if is_aks(&r.component) { aks::read(&arm, &r.component.address, &recorded).await? } else { blob::read(&arm, &r.component.address, &recorded).await? };
+            let found = if is_aks(&r.component) {
+                aks::read(&arm, &r.component.address, &recorded).await?
+            } else {
+                blob::read(&arm, &r.component.address, &recorded).await?
+            };
             results.push(match found {
                 Some(a) => ReadResult::Found { attributes: Value::Map(a), fingerprint: None },
                 None => ReadResult::Missing,

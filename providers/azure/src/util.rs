@@ -39,7 +39,6 @@ pub fn same_location(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-
 pub fn invalid(address: &str, msg: impl std::fmt::Display) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kdeploy_provider::{
-    schema, ApplyRequest, AttrPath, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Provider, ReadRequest, ReadResult, Value,
+    ApplyRequest, AttrPath, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Provider, ReadRequest, ReadResult, Value, schema,
 };
 use kdeploy_provider_azure::{Arm, AzureProvider, StaticToken};
 use mock::{Mock, SUB, TOKEN};
@@ -90,10 +90,17 @@ async fn plan(p: &AzureProvider, c: &ComponentRef, desired: &Value, prior: Optio
 }
 
 async fn apply(p: &AzureProvider, c: &ComponentRef, planned: &Value, prior: Option<&Value>) -> Value {
-    p.apply(ApplyRequest { component: c.clone(), prior: prior.cloned(), planned: planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false })
-        .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}"))
-        .attributes
+    p.apply(ApplyRequest {
+        component: c.clone(),
+        prior: prior.cloned(),
+        planned: planned.clone(),
+        cluster: None,
+        refs: BTreeMap::new(),
+        force_conflicts: false,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("apply failed: {e}"))
+    .attributes
 }
 
 async fn read(p: &AzureProvider, c: &ComponentRef, recorded: &Value) -> Result<ReadResult, kdeploy_provider::ProviderError> {
@@ -124,7 +131,10 @@ async fn aks_create_from_empty_follows_the_operation_and_replans_as_no_op() {
     let e = env().await;
     let a = create_cluster(&e).await;
     assert_eq!(get(&a, "endpoint"), &Value::string("https://cloud-abcd1234.hcp.westeurope.azmk8s.io:443"));
-    assert_eq!(get(&a, "id"), &Value::string(format!("/subscriptions/{SUB}/resourceGroups/rg-video/providers/Microsoft.ContainerService/managedClusters/cloud")));
+    assert_eq!(
+        get(&a, "id"),
+        &Value::string(format!("/subscriptions/{SUB}/resourceGroups/rg-video/providers/Microsoft.ContainerService/managedClusters/cloud"))
+    );
     assert!(get(&a, "certificate_authority").as_str().unwrap().starts_with("LS0tLS1CRUdJTi"));
     assert_eq!(get(&a, "token_source"), &Value::string("aks"));
     assert!(!a.contains_unknown());
@@ -256,16 +266,28 @@ async fn forbidden_conflict_and_failed_operations_are_errors() {
     let e = env().await;
     e.mock.error("PUT", "/managedclusters/cloud", 403, "error_403.json", &[], 1);
     let p = plan(&e.provider, &aks(), &aks_desired("westeurope", 2), None).await;
-    let err = e.provider.apply(ApplyRequest { component: aks(), prior: None, planned: p.planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false }).await.unwrap_err();
+    let err = e
+        .provider
+        .apply(ApplyRequest { component: aks(), prior: None, planned: p.planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false })
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unauthorized);
     assert!(err.message.contains("AuthorizationFailed") && err.message.contains("Contributor"), "{}", err.message);
 
     e.mock.error("PUT", "/managedclusters/cloud", 409, "error_409.json", &[], 1);
-    let err = e.provider.apply(ApplyRequest { component: aks(), prior: None, planned: p.planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false }).await.unwrap_err();
+    let err = e
+        .provider
+        .apply(ApplyRequest { component: aks(), prior: None, planned: p.planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false })
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
 
     e.mock.state.lock().unwrap().fail_next_op = true;
-    let err = e.provider.apply(ApplyRequest { component: aks(), prior: None, planned: p.planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false }).await.unwrap_err();
+    let err = e
+        .provider
+        .apply(ApplyRequest { component: aks(), prior: None, planned: p.planned.clone(), cluster: None, refs: BTreeMap::new(), force_conflicts: false })
+        .await
+        .unwrap_err();
     assert!(err.message.contains("the operation failed: ReconcileVMSSAgentPoolFailed") && err.message.contains("quota"), "{}", err.message);
 }
 
@@ -339,7 +361,14 @@ async fn an_account_without_recordings_is_deleted_without_delete_data() {
 
     // When the Blob service cannot be asked (a firewall, a wrong key), the account is kept.
     let a = apply(&e.provider, &blob(), &planned, None).await;
-    e.mock.inject(mock::Inject { method: "GET", path_contains: "/blobdata/".into(), status: 403, headers: vec![("x-ms-error-code".into(), "AuthorizationFailure".into())], body: String::new(), times: 1 });
+    e.mock.inject(mock::Inject {
+        method: "GET",
+        path_contains: "/blobdata/".into(),
+        status: 403,
+        headers: vec![("x-ms-error-code".into(), "AuthorizationFailure".into())],
+        body: String::new(),
+        times: 1,
+    });
     let err = e.provider.delete(DeleteRequest { component: blob(), prior: a.clone(), cluster: None, delete_data: false }).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict);
     assert!(err.message.contains("could not check") && err.message.contains("403") && err.message.contains("AuthorizationFailure"), "{}", err.message);
@@ -354,7 +383,12 @@ async fn service_principal_tokens_come_from_the_client_credentials_grant() {
     let login = identity::FakeLogin::forwarding_to(&mock.base);
     let sp = |secret: &str| {
         from_lookup(
-            identity::vars(&[("AZURE_TENANT_ID", "tenant-1"), ("AZURE_CLIENT_ID", "client-1"), ("AZURE_CLIENT_SECRET", secret), ("AZURE_AUTHORITY_HOST", identity::LOGIN)]),
+            identity::vars(&[
+                ("AZURE_TENANT_ID", "tenant-1"),
+                ("AZURE_CLIENT_ID", "client-1"),
+                ("AZURE_CLIENT_SECRET", secret),
+                ("AZURE_AUTHORITY_HOST", identity::LOGIN),
+            ]),
             login.options(),
         )
         .unwrap()
@@ -403,6 +437,10 @@ async fn polling_urls_outside_the_arm_endpoint_get_no_token() {
         times: 1,
     });
     let p = plan(&e.provider, &aks(), &aks_desired("westeurope", 2), None).await;
-    let err = e.provider.apply(ApplyRequest { component: aks(), prior: None, planned: p.planned, cluster: None, refs: BTreeMap::new(), force_conflicts: false }).await.unwrap_err();
+    let err = e
+        .provider
+        .apply(ApplyRequest { component: aks(), prior: None, planned: p.planned, cluster: None, refs: BTreeMap::new(), force_conflicts: false })
+        .await
+        .unwrap_err();
     assert!(err.message.contains("not sending credentials"), "{}", err.message);
 }

@@ -141,7 +141,8 @@ async fn workload_identity_exchanges_the_federated_token_file_for_an_arm_token()
         }
     });
     let file_s = file.to_string_lossy().into_owned();
-    let v = [("AZURE_TENANT_ID", "tenant-1"), ("AZURE_CLIENT_ID", "client-1"), ("AZURE_FEDERATED_TOKEN_FILE", file_s.as_str()), ("AZURE_AUTHORITY_HOST", LOGIN)];
+    let v =
+        [("AZURE_TENANT_ID", "tenant-1"), ("AZURE_CLIENT_ID", "client-1"), ("AZURE_FEDERATED_TOKEN_FILE", file_s.as_str()), ("AZURE_AUTHORITY_HOST", LOGIN)];
     let wi = from_lookup(vars(&v), login.options()).unwrap();
     assert!(wi.describe().starts_with("workload identity (client client-1, tenant tenant-1"), "{}", wi.describe());
     assert_eq!(wi.token().await.unwrap(), TOKEN);
@@ -162,7 +163,8 @@ async fn a_rejected_federated_token_says_what_to_check() {
         (400, serde_json::json!({"error": "invalid_client", "error_description": "AADSTS700213: No matching federated identity record found for presented assertion subject 'system:serviceaccount:default:kdeploy'.\r\nTrace ID: 9\r\nCorrelation ID: 9", "error_codes": [700213]}).to_string())
     });
     let file_s = file.to_string_lossy().into_owned();
-    let v = [("AZURE_TENANT_ID", "tenant-1"), ("AZURE_CLIENT_ID", "client-1"), ("AZURE_FEDERATED_TOKEN_FILE", file_s.as_str()), ("AZURE_AUTHORITY_HOST", LOGIN)];
+    let v =
+        [("AZURE_TENANT_ID", "tenant-1"), ("AZURE_CLIENT_ID", "client-1"), ("AZURE_FEDERATED_TOKEN_FILE", file_s.as_str()), ("AZURE_AUTHORITY_HOST", LOGIN)];
     let e = from_lookup(vars(&v), login.options()).unwrap().token().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unauthorized);
     assert!(e.message.starts_with("workload identity (client client-1"), "{}", e.message);
@@ -191,10 +193,7 @@ async fn the_azure_cli_login_supplies_the_token() {
 
 #[tokio::test]
 async fn without_az_or_a_login_the_error_lists_every_way_to_sign_in() {
-    let cases = [
-        (127, "/bin/sh: 1: az: not found", "az not found on PATH"),
-        (1, "ERROR: Please run 'az login' to setup account.", "Please run 'az login'"),
-    ];
+    let cases = [(127, "/bin/sh: 1: az: not found", "az not found on PATH"), (1, "ERROR: Please run 'az login' to setup account.", "Please run 'az login'")];
     for (code, stderr, reason) in cases {
         let az = FakeAz::new(code, "", stderr);
         let cli = from_lookup(vars(&[]), Options { executor: Some(az.clone()), ..Options::default() }).unwrap();
@@ -259,7 +258,13 @@ impl azure_core::http::HttpClient for FakeImds {
             (400u16, r#"{"error":"invalid_request","error_description":"Identity not found"}"#.to_string())
         } else {
             let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-            (200, format!(r#"{{"access_token":"{TOKEN}","client_id":"c","expires_in":"3599","expires_on":"{expires}","ext_expires_in":"3599","not_before":"{}","resource":"https://management.azure.com/","token_type":"Bearer"}}"#, expires - 3600))
+            (
+                200,
+                format!(
+                    r#"{{"access_token":"{TOKEN}","client_id":"c","expires_in":"3599","expires_on":"{expires}","ext_expires_in":"3599","not_before":"{}","resource":"https://management.azure.com/","token_type":"Bearer"}}"#,
+                    expires - 3600
+                ),
+            )
         };
         Ok(azure_core::http::AsyncRawResponse::from_bytes(azure_core::http::StatusCode::from(status), headers, body.into_bytes()))
     }

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use kdeploy_provider::{ErrorKind, ProviderError, Value};
 
-use crate::spec::{ContainerSpec, OneShot, LABEL_ADDRESS, LABEL_CLUSTER, LABEL_HASH, MANAGED_BY, MANAGED_BY_VALUE};
+use crate::spec::{ContainerSpec, LABEL_ADDRESS, LABEL_CLUSTER, LABEL_HASH, MANAGED_BY, MANAGED_BY_VALUE, OneShot};
 
 /// The oldest engine API this provider works with (Docker 19.03).
 pub const MIN_API: (usize, usize) = (1, 40);
@@ -118,7 +118,12 @@ pub fn translate(e: &DockerError, ep: &Endpoint, doing: &str) -> ProviderError {
     if let DockerError::DockerResponseServerError { status_code, message } = e {
         let lm = message.to_lowercase();
         if lm.contains("port is already allocated") || lm.contains("address already in use") {
-            return ProviderError::new(ErrorKind::Conflict, format!("{doing}: a host port is already in use on the Docker host ({message}). Free the port (`docker ps` / `ss -ltnp` show who holds it) or choose another one (node_port)."));
+            return ProviderError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{doing}: a host port is already in use on the Docker host ({message}). Free the port (`docker ps` / `ss -ltnp` show who holds it) or choose another one (node_port)."
+                ),
+            );
         }
         let kind = match status_code {
             401 | 403 => ErrorKind::Unauthorized,
@@ -132,7 +137,10 @@ pub fn translate(e: &DockerError, ep: &Endpoint, doing: &str) -> ProviderError {
     if kind == Some(std::io::ErrorKind::PermissionDenied) || lower.contains("permission denied") {
         return ProviderError::new(
             ErrorKind::Unauthorized,
-            format!("{doing}: permission denied on the Docker socket {}. Add your user to the docker group (`sudo usermod -aG docker $USER`, then log out and in again) or run kdeploy with sudo.", ep.host),
+            format!(
+                "{doing}: permission denied on the Docker socket {}. Add your user to the docker group (`sudo usermod -aG docker $USER`, then log out and in again) or run kdeploy with sudo.",
+                ep.host
+            ),
         );
     }
     if matches!(kind, Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound | std::io::ErrorKind::TimedOut))
@@ -142,7 +150,10 @@ pub fn translate(e: &DockerError, ep: &Endpoint, doing: &str) -> ProviderError {
     {
         return ProviderError::new(
             ErrorKind::Unreachable,
-            format!("{doing}: cannot reach the Docker engine at {} ({text}). Is the daemon running? Start it with `sudo systemctl start docker`, or check the cluster's host attribute / DOCKER_HOST.", ep.host),
+            format!(
+                "{doing}: cannot reach the Docker engine at {} ({text}). Is the daemon running? Start it with `sudo systemctl start docker`, or check the cluster's host attribute / DOCKER_HOST.",
+                ep.host
+            ),
         );
     }
     ProviderError::other(format!("{doing}: Docker engine error at {}: {text}", ep.host))
@@ -234,7 +245,8 @@ fn is_ambiguous(e: &DockerError) -> bool {
 async fn networks_named(docker: &Docker, ep: &Endpoint, name: &str) -> Result<Vec<String>, ProviderError> {
     let opts = ListNetworksOptionsBuilder::new().filters(&HashMap::from([("name".to_string(), vec![name.to_string()])])).build();
     let list = docker.list_networks(Some(opts)).await.map_err(|e| translate(&e, ep, &format!("listing networks named {name}")))?;
-    let mut named: Vec<(String, String)> = list.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| Some((n.created.unwrap_or_default(), n.id?))).collect();
+    let mut named: Vec<(String, String)> =
+        list.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| Some((n.created.unwrap_or_default(), n.id?))).collect();
     named.sort();
     Ok(named.into_iter().map(|(_, id)| id).collect())
 }
@@ -268,8 +280,10 @@ pub async fn remove_network(docker: &Docker, ep: &Endpoint, name: &str) -> Resul
             Err(DockerError::DockerResponseServerError { status_code: 403 | 409, message }) => {
                 return Err(ProviderError::new(
                     ErrorKind::Conflict,
-                    format!("cannot remove network {name}: {message}. Containers not managed by kdeploy are still attached; disconnect or remove them (`docker network inspect {name}`), then run destroy again."),
-                ))
+                    format!(
+                        "cannot remove network {name}: {message}. Containers not managed by kdeploy are still attached; disconnect or remove them (`docker network inspect {name}`), then run destroy again."
+                    ),
+                ));
             }
             Err(e) => return Err(translate(&e, ep, &format!("removing network {name}"))),
         }
@@ -338,11 +352,19 @@ pub async fn ensure_image(docker: &Docker, ep: &Endpoint, image: &str) -> Result
 fn pull_error(image: &str, message: &str) -> ProviderError {
     let lm = message.to_lowercase();
     if lm.contains("not found") || lm.contains("manifest unknown") || lm.contains("does not exist") || lm.contains("pull access denied") {
-        ProviderError::new(ErrorKind::Invalid, format!("image {image} was not found in its registry ({message}). Check the image name and tag (the `image` attribute), or `docker login` if the repository is private."))
+        ProviderError::new(
+            ErrorKind::Invalid,
+            format!(
+                "image {image} was not found in its registry ({message}). Check the image name and tag (the `image` attribute), or `docker login` if the repository is private."
+            ),
+        )
     } else if lm.contains("unauthorized") || lm.contains("denied") {
         ProviderError::new(ErrorKind::Unauthorized, format!("the registry refused to serve image {image} ({message}). Run `docker login` for that registry."))
     } else {
-        ProviderError::new(ErrorKind::Unreachable, format!("pulling image {image} failed: {message}. Check the engine's network access to the registry, or load the image with `docker load`."))
+        ProviderError::new(
+            ErrorKind::Unreachable,
+            format!("pulling image {image} failed: {message}. Check the engine's network access to the registry, or load the image with `docker load`."),
+        )
     }
 }
 
@@ -351,11 +373,8 @@ pub async fn create_container(docker: &Docker, ep: &Endpoint, spec: &ContainerSp
     let mut all_labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     all_labels.extend(labels(cluster, address));
     all_labels.insert(LABEL_HASH.to_string(), hash.to_string());
-    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
-        .ports
-        .iter()
-        .map(|(c, h)| (format!("{c}/tcp"), Some(vec![PortBinding { host_ip: None, host_port: Some(h.to_string()) }])))
-        .collect();
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> =
+        spec.ports.iter().map(|(c, h)| (format!("{c}/tcp"), Some(vec![PortBinding { host_ip: None, host_port: Some(h.to_string()) }]))).collect();
     let health = spec.healthcheck.as_ref().map(|test| HealthConfig {
         test: Some(test.clone()),
         interval: Some(3_000_000_000),
@@ -387,11 +406,7 @@ pub async fn create_container(docker: &Docker, ep: &Endpoint, spec: &ContainerSp
         ..Default::default()
     };
     let opts = CreateContainerOptionsBuilder::new().name(&spec.name).build();
-    docker
-        .create_container(Some(opts), body)
-        .await
-        .map(|r| r.id)
-        .map_err(|e| translate(&e, ep, &format!("creating container {}", spec.name)))
+    docker.create_container(Some(opts), body).await.map(|r| r.id).map_err(|e| translate(&e, ep, &format!("creating container {}", spec.name)))
 }
 
 /// Copies files into a created container before it starts (works with remote engines: no
@@ -426,7 +441,16 @@ pub async fn copy_files(docker: &Docker, ep: &Endpoint, id: &str, name: &str, fi
 /// Runs a one-shot container to completion on `network`: a non-zero exit fails with its last
 /// log lines. The container is removed afterwards either way.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_once(docker: &Docker, ep: &Endpoint, job: &OneShot, network: &str, cluster: &str, address: &str, timeout: Duration, secrets: &[String]) -> Result<(), ProviderError> {
+pub async fn run_once(
+    docker: &Docker,
+    ep: &Endpoint,
+    job: &OneShot,
+    network: &str,
+    cluster: &str,
+    address: &str,
+    timeout: Duration,
+    secrets: &[String],
+) -> Result<(), ProviderError> {
     remove_container(docker, ep, &job.name).await?;
     let body = ContainerCreateBody {
         image: Some(job.image.clone()),
@@ -440,10 +464,18 @@ pub async fn run_once(docker: &Docker, ep: &Endpoint, job: &OneShot, network: &s
     let opts = CreateContainerOptionsBuilder::new().name(&job.name).build();
     let id = docker.create_container(Some(opts), body).await.map(|r| r.id).map_err(|e| translate(&e, ep, &format!("creating container {}", job.name)))?;
     let result = async {
-        docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await.map_err(|e| translate(&e, ep, &format!("starting container {}", job.name)))?;
+        docker
+            .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| translate(&e, ep, &format!("starting container {}", job.name)))?;
         let mut wait = docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
         let code = match tokio::time::timeout(timeout, wait.next()).await {
-            Err(_) => return Err(ProviderError::new(ErrorKind::Timeout, format!("{address}: {} did not finish within {}s (readiness_timeout).", job.name, timeout.as_secs()))),
+            Err(_) => {
+                return Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    format!("{address}: {} did not finish within {}s (readiness_timeout).", job.name, timeout.as_secs()),
+                ));
+            }
             Ok(Some(Ok(r))) => r.status_code,
             // A non-zero exit is reported by bollard as an error carrying the code.
             Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => code,
@@ -479,7 +511,9 @@ pub async fn remove_container(docker: &Docker, ep: &Endpoint, id_or_name: &str) 
     match docker.remove_container(id_or_name, Some(RemoveContainerOptionsBuilder::new().force(true).v(false).build())).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(DockerError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => wait_removed(docker, ep, id_or_name).await,
+        Err(DockerError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => {
+            wait_removed(docker, ep, id_or_name).await
+        }
         Err(e) => Err(translate(&e, ep, &format!("removing container {id_or_name}"))),
     }
 }
@@ -493,7 +527,10 @@ async fn wait_removed(docker: &Docker, ep: &Endpoint, id_or_name: &str) -> Resul
         if start.elapsed() > REMOVAL_WAIT {
             return Err(ProviderError::new(
                 ErrorKind::Timeout,
-                format!("container {id_or_name} is still being removed after {}s; check `docker ps -a` and the engine's log, then run again", REMOVAL_WAIT.as_secs()),
+                format!(
+                    "container {id_or_name} is still being removed after {}s; check `docker ps -a` and the engine's log, then run again",
+                    REMOVAL_WAIT.as_secs()
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -537,11 +574,22 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 }
 
 /// Waits until the container is healthy (or running, without a health check).
-pub async fn wait_ready(docker: &Docker, ep: &Endpoint, id: &str, name: &str, address: &str, timeout: Duration, secrets: &[String]) -> Result<(), ProviderError> {
+pub async fn wait_ready(
+    docker: &Docker,
+    ep: &Endpoint,
+    id: &str,
+    name: &str,
+    address: &str,
+    timeout: Duration,
+    secrets: &[String],
+) -> Result<(), ProviderError> {
     let start = Instant::now();
     let mut last_state: String;
     loop {
-        let c = docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await.map_err(|e| translate(&e, ep, &format!("inspecting container {name}")))?;
+        let c = docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(|e| translate(&e, ep, &format!("inspecting container {name}")))?;
         let state = c.state.unwrap_or_default();
         let running = state.running.unwrap_or(false);
         match state.health.as_ref().and_then(|h| h.status) {
@@ -557,7 +605,9 @@ pub async fn wait_ready(docker: &Docker, ep: &Endpoint, id: &str, name: &str, ad
                     .map(|o| redact(o.trim(), secrets))
                     .filter(|o| !o.is_empty());
                 last_state = match (running, status) {
-                    (false, _) => format!("not running: {} (exit code {})", state.status.map(|s| s.to_string()).unwrap_or_default(), state.exit_code.unwrap_or_default()),
+                    (false, _) => {
+                        format!("not running: {} (exit code {})", state.status.map(|s| s.to_string()).unwrap_or_default(), state.exit_code.unwrap_or_default())
+                    }
                     (true, Some(s)) => format!("health {s}{}", probe.map(|p| format!(", last check said: {p}")).unwrap_or_default()),
                     (true, None) => "running".into(),
                 };

@@ -21,8 +21,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bollard::Docker;
 use kdeploy_provider::{
-    components, default_plan, ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight,
-    Provider, ProviderError, ReadRequest, ReadResult, Reference, Value,
+    ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError,
+    ReadRequest, ReadResult, Reference, Value, components, default_plan,
 };
 
 use engine::Endpoint;
@@ -71,7 +71,14 @@ impl DockerProvider {
 
     /// Generated secrets (explicit input, prior, remembered, else new when `generate`), the
     /// names and endpoints of the Docker network, then what every runtime derives alike.
-    fn fill_computed(&self, component: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>, ep: &Endpoint, generate: bool) -> Result<(), ProviderError> {
+    fn fill_computed(
+        &self,
+        component: &ComponentRef,
+        attrs: &mut BTreeMap<String, Value>,
+        refs: &BTreeMap<String, Reference>,
+        ep: &Endpoint,
+        generate: bool,
+    ) -> Result<(), ProviderError> {
         let remembered = self.remembered(&component.address);
         components::secrets::fill(component.kind, &component.type_name, &component.address, attrs, &remembered, generate);
         let cname = cluster_of(attrs);
@@ -154,7 +161,8 @@ impl Provider for DockerProvider {
         for (ep, idx) in by_ep {
             let docker = self.client(&ep).await?;
             let containers = engine::list_containers(&docker, &ep, None).await?;
-            let networks = if idx.iter().any(|&i| requests[i].component.kind == Kind::Cluster) { engine::list_networks(&docker, &ep, None).await? } else { Vec::new() };
+            let networks =
+                if idx.iter().any(|&i| requests[i].component.kind == Kind::Cluster) { engine::list_networks(&docker, &ep, None).await? } else { Vec::new() };
             let by_name: HashMap<&str, &engine::LiveContainer> = containers.iter().map(|c| (c.name.as_str(), c)).collect();
             for i in idx {
                 let r = &requests[i];
@@ -257,7 +265,10 @@ impl Provider for DockerProvider {
         let network = spec::network_name(&cname, cluster.as_ref());
         let ctx = spec::RenderCtx { component: &request.component, cluster_name: &cname, network: &network, attrs: &attrs, refs: &request.refs };
         let Some(spec) = spec::render(&ctx)? else {
-            return Err(ProviderError::new(ErrorKind::Invalid, format!("{address}: a value its container needs is still unknown at apply (a referenced component was not applied)")));
+            return Err(ProviderError::new(
+                ErrorKind::Invalid,
+                format!("{address}: a value its container needs is still unknown at apply (a referenced component was not applied)"),
+            ));
         };
         let hash = spec.hash();
         let secrets = spec.secret_values();

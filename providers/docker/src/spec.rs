@@ -210,8 +210,11 @@ pub fn render(ctx: &RenderCtx<'_>) -> Result<Option<ContainerSpec>, ProviderErro
             FileSource::Secret { name, .. } => {
                 return Err(ProviderError::new(
                     ErrorKind::Invalid,
-                    format!("{address}: the file {} comes from the Kubernetes Secret {name:?}, which a Docker cluster does not have; give its content instead (e.g. tls_ca = file(\"ca.pem\")).", f.path),
-                ))
+                    format!(
+                        "{address}: the file {} comes from the Kubernetes Secret {name:?}, which a Docker cluster does not have; give its content instead (e.g. tls_ca = file(\"ca.pem\")).",
+                        f.path
+                    ),
+                ));
             }
         }
     }
@@ -347,7 +350,11 @@ mod tests {
     }
 
     fn vault_ref(directory: &str) -> BTreeMap<String, Reference> {
-        let mut v = m(&[("storage", Value::string("object_storage.rec")), ("directory", Value::string(directory)), ("endpoint", Value::string("http://kdeploy-edge-vault-main:80/api"))]);
+        let mut v = m(&[
+            ("storage", Value::string("object_storage.rec")),
+            ("directory", Value::string(directory)),
+            ("endpoint", Value::string("http://kdeploy-edge-vault-main:80/api")),
+        ]);
         let mut n = 0;
         components::vault::fill_accounts("vault.main", &mut v, &mut |k| {
             n += 1;
@@ -387,7 +394,13 @@ mod tests {
         assert_eq!(spec.image, kdeploy_provider::images::AGENT);
         assert_eq!(spec.memory, Some(512 * 1024 * 1024));
         assert_eq!(spec.group_add, vec!["101".to_string()]);
-        assert_eq!(spec.volumes, vec![("kdeploy-edge-agent-cam-front-config".to_string(), "/home/agent/data/config".to_string()), ("kdeploy-edge-agent-cam-front-recordings".to_string(), "/home/agent/data/recordings".to_string())]);
+        assert_eq!(
+            spec.volumes,
+            vec![
+                ("kdeploy-edge-agent-cam-front-config".to_string(), "/home/agent/data/config".to_string()),
+                ("kdeploy-edge-agent-cam-front-recordings".to_string(), "/home/agent/data/recordings".to_string())
+            ]
+        );
         assert!(spec.secret_values().contains(&"rtsp://u:p@10.0.0.1/s1".to_string()));
         assert!(spec.secret_values().contains(&attrs["admin_password"].as_str().unwrap().to_string()));
         let h1 = spec.hash();
@@ -402,7 +415,14 @@ mod tests {
 
     #[test]
     fn minio_has_a_bucket_job_and_helpers_are_refused_where_docker_cannot_run_them() {
-        let attrs = m(&[("bucket", Value::string("recs")), ("endpoint", Value::string("kdeploy-edge-object-storage-rec:9000")), ("access_key", Value::string("AKAK")), ("secret_key", Value::string("SKSK")), ("region", Value::string("na")), ("size", Value::string("1Gi"))]);
+        let attrs = m(&[
+            ("bucket", Value::string("recs")),
+            ("endpoint", Value::string("kdeploy-edge-object-storage-rec:9000")),
+            ("access_key", Value::string("AKAK")),
+            ("secret_key", Value::string("SKSK")),
+            ("region", Value::string("na")),
+            ("size", Value::string("1Gi")),
+        ]);
         let c = ComponentRef { address: "object_storage.rec".into(), kind: Kind::ObjectStorage, type_name: "minio".into() };
         let spec = render(&RenderCtx { component: &c, cluster_name: "edge", network: "n", attrs: &attrs, refs: &BTreeMap::new() }).unwrap().unwrap();
         assert_eq!(spec.jobs.len(), 1);

@@ -32,11 +32,11 @@ pub fn engine_available() -> Result<(), String> {
 
 pub use crate::tar::Tar;
 
-
 /// The root filesystem of the test image: /bin/busybox (Debian's busybox-static), /bin/sh,
 /// and /www with the pages httpd serves as health endpoints (/, /api/health, /health).
 pub fn busybox_rootfs() -> Result<Vec<u8>, String> {
-    let bin = std::fs::read(BUSYBOX).map_err(|e| format!("{BUSYBOX} is needed to build the test image ({e}); install it with `apt-get install -y busybox-static`"))?;
+    let bin = std::fs::read(BUSYBOX)
+        .map_err(|e| format!("{BUSYBOX} is needed to build the test image ({e}); install it with `apt-get install -y busybox-static`"))?;
     let mut t = Tar::new();
     for d in ["bin", "tmp", "www", "www/api", "data"] {
         t.dir(d);
@@ -81,7 +81,10 @@ pub fn standin_binary() -> Result<std::path::PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let candidates: Vec<std::path::PathBuf> = exe.ancestors().skip(1).take(3).map(|d| d.join("kdeploy-standin")).collect();
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        format!("the stand-in binary was not found (looked at {}); build it with `cargo build -p kdeploy-standins` (cargo test --workspace builds it)", candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+        format!(
+            "the stand-in binary was not found (looked at {}); build it with `cargo build -p kdeploy-standins` (cargo test --workspace builds it)",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
     })
 }
 
@@ -117,7 +120,8 @@ pub fn ensure_standin_image() -> Result<String, String> {
         if d.inspect_image(&image).await.is_ok() {
             return Ok(image.clone());
         }
-        let busybox = std::fs::read(BUSYBOX).map_err(|e| format!("{BUSYBOX} is needed to build the test image ({e}); install it with `apt-get install -y busybox-static`"))?;
+        let busybox = std::fs::read(BUSYBOX)
+            .map_err(|e| format!("{BUSYBOX} is needed to build the test image ({e}); install it with `apt-get install -y busybox-static`"))?;
         let mut t = Tar::new();
         let mut dirs: Vec<String> = Vec::new();
         let mut dir = |t: &mut Tar, path: &str| {
@@ -204,7 +208,8 @@ impl Objects {
 pub fn objects(cluster: &str) -> Result<Objects, String> {
     block_on(async {
         let (d, ep) = local().await?;
-        let mut containers: Vec<(String, bool)> = engine::list_containers(&d, &ep, Some(cluster)).await.map_err(|e| e.message)?.into_iter().map(|c| (c.name, c.running)).collect();
+        let mut containers: Vec<(String, bool)> =
+            engine::list_containers(&d, &ep, Some(cluster)).await.map_err(|e| e.message)?.into_iter().map(|c| (c.name, c.running)).collect();
         containers.sort();
         let mut networks = engine::list_networks(&d, &ep, Some(cluster)).await.map_err(|e| e.message)?;
         networks.sort();

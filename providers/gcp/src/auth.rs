@@ -43,9 +43,7 @@ impl AccessTokens for EnvToken {
             Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
             _ => Err(ProviderError::new(
                 ErrorKind::Unauthorized,
-                format!(
-                    "no Google credentials: set {TOKEN_ENV} (e.g. to the output of `gcloud auth print-access-token`)"
-                ),
+                format!("no Google credentials: set {TOKEN_ENV} (e.g. to the output of `gcloud auth print-access-token`)"),
             )),
         }
     }
@@ -101,15 +99,9 @@ impl AdcTokens {
 
     /// A service account key given as JSON (the file GOOGLE_APPLICATION_CREDENTIALS names).
     pub fn from_service_account_json(json: &str) -> Result<AdcTokens, ProviderError> {
-        let sa = gcp_auth::CustomServiceAccount::from_json(json).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::Unauthorized,
-                format!("invalid Google service account key: {e}"),
-            )
-        })?;
-        Ok(AdcTokens {
-            provider: Adc::GcpAuth(std::sync::Arc::new(sa)),
-        })
+        let sa = gcp_auth::CustomServiceAccount::from_json(json)
+            .map_err(|e| ProviderError::new(ErrorKind::Unauthorized, format!("invalid Google service account key: {e}")))?;
+        Ok(AdcTokens { provider: Adc::GcpAuth(std::sync::Arc::new(sa)) })
     }
 
     /// A workload identity federation configuration (`"type": "external_account"`); `what`

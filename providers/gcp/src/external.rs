@@ -73,7 +73,8 @@ impl ExternalAccount {
         let source = if let Some(f) = cs["file"].as_str() {
             Source::File(f.to_string())
         } else if let Some(u) = cs["url"].as_str() {
-            let headers = cs["headers"].as_object().map(|h| h.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect()).unwrap_or_default();
+            let headers =
+                cs["headers"].as_object().map(|h| h.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect()).unwrap_or_default();
             Source::Url { url: u.to_string(), headers }
         } else {
             return Err(invalid(what, "credential_source has neither file nor url"));
@@ -102,10 +103,8 @@ pub struct ExternalAccountTokens {
 
 impl ExternalAccountTokens {
     pub fn new(config: ExternalAccount, what: &str) -> Result<ExternalAccountTokens, ProviderError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ProviderError::other(format!("building the HTTP client: {e}")))?;
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| ProviderError::other(format!("building the HTTP client: {e}")))?;
         Ok(ExternalAccountTokens { config, what: what.to_string(), http, cache: Mutex::new(None) })
     }
 
@@ -248,7 +247,10 @@ mod tests {
         });
         let c = ExternalAccount::from_json(&github, "creds.json").unwrap();
         assert_eq!(c.json_field.as_deref(), Some("value"));
-        assert_eq!(c.source, Source::Url { url: "https://token.actions.example/?audience=x".into(), headers: vec![("Authorization".into(), "Bearer abc".into())] });
+        assert_eq!(
+            c.source,
+            Source::Url { url: "https://token.actions.example/?audience=x".into(), headers: vec![("Authorization".into(), "Bearer abc".into())] }
+        );
         assert!(c.impersonation_url.is_some());
 
         let mut file = github.clone();

@@ -15,12 +15,7 @@ use crate::util::{Attrs, enc, n, s};
 pub const BUCKET_ROLE: &str = "roles/storage.objectAdmin";
 
 fn need(address: &str, a: &Attrs, k: &str) -> Result<String, ProviderError> {
-    s(a, k).ok_or_else(|| {
-        ProviderError::new(
-            ErrorKind::Invalid,
-            format!("{address}: `{k}` must be known"),
-        )
-    })
+    s(a, k).ok_or_else(|| ProviderError::new(ErrorKind::Invalid, format!("{address}: `{k}` must be known")))
 }
 
 fn bucket_url(sh: &Shared, bucket: &str) -> String {
@@ -28,19 +23,11 @@ fn bucket_url(sh: &Shared, bucket: &str) -> String {
 }
 
 fn hmac_url(sh: &Shared, project: &str, access_id: &str) -> String {
-    format!(
-        "{}/storage/v1/projects/{}/hmacKeys/{}",
-        sh.config.storage_url,
-        enc(project),
-        enc(access_id)
-    )
+    format!("{}/storage/v1/projects/{}/hmacKeys/{}", sh.config.storage_url, enc(project), enc(access_id))
 }
 
 pub fn service_account_email(project: &str, bucket: &str) -> String {
-    format!(
-        "{}@{project}.iam.gserviceaccount.com",
-        service_account_id(bucket)
-    )
+    format!("{}@{project}.iam.gserviceaccount.com", service_account_id(bucket))
 }
 
 /// The lifecycle kdeploy sets: one Delete rule at the retention age, none without retention.
@@ -53,32 +40,18 @@ pub fn lifecycle(retention_days: Option<i64>) -> Json {
 
 /// The retention in a live bucket's lifecycle: the age of its (age-only) Delete rule.
 pub fn retention_of(bucket: &Json) -> Option<i64> {
-    bucket["lifecycle"]["rule"]
-        .as_array()?
-        .iter()
-        .find_map(|r| {
-            let cond = r["condition"].as_object()?;
-            (r["action"]["type"] == "Delete" && cond.len() == 1)
-                .then(|| cond.get("age")?.as_i64())
-                .flatten()
-        })
+    bucket["lifecycle"]["rule"].as_array()?.iter().find_map(|r| {
+        let cond = r["condition"].as_object()?;
+        (r["action"]["type"] == "Delete" && cond.len() == 1).then(|| cond.get("age")?.as_i64()).flatten()
+    })
 }
 
 /// Reads one recorded bucket; None when it is gone. A recorded HMAC key that is gone or no
 /// longer ACTIVE reads as null, so that the plan shows a new one.
-pub async fn read(
-    sh: &Shared,
-    address: &str,
-    recorded: &Attrs,
-) -> Result<Option<Attrs>, ProviderError> {
+pub async fn read(sh: &Shared, address: &str, recorded: &Attrs) -> Result<Option<Attrs>, ProviderError> {
     let bucket = need(address, recorded, "bucket")?;
     let what = format!("{address}: reading GCS bucket {bucket}");
-    let Some(live) = sh
-        .api
-        .get_opt(&bucket_url(sh, &bucket))
-        .await
-        .map_err(|e| e.into_provider(&what))?
-    else {
+    let Some(live) = sh.api.get_opt(&bucket_url(sh, &bucket)).await.map_err(|e| e.into_provider(&what))? else {
         return Ok(None);
     };
     let mut a = recorded.clone();
@@ -87,19 +60,10 @@ pub async fn read(
     {
         a.insert("location".into(), Value::string(l.to_ascii_uppercase()));
     }
-    a.insert(
-        "retention_days".into(),
-        retention_of(&live)
-            .map(Value::from_i64)
-            .unwrap_or(Value::Null),
-    );
+    a.insert("retention_days".into(), retention_of(&live).map(Value::from_i64).unwrap_or(Value::Null));
     a.insert("endpoint".into(), Value::string(GCS_ENDPOINT));
     if let (Some(project), Some(id)) = (s(recorded, "project"), s(recorded, "access_key")) {
-        let key = sh
-            .api
-            .get_opt(&hmac_url(sh, &project, &id))
-            .await
-            .map_err(|e| e.into_provider(&format!("{address}: reading HMAC key {id}")))?;
+        let key = sh.api.get_opt(&hmac_url(sh, &project, &id)).await.map_err(|e| e.into_provider(&format!("{address}: reading HMAC key {id}")))?;
         if key.is_none_or(|k| k["state"] != "ACTIVE") {
             a.insert("access_key".into(), Value::Null);
             a.insert("secret_key".into(), Value::Null);
@@ -116,11 +80,7 @@ pub async fn apply(sh: &Shared, address: &str, planned: &Attrs) -> Result<Attrs,
     let retention = n(planned, "retention_days");
     let what = |action: &str| format!("{address}: {action} GCS bucket {bucket}");
     let url = bucket_url(sh, &bucket);
-    let live = sh
-        .api
-        .get_opt(&url)
-        .await
-        .map_err(|e| e.into_provider(&what("reading")))?;
+    let live = sh.api.get_opt(&url).await.map_err(|e| e.into_provider(&what("reading")))?;
     match live {
         None => {
             let body = json!({
@@ -131,30 +91,18 @@ pub async fn apply(sh: &Shared, address: &str, planned: &Attrs) -> Result<Attrs,
                 "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": true}, "publicAccessPrevention": "enforced"},
                 "labels": {"managed-by": "kdeploy"},
             });
-            let create = format!(
-                "{}/storage/v1/b?project={}",
-                sh.config.storage_url,
-                enc(&project)
-            );
-            sh.api
-                .call(Method::POST, &create, Some(&body))
-                .await
-                .map_err(|e| {
-                    let mut err = e.clone().into_provider(&what("creating"));
-                    if e.is_conflict() {
-                        err.message
-                            .push_str(". Bucket names are global: choose another `bucket`");
-                    }
-                    err
-                })?;
+            let create = format!("{}/storage/v1/b?project={}", sh.config.storage_url, enc(&project));
+            sh.api.call(Method::POST, &create, Some(&body)).await.map_err(|e| {
+                let mut err = e.clone().into_provider(&what("creating"));
+                if e.is_conflict() {
+                    err.message.push_str(". Bucket names are global: choose another `bucket`");
+                }
+                err
+            })?;
         }
         Some(b) if retention_of(&b) != retention => {
             sh.api
-                .call(
-                    Method::PATCH,
-                    &url,
-                    Some(&json!({"lifecycle": lifecycle(retention)})),
-                )
+                .call(Method::PATCH, &url, Some(&json!({"lifecycle": lifecycle(retention)})))
                 .await
                 .map_err(|e| e.into_provider(&what("updating the lifecycle of")))?;
         }
@@ -165,26 +113,12 @@ pub async fn apply(sh: &Shared, address: &str, planned: &Attrs) -> Result<Attrs,
     let mut out = planned.clone();
     out.insert("location".into(), Value::string(location));
     out.insert("endpoint".into(), Value::string(GCS_ENDPOINT));
-    let have_key = matches!(
-        (planned.get("access_key"), planned.get("secret_key")),
-        (Some(Value::String(_)), Some(Value::String(_)))
-    );
+    let have_key = matches!((planned.get("access_key"), planned.get("secret_key")), (Some(Value::String(_)), Some(Value::String(_))));
     if !have_key {
-        let url = format!(
-            "{}/storage/v1/projects/{}/hmacKeys?serviceAccountEmail={}",
-            sh.config.storage_url,
-            enc(&project),
-            enc(&email)
-        );
-        let key = sh.api.call(Method::POST, &url, None).await.map_err(|e| {
-            e.into_provider(&format!("{address}: creating an HMAC key for {email}"))
-        })?;
-        let (Some(id), Some(secret)) =
-            (key["metadata"]["accessId"].as_str(), key["secret"].as_str())
-        else {
-            return Err(ProviderError::other(format!(
-                "{address}: the HMAC key answer lacks metadata.accessId or secret"
-            )));
+        let url = format!("{}/storage/v1/projects/{}/hmacKeys?serviceAccountEmail={}", sh.config.storage_url, enc(&project), enc(&email));
+        let key = sh.api.call(Method::POST, &url, None).await.map_err(|e| e.into_provider(&format!("{address}: creating an HMAC key for {email}")))?;
+        let (Some(id), Some(secret)) = (key["metadata"]["accessId"].as_str(), key["secret"].as_str()) else {
+            return Err(ProviderError::other(format!("{address}: the HMAC key answer lacks metadata.accessId or secret")));
         };
         out.insert("access_key".into(), Value::string(id));
         out.insert("secret_key".into(), Value::string(secret));
@@ -192,37 +126,17 @@ pub async fn apply(sh: &Shared, address: &str, planned: &Attrs) -> Result<Attrs,
     Ok(out)
 }
 
-async fn ensure_service_account(
-    sh: &Shared,
-    address: &str,
-    project: &str,
-    bucket: &str,
-) -> Result<String, ProviderError> {
-    let url = format!(
-        "{}/v1/projects/{}/serviceAccounts",
-        sh.config.iam_url,
-        enc(project)
-    );
+async fn ensure_service_account(sh: &Shared, address: &str, project: &str, bucket: &str) -> Result<String, ProviderError> {
+    let url = format!("{}/v1/projects/{}/serviceAccounts", sh.config.iam_url, enc(project));
     let body = json!({"accountId": service_account_id(bucket), "serviceAccount": {"displayName": format!("kdeploy recordings bucket {bucket}")}});
     match sh.api.call(Method::POST, &url, Some(&body)).await {
-        Ok(sa) => Ok(sa["email"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| service_account_email(project, bucket))),
+        Ok(sa) => Ok(sa["email"].as_str().map(str::to_string).unwrap_or_else(|| service_account_email(project, bucket))),
         Err(e) if e.is_conflict() => Ok(service_account_email(project, bucket)),
-        Err(e) => Err(e.into_provider(&format!(
-            "{address}: creating service account {}",
-            service_account_id(bucket)
-        ))),
+        Err(e) => Err(e.into_provider(&format!("{address}: creating service account {}", service_account_id(bucket)))),
     }
 }
 
-async fn ensure_binding(
-    sh: &Shared,
-    address: &str,
-    bucket: &str,
-    email: &str,
-) -> Result<(), ProviderError> {
+async fn ensure_binding(sh: &Shared, address: &str, bucket: &str, email: &str) -> Result<(), ProviderError> {
     let url = format!("{}/iam", bucket_url(sh, bucket));
     let what = format!("{address}: granting {email} {BUCKET_ROLE} on bucket {bucket}");
     let mut policy = sh.api.get(&url).await.map_err(|e| e.into_provider(&what))?;
@@ -231,40 +145,21 @@ async fn ensure_binding(
         policy["bindings"] = json!([]);
     }
     let bindings = policy["bindings"].as_array_mut().expect("an array");
-    let has = bindings.iter().any(|b| {
-        b["role"] == BUCKET_ROLE
-            && b["members"]
-                .as_array()
-                .is_some_and(|m| m.iter().any(|x| *x == member))
-    });
+    let has = bindings.iter().any(|b| b["role"] == BUCKET_ROLE && b["members"].as_array().is_some_and(|m| m.iter().any(|x| *x == member)));
     if has {
         return Ok(());
     }
-    match bindings
-        .iter_mut()
-        .find(|b| b["role"] == BUCKET_ROLE && b["condition"].is_null())
-    {
-        Some(b) => b["members"]
-            .as_array_mut()
-            .map(|m| m.push(json!(member)))
-            .unwrap_or_else(|| b["members"] = json!([member])),
+    match bindings.iter_mut().find(|b| b["role"] == BUCKET_ROLE && b["condition"].is_null()) {
+        Some(b) => b["members"].as_array_mut().map(|m| m.push(json!(member))).unwrap_or_else(|| b["members"] = json!([member])),
         None => bindings.push(json!({"role": BUCKET_ROLE, "members": [member]})),
     }
-    sh.api
-        .call(Method::PUT, &url, Some(&policy))
-        .await
-        .map_err(|e| e.into_provider(&what))?;
+    sh.api.call(Method::PUT, &url, Some(&policy)).await.map_err(|e| e.into_provider(&what))?;
     Ok(())
 }
 
 /// Deletes the HMAC key, the service account and the bucket (emptied first with
 /// `delete_data`; otherwise a bucket with objects is left, with a Conflict error).
-pub async fn delete(
-    sh: &Shared,
-    address: &str,
-    prior: &Attrs,
-    delete_data: bool,
-) -> Result<(), ProviderError> {
+pub async fn delete(sh: &Shared, address: &str, prior: &Attrs, delete_data: bool) -> Result<(), ProviderError> {
     let bucket = need(address, prior, "bucket")?;
     let project = need(address, prior, "project")?;
     // Refuse before anything is deleted: Vault keeps its HMAC key when the bucket stays.
@@ -275,11 +170,7 @@ pub async fn delete(
         let url = hmac_url(sh, &project, &id);
         let what = format!("{address}: deleting HMAC key {id}");
         // Only INACTIVE keys can be deleted.
-        match sh
-            .api
-            .call(Method::PUT, &url, Some(&json!({"state": "INACTIVE"})))
-            .await
-        {
+        match sh.api.call(Method::PUT, &url, Some(&json!({"state": "INACTIVE"}))).await {
             Ok(_) => match sh.api.call(Method::DELETE, &url, None).await {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
@@ -300,12 +191,7 @@ pub async fn delete(
         Err(e) => return Err(e.into_provider(&format!("{address}: deleting GCS bucket {bucket}"))),
     }
     let email = service_account_email(&project, &bucket);
-    let sa = format!(
-        "{}/v1/projects/{}/serviceAccounts/{}",
-        sh.config.iam_url,
-        enc(&project),
-        enc(&email)
-    );
+    let sa = format!("{}/v1/projects/{}/serviceAccounts/{}", sh.config.iam_url, enc(&project), enc(&email));
     match sh.api.call(Method::DELETE, &sa, None).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
@@ -334,10 +220,7 @@ async fn empty_bucket(sh: &Shared, address: &str, bucket: &str) -> Result<(), Pr
     let what = format!("{address}: deleting the objects of GCS bucket {bucket}");
     let mut page: Option<String> = None;
     loop {
-        let mut url = format!(
-            "{}/o?versions=true&fields=items(name,generation),nextPageToken",
-            bucket_url(sh, bucket)
-        );
+        let mut url = format!("{}/o?versions=true&fields=items(name,generation),nextPageToken", bucket_url(sh, bucket));
         if let Some(p) = &page {
             url.push_str(&format!("&pageToken={}", enc(p)));
         }

@@ -46,9 +46,7 @@ impl RetryPolicy {
     }
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        retry_after
-            .unwrap_or_else(|| self.base_backoff * 2u32.pow(attempt.saturating_sub(1)))
-            .min(self.max_backoff)
+        retry_after.unwrap_or_else(|| self.base_backoff * 2u32.pow(attempt.saturating_sub(1))).min(self.max_backoff)
     }
 }
 
@@ -90,20 +88,9 @@ impl ApiError {
             0 => ". Check the network (and the configured API base URLs)",
             _ => "",
         };
-        let status = if self.status == 0 {
-            String::new()
-        } else {
-            format!("HTTP {} ", self.status)
-        };
-        let reason = if self.reason.is_empty() {
-            String::new()
-        } else {
-            format!("{}: ", self.reason)
-        };
-        ProviderError::new(
-            kind,
-            format!("{what}: {status}{reason}{}{hint}", self.message),
-        )
+        let status = if self.status == 0 { String::new() } else { format!("HTTP {} ", self.status) };
+        let reason = if self.reason.is_empty() { String::new() } else { format!("{}: ", self.reason) };
+        ProviderError::new(kind, format!("{what}: {status}{reason}{}{hint}", self.message))
     }
 }
 
@@ -111,31 +98,16 @@ impl ApiError {
 pub fn parse_error(status: u16, body: &str) -> ApiError {
     let json: Json = serde_json::from_str(body).unwrap_or(Json::Null);
     let e = &json["error"];
-    let message = e["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            let t = body.trim();
-            if t.is_empty() {
-                StatusCode::from_u16(status)
-                    .ok()
-                    .and_then(|s| s.canonical_reason())
-                    .unwrap_or("error")
-                    .to_string()
-            } else {
-                t.chars().take(300).collect()
-            }
-        });
-    let reason = e["status"]
-        .as_str()
-        .or_else(|| e["errors"][0]["reason"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    ApiError {
-        status,
-        reason,
-        message,
-    }
+    let message = e["message"].as_str().map(str::to_string).unwrap_or_else(|| {
+        let t = body.trim();
+        if t.is_empty() {
+            StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("error").to_string()
+        } else {
+            t.chars().take(300).collect()
+        }
+    });
+    let reason = e["status"].as_str().or_else(|| e["errors"][0]["reason"].as_str()).unwrap_or_default().to_string();
+    ApiError { status, reason, message }
 }
 
 /// An authenticated JSON client for the Google APIs.
@@ -154,11 +126,7 @@ impl Api {
             .user_agent(concat!("kdeploy-provider-gcp/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::other(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Api {
-            http,
-            tokens,
-            retry,
-        })
+        Ok(Api { http, tokens, retry })
     }
 
     pub async fn token(&self) -> Result<String, ProviderError> {
@@ -167,12 +135,7 @@ impl Api {
 
     /// Sends one request under the retry policy. `Ok(Json::Null)` for an empty body.
     /// Errors: `Err(Ok(api))` for an API error, `Err(Err(provider))` for no token.
-    pub async fn call(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Json>,
-    ) -> Result<Json, CallError> {
+    pub async fn call(&self, method: Method, url: &str, body: Option<&Json>) -> Result<Json, CallError> {
         let token = self.token().await.map_err(CallError::Token)?;
         let mut attempt = 0;
         loop {
@@ -202,16 +165,8 @@ impl Api {
                     }
                 }
                 Err(e) => {
-                    let message = if e.is_timeout() {
-                        format!("{method} {url} timed out")
-                    } else {
-                        format!("{method} {url}: {}", error_chain(&e))
-                    };
-                    return Err(CallError::Api(ApiError {
-                        status: 0,
-                        reason: String::new(),
-                        message,
-                    }));
+                    let message = if e.is_timeout() { format!("{method} {url} timed out") } else { format!("{method} {url}: {}", error_chain(&e)) };
+                    return Err(CallError::Api(ApiError { status: 0, reason: String::new(), message }));
                 }
             };
             if status.is_success() {
@@ -219,11 +174,7 @@ impl Api {
                     return Ok(Json::Null);
                 }
                 return serde_json::from_str(&text).map_err(|e| {
-                    CallError::Api(ApiError {
-                        status: status.as_u16(),
-                        reason: String::new(),
-                        message: format!("invalid JSON from {method} {url}: {e}"),
-                    })
+                    CallError::Api(ApiError { status: status.as_u16(), reason: String::new(), message: format!("invalid JSON from {method} {url}: {e}") })
                 });
             }
             if RetryPolicy::retryable(status) && attempt < self.retry.max_attempts {
@@ -283,11 +234,7 @@ mod tests {
         let body = r#"{"error":{"code":403,"message":"Permission denied on resource project p.","status":"PERMISSION_DENIED"}}"#;
         let e = parse_error(403, body).to_provider("creating cluster");
         assert_eq!(e.kind, ErrorKind::Unauthorized);
-        assert!(
-            e.message.contains("PERMISSION_DENIED: Permission denied"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("PERMISSION_DENIED: Permission denied"), "{}", e.message);
         let gcs = r#"{"error":{"code":409,"message":"You already own this bucket.","errors":[{"reason":"conflict","message":"x"}]}}"#;
         let e = parse_error(409, gcs);
         assert_eq!(e.reason, "conflict");
@@ -300,14 +247,8 @@ mod tests {
         let p = RetryPolicy::default();
         assert_eq!(p.backoff(1, None), Duration::from_secs(1));
         assert_eq!(p.backoff(2, None), Duration::from_secs(2));
-        assert_eq!(
-            p.backoff(1, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            p.backoff(1, Some(Duration::from_secs(700))),
-            Duration::from_secs(30)
-        );
+        assert_eq!(p.backoff(1, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(p.backoff(1, Some(Duration::from_secs(700))), Duration::from_secs(30));
         assert!(RetryPolicy::retryable(StatusCode::TOO_MANY_REQUESTS));
         assert!(!RetryPolicy::retryable(StatusCode::FORBIDDEN));
         assert!(!RetryPolicy::retryable(StatusCode::CONFLICT));

@@ -42,8 +42,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kdeploy_provider::{
-    ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest,
-    PlanResponse, Preflight, Provider, ProviderError, ReadRequest, ReadResult, TokenSource, Value,
+    ApplyRequest, ApplyResponse, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest,
+    ReadResult, TokenSource, Value,
 };
 
 pub use auth::{AccessTokens, EnvToken, StaticToken};
@@ -94,23 +94,28 @@ impl Config {
 
     fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Config, ProviderError> {
         let mut c = Config::default();
-        for (key, field) in [
-            ("KDEPLOY_GCP_CONTAINER_URL", &mut c.container_url),
-            ("KDEPLOY_GCP_STORAGE_URL", &mut c.storage_url),
-            ("KDEPLOY_GCP_IAM_URL", &mut c.iam_url),
-        ] {
+        for (key, field) in
+            [("KDEPLOY_GCP_CONTAINER_URL", &mut c.container_url), ("KDEPLOY_GCP_STORAGE_URL", &mut c.storage_url), ("KDEPLOY_GCP_IAM_URL", &mut c.iam_url)]
+        {
             if let Some(v) = var(key) {
                 let v = v.trim().trim_end_matches('/');
                 if !(v.starts_with("https://") || v.starts_with("http://")) {
-                    return Err(ProviderError::new(ErrorKind::Invalid, format!("{key}={v:?} is not a URL: give a base such as https://container.googleapis.com")));
+                    return Err(ProviderError::new(
+                        ErrorKind::Invalid,
+                        format!("{key}={v:?} is not a URL: give a base such as https://container.googleapis.com"),
+                    ));
                 }
                 *field = v.to_string();
             }
         }
         if let Some(v) = var("KDEPLOY_GCP_POLL_INTERVAL") {
-            let secs: f64 = v.trim().trim_end_matches('s').parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| {
-                ProviderError::new(ErrorKind::Invalid, format!("KDEPLOY_GCP_POLL_INTERVAL={v:?} is not a number of seconds (e.g. 10)"))
-            })?;
+            let secs: f64 = v
+                .trim()
+                .trim_end_matches('s')
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| ProviderError::new(ErrorKind::Invalid, format!("KDEPLOY_GCP_POLL_INTERVAL={v:?} is not a number of seconds (e.g. 10)")))?;
             c.poll_interval = Duration::from_secs_f64(secs);
         }
         Ok(c)
@@ -119,12 +124,7 @@ impl Config {
     /// All three APIs at one base URL (a mock server).
     pub fn with_base_url(base: &str) -> Config {
         let base = base.trim_end_matches('/').to_string();
-        Config {
-            container_url: base.clone(),
-            storage_url: base.clone(),
-            iam_url: base,
-            ..Config::default()
-        }
+        Config { container_url: base.clone(), storage_url: base.clone(), iam_url: base, ..Config::default() }
     }
 }
 
@@ -141,15 +141,9 @@ pub struct GcpProvider {
 }
 
 impl GcpProvider {
-    pub fn new(
-        tokens: Arc<dyn AccessTokens>,
-        config: Config,
-    ) -> Result<GcpProvider, ProviderError> {
+    pub fn new(tokens: Arc<dyn AccessTokens>, config: Config) -> Result<GcpProvider, ProviderError> {
         let api = Api::new(tokens.clone(), config.retry.clone())?;
-        Ok(GcpProvider {
-            shared: Arc::new(Shared { config, api }),
-            tokens,
-        })
+        Ok(GcpProvider { shared: Arc::new(Shared { config, api }), tokens })
     }
 
     /// The provider for real runs: Google's API endpoints and [`auth::DefaultTokens`]
@@ -161,9 +155,7 @@ impl GcpProvider {
 
     /// The "gke" token source for the Kubernetes provider, sharing this provider's credentials.
     pub fn token_source(&self) -> Arc<dyn TokenSource> {
-        Arc::new(GkeTokenSource {
-            tokens: self.tokens.clone(),
-        })
+        Arc::new(GkeTokenSource { tokens: self.tokens.clone() })
     }
 }
 
@@ -182,10 +174,7 @@ impl TokenSource for GkeTokenSource {
 fn unsupported(c: &ComponentRef) -> ProviderError {
     ProviderError::new(
         ErrorKind::Invalid,
-        format!(
-            "{}: the gcp provider serves cluster type \"gke\" and object_storage type \"gcs\", not {} type {:?}",
-            c.address, c.kind, c.type_name
-        ),
+        format!("{}: the gcp provider serves cluster type \"gke\" and object_storage type \"gcs\", not {} type {:?}", c.address, c.kind, c.type_name),
     )
 }
 
@@ -222,19 +211,12 @@ impl Provider for GcpProvider {
                 gke::read(&self.shared, &r.component.address, &recorded).await?
             } else if is_gcs(&r.component) {
                 // A create that never got recorded has no bucket name to look for: apply again.
-                if util::s(&recorded, "bucket").is_none() {
-                    None
-                } else {
-                    gcs::read(&self.shared, &r.component.address, &recorded).await?
-                }
+                if util::s(&recorded, "bucket").is_none() { None } else { gcs::read(&self.shared, &r.component.address, &recorded).await? }
             } else {
                 return Err(unsupported(&r.component));
             };
             results.push(match found {
-                Some(a) => ReadResult::Found {
-                    attributes: Value::Map(a),
-                    fingerprint: None,
-                },
+                Some(a) => ReadResult::Found { attributes: Value::Map(a), fingerprint: None },
                 None => ReadResult::Missing,
             });
         }
@@ -263,10 +245,7 @@ impl Provider for GcpProvider {
         } else {
             return Err(unsupported(c));
         };
-        Ok(ApplyResponse {
-            attributes: Value::Map(attributes),
-            fingerprint: None,
-        })
+        Ok(ApplyResponse { attributes: Value::Map(attributes), fingerprint: None })
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {

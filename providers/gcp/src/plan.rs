@@ -8,13 +8,7 @@ use kdeploy_provider::attrs::{keep, replaced, unknown};
 
 /// GKE inputs that cannot change in place: the cluster's identity and the node pool's machine
 /// type (fixed for a node pool's lifetime).
-pub const GKE_REPLACE: &[&str] = &[
-    "project",
-    "location",
-    "name",
-    "cluster_name",
-    "machine_type",
-];
+pub const GKE_REPLACE: &[&str] = &["project", "location", "name", "cluster_name", "machine_type"];
 /// Changes applied in place: `node_count` (nodePools.setSize), `min_nodes`/`max_nodes`
 /// (nodePools.setAutoscaling) and `version` (clusters.update, then nodePools.update).
 pub const GKE_IN_PLACE: &[&str] = &["node_count", "min_nodes", "max_nodes", "version"];
@@ -41,94 +35,47 @@ pub fn gke_name(address: &str, desired: &Attrs) -> Value {
 
 /// The service account kdeploy creates for a bucket's HMAC key (account ids: 6-30 characters).
 pub fn service_account_id(bucket: &str) -> String {
-    let mut id: String = format!("kd-{bucket}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let mut id: String = format!("kd-{bucket}").chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     id.truncate(30);
     let id = id.trim_end_matches('-').to_string();
-    if id.len() < 6 {
-        format!("{id}-hmac")
-    } else {
-        id
-    }
+    if id.len() < 6 { format!("{id}-hmac") } else { id }
 }
-
-
-
-
 
 fn invalid(address: &str, msg: String) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {msg}"))
 }
 
 /// Plans a GKE cluster with its `default` node pool.
-pub fn plan_gke(
-    address: &str,
-    desired: &Value,
-    prior: Option<&Value>,
-) -> Result<PlanResponse, ProviderError> {
+pub fn plan_gke(address: &str, desired: &Value, prior: Option<&Value>) -> Result<PlanResponse, ProviderError> {
     let mut planned = attrs(Some(desired));
     let prior_map = prior.map(|p| attrs(Some(p)));
     let prior = prior_map.as_ref();
-    let (count, min, max) = (
-        n(&planned, "node_count"),
-        n(&planned, "min_nodes"),
-        n(&planned, "max_nodes"),
-    );
+    let (count, min, max) = (n(&planned, "node_count"), n(&planned, "min_nodes"), n(&planned, "max_nodes"));
     if let Some(c) = count
         && c < 0
     {
-        return Err(invalid(
-            address,
-            format!("node_count must be at least 0, got {c}"),
-        ));
+        return Err(invalid(address, format!("node_count must be at least 0, got {c}")));
     }
     match (min, max) {
         (Some(lo), Some(hi)) if lo < 0 || hi < 1 || lo > hi => {
-            return Err(invalid(
-                address,
-                format!(
-                    "autoscaling needs 0 <= min_nodes <= max_nodes and max_nodes >= 1; got min_nodes = {lo}, max_nodes = {hi}"
-                ),
-            ));
+            return Err(invalid(address, format!("autoscaling needs 0 <= min_nodes <= max_nodes and max_nodes >= 1; got min_nodes = {lo}, max_nodes = {hi}")));
         }
         (Some(_), None) | (None, Some(_))
-            if !planned.get("min_nodes").is_some_and(Value::is_unknown)
-                && !planned.get("max_nodes").is_some_and(Value::is_unknown) =>
+            if !planned.get("min_nodes").is_some_and(Value::is_unknown) && !planned.get("max_nodes").is_some_and(Value::is_unknown) =>
         {
-            return Err(invalid(
-                address,
-                "set both min_nodes and max_nodes to enable autoscaling, or neither".into(),
-            ));
+            return Err(invalid(address, "set both min_nodes and max_nodes to enable autoscaling, or neither".into()));
         }
         _ => {}
     }
     if let (Some(c), Some(lo), Some(hi)) = (count, min, max)
         && (c < lo || c > hi)
     {
-        return Err(invalid(
-            address,
-            format!("node_count = {c} is outside min_nodes = {lo} .. max_nodes = {hi}"),
-        ));
+        return Err(invalid(address, format!("node_count = {c} is outside min_nodes = {lo} .. max_nodes = {hi}")));
     }
     if let Some(v) = s(&planned, "version") {
-        let ok = v == "latest"
-            || (v.split(['.', '-']).count() >= 2
-                && v.chars().next().is_some_and(|c| c.is_ascii_digit()));
+        let ok = v == "latest" || (v.split(['.', '-']).count() >= 2 && v.chars().next().is_some_and(|c| c.is_ascii_digit()));
         if !ok {
-            return Err(invalid(
-                address,
-                format!(
-                    "version must be a GKE version such as \"1.31\" or \"1.31.5-gke.1234000\" (or \"latest\"), got {v:?}"
-                ),
-            ));
+            return Err(invalid(address, format!("version must be a GKE version such as \"1.31\" or \"1.31.5-gke.1234000\" (or \"latest\"), got {v:?}")));
         }
     }
     planned.insert("cluster_name".into(), gke_name(address, &planned));
@@ -145,25 +92,13 @@ pub fn plan_gke(
             planned.insert((*attr).into(), unknown(address, attr));
         }
     }
-    Ok(PlanResponse {
-        planned: Value::Map(planned),
-        requires_replace,
-    })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
 }
 
 /// GCS bucket naming rules (the common subset: no dots, which need domain verification).
 pub fn check_bucket_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    let ends = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let ends = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if (3..=63).contains(&name.len()) && ok_chars && ends && !name.starts_with("goog") {
         Ok(())
     } else {
@@ -174,11 +109,7 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
 }
 
 /// Plans a GCS recordings bucket with its service account and HMAC key.
-pub fn plan_gcs(
-    address: &str,
-    desired: &Value,
-    prior: Option<&Value>,
-) -> Result<PlanResponse, ProviderError> {
+pub fn plan_gcs(address: &str, desired: &Value, prior: Option<&Value>) -> Result<PlanResponse, ProviderError> {
     let mut planned = attrs(Some(desired));
     let prior_map = prior.map(|p| attrs(Some(p)));
     let prior = prior_map.as_ref();
@@ -188,12 +119,7 @@ pub fn plan_gcs(
     if let Some(d) = n(&planned, "retention_days")
         && d < 1
     {
-        return Err(invalid(
-            address,
-            format!(
-                "retention_days must be at least 1 (or null to keep recordings forever), got {d}"
-            ),
-        ));
+        return Err(invalid(address, format!("retention_days must be at least 1 (or null to keep recordings forever), got {d}")));
     }
     // Locations are case-insensitive (GCS reports them upper-case): keep the value as written
     // (apply checks that inputs did not change since the plan), and a change of case alone is
@@ -206,17 +132,10 @@ pub fn plan_gcs(
     planned.insert("endpoint".into(), Value::string(GCS_ENDPOINT));
     let requires_replace = replaced(prior, &planned, GCS_REPLACE);
     for attr in ["access_key", "secret_key"] {
-        let v = if requires_replace.is_empty() {
-            keep(prior, address, attr)
-        } else {
-            unknown(address, attr)
-        };
+        let v = if requires_replace.is_empty() { keep(prior, address, attr) } else { unknown(address, attr) };
         planned.insert(attr.into(), v);
     }
-    Ok(PlanResponse {
-        planned: Value::Map(planned),
-        requires_replace,
-    })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
 }
 
 #[cfg(test)]
@@ -224,12 +143,7 @@ mod tests {
     use super::*;
 
     pub fn map(pairs: &[(&str, Value)]) -> Value {
-        Value::Map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
+        Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     }
 
     fn gke(count: i64, location: &str) -> Value {
@@ -265,10 +179,7 @@ mod tests {
         assert!(again.requires_replace.is_empty());
         let scaled = plan_gke("cluster.cloud", &gke(3, "europe-west1"), Some(&live)).unwrap();
         assert!(scaled.requires_replace.is_empty());
-        assert_eq!(
-            scaled.planned.as_map().unwrap()["endpoint"],
-            Value::string("https://10.0.0.1")
-        );
+        assert_eq!(scaled.planned.as_map().unwrap()["endpoint"], Value::string("https://10.0.0.1"));
         let moved = plan_gke("cluster.cloud", &gke(2, "us-central1"), Some(&live)).unwrap();
         assert_eq!(moved.requires_replace, vec![AttrPath::attr("location")]);
         assert!(moved.planned.as_map().unwrap()["endpoint"].is_unknown());
@@ -303,12 +214,7 @@ mod tests {
         live.insert("access_key".into(), Value::string("GOOG1"));
         live.insert("secret_key".into(), Value::string("s"));
         let live = Value::Map(live);
-        assert_eq!(
-            plan_gcs("object_storage.rec", &d, Some(&live))
-                .unwrap()
-                .planned,
-            live
-        );
+        assert_eq!(plan_gcs("object_storage.rec", &d, Some(&live)).unwrap().planned, live);
         assert!(check_bucket_name("Bad").is_err() && check_bucket_name("google-x").is_err());
         assert_eq!(service_account_id("rec-1"), "kd-rec-1");
         assert_eq!(service_account_id("a"), "kd-a-hmac");

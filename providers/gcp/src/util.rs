@@ -32,10 +32,7 @@ mod tests {
     #[test]
     fn names_from_addresses() {
         assert_eq!(name_from_address("cluster.cloud"), "cloud");
-        assert_eq!(
-            name_from_address("module.site[\"eu\"].cluster.Main_1"),
-            "site-eu-main-1"
-        );
+        assert_eq!(name_from_address("module.site[\"eu\"].cluster.Main_1"), "site-eu-main-1");
         assert_eq!(name_from_address("cluster.1x"), "k-1x");
         assert_eq!(enc("a b@c.iam"), "a%20b%40c.iam");
     }

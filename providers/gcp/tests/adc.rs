@@ -28,19 +28,8 @@ async fn service_account_key_tokens_reach_the_apis() {
         ("location".to_string(), Value::string("europe-west1-b")),
         ("cluster_name".to_string(), Value::string("cloud")),
     ]));
-    let c = ComponentRef {
-        address: "cluster.cloud".into(),
-        kind: Kind::Cluster,
-        type_name: "gke".into(),
-    };
-    let r = p
-        .read(vec![ReadRequest {
-            component: c,
-            recorded,
-            cluster: None,
-        }])
-        .await
-        .unwrap();
+    let c = ComponentRef { address: "cluster.cloud".into(), kind: Kind::Cluster, type_name: "gke".into() };
+    let r = p.read(vec![ReadRequest { component: c, recorded, cluster: None }]).await.unwrap();
     assert_eq!(r, vec![ReadResult::Missing]);
     let st = m.st();
     let assertion_posts = st.count("POST /token");
@@ -66,7 +55,8 @@ fn federation_config(m: &Mock, source: serde_json::Value, impersonate: bool) -> 
         "credential_source": source,
     });
     if impersonate {
-        c["service_account_impersonation_url"] = format!("{}/v1/projects/-/serviceAccounts/deploy@p1.iam.gserviceaccount.com:generateAccessToken", m.url).into();
+        c["service_account_impersonation_url"] =
+            format!("{}/v1/projects/-/serviceAccounts/deploy@p1.iam.gserviceaccount.com:generateAccessToken", m.url).into();
     }
     c
 }
@@ -109,7 +99,11 @@ async fn a_refused_federation_says_what_to_check() {
     let tokens = AdcTokens::from_external_account_json(&config, "ci.json").unwrap();
     let e = tokens.access_token().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unauthorized);
-    assert!(e.message.contains("ci.json") && e.message.contains("invalid_grant") && e.message.contains("does not match the expected audience"), "{}", e.message);
+    assert!(
+        e.message.contains("ci.json") && e.message.contains("invalid_grant") && e.message.contains("does not match the expected audience"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains(mock::AUDIENCE), "names the pool provider: {}", e.message);
     assert_eq!(m.st().count("POST /v1/projects/"), 0, "no impersonation without a federated token");
 

@@ -61,7 +61,12 @@ impl Pool {
         let token = match self.token_sources.get(source) {
             Some(s) => s.token(&Value::Map(cluster.clone())).await?,
             None if source.is_empty() => String::new(),
-            None => return Err(ProviderError::new(ErrorKind::Invalid, format!("this kdeploy build cannot issue {source} tokens for {endpoint}; build it with the matching cloud feature"))),
+            None => {
+                return Err(ProviderError::new(
+                    ErrorKind::Invalid,
+                    format!("this kdeploy build cannot issue {source} tokens for {endpoint}; build it with the matching cloud feature"),
+                ));
+            }
         };
         let ca = cluster.get("certificate_authority").and_then(Value::as_str).unwrap_or_default();
         // An in-memory kubeconfig, so kube's own TLS and auth handling applies unchanged.
@@ -81,7 +86,9 @@ impl Pool {
         });
         let kc: Kubeconfig = serde_json::from_value(kc).map_err(|e| ProviderError::other(format!("internal kubeconfig for {endpoint}: {e}")))?;
         let options = KubeConfigOptions { context: Some("kdeploy".into()), cluster: None, user: None };
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot use the endpoint {endpoint}: {e}")))?;
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot use the endpoint {endpoint}: {e}")))?;
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         let (client, once) = clients(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {endpoint}: {e}")))?;
@@ -104,7 +111,10 @@ impl Pool {
             return Ok(c.clone());
         }
         let kc = Kubeconfig::read_from(&path).map_err(|e| {
-            ProviderError::new(ErrorKind::Unreachable, format!("cannot read the kubeconfig {path}: {e}. Set `kubeconfig = \"...\"` on the cluster block or KUBECONFIG."))
+            ProviderError::new(
+                ErrorKind::Unreachable,
+                format!("cannot read the kubeconfig {path}: {e}. Set `kubeconfig = \"...\"` on the cluster block or KUBECONFIG."),
+            )
         })?;
         let context = match &wanted {
             Some(c) => {
@@ -112,7 +122,10 @@ impl Pool {
                     let names: Vec<&str> = kc.contexts.iter().map(|n| n.name.as_str()).collect();
                     return Err(ProviderError::new(
                         ErrorKind::Invalid,
-                        format!("the kubeconfig {path} has no context {c:?}; its contexts are: {}. Fix `context` on the cluster block.", if names.is_empty() { "(none)".to_string() } else { names.join(", ") }),
+                        format!(
+                            "the kubeconfig {path} has no context {c:?}; its contexts are: {}. Fix `context` on the cluster block.",
+                            if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+                        ),
                     ));
                 }
                 c.clone()
@@ -122,9 +135,9 @@ impl Pool {
             })?,
         };
         let options = KubeConfigOptions { context: Some(context.clone()), cluster: None, user: None };
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| {
-            ProviderError::new(ErrorKind::Invalid, format!("cannot use context {context:?} of {path}: {e}"))
-        })?;
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot use context {context:?} of {path}: {e}")))?;
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
@@ -205,19 +218,32 @@ impl ApiError {
         match self {
             ApiError::Transport(e) => ProviderError::new(
                 ErrorKind::Unreachable,
-                format!("{what}: cannot reach the Kubernetes API server at {} (context {}): {e}. Check that the cluster is running and that the kubeconfig and context point at it.", conn.server, conn.context),
+                format!(
+                    "{what}: cannot reach the Kubernetes API server at {} (context {}): {e}. Check that the cluster is running and that the kubeconfig and context point at it.",
+                    conn.server, conn.context
+                ),
             ),
-            ApiError::Status { code: 401, message, .. } => ProviderError::new(ErrorKind::Unauthorized, format!("{what}: the API server rejected the credentials of context {}: {message}. Refresh the kubeconfig credentials.", conn.context)),
+            ApiError::Status { code: 401, message, .. } => ProviderError::new(
+                ErrorKind::Unauthorized,
+                format!("{what}: the API server rejected the credentials of context {}: {message}. Refresh the kubeconfig credentials.", conn.context),
+            ),
             ApiError::Status { code: 403, message, .. } => ProviderError::new(
                 ErrorKind::Unauthorized,
-                format!("{what}: forbidden: {message}. Grant the user of context {} this permission (a Role or ClusterRole binding), or use a context with more rights.", conn.context),
+                format!(
+                    "{what}: forbidden: {message}. Grant the user of context {} this permission (a Role or ClusterRole binding), or use a context with more rights.",
+                    conn.context
+                ),
             ),
             ApiError::Status { code: 409, reason, message } if reason == "Conflict" && message.contains("conflict") => ProviderError::new(
                 ErrorKind::Conflict,
-                format!("{what}: {message}. Another field manager owns these fields; run with --force-conflicts to take them over (their changes will be overwritten)."),
+                format!(
+                    "{what}: {message}. Another field manager owns these fields; run with --force-conflicts to take them over (their changes will be overwritten)."
+                ),
             ),
             ApiError::Status { code: 409, message, .. } => ProviderError::new(ErrorKind::Conflict, format!("{what}: {message}")),
-            ApiError::Status { code: 422 | 400, message, .. } => ProviderError::new(ErrorKind::Invalid, format!("{what}: the API server rejected it: {message}")),
+            ApiError::Status { code: 422 | 400, message, .. } => {
+                ProviderError::new(ErrorKind::Invalid, format!("{what}: the API server rejected it: {message}"))
+            }
             ApiError::Status { code, message, .. } => ProviderError::other(format!("{what}: the API server answered {code}: {message}")),
         }
     }

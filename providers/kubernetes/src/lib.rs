@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kdeploy_provider::{
-    components, default_plan, ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider,
-    ProviderError, ReadRequest, ReadResult, Reference, Value,
+    ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError,
+    ReadRequest, ReadResult, Reference, Value, components, default_plan,
 };
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
-use api::{path, ApiError, Conn, Pool};
+use api::{ApiError, Conn, Pool, path};
 use kdeploy_provider::components::vault;
-use render::{base_name, namespace, object_key, Input, MANAGED_BY};
+use render::{Input, MANAGED_BY, base_name, namespace, object_key};
 
 /// The field manager kdeploy writes as.
 pub const FIELD_MANAGER: &str = "kdeploy";
@@ -52,7 +52,6 @@ fn map_of(v: Option<&Value>) -> BTreeMap<String, Value> {
     v.and_then(Value::as_map).cloned().unwrap_or_default()
 }
 
-
 /// Host of the API server URL, for NodePort URLs.
 fn server_host(server: &str) -> String {
     let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
@@ -63,7 +62,13 @@ fn server_host(server: &str) -> String {
 /// Fills the computed attributes: generated secrets (new ones only when `generate`), the names
 /// and endpoints that follow from Kubernetes naming (service DNS names, NodePort URLs), then
 /// what every runtime derives alike (a vault's configuration, an agent's upload folder).
-fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>, cluster: &BTreeMap<String, Value>, generate: bool) -> Result<(), ProviderError> {
+fn fill_computed(
+    c: &ComponentRef,
+    attrs: &mut BTreeMap<String, Value>,
+    refs: &BTreeMap<String, Reference>,
+    cluster: &BTreeMap<String, Value>,
+    generate: bool,
+) -> Result<(), ProviderError> {
     components::secrets::fill(c.kind, &c.type_name, &c.address, attrs, &BTreeMap::new(), generate);
     let ns = namespace(c.kind, attrs);
     let base = base_name(&c.address);
@@ -74,7 +79,11 @@ fn fill_computed(c: &ComponentRef, attrs: &mut BTreeMap<String, Value>, refs: &B
         (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("{scheme}://{u}:{p}@{host}:{port}{path}")),
         _ => Value::Unknown(format!("{}.uri", c.address)),
     };
-    let node_port_url = |attrs: &BTreeMap<String, Value>, fallback: String| match (attrs.get("service_type").and_then(Value::as_str), attrs.get("node_port").and_then(Value::as_i64), cluster.get("server").and_then(Value::as_str)) {
+    let node_port_url = |attrs: &BTreeMap<String, Value>, fallback: String| match (
+        attrs.get("service_type").and_then(Value::as_str),
+        attrs.get("node_port").and_then(Value::as_i64),
+        cluster.get("server").and_then(Value::as_str),
+    ) {
         (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
         _ => fallback,
     };
@@ -222,7 +231,11 @@ impl KubernetesProvider {
                 };
                 // Items of a LIST carry no apiVersion and kind: the key is made from the query.
                 for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == c.address.as_str()) {
-                    let key = format!("{api_version}/{kind}/{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or_default());
+                    let key = format!(
+                        "{api_version}/{kind}/{}/{}",
+                        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        obj["metadata"]["name"].as_str().unwrap_or_default()
+                    );
                     found.insert(key, Value::String(fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into())));
                 }
             }
@@ -244,7 +257,12 @@ impl KubernetesProvider {
             let name = pod["metadata"]["name"].as_str().unwrap_or_default();
             let phase = pod["status"]["phase"].as_str().unwrap_or("Unknown");
             out.push_str(&format!("\n  pod {name}: {phase}"));
-            for cs in pod["status"]["containerStatuses"].as_array().into_iter().flatten().chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten()) {
+            for cs in pod["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten())
+            {
                 if let Some(w) = cs["state"]["waiting"].as_object() {
                     out.push_str(&format!(
                         "\n    container {} waiting: {}{}",
@@ -276,7 +294,12 @@ impl KubernetesProvider {
                 let mut events: Vec<Json> = ev["items"].as_array().cloned().unwrap_or_default();
                 events.sort_by_key(|e| e["lastTimestamp"].as_str().or(e["metadata"]["creationTimestamp"].as_str()).unwrap_or_default().to_string());
                 for e in events.iter().rev().take(3) {
-                    out.push_str(&format!("\n    event {} {}: {}", e["type"].as_str().unwrap_or_default(), e["reason"].as_str().unwrap_or_default(), e["message"].as_str().unwrap_or_default()));
+                    out.push_str(&format!(
+                        "\n    event {} {}: {}",
+                        e["type"].as_str().unwrap_or_default(),
+                        e["reason"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -285,14 +308,21 @@ impl KubernetesProvider {
 
     /// Renders the component with its computed values filled; None while one it needs is
     /// known only after apply.
-    fn rendered(&self, c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>, cluster: &BTreeMap<String, Value>) -> Result<Option<Vec<Json>>, ProviderError> {
+    fn rendered(
+        &self,
+        c: &ComponentRef,
+        attrs: &BTreeMap<String, Value>,
+        refs: &BTreeMap<String, Reference>,
+        cluster: &BTreeMap<String, Value>,
+    ) -> Result<Option<Vec<Json>>, ProviderError> {
         render::render(&Input { component: c, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, e))
     }
 }
 
 /// Whether every value a rendering needs is known.
 fn all_known(attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> bool {
-    attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown()) && refs.values().all(|r| !r.attributes.contains_unknown())
+    attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown())
+        && refs.values().all(|r| !r.attributes.contains_unknown())
 }
 
 #[async_trait]
@@ -336,7 +366,12 @@ impl Provider for KubernetesProvider {
                         }
                     }
                     if !missing.is_empty() {
-                        out.errors.push(format!("MicroK8s add-ons missing on context {}: {}. Run `microk8s enable {}` on the node, then plan again.", conn.context, missing.join(", "), missing.join(" ")));
+                        out.errors.push(format!(
+                            "MicroK8s add-ons missing on context {}: {}. Run `microk8s enable {}` on the node, then plan again.",
+                            conn.context,
+                            missing.join(", "),
+                            missing.join(" ")
+                        ));
                     }
                 }
                 _ => match sc {
@@ -347,9 +382,11 @@ impl Provider for KubernetesProvider {
                     }
                     None => match conn.send("GET", &path("storage.k8s.io/v1", "StorageClass", None, None), None, None).await {
                         Ok(list) => {
-                            let has_default = list["items"].as_array().into_iter().flatten().any(|s| {
-                                s["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
-                            });
+                            let has_default = list["items"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|s| s["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true");
                             if !has_default {
                                 out.errors.push("the cluster has no default StorageClass, so volumes would never bind. Set storage_class = \"...\" on the cluster block, or mark a class as default.".to_string());
                             }
@@ -374,7 +411,9 @@ impl Provider for KubernetesProvider {
             let proxy = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy");
             let url = attrs.get("url").and_then(Value::as_str).unwrap_or_default().to_string();
             match conn.raw("GET", &format!("{proxy}/api/health"), &[], Vec::new()).await {
-                Ok((code, _)) if (200..300).contains(&code) => out.push(Check { address: address.into(), ok: true, message: format!("{address}: Vault answers /api/health ({url}).") }),
+                Ok((code, _)) if (200..300).contains(&code) => {
+                    out.push(Check { address: address.into(), ok: true, message: format!("{address}: Vault answers /api/health ({url}).") })
+                }
                 answer => {
                     let why = match answer {
                         Ok((code, body)) => {
@@ -560,7 +599,10 @@ impl Provider for KubernetesProvider {
         let cluster = map_of(req.cluster.as_ref());
         fill_computed(c, &mut attrs, &req.refs, &cluster, true)?;
         let Some(objects) = self.rendered(c, &attrs, &req.refs, &cluster)? else {
-            return Err(ProviderError::new(ErrorKind::Invalid, format!("{}: a value its objects need is still unknown at apply (a referenced component was not applied)", c.address)));
+            return Err(ProviderError::new(
+                ErrorKind::Invalid,
+                format!("{}: a value its objects need is still unknown at apply (a referenced component was not applied)", c.address),
+            ));
         };
         let mut namespaces: BTreeSet<String> = BTreeSet::new();
         for obj in &objects {
@@ -636,10 +678,15 @@ impl Provider for KubernetesProvider {
         let instance = base_name(&c.address);
         for ns in &namespaces {
             if req.delete_data {
-                let claims = conn.list("v1", "PersistentVolumeClaim", Some(ns), &format!("app.kubernetes.io/instance={instance}")).await.map_err(|e| e.into_provider("listing volume claims", &conn))?;
+                let claims = conn
+                    .list("v1", "PersistentVolumeClaim", Some(ns), &format!("app.kubernetes.io/instance={instance}"))
+                    .await
+                    .map_err(|e| e.into_provider("listing volume claims", &conn))?;
                 for claim in claims {
                     let name = claim["metadata"]["name"].as_str().unwrap_or_default();
-                    conn.delete("v1", "PersistentVolumeClaim", Some(ns), name).await.map_err(|e| e.into_provider(&format!("deleting volume claim {name}"), &conn))?;
+                    conn.delete("v1", "PersistentVolumeClaim", Some(ns), name)
+                        .await
+                        .map_err(|e| e.into_provider(&format!("deleting volume claim {name}"), &conn))?;
                 }
             }
         }
@@ -663,7 +710,9 @@ impl Provider for KubernetesProvider {
                 continue;
             }
             let mut empty = true;
-            for (av, kind) in [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"), ("batch/v1", "Job")] {
+            for (av, kind) in
+                [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"), ("batch/v1", "Job")]
+            {
                 if conn.list(av, kind, Some(&ns), &format!("{MANAGED_BY}=kdeploy")).await.map(|l| !l.is_empty()).unwrap_or(true) {
                     empty = false;
                     break;
@@ -679,4 +728,3 @@ impl Provider for KubernetesProvider {
         Ok(())
     }
 }
-

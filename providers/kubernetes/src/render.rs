@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use kdeploy_provider::components::{self, Controller, FileSource, Probe, Spec, Step, Workload, WorkloadError};
-use kdeploy_provider::{images, ComponentRef, Kind, Reference, Value};
-use serde_json::{json, Value as Json};
+use kdeploy_provider::{ComponentRef, Kind, Reference, Value, images};
+use serde_json::{Value as Json, json};
 
 use crate::fields::digest;
 
@@ -236,7 +236,8 @@ fn step_container(step: &Step, secret: &str) -> Json {
 /// Objects for a component that runs as a container, from its workload.
 fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Result<Vec<Json>, String> {
     let secret_ref = secret_name(base);
-    let secret_data: Vec<(&str, String)> = w.env.iter().chain(w.jobs.iter().flat_map(|j| j.env.iter())).filter(|e| e.secret).map(|e| (e.name.as_str(), e.value.clone())).collect();
+    let secret_data: Vec<(&str, String)> =
+        w.env.iter().chain(w.jobs.iter().flat_map(|j| j.env.iter())).filter(|e| e.secret).map(|e| (e.name.as_str(), e.value.clone())).collect();
     let mut objects = Vec::new();
     if !secret_data.is_empty() {
         objects.push(secret(inp, &secret_ref, ns, &secret_data));
@@ -244,10 +245,14 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
     // Files: inline ones from a Secret of their own, existing Secrets mounted by key.
     let mut volumes: Vec<Json> = Vec::new();
     let mut file_mounts: Vec<Json> = Vec::new();
-    let inline: Vec<(String, String)> = w.files.iter().filter_map(|f| match &f.source {
-        FileSource::Inline(text) => Some((file_key(&f.path), text.clone())),
-        FileSource::Secret { .. } => None,
-    }).collect();
+    let inline: Vec<(String, String)> = w
+        .files
+        .iter()
+        .filter_map(|f| match &f.source {
+            FileSource::Inline(text) => Some((file_key(&f.path), text.clone())),
+            FileSource::Secret { .. } => None,
+        })
+        .collect();
     if !inline.is_empty() {
         let data: Vec<(&str, String)> = inline.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         objects.push(secret(inp, &format!("{base}-files"), ns, &data));
@@ -274,13 +279,17 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
     if let Some(r) = &w.resources {
         c["resources"] = json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": r.cpu, "memory": r.memory}});
     }
-    let mut mounts: Vec<Json> = w.mounts.iter().map(|m| {
-        let mut j = json!({"name": m.volume, "mountPath": m.path});
-        if let Some(sub) = m.sub_path {
-            j["subPath"] = json!(sub);
-        }
-        j
-    }).collect();
+    let mut mounts: Vec<Json> = w
+        .mounts
+        .iter()
+        .map(|m| {
+            let mut j = json!({"name": m.volume, "mountPath": m.path});
+            if let Some(sub) = m.sub_path {
+                j["subPath"] = json!(sub);
+            }
+            j
+        })
+        .collect();
     mounts.extend(file_mounts);
     if !mounts.is_empty() {
         c["volumeMounts"] = Json::Array(mounts);
@@ -329,7 +338,8 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
     let template = pod_template(inp, &config, pod);
     let workload = match w.controller {
         Controller::Stateful => {
-            let templates: Vec<Json> = claims.iter().map(|(vol, size)| json!({"metadata": {"name": vol, "labels": labels(inp)}, "spec": claim_spec(inp, size)})).collect();
+            let templates: Vec<Json> =
+                claims.iter().map(|(vol, size)| json!({"metadata": {"name": vol, "labels": labels(inp)}, "spec": claim_spec(inp, size)})).collect();
             json!({
                 "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta(inp, base, Some(ns)),
                 "spec": {"serviceName": base, "replicas": 1, "selector": {"matchLabels": selector(inp)}, "template": template, "volumeClaimTemplates": templates}
@@ -574,11 +584,21 @@ mod tests {
         secrets::fill(Kind::Vault, "kerberos", "vault.main", &mut a, &BTreeMap::new(), true);
         let db = Reference {
             component: ComponentRef { address: "database.meta".into(), kind: Kind::Database, type_name: "mongodb".into() },
-            attributes: Value::Map(attrs(&[("host", Value::string("mongodb-meta.mongodb")), ("port", Value::from_i64(27017)), ("username", Value::string("root")), ("admin_password", Value::string(db_password))])),
+            attributes: Value::Map(attrs(&[
+                ("host", Value::string("mongodb-meta.mongodb")),
+                ("port", Value::from_i64(27017)),
+                ("username", Value::string("root")),
+                ("admin_password", Value::string(db_password)),
+            ])),
         };
         let storage = Reference {
             component: ComponentRef { address: "object_storage.rec".into(), kind: Kind::ObjectStorage, type_name: "minio".into() },
-            attributes: Value::Map(attrs(&[("bucket", Value::string("r")), ("endpoint", Value::string("m:9000")), ("access_key", Value::string("A")), ("secret_key", Value::string("S"))])),
+            attributes: Value::Map(attrs(&[
+                ("bucket", Value::string("r")),
+                ("endpoint", Value::string("m:9000")),
+                ("access_key", Value::string("A")),
+                ("secret_key", Value::string("S")),
+            ])),
         };
         let refs: BTreeMap<String, Reference> = [("database".to_string(), db), ("storage".to_string(), storage)].into();
         let c = cref("vault.main", Kind::Vault);
@@ -589,7 +609,8 @@ mod tests {
     fn a_changed_referenced_secret_rolls_the_pods() {
         let d1 = vault_objects("one");
         let d2 = vault_objects("two");
-        let ann = |objs: &[Json]| objs.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"]["metadata"]["annotations"][DIGEST_ANNOTATION].clone();
+        let ann =
+            |objs: &[Json]| objs.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"]["metadata"]["annotations"][DIGEST_ANNOTATION].clone();
         assert_ne!(ann(&d1), ann(&d2));
         let svc = d1.iter().find(|o| o["kind"] == "Service").unwrap();
         assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
@@ -599,6 +620,9 @@ mod tests {
         for var in ["VAULT_STORAGE_PROVIDERS", "VAULT_INTEGRATIONS", "VAULT_ACCOUNTS"] {
             assert!(secret["data"][var].is_string(), "{var} is kept in the Secret");
         }
-        assert!(secret["data"].get("STORAGE_ACCESS_KEY").is_none() && secret["data"].get("ACCOUNT_ACCESS_KEY").is_none(), "variables Vault never reads are gone");
+        assert!(
+            secret["data"].get("STORAGE_ACCESS_KEY").is_none() && secret["data"].get("ACCOUNT_ACCESS_KEY").is_none(),
+            "variables Vault never reads are gone"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -36,10 +36,17 @@ pub struct Inject {
 
 enum Finish {
     /// Mark the resource Succeeded.
-    Succeed { key: String },
+    Succeed {
+        key: String,
+    },
     /// Insert the resource (storage account creation).
-    Insert { key: String, body: Json },
-    Remove { key: String },
+    Insert {
+        key: String,
+        body: Json,
+    },
+    Remove {
+        key: String,
+    },
 }
 
 struct Op {
@@ -94,7 +101,11 @@ impl Mock {
                 tokio::spawn(async move {
                     let Some((method, target, headers, body)) = read_request(&mut sock).await else { return };
                     let (status, hdrs, body) = handle(&st, &b, &method, &target, &headers, &body);
-                    let mut out = format!("HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n", reason(status), body.len());
+                    let mut out = format!(
+                        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        reason(status),
+                        body.len()
+                    );
                     for (k, v) in hdrs {
                         out.push_str(&format!("{k}: {v}\r\n"));
                     }
@@ -245,10 +256,18 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
     if method == "POST" && lower.ends_with("/oauth2/v2.0/token") {
         let form: HashMap<&str, &str> = body.split('&').filter_map(|kv| kv.split_once('=')).collect();
         if form.get("grant_type") != Some(&"client_credentials") || form.get("scope") != Some(&"https%3A%2F%2Fmanagement.azure.com%2F.default") {
-            return (400, vec![], json!({"error": "invalid_request", "error_description": "AADSTS900144: The request body must contain grant_type and scope."}).to_string());
+            return (
+                400,
+                vec![],
+                json!({"error": "invalid_request", "error_description": "AADSTS900144: The request body must contain grant_type and scope."}).to_string(),
+            );
         }
         if form.get("client_secret") != Some(&"s3cret%2B") {
-            return (401, vec![], json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}).to_string());
+            return (
+                401,
+                vec![],
+                json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}).to_string(),
+            );
         }
         return (200, vec![], json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": TOKEN}).to_string());
     }
@@ -263,7 +282,11 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
     if let Some(want) = expected_api_version(path)
         && api != Some(want)
     {
-        return cloud_error(400, "InvalidApiVersionParameter", &format!("The api-version '{}' is invalid. The supported version here is '{want}'.", api.unwrap_or("")));
+        return cloud_error(
+            400,
+            "InvalidApiVersionParameter",
+            &format!("The api-version '{}' is invalid. The supported version here is '{want}'.", api.unwrap_or("")),
+        );
     }
     let sub_prefix = format!("/subscriptions/{SUB}").to_lowercase();
     if !lower.starts_with(&sub_prefix) {
@@ -378,7 +401,10 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
                 return (if exists { 200 } else { 201 }, vec![], rg.to_string());
             }
             if lower.contains("/managedclusters/") && segments.len() == 8 {
-                if body["identity"]["type"] != "SystemAssigned" || body["properties"]["agentPoolProfiles"][0]["mode"] != "System" || !body["location"].is_string() {
+                if body["identity"]["type"] != "SystemAssigned"
+                    || body["properties"]["agentPoolProfiles"][0]["mode"] != "System"
+                    || !body["location"].is_string()
+                {
                     return cloud_error(400, "InvalidParameter", "a managed cluster needs a location, an identity and a System agent pool");
                 }
                 if let Some(prev) = st.resources.get(&lower) {
@@ -433,7 +459,8 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
                     return (200, vec![], a.to_string());
                 }
                 let id = new_op(&mut st, Finish::Insert { key: lower, body: a });
-                let loc_url = format!("{base}/subscriptions/{SUB}/providers/Microsoft.Storage/locations/{loc}/asyncoperations/{id}?monitor=true&api-version=2023-05-01");
+                let loc_url =
+                    format!("{base}/subscriptions/{SUB}/providers/Microsoft.Storage/locations/{loc}/asyncoperations/{id}?monitor=true&api-version=2023-05-01");
                 return (202, vec![("Location".into(), loc_url), ("Retry-After".into(), "1".into())], String::new());
             }
             if lower.contains("/blobservices/default/containers/") {
@@ -472,7 +499,8 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
                 st.resources.get_mut(&lower).unwrap()["properties"]["provisioningState"] = "Deleting".into();
                 let id = new_op(&mut st, Finish::Remove { key: lower });
                 let op_url = format!("{base}/subscriptions/{SUB}/providers/Microsoft.ContainerService/locations/{loc}/operations/{id}?api-version=2024-05-01");
-                let res_url = format!("{base}/subscriptions/{SUB}/providers/Microsoft.ContainerService/locations/{loc}/operationresults/{id}?api-version=2024-05-01");
+                let res_url =
+                    format!("{base}/subscriptions/{SUB}/providers/Microsoft.ContainerService/locations/{loc}/operationresults/{id}?api-version=2024-05-01");
                 return (202, vec![("Azure-AsyncOperation".into(), op_url), ("Location".into(), res_url), ("Retry-After".into(), "1".into())], String::new());
             }
             st.resources.retain(|k, _| !k.starts_with(&lower));
@@ -484,7 +512,9 @@ fn handle(state: &Mutex<State>, base: &str, method: &str, target: &str, headers:
 
 /// The storage error body of the Blob service (XML).
 fn storage_error(status: u16, code: &str, message: &str) -> Answer {
-    let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{message}\nRequestId:00000000-0000-0000-0000-000000000000\nTime:2026-11-25T09:00:00.0000000Z</Message></Error>");
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{message}\nRequestId:00000000-0000-0000-0000-000000000000\nTime:2026-11-25T09:00:00.0000000Z</Message></Error>"
+    );
     (status, vec![("x-ms-error-code".into(), code.into()), ("content-type".into(), "application/xml".into())], body)
 }
 
@@ -503,7 +533,11 @@ fn blob_service(st: &State, method: &str, rest: &str, query: &str, headers: &Has
         return storage_error(400, "UnsupportedHttpVerb", "The mock serves List Blobs only.");
     }
     let (Some(date), Some(version), Some(auth)) = (headers.get("x-ms-date"), headers.get("x-ms-version"), headers.get("authorization")) else {
-        return storage_error(403, "AuthenticationFailed", "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.");
+        return storage_error(
+            403,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+        );
     };
     let keys: Json = fixture_json("list_keys.json");
     let key = base64::engine::general_purpose::STANDARD.decode(keys["keys"][0]["value"].as_str().unwrap()).unwrap();
@@ -516,7 +550,11 @@ fn blob_service(st: &State, method: &str, rest: &str, query: &str, headers: &Has
     mac.update(to_sign.as_bytes());
     let expected = format!("SharedKey {account}:{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
     if *auth != expected {
-        return storage_error(403, "AuthenticationFailed", "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.");
+        return storage_error(
+            403,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+        );
     }
     let container_known = st.resources.keys().any(|k| k.ends_with(&format!("/storageaccounts/{account}/blobservices/default/containers/{container}")));
     if !container_known {
@@ -531,6 +569,8 @@ fn blob_service(st: &State, method: &str, rest: &str, query: &str, headers: &Has
         .take(max)
         .map(|b| format!("<Blob><Name>{b}</Name><Properties><Content-Length>1024</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob>"))
         .collect();
-    let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"https://{account}.blob.core.windows.net/\" ContainerName=\"{container}\"><MaxResults>{max}</MaxResults><Blobs>{blobs}</Blobs><NextMarker /></EnumerationResults>");
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"https://{account}.blob.core.windows.net/\" ContainerName=\"{container}\"><MaxResults>{max}</MaxResults><Blobs>{blobs}</Blobs><NextMarker /></EnumerationResults>"
+    );
     (200, vec![("content-type".into(), "application/xml".into())], body)
 }

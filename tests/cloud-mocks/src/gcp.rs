@@ -44,8 +44,7 @@ fn form(body: &Json) -> BTreeMap<String, String> {
 
 pub fn fixture(name: &str) -> Json {
     let path = format!("{}/gcp/{name}", crate::FIXTURES);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
 }
 
 /// A canned answer for the next `times` requests matching method and path substring.
@@ -82,17 +81,10 @@ pub struct State {
 
 impl State {
     pub fn count(&self, prefix: &str) -> usize {
-        self.log
-            .iter()
-            .filter(|(l, _)| l.starts_with(prefix))
-            .count()
+        self.log.iter().filter(|(l, _)| l.starts_with(prefix)).count()
     }
     pub fn bodies(&self, prefix: &str) -> Vec<Json> {
-        self.log
-            .iter()
-            .filter(|(l, _)| l.starts_with(prefix))
-            .map(|(_, b)| b.clone())
-            .collect()
+        self.log.iter().filter(|(l, _)| l.starts_with(prefix)).map(|(_, b)| b.clone()).collect()
     }
 }
 
@@ -133,19 +125,11 @@ struct Resp {
 }
 
 fn ok(body: Json) -> Resp {
-    Resp {
-        status: 200,
-        body,
-        headers: vec![],
-    }
+    Resp { status: 200, body, headers: vec![] }
 }
 
 fn err(status: u16, fixture_name: &str) -> Resp {
-    Resp {
-        status,
-        body: fixture(fixture_name),
-        headers: vec![],
-    }
+    Resp { status, body: fixture(fixture_name), headers: vec![] }
 }
 
 fn serve(conn: TcpStream, st: Arc<Mutex<State>>) {
@@ -156,10 +140,7 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) {
             return;
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
+        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
         let mut headers = BTreeMap::new();
         loop {
             let mut h = String::new();
@@ -174,10 +155,7 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) {
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
+        let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
         let mut body = vec![0; len];
         reader.read_exact(&mut body).unwrap();
         // JSON bodies parsed; form bodies (OAuth, STS) kept as a string.
@@ -188,24 +166,10 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) {
         };
         let resp = {
             let mut s = st.lock().unwrap();
-            handle(
-                &mut s,
-                &method,
-                &target,
-                headers.get("authorization").map(String::as_str),
-                body,
-            )
+            handle(&mut s, &method, &target, headers.get("authorization").map(String::as_str), body)
         };
-        let text = if resp.body.is_null() {
-            String::new()
-        } else {
-            resp.body.to_string()
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} X\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\n",
-            resp.status,
-            text.len()
-        );
+        let text = if resp.body.is_null() { String::new() } else { resp.body.to_string() };
+        let mut out = format!("HTTP/1.1 {} X\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\n", resp.status, text.len());
         for (k, v) in &resp.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -239,11 +203,7 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
     // OAuth token endpoint (service account JWT bearer grant, form-encoded body).
     if method == "POST" && target == "/token" {
         return if s.reject_token_requests {
-            Resp {
-                status: 400,
-                body: json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}),
-                headers: vec![],
-            }
+            Resp { status: 400, body: json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}), headers: vec![] }
         } else {
             ok(json!({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
         };
@@ -263,7 +223,11 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             && f.get("subject_token_type").map(String::as_str) == Some("urn:ietf:params:oauth:token-type:jwt")
             && f.get("scope").map(String::as_str) == Some("https://www.googleapis.com/auth/cloud-platform");
         if !well_formed {
-            return Resp { status: 400, body: json!({"error": "invalid_request", "error_description": format!("malformed token exchange: {f:?}")}), headers: vec![] };
+            return Resp {
+                status: 400,
+                body: json!({"error": "invalid_request", "error_description": format!("malformed token exchange: {f:?}")}),
+                headers: vec![],
+            };
         }
         if f.get("audience").map(String::as_str) != Some(AUDIENCE) || f.get("subject_token").map(String::as_str) != Some(SUBJECT_TOKEN) {
             return err(400, "sts_error.json");
@@ -287,11 +251,7 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
     if auth != Some(&format!("Bearer {TOKEN}")) {
         return err(401, "error_401.json");
     }
-    if let Some(i) = s
-        .faults
-        .iter()
-        .position(|f| f.method == method && target.contains(f.path_contains) && f.times > 0)
-    {
+    if let Some(i) = s.faults.iter().position(|f| f.method == method && target.contains(f.path_contains) && f.times > 0) {
         let f = &mut s.faults[i];
         f.times -= 1;
         let mut r = err(f.status, f.fixture);
@@ -353,15 +313,13 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             s.clusters.insert(key, c);
             ok(new_op(s, l, "CREATE_CLUSTER", 2))
         }
-        ("GET", ["v1", "projects", p, "locations", l, "clusters", name]) => {
-            match s.clusters.get_mut(&format!("{p}/{l}/{name}")) {
-                Some(c) => {
-                    c["status"] = json!("RUNNING");
-                    ok(c.clone())
-                }
-                None => err(404, "error_404_gke.json"),
+        ("GET", ["v1", "projects", p, "locations", l, "clusters", name]) => match s.clusters.get_mut(&format!("{p}/{l}/{name}")) {
+            Some(c) => {
+                c["status"] = json!("RUNNING");
+                ok(c.clone())
             }
-        }
+            None => err(404, "error_404_gke.json"),
+        },
         ("PUT", ["v1", "projects", p, "locations", l, "clusters", name]) => {
             let Some(c) = s.clusters.get_mut(&format!("{p}/{l}/{name}")) else {
                 return err(404, "error_404_gke.json");
@@ -377,29 +335,12 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             }
             ok(new_op(s, l, "DELETE_CLUSTER", 1))
         }
-        (
-            _,
-            [
-                "v1",
-                "projects",
-                p,
-                "locations",
-                l,
-                "clusters",
-                name,
-                "nodePools",
-                action,
-            ],
-        ) => {
+        (_, ["v1", "projects", p, "locations", l, "clusters", name, "nodePools", action]) => {
             let Some(c) = s.clusters.get_mut(&format!("{p}/{l}/{name}")) else {
                 return err(404, "error_404_gke.json");
             };
             let (pool, verb) = action.split_once(':').unwrap_or((action, ""));
-            let idx = c["nodePools"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .position(|np| np["name"] == pool);
+            let idx = c["nodePools"].as_array().unwrap().iter().position(|np| np["name"] == pool);
             let Some(idx) = idx else {
                 return err(404, "error_404_gke.json");
             };
@@ -418,11 +359,7 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
                 }
                 ("GET", "") => return ok(c["nodePools"][idx].clone()),
                 _ => {
-                    return Resp {
-                        status: 400,
-                        body: json!({"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}),
-                        headers: vec![],
-                    };
+                    return Resp { status: 400, body: json!({"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}), headers: vec![] };
                 }
             };
             ok(new_op(s, l, op_type, 1))
@@ -438,10 +375,7 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             b["name"] = json!(name);
             b["id"] = json!(name);
             b["location"] = json!(body["location"].as_str().unwrap().to_ascii_uppercase());
-            if body["lifecycle"]["rule"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-            {
+            if body["lifecycle"]["rule"].as_array().is_some_and(|r| !r.is_empty()) {
                 b["lifecycle"] = body["lifecycle"].clone();
             }
             s.buckets.insert(name.clone(), b.clone());
@@ -450,20 +384,12 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             s.policies.insert(name, pol);
             ok(b)
         }
-        ("GET", ["storage", "v1", "b", name]) => s
-            .buckets
-            .get(*name)
-            .cloned()
-            .map(ok)
-            .unwrap_or_else(|| err(404, "error_404_gcs.json")),
+        ("GET", ["storage", "v1", "b", name]) => s.buckets.get(*name).cloned().map(ok).unwrap_or_else(|| err(404, "error_404_gcs.json")),
         ("PATCH", ["storage", "v1", "b", name]) => {
             let Some(b) = s.buckets.get_mut(*name) else {
                 return err(404, "error_404_gcs.json");
             };
-            if body["lifecycle"]["rule"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-            {
+            if body["lifecycle"]["rule"].as_array().is_some_and(|r| !r.is_empty()) {
                 b["lifecycle"] = body["lifecycle"].clone();
             } else {
                 b.as_object_mut().unwrap().remove("lifecycle");
@@ -495,27 +421,15 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             if s.buckets.remove(*name).is_none() {
                 return err(404, "error_404_gcs.json");
             }
-            Resp {
-                status: 204,
-                body: Json::Null,
-                headers: vec![],
-            }
+            Resp { status: 204, body: Json::Null, headers: vec![] }
         }
-        ("GET", ["storage", "v1", "b", name, "iam"]) => s
-            .policies
-            .get(*name)
-            .cloned()
-            .map(ok)
-            .unwrap_or_else(|| err(404, "error_404_gcs.json")),
+        ("GET", ["storage", "v1", "b", name, "iam"]) => s.policies.get(*name).cloned().map(ok).unwrap_or_else(|| err(404, "error_404_gcs.json")),
         ("PUT", ["storage", "v1", "b", name, "iam"]) => {
             s.policies.insert(name.to_string(), body.clone());
             ok(body)
         }
         ("POST", ["storage", "v1", "projects", p, "hmacKeys"]) => {
-            let email = query
-                .strip_prefix("serviceAccountEmail=")
-                .unwrap()
-                .replace("%40", "@");
+            let email = query.strip_prefix("serviceAccountEmail=").unwrap().replace("%40", "@");
             let mut k = fixture("hmac_key.json");
             let id = format!("GOOG1KEY{}", s.hmac.len() + 1);
             k["metadata"]["accessId"] = json!(id);
@@ -525,12 +439,7 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             s.hmac.insert(id, k["metadata"].clone());
             ok(k)
         }
-        ("GET", ["storage", "v1", "projects", _, "hmacKeys", id]) => s
-            .hmac
-            .get(*id)
-            .cloned()
-            .map(ok)
-            .unwrap_or_else(|| err(404, "error_404_gcs.json")),
+        ("GET", ["storage", "v1", "projects", _, "hmacKeys", id]) => s.hmac.get(*id).cloned().map(ok).unwrap_or_else(|| err(404, "error_404_gcs.json")),
         ("PUT", ["storage", "v1", "projects", _, "hmacKeys", id]) => {
             let Some(k) = s.hmac.get_mut(*id) else {
                 return err(404, "error_404_gcs.json");
@@ -547,19 +456,12 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&str>, body: J
             },
             Some(_) => {
                 s.hmac.remove(*id);
-                Resp {
-                    status: 204,
-                    body: Json::Null,
-                    headers: vec![],
-                }
+                Resp { status: 204, body: Json::Null, headers: vec![] }
             }
         },
         // ---- IAM
         ("POST", ["v1", "projects", p, "serviceAccounts"]) => {
-            let email = format!(
-                "{}@{p}.iam.gserviceaccount.com",
-                body["accountId"].as_str().unwrap()
-            );
+            let email = format!("{}@{p}.iam.gserviceaccount.com", body["accountId"].as_str().unwrap());
             if s.service_accounts.contains_key(&email) {
                 return Resp {
                     status: 409,

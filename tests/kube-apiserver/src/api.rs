@@ -87,11 +87,7 @@ fn json_resp(code: u16, v: &Value) -> Response<RespBody> {
 async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let method = req.method().as_str().to_string();
     let path_q = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-    let headers: HashMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers: HashMap<String, String> = req.headers().iter().map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string())).collect();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query().unwrap_or(""));
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -113,16 +109,8 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<RespBo
             .header("Content-Type", "text/plain; charset=utf-8")
             .body(Full::new(Bytes::from_static(t.as_bytes())).boxed())
             .unwrap(),
-        Reply::Log(t) => Response::builder()
-            .status(200)
-            .header("Content-Type", "text/plain")
-            .body(Full::new(Bytes::from(t)).boxed())
-            .unwrap(),
-        Reply::Bytes(ct, b) => Response::builder()
-            .status(200)
-            .header("Content-Type", ct)
-            .body(Full::new(Bytes::from(b)).boxed())
-            .unwrap(),
+        Reply::Log(t) => Response::builder().status(200).header("Content-Type", "text/plain").body(Full::new(Bytes::from(t)).boxed()).unwrap(),
+        Reply::Bytes(ct, b) => Response::builder().status(200).header("Content-Type", ct).body(Full::new(Bytes::from(b)).boxed()).unwrap(),
         Reply::Watch(w) => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
             tokio::spawn(run_watch(w, tx));
@@ -185,7 +173,10 @@ async fn forward(method: &str, base: &str, path: &str, headers: &HashMap<String,
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
         let head = String::from_utf8_lossy(&raw[..split]).to_string();
         let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(502);
-        let ct = head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "text/plain".into());
+        let ct = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| "text/plain".into());
         Ok((code, ct, raw.get(split + 4..).unwrap_or_default().to_vec()))
     })
     .await;
@@ -351,9 +342,7 @@ fn method_not_allowed(method: &str) -> (u16, Value) {
 
 fn forbidden(st: &State, verb: &str, res: usize, ns: Option<&str>, name: &str) -> Option<(u16, Value)> {
     let r = &RESOURCES[res];
-    let hit = st.opts.forbidden.iter().any(|(v, p, n)| {
-        (v == verb || v == "*") && (p == r.plural || p == "*") && (n.is_none() || n.as_deref() == ns)
-    });
+    let hit = st.opts.forbidden.iter().any(|(v, p, n)| (v == verb || v == "*") && (p == r.plural || p == "*") && (n.is_none() || n.as_deref() == ns));
     if !hit {
         return None;
     }
@@ -365,10 +354,7 @@ fn forbidden(st: &State, verb: &str, res: usize, ns: Option<&str>, name: &str) -
     Some(status_err(
         403,
         "Forbidden",
-        format!(
-            "{subject} is forbidden: User \"kdeploy-test\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
-            r.plural, r.group
-        ),
+        format!("{subject} is forbidden: User \"kdeploy-test\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}", r.plural, r.group),
         Some(details(res, name)),
     ))
 }
@@ -411,9 +397,11 @@ fn discovery(st: &State, segs: &[&str]) -> Option<Value> {
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
     };
     Some(match segs {
-        ["version"] => json!({"major": "1", "minor": "33", "emulationMajor": "1", "emulationMinor": "33", "minCompatibilityMajor": "1", "minCompatibilityMinor": "32",
+        ["version"] => {
+            json!({"major": "1", "minor": "33", "emulationMajor": "1", "emulationMinor": "33", "minCompatibilityMajor": "1", "minCompatibilityMinor": "32",
             "gitVersion": "v1.33.0-kdeploy-test", "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64"}),
+            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64"})
+        }
         ["api"] => json!({"kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{}", st.port)}]}),
         ["apis"] => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()}),
@@ -549,8 +537,17 @@ pub(crate) fn spec_part(o: &Value) -> Value {
 }
 
 const IGNORED_META: &[&str] = &[
-    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "generateName",
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generateName",
 ];
 
 /// The part of an object whose fields are tracked for the main resource / status subresource.
@@ -651,7 +648,8 @@ pub(crate) fn record_update(res: usize, old: Option<&Value>, new: &mut Value, ma
     // drop paths that no longer exist (only within the part this request can touch)
     for e in mf.iter_mut() {
         e.set.retain(|p| {
-            let in_scope = if status { p.first().is_some_and(|f| f == "f:status") } else { p.first().is_none_or(|f| f != "f:status") || !RESOURCES[res].status };
+            let in_scope =
+                if status { p.first().is_some_and(|f| f == "f:status") } else { p.first().is_none_or(|f| f != "f:status") || !RESOURCES[res].status };
             !in_scope || fields::get_at(&new_t, p).is_some()
         });
     }
@@ -666,14 +664,9 @@ pub(crate) fn record_update(res: usize, old: Option<&Value>, new: &mut Value, ma
                 e.set.extend(changed);
                 e.time = now;
             }
-            None => mf.push(MfEntry {
-                manager: manager.into(),
-                operation: "Update".into(),
-                api_version,
-                time: now,
-                subresource: subresource.into(),
-                set: changed,
-            }),
+            None => {
+                mf.push(MfEntry { manager: manager.into(), operation: "Update".into(), api_version, time: now, subresource: subresource.into(), set: changed })
+            }
         }
     }
     mf.retain(|e| !e.set.is_empty());
@@ -741,15 +734,20 @@ fn route<'a>(segs: &[&'a str]) -> Option<Target<'a>> {
 fn parse_body(body: &[u8]) -> ApiResult<Value> {
     if body.starts_with(b"k8s\0") {
         return crate::proto::decode(body).ok_or_else(|| {
-            status_err(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into(), None)
+            status_err(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into(),
+                None,
+            )
         });
     }
     if body.is_empty() {
-        return Err(bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"));
+        return Err(bad_request(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        ));
     }
-    serde_json::from_slice(body)
-        .or_else(|_| serde_yaml::from_slice::<Value>(body))
-        .map_err(|e| bad_request(format!("error decoding request body: {e}")))
+    serde_json::from_slice(body).or_else(|_| serde_yaml::from_slice::<Value>(body)).map_err(|e| bad_request(format!("error decoding request body: {e}")))
 }
 
 pub(crate) fn dispatch(st: &mut State, method: &str, path: &str, q: &HashMap<String, String>, h: &HashMap<String, String>, body: &[u8]) -> Reply {
@@ -784,9 +782,10 @@ pub(crate) fn dispatch(st: &mut State, method: &str, path: &str, q: &HashMap<Str
         };
     }
     if method == "GET"
-        && let Some(v) = discovery(st, &segs) {
-            return Reply::Json(200, v);
-        }
+        && let Some(v) = discovery(st, &segs)
+    {
+        return Reply::Json(200, v);
+    }
     let Some(t) = route(&segs) else {
         let (c, v) = unknown_resource();
         return Reply::Json(c, v);
@@ -831,9 +830,10 @@ fn handle_resource(st: &mut State, method: &str, t: Target, q: &HashMap<String, 
     }
     if let Some(sub) = t.sub
         && (sub != "status" || !r.status)
-            && !(res == resources::NS && sub == "finalize") {
-                return Err(unknown_resource());
-            }
+        && !(res == resources::NS && sub == "finalize")
+    {
+        return Err(unknown_resource());
+    }
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     let manager = q.get("fieldManager").cloned().unwrap_or_else(|| {
         let ua = h.get("user-agent").cloned().unwrap_or_default();
@@ -886,18 +886,17 @@ fn handle_resource(st: &mut State, method: &str, t: Target, q: &HashMap<String, 
         }
         ("DELETE", None) => {
             let sel = Selectors::parse(q.get("labelSelector"), q.get("fieldSelector")).map_err(bad_request)?;
-            let keys: Vec<_> = st
-                .objects
-                .iter()
-                .filter(|(k, v)| k.0 == res && ns.as_ref().is_none_or(|n| *n == k.1) && sel.matches(v))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys: Vec<_> =
+                st.objects.iter().filter(|(k, v)| k.0 == res && ns.as_ref().is_none_or(|n| *n == k.1) && sel.matches(v)).map(|(k, _)| k.clone()).collect();
             let mut items = vec![];
             for k in keys {
                 let o = if dry_run { st.objects.get(&k).cloned() } else { st.remove_cascade(k.0, &k.1, &k.2, false) };
                 items.extend(o);
             }
-            Ok(Reply::Json(200, json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})))
+            Ok(Reply::Json(
+                200,
+                json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+            ))
         }
         (m, _) => Err(method_not_allowed(m)),
     }
@@ -950,12 +949,7 @@ fn strip_type(mut o: Value) -> Value {
 
 fn list(st: &State, res: usize, ns: Option<&str>, sel: &Selectors, q: &HashMap<String, String>, accept: &str) -> Value {
     let r = &RESOURCES[res];
-    let all: Vec<Value> = st
-        .objects
-        .iter()
-        .filter(|(k, v)| k.0 == res && ns.is_none_or(|n| n == k.1) && sel.matches(v))
-        .map(|(_, v)| v.clone())
-        .collect();
+    let all: Vec<Value> = st.objects.iter().filter(|(k, v)| k.0 == res && ns.is_none_or(|n| n == k.1) && sel.matches(v)).map(|(_, v)| v.clone()).collect();
     let offset: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
     let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
@@ -1041,11 +1035,8 @@ fn openapi(segs: &[&str]) -> Option<Value> {
             let mut paths = Map::new();
             for r in RESOURCES.iter().filter(|r| r.group == *g && r.version == *v) {
                 let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-                let base = if r.namespaced {
-                    format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), r.plural)
-                } else {
-                    format!("/{}/{}", gv_path(g, v), r.plural)
-                };
+                let base =
+                    if r.namespaced { format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), r.plural) } else { format!("/{}/{}", gv_path(g, v), r.plural) };
                 let op = |id: &str| json!({"operationId": id, "parameters": params, "x-kubernetes-action": id, "x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}});
                 paths.insert(base.clone(), json!({"post": op("post"), "get": op("list")}));
                 paths.insert(format!("{base}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
@@ -1057,7 +1048,8 @@ fn openapi(segs: &[&str]) -> Option<Value> {
 }
 
 fn table(res: usize, objs: &[Value], accept: &str, rv: u64) -> Value {
-    let api = if accept.contains("as=Table;v=v1;") || accept.contains("as=Table;v=v1,") || accept.ends_with("as=Table;v=v1") || accept.contains("v=v1;as=Table") {
+    let api = if accept.contains("as=Table;v=v1;") || accept.contains("as=Table;v=v1,") || accept.ends_with("as=Table;v=v1") || accept.contains("v=v1;as=Table")
+    {
         "meta.k8s.io/v1"
     } else {
         "meta.k8s.io/v1beta1"
@@ -1067,18 +1059,26 @@ fn table(res: usize, objs: &[Value], accept: &str, rv: u64) -> Value {
     let extra: Vec<(&str, Box<dyn Fn(&Value) -> Value>)> = match kind {
         "Namespace" => vec![("Status", Box::new(|o: &Value| o.pointer("/status/phase").cloned().unwrap_or(json!(""))))],
         "Deployment" => vec![
-            ("Ready", Box::new(|o: &Value| {
-                json!(format!("{}/{}", o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0), o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)))
-            })),
+            (
+                "Ready",
+                Box::new(|o: &Value| {
+                    json!(format!(
+                        "{}/{}",
+                        o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0),
+                        o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)
+                    ))
+                }),
+            ),
             ("Up-to-date", Box::new(|o: &Value| json!(o.pointer("/status/updatedReplicas").and_then(Value::as_i64).unwrap_or(0)))),
             ("Available", Box::new(|o: &Value| json!(o.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0)))),
         ],
-        "Pod" => vec![
-            ("Status", Box::new(|o: &Value| {
+        "Pod" => vec![(
+            "Status",
+            Box::new(|o: &Value| {
                 let w = o.pointer("/status/containerStatuses/0/state/waiting/reason").cloned();
                 w.unwrap_or_else(|| o.pointer("/status/phase").cloned().unwrap_or(json!("")))
-            })),
-        ],
+            }),
+        )],
         _ => vec![],
     };
     for (n, _) in &extra {
@@ -1108,10 +1108,7 @@ fn check_type(res: usize, o: &Value) -> ApiResult<()> {
     let av = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let k = o.get("kind").and_then(Value::as_str).unwrap_or("");
     if (!av.is_empty() && av != r.api_version()) || (!k.is_empty() && k != r.kind) {
-        return Err(bad_request(format!(
-            "the API version in the data ({av}) does not match the expected API version ({})",
-            r.api_version()
-        )));
+        return Err(bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", r.api_version())));
     }
     Ok(())
 }
@@ -1151,10 +1148,11 @@ pub(crate) fn create(st: &mut State, res: usize, ns: Option<&str>, mut obj: Valu
     check_type(res, &obj)?;
     ensure_meta(res, &mut obj, ns)?;
     if obj.pointer("/metadata/name").and_then(Value::as_str).is_none_or(str::is_empty)
-        && let Some(g) = obj.pointer("/metadata/generateName").and_then(Value::as_str) {
-            let n = format!("{g}{}", random_suffix(5));
-            obj["metadata"]["name"] = json!(n);
-        }
+        && let Some(g) = obj.pointer("/metadata/generateName").and_then(Value::as_str)
+    {
+        let n = format!("{g}{}", random_suffix(5));
+        obj["metadata"]["name"] = json!(n);
+    }
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
     if r.namespaced {
         let n = ns.unwrap_or("default");
@@ -1231,7 +1229,12 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
         let ip = match old.and_then(|o| o.pointer("/spec/clusterIP")) {
             Some(ip) => ip.as_str().unwrap_or("").to_string(),
             None => {
-                let used: Vec<String> = st.objects.iter().filter(|(k, _)| k.0 == resources::SVC).filter_map(|(_, v)| v.pointer("/spec/clusterIP").and_then(Value::as_str).map(String::from)).collect();
+                let used: Vec<String> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == resources::SVC)
+                    .filter_map(|(_, v)| v.pointer("/spec/clusterIP").and_then(Value::as_str).map(String::from))
+                    .collect();
                 loop {
                     let ip = format!("10.152.183.{}", st.next_ip);
                     st.next_ip = if st.next_ip >= 254 { 2 } else { st.next_ip + 1 };
@@ -1244,9 +1247,10 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
         obj["spec"]["clusterIP"] = json!(ip);
         obj["spec"]["clusterIPs"] = json!([ip]);
     } else if let Some(ip) = obj.pointer("/spec/clusterIP").cloned()
-        && obj.pointer("/spec/clusterIPs").is_none() {
-            obj["spec"]["clusterIPs"] = json!([ip]);
-        }
+        && obj.pointer("/spec/clusterIPs").is_none()
+    {
+        obj["spec"]["clusterIPs"] = json!([ip]);
+    }
     if ty == "NodePort" || ty == "LoadBalancer" {
         let my_ns = obj.pointer("/metadata/namespace").cloned();
         let mut used: Vec<i64> = st
@@ -1262,10 +1266,26 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
                 match p.get("nodePort").and_then(Value::as_i64) {
                     Some(np) => {
                         if !(30000..=32767).contains(&np) {
-                            return Err(invalid(resources::SVC, &name, vec![(format!("spec.ports[{i}].nodePort"), "FieldValueInvalid", format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"))]));
+                            return Err(invalid(
+                                resources::SVC,
+                                &name,
+                                vec![(
+                                    format!("spec.ports[{i}].nodePort"),
+                                    "FieldValueInvalid",
+                                    format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+                                )],
+                            ));
                         }
                         if used.contains(&np) {
-                            return Err(invalid(resources::SVC, &name, vec![(format!("spec.ports[{i}].nodePort"), "FieldValueInvalid", format!("Invalid value: {np}: provided port is already allocated"))]));
+                            return Err(invalid(
+                                resources::SVC,
+                                &name,
+                                vec![(
+                                    format!("spec.ports[{i}].nodePort"),
+                                    "FieldValueInvalid",
+                                    format!("Invalid value: {np}: provided port is already allocated"),
+                                )],
+                            ));
                         }
                         used.push(np);
                     }
@@ -1358,9 +1378,11 @@ fn replace(st: &mut State, res: usize, ns: Option<&str>, name: &str, mut obj: Va
     let key = (res, ns.unwrap_or("").to_string(), name.to_string());
     let old = st.objects.get(&key).cloned().ok_or_else(|| not_found(res, name))?;
     if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-        && !rv.is_empty() && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            return Err(conflict_rv(res, name));
-        }
+        && !rv.is_empty()
+        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    {
+        return Err(conflict_rv(res, name));
+    }
     let mut new = scope_new(res, &old, obj, subresource);
     if new.pointer("/metadata/managedFields").is_none() || subresource == "status" {
         new["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
@@ -1368,14 +1390,26 @@ fn replace(st: &mut State, res: usize, ns: Option<&str>, name: &str, mut obj: Va
     let mut defaulted = new.clone();
     resources::apply_defaults(res, &mut defaulted);
     record_update(res, Some(&old), &mut defaulted, manager, subresource);
-    if spec_part(&old) == spec_part(&defaulted) && tracked(res, &old, false) == tracked(res, &defaulted, false) && old.get("status") == defaulted.get("status") {
+    if spec_part(&old) == spec_part(&defaulted) && tracked(res, &old, false) == tracked(res, &defaulted, false) && old.get("status") == defaulted.get("status")
+    {
         return Ok(old);
     }
     finish_update(st, res, &old, defaulted, dry_run)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn patch(st: &mut State, res: usize, ns: Option<&str>, name: &str, ct: &str, body: &[u8], q: &HashMap<String, String>, manager: &str, dry_run: bool, subresource: &str) -> ApiResult<(u16, Value)> {
+fn patch(
+    st: &mut State,
+    res: usize,
+    ns: Option<&str>,
+    name: &str,
+    ct: &str,
+    body: &[u8],
+    q: &HashMap<String, String>,
+    manager: &str,
+    dry_run: bool,
+    subresource: &str,
+) -> ApiResult<(u16, Value)> {
     let key = (res, ns.unwrap_or("").to_string(), name.to_string());
     if ct == "application/apply-patch+yaml" {
         return apply(st, res, ns, name, body, q, dry_run, subresource);
@@ -1396,13 +1430,21 @@ fn patch(st: &mut State, res: usize, ns: Option<&str>, name: &str, ct: &str, bod
             fields::json_patch(&mut new, &p).map_err(|e| status_err(422, "Invalid", e, None))?;
         }
         _ => {
-            return Err(status_err(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"), None));
+            return Err(status_err(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"
+                ),
+                None,
+            ));
         }
     }
     if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            return Err(conflict_rv(res, name));
-        }
+        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    {
+        return Err(conflict_rv(res, name));
+    }
     if new.pointer("/metadata/name") != old.pointer("/metadata/name") {
         return Err(bad_request("metadata.name: Invalid value: the name of the object cannot be changed by a patch"));
     }
@@ -1424,7 +1466,16 @@ fn strip_mf(o: &Value) -> Value {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn apply(st: &mut State, res: usize, ns: Option<&str>, name: &str, body: &[u8], q: &HashMap<String, String>, dry_run: bool, subresource: &str) -> ApiResult<(u16, Value)> {
+fn apply(
+    st: &mut State,
+    res: usize,
+    ns: Option<&str>,
+    name: &str,
+    body: &[u8],
+    q: &HashMap<String, String>,
+    dry_run: bool,
+    subresource: &str,
+) -> ApiResult<(u16, Value)> {
     let r = &RESOURCES[res];
     let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()).cloned() else {
         return Err(bad_request("fieldManager is required for apply requests"));
@@ -1452,9 +1503,10 @@ fn apply(st: &mut State, res: usize, ns: Option<&str>, name: &str, body: &[u8], 
     }
     if r.namespaced
         && let Some(n) = cfg.pointer("/metadata/namespace").and_then(Value::as_str)
-            && Some(n) != ns {
-                return Err(bad_request("the namespace of the provided object does not match the namespace sent on the request"));
-            }
+        && Some(n) != ns
+    {
+        return Err(bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+    }
     let status = subresource == "status";
     let applied_t = tracked(res, &cfg, status);
     let applied_set = fields::field_set_of(&applied_t);
@@ -1470,9 +1522,10 @@ fn apply(st: &mut State, res: usize, ns: Option<&str>, name: &str, body: &[u8], 
         return Ok((201, o));
     };
     if let Some(rv) = cfg.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            return Err(conflict_rv(res, name));
-        }
+        && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    {
+        return Err(conflict_rv(res, name));
+    }
     let live_t = tracked(res, &old, status);
     let mut mf = read_mf(&old);
     let is_me = |e: &MfEntry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
@@ -1526,7 +1579,14 @@ fn apply(st: &mut State, res: usize, ns: Option<&str>, name: &str, body: &[u8], 
             }
         }
         None => {
-            mf.push(MfEntry { manager: manager.clone(), operation: "Apply".into(), api_version: r.api_version(), time: now_rfc3339(), subresource: subresource.into(), set: applied_set.clone() });
+            mf.push(MfEntry {
+                manager: manager.clone(),
+                operation: "Apply".into(),
+                api_version: r.api_version(),
+                time: now_rfc3339(),
+                subresource: subresource.into(),
+                set: applied_set.clone(),
+            });
             changed_mf = true;
         }
     }
@@ -1534,7 +1594,11 @@ fn apply(st: &mut State, res: usize, ns: Option<&str>, name: &str, body: &[u8], 
     let new_t = tracked(res, &new, status);
     for e in mf.iter_mut() {
         let before = e.set.len();
-        e.set.retain(|p| fields::get_at(&new_t, p).is_some() || (!status && p.first().is_some_and(|f| f == "f:status")) || (status && p.first().is_none_or(|f| f != "f:status")));
+        e.set.retain(|p| {
+            fields::get_at(&new_t, p).is_some()
+                || (!status && p.first().is_some_and(|f| f == "f:status"))
+                || (status && p.first().is_none_or(|f| f != "f:status"))
+        });
         if e.set.len() != before {
             changed_mf = true;
         }
@@ -1585,7 +1649,18 @@ fn delete(st: &mut State, res: usize, ns: Option<&str>, name: &str, opts: &Value
     if let Some(pre) = opts.get("preconditions") {
         let bad = |f: &str| pre.get(f).and_then(Value::as_str).is_some_and(|v| Some(v) != old["metadata"][f].as_str());
         if bad("resourceVersion") || bad("uid") {
-            return Err(status_err(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": Precondition failed: UID in precondition: {}, UID in object meta: {}", r.group_resource(), name, pre.get("uid").and_then(Value::as_str).unwrap_or(""), old["metadata"]["uid"].as_str().unwrap_or("")), Some(details(res, name))));
+            return Err(status_err(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    r.group_resource(),
+                    name,
+                    pre.get("uid").and_then(Value::as_str).unwrap_or(""),
+                    old["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+                Some(details(res, name)),
+            ));
         }
     }
     let policy = opts

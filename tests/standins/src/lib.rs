@@ -22,7 +22,11 @@ use std::sync::Arc;
 /// restarted with the latest configuration): while `env` fails, or its variables are invalid,
 /// the Vault is not running (503 with the reason). `release` says which Vault it plays (one
 /// that predates the variables starts but knows no account).
-pub fn spawn_vault(addr: &str, env: Arc<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>, release: vault::Release) -> std::io::Result<std::net::SocketAddr> {
+pub fn spawn_vault(
+    addr: &str,
+    env: Arc<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>,
+    release: vault::Release,
+) -> std::io::Result<std::net::SocketAddr> {
     http::spawn(
         addr,
         Arc::new(move |req| {

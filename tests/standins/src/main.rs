@@ -59,7 +59,11 @@ fn main() {
             }
         }
         (_, Some("s3")) => {
-            let s = s3::S3 { user: env("MINIO_ROOT_USER"), password: env("MINIO_ROOT_PASSWORD"), data: PathBuf::from(flag(&args, "--data").unwrap_or_else(|| "/data".into())) };
+            let s = s3::S3 {
+                user: env("MINIO_ROOT_USER"),
+                password: env("MINIO_ROOT_PASSWORD"),
+                data: PathBuf::from(flag(&args, "--data").unwrap_or_else(|| "/data".into())),
+            };
             serve(flag(&args, "--port").unwrap_or_else(|| "9000".into()), Arc::new(move |req| s.respond(req)))
         }
         (_, Some("rabbitmq")) => {

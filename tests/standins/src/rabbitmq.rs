@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::http::{base64, Request, Response};
+use crate::http::{Request, Response, base64};
 
 pub const QUEUES_FILE: &str = ".kdeploy-queues";
 

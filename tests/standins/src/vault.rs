@@ -81,7 +81,9 @@ fn check_scalars(var: &str, i: usize, m: &serde_json::Map<String, Value>) -> Res
             return Err(format!("{var}[{i}]: {k} is assigned by Vault and must not be set"));
         }
         match v {
-            Value::String(s) if FLAGS.contains(&k.as_str()) && s != "true" && s != "false" => return Err(format!("{var}[{i}].{k}: {s:?} is not \"true\" or \"false\"")),
+            Value::String(s) if FLAGS.contains(&k.as_str()) && s != "true" && s != "false" => {
+                return Err(format!("{var}[{i}].{k}: {s:?} is not \"true\" or \"false\""));
+            }
             Value::String(_) => {}
             Value::Array(items) if LISTS.contains(&k.as_str()) => {
                 if let Some(bad) = items.iter().find(|x| !x.is_string()) {
@@ -146,7 +148,9 @@ pub fn load_for(env: &BTreeMap<String, String>, release: &Release) -> Result<Con
         check_scalars(PROVIDERS, i, p)?;
         require(PROVIDERS, i, p, &["name", "provider"])?;
         let kind = get(p, "provider");
-        let fields = required_provider_fields(kind).filter(|_| !lacks.iter().any(|l| l == kind)).ok_or_else(|| format!("{PROVIDERS}[{i}]: unsupported provider {kind:?}"))?;
+        let fields = required_provider_fields(kind)
+            .filter(|_| !lacks.iter().any(|l| l == kind))
+            .ok_or_else(|| format!("{PROVIDERS}[{i}]: unsupported provider {kind:?}"))?;
         require(PROVIDERS, i, p, fields)?;
         config.providers.push(get(p, "name").to_string());
     }
@@ -204,11 +208,7 @@ pub fn respond(config: &Config, req: &Request) -> Response {
             let access = req.header("x-kerberos-storage-accesskey").unwrap_or_default();
             let secret = req.header("x-kerberos-storage-secretaccesskey").unwrap_or_default();
             let known = config.accounts.iter().any(|a| a.enabled && !access.is_empty() && a.access_key == access && a.secret_key == secret);
-            if known {
-                Response::json(200, r#"{"data":"pong"}"#)
-            } else {
-                Response::json(403, r#"{"message":"unknown account"}"#)
-            }
+            if known { Response::json(200, r#"{"data":"pong"}"#) } else { Response::json(403, r#"{"message":"unknown account"}"#) }
         }
         _ => Response::json(404, r#"{"message":"not found"}"#),
     }
@@ -230,7 +230,9 @@ mod tests {
     fn a_valid_configuration_starts_and_knows_its_accounts() {
         let c = load(&env(P, Q, A)).unwrap();
         assert_eq!(c.accounts[0].name, "kdeploy");
-        let ping = |a: &str, s: &str| respond(&c, &Request::new("POST", "/api/ping", &[("X-Kerberos-Storage-AccessKey", a), ("X-Kerberos-Storage-SecretAccessKey", s)])).status;
+        let ping = |a: &str, s: &str| {
+            respond(&c, &Request::new("POST", "/api/ping", &[("X-Kerberos-Storage-AccessKey", a), ("X-Kerberos-Storage-SecretAccessKey", s)])).status
+        };
         assert_eq!(ping("AK", "SK"), 200);
         assert_eq!(ping("AK", "wrong"), 403);
         assert_eq!(ping("", ""), 403);
@@ -241,16 +243,31 @@ mod tests {
     fn it_refuses_to_start_as_the_documentation_says() {
         for (p, q, a, why) in [
             ("[{", "", "", "invalid JSON"),
-            (r#"[{"name":"x","provider":"minio","bucket":"b","region":"r","host":"h","access_key":"a","secret":"s"},{"name":"x","provider":"aws","bucket":"b","region":"r","access_key":"a","secret":"s"}]"#, "", "", "used twice"),
+            (
+                r#"[{"name":"x","provider":"minio","bucket":"b","region":"r","host":"h","access_key":"a","secret":"s"},{"name":"x","provider":"aws","bucket":"b","region":"r","access_key":"a","secret":"s"}]"#,
+                "",
+                "",
+                "used twice",
+            ),
             (r#"[{"name":"x","provider":"ftp"}]"#, "", "", "unsupported provider"),
             (r#"[{"name":"x","provider":"aws","bucket":"b","region":"r","access_key":"a"}]"#, "", "", "secret is missing"),
             (r#"[{"name":"x","provider":"aws","bucket":"b","region":"r","access_key":"a","secret":"s","use_ssl":true}]"#, "", "", "not a string"),
             (P, "", r#"[{"account":"a","directory":"*","provider":"rec","access_key":"k","secret_access_key":"s","limit":30}]"#, "not a string"),
             (P, "", r#"[{"account":"a","directory":"*","provider":"nope","access_key":"k","secret_access_key":"s","limit":"30"}]"#, "unknown provider"),
-            (P, "", r#"[{"account":"a","directory":"*","provider":"rec","access_key":"k","secret_access_key":"s","limit":"30","queues":["q"]}]"#, "unknown integration"),
+            (
+                P,
+                "",
+                r#"[{"account":"a","directory":"*","provider":"rec","access_key":"k","secret_access_key":"s","limit":"30","queues":["q"]}]"#,
+                "unknown integration",
+            ),
             (P, "", r#"[{"account":"a","directory":"*","provider":"rec","access_key":"k","secret_access_key":"s","limit":"0"}]"#, "positive"),
             (r#"[{"id":"1","name":"x","provider":"gcp","bucket":"b","serviceKey":"k"}]"#, "", "", "assigned by Vault"),
-            ("", r#"[{"name":"f","queue":"kerberosvault","vault_url":"u","provider":"p","access_key":"a","secret":"s","forward_type":"ondemand"}]"#, "", "url is missing"),
+            (
+                "",
+                r#"[{"name":"f","queue":"kerberosvault","vault_url":"u","provider":"p","access_key":"a","secret":"s","forward_type":"ondemand"}]"#,
+                "",
+                "url is missing",
+            ),
         ] {
             let e = load(&env(p, q, a)).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");

@@ -31,9 +31,23 @@ fn mc_creates_a_bucket_and_rabbitmqadmin_declares_a_queue() {
     let dir = std::env::temp_dir().join(format!("standin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let s3_port = free_port();
-    let _s3 = Kill(Command::new(bin).args(["s3", "--data", dir.to_str().unwrap(), "--port", &s3_port.to_string()]).env("MINIO_ROOT_USER", "root").env("MINIO_ROOT_PASSWORD", "secret-pw").spawn().unwrap());
+    let _s3 = Kill(
+        Command::new(bin)
+            .args(["s3", "--data", dir.to_str().unwrap(), "--port", &s3_port.to_string()])
+            .env("MINIO_ROOT_USER", "root")
+            .env("MINIO_ROOT_PASSWORD", "secret-pw")
+            .spawn()
+            .unwrap(),
+    );
     let mq_port = free_port();
-    let _mq = Kill(Command::new(bin).args(["rabbitmq", "--data", dir.to_str().unwrap(), "--port", &mq_port.to_string()]).env("RABBITMQ_DEFAULT_USER", "u").env("RABBITMQ_DEFAULT_PASS", "p").spawn().unwrap());
+    let _mq = Kill(
+        Command::new(bin)
+            .args(["rabbitmq", "--data", dir.to_str().unwrap(), "--port", &mq_port.to_string()])
+            .env("RABBITMQ_DEFAULT_USER", "u")
+            .env("RABBITMQ_DEFAULT_PASS", "p")
+            .spawn()
+            .unwrap(),
+    );
     wait_port(s3_port);
     wait_port(mq_port);
     let run = |args: &[&str]| Command::new(bin).args(args).env("HOME", &dir).status().unwrap().code();
@@ -44,7 +58,10 @@ fn mc_creates_a_bucket_and_rabbitmqadmin_declares_a_queue() {
     assert_eq!(std::fs::read_to_string(dir.join(".kdeploy-buckets")).unwrap(), "recordings\n");
     assert_eq!(run(&["mc", "alias", "set", "bad", &format!("http://127.0.0.1:{s3_port}"), "root", "wrong"]), Some(0));
     assert_eq!(run(&["mc", "mb", "bad/other"]), Some(1), "wrong credentials are refused");
-    assert_eq!(run(&["rabbitmqadmin", "-H", "127.0.0.1", "-P", &mq_port.to_string(), "-u", "u", "-p", "p", "declare", "queue", "name=events", "durable=true"]), Some(0));
+    assert_eq!(
+        run(&["rabbitmqadmin", "-H", "127.0.0.1", "-P", &mq_port.to_string(), "-u", "u", "-p", "p", "declare", "queue", "name=events", "durable=true"]),
+        Some(0)
+    );
     assert_eq!(run(&["rabbitmqadmin", "-H", "127.0.0.1", "-P", &mq_port.to_string(), "-u", "u", "-p", "bad", "declare", "queue", "name=x"]), Some(1));
     assert_eq!(std::fs::read_to_string(dir.join(".kdeploy-queues")).unwrap(), "events\n");
     let _ = std::fs::remove_dir_all(&dir);

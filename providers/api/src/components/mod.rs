@@ -353,7 +353,11 @@ fn healthcheck_argv(words: Vec<String>) -> Vec<String> {
 fn port(v: Option<i64>, what: &str, address: &str) -> Result<Option<u16>, WorkloadError> {
     match v {
         None => Ok(None),
-        Some(p) => u16::try_from(p).ok().filter(|p| *p > 0).map(Some).ok_or_else(|| WorkloadError::Invalid(format!("{address}: {what} {p} is not a valid port (1-65535)."))),
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(|| WorkloadError::Invalid(format!("{address}: {what} {p} is not a valid port (1-65535)."))),
     }
 }
 
@@ -567,7 +571,8 @@ fn mongodb_env(db: &Reference, unknown: &Cell<bool>) -> (Vec<EnvVar>, Vec<File>,
 
 fn vault_workload(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload, WorkloadError> {
     let mut w = base("vault", images::VAULT.to_string());
-    let mut env = vec![plain("GIN_MODE", "release"), plain("KERBEROS_LOGIN_USERNAME", a.s("login_username")), secret("KERBEROS_LOGIN_PASSWORD", a.s("admin_password"))];
+    let mut env =
+        vec![plain("GIN_MODE", "release"), plain("KERBEROS_LOGIN_USERNAME", a.s("login_username")), secret("KERBEROS_LOGIN_PASSWORD", a.s("admin_password"))];
     if let Some(db) = spec.refs.get("database") {
         let (db_env, files, waits) = mongodb_env(db, unknown);
         env.extend(db_env);

@@ -41,7 +41,12 @@ fn vault_refs(db: Reference) -> BTreeMap<String, Reference> {
 }
 
 fn mongodb_ref() -> Reference {
-    reference("database.meta", Kind::Database, "mongodb", &[("host", s("mongo.db")), ("port", Value::from_i64(27017)), ("username", s("root")), ("admin_password", s("dbpw"))])
+    reference(
+        "database.meta",
+        Kind::Database,
+        "mongodb",
+        &[("host", s("mongo.db")), ("port", Value::from_i64(27017)), ("username", s("root")), ("admin_password", s("dbpw"))],
+    )
 }
 
 #[test]
@@ -101,7 +106,8 @@ fn agents_get_their_account_a_concrete_directory_and_a_generated_login() {
     secrets::fill(Kind::Agent, "kerberos", "agent.cam[\"front\"]", &mut a, &Attrs::new(), true);
     let mut vref = vault.clone();
     vref.insert("endpoint".into(), s("http://vault:80/api"));
-    let refs: BTreeMap<String, Reference> = [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref) })].into();
+    let refs: BTreeMap<String, Reference> =
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref) })].into();
     let c = cref("agent.cam[\"front\"]", Kind::Agent, "kerberos");
     let w = workload(&Spec { component: &c, attrs: &a, refs: &refs, namespace: None }).unwrap();
     assert_eq!(w.env_value("AGENT_NAME"), Some("front"));
@@ -115,7 +121,10 @@ fn agents_get_their_account_a_concrete_directory_and_a_generated_login() {
     assert_eq!(w.security, Security { run_as_user: None, fs_group: Some(2000) });
     assert!(w.seed[0].command[2].contains("chgrp -R 2000 /seed") && !w.seed[0].command[2].contains("100:101"), "{:?}", w.seed);
     assert_eq!(w.seed[0].image, images::AGENT);
-    assert_eq!(w.mounts.iter().map(|m| (m.path.as_str(), m.volume_suffix())).collect::<Vec<_>>(), [("/home/agent/data/config", "config"), ("/home/agent/data/recordings", "recordings")]);
+    assert_eq!(
+        w.mounts.iter().map(|m| (m.path.as_str(), m.volume_suffix())).collect::<Vec<_>>(),
+        [("/home/agent/data/config", "config"), ("/home/agent/data/recordings", "recordings")]
+    );
     // An account the vault does not have.
     a.insert("account".into(), s("other"));
     match workload(&Spec { component: &c, attrs: &a, refs: &refs, namespace: None }) {
@@ -135,7 +144,14 @@ fn unknown_inputs_leave_the_workload_unknown() {
 
 #[test]
 fn minio_creates_its_bucket_and_rabbitmq_its_queue() {
-    let a = attrs(&[("bucket", s("recs")), ("endpoint", s("minio:9000")), ("access_key", s("AK")), ("secret_key", s("SKSK")), ("region", s("na")), ("size", s("10Gi"))]);
+    let a = attrs(&[
+        ("bucket", s("recs")),
+        ("endpoint", s("minio:9000")),
+        ("access_key", s("AK")),
+        ("secret_key", s("SKSK")),
+        ("region", s("na")),
+        ("size", s("10Gi")),
+    ]);
     let c = cref("object_storage.rec", Kind::ObjectStorage, "minio");
     let w = workload(&Spec { component: &c, attrs: &a, refs: &BTreeMap::new(), namespace: None }).unwrap();
     assert_eq!(w.env_value("MINIO_REGION"), Some("na"));

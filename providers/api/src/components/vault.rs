@@ -34,10 +34,29 @@ pub const NOT_STARTED_HINT: &str = "\nVault did not start. Vault refuses to star
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderSpec {
     /// MinIO and every S3-compatible store (an external one, GCS interoperability).
-    Minio { bucket: String, region: String, host: String, access_key: String, secret: String, use_ssl: bool },
-    Aws { bucket: String, region: String, access_key: String, secret: String },
-    Gcp { bucket: String, service_key: String },
-    Azure { account_name: String, account_key: String, container_name: String },
+    Minio {
+        bucket: String,
+        region: String,
+        host: String,
+        access_key: String,
+        secret: String,
+        use_ssl: bool,
+    },
+    Aws {
+        bucket: String,
+        region: String,
+        access_key: String,
+        secret: String,
+    },
+    Gcp {
+        bucket: String,
+        service_key: String,
+    },
+    Azure {
+        account_name: String,
+        account_key: String,
+        container_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,10 +67,29 @@ pub struct StorageProvider {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum IntegrationSpec {
-    RabbitMq { broker: String, topic: String, username: String, password: String, exchange: Option<String> },
-    Kafka { broker: String, group: String, topic: String, username: String, password: String, mechanism: String, security: String },
+    RabbitMq {
+        broker: String,
+        topic: String,
+        username: String,
+        password: String,
+        exchange: Option<String>,
+    },
+    Kafka {
+        broker: String,
+        group: String,
+        topic: String,
+        username: String,
+        password: String,
+        mechanism: String,
+        security: String,
+    },
     /// Continuous forwarding to another Vault.
-    KerberosVault { vault_url: String, provider: String, access_key: String, secret: String },
+    KerberosVault {
+        vault_url: String,
+        provider: String,
+        access_key: String,
+        secret: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,11 +276,15 @@ fn need(m: &Attrs, k: &str, what: &str) -> Result<String, Unresolved> {
 fn names_list(m: &Attrs, k: &str) -> Result<Option<Vec<String>>, Unresolved> {
     match m.get(k) {
         Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
-        Some(Value::List(l)) => l.iter().map(|v| match v {
-            Value::String(s) => Ok(s.clone()),
-            Value::Unknown(_) => Err(Unresolved::Unknown),
-            other => Ok(other.render_inline()),
-        }).collect::<Result<Vec<_>, _>>().map(Some),
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Unknown(_) => Err(Unresolved::Unknown),
+                other => Ok(other.render_inline()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
         _ => Ok(None),
     }
 }
@@ -317,7 +359,9 @@ pub fn broker_protocol(broker: &Reference) -> Option<String> {
     match broker.component.type_name.as_str() {
         "rabbitmq" => Some("amqp".into()),
         "kafka" => Some("kafka".into()),
-        "external" => broker.attributes.as_map().and_then(|m| m.get("protocol")).and_then(Value::as_str).filter(|p| *p == "amqp" || *p == "kafka").map(str::to_string),
+        "external" => {
+            broker.attributes.as_map().and_then(|m| m.get("protocol")).and_then(Value::as_str).filter(|p| *p == "amqp" || *p == "kafka").map(str::to_string)
+        }
         _ => None,
     }
 }
@@ -631,7 +675,11 @@ pub fn account_checks(vault: &Attrs) -> Vec<AccountCheck> {
 /// why Vault could not be reached; `image` is the Vault image in use.
 pub fn ping_check(address: &str, account: &str, image: &str, url: &str, answer: Result<u16, String>) -> crate::Check {
     match answer {
-        Ok(200) => crate::Check { address: address.into(), ok: true, message: format!("{address}: account {account:?} verified (POST {PING_PATH} answered 200 at {url}).") },
+        Ok(200) => crate::Check {
+            address: address.into(),
+            ok: true,
+            message: format!("{address}: account {account:?} verified (POST {PING_PATH} answered 200 at {url})."),
+        },
         Ok(code) => crate::Check {
             address: address.into(),
             ok: false,
@@ -643,7 +691,9 @@ pub fn ping_check(address: &str, account: &str, image: &str, url: &str, answer: 
         Err(e) => crate::Check {
             address: address.into(),
             ok: false,
-            message: format!("{address}: cannot reach Vault at {url} to check the account {account:?}: {e}. Check that Vault runs and that its URL is reachable from where kdeploy runs."),
+            message: format!(
+                "{address}: cannot reach Vault at {url} to check the account {account:?}: {e}. Check that Vault runs and that its URL is reachable from where kdeploy runs."
+            ),
         },
     }
 }
@@ -670,13 +720,21 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     for (name, m) in blocks("providers") {
         let at = AttrPath::attr("providers").child_key(&name);
         if Some(&name) == default_provider.as_ref() {
-            out.push(problem(at.clone(), format!("The provider name {name:?} is already the vault's default provider (from its storage)."), "give this provider block another name"));
+            out.push(problem(
+                at.clone(),
+                format!("The provider name {name:?} is already the vault's default provider (from its storage)."),
+                "give this provider block another name",
+            ));
         }
         provider_names.insert(name.clone());
         let has_storage = m.get("storage").is_some_and(|v| !v.is_null());
         let has_type = m.get("type").is_some_and(|v| !v.is_null());
         if has_storage == has_type {
-            out.push(problem(at, format!("The provider {name:?} needs exactly one of storage (an object_storage component) or type (minio, aws, gcp, azure)."), "e.g. storage = object_storage.archive"));
+            out.push(problem(
+                at,
+                format!("The provider {name:?} needs exactly one of storage (an object_storage component) or type (minio, aws, gcp, azure)."),
+                "e.g. storage = object_storage.archive",
+            ));
         }
     }
     let mut queue_names: BTreeSet<String> = BTreeSet::new();
@@ -685,7 +743,11 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     for (name, m) in blocks("forwards") {
         let at = AttrPath::attr("forwards").child_key(&name);
         if Some(&name) == default_queue.as_ref() {
-            out.push(problem(at.clone(), format!("The integration name {name:?} is already the vault's broker integration."), "give this forward block another name"));
+            out.push(problem(
+                at.clone(),
+                format!("The integration name {name:?} is already the vault's broker integration."),
+                "give this forward block another name",
+            ));
         }
         queue_names.insert(name.clone());
         if let Some(t) = m.get("forward_type").and_then(Value::as_str) {
@@ -713,18 +775,33 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
         let at = AttrPath::attr("accounts").child_key(&name);
         if let Some(p) = m.get("provider").and_then(Value::as_str) {
             if !provider_names.contains(p) {
-                out.push(problem(at.child_key("provider"), format!("The account {name:?} uses the provider {p:?}, which this vault does not have (its providers: {}).", join(&provider_names)), "name a provider block or the default provider"));
+                out.push(problem(
+                    at.child_key("provider"),
+                    format!("The account {name:?} uses the provider {p:?}, which this vault does not have (its providers: {}).", join(&provider_names)),
+                    "name a provider block or the default provider",
+                ));
             }
         }
         for p in m.get("secondary_providers").and_then(Value::as_list).unwrap_or_default().iter().filter_map(Value::as_str) {
             if !provider_names.contains(p) {
-                out.push(problem(at.child_key("secondary_providers"), format!("The account {name:?} names the secondary provider {p:?}, which this vault does not have (its providers: {}).", join(&provider_names)), "add a provider block with that name"));
+                out.push(problem(
+                    at.child_key("secondary_providers"),
+                    format!(
+                        "The account {name:?} names the secondary provider {p:?}, which this vault does not have (its providers: {}).",
+                        join(&provider_names)
+                    ),
+                    "add a provider block with that name",
+                ));
             }
         }
         for q in m.get("queues").and_then(Value::as_list).unwrap_or_default().iter().filter_map(Value::as_str) {
             if !queue_names.contains(q) {
                 let have = if queue_names.is_empty() { "none".to_string() } else { join(&queue_names) };
-                out.push(problem(at.child_key("queues"), format!("The account {name:?} names the queue {q:?}, which is not an integration of this vault (its integrations: {have})."), "integrations come from the vault's broker and its forward blocks"));
+                out.push(problem(
+                    at.child_key("queues"),
+                    format!("The account {name:?} names the queue {q:?}, which is not an integration of this vault (its integrations: {have})."),
+                    "integrations come from the vault's broker and its forward blocks",
+                ));
             }
         }
         if let Some(d) = m.get("directory").and_then(Value::as_str) {

@@ -19,12 +19,7 @@ fn reference(address: &str, kind: Kind, type_name: &str, pairs: &[(&str, Value)]
 use crate::schema::Kind;
 
 fn vault(extra: &[(&str, Value)]) -> Attrs {
-    let mut a = attrs(&[
-        ("storage", s("object_storage.rec")),
-        ("account", s("kdeploy")),
-        ("directory", s("*")),
-        ("retention_days", Value::from_i64(30)),
-    ]);
+    let mut a = attrs(&[("storage", s("object_storage.rec")), ("account", s("kdeploy")), ("directory", s("*")), ("retention_days", Value::from_i64(30))]);
     for (k, v) in extra {
         a.insert(k.to_string(), v.clone());
     }
@@ -69,15 +64,37 @@ fn minio_storage_and_default_account() {
 fn every_storage_type() {
     let cases: Vec<(Reference, &str)> = vec![
         (
-            reference("object_storage.ext", Kind::ObjectStorage, "external", &[("bucket", s("b")), ("region", s("eu-1")), ("endpoint", s("ceph.example.com:7480")), ("access_key", s("AK")), ("secret_key", s("SK")), ("use_ssl", Value::Bool(true))]),
+            reference(
+                "object_storage.ext",
+                Kind::ObjectStorage,
+                "external",
+                &[
+                    ("bucket", s("b")),
+                    ("region", s("eu-1")),
+                    ("endpoint", s("ceph.example.com:7480")),
+                    ("access_key", s("AK")),
+                    ("secret_key", s("SK")),
+                    ("use_ssl", Value::Bool(true)),
+                ],
+            ),
             r#"[{"name":"ext","provider":"minio","bucket":"b","region":"eu-1","host":"ceph.example.com:7480","access_key":"AK","secret":"SK","use_ssl":"true"}]"#,
         ),
         (
-            reference("object_storage.s3", Kind::ObjectStorage, "s3", &[("bucket", s("b")), ("region", Value::Null), ("bucket_region", s("eu-west-1")), ("access_key", s("AK")), ("secret_key", s("SK"))]),
+            reference(
+                "object_storage.s3",
+                Kind::ObjectStorage,
+                "s3",
+                &[("bucket", s("b")), ("region", Value::Null), ("bucket_region", s("eu-west-1")), ("access_key", s("AK")), ("secret_key", s("SK"))],
+            ),
             r#"[{"name":"s3","provider":"aws","bucket":"b","region":"eu-west-1","access_key":"AK","secret":"SK"}]"#,
         ),
         (
-            reference("object_storage.blob", Kind::ObjectStorage, "azure_blob", &[("account_name", s("acct")), ("container", s("recordings")), ("access_key", s("acct")), ("secret_key", s("KEY=="))]),
+            reference(
+                "object_storage.blob",
+                Kind::ObjectStorage,
+                "azure_blob",
+                &[("account_name", s("acct")), ("container", s("recordings")), ("access_key", s("acct")), ("secret_key", s("KEY=="))],
+            ),
             r#"[{"name":"blob","provider":"azure","account_name":"acct","account_key":"KEY==","container_name":"recordings"}]"#,
         ),
         (
@@ -85,7 +102,12 @@ fn every_storage_type() {
             r#"[{"name":"gcs","provider":"minio","bucket":"b","region":"auto","host":"storage.googleapis.com:443","access_key":"GOOG1","secret":"hmac","use_ssl":"true"}]"#,
         ),
         (
-            reference("object_storage.gcs", Kind::ObjectStorage, "gcs", &[("bucket", s("b")), ("access_key", s("GOOG1")), ("secret_key", s("hmac")), ("service_account_key", s("{\"type\":\"service_account\"}"))]),
+            reference(
+                "object_storage.gcs",
+                Kind::ObjectStorage,
+                "gcs",
+                &[("bucket", s("b")), ("access_key", s("GOOG1")), ("secret_key", s("hmac")), ("service_account_key", s("{\"type\":\"service_account\"}"))],
+            ),
             r#"[{"name":"gcs","provider":"gcp","bucket":"b","serviceKey":"{\"type\":\"service_account\"}"}]"#,
         ),
     ];
@@ -106,7 +128,13 @@ fn every_queue_broker_type() {
         "broker.events",
         Kind::Broker,
         "rabbitmq",
-        &[("host", s("broker-events.rabbitmq")), ("port", Value::from_i64(5672)), ("queue", s("data-filtering")), ("username", s("kerberos")), ("admin_password", s("PW"))],
+        &[
+            ("host", s("broker-events.rabbitmq")),
+            ("port", Value::from_i64(5672)),
+            ("queue", s("data-filtering")),
+            ("username", s("kerberos")),
+            ("admin_password", s("PW")),
+        ],
     );
     let kafka = reference(
         "broker.stream",
@@ -114,12 +142,25 @@ fn every_queue_broker_type() {
         "kafka",
         &[("brokers", s("broker-stream.kafka:9092")), ("topic", s("kcloud-event-queue")), ("username", s("kerberos")), ("admin_password", s("PW"))],
     );
-    let ext_amqp = reference("broker.ext", Kind::Broker, "external", &[("host", s("mq.example.com:5672")), ("protocol", s("amqp")), ("queue", s("q")), ("username", s("u")), ("password", s("p"))]);
-    let ext_kafka = reference("broker.ext", Kind::Broker, "external", &[("host", s("k.example.com:9094")), ("protocol", s("kafka")), ("queue", s("t")), ("username", s("u")), ("password", s("p"))]);
+    let ext_amqp = reference(
+        "broker.ext",
+        Kind::Broker,
+        "external",
+        &[("host", s("mq.example.com:5672")), ("protocol", s("amqp")), ("queue", s("q")), ("username", s("u")), ("password", s("p"))],
+    );
+    let ext_kafka = reference(
+        "broker.ext",
+        Kind::Broker,
+        "external",
+        &[("host", s("k.example.com:9094")), ("protocol", s("kafka")), ("queue", s("t")), ("username", s("u")), ("password", s("p"))],
+    );
     let mqtt = reference("broker.live", Kind::Broker, "vernemq", &[("uri", s("tcp://broker-live.vernemq:1883"))]);
     let ext_mqtt = reference("broker.ext", Kind::Broker, "external", &[("host", s("mqtt.example.com:1883")), ("protocol", s("mqtt"))]);
     let cases = [
-        (rabbit, r#"[{"name":"events","queue":"rabbitmq","broker":"amqp://broker-events.rabbitmq:5672","topic":"data-filtering","username":"kerberos","password":"PW"}]"#),
+        (
+            rabbit,
+            r#"[{"name":"events","queue":"rabbitmq","broker":"amqp://broker-events.rabbitmq:5672","topic":"data-filtering","username":"kerberos","password":"PW"}]"#,
+        ),
         (
             kafka,
             r#"[{"name":"stream","queue":"kafka","broker":"broker-stream.kafka:9092","group":"kerberos-vault","topic":"kcloud-event-queue","username":"kerberos","password":"PW","mechanism":"PLAIN","security":"SASL_PLAINTEXT"}]"#,
@@ -164,17 +205,49 @@ fn blocks_extend_the_defaults() {
         ("broker", s("broker.events")),
         (
             "providers",
-            Value::Map([("archive".to_string(), Value::Map(attrs(&[("type", s("aws")), ("bucket", s("arch")), ("region", s("eu-central-1")), ("access_key", s("A2")), ("secret_key", s("S2"))])))].into()),
+            Value::Map(
+                [(
+                    "archive".to_string(),
+                    Value::Map(attrs(&[
+                        ("type", s("aws")),
+                        ("bucket", s("arch")),
+                        ("region", s("eu-central-1")),
+                        ("access_key", s("A2")),
+                        ("secret_key", s("S2")),
+                    ])),
+                )]
+                .into(),
+            ),
         ),
         (
             "forwards",
-            Value::Map([("central".to_string(), Value::Map(attrs(&[("vault_url", s("https://vault.example.com/api")), ("provider", s("cloud")), ("access_key", s("FA")), ("secret_key", s("FS"))])))].into()),
+            Value::Map(
+                [(
+                    "central".to_string(),
+                    Value::Map(attrs(&[
+                        ("vault_url", s("https://vault.example.com/api")),
+                        ("provider", s("cloud")),
+                        ("access_key", s("FA")),
+                        ("secret_key", s("FS")),
+                    ])),
+                )]
+                .into(),
+            ),
         ),
         (
             "accounts",
             Value::Map(
                 [
-                    ("site-a".to_string(), account(&[("directory", s("site-a")), ("provider", s("archive")), ("secondary_providers", Value::List(vec![s("rec")])), ("queues", Value::List(vec![s("central")])), ("retention_days", Value::from_i64(7))])),
+                    (
+                        "site-a".to_string(),
+                        account(&[
+                            ("directory", s("site-a")),
+                            ("provider", s("archive")),
+                            ("secondary_providers", Value::List(vec![s("rec")])),
+                            ("queues", Value::List(vec![s("central")])),
+                            ("retention_days", Value::from_i64(7)),
+                        ]),
+                    ),
                     ("site-b".to_string(), account(&[("access_key", s("given-ak")), ("secret_key", s("given-sk"))])),
                 ]
                 .into(),
@@ -182,7 +255,12 @@ fn blocks_extend_the_defaults() {
         ),
     ]);
     assert!(check(&a, None).is_empty(), "{:?}", check(&a, None));
-    let rabbit = reference("broker.events", Kind::Broker, "rabbitmq", &[("host", s("rmq")), ("port", Value::from_i64(5672)), ("queue", s("q")), ("username", s("u")), ("admin_password", s("p"))]);
+    let rabbit = reference(
+        "broker.events",
+        Kind::Broker,
+        "rabbitmq",
+        &[("host", s("rmq")), ("port", Value::from_i64(5672)), ("queue", s("q")), ("username", s("u")), ("admin_password", s("p"))],
+    );
     let refs: BTreeMap<String, Reference> = [("storage".to_string(), minio()), ("broker".to_string(), rabbit)].into();
     let env = env_of(&a, &refs);
     assert_eq!(
@@ -237,7 +315,11 @@ fn agents_upload_under_a_concrete_directory() {
     let a = vault(&[("accounts", Value::Map([("site-a".to_string(), Value::Map(attrs(&[("directory", s("site-a"))])))].into()))]);
     let agent = attrs(&[("directory", s("edge"))]);
     let up = upload_for(&agent, &a, "vault.main").unwrap();
-    assert_eq!((up.account.as_str(), up.directory.as_str(), up.provider.as_str()), ("kdeploy", "edge", "rec"), "the default account's * means the agent's own folder");
+    assert_eq!(
+        (up.account.as_str(), up.directory.as_str(), up.provider.as_str()),
+        ("kdeploy", "edge", "rec"),
+        "the default account's * means the agent's own folder"
+    );
     let agent = attrs(&[("directory", s("edge")), ("account", s("site-a"))]);
     let up = upload_for(&agent, &a, "vault.main").unwrap();
     assert_eq!(up.directory, "site-a");
@@ -262,7 +344,12 @@ fn naming_mistakes_point_at_their_attribute() {
             Value::Map(
                 [(
                     "x".to_string(),
-                    Value::Map(attrs(&[("provider", s("missing")), ("secondary_providers", Value::List(vec![s("gone")])), ("queues", Value::List(vec![s("nope")])), ("directory", s("a/b"))])),
+                    Value::Map(attrs(&[
+                        ("provider", s("missing")),
+                        ("secondary_providers", Value::List(vec![s("gone")])),
+                        ("queues", Value::List(vec![s("nope")])),
+                        ("directory", s("a/b")),
+                    ])),
                 )]
                 .into(),
             ),
