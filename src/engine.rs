@@ -117,7 +117,7 @@ impl Loaded {
                     let refs = BTreeMap::new();
                     let planned = default_plan(&PlanRequest {
                         component: ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: d.type_name.clone() },
-                        schema: &d.schema,
+                        schema: d.schema,
                         prior: None,
                         recorded: None,
                         desired: &d.inputs,
@@ -331,10 +331,10 @@ impl Finalizer for EngineFinalizer<'_> {
         if let (Some(before), Value::Map(m)) = (&change.before, &mut inputs) {
             let all = desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == "all");
             for a in desired.schema.inputs() {
-                if all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name) {
-                    if let Some(v) = before.as_map().and_then(|b| b.get(a.name)) {
-                        m.insert(a.name.to_string(), v.clone());
-                    }
+                if (all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name))
+                    && let Some(v) = before.as_map().and_then(|b| b.get(a.name))
+                {
+                    m.insert(a.name.to_string(), v.clone());
                 }
             }
         }
@@ -348,11 +348,11 @@ impl Finalizer for EngineFinalizer<'_> {
         let scope = ctx.scope(&ModulePath::root());
         let mut out = BTreeMap::new();
         for (name, o) in &l.stack.root().outputs {
-            if let Ok(v) = scope.eval(&o.value.expr, o.value.span.file) {
-                if !v.value.contains_unknown() {
-                    let s = o.sensitive || v.is_sensitive();
-                    out.insert(name.clone(), (v.value, s));
-                }
+            if let Ok(v) = scope.eval(&o.value.expr, o.value.span.file)
+                && !v.value.contains_unknown()
+            {
+                let s = o.sensitive || v.is_sensitive();
+                out.insert(name.clone(), (v.value, s));
             }
         }
         out
@@ -387,10 +387,10 @@ pub async fn apply(
             }
         }
         let mut outcome = Outcome::default();
-        if !plan.drift.is_empty() {
-            if let Err(e) = state.bump_serial().and_then(|_| store.write(state)) {
-                outcome.state_error = Some(e.to_string());
-            }
+        if !plan.drift.is_empty()
+            && let Err(e) = state.bump_serial().and_then(|_| store.write(state))
+        {
+            outcome.state_error = Some(e.to_string());
         }
         return outcome;
     }

@@ -184,12 +184,13 @@ fn merge_final(change: &Change, inputs: &Value) -> Result<Value, String> {
     let mut out = change.after.as_ref().and_then(Value::as_map).cloned().unwrap_or_default();
     if let Some(m) = inputs.as_map() {
         for (k, v) in m {
-            if let Some(planned) = out.get(k) {
-                if !planned.contains_unknown() && !crate::config::eval::values_equal(planned, v) {
-                    return Err(format!(
-                        "the value of {k:?} changed between plan and apply; run `kdeploy plan` again (the stack or a variable changed while applying)"
-                    ));
-                }
+            if let Some(planned) = out.get(k)
+                && !planned.contains_unknown()
+                && !crate::config::eval::values_equal(planned, v)
+            {
+                return Err(format!(
+                    "the value of {k:?} changed between plan and apply; run `kdeploy plan` again (the stack or a variable changed while applying)"
+                ));
             }
             out.insert(k.clone(), v.clone());
         }
@@ -233,10 +234,10 @@ impl Coordinator<'_> {
                 }
             } else {
                 for d in &c.depends_on {
-                    if let Some(&j) = index.get(d) {
-                        if changes[j].action != Action::Delete {
-                            waits[i].insert(j);
-                        }
+                    if let Some(&j) = index.get(d)
+                        && changes[j].action != Action::Delete
+                    {
+                        waits[i].insert(j);
                     }
                 }
             }
@@ -489,10 +490,8 @@ impl Coordinator<'_> {
                     changed |= self.state.outputs.remove(&r).is_some();
                 }
             }
-            if changed {
-                if let Err(e) = self.persist() {
-                    outcome.state_error = Some(e);
-                }
+            if changed && let Err(e) = self.persist() {
+                outcome.state_error = Some(e);
             }
         }
         outcome

@@ -196,11 +196,9 @@ pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, check: bool, fi
         }
         unformatted += 1;
         let _ = writeln!(out, "{shown}");
-        if !check {
-            if let Err(e) = std::fs::write(&f, formatted) {
-                let _ = writeln!(err, "error: cannot write {shown}: {e}");
-                failed = true;
-            }
+        if !check && let Err(e) = std::fs::write(&f, formatted) {
+            let _ = writeln!(err, "error: cannot write {shown}: {e}");
+            failed = true;
         }
     }
     if failed {

@@ -349,7 +349,7 @@ async fn apply_fresh(ctx: &mut Ctx<'_, '_>, p: PlanArgs, run: args::ApplyArgs, d
         Err(code) => return code,
     };
     let _ = write!(ctx.io.out, "{}", render::plan(ctx.style, &plan));
-    if !plan.has_changes() && !(plan.options.refresh_only && !plan.drift.is_empty()) {
+    if !(plan.has_changes() || plan.options.refresh_only && !plan.drift.is_empty()) {
         let code = forget_settled(ctx, &plan, &mut state, store.as_mut());
         let _ = store.unlock();
         return code;
@@ -444,10 +444,7 @@ async fn do_apply(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, plan: &Plan, state: &m
 /// working directory (sensitive values encrypted when a state key is set) and says how to push it.
 fn save_errored_state(ctx: &mut Ctx<'_, '_>, state: &State) {
     let path = ctx.env.cwd.join("errored.kdstate");
-    let key = match kdeploy_state::StateKey::from_env(&ctx.env.vars, &ctx.dir) {
-        Ok(k) => k,
-        Err(_) => None,
-    };
+    let key = kdeploy_state::StateKey::from_env(&ctx.env.vars, &ctx.dir).unwrap_or_default();
     let written = kdeploy_state::crypt::encode_sealed(state, key.as_ref()).map_err(|e| e.to_string()).and_then(|bytes| {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(|e| e.to_string())?;
@@ -542,10 +539,7 @@ fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 {
 }
 
 fn read_state(ctx: &mut Ctx<'_, '_>) -> Result<Option<State>, i32> {
-    let mut store = match state_store(ctx) {
-        Ok(s) => s,
-        Err(c) => return Err(c),
-    };
+    let mut store = state_store(ctx)?;
     store.read().map_err(|e| {
         ctx.state_error(&e);
         EXIT_ERROR
@@ -701,10 +695,10 @@ async fn drift_cmd(ctx: &mut Ctx<'_, '_>, d: args::DriftArgs) -> i32 {
         args::DriftFormat::Markdown => crate::drift::markdown(&report),
     };
     let _ = write!(ctx.io.out, "{text}");
-    if let (Some(url), true) = (&d.notify, report.drifted()) {
-        if let Err(e) = crate::drift::notify(url, &report, d.notify_timeout).await {
-            let _ = writeln!(ctx.io.err, "warning: could not send the drift report to the webhook: {e}");
-        }
+    if let (Some(url), true) = (&d.notify, report.drifted())
+        && let Err(e) = crate::drift::notify(url, &report, d.notify_timeout).await
+    {
+        let _ = writeln!(ctx.io.err, "warning: could not send the drift report to the webhook: {e}");
     }
     if d.detailed_exitcode && report.drifted() { EXIT_CHANGES } else { EXIT_OK }
 }

@@ -513,20 +513,20 @@ impl<'a> Scope<'a> {
         for a in &args {
             values.push(self.eval(a, file)?);
         }
-        if call.args.expand_final() {
-            if let Some(last) = values.pop() {
-                let whole_marked = Marked::derived(Value::Null, &[&last]);
-                match last.value {
-                    Value::List(items) => values.extend(items.into_iter().map(|v| Marked::derived(v, &[&whole_marked]))),
-                    Value::Unknown(_) => return Ok(self.unknown(file, whole, &[&last])),
-                    other => {
-                        return Err(err(
-                            file,
-                            args[args.len() - 1],
-                            "Invalid expanding argument",
-                            format!("The argument before ... must be a list, got {}.", other.type_name()),
-                        ));
-                    }
+        if call.args.expand_final()
+            && let Some(last) = values.pop()
+        {
+            let whole_marked = Marked::derived(Value::Null, &[&last]);
+            match last.value {
+                Value::List(items) => values.extend(items.into_iter().map(|v| Marked::derived(v, &[&whole_marked]))),
+                Value::Unknown(_) => return Ok(self.unknown(file, whole, &[&last])),
+                other => {
+                    return Err(err(
+                        file,
+                        args[args.len() - 1],
+                        "Invalid expanding argument",
+                        format!("The argument before ... must be a list, got {}.", other.type_name()),
+                    ));
                 }
             }
         }
@@ -592,7 +592,7 @@ impl<'a> Scope<'a> {
         Err(d)
     }
 
-    fn attr_name<'o>(ops: &'o [hcl_edit::repr::Decorated<TraversalOperator>], i: usize) -> Option<&'o str> {
+    fn attr_name(ops: &[hcl_edit::repr::Decorated<TraversalOperator>], i: usize) -> Option<&str> {
         match ops.get(i).map(|o| o.value()) {
             Some(TraversalOperator::GetAttr(id)) => Some(id.as_str()),
             _ => None,

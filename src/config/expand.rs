@@ -85,7 +85,10 @@ impl Resolver for Unknowns<'_> {
 /// a mistake, and would exhaust memory rather than fail).
 pub const MAX_INSTANCES: i64 = 100_000;
 
-fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Vec<(Option<InstanceKey>, Option<(Value, Marked)>, Option<i64>)>, Diagnostic> {
+/// One instance a repetition asks for: its key, `each.key`/`each.value`, `count.index`.
+type RepetitionKey = (Option<InstanceKey>, Option<(Value, Marked)>, Option<i64>);
+
+fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Vec<RepetitionKey>, Diagnostic> {
     match rep {
         Repetition::Single => Ok(vec![(None, None, None)]),
         Repetition::Count(e) => {

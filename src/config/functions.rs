@@ -174,29 +174,12 @@ fn closest<'n>(target: &str, candidates: impl Iterator<Item = &'n str>) -> Optio
     let limit = 2.min(target.chars().count().saturating_sub(1));
     let mut best: Option<(usize, &str)> = None;
     for cand in candidates {
-        let d = edit_distance(target, cand);
+        let d = crate::diag::edit_distance(target, cand);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, cand));
         }
     }
     best.map(|(_, c)| c)
-}
-
-#[allow(clippy::arithmetic_side_effects)] // positions and counts within input already in memory: bounded by its length
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 fn check_arity(spec: &Spec, got: usize) -> Result<()> {

@@ -296,16 +296,16 @@ impl Loader<'_> {
                             sb.backend = Some(Backend { kind, config, span: header_span(file, b) });
                         }
                         Structure::Block(b) if b.ident.as_str() == "drift" => {
-                            if let Some(a) = b.body.get_attribute("ignore") {
-                                if let Expression::Array(items) = &a.value {
-                                    for item in items.iter() {
-                                        match item {
-                                            Expression::String(s) => sb.drift_ignore.push(s.as_str().to_string()),
-                                            other => self.diags.push(
-                                                Diagnostic::error("Invalid drift ignore rule", "Each rule is a string such as \"agent.*.replicas\".")
-                                                    .at(Some(span(file, other))),
-                                            ),
-                                        }
+                            if let Some(a) = b.body.get_attribute("ignore")
+                                && let Expression::Array(items) = &a.value
+                            {
+                                for item in items.iter() {
+                                    match item {
+                                        Expression::String(s) => sb.drift_ignore.push(s.as_str().to_string()),
+                                        other => self.diags.push(
+                                            Diagnostic::error("Invalid drift ignore rule", "Each rule is a string such as \"agent.*.replicas\".")
+                                                .at(Some(span(file, other))),
+                                        ),
                                     }
                                 }
                             }
@@ -691,7 +691,7 @@ impl Loader<'_> {
     fn literal_string(&mut self, file: FileId, a: &Attribute) -> Option<String> {
         match &a.value {
             Expression::String(s) => Some(s.as_str().to_string()),
-            Expression::HeredocTemplate(_) | Expression::StringTemplate(_) | _ => {
+            _ => {
                 self.diags.push(
                     Diagnostic::error("Literal string required", format!("{} must be a literal string here (no references or templates).", a.key.as_str()))
                         .at(Some(span(file, &a.value))),

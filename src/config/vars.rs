@@ -62,10 +62,10 @@ pub fn root_values(
     let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
 
     for (k, v) in env {
-        if let Some(name) = k.strip_prefix(ENV_PREFIX) {
-            if root.variables.contains_key(name) {
-                raw.insert(name.to_string(), Raw::Text { raw: v.clone(), origin: format!("environment variable {k}") });
-            }
+        if let Some(name) = k.strip_prefix(ENV_PREFIX)
+            && root.variables.contains_key(name)
+        {
+            raw.insert(name.to_string(), Raw::Text { raw: v.clone(), origin: format!("environment variable {k}") });
         }
     }
     let mut files: Vec<(PathBuf, bool)> = Vec::new();

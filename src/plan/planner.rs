@@ -339,7 +339,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                         Some((k.clone(), reference(a, &type_name, &value_of(a)?)))
                     })
                     .collect();
-                (refs, desired.cluster.as_ref().and_then(|c| value_of(c)))
+                (refs, desired.cluster.as_ref().and_then(value_of))
             };
             let recorded = state.resource(&addr.to_string());
             let prior = live_of(&addr);
@@ -348,10 +348,10 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
             if let (Some(prior), Value::Map(m)) = (&prior, &mut inputs) {
                 let ignore_all = desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == "all");
                 for a in desired.schema.inputs() {
-                    if ignore_all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name) {
-                        if let Some(v) = prior.as_map().and_then(|p| p.get(a.name)) {
-                            m.insert(a.name.to_string(), v.clone());
-                        }
+                    if (ignore_all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name))
+                        && let Some(v) = prior.as_map().and_then(|p| p.get(a.name))
+                    {
+                        m.insert(a.name.to_string(), v.clone());
                     }
                 }
             }
@@ -386,7 +386,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                         Some(_) => Some(ActionReason::RecreateBecauseDeletedOutOfBand),
                         None => None,
                     };
-                    match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
+                    match provider.plan(mk(&component, desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
                         Ok(r) => (Action::Create, reason, r.planned, Vec::new()),
                         Err(e) => {
                             diags.push(Diagnostic::error("Provider plan failed", prefixed(&addr, &e.message)));
@@ -395,7 +395,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     }
                 }
                 Some(p) => {
-                    let resp = match provider.plan(mk(&component, &desired.schema, Some(p), &inputs, cluster_value.as_ref(), &refs)).await {
+                    let resp = match provider.plan(mk(&component, desired.schema, Some(p), &inputs, cluster_value.as_ref(), &refs)).await {
                         Ok(r) => r,
                         Err(e) => {
                             diags.push(Diagnostic::error("Provider plan failed", prefixed(&addr, &e.message)));
@@ -405,7 +405,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                     let replace_action = if desired.lifecycle.create_before_destroy { Action::CreateThenDelete } else { Action::DeleteThenCreate };
                     let interrupted_delete = state.pending.iter().any(|p| p.address == addr.to_string() && p.operation == PendingKind::Delete);
                     if replace_requested || interrupted_delete || !resp.requires_replace.is_empty() {
-                        let fresh = match provider.plan(mk(&component, &desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
+                        let fresh = match provider.plan(mk(&component, desired.schema, None, &inputs, cluster_value.as_ref(), &refs)).await {
                             Ok(r) => r.planned,
                             Err(e) => {
                                 diags.push(Diagnostic::error("Provider plan failed", prefixed(&addr, &e.message)));
@@ -440,10 +440,10 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 let keep = prior.as_ref().or(recorded_attrs.as_ref());
                 if let (Some(Value::Map(old)), Value::Map(new)) = (keep, &mut after) {
                     for a in desired.schema.computed().filter(|a| a.sensitive) {
-                        if new.get(a.name).is_some_and(Value::is_unknown) {
-                            if let Some(v) = old.get(a.name).filter(|v| !v.is_null() && !v.contains_unknown()) {
-                                new.insert(a.name.to_string(), v.clone());
-                            }
+                        if new.get(a.name).is_some_and(Value::is_unknown)
+                            && let Some(v) = old.get(a.name).filter(|v| !v.is_null() && !v.contains_unknown())
+                        {
+                            new.insert(a.name.to_string(), v.clone());
                         }
                     }
                 }
@@ -521,10 +521,10 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
                 _ => ActionReason::DeleteBecauseNoConfig,
             }
         };
-        if let Some(decl) = expanded.decl(stack, &addr) {
-            if decl.lifecycle.prevent_destroy {
-                diags.push(prevent_destroy_diag(&addr, Some(decl.span.clone())));
-            }
+        if let Some(decl) = expanded.decl(stack, &addr)
+            && decl.lifecycle.prevent_destroy
+        {
+            diags.push(prevent_destroy_diag(&addr, Some(decl.span.clone())));
         }
         changes.push(Change {
             address: addr.clone(),

@@ -78,17 +78,17 @@ fn attrs(v: Option<&Value>) -> Vec<(String, Value)> {
     v.and_then(Value::as_map).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
 }
 
+/// One side of a change: its value and which of its paths are sensitive.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    value: Option<&'a Value>,
+    sensitive: &'a [AttrPath],
+}
+
 /// The attribute lines of one change: `+ a = 1`, `~ b = 1 -> 2`, `- c = 3 -> null`.
-fn attr_lines(
-    style: Style,
-    owner: &str,
-    action: Action,
-    before: Option<&Value>,
-    after: Option<&Value>,
-    before_sensitive: &[AttrPath],
-    after_sensitive: &[AttrPath],
-    replace_paths: &[AttrPath],
-) -> String {
+fn attr_lines(style: Style, owner: &str, action: Action, before: Side<'_>, after: Side<'_>, replace_paths: &[AttrPath]) -> String {
+    let (before_sensitive, after_sensitive) = (before.sensitive, after.sensitive);
+    let (before, after) = (before.value, after.value);
     let mut names: Vec<String> = attrs(before).into_iter().map(|(k, _)| k).chain(attrs(after).into_iter().map(|(k, _)| k)).collect();
     names.sort();
     names.dedup();
@@ -173,7 +173,9 @@ pub fn change(style: Style, c: &Change) -> String {
         let _ = writeln!(out, "  # (its volumes and data are deleted too: --delete-data)");
     }
     let owner = c.address.to_string();
-    let body = attr_lines(style, &owner, c.action, c.before.as_ref(), c.after.as_ref(), &c.before_sensitive, &c.after_sensitive, &c.replace_paths);
+    let before = Side { value: c.before.as_ref(), sensitive: &c.before_sensitive };
+    let after = Side { value: c.after.as_ref(), sensitive: &c.after_sensitive };
+    let body = attr_lines(style, &owner, c.action, before, after, &c.replace_paths);
     out.push_str(&block(style, c.action, &c.address, &body));
     out
 }
@@ -189,7 +191,14 @@ pub fn drift(style: Style, d: &Drift) -> String {
         }
         Some(after) => {
             let mut out = format!("  {}\n", style.bold(&format!("# {} has changed", d.address)));
-            let body = attr_lines(style, &owner, Action::Update, Some(&d.before), Some(after), &d.sensitive, &d.sensitive, &[]);
+            let body = attr_lines(
+                style,
+                &owner,
+                Action::Update,
+                Side { value: Some(&d.before), sensitive: &d.sensitive },
+                Side { value: Some(after), sensitive: &d.sensitive },
+                &[],
+            );
             out.push_str(&block(style, Action::Update, &d.address, &body));
             out
         }

@@ -207,10 +207,10 @@ fn for_each_sensitive(state: &mut State, mut f: impl FnMut(&mut Value, &str) -> 
         let mut paths = r.sensitive_paths.clone();
         paths.sort_by_key(|p| p.0.len());
         for p in &paths {
-            if let Some(v) = get_mut(&mut r.attributes, p) {
-                if !v.is_null() {
-                    f(v, &format!("{}.{p}", r.address))?;
-                }
+            if let Some(v) = get_mut(&mut r.attributes, p)
+                && !v.is_null()
+            {
+                f(v, &format!("{}.{p}", r.address))?;
             }
         }
     }

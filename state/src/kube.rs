@@ -157,10 +157,10 @@ fn lease_holder(lease: &Json, describe: &str) -> Option<LockInfo> {
     info.id = id.to_string();
     let renew = lease["spec"]["renewTime"].as_str().or(lease["spec"]["acquireTime"].as_str());
     let secs = lease["spec"]["leaseDurationSeconds"].as_i64();
-    if let (Some(renew), Some(secs)) = (renew, secs) {
-        if let Ok(t) = time::OffsetDateTime::parse(renew, &time::format_description::well_known::Rfc3339) {
-            info.expires = crate::bridge::rfc3339_plus(t, secs as f64);
-        }
+    if let (Some(renew), Some(secs)) = (renew, secs)
+        && let Ok(t) = time::OffsetDateTime::parse(renew, &time::format_description::well_known::Rfc3339)
+    {
+        info.expires = crate::bridge::rfc3339_plus(t, secs as f64);
     }
     Some(info)
 }
@@ -279,13 +279,13 @@ impl KubeStore {
                 }
                 return Err(damaged("a chunk Secret of the state is missing"));
             }
-            if let Some(sum) = ann["kdeploy.io/sha256"].as_str() {
-                if format!("{:x}", sha2::Sha256::digest(&gz)) != sum {
-                    if attempt < 3 {
-                        continue;
-                    }
-                    return Err(damaged("the state's chunks do not match their checksum"));
+            if let Some(sum) = ann["kdeploy.io/sha256"].as_str()
+                && format!("{:x}", sha2::Sha256::digest(&gz)) != sum
+            {
+                if attempt < 3 {
+                    continue;
                 }
+                return Err(damaged("the state's chunks do not match their checksum"));
             }
             let mut json = Vec::new();
             flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut json).map_err(|e| damaged(&format!("cannot decompress the state: {e}")))?;

@@ -314,10 +314,10 @@ impl StateStore for LocalStore {
         // it: check against what it remembers instead of re-reading (an apply writes after
         // every operation, and re-parsing a large state each time made that quadratic).
         if self.held.is_some() && self.backed_up {
-            if let Seen::Present { serial, .. } = self.seen {
-                if serial >= state.serial {
-                    return Err(StateError::SerialNotIncreasing { location, existing: serial, attempted: state.serial });
-                }
+            if let Seen::Present { serial, .. } = self.seen
+                && serial >= state.serial
+            {
+                return Err(StateError::SerialNotIncreasing { location, existing: serial, attempted: state.serial });
             }
             // ... unless the lock was broken and someone wrote meanwhile: the file is not the
             // one this store wrote.

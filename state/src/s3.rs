@@ -399,7 +399,8 @@ impl S3Store {
     fn release(&mut self, held: Held) -> Result<(), StateError> {
         let (client, bucket, key) = (self.client.clone(), self.cfg.bucket.clone(), self.lock_key());
         let describe = self.describe();
-        let result = self.bridge.run(async move {
+
+        self.bridge.run(async move {
             let mut s = held.shared.lock().await;
             s.released = true;
             held.renewer.abort();
@@ -420,8 +421,7 @@ impl S3Store {
                     }),
                 },
             }
-        });
-        result
+        })
     }
 }
 

@@ -7,6 +7,9 @@
 //!
 //! Cross-process checks re-run this test binary as a child (`conformance_child`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

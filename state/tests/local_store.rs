@@ -1,5 +1,8 @@
 //! Behaviour of the local file store: format checks on write, atomicity, backups and locking.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -221,7 +221,7 @@ fn crash_series(t: &dyn Target, provider: &str, fixed: &[&str]) {
         assert_eq!(r.code, 0, "{what}: the converging apply of {converge:?}\n{}", r.text());
         assert_converged(t, fixed, &converge, &format!("{what}, converged to {converge:?} by:\n{}\n", r.text()));
     }
-    let recorded: BTreeSet<String> = t.dir().join(".kdeploy/state.json").exists().then(|| recorded_addresses(t.dir())).unwrap_or_default();
+    let recorded: BTreeSet<String> = if t.dir().join(".kdeploy/state.json").exists() { recorded_addresses(t.dir()) } else { Default::default() };
     let r = run(t, "destroy", &CAMERAS, &["-delete-data"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert_destroyed(t, "the final destroy", Some(&recorded));

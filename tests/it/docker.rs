@@ -405,7 +405,7 @@ fn a_duplicate_network_left_by_a_killed_run_is_removed_not_fatal() {
     s.write("main.hcl", &stack(&c, free_port(), &[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1")]));
     let r = crate::support::run_binary(s.path(), &[], &["apply", "-auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
-    assert_eq!(testing::objects(&c).unwrap().networks, [network.clone()], "the unused duplicate is removed");
+    assert_eq!(testing::objects(&c).unwrap().networks, std::slice::from_ref(&network), "the unused duplicate is removed");
     // Destroy removes every network of the name, even if a duplicate came back.
     assert!(testing::create_duplicate_network(&network, &c).unwrap());
     let r = crate::support::run_binary(s.path(), &[], &["destroy", "-auto-approve", "-delete-data"]);

@@ -36,10 +36,10 @@ fn panics() -> &'static Mutex<Vec<(String, String)>> {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let name = std::thread::current().name().unwrap_or("").to_string();
-            if name.starts_with("fuzz-") {
-                if let Some(p) = PANICS.get() {
-                    p.lock().unwrap_or_else(|e| e.into_inner()).push((name, info.to_string()));
-                }
+            if name.starts_with("fuzz-")
+                && let Some(p) = PANICS.get()
+            {
+                p.lock().unwrap_or_else(|e| e.into_inner()).push((name, info.to_string()));
             }
             previous(info);
         }));
@@ -115,13 +115,12 @@ fn check(args: &[String], o: &Outcome, names: &[&str]) -> Result<(), String> {
 /// A `--> file:line:col` location (or, with -json, diagnostics that carry a range), the file, or
 /// the option.
 fn located(o: &Outcome, names: &[&str]) -> bool {
-    if o.stderr.is_empty() {
-        if let Ok(j) = serde_json::from_str::<serde_json::Value>(&o.stdout) {
-            if let Some(diags) = j["diagnostics"].as_array() {
-                let errors: Vec<&serde_json::Value> = diags.iter().filter(|d| d["severity"] == "error").collect();
-                return !errors.is_empty() && errors.iter().all(|d| d["range"]["filename"].is_string() || names.iter().any(|n| d.to_string().contains(n)));
-            }
-        }
+    if o.stderr.is_empty()
+        && let Ok(j) = serde_json::from_str::<serde_json::Value>(&o.stdout)
+        && let Some(diags) = j["diagnostics"].as_array()
+    {
+        let errors: Vec<&serde_json::Value> = diags.iter().filter(|d| d["severity"] == "error").collect();
+        return !errors.is_empty() && errors.iter().all(|d| d["range"]["filename"].is_string() || names.iter().any(|n| d.to_string().contains(n)));
     }
     o.stderr.contains(" --> ") || names.iter().any(|n| o.stderr.contains(n))
 }

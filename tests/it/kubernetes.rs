@@ -195,12 +195,12 @@ fn whole_stack_lifecycle_on_kubernetes() {
     let mut mf2: Vec<serde_json::Value> = mf
         .into_iter()
         .map(|mut m| {
-            if m["manager"] == "kdeploy" {
-                if let Some(c) = m["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"].as_object_mut() {
-                    for (_, v) in c.iter_mut() {
-                        if let Some(o) = v.as_object_mut() {
-                            o.remove("f:image");
-                        }
+            if m["manager"] == "kdeploy"
+                && let Some(c) = m["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"].as_object_mut()
+            {
+                for (_, v) in c.iter_mut() {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("f:image");
                     }
                 }
             }

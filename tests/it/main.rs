@@ -1,5 +1,8 @@
 //! The one integration test binary (see tests/it/*.rs).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod cli;
 mod docker;
 mod drift;

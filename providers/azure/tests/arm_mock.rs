@@ -1,5 +1,8 @@
 //! The Azure provider against a local mock of Azure Resource Manager (see `mock`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use kdeploy_cloud_mocks::azure as mock;
 
 mod identity;

@@ -1,6 +1,9 @@
 //! Credentials through azure_identity: which one the environment selects, workload identity
 //! with a federated token file, the Azure CLI login, and the errors when they fail.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod identity;
 
 use std::sync::Arc;

@@ -329,14 +329,12 @@ pub async fn ensure_image(docker: &Docker, ep: &Endpoint, image: &str) -> Result
                 if let Some(err) = info.error_detail.and_then(|d| d.message) {
                     return Err(pull_error(image, &err));
                 }
-                if tty {
-                    if let (Some(id), Some(status)) = (info.id, info.status) {
-                        let pct = info.progress_detail.and_then(|p| Some((p.current? * 100) / p.total.filter(|t| *t > 0)?)).unwrap_or(-1);
-                        let entry = last.entry(id.clone()).or_insert((String::new(), -100));
-                        if entry.0 != status || pct >= entry.1 + 25 || (pct == 100 && entry.1 != 100) {
-                            *entry = (status.clone(), pct);
-                            if pct >= 0 { eprintln!("  {image} {id}: {status} {pct}%") } else { eprintln!("  {image} {id}: {status}") }
-                        }
+                if tty && let (Some(id), Some(status)) = (info.id, info.status) {
+                    let pct = info.progress_detail.and_then(|p| Some((p.current? * 100) / p.total.filter(|t| *t > 0)?)).unwrap_or(-1);
+                    let entry = last.entry(id.clone()).or_insert((String::new(), -100));
+                    if entry.0 != status || pct >= entry.1 + 25 || (pct == 100 && entry.1 != 100) {
+                        *entry = (status.clone(), pct);
+                        if pct >= 0 { eprintln!("  {image} {id}: {status} {pct}%") } else { eprintln!("  {image} {id}: {status}") }
                     }
                 }
             }

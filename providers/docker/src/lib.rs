@@ -169,7 +169,7 @@ impl Provider for DockerProvider {
                 let Some(recorded) = r.recorded.as_map() else { continue };
                 if r.component.kind == Kind::Cluster {
                     let net = spec::network_name(&spec::cluster_name(&r.component.address), Some(&r.recorded));
-                    if networks.iter().any(|n| *n == net) {
+                    if networks.contains(&net) {
                         let mut attrs = recorded.clone();
                         attrs.insert("api_version".into(), Value::string(engine::api_version(&docker)));
                         results[i] = ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None };
@@ -180,7 +180,7 @@ impl Provider for DockerProvider {
                 if let Some(c) = by_name.get(name.as_str()) {
                     let mut attrs = recorded.clone();
                     attrs.insert(ATTR_RUNNING.into(), Value::Bool(c.running));
-                    attrs.insert(ATTR_HASH.into(), c.labels.get(spec::LABEL_HASH).map(|h| Value::string(h)).unwrap_or(Value::Null));
+                    attrs.insert(ATTR_HASH.into(), c.labels.get(spec::LABEL_HASH).map(Value::string).unwrap_or(Value::Null));
                     attrs.insert(ATTR_ID.into(), Value::string(&c.id));
                     results[i] = ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None };
                 }
@@ -222,20 +222,21 @@ impl Provider for DockerProvider {
             Some(id) if same || hash.is_none() => planned.insert(ATTR_ID.into(), id),
             _ => planned.insert(ATTR_ID.into(), Value::Unknown(format!("{address}.{ATTR_ID}"))),
         };
-        if let (Some(p), Some(h), Some(ph)) = (prior, &hash, &prior_hash) {
-            if h != ph && requires_replace.is_empty() {
-                let mut paths: Vec<AttrPath> = request
-                    .schema
-                    .inputs()
-                    .filter(|a| !matches!(a.name, "readiness_timeout"))
-                    .filter(|a| p.get(a.name).unwrap_or(&Value::Null) != planned.get(a.name).unwrap_or(&Value::Null))
-                    .map(|a| AttrPath::attr(a.name))
-                    .collect();
-                if paths.is_empty() {
-                    paths.push(AttrPath::attr(ATTR_HASH));
-                }
-                requires_replace = paths;
+        if let (Some(p), Some(h), Some(ph)) = (prior, &hash, &prior_hash)
+            && h != ph
+            && requires_replace.is_empty()
+        {
+            let mut paths: Vec<AttrPath> = request
+                .schema
+                .inputs()
+                .filter(|a| !matches!(a.name, "readiness_timeout"))
+                .filter(|a| p.get(a.name).unwrap_or(&Value::Null) != planned.get(a.name).unwrap_or(&Value::Null))
+                .map(|a| AttrPath::attr(a.name))
+                .collect();
+            if paths.is_empty() {
+                paths.push(AttrPath::attr(ATTR_HASH));
             }
+            requires_replace = paths;
         }
         resp.requires_replace = requires_replace;
         Ok(resp)

@@ -174,7 +174,7 @@ pub fn parse_memory(s: &str) -> Option<i64> {
         _ => return None,
     };
     let bytes = n * mult;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < 9.0e18).then_some(bytes as i64)
+    (bytes.is_finite() && (0.0..9.0e18).contains(&bytes)).then_some(bytes as i64)
 }
 
 /// CPU quantity to nano CPUs: `1000m` → 1e9, `0.5` → 5e8.
@@ -184,7 +184,7 @@ pub fn parse_cpu(s: &str) -> Option<i64> {
         Some(m) => m.trim().parse::<f64>().ok()? * 1e6,
         None => s.parse::<f64>().ok()? * 1e9,
     };
-    (nanos.is_finite() && nanos >= 0.0 && nanos < 9.0e18).then_some(nanos as i64)
+    (nanos.is_finite() && (0.0..9.0e18).contains(&nanos)).then_some(nanos as i64)
 }
 
 fn env_map(env: &[EnvVar]) -> BTreeMap<String, String> {

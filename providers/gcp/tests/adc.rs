@@ -1,4 +1,7 @@
 //! Real credentials through gcp_auth: a service account key whose token_uri is the mock.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "adc")]
 
 use kdeploy_cloud_mocks::gcp as mock;

@@ -1,6 +1,9 @@
 //! GCS against the local mock API: bucket with lifecycle, service account, bucket IAM binding
 //! and HMAC key; no-op re-plan, retention update in place, out-of-band deletion, delete.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use kdeploy_cloud_mocks::gcp as mock;
 
 use std::collections::BTreeMap;

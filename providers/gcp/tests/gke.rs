@@ -1,6 +1,9 @@
 //! GKE against the local mock API: create with LRO polling, no-op re-plan, in-place updates,
 //! replacement, out-of-band deletion, delete, retries and credential errors.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use kdeploy_cloud_mocks::gcp as mock;
 
 use std::collections::BTreeMap;

@@ -22,15 +22,15 @@ pub struct Conn {
 
 /// Where the cluster's kubeconfig is: the `kubeconfig` attribute, $KUBECONFIG, ~/.kube/config.
 pub fn kubeconfig_path(cluster: &BTreeMap<String, Value>) -> String {
-    if let Some(Value::String(p)) = cluster.get("kubeconfig") {
-        if !p.is_empty() {
-            return p.clone();
-        }
+    if let Some(Value::String(p)) = cluster.get("kubeconfig")
+        && !p.is_empty()
+    {
+        return p.clone();
     }
-    if let Ok(k) = std::env::var("KUBECONFIG") {
-        if let Some(first) = k.split(':').find(|s| !s.is_empty()) {
-            return first.to_string();
-        }
+    if let Ok(k) = std::env::var("KUBECONFIG")
+        && let Some(first) = k.split(':').find(|s| !s.is_empty())
+    {
+        return first.to_string();
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
     format!("{home}/.kube/config")
@@ -52,10 +52,10 @@ impl Pool {
     /// A connection from the cluster's `endpoint`, `certificate_authority` (base64 PEM) and a
     /// bearer token from the token source named by `token_source` — no kubeconfig file needed.
     async fn connect_direct(&self, cluster: &BTreeMap<String, Value>, endpoint: &str) -> Result<Conn, ProviderError> {
-        if let Some((c, at)) = self.direct.lock().unwrap_or_else(|e| e.into_inner()).get(endpoint) {
-            if at.elapsed() < TOKEN_LIFETIME {
-                return Ok(c.clone());
-            }
+        if let Some((c, at)) = self.direct.lock().unwrap_or_else(|e| e.into_inner()).get(endpoint)
+            && at.elapsed() < TOKEN_LIFETIME
+        {
+            return Ok(c.clone());
         }
         let source = cluster.get("token_source").and_then(Value::as_str).unwrap_or_default();
         let token = match self.token_sources.get(source) {
@@ -187,10 +187,8 @@ pub fn path(api_version: &str, kind: &str, namespace: Option<&str>, name: Option
     let (plural, namespaced) = resource(api_version, kind).unwrap_or(("unknown", true));
     let root = if api_version == "v1" { "/api/v1".to_string() } else { format!("/apis/{api_version}") };
     let mut p = root;
-    if namespaced {
-        if let Some(ns) = namespace {
-            p.push_str(&format!("/namespaces/{ns}"));
-        }
+    if namespaced && let Some(ns) = namespace {
+        p.push_str(&format!("/namespaces/{ns}"));
     }
     p.push('/');
     p.push_str(plural);

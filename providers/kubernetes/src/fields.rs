@@ -55,10 +55,10 @@ pub fn project(obj: &Value, set: &Value) -> Value {
         Value::Object(o) => {
             let mut out = Map::new();
             for (k, sub) in children {
-                if let Some(name) = k.strip_prefix("f:") {
-                    if let Some(v) = o.get(name) {
-                        out.insert(name.to_string(), project(v, sub));
-                    }
+                if let Some(name) = k.strip_prefix("f:")
+                    && let Some(v) = o.get(name)
+                {
+                    out.insert(name.to_string(), project(v, sub));
                 }
             }
             Value::Object(out)
@@ -72,15 +72,15 @@ pub fn project(obj: &Value, set: &Value) -> Value {
                         out.push(project(item, sub));
                     }
                 } else if let Some(v) = k.strip_prefix("v:") {
-                    if let Ok(want) = serde_json::from_str::<Value>(v) {
-                        if items.contains(&want) {
-                            out.push(want);
-                        }
+                    if let Ok(want) = serde_json::from_str::<Value>(v)
+                        && items.contains(&want)
+                    {
+                        out.push(want);
                     }
-                } else if let Some(i) = k.strip_prefix("i:") {
-                    if let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                        out.push(project(item, sub));
-                    }
+                } else if let Some(i) = k.strip_prefix("i:")
+                    && let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get(i))
+                {
+                    out.push(project(item, sub));
                 }
             }
             Value::Array(out)

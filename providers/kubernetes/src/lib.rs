@@ -276,11 +276,11 @@ impl KubernetesProvider {
             let log_path = |previous: bool| format!("{}/log?tailLines=10{}", path("v1", "Pod", ns, Some(name)), if previous { "&previous=true" } else { "" });
             let mut logs = String::new();
             for previous in [true, false] {
-                if let Ok((200, text)) = conn.raw("GET", &log_path(previous), &[], Vec::new()).await {
-                    if !text.trim().is_empty() {
-                        logs = text;
-                        break;
-                    }
+                if let Ok((200, text)) = conn.raw("GET", &log_path(previous), &[], Vec::new()).await
+                    && !text.trim().is_empty()
+                {
+                    logs = text;
+                    break;
                 }
             }
             if !logs.trim().is_empty() {
@@ -459,7 +459,7 @@ impl Provider for KubernetesProvider {
             let ckey = format!("{}|{}", conn.server, conn.context);
             // An object an interrupted run may have created without recording it: find it by
             // its labels.
-            if r.component.kind != Kind::Cluster && map_of(Some(&r.recorded)).get(OBJECTS).is_none_or(|o| !o.as_map().is_some_and(|m| !m.is_empty())) {
+            if r.component.kind != Kind::Cluster && map_of(Some(&r.recorded)).get(OBJECTS).is_none_or(|o| o.as_map().is_none_or(|m| m.is_empty())) {
                 let found = self.discover(&conn, &r.component, &map_of(Some(&r.recorded))).await?;
                 results[i] = Some(if found.is_empty() {
                     ReadResult::Missing
@@ -484,13 +484,13 @@ impl Provider for KubernetesProvider {
                 let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
                 let _ = name;
                 let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
-                if !lists.contains_key(&lk) {
+                if let std::collections::btree_map::Entry::Vacant(e) = lists.entry(lk) {
                     let items = conn
                         .list(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &format!("{MANAGED_BY}=kdeploy"))
                         .await
                         .map_err(|e| e.into_provider(&format!("listing {kind} in {ns}"), &conn))?;
                     let by_name = items.into_iter().map(|o| (o["metadata"]["name"].as_str().unwrap_or_default().to_string(), o)).collect();
-                    lists.insert(lk, by_name);
+                    e.insert(by_name);
                 }
             }
             conns.insert(ckey, conn);

@@ -435,7 +435,7 @@ fn drift_schedule(inp: &Input<'_>, ns: &str, base: &str) -> Vec<Json> {
         {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get", "list"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list"]},
     ]);
-    let mut objects = vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(inp, &base, Some(ns))})];
+    let mut objects = vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(inp, base, Some(ns))})];
     let files: BTreeMap<String, String> = match inp.attrs.get("files") {
         Some(Value::Map(m)) => m.iter().map(|(k, v)| (k.clone(), str_of(Some(v)))).collect(),
         _ => BTreeMap::new(),
@@ -443,7 +443,7 @@ fn drift_schedule(inp: &Input<'_>, ns: &str, base: &str) -> Vec<Json> {
     objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(inp, &format!("{base}-stack"), Some(ns)), "data": files}));
     let notify = inp.opt("notify");
     if let Some(url) = &notify {
-        objects.push(secret(inp, &base, ns, &[("NOTIFY_URL", url.clone())]));
+        objects.push(secret(inp, base, ns, &[("NOTIFY_URL", url.clone())]));
     }
     let mut namespaces: Vec<String> = match inp.attrs.get("namespaces") {
         Some(Value::List(l)) => l.iter().map(|v| str_of(Some(v))).filter(|n| !n.is_empty()).collect(),
@@ -477,7 +477,7 @@ fn drift_schedule(inp: &Input<'_>, ns: &str, base: &str) -> Vec<Json> {
         env.push(json!({"name": "NOTIFY_URL", "valueFrom": {"secretKeyRef": {"name": base, "key": "NOTIFY_URL"}}}));
     }
     objects.push(json!({
-        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(inp, &base, Some(ns)),
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(inp, base, Some(ns)),
         "spec": {
             "schedule": inp.s("schedule"), "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
             "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels(inp)}, "spec": {

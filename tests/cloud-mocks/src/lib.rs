@@ -10,6 +10,9 @@
 //! public API references), keep their resources in memory, log every request, and can be told to
 //! fail (404, 409, 429 with Retry-After, 401, 403) so that tests can check retries and errors.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 pub mod azure;
 pub mod gcp;
 

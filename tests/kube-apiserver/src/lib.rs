@@ -2,6 +2,8 @@
 //!
 //! See `README.md` in this crate for what is implemented and what is not.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 #![allow(clippy::too_many_arguments, clippy::type_complexity)]
 
 mod api;

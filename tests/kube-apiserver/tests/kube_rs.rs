@@ -1,5 +1,8 @@
 //! The client kdeploy's provider uses: kube-rs 5 + k8s-openapi 0.29.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};

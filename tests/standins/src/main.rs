@@ -2,6 +2,9 @@
 //! [--port 9000]`, `kdeploy-standin rabbitmq --data DIR [--port 15672]`; called as `mc` or
 //! `rabbitmqadmin` (a symlink), it is that client.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

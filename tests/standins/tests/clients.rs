@@ -2,6 +2,9 @@
 //! `rabbitmqadmin` stand-ins as kdeploy's one-shot steps drive them. (It also makes
 //! `cargo test --workspace` build the binary the Docker test image is made from.)
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

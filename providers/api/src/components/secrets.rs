@@ -84,10 +84,10 @@ pub fn fill(kind: Kind, type_name: &str, address: &str, attrs: &mut Attrs, remem
     }
     if kind == Kind::Vault {
         let remembered_accounts = remembered.get(vault::ACCOUNTS_ATTR).cloned();
-        if !matches!(attrs.get(vault::ACCOUNTS_ATTR), Some(Value::Map(_))) {
-            if let Some(r) = remembered_accounts {
-                attrs.insert(vault::ACCOUNTS_ATTR.into(), r);
-            }
+        if !matches!(attrs.get(vault::ACCOUNTS_ATTR), Some(Value::Map(_)))
+            && let Some(r) = remembered_accounts
+        {
+            attrs.insert(vault::ACCOUNTS_ATTR.into(), r);
         }
         vault::fill_accounts(address, attrs, &mut |k| generate.then(|| new_secret(k)));
     }

@@ -552,10 +552,10 @@ pub fn fill_accounts(address: &str, attrs: &mut Attrs, generate: &mut dyn FnMut(
             if let Some(Value::String(s)) = prior_account.and_then(|p| p.get(k)) {
                 return Value::String(s.clone());
             }
-            if *name == default_name {
-                if let Some(Value::String(s)) = attrs.get(k) {
-                    return Value::String(s.clone());
-                }
+            if *name == default_name
+                && let Some(Value::String(s)) = attrs.get(k)
+            {
+                return Value::String(s.clone());
             }
             match generate(k) {
                 Some(s) => Value::String(s),
@@ -750,14 +750,14 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
             ));
         }
         queue_names.insert(name.clone());
-        if let Some(t) = m.get("forward_type").and_then(Value::as_str) {
-            if t != "continuous" {
-                out.push(problem(
-                    at.child_key("forward_type"),
-                    format!("forward_type {t:?} is not supported: on-demand forwarding needs Kerberos Hub, which this kdeploy version does not deploy."),
-                    "use forward_type = \"continuous\" (the default)",
-                ));
-            }
+        if let Some(t) = m.get("forward_type").and_then(Value::as_str)
+            && t != "continuous"
+        {
+            out.push(problem(
+                at.child_key("forward_type"),
+                format!("forward_type {t:?} is not supported: on-demand forwarding needs Kerberos Hub, which this kdeploy version does not deploy."),
+                "use forward_type = \"continuous\" (the default)",
+            ));
         }
     }
     let dir_problem = |at: AttrPath, d: &str| -> Option<Problem> {
@@ -773,14 +773,14 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     }
     for (name, m) in blocks("accounts") {
         let at = AttrPath::attr("accounts").child_key(&name);
-        if let Some(p) = m.get("provider").and_then(Value::as_str) {
-            if !provider_names.contains(p) {
-                out.push(problem(
-                    at.child_key("provider"),
-                    format!("The account {name:?} uses the provider {p:?}, which this vault does not have (its providers: {}).", join(&provider_names)),
-                    "name a provider block or the default provider",
-                ));
-            }
+        if let Some(p) = m.get("provider").and_then(Value::as_str)
+            && !provider_names.contains(p)
+        {
+            out.push(problem(
+                at.child_key("provider"),
+                format!("The account {name:?} uses the provider {p:?}, which this vault does not have (its providers: {}).", join(&provider_names)),
+                "name a provider block or the default provider",
+            ));
         }
         for p in m.get("secondary_providers").and_then(Value::as_list).unwrap_or_default().iter().filter_map(Value::as_str) {
             if !provider_names.contains(p) {
