@@ -62,11 +62,7 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
     let mut sources = SourceMap::new();
     let (stack, mut diags) = load_stack(dir, &mut sources);
     // Syntax errors leave whole files out: evaluating the rest would only report echoes.
-    if stack.modules.is_empty()
-        || diags.0.iter().any(|d| {
-            matches!(d.summary.as_str(), "Invalid HCL syntax" | "No stack files" | "Cannot read stack directory" | "Cannot read stack file" | "Invalid UTF-8")
-        })
-    {
+    if stack.modules.is_empty() || stack.incomplete {
         return Err(LoadError { sources, diags: diags.sorted() });
     }
     let root_vars = match vars {

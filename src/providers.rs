@@ -11,6 +11,15 @@ pub struct Providers {
     map: BTreeMap<String, Arc<dyn Provider>>,
 }
 
+/// Why a provider is not available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("this kdeploy build does not include the {name} provider (enable the cargo feature \"{name}\" when building kdeploy)")]
+    NotInBuild { name: String },
+    #[error("there is no provider named {name:?}")]
+    Unknown { name: String },
+}
+
 /// Every provider name kdeploy knows, whether or not this build includes it.
 pub const KNOWN: &[&str] = &["aws", "azure", "docker", "external", "gcp", "kubernetes"];
 
@@ -67,13 +76,9 @@ impl Providers {
         self.map.insert(name.to_string(), provider);
     }
 
-    pub fn get(&self, name: &str) -> Result<Arc<dyn Provider>, String> {
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Provider>, LookupError> {
         self.map.get(name).cloned().ok_or_else(|| {
-            if KNOWN.contains(&name) {
-                format!("this kdeploy build does not include the {name} provider (enable the cargo feature \"{name}\" when building kdeploy)")
-            } else {
-                format!("there is no provider named {name:?}")
-            }
+            if KNOWN.contains(&name) { LookupError::NotInBuild { name: name.to_string() } } else { LookupError::Unknown { name: name.to_string() } }
         })
     }
 

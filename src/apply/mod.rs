@@ -84,11 +84,28 @@ impl Default for ApplyOptions {
     }
 }
 
+/// Why a change failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Failure {
+    /// Its final inputs could not be computed (a value changed between plan and apply).
+    #[error("{0}")]
+    Inputs(String),
+    /// The provider it needs is not in this build.
+    #[error(transparent)]
+    Provider(#[from] crate::providers::LookupError),
+    /// The provider's call failed.
+    #[error("{}", .0.message)]
+    Call(kdeploy_provider::ProviderError),
+    /// A worker panicked while this change was running.
+    #[error("internal error: {0}")]
+    Worker(String),
+}
+
 /// The result of an apply.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     pub done: Vec<(Address, Action)>,
-    pub failed: Vec<(Address, String)>,
+    pub failed: Vec<(Address, Failure)>,
     /// Skipped instances with the failed component that caused it.
     pub skipped: Vec<(Address, Address)>,
     /// Not started because of an interrupt or a state write failure.
@@ -299,12 +316,13 @@ impl Coordinator<'_> {
                         self.finalizer.inputs(&change, &applied).and_then(|(inputs, _)| merge_final(&change, &inputs)).map(Some)
                     };
                     // Both steps can fail before any provider call: the change fails, nothing ran.
-                    let (planned, provider) = match planned.and_then(|p| self.providers.get(&change.provider).map(|pr| (p, pr))) {
+                    let ready = planned.map_err(Failure::Inputs).and_then(|p| Ok((p, self.providers.get(&change.provider)?)));
+                    let (planned, provider) = match ready {
                         Ok(x) => x,
-                        Err(message) => {
+                        Err(failure) => {
                             status[i] = Status::Failed;
-                            self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: message.clone() });
-                            outcome.failed.push((change.address.clone(), message));
+                            self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: failure.to_string() });
+                            outcome.failed.push((change.address.clone(), failure));
                             progressed = true;
                             continue;
                         }
@@ -395,7 +413,7 @@ impl Coordinator<'_> {
                             for (j, s) in status.iter_mut().enumerate() {
                                 if *s == Status::Running {
                                     *s = Status::Failed;
-                                    outcome.failed.push((changes[j].address.clone(), format!("internal error: {e}")));
+                                    outcome.failed.push((changes[j].address.clone(), Failure::Worker(e.to_string())));
                                 }
                             }
                             continue;
@@ -436,8 +454,8 @@ impl Coordinator<'_> {
                         }
                         Err(e) => {
                             status[i] = Status::Failed;
-                            outcome.failed.push((change.address.clone(), e.message.clone()));
-                            self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: e.message });
+                            self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: e.message.clone() });
+                            outcome.failed.push((change.address.clone(), Failure::Call(e)));
                         }
                     }
                     }

@@ -87,6 +87,7 @@ impl Loader<'_> {
         let files = match stack_files(dir) {
             Ok(f) => f,
             Err(e) => {
+                self.stack.incomplete = true;
                 self.diags.push(
                     Diagnostic::error("Cannot read stack directory", format!("{}: {e}", dir.display()))
                         .at(call_span.cloned())
@@ -97,6 +98,7 @@ impl Loader<'_> {
             }
         };
         if files.is_empty() {
+            self.stack.incomplete = true;
             self.diags.push(
                 Diagnostic::error("No stack files", format!("{} contains no .hcl files.", dir.display()))
                     .at(call_span.cloned())
@@ -125,6 +127,7 @@ impl Loader<'_> {
             let bytes = match crate::files::read(&path, crate::files::SOURCE_LIMIT) {
                 Ok(b) => b,
                 Err(e) => {
+                    self.stack.incomplete = true;
                     self.diags.push(
                         Diagnostic::error("Cannot read stack file", e.0)
                             .hint("every .hcl file of the stack directory belongs to the stack: fix it, or rename it so it does not end in .hcl"),
@@ -138,6 +141,7 @@ impl Loader<'_> {
                     let at = e.utf8_error().valid_up_to();
                     let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
                     let file = self.sources.add(&path, display_path(&self.base, &path), lossy);
+                    self.stack.incomplete = true;
                     self.diags.push(
                         Diagnostic::error("Invalid UTF-8", format!("The file is not valid UTF-8 at byte {at}."))
                             .at(Some(range_span(file, at..at + char::REPLACEMENT_CHARACTER.len_utf8())))
@@ -153,6 +157,7 @@ impl Loader<'_> {
                     let loc = e.location();
                     let offset = loc.offset().min(text.len());
                     let message = e.message().to_string();
+                    self.stack.incomplete = true;
                     self.diags.push(
                         Diagnostic::error("Invalid HCL syntax", format!("The file could not be parsed: {message}."))
                             .at(Some(range_span(file, offset..(offset + 1).min(text.len()))))

@@ -149,6 +149,9 @@ impl ModuleConfig {
 pub struct Stack {
     pub stack: StackBlock,
     pub modules: Vec<ModuleConfig>,
+    /// A directory or file of the stack could not be read or parsed: its declarations are
+    /// missing, so evaluating the rest would only report echoes of that error.
+    pub incomplete: bool,
 }
 
 impl Stack {
