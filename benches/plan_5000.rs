@@ -22,7 +22,7 @@ use kdeploy::engine::{self, Loaded, VarSource};
 use kdeploy::plan::{Action, PlanOptions};
 use kdeploy::providers::Providers;
 use kdeploy_provider::fake::FakeWorld;
-use kdeploy_state::{LocalStore, State, StateStore};
+use kdeploy_state::{LocalStore, State};
 
 const DATABASES: usize = 4; // database "meta" { count = 4 }
 const STORAGES: usize = 4; // object_storage "rec_N" blocks
@@ -196,14 +196,14 @@ fn iteration(rt: &tokio::runtime::Runtime, dir: &Path, shape: &Shape, t: &mut Ti
     assert_eq!(plan1.counts(), (shape.total, 0, 0));
 
     // Phase 3: apply to the fake world, state persisted through a LocalStore in the temp dir.
-    let mut store = LocalStore::new(engine::default_state_path(dir));
-    let mut state = engine::lock_and_read(&mut store, "apply", Duration::from_secs(5)).expect("lock state");
+    let (mut store, mut state) =
+        engine::lock_and_read(Box::new(LocalStore::new(engine::default_state_path(dir))), "apply", Duration::from_secs(5)).expect("lock state");
     let start = Instant::now();
     let outcome = rt.block_on(engine::apply(
         &loaded,
         &plan1,
         &mut state,
-        &mut store,
+        &mut *store,
         &providers,
         ApplyOptions { parallelism: 10, ..ApplyOptions::default() },
         &mut Quiet,
@@ -214,7 +214,7 @@ fn iteration(rt: &tokio::runtime::Runtime, dir: &Path, shape: &Shape, t: &mut Ti
     assert!(outcome.ok(), "apply failed: failed={:?} state_error={:?}", outcome.failed.iter().take(5).collect::<Vec<_>>(), outcome.state_error);
     assert_eq!(outcome.done.len(), shape.total);
     assert_eq!(world.objects().len(), shape.total, "fake world holds every object");
-    store.unlock().expect("unlock");
+    store.release().expect("unlock");
 
     // Phase 4: plan again from the saved state: refresh (batched reads), no changes.
     let saved = kdeploy_state::decode(&std::fs::read(engine::default_state_path(dir)).expect("state file"), "bench").expect("valid state");

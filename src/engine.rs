@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kdeploy_provider::{AttrPath, ComponentRef, PlanRequest, Value, default_plan};
-use kdeploy_state::{LockInfo, State, StateError, StateStore};
+use kdeploy_state::{LockInfo, Locked, State, StateError, StateStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -253,17 +253,12 @@ pub fn default_state_path(dir: &Path) -> PathBuf {
     dir.join(".kdeploy").join("state.json")
 }
 
-/// Takes the lock, reads the state (a new empty one when there is none).
-pub fn lock_and_read(store: &mut dyn StateStore, operation: &str, timeout: Duration) -> Result<State, StateError> {
-    store.lock(LockInfo::new(operation, VERSION), timeout)?;
-    match store.read() {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Ok(State::new(VERSION)),
-        Err(e) => {
-            let _ = store.unlock();
-            Err(e)
-        }
-    }
+/// Takes the lock, reads the state (a new empty one when there is none). The lock is held
+/// until the returned guard is released or dropped.
+pub fn lock_and_read(store: Box<dyn StateStore>, operation: &str, timeout: Duration) -> Result<(Locked, State), StateError> {
+    let mut store = Locked::acquire(store, LockInfo::new(operation, VERSION), timeout)?;
+    let state = store.read()?.unwrap_or_else(|| State::new(VERSION));
+    Ok((store, state))
 }
 
 /// Refreshes and plans.

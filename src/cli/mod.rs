@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
-use kdeploy_state::{State, StateError, StateStore};
+use kdeploy_state::{Locked, State, StateError, StateStore};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -217,6 +217,45 @@ impl Ctx<'_, '_> {
         self.error("State error", &e.to_string());
     }
 
+    /// Takes the store's lock and reads the state; errors and the store's warnings printed.
+    fn lock(&mut self, store: Box<dyn StateStore>, operation: &str, timeout: std::time::Duration) -> Result<(Locked, State), i32> {
+        match engine::lock_and_read(store, operation, timeout) {
+            Ok((mut store, state)) => {
+                self.store_warnings(&mut *store);
+                Ok((store, state))
+            }
+            Err(e) => {
+                self.state_error(&e);
+                Err(EXIT_ERROR)
+            }
+        }
+    }
+
+    /// Takes the store's lock without reading the state.
+    fn lock_only(&mut self, store: Box<dyn StateStore>, operation: &str, timeout: std::time::Duration) -> Result<Locked, i32> {
+        match Locked::acquire(store, kdeploy_state::LockInfo::new(operation, VERSION), timeout) {
+            Ok(mut store) => {
+                self.store_warnings(&mut *store);
+                Ok(store)
+            }
+            Err(e) => {
+                self.state_error(&e);
+                Err(EXIT_ERROR)
+            }
+        }
+    }
+
+    /// Releases a lock, saying so when that fails (the next run would find it held).
+    fn release(&mut self, store: Locked) {
+        let location = store.describe();
+        if let Err(e) = store.release() {
+            let _ = writeln!(
+                self.io.err,
+                "Warning: could not release the state lock of {location}: {e}. If the next run finds it held, `kdeploy force-unlock ID` releases it."
+            );
+        }
+    }
+
     /// Prints what the store has to say (e.g. an expired lock was taken over).
     fn store_warnings(&mut self, store: &mut dyn StateStore) {
         for w in store.take_warnings() {
@@ -249,23 +288,16 @@ fn check_addresses(ctx: &mut Ctx<'_, '_>, p: &PlanArgs) -> bool {
 }
 
 /// Locks, reads state, plans. Returns the store (still locked) and the state with the plan.
-async fn make_plan(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, p: &PlanArgs, destroy: bool, operation: &str) -> Result<(Box<dyn StateStore>, State, Plan), i32> {
+async fn make_plan(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, p: &PlanArgs, destroy: bool, operation: &str) -> Result<(Locked, State, Plan), i32> {
     if !check_addresses(ctx, p) {
         return Err(EXIT_ERROR);
     }
-    let Some(mut store) = ctx.store(loaded) else { return Err(EXIT_ERROR) };
-    let state = match engine::lock_and_read(store.as_mut(), operation, p.lock_timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.state_error(&e);
-            return Err(EXIT_ERROR);
-        }
-    };
-    ctx.store_warnings(store.as_mut());
+    let Some(store) = ctx.store(loaded) else { return Err(EXIT_ERROR) };
+    let (store, state) = ctx.lock(store, operation, p.lock_timeout)?;
     match engine::plan(loaded, &state, &ctx.env.providers, &plan_options(p, destroy)).await {
         Ok(plan) => Ok((store, state, plan)),
         Err(diags) => {
-            let _ = store.unlock();
+            ctx.release(store);
             if p.json {
                 ctx.diags_json(&loaded.sources, &diags);
             } else {
@@ -288,11 +320,11 @@ async fn plan_cmd(ctx: &mut Ctx<'_, '_>, p: PlanArgs) -> i32 {
             return EXIT_ERROR;
         }
     };
-    let (mut store, _state, plan) = match make_plan(ctx, &loaded, &p, false, "plan").await {
+    let (store, _state, plan) = match make_plan(ctx, &loaded, &p, false, "plan").await {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let _ = store.unlock();
+    ctx.release(store);
     if p.json {
         let _ = writeln!(ctx.io.out, "{}", serde_json::to_string_pretty(&plan_json(&plan)).unwrap_or_default());
     } else {
@@ -350,16 +382,16 @@ async fn apply_fresh(ctx: &mut Ctx<'_, '_>, p: PlanArgs, run: args::ApplyArgs, d
     };
     let _ = write!(ctx.io.out, "{}", render::plan(ctx.style, &plan));
     if !(plan.has_changes() || plan.options.refresh_only && !plan.drift.is_empty()) {
-        let code = forget_settled(ctx, &plan, &mut state, store.as_mut());
-        let _ = store.unlock();
+        let code = forget_settled(ctx, &plan, &mut state, &mut *store);
+        ctx.release(store);
         return code;
     }
     if let Err(code) = approve(ctx, run.auto_approve, destroy) {
-        let _ = store.unlock();
+        ctx.release(store);
         return code;
     }
-    let code = do_apply(ctx, &loaded, &plan, &mut state, store.as_mut(), &run).await;
-    let _ = store.unlock();
+    let code = do_apply(ctx, &loaded, &plan, &mut state, &mut *store, &run).await;
+    ctx.release(store);
     code
 }
 
@@ -394,17 +426,13 @@ async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::ApplyArgs) ->
             return EXIT_ERROR;
         }
     };
-    let Some(mut store) = ctx.store(&loaded) else { return EXIT_ERROR };
-    let mut state = match engine::lock_and_read(store.as_mut(), "apply", std::time::Duration::ZERO) {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.state_error(&e);
-            return EXIT_ERROR;
-        }
+    let Some(store) = ctx.store(&loaded) else { return EXIT_ERROR };
+    let (mut store, mut state) = match ctx.lock(store, "apply", std::time::Duration::ZERO) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    ctx.store_warnings(store.as_mut());
     if let Some(reason) = engine::stale_reason(&plan, &state, &loaded) {
-        let _ = store.unlock();
+        ctx.release(store);
         ctx.error(
             "Saved plan is stale",
             &format!(
@@ -416,8 +444,8 @@ async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::ApplyArgs) ->
         return EXIT_ERROR;
     }
     // A saved plan was approved when it was reviewed; apply it as it is.
-    let code = do_apply(ctx, &loaded, &plan, &mut state, store.as_mut(), &run).await;
-    let _ = store.unlock();
+    let code = do_apply(ctx, &loaded, &plan, &mut state, &mut *store, &run).await;
+    ctx.release(store);
     code
 }
 
@@ -775,18 +803,14 @@ fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
 }
 
 fn edit_state(ctx: &mut Ctx<'_, '_>, op: &str, timeout: std::time::Duration, f: impl FnOnce(&mut State, &mut dyn Write) -> Result<(), String>) -> i32 {
-    let mut store = match state_store(ctx) {
+    let store = match state_store(ctx) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let mut state = match engine::lock_and_read(store.as_mut(), op, timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.state_error(&e);
-            return EXIT_ERROR;
-        }
+    let (mut store, mut state) = match ctx.lock(store, op, timeout) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    ctx.store_warnings(store.as_mut());
     let mut buf = Vec::new();
     let result = f(&mut state, &mut buf);
     let code = match result {
@@ -805,7 +829,7 @@ fn edit_state(ctx: &mut Ctx<'_, '_>, op: &str, timeout: std::time::Duration, f: 
             EXIT_ERROR
         }
     };
-    let _ = store.unlock();
+    ctx.release(store);
     code
 }
 
@@ -918,39 +942,6 @@ fn state_pull(ctx: &mut Ctx<'_, '_>) -> i32 {
     }
 }
 
-/// Writes `pushed` over the state in `store` (locked by the caller): refuses another lineage
-/// or a lower serial unless `force`. Returns the serial written.
-fn push_into(store: &mut dyn StateStore, mut pushed: State, force: bool) -> Result<u64, String> {
-    let current = store.read_stored().map_err(|e| e.to_string())?;
-    let mut other_lineage = false;
-    if let Some(cur) = &current {
-        if cur.lineage != pushed.lineage {
-            if !force {
-                return Err(format!(
-                    "the state in {} has lineage {}, the pushed state has lineage {}: they are different states, and pushing would replace the other one. Check that this is the right file and backend; pass --force to replace it anyway",
-                    store.describe(),
-                    cur.lineage,
-                    pushed.lineage
-                ));
-            }
-            other_lineage = true;
-        } else if pushed.serial < cur.serial && !force {
-            return Err(format!(
-                "the state in {} has serial {}, newer than the pushed state's serial {}: pushing would lose what was written since. Pull the current state and compare; pass --force to replace it anyway",
-                store.describe(),
-                cur.serial,
-                pushed.serial
-            ));
-        }
-        // The stored serial must keep increasing.
-        let next = cur.serial.checked_add(1).ok_or_else(|| kdeploy_state::StateError::SerialExhausted { serial: cur.serial }.to_string())?;
-        pushed.serial = pushed.serial.max(next);
-    }
-    let result = if other_lineage { store.force_write(&pushed) } else { store.write(&pushed) };
-    result.map_err(|e| e.to_string())?;
-    Ok(pushed.serial)
-}
-
 fn state_push(ctx: &mut Ctx<'_, '_>, file: &Path, force: bool, timeout: std::time::Duration) -> i32 {
     let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
     let pushed = match crate::files::read(&path, crate::files::PLAN_LIMIT)
@@ -963,24 +954,24 @@ fn state_push(ctx: &mut Ctx<'_, '_>, file: &Path, force: bool, timeout: std::tim
             return EXIT_ERROR;
         }
     };
-    let mut store = match state_store(ctx) {
+    let store = match state_store(ctx) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    if let Err(e) = store.lock(kdeploy_state::LockInfo::new("state push", VERSION), timeout) {
-        ctx.state_error(&e);
-        return EXIT_ERROR;
-    }
-    ctx.store_warnings(store.as_mut());
-    let result = push_into(store.as_mut(), pushed, force);
-    let _ = store.unlock();
+    let mut store = match ctx.lock_only(store, "state push", timeout) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = kdeploy_state::push(&mut *store, pushed, force);
+    let location = store.describe();
+    ctx.release(store);
     match result {
         Ok(serial) => {
-            let _ = writeln!(ctx.io.out, "Pushed {} to {} (serial {serial}).", file.display(), store.describe());
+            let _ = writeln!(ctx.io.out, "Pushed {} to {location} (serial {serial}).", file.display());
             EXIT_OK
         }
         Err(e) => {
-            ctx.error("Cannot push state", &e);
+            ctx.error("Cannot push state", &e.to_string());
             EXIT_ERROR
         }
     }
@@ -1021,7 +1012,7 @@ fn init_cmd(ctx: &mut Ctx<'_, '_>, migrate: bool, from: &[String], force: bool, 
         }
     };
     let kind = from_config.remove("type").unwrap_or_else(|| "local".to_string());
-    let mut source = match engine::open_store(&kind, &from_config, &ctx.dir, &ctx.backend.env) {
+    let source = match engine::open_store(&kind, &from_config, &ctx.dir, &ctx.backend.env) {
         Ok(s) => s,
         Err(d) => {
             ctx.diags(&SourceMap::new(), &d.into());
@@ -1032,36 +1023,35 @@ fn init_cmd(ctx: &mut Ctx<'_, '_>, migrate: bool, from: &[String], force: bool, 
         ctx.error("Nothing to migrate", &format!("the previous and the configured backend are the same ({}).", to.describe()));
         return EXIT_ERROR;
     }
-    if let Err(e) = source.lock(kdeploy_state::LockInfo::new("init -migrate-state", VERSION), timeout) {
-        ctx.state_error(&e);
-        return EXIT_ERROR;
-    }
-    ctx.store_warnings(source.as_mut());
-    if let Err(e) = to.lock(kdeploy_state::LockInfo::new("init -migrate-state", VERSION), timeout) {
-        let _ = source.unlock();
-        ctx.state_error(&e);
-        return EXIT_ERROR;
-    }
-    ctx.store_warnings(to.as_mut());
+    let mut source = match ctx.lock_only(source, "init -migrate-state", timeout) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut to = match ctx.lock_only(to, "init -migrate-state", timeout) {
+        Ok(s) => s,
+        Err(code) => {
+            ctx.release(source);
+            return code;
+        }
+    };
     let result = match source.read_stored() {
         Ok(None) => Ok(None),
-        Ok(Some(state)) => push_into(to.as_mut(), state, force).map(Some),
+        Ok(Some(state)) => kdeploy_state::push(&mut *to, state, force).map(Some).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let _ = to.unlock();
-    let _ = source.unlock();
+    let (from_location, to_location) = (source.describe(), to.describe());
+    ctx.release(to);
+    ctx.release(source);
     match result {
         Ok(Some(serial)) => {
             let _ = writeln!(
                 ctx.io.out,
-                "Migrated the state from {} to {} (serial {serial}).\nThe old state was left in place; delete it once you have checked the new backend (`kdeploy state list`).",
-                source.describe(),
-                to.describe()
+                "Migrated the state from {from_location} to {to_location} (serial {serial}).\nThe old state was left in place; delete it once you have checked the new backend (`kdeploy state list`)."
             );
             EXIT_OK
         }
         Ok(None) => {
-            let _ = writeln!(ctx.io.out, "There is no state in {} to migrate; {} is ready.", source.describe(), to.describe());
+            let _ = writeln!(ctx.io.out, "There is no state in {from_location} to migrate; {to_location} is ready.");
             EXIT_OK
         }
         Err(e) => {

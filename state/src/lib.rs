@@ -14,6 +14,7 @@ mod bridge;
 pub mod crypt;
 pub mod error;
 pub mod file;
+pub mod guard;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod local;
@@ -26,6 +27,7 @@ pub mod store;
 pub use crypt::{CryptStore, StateKey};
 pub use error::StateError;
 pub use file::{decode, encode};
+pub use guard::{Locked, PushError, push};
 pub use local::LocalStore;
 pub use lock::LockInfo;
 pub use model::{OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matches};

@@ -286,15 +286,15 @@ fn crash_between_provider_call_and_state_write_converges_without_duplicates() {
         let providers = fake_providers(&w);
         let loaded = engine::load(s.path(), &[], &BTreeMap::new(), &VarSource::Inputs, false).ok().expect("loads");
         // Write 1 records cluster.edge as pending; write 2 would record its result: crash there.
-        let mut store = CrashingStore { inner: LocalStore::new(s.state_path()), writes: 0, crash_at: 2 };
-        let mut state = engine::lock_and_read(&mut store, "apply", Duration::ZERO).unwrap();
+        let store = CrashingStore { inner: LocalStore::new(s.state_path()), writes: 0, crash_at: 2 };
+        let (mut store, mut state) = engine::lock_and_read(Box::new(store), "apply", Duration::ZERO).unwrap();
         let plan = engine::plan(&loaded, &state, &providers, &Default::default()).await.unwrap();
         let plan = kdeploy::plan::Plan { options: kdeploy::plan::PlanOptions { refresh: true, ..plan.options.clone() }, ..plan };
         let outcome = engine::apply(
             &loaded,
             &plan,
             &mut state,
-            &mut store,
+            &mut *store,
             &providers,
             ApplyOptions { parallelism: 1, ..Default::default() },
             &mut Quiet,
@@ -302,7 +302,7 @@ fn crash_between_provider_call_and_state_write_converges_without_duplicates() {
         )
         .await;
         assert!(outcome.state_error.is_some(), "{outcome:?}");
-        store.unlock().unwrap();
+        store.release().unwrap();
     });
     // On disk: the pending create of the cluster, no resources; live: the cluster exists.
     let state = s.state();
@@ -339,8 +339,7 @@ fn interrupt_stops_scheduling_lets_running_finish_and_saves_state() {
     let outcome = rt.block_on(async {
         let providers = fake_providers(&w);
         let loaded = engine::load(s.path(), &[], &BTreeMap::new(), &VarSource::Inputs, false).ok().expect("loads");
-        let mut store = LocalStore::new(s.state_path());
-        let mut state = engine::lock_and_read(&mut store, "apply", Duration::ZERO).unwrap();
+        let (mut store, mut state) = engine::lock_and_read(Box::new(LocalStore::new(s.state_path())), "apply", Duration::ZERO).unwrap();
         let plan = engine::plan(&loaded, &state, &providers, &kdeploy::plan::PlanOptions { refresh: true, ..Default::default() }).await.unwrap();
         let interrupt = Arc::new(tokio::sync::Notify::new());
         let i2 = interrupt.clone();
@@ -349,9 +348,10 @@ fn interrupt_stops_scheduling_lets_running_finish_and_saves_state() {
             tokio::time::sleep(Duration::from_millis(60)).await;
             i2.notify_one();
         });
-        let o = engine::apply(&loaded, &plan, &mut state, &mut store, &providers, ApplyOptions { parallelism: 2, ..Default::default() }, &mut Quiet, interrupt)
-            .await;
-        store.unlock().unwrap();
+        let o =
+            engine::apply(&loaded, &plan, &mut state, &mut *store, &providers, ApplyOptions { parallelism: 2, ..Default::default() }, &mut Quiet, interrupt)
+                .await;
+        store.release().unwrap();
         o
     });
     assert!(outcome.interrupted);
