@@ -138,7 +138,10 @@ pub(super) fn f_distinct(c: &Call) -> Result<Value> {
     Ok(Value::List(dedup(c.list(0)?.to_vec())))
 }
 
-#[allow(clippy::arithmetic_side_effects)] // at most MAX_RANGE values are generated
+/// The most values `range` generates (as Terraform).
+const MAX_RANGE: usize = 1024;
+
+#[allow(clippy::arithmetic_side_effects)] // at most MAX_RANGE values are generated, then it stops
 pub(super) fn f_range(c: &Call) -> Result<Value> {
     let nums: Vec<Num> = (0..c.args.len()).map(|i| c.num(i)).collect::<Result<_>>()?;
     let one = Num::Int(1);
@@ -182,7 +185,7 @@ pub(super) fn f_range(c: &Call) -> Result<Value> {
         if done {
             break;
         }
-        if out.len() >= 1024 {
+        if out.len() >= MAX_RANGE {
             return Err(general("more than 1024 values were generated; either decrease the difference between start and end or use a smaller step"));
         }
         out.push(value.value());
