@@ -14,6 +14,22 @@ pub mod value;
 #[cfg(feature = "testing")]
 pub mod fake;
 
+/// TEST ONLY: the API server endpoint that replaces the one a cloud reports for a managed
+/// cluster (`KDEPLOY_TEST_EKS_ENDPOINT`, ...), so that the in-cluster phase runs against a local
+/// test API server while the cloud calls go to a double. Always `None` in builds without the
+/// `test-hooks` feature, which only the workspace's dev-dependencies enable.
+pub fn test_endpoint(variable: &str) -> Option<String> {
+    #[cfg(feature = "test-hooks")]
+    {
+        std::env::var(variable).ok().filter(|v| !v.is_empty())
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        let _ = variable;
+        None
+    }
+}
+
 pub use duration::Duration;
 pub use provider::{
     ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, ExternalProvider, PlanRequest, PlanResponse, Preflight, Provider,

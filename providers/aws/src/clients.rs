@@ -122,7 +122,7 @@ pub const TEST_EKS_ENDPOINT_ENV: &str = "KDEPLOY_TEST_EKS_ENDPOINT";
 
 /// The (endpoint, certificate authority) the provider reports for a live cluster.
 pub fn reported_endpoint(endpoint: Option<&str>, ca: Option<&str>) -> (String, String) {
-    match std::env::var(TEST_EKS_ENDPOINT_ENV).ok().filter(|v| !v.is_empty()) {
+    match kdeploy_provider::test_endpoint(TEST_EKS_ENDPOINT_ENV) {
         Some(test) => (test, String::new()),
         None => (endpoint.unwrap_or_default().to_string(), ca.unwrap_or_default().to_string()),
     }

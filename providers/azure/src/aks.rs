@@ -136,7 +136,7 @@ pub async fn read(arm: &Arm, address: &str, recorded: &Attrs) -> Result<Option<A
 pub const TEST_AKS_ENDPOINT_ENV: &str = "KDEPLOY_TEST_AKS_ENDPOINT";
 
 fn test_endpoint() -> Option<String> {
-    std::env::var(TEST_AKS_ENDPOINT_ENV).ok().filter(|v| !v.is_empty())
+    kdeploy_provider::test_endpoint(TEST_AKS_ENDPOINT_ENV)
 }
 
 /// Creates the resource group when absent.

@@ -13,6 +13,8 @@
 pub mod engine;
 pub mod spec;
 pub mod tar;
+/// Test helpers (images, inspection); only the workspace's dev-dependencies enable them.
+#[cfg(feature = "test-hooks")]
 pub mod testing;
 
 use std::collections::{BTreeMap, HashMap};

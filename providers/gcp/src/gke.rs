@@ -94,7 +94,7 @@ pub fn live_attrs(id: &ClusterId, cluster: &Json, recorded: &Attrs) -> Attrs {
         cluster["endpoint"].as_str().filter(|e| !e.is_empty()).map(|e| if e.starts_with("https://") { e.to_string() } else { format!("https://{e}") });
     let ca = cluster["masterAuth"]["clusterCaCertificate"].as_str().map(str::to_string);
     // TEST ONLY: see TEST_GKE_ENDPOINT_ENV.
-    let (endpoint, ca) = match std::env::var(TEST_GKE_ENDPOINT_ENV).ok().filter(|v| !v.is_empty()) {
+    let (endpoint, ca) = match kdeploy_provider::test_endpoint(TEST_GKE_ENDPOINT_ENV) {
         Some(test) if endpoint.is_some() => (Some(test), Some(String::new())),
         _ => (endpoint, ca),
     };
