@@ -1,10 +1,16 @@
-//! Plans: what kdeploy will do, as plain data. Built by [`planner`], rendered by [`render`]
+//! Plans: what kdeploy will do, as plain data. Built by [`planner`] (over [`refresh`] and
+//! [`decide`]), rendered by [`render`]
 //! (humans) and [`json`] (machines), saved and loaded by [`planfile`].
 
+pub mod decide;
+mod deletes;
 pub mod json;
+mod outputs;
 pub mod planfile;
 pub mod planner;
+pub mod refresh;
 pub mod render;
+mod targets;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,53 @@
+//! The root module's outputs: what a plan does to each (created, updated, removed).
+
+use super::{Action, OutputChange, PlanOptions};
+use crate::addr::ModulePath;
+use crate::config::Stack;
+use crate::config::eval::{Ctx, values_equal};
+use crate::diag::{Diagnostic, Diagnostics};
+use kdeploy_provider::Value;
+use kdeploy_state::State;
+
+/// The output changes: every declared output evaluated against the planned values (all of
+/// them removed for destroy), and the recorded outputs no longer declared removed.
+pub fn changes(stack: &Stack, state: &State, ctx: &Ctx<'_>, options: &PlanOptions, diags: &mut Diagnostics) -> Vec<OutputChange> {
+    let mut out = Vec::new();
+    let scope = ctx.scope(&ModulePath::root());
+    for (name, decl) in &stack.root().outputs {
+        let before = state.outputs.get(name).map(|o| Value::from_json(&o.value));
+        if options.destroy {
+            if let (Some(before), Some(o)) = (before, state.outputs.get(name)) {
+                out.push(OutputChange { name: name.clone(), action: Action::Delete, before: Some(before), after: None, sensitive: o.sensitive });
+            }
+            continue;
+        }
+        match scope.eval(&decl.value.expr, decl.value.span.file) {
+            Ok(v) if v.is_sensitive() && !decl.sensitive => diags.push(
+                Diagnostic::error("Output refers to sensitive values", format!("The output {name:?} would show a sensitive value."))
+                    .at(Some(decl.value.span.clone()))
+                    .hint("add sensitive = true to the output block (the value is then hidden in plans and `kdeploy output`)"),
+            ),
+            Ok(v) => {
+                let action = match &before {
+                    None => Action::Create,
+                    Some(b) if values_equal(b, &v.value) => Action::NoOp,
+                    Some(_) => Action::Update,
+                };
+                out.push(OutputChange { name: name.clone(), action, before, after: Some(v.value), sensitive: decl.sensitive });
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    for (name, o) in &state.outputs {
+        if !stack.root().outputs.contains_key(name) {
+            out.push(OutputChange {
+                name: name.clone(),
+                action: Action::Delete,
+                before: Some(Value::from_json(&o.value)),
+                after: None,
+                sensitive: o.sensitive,
+            });
+        }
+    }
+    out
+}
