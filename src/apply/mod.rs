@@ -18,6 +18,10 @@ use crate::config::eval::Marked;
 use crate::config::expand::{object_value, reference, without_address};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::Providers;
+use queue::{Queue, Status};
+
+pub mod order;
+mod queue;
 
 /// What the coordinator tells the user as it goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,18 +132,70 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Waiting,
-    Running,
-    Done,
-    Failed,
-    Skipped,
-}
-
 struct JobResult {
     index: usize,
     result: Result<Option<(Value, Option<String>)>, ProviderError>,
+}
+
+/// What one apply run tracks; the coordinator owns it.
+struct Run<'p> {
+    /// The plan's mutating changes; jobs are their indexes.
+    changes: Vec<&'p Change>,
+    queue: Queue,
+    started_at: BTreeMap<usize, Instant>,
+    /// The pending operation recorded for each running job.
+    pending_ids: BTreeMap<usize, String>,
+    /// The values of applied components, for the inputs of what depends on them.
+    applied: BTreeMap<Address, Marked>,
+    set: JoinSet<JobResult>,
+    outcome: Outcome,
+    /// No new job starts (interrupted, or a state write failed).
+    stopping: bool,
+}
+
+/// A job ready to start: a change with its final inputs, cluster and references.
+struct Job {
+    index: usize,
+    provider: Arc<dyn Provider>,
+    change: Change,
+    planned: Option<Value>,
+    cluster: Option<Value>,
+    refs: BTreeMap<String, Reference>,
+}
+
+/// The values of the components state records.
+fn recorded_values(state: &State) -> BTreeMap<Address, Marked> {
+    state
+        .resources
+        .iter()
+        .filter_map(|r| {
+            let a: Address = r.address.parse().ok()?;
+            Some((a.clone(), object_value(&a, &Value::from_json(&r.attributes), &r.sensitive_paths)))
+        })
+        .collect()
+}
+
+fn pending_kind(action: Action) -> PendingKind {
+    match action {
+        Action::Create => PendingKind::Create,
+        Action::Delete => PendingKind::Delete,
+        _ => PendingKind::Update,
+    }
+}
+
+/// The state record of an applied change.
+fn resource_state(change: &Change, attrs: &Value, fingerprint: Option<String>) -> ResourceState {
+    ResourceState {
+        address: change.address.to_string(),
+        kind: change.kind.keyword().to_string(),
+        type_name: change.type_name.clone(),
+        provider: change.provider.clone(),
+        attributes: attrs.to_json(),
+        sensitive_paths: change.after_sensitive.clone(),
+        dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
+        fingerprint,
+        create_before_destroy: change.action == Action::CreateThenDelete,
+    }
 }
 
 /// Runs the provider calls of one change.
@@ -235,284 +291,254 @@ impl Coordinator<'_> {
     }
 
     pub async fn run(mut self) -> Outcome {
-        let changes: Vec<&Change> = self.plan.changes.iter().filter(|c| c.action.mutates()).collect();
-        let n = changes.len();
-        let index: BTreeMap<&Address, usize> = changes.iter().enumerate().map(|(i, c)| (&c.address, i)).collect();
-        // waits[i]: jobs that must finish before job i starts.
-        let mut waits: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-        for (i, c) in changes.iter().enumerate() {
-            if c.action == Action::Delete {
-                // Deletes wait for everything that depended on the deleted component.
-                for (j, other) in changes.iter().enumerate() {
-                    let recorded = self.state.resource(&other.address.to_string()).map(|r| r.dependencies.clone()).unwrap_or_default();
-                    if j != i && (other.depends_on.contains(&c.address) || recorded.contains(&c.address.to_string())) {
-                        waits[i].insert(j);
-                    }
-                }
-            } else {
-                for d in &c.depends_on {
-                    if let Some(&j) = index.get(d)
-                        && changes[j].action != Action::Delete
-                    {
-                        waits[i].insert(j);
-                    }
-                }
-            }
-        }
-        let mut status = vec![Status::Waiting; n];
-        let mut root_cause: Vec<Option<Address>> = vec![None; n];
-        let mut started_at: BTreeMap<usize, Instant> = BTreeMap::new();
-        let mut pending_ids: BTreeMap<usize, String> = BTreeMap::new();
-        let mut outcome = Outcome::default();
-        let mut applied: BTreeMap<Address, Marked> = self
-            .state
-            .resources
-            .iter()
-            .filter_map(|r| {
-                let a: Address = r.address.parse().ok()?;
-                Some((a.clone(), object_value(&a, &Value::from_json(&r.attributes), &r.sensitive_paths)))
-            })
-            .collect();
+        let plan = self.plan;
+        let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
+        let queue = Queue::new(order::waits(&changes, self.state));
+        let applied = recorded_values(self.state);
+        let mut run = Run {
+            changes,
+            queue,
+            started_at: BTreeMap::new(),
+            pending_ids: BTreeMap::new(),
+            applied,
+            set: JoinSet::new(),
+            outcome: Outcome::default(),
+            stopping: false,
+        };
         if !self.state.pending.is_empty() {
-            let handled: BTreeSet<String> = changes.iter().map(|c| c.address.to_string()).collect();
-            crate::plan::forget_settled_pending(self.state, self.plan, &handled);
+            let handled: BTreeSet<String> = run.changes.iter().map(|c| c.address.to_string()).collect();
+            crate::plan::forget_settled_pending(self.state, plan, &handled);
             if let Err(e) = self.persist() {
-                outcome.state_error = Some(e);
-                return outcome;
+                run.outcome.state_error = Some(e);
+                return run.outcome;
             }
         }
-        let mut set: JoinSet<JobResult> = JoinSet::new();
-        let mut stopping = false;
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
         heartbeat.tick().await;
-        let parallelism = self.options.parallelism.max(1);
-
         loop {
-            // Skip what can no longer run, schedule what is ready.
-            let mut to_start = Vec::new();
-            let mut progressed = true;
-            while progressed {
-                progressed = false;
-                for i in 0..n {
-                    if status[i] != Status::Waiting {
-                        continue;
-                    }
-                    if let Some(&bad) = waits[i].iter().find(|&&j| matches!(status[j], Status::Failed | Status::Skipped)) {
-                        status[i] = Status::Skipped;
-                        let cause = root_cause[bad].clone().unwrap_or_else(|| changes[bad].address.clone());
-                        root_cause[i] = Some(cause.clone());
-                        outcome.skipped.push((changes[i].address.clone(), cause));
-                        progressed = true;
-                        continue;
-                    }
-                    if stopping || set.len() + to_start.len() >= parallelism || !waits[i].iter().all(|&j| status[j] == Status::Done) {
-                        continue;
-                    }
-                    let change = changes[i].clone();
-                    // Final inputs, now that dependencies are applied.
-                    let planned = if change.action == Action::Delete {
-                        Ok(None)
-                    } else {
-                        self.finalizer.inputs(&change, &applied).and_then(|(inputs, _)| merge_final(&change, &inputs)).map(Some)
-                    };
-                    // Both steps can fail before any provider call: the change fails, nothing ran.
-                    let ready = planned.map_err(Failure::Inputs).and_then(|p| Ok((p, self.providers.get(&change.provider)?)));
-                    let (planned, provider) = match ready {
-                        Ok(x) => x,
-                        Err(failure) => {
-                            status[i] = Status::Failed;
-                            self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: failure.to_string() });
-                            outcome.failed.push((change.address.clone(), failure));
-                            progressed = true;
-                            continue;
-                        }
-                    };
-                    // A delete of an object that is already gone only updates state.
-                    if change.action == Action::Delete && change.before.is_none() {
-                        self.state.remove(&change.address.to_string());
-                        applied.remove(&change.address);
-                        if let Err(e) = self.persist() {
-                            outcome.state_error = Some(e);
-                            stopping = true;
-                        }
-                        status[i] = Status::Done;
-                        outcome.done.push((change.address.clone(), change.action));
-                        progressed = true;
-                        continue;
-                    }
-                    let kind = match change.action {
-                        Action::Create => PendingKind::Create,
-                        Action::Delete => PendingKind::Delete,
-                        _ => PendingKind::Update,
-                    };
-                    // What a later run needs to find the object should this run die mid-way,
-                    // even if the component has left the stack by then.
-                    let unrecorded = self.state.resource(&change.address.to_string()).is_none();
-                    let target = (kind == PendingKind::Create || change.action.is_replace() || unrecorded).then(|| PendingTarget {
-                        kind: change.kind.keyword().to_string(),
-                        type_name: change.type_name.clone(),
-                        provider: change.provider.clone(),
-                        attributes: planned.as_ref().or(change.before.as_ref()).map(known_json).unwrap_or(serde_json::Value::Null),
-                        dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
-                    });
-                    let id = self.state.begin_pending(&change.address.to_string(), kind, target);
-                    pending_ids.insert(i, id);
-                    let cluster = change.cluster.as_ref().and_then(|c| applied.get(c)).map(|m| without_address(&m.value));
-                    let refs: BTreeMap<String, Reference> = change
-                        .refs
-                        .iter()
-                        .filter_map(|(k, a)| {
-                            let type_name = self.state.resource(&a.to_string())?.type_name.clone();
-                            Some((k.clone(), reference(a, &type_name, &applied.get(a)?.value)))
-                        })
-                        .collect();
-                    status[i] = Status::Running;
-                    to_start.push((i, provider, change, planned, cluster, refs));
-                    progressed = true;
-                }
-            }
-            // One state write records every operation about to start, before any of them does.
-            if !to_start.is_empty() {
-                if let Err(e) = self.persist() {
-                    for (i, ..) in to_start.drain(..) {
-                        if let Some(id) = pending_ids.remove(&i) {
-                            self.state.finish_pending(&id);
-                        }
-                        status[i] = Status::Waiting;
-                    }
-                    outcome.state_error = Some(e);
-                    stopping = true;
-                }
-                let force_conflicts = self.plan.options.force_conflicts;
-                for (i, provider, change, planned, cluster, refs) in to_start.drain(..) {
-                    started_at.insert(i, Instant::now());
-                    self.reporter.event(Event::Started { address: change.address.clone(), action: change.action });
-                    set.spawn(async move {
-                        let result = run_job(provider, change, planned, cluster, refs, force_conflicts).await;
-                        JobResult { index: i, result }
-                    });
-                }
-            }
-            if set.is_empty() {
+            let jobs = self.schedule(&mut run);
+            self.start(&mut run, jobs);
+            if run.set.is_empty() {
                 break;
             }
             let interrupt = self.interrupt.clone();
             tokio::select! {
-                joined = set.join_next() => {
+                joined = run.set.join_next() => {
                     let Some(joined) = joined else { break };
                     // Everything that has finished by now is recorded with one state write.
                     let mut finished = vec![joined];
-                    while let Some(more) = set.try_join_next() {
+                    while let Some(more) = run.set.try_join_next() {
                         finished.push(more);
                     }
                     for joined in finished {
-                    let JobResult { index: i, result } = match joined {
-                        Ok(r) => r,
-                        Err(e) => {
-                            // A worker panicked: we cannot tell which; fail everything running.
-                            for (j, s) in status.iter_mut().enumerate() {
-                                if *s == Status::Running {
-                                    *s = Status::Failed;
-                                    outcome.failed.push((changes[j].address.clone(), Failure::Worker(e.to_string())));
-                                }
-                            }
-                            continue;
-                        }
-                    };
-                    let change = changes[i];
-                    let elapsed = started_at.get(&i).map(|s| s.elapsed()).unwrap_or_default();
-                    if let Some(id) = pending_ids.remove(&i) {
-                        self.state.finish_pending(&id);
-                    }
-                    match result {
-                        Ok(result) => {
-                            let addr_s = change.address.to_string();
-                            match result {
-                                None => {
-                                    self.state.remove(&addr_s);
-                                    applied.remove(&change.address);
-                                }
-                                Some((attrs, fingerprint)) => {
-                                    let sensitive = change.after_sensitive.clone();
-                                    applied.insert(change.address.clone(), object_value(&change.address, &attrs, &sensitive));
-                                    self.state.upsert(ResourceState {
-                                        address: addr_s,
-                                        kind: change.kind.keyword().to_string(),
-                                        type_name: change.type_name.clone(),
-                                        provider: change.provider.clone(),
-                                        attributes: attrs.to_json(),
-                                        sensitive_paths: sensitive,
-                                        dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
-                                        fingerprint,
-                                        create_before_destroy: change.action == Action::CreateThenDelete,
-                                    });
-                                }
-                            }
-                            status[i] = Status::Done;
-                            outcome.done.push((change.address.clone(), change.action));
-                            self.reporter.event(Event::Finished { address: change.address.clone(), action: change.action, elapsed });
-                        }
-                        Err(e) => {
-                            status[i] = Status::Failed;
-                            self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: e.message.clone() });
-                            outcome.failed.push((change.address.clone(), Failure::Call(e)));
-                        }
-                    }
+                        self.record(&mut run, joined);
                     }
                     if let Err(e) = self.persist() {
-                        outcome.state_error = Some(e);
-                        stopping = true;
+                        run.outcome.state_error = Some(e);
+                        run.stopping = true;
                     }
                 }
-                _ = heartbeat.tick() => {
-                    for (&i, s) in &started_at {
-                        if status[i] == Status::Running && s.elapsed() >= self.options.heartbeat {
-                            self.reporter.event(Event::StillRunning { address: changes[i].address.clone(), action: changes[i].action, elapsed: s.elapsed() });
-                        }
-                    }
-                }
-                _ = interrupt.notified(), if !stopping => {
-                    stopping = true;
-                    outcome.interrupted = true;
-                    self.reporter.event(Event::Interrupted { running: set.len() });
+                _ = heartbeat.tick() => self.still_running(&run),
+                _ = interrupt.notified(), if !run.stopping => {
+                    run.stopping = true;
+                    run.outcome.interrupted = true;
+                    self.reporter.event(Event::Interrupted { running: run.set.len() });
                 }
             }
         }
-        for i in 0..n {
-            if status[i] == Status::Waiting {
-                outcome.not_started.push(changes[i].address.clone());
+        self.finish(run)
+    }
+
+    /// Skips what can no longer run and prepares what is ready, up to the parallelism.
+    fn schedule<'p>(&mut self, run: &mut Run<'p>) -> Vec<Job> {
+        let parallelism = self.options.parallelism.max(1);
+        let mut jobs = Vec::new();
+        loop {
+            for (i, root) in run.queue.skip_blocked() {
+                run.outcome.skipped.push((run.changes[i].address.clone(), run.changes[root].address.clone()));
+            }
+            if run.stopping || run.set.len() + jobs.len() >= parallelism {
+                break;
+            }
+            let Some(i) = run.queue.next_ready() else { break };
+            if let Some(job) = self.prepare(run, i) {
+                jobs.push(job);
             }
         }
-        // Report skips once per root cause.
+        jobs
+    }
+
+    /// Takes job `i` out of waiting: failed (its inputs or provider), done (a delete of what is
+    /// already gone), or running with its pending operation recorded and its job returned.
+    fn prepare(&mut self, run: &mut Run<'_>, i: usize) -> Option<Job> {
+        let change = run.changes[i];
+        // Final inputs, now that dependencies are applied.
+        let planned = if change.action == Action::Delete {
+            Ok(None)
+        } else {
+            self.finalizer.inputs(change, &run.applied).and_then(|(inputs, _)| merge_final(change, &inputs)).map(Some)
+        };
+        // Both steps can fail before any provider call: the change fails, nothing ran.
+        let (planned, provider) = match planned.map_err(Failure::Inputs).and_then(|p| Ok((p, self.providers.get(&change.provider)?))) {
+            Ok(x) => x,
+            Err(failure) => {
+                self.fail(run, i, failure);
+                return None;
+            }
+        };
+        // A delete of an object that is already gone only updates state.
+        if change.action == Action::Delete && change.before.is_none() {
+            self.state.remove(&change.address.to_string());
+            run.applied.remove(&change.address);
+            if let Err(e) = self.persist() {
+                run.outcome.state_error = Some(e);
+                run.stopping = true;
+            }
+            run.queue.set(i, Status::Done);
+            run.outcome.done.push((change.address.clone(), change.action));
+            return None;
+        }
+        let id = self.state.begin_pending(&change.address.to_string(), pending_kind(change.action), self.pending_target(change, planned.as_ref()));
+        run.pending_ids.insert(i, id);
+        let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| without_address(&m.value));
+        let refs: BTreeMap<String, Reference> = change
+            .refs
+            .iter()
+            .filter_map(|(k, a)| {
+                let type_name = self.state.resource(&a.to_string())?.type_name.clone();
+                Some((k.clone(), reference(a, &type_name, &run.applied.get(a)?.value)))
+            })
+            .collect();
+        run.queue.set(i, Status::Running);
+        Some(Job { index: i, provider, change: change.clone(), planned, cluster, refs })
+    }
+
+    /// What a later run needs to find the object should this run die mid-way, even if the
+    /// component has left the stack by then.
+    fn pending_target(&self, change: &Change, planned: Option<&Value>) -> Option<PendingTarget> {
+        let unrecorded = self.state.resource(&change.address.to_string()).is_none();
+        (change.action == Action::Create || change.action.is_replace() || unrecorded).then(|| PendingTarget {
+            kind: change.kind.keyword().to_string(),
+            type_name: change.type_name.clone(),
+            provider: change.provider.clone(),
+            attributes: planned.or(change.before.as_ref()).map(known_json).unwrap_or(serde_json::Value::Null),
+            dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    fn fail(&mut self, run: &mut Run<'_>, i: usize, failure: Failure) {
+        let change = run.changes[i];
+        run.queue.set(i, Status::Failed);
+        self.reporter.event(Event::Failed { address: change.address.clone(), action: change.action, message: failure.to_string() });
+        run.outcome.failed.push((change.address.clone(), failure));
+    }
+
+    /// Starts the prepared jobs, after one state write has recorded all of their pending
+    /// operations (none starts when that write fails).
+    fn start(&mut self, run: &mut Run<'_>, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.persist() {
+            for job in jobs {
+                if let Some(id) = run.pending_ids.remove(&job.index) {
+                    self.state.finish_pending(&id);
+                }
+                run.queue.set(job.index, Status::Waiting);
+            }
+            run.outcome.state_error = Some(e);
+            run.stopping = true;
+            return;
+        }
+        let force_conflicts = self.plan.options.force_conflicts;
+        for Job { index, provider, change, planned, cluster, refs } in jobs {
+            run.started_at.insert(index, Instant::now());
+            self.reporter.event(Event::Started { address: change.address.clone(), action: change.action });
+            run.set.spawn(async move {
+                let result = run_job(provider, change, planned, cluster, refs, force_conflicts).await;
+                JobResult { index, result }
+            });
+        }
+    }
+
+    /// Records a finished job in state (not yet written) and the outcome.
+    fn record(&mut self, run: &mut Run<'_>, joined: Result<JobResult, tokio::task::JoinError>) {
+        let JobResult { index: i, result } = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // A worker panicked: we cannot tell which; fail everything running.
+                for j in run.queue.all(Status::Running).collect::<Vec<_>>() {
+                    run.queue.set(j, Status::Failed);
+                    run.outcome.failed.push((run.changes[j].address.clone(), Failure::Worker(e.to_string())));
+                }
+                return;
+            }
+        };
+        let change = run.changes[i];
+        let elapsed = run.started_at.get(&i).map(|s| s.elapsed()).unwrap_or_default();
+        if let Some(id) = run.pending_ids.remove(&i) {
+            self.state.finish_pending(&id);
+        }
+        match result {
+            Ok(None) => {
+                self.state.remove(&change.address.to_string());
+                run.applied.remove(&change.address);
+            }
+            Ok(Some((attrs, fingerprint))) => {
+                run.applied.insert(change.address.clone(), object_value(&change.address, &attrs, &change.after_sensitive));
+                self.state.upsert(resource_state(change, &attrs, fingerprint));
+            }
+            Err(e) => return self.fail(run, i, Failure::Call(e)),
+        }
+        run.queue.set(i, Status::Done);
+        run.outcome.done.push((change.address.clone(), change.action));
+        self.reporter.event(Event::Finished { address: change.address.clone(), action: change.action, elapsed });
+    }
+
+    fn still_running(&mut self, run: &Run<'_>) {
+        for (&i, s) in &run.started_at {
+            if run.queue.status(i) == Status::Running && s.elapsed() >= self.options.heartbeat {
+                let c = run.changes[i];
+                self.reporter.event(Event::StillRunning { address: c.address.clone(), action: c.action, elapsed: s.elapsed() });
+            }
+        }
+    }
+
+    /// After the last job: what did not start, the skips once per root cause, the outputs.
+    fn finish(&mut self, mut run: Run<'_>) -> Outcome {
+        for i in run.queue.all(Status::Waiting) {
+            run.outcome.not_started.push(run.changes[i].address.clone());
+        }
         let mut by_cause: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
-        for (a, cause) in &outcome.skipped {
+        for (a, cause) in &run.outcome.skipped {
             by_cause.entry(cause.clone()).or_default().push(a.clone());
         }
         for (because, addresses) in by_cause {
             self.reporter.event(Event::Skipped { addresses, because });
         }
-        // Outputs, from what was applied.
-        if outcome.state_error.is_none() {
-            let outputs = self.finalizer.outputs(&applied);
-            let mut changed = false;
-            for (name, (value, sensitive)) in outputs {
-                let new = OutputState { value: value.to_json(), sensitive };
-                if self.state.outputs.get(&name) != Some(&new) {
-                    self.state.outputs.insert(name, new);
-                    changed = true;
-                }
-            }
-            if self.plan.options.destroy || self.plan.output_changes.iter().any(|o| o.action == Action::Delete) {
-                let removed: Vec<String> = self.plan.output_changes.iter().filter(|o| o.action == Action::Delete).map(|o| o.name.clone()).collect();
-                for r in removed {
-                    changed |= self.state.outputs.remove(&r).is_some();
-                }
-            }
-            if changed && let Err(e) = self.persist() {
-                outcome.state_error = Some(e);
+        if run.outcome.state_error.is_none()
+            && self.record_outputs(&run.applied)
+            && let Err(e) = self.persist()
+        {
+            run.outcome.state_error = Some(e);
+        }
+        run.outcome
+    }
+
+    /// Records the root outputs from what was applied; true when they changed.
+    fn record_outputs(&mut self, applied: &BTreeMap<Address, Marked>) -> bool {
+        let mut changed = false;
+        for (name, (value, sensitive)) in self.finalizer.outputs(applied) {
+            let new = OutputState { value: value.to_json(), sensitive };
+            if self.state.outputs.get(&name) != Some(&new) {
+                self.state.outputs.insert(name, new);
+                changed = true;
             }
         }
-        outcome
+        for o in self.plan.output_changes.iter().filter(|o| o.action == Action::Delete) {
+            changed |= self.state.outputs.remove(&o.name).is_some();
+        }
+        changed
     }
 }
 

@@ -586,3 +586,33 @@ fn in_cluster_changes_wait_for_a_cluster_the_plan_creates() {
     );
     assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 1 to destroy. 5 more deferred until their cluster exists."), "{}", r.stdout);
 }
+
+/// The apply order of `options`'s plan for the stack in `s`, as text.
+fn apply_order(s: &TestStack, w: &FakeWorld, options: kdeploy::plan::PlanOptions) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let providers = fake_providers(w);
+        let loaded = engine::load(s.path(), &[], &BTreeMap::new(), &VarSource::Inputs, false).ok().expect("loads");
+        let state = if s.state_path().exists() { s.state() } else { State::new("test") };
+        let plan = engine::plan(&loaded, &state, &providers, &kdeploy::plan::PlanOptions { refresh: true, ..options }).await.unwrap();
+        let changes: Vec<&kdeploy::plan::Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
+        kdeploy::apply::order::render(&changes, &kdeploy::apply::order::waits(&changes, &state))
+    })
+}
+
+#[test]
+fn apply_order_creates_after_dependencies_deletes_before_dependents() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);
+    let w = FakeWorld::new();
+    let mut text = String::from("## create\n");
+    text.push_str(&apply_order(&s, &w, Default::default()));
+    assert_eq!(run(s.path(), &w, &["apply", "--auto-approve"]).code, 0);
+    // Camera b leaves; the vault is replaced, the new one first.
+    let cbd = basic_stack(&CAMS[..1]).replace("storage  = object_storage.rec", "storage  = object_storage.rec\n  lifecycle {\n    create_before_destroy = true\n  }");
+    s.write("main.hcl", &cbd);
+    text.push_str("## replace the vault (create_before_destroy), remove a camera\n");
+    text.push_str(&apply_order(&s, &w, kdeploy::plan::PlanOptions { replace: vec!["vault.main".into()], ..Default::default() }));
+    text.push_str("## destroy\n");
+    text.push_str(&apply_order(&s, &w, kdeploy::plan::PlanOptions { destroy: true, ..Default::default() }));
+    insta::assert_snapshot!("apply_order", text);
+}
