@@ -275,270 +275,273 @@ impl Loader<'_> {
         }
         let header = header_span(file, block);
         match ident {
-            "stack" => {
-                if !is_root {
-                    self.diags.push(Diagnostic::error("Stack block in a module", "Only the root stack directory may have a stack block.").at(Some(header)));
-                    return;
-                }
-                let name = block.labels.first().map(|l| l.as_str().to_string()).unwrap_or_default();
-                if let Some(prev) = &self.stack.stack.span {
-                    let at = self.sources.location(prev);
-                    self.diags.push(Diagnostic::error("Duplicate stack block", format!("The stack block was already declared at {at}.")).at(Some(header)));
-                    return;
-                }
-                let mut sb = StackBlock { name, span: Some(header), ..Default::default() };
-                for s in block.body.iter() {
-                    match s {
-                        Structure::Attribute(a) if a.key.as_str() == "name" => {
-                            if let Expression::String(s) = &a.value {
-                                sb.name = s.as_str().to_string();
-                            }
-                        }
-                        Structure::Block(b) if b.ident.as_str() == "backend" => {
-                            let kind = b.labels.first().map(|l| l.as_str().to_string()).unwrap_or_else(|| "local".into());
-                            let config =
-                                b.body.attributes().map(|a| (a.key.as_str().to_string(), Expr { expr: a.value.clone(), span: span(file, &a.value) })).collect();
-                            sb.backend = Some(Backend { kind, config, span: header_span(file, b) });
-                        }
-                        Structure::Block(b) if b.ident.as_str() == "drift" => {
-                            if let Some(a) = b.body.get_attribute("ignore")
-                                && let Expression::Array(items) = &a.value
-                            {
-                                for item in items.iter() {
-                                    match item {
-                                        Expression::String(s) => sb.drift_ignore.push(s.as_str().to_string()),
-                                        other => self.diags.push(
-                                            Diagnostic::error("Invalid drift ignore rule", "Each rule is a string such as \"agent.*.replicas\".")
-                                                .at(Some(span(file, other))),
-                                        ),
-                                    }
-                                }
-                            }
-                        }
-                        Structure::Attribute(a) => self.unexpected_attr(file, a, "stack", &["name"]),
-                        Structure::Block(b) => self.unexpected_block(file, b, "stack", &["backend", "drift"]),
+            "stack" => self.decode_stack(file, block, header, is_root),
+            "variable" => self.decode_variable(m, file, block, header),
+            "locals" => self.decode_locals(m, file, block),
+            "output" => self.decode_output(m, file, block, header),
+            "module" => self.decode_module_call(m, file, block, header),
+            kw => self.decode_component_block(m, file, block, kw, header),
+        }
+    }
+
+    /// `stack "NAME" { backend ... drift ... }`: root module only, once.
+    fn decode_stack(&mut self, file: FileId, block: &Block, header: Span, is_root: bool) {
+        if !is_root {
+            self.diags.push(Diagnostic::error("Stack block in a module", "Only the root stack directory may have a stack block.").at(Some(header)));
+            return;
+        }
+        let name = block.labels.first().map(|l| l.as_str().to_string()).unwrap_or_default();
+        if let Some(prev) = &self.stack.stack.span {
+            let at = self.sources.location(prev);
+            self.diags.push(Diagnostic::error("Duplicate stack block", format!("The stack block was already declared at {at}.")).at(Some(header)));
+            return;
+        }
+        let mut sb = StackBlock { name, span: Some(header), ..Default::default() };
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) if a.key.as_str() == "name" => {
+                    if let Expression::String(s) = &a.value {
+                        sb.name = s.as_str().to_string();
                     }
                 }
-                self.stack.stack = sb;
-            }
-            "variable" => {
-                let Some(labels) = self.labels(file, block, 1, "variable \"name\" { ... }") else { return };
-                let name = labels[0].clone();
-                if let Some(prev) = self.stack.modules[m].variables.get(&name) {
-                    let at = self.sources.location(&prev.span);
-                    self.duplicate(header, "variable", &name, &at);
-                    return;
+                Structure::Block(b) if b.ident.as_str() == "backend" => {
+                    let kind = b.labels.first().map(|l| l.as_str().to_string()).unwrap_or_else(|| "local".into());
+                    let config =
+                        b.body.attributes().map(|a| (a.key.as_str().to_string(), Expr { expr: a.value.clone(), span: span(file, &a.value) })).collect();
+                    sb.backend = Some(Backend { kind, config, span: header_span(file, b) });
                 }
-                let mut decl = VariableDecl {
-                    name: name.clone(),
-                    ty: VarType::Any,
-                    default: None,
-                    description: None,
-                    sensitive: false,
-                    validations: Vec::new(),
-                    span: header,
-                };
-                for s in block.body.iter() {
-                    match s {
-                        Structure::Attribute(a) => match a.key.as_str() {
-                            "type" => match VarType::parse(&a.value) {
-                                Ok(t) => decl.ty = t,
-                                Err(e) => self.diags.push(Diagnostic::error("Invalid type constraint", e).at(Some(span(file, &a.value)))),
-                            },
-                            "default" => decl.default = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
-                            "description" => decl.description = self.literal_string(file, a),
-                            "sensitive" => decl.sensitive = self.literal_bool(file, a),
-                            "nullable" => {}
-                            _ => self.unexpected_attr(file, a, "variable", &["type", "default", "description", "sensitive"]),
-                        },
-                        Structure::Block(b) if b.ident.as_str() == "validation" => {
-                            let condition = b.body.get_attribute("condition");
-                            let message = b.body.get_attribute("error_message").or_else(|| b.body.get_attribute("message"));
-                            match (condition, message) {
-                                (Some(c), Some(msg)) => {
-                                    let message = self.literal_string(file, msg).unwrap_or_default();
-                                    decl.validations.push(Validation {
-                                        condition: Expr { expr: c.value.clone(), span: span(file, &c.value) },
-                                        message,
-                                        span: header_span(file, b),
-                                    });
-                                }
-                                _ => self.diags.push(
-                                    Diagnostic::error(
-                                        "Incomplete validation block",
-                                        "A validation block needs `condition` and `message` (or `error_message`).",
-                                    )
-                                    .at(Some(header_span(file, b)))
-                                    .hint("validation { condition = length(var.x) > 0  message = \"x must not be empty\" }"),
+                Structure::Block(b) if b.ident.as_str() == "drift" => {
+                    if let Some(a) = b.body.get_attribute("ignore")
+                        && let Expression::Array(items) = &a.value
+                    {
+                        for item in items.iter() {
+                            match item {
+                                Expression::String(s) => sb.drift_ignore.push(s.as_str().to_string()),
+                                other => self.diags.push(
+                                    Diagnostic::error("Invalid drift ignore rule", "Each rule is a string such as \"agent.*.replicas\".")
+                                        .at(Some(span(file, other))),
                                 ),
                             }
                         }
-                        Structure::Block(b) => self.unexpected_block(file, b, "variable", &["validation"]),
                     }
                 }
-                self.module(m).variables.insert(name, decl);
-            }
-            "locals" => {
-                for s in block.body.iter() {
-                    match s {
-                        Structure::Attribute(a) => {
-                            let name = a.key.as_str().to_string();
-                            if let Some(prev) = self.stack.modules[m].locals.get(&name) {
-                                let at = self.sources.location(&prev.span);
-                                self.duplicate(span(file, &a.key), "local value", &name, &at);
-                                continue;
-                            }
-                            self.module(m).locals.insert(name, Expr { expr: a.value.clone(), span: span(file, &a.value) });
-                        }
-                        Structure::Block(b) => self.unexpected_block(file, b, "locals", &[]),
-                    }
-                }
-            }
-            "output" => {
-                let Some(labels) = self.labels(file, block, 1, "output \"name\" { value = ... }") else { return };
-                let name = labels[0].clone();
-                if let Some(prev) = self.stack.modules[m].outputs.get(&name) {
-                    let at = self.sources.location(&prev.span);
-                    self.duplicate(header, "output", &name, &at);
-                    return;
-                }
-                let mut value = None;
-                let mut sensitive = false;
-                let mut description = None;
-                for s in block.body.iter() {
-                    match s {
-                        Structure::Attribute(a) => match a.key.as_str() {
-                            "value" => value = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
-                            "sensitive" => sensitive = self.literal_bool(file, a),
-                            "description" => description = self.literal_string(file, a),
-                            _ => self.unexpected_attr(file, a, "output", &["value", "sensitive", "description"]),
-                        },
-                        Structure::Block(b) => self.unexpected_block(file, b, "output", &[]),
-                    }
-                }
-                match value {
-                    Some(value) => {
-                        self.module(m).outputs.insert(name.clone(), OutputDecl { name, value, sensitive, description, span: header });
-                    }
-                    None => self.missing_attr(header, "output", &name, "value"),
-                }
-            }
-            "module" => {
-                let Some(labels) = self.labels(file, block, 1, "module \"name\" { source = \"./modules/x\" }") else { return };
-                let name = labels[0].clone();
-                if let Some(prev) = self.stack.modules[m].calls.get(&name) {
-                    let at = self.sources.location(&prev.span);
-                    self.duplicate(header, "module", &name, &at);
-                    return;
-                }
-                let mut source = None;
-                let mut inputs = BTreeMap::new();
-                let mut count = None;
-                let mut for_each = None;
-                let mut depends_on = Vec::new();
-                for s in block.body.iter() {
-                    match s {
-                        Structure::Attribute(a) => match a.key.as_str() {
-                            "source" => source = self.literal_string(file, a).map(|s| (s, span(file, &a.value))),
-                            "count" => count = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
-                            "for_each" => for_each = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
-                            "depends_on" => depends_on = self.depends_on(file, a),
-                            key => {
-                                inputs.insert(key.to_string(), (Expr { expr: a.value.clone(), span: span(file, &a.value) }, span(file, &a.key)));
-                            }
-                        },
-                        Structure::Block(b) => self.unexpected_block(file, b, "module", &[]),
-                    }
-                }
-                let Some((source, source_span)) = source else {
-                    self.missing_attr(header, "module", &name, "source");
-                    return;
-                };
-                if !(source.starts_with("./") || source.starts_with("../")) {
-                    self.diags.push(
-                        Diagnostic::error("Unsupported module source", format!("Module sources must be local paths; {source:?} is not."))
-                            .at(Some(source_span))
-                            .hint("use a path relative to this stack directory, starting with ./ or ../"),
-                    );
-                    return;
-                }
-                let repetition = self.repetition(header.clone(), count, for_each);
-                let dir = self.stack.modules[m].dir.join(&source);
-                let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-                if self.loading.contains(&canonical) {
-                    self.diags.push(
-                        Diagnostic::error(
-                            "Module calls itself",
-                            format!("Module {name:?} ({source}) is already being loaded: modules may not call themselves, directly or indirectly."),
-                        )
-                        .at(Some(source_span)),
-                    );
-                    return;
-                }
-                let child = self.load_module(&dir, Some(&source_span));
-                // Inputs must match the module's variables: unknown ones are typos, and
-                // required ones must be given even if nothing in the module reads them yet.
-                let declared: Vec<String> = self.stack.modules[child].variables.keys().cloned().collect();
-                for (key, (_, key_span)) in &inputs {
-                    if !declared.contains(key) {
-                        let mut d = Diagnostic::error(
-                            "Unsupported argument",
-                            format!(
-                                "Module {name:?} ({source}) has no input variable {key:?}.{}",
-                                if declared.is_empty() { String::new() } else { format!(" Its inputs: {}.", declared.join(", ")) }
-                            ),
-                        )
-                        .at(Some(key_span.clone()));
-                        if let Some(s) = did_you_mean(key, declared.iter().map(String::as_str)) {
-                            d = d.hint(format!("did you mean {s}?"));
-                        } else {
-                            d = d.hint(format!("declare it in the module with variable \"{key}\" {{}}, or remove it here"));
-                        }
-                        self.diags.push(d);
-                    }
-                }
-                let missing: Vec<String> = self.stack.modules[child]
-                    .variables
-                    .values()
-                    .filter(|v| v.default.is_none() && !inputs.contains_key(&v.name))
-                    .map(|v| v.name.clone())
-                    .collect();
-                for var in missing {
-                    self.diags.push(
-                        Diagnostic::error(
-                            "Missing required argument",
-                            format!("The module input {var:?} is required, but no value was given by the module call."),
-                        )
-                        .at(Some(header.clone()))
-                        .hint(format!("add {var} = ... to the module block")),
-                    );
-                }
-                self.module(m).calls.insert(name.clone(), ModuleCall { name, source, inputs, repetition, depends_on, span: header, module: child });
-            }
-            kw => {
-                let Some(kind) = Kind::from_keyword(kw) else {
-                    let mut d = Diagnostic::error(
-                        "Unsupported block type",
-                        format!("Blocks of type {kw:?} are not expected here. Valid blocks: {}.", TOP_BLOCKS.join(", ")),
-                    )
-                    .at(Some(span(file, &block.ident)));
-                    if let Some(s) = did_you_mean(kw, TOP_BLOCKS.iter().copied()) {
-                        d = d.hint(format!("did you mean {s}?"));
-                    }
-                    self.diags.push(d);
-                    return;
-                };
-                let example = format!("{kw} \"name\" {{ type = \"{}\" ... }}", kind.types()[0]);
-                let Some(labels) = self.labels(file, block, 1, &example) else { return };
-                let name = labels[0].clone();
-                if let Some(prev) = self.stack.modules[m].component(kind, &name) {
-                    let at = self.sources.location(&prev.span);
-                    self.duplicate(header, kw, &name, &at);
-                    return;
-                }
-                self.decode_component(m, file, block, kind, name, header);
+                Structure::Attribute(a) => self.unexpected_attr(file, a, "stack", &["name"]),
+                Structure::Block(b) => self.unexpected_block(file, b, "stack", &["backend", "drift"]),
             }
         }
+        self.stack.stack = sb;
+    }
+
+    /// `variable "NAME" { type, default, description, sensitive, validation {...} }`.
+    fn decode_variable(&mut self, m: usize, file: FileId, block: &Block, header: Span) {
+        let Some(labels) = self.labels(file, block, 1, "variable \"name\" { ... }") else { return };
+        let name = labels[0].clone();
+        if let Some(prev) = self.stack.modules[m].variables.get(&name) {
+            let at = self.sources.location(&prev.span);
+            self.duplicate(header, "variable", &name, &at);
+            return;
+        }
+        let mut decl =
+            VariableDecl { name: name.clone(), ty: VarType::Any, default: None, description: None, sensitive: false, validations: Vec::new(), span: header };
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) => match a.key.as_str() {
+                    "type" => match VarType::parse(&a.value) {
+                        Ok(t) => decl.ty = t,
+                        Err(e) => self.diags.push(Diagnostic::error("Invalid type constraint", e).at(Some(span(file, &a.value)))),
+                    },
+                    "default" => decl.default = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                    "description" => decl.description = self.literal_string(file, a),
+                    "sensitive" => decl.sensitive = self.literal_bool(file, a),
+                    "nullable" => {}
+                    _ => self.unexpected_attr(file, a, "variable", &["type", "default", "description", "sensitive"]),
+                },
+                Structure::Block(b) if b.ident.as_str() == "validation" => {
+                    let condition = b.body.get_attribute("condition");
+                    let message = b.body.get_attribute("error_message").or_else(|| b.body.get_attribute("message"));
+                    match (condition, message) {
+                        (Some(c), Some(msg)) => {
+                            let message = self.literal_string(file, msg).unwrap_or_default();
+                            decl.validations.push(Validation {
+                                condition: Expr { expr: c.value.clone(), span: span(file, &c.value) },
+                                message,
+                                span: header_span(file, b),
+                            });
+                        }
+                        _ => self.diags.push(
+                            Diagnostic::error("Incomplete validation block", "A validation block needs `condition` and `message` (or `error_message`).")
+                                .at(Some(header_span(file, b)))
+                                .hint("validation { condition = length(var.x) > 0  message = \"x must not be empty\" }"),
+                        ),
+                    }
+                }
+                Structure::Block(b) => self.unexpected_block(file, b, "variable", &["validation"]),
+            }
+        }
+        self.module(m).variables.insert(name, decl);
+    }
+
+    /// `locals { NAME = EXPR ... }`.
+    fn decode_locals(&mut self, m: usize, file: FileId, block: &Block) {
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) => {
+                    let name = a.key.as_str().to_string();
+                    if let Some(prev) = self.stack.modules[m].locals.get(&name) {
+                        let at = self.sources.location(&prev.span);
+                        self.duplicate(span(file, &a.key), "local value", &name, &at);
+                        continue;
+                    }
+                    self.module(m).locals.insert(name, Expr { expr: a.value.clone(), span: span(file, &a.value) });
+                }
+                Structure::Block(b) => self.unexpected_block(file, b, "locals", &[]),
+            }
+        }
+    }
+
+    /// `output "NAME" { value, sensitive, description }`.
+    fn decode_output(&mut self, m: usize, file: FileId, block: &Block, header: Span) {
+        let Some(labels) = self.labels(file, block, 1, "output \"name\" { value = ... }") else { return };
+        let name = labels[0].clone();
+        if let Some(prev) = self.stack.modules[m].outputs.get(&name) {
+            let at = self.sources.location(&prev.span);
+            self.duplicate(header, "output", &name, &at);
+            return;
+        }
+        let mut value = None;
+        let mut sensitive = false;
+        let mut description = None;
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) => match a.key.as_str() {
+                    "value" => value = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                    "sensitive" => sensitive = self.literal_bool(file, a),
+                    "description" => description = self.literal_string(file, a),
+                    _ => self.unexpected_attr(file, a, "output", &["value", "sensitive", "description"]),
+                },
+                Structure::Block(b) => self.unexpected_block(file, b, "output", &[]),
+            }
+        }
+        match value {
+            Some(value) => {
+                self.module(m).outputs.insert(name.clone(), OutputDecl { name, value, sensitive, description, span: header });
+            }
+            None => self.missing_attr(header, "output", &name, "value"),
+        }
+    }
+
+    /// `module "NAME" { source = "./dir" ... inputs }`: loads the called module.
+    fn decode_module_call(&mut self, m: usize, file: FileId, block: &Block, header: Span) {
+        let Some(labels) = self.labels(file, block, 1, "module \"name\" { source = \"./modules/x\" }") else { return };
+        let name = labels[0].clone();
+        if let Some(prev) = self.stack.modules[m].calls.get(&name) {
+            let at = self.sources.location(&prev.span);
+            self.duplicate(header, "module", &name, &at);
+            return;
+        }
+        let mut source = None;
+        let mut inputs = BTreeMap::new();
+        let mut count = None;
+        let mut for_each = None;
+        let mut depends_on = Vec::new();
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) => match a.key.as_str() {
+                    "source" => source = self.literal_string(file, a).map(|s| (s, span(file, &a.value))),
+                    "count" => count = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                    "for_each" => for_each = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                    "depends_on" => depends_on = self.depends_on(file, a),
+                    key => {
+                        inputs.insert(key.to_string(), (Expr { expr: a.value.clone(), span: span(file, &a.value) }, span(file, &a.key)));
+                    }
+                },
+                Structure::Block(b) => self.unexpected_block(file, b, "module", &[]),
+            }
+        }
+        let Some((source, source_span)) = source else {
+            self.missing_attr(header, "module", &name, "source");
+            return;
+        };
+        if !(source.starts_with("./") || source.starts_with("../")) {
+            self.diags.push(
+                Diagnostic::error("Unsupported module source", format!("Module sources must be local paths; {source:?} is not."))
+                    .at(Some(source_span))
+                    .hint("use a path relative to this stack directory, starting with ./ or ../"),
+            );
+            return;
+        }
+        let repetition = self.repetition(header.clone(), count, for_each);
+        let dir = self.stack.modules[m].dir.join(&source);
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if self.loading.contains(&canonical) {
+            self.diags.push(
+                Diagnostic::error(
+                    "Module calls itself",
+                    format!("Module {name:?} ({source}) is already being loaded: modules may not call themselves, directly or indirectly."),
+                )
+                .at(Some(source_span)),
+            );
+            return;
+        }
+        let child = self.load_module(&dir, Some(&source_span));
+        self.check_module_inputs(&name, &source, child, &inputs, &header);
+        self.module(m).calls.insert(name.clone(), ModuleCall { name, source, inputs, repetition, depends_on, span: header, module: child });
+    }
+
+    /// Inputs must match the module's variables: unknown ones are typos, and required ones
+    /// must be given even if nothing in the module reads them yet.
+    fn check_module_inputs(&mut self, name: &str, source: &str, child: usize, inputs: &BTreeMap<String, (Expr, Span)>, header: &Span) {
+        let declared: Vec<String> = self.stack.modules[child].variables.keys().cloned().collect();
+        for (key, (_, key_span)) in inputs {
+            if !declared.contains(key) {
+                let mut d = Diagnostic::error(
+                    "Unsupported argument",
+                    format!(
+                        "Module {name:?} ({source}) has no input variable {key:?}.{}",
+                        if declared.is_empty() { String::new() } else { format!(" Its inputs: {}.", declared.join(", ")) }
+                    ),
+                )
+                .at(Some(key_span.clone()));
+                if let Some(s) = did_you_mean(key, declared.iter().map(String::as_str)) {
+                    d = d.hint(format!("did you mean {s}?"));
+                } else {
+                    d = d.hint(format!("declare it in the module with variable \"{key}\" {{}}, or remove it here"));
+                }
+                self.diags.push(d);
+            }
+        }
+        let missing: Vec<String> =
+            self.stack.modules[child].variables.values().filter(|v| v.default.is_none() && !inputs.contains_key(&v.name)).map(|v| v.name.clone()).collect();
+        for var in missing {
+            self.diags.push(
+                Diagnostic::error("Missing required argument", format!("The module input {var:?} is required, but no value was given by the module call."))
+                    .at(Some(header.clone()))
+                    .hint(format!("add {var} = ... to the module block")),
+            );
+        }
+    }
+
+    /// A component block (`vault "main" { ... }`), or an unknown block type.
+    fn decode_component_block(&mut self, m: usize, file: FileId, block: &Block, kw: &str, header: Span) {
+        let Some(kind) = Kind::from_keyword(kw) else {
+            let mut d =
+                Diagnostic::error("Unsupported block type", format!("Blocks of type {kw:?} are not expected here. Valid blocks: {}.", TOP_BLOCKS.join(", ")))
+                    .at(Some(span(file, &block.ident)));
+            if let Some(s) = did_you_mean(kw, TOP_BLOCKS.iter().copied()) {
+                d = d.hint(format!("did you mean {s}?"));
+            }
+            self.diags.push(d);
+            return;
+        };
+        let example = format!("{kw} \"name\" {{ type = \"{}\" ... }}", kind.types()[0]);
+        let Some(labels) = self.labels(file, block, 1, &example) else { return };
+        let name = labels[0].clone();
+        if let Some(prev) = self.stack.modules[m].component(kind, &name) {
+            let at = self.sources.location(&prev.span);
+            self.duplicate(header, kw, &name, &at);
+            return;
+        }
+        self.decode_component(m, file, block, kind, name, header);
     }
 
     fn decode_component(&mut self, m: usize, file: FileId, block: &Block, kind: Kind, name: String, header: Span) {

@@ -608,7 +608,8 @@ fn apply_order_creates_after_dependencies_deletes_before_dependents() {
     text.push_str(&apply_order(&s, &w, Default::default()));
     assert_eq!(run(s.path(), &w, &["apply", "--auto-approve"]).code, 0);
     // Camera b leaves; the vault is replaced, the new one first.
-    let cbd = basic_stack(&CAMS[..1]).replace("storage  = object_storage.rec", "storage  = object_storage.rec\n  lifecycle {\n    create_before_destroy = true\n  }");
+    let cbd =
+        basic_stack(&CAMS[..1]).replace("storage  = object_storage.rec", "storage  = object_storage.rec\n  lifecycle {\n    create_before_destroy = true\n  }");
     s.write("main.hcl", &cbd);
     text.push_str("## replace the vault (create_before_destroy), remove a camera\n");
     text.push_str(&apply_order(&s, &w, kdeploy::plan::PlanOptions { replace: vec!["vault.main".into()], ..Default::default() }));
