@@ -58,9 +58,24 @@ pub fn root_values(
     allow_missing: bool,
 ) -> (BTreeMap<String, Marked>, Diagnostics) {
     let mut diags = Diagnostics::new();
+    let raw = raw_values(stack, sources, args, env, &mut diags);
+    let instances: BTreeMap<ModulePath, ModuleInstance> =
+        [(ModulePath::root(), ModuleInstance { module: 0, parent: None, call: None, each: None, count: None })].into();
+    let mut values = typed_values(stack, sources, &instances, raw, allow_missing, &mut diags);
+    // A variable whose value was rejected is unknown from here on, so that the rest of the
+    // stack is still checked without echoing the same problem.
+    for name in stack.root().variables.keys() {
+        values.entry(name.clone()).or_insert_with(|| Marked::plain(Value::Unknown(format!("var.{name}"))));
+    }
+    validate(stack, sources, &instances, &values, &mut diags);
+    (values, diags)
+}
+
+/// The raw value of each root variable, later sources winning: `KDEPLOY_VAR_*`, then the
+/// `*.auto.kdvars` files in name order, then `-var` and `-var-file` in command-line order.
+fn raw_values(stack: &Stack, sources: &mut SourceMap, args: &[VarArg], env: &BTreeMap<String, String>, diags: &mut Diagnostics) -> BTreeMap<String, Raw> {
     let root = stack.root();
     let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
-
     for (k, v) in env {
         if let Some(name) = k.strip_prefix(ENV_PREFIX)
             && root.variables.contains_key(name)
@@ -68,211 +83,189 @@ pub fn root_values(
             raw.insert(name.to_string(), Raw::Text { raw: v.clone(), origin: format!("environment variable {k}") });
         }
     }
-    let mut files: Vec<(PathBuf, bool)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&root.dir) {
-        let mut auto: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".auto.kdvars")))
-            .collect();
-        auto.sort();
-        files.extend(auto.into_iter().map(|p| (p, true)));
+    for path in auto_var_files(&root.dir) {
+        read_var_file(stack, sources, &path, true, &mut raw, diags);
     }
-    let mut ordered: Vec<Result<(PathBuf, bool), (String, String)>> = files.into_iter().map(Ok).collect();
     for a in args {
         match a {
-            VarArg::File(p) => ordered.push(Ok((p.clone(), false))),
-            VarArg::Var { name, raw } => ordered.push(Err((name.clone(), raw.clone()))),
-        }
-    }
-    for item in ordered {
-        match item {
-            Err((name, value)) => {
-                if !root.variables.contains_key(&name) {
-                    let mut d = Diagnostic::error(
-                        "Value for undeclared variable",
-                        format!("A variable named {name:?} was assigned on the command line, but the stack does not declare it."),
-                    );
-                    if let Some(s) = did_you_mean(&name, root.variables.keys().map(String::as_str)) {
-                        d = d.hint(format!("did you mean -var {s}=...?"));
-                    } else {
-                        d = d.hint(format!("declare it with variable \"{name}\" {{}} or remove the -var"));
-                    }
-                    diags.push(d);
-                    continue;
-                }
-                raw.insert(name.clone(), Raw::Text { raw: value, origin: format!("-var {name}=...") });
+            VarArg::File(p) => read_var_file(stack, sources, p, false, &mut raw, diags),
+            VarArg::Var { name, raw: value } if root.variables.contains_key(name) => {
+                raw.insert(name.clone(), Raw::Text { raw: value.clone(), origin: format!("-var {name}=...") });
             }
-            Ok((path, auto)) => {
-                let text = match crate::files::read_text(&path, crate::files::SOURCE_LIMIT) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        diags.push(Diagnostic::error("Cannot read variables file", e.0).hint("check the -var-file path"));
-                        continue;
-                    }
+            VarArg::Var { name, .. } => {
+                let mut d = Diagnostic::error(
+                    "Value for undeclared variable",
+                    format!("A variable named {name:?} was assigned on the command line, but the stack does not declare it."),
+                );
+                d = match did_you_mean(name, root.variables.keys().map(String::as_str)) {
+                    Some(s) => d.hint(format!("did you mean -var {s}=...?")),
+                    None => d.hint(format!("declare it with variable \"{name}\" {{}} or remove the -var")),
                 };
-                let shown = path.strip_prefix(&root.dir).unwrap_or(&path).display().to_string();
-                let file = sources.add(&path, shown.clone(), text.clone());
-                let body = match hcl_edit::parser::parse_body(&text) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let off = e.location().offset().min(text.len());
-                        diags.push(
-                            Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message()))
-                                .at(Some(crate::diag::Span { file, range: off..off.saturating_add(1).min(text.len()) })),
-                        );
-                        continue;
-                    }
-                };
-                for s in body.iter() {
-                    match s {
-                        Structure::Attribute(a) => {
-                            let name = a.key.as_str();
-                            if !root.variables.contains_key(name) {
-                                let mut d = Diagnostic::warning(
-                                    "Value for undeclared variable",
-                                    format!("The file assigns {name:?}, which the stack does not declare; it is ignored."),
-                                )
-                                .at(Some(span(file, &a.key)));
-                                if let Some(s) = did_you_mean(name, root.variables.keys().map(String::as_str)) {
-                                    d = d.hint(format!("did you mean {s}?"));
-                                }
-                                if !auto {
-                                    d.severity = crate::diag::Severity::Error;
-                                }
-                                diags.push(d);
-                                continue;
-                            }
-                            raw.insert(name.to_string(), Raw::Expr { expr: a.value.clone(), file, origin: shown.clone() });
-                        }
-                        Structure::Block(b) => diags.push(
-                            Diagnostic::error("Unexpected block in variables file", "A variables file holds only NAME = VALUE lines.")
-                                .at(Some(span(file, &b.ident))),
-                        ),
-                    }
-                }
+                diags.push(d);
             }
         }
     }
+    raw
+}
 
-    let instances: BTreeMap<ModulePath, ModuleInstance> =
-        [(ModulePath::root(), ModuleInstance { module: 0, parent: None, call: None, each: None, count: None })].into();
+/// The `*.auto.kdvars` files of the stack directory, in name order.
+fn auto_var_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut auto: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".auto.kdvars")))
+        .collect();
+    auto.sort();
+    auto
+}
+
+/// Reads one variables file into `raw`. An undeclared name is a warning in an automatic file
+/// and an error in one given with -var-file.
+fn read_var_file(stack: &Stack, sources: &mut SourceMap, path: &std::path::Path, auto: bool, raw: &mut BTreeMap<String, Raw>, diags: &mut Diagnostics) {
+    let root = stack.root();
+    let text = match crate::files::read_text(path, crate::files::SOURCE_LIMIT) {
+        Ok(t) => t,
+        Err(e) => return diags.push(Diagnostic::error("Cannot read variables file", e.0).hint("check the -var-file path")),
+    };
+    let shown = path.strip_prefix(&root.dir).unwrap_or(path).display().to_string();
+    let file = sources.add(path, shown.clone(), text.clone());
+    let body = match hcl_edit::parser::parse_body(&text) {
+        Ok(b) => b,
+        Err(e) => {
+            let off = e.location().offset().min(text.len());
+            return diags.push(
+                Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message()))
+                    .at(Some(crate::diag::Span { file, range: off..off.saturating_add(1).min(text.len()) })),
+            );
+        }
+    };
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) if root.variables.contains_key(a.key.as_str()) => {
+                raw.insert(a.key.as_str().to_string(), Raw::Expr { expr: a.value.clone(), file, origin: shown.clone() });
+            }
+            Structure::Attribute(a) => {
+                let name = a.key.as_str();
+                let mut d = Diagnostic::warning(
+                    "Value for undeclared variable",
+                    format!("The file assigns {name:?}, which the stack does not declare; it is ignored."),
+                )
+                .at(Some(span(file, &a.key)));
+                if let Some(s) = did_you_mean(name, root.variables.keys().map(String::as_str)) {
+                    d = d.hint(format!("did you mean {s}?"));
+                }
+                if !auto {
+                    d.severity = crate::diag::Severity::Error;
+                }
+                diags.push(d);
+            }
+            Structure::Block(b) => diags.push(
+                Diagnostic::error("Unexpected block in variables file", "A variables file holds only NAME = VALUE lines.").at(Some(span(file, &b.ident))),
+            ),
+        }
+    }
+}
+
+/// Each declared variable's value converted to its type: given, else its default, else
+/// unknown (`allow_missing`) or an error. Rejected values are left out or unknown.
+fn typed_values(
+    stack: &Stack,
+    sources: &SourceMap,
+    instances: &BTreeMap<ModulePath, ModuleInstance>,
+    mut raw: BTreeMap<String, Raw>,
+    allow_missing: bool,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Marked> {
     let empty = BTreeMap::new();
+    let ctx = Ctx::new(stack, sources, &empty, instances, &NoComponents);
+    let scope = ctx.scope(&ModulePath::root());
     let mut values: BTreeMap<String, Marked> = BTreeMap::new();
-    {
-        let ctx = Ctx::new(stack, sources, &empty, &instances, &NoComponents);
-        let scope = ctx.scope(&ModulePath::root());
-        for (name, decl) in &root.variables {
-            let (value, origin) = match raw.remove(name) {
-                Some(Raw::Expr { expr, file, origin }) => match scope.eval(&expr, file) {
-                    Ok(v) => (v.value, origin),
-                    Err(d) => {
-                        diags.push(d);
-                        continue;
-                    }
-                },
-                Some(Raw::Text { raw, origin }) => {
-                    if decl.ty.is_primitive() || decl.ty == super::types::VarType::Any {
-                        (Value::String(raw), origin)
-                    } else {
-                        match hcl_edit::parser::parse_expr(&raw) {
-                            Ok(expr) => match literal_value(&expr) {
-                                Some(v) => (v, origin),
-                                None => {
-                                    diags.push(
-                                        Diagnostic::error(
-                                            "Invalid value for variable",
-                                            format!("The value of {name:?} from {origin} must be a literal {} (no references or functions).", decl.ty),
-                                        )
-                                        .at(Some(decl.span.clone())),
-                                    );
-                                    continue;
-                                }
-                            },
-                            Err(e) => {
-                                diags.push(
-                                    Diagnostic::error(
-                                        "Invalid value for variable",
-                                        format!("The value of {name:?} from {origin} is not a valid {}: {}.", decl.ty, e.message()),
-                                    )
-                                    .at(Some(decl.span.clone()))
-                                    .hint("collections are written in HCL syntax, e.g. -var 'cams={front=\"rtsp://...\"}'"),
-                                );
-                                continue;
-                            }
-                        }
-                    }
+    for (name, decl) in &stack.root().variables {
+        let mark = |v: Value| if decl.sensitive { Marked::secret(v) } else { Marked::plain(v) };
+        let given = match raw.remove(name) {
+            Some(Raw::Expr { expr, file, origin }) => scope.eval(&expr, file).map(|v| (v.value, origin)).map_err(|d| diags.push(d)).ok(),
+            Some(Raw::Text { raw, origin }) => text_value(name, decl, raw, &origin).map(|v| (v, origin)).map_err(|d| diags.push(d)).ok(),
+            None => match &decl.default {
+                Some(d) => scope.eval(&d.expr, d.span.file).map(|v| (v.value, "the default".to_string())).map_err(|d| diags.push(d)).ok(),
+                None if allow_missing => {
+                    values.insert(name.clone(), mark(Value::Unknown(format!("var.{name}"))));
+                    None
                 }
-                None => match &decl.default {
-                    Some(d) => match scope.eval(&d.expr, d.span.file) {
-                        Ok(v) => (v.value, "the default".to_string()),
-                        Err(diag) => {
-                            diags.push(diag);
-                            continue;
-                        }
-                    },
-                    None if allow_missing => {
-                        let v = Value::Unknown(format!("var.{name}"));
-                        values.insert(name.clone(), if decl.sensitive { Marked::secret(v) } else { Marked::plain(v) });
-                        continue;
-                    }
-                    None => {
-                        diags.push(
-                            Diagnostic::error("No value for required variable", format!("The root variable {name:?} has no default and no value was given."))
-                                .at(Some(decl.span.clone()))
-                                .hint(format!("set it with -var {name}=..., a *.auto.kdvars file, or {ENV_PREFIX}{name}")),
-                        );
-                        continue;
-                    }
-                },
-            };
-            match decl.ty.convert(&value) {
-                Ok(v) => {
-                    let m = if decl.sensitive { Marked::secret(v) } else { Marked::plain(v) };
-                    values.insert(name.clone(), m);
-                }
-                Err(e) => {
-                    let e = if decl.sensitive { "the value is sensitive, so it is not shown".to_string() } else { e };
+                None => {
                     diags.push(
-                        Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {e}.", decl.ty))
-                            .at(Some(decl.span.clone())),
+                        Diagnostic::error("No value for required variable", format!("The root variable {name:?} has no default and no value was given."))
+                            .at(Some(decl.span.clone()))
+                            .hint(format!("set it with -var {name}=..., a *.auto.kdvars file, or {ENV_PREFIX}{name}")),
                     );
-                    values.insert(name.clone(), Marked::plain(Value::Unknown(format!("var.{name}"))));
+                    None
                 }
+            },
+        };
+        let Some((value, origin)) = given else { continue };
+        match decl.ty.convert(&value) {
+            Ok(v) => {
+                values.insert(name.clone(), mark(v));
+            }
+            Err(e) => {
+                let e = if decl.sensitive { "the value is sensitive, so it is not shown".to_string() } else { e };
+                diags.push(
+                    Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {e}.", decl.ty))
+                        .at(Some(decl.span.clone())),
+                );
+                values.insert(name.clone(), Marked::plain(Value::Unknown(format!("var.{name}"))));
             }
         }
     }
-    // A variable whose value was rejected is unknown from here on, so that the rest of the
-    // stack is still checked without echoing the same problem.
-    for name in root.variables.keys() {
-        values.entry(name.clone()).or_insert_with(|| Marked::plain(Value::Unknown(format!("var.{name}"))));
+    values
+}
+
+/// A value given as text (`-var`, the environment): a string for primitive types, a literal
+/// HCL value for collections.
+fn text_value(name: &str, decl: &super::VariableDecl, raw: String, origin: &str) -> Result<Value, Diagnostic> {
+    if decl.ty.is_primitive() || decl.ty == super::types::VarType::Any {
+        return Ok(Value::String(raw));
     }
-    // Validation rules see every typed value.
-    {
-        let ctx = Ctx::new(stack, sources, &values, &instances, &NoComponents);
-        let scope = ctx.scope(&ModulePath::root());
-        for (name, decl) in &root.variables {
-            if values.get(name).is_some_and(|v| v.value.is_unknown()) {
-                continue;
-            }
-            for v in &decl.validations {
-                match scope.eval(&v.condition.expr, v.condition.span.file) {
-                    Ok(m) => match m.value {
-                        Value::Bool(true) | Value::Unknown(_) => {}
-                        Value::Bool(false) => diags.push(
-                            Diagnostic::error("Invalid value for variable", format!("{}\n(validation rule of variable {name:?})", v.message))
-                                .at(Some(v.condition.span.clone())),
-                        ),
-                        other => diags.push(
-                            Diagnostic::error("Invalid validation condition", format!("The condition must be a bool, got {}.", other.type_name()))
-                                .at(Some(v.condition.span.clone())),
-                        ),
-                    },
-                    Err(d) => diags.push(d),
-                }
+    match hcl_edit::parser::parse_expr(&raw) {
+        Ok(expr) => literal_value(&expr).ok_or_else(|| {
+            Diagnostic::error(
+                "Invalid value for variable",
+                format!("The value of {name:?} from {origin} must be a literal {} (no references or functions).", decl.ty),
+            )
+            .at(Some(decl.span.clone()))
+        }),
+        Err(e) => {
+            Err(Diagnostic::error("Invalid value for variable", format!("The value of {name:?} from {origin} is not a valid {}: {}.", decl.ty, e.message()))
+                .at(Some(decl.span.clone()))
+                .hint("collections are written in HCL syntax, e.g. -var 'cams={front=\"rtsp://...\"}'"))
+        }
+    }
+}
+
+/// Runs the validation rules, which see every typed value.
+fn validate(stack: &Stack, sources: &SourceMap, instances: &BTreeMap<ModulePath, ModuleInstance>, values: &BTreeMap<String, Marked>, diags: &mut Diagnostics) {
+    let ctx = Ctx::new(stack, sources, values, instances, &NoComponents);
+    let scope = ctx.scope(&ModulePath::root());
+    for (name, decl) in &stack.root().variables {
+        if values.get(name).is_some_and(|v| v.value.is_unknown()) {
+            continue;
+        }
+        for v in &decl.validations {
+            match scope.eval(&v.condition.expr, v.condition.span.file) {
+                Ok(m) => match m.value {
+                    Value::Bool(true) | Value::Unknown(_) => {}
+                    Value::Bool(false) => diags.push(
+                        Diagnostic::error("Invalid value for variable", format!("{}\n(validation rule of variable {name:?})", v.message))
+                            .at(Some(v.condition.span.clone())),
+                    ),
+                    other => diags.push(
+                        Diagnostic::error("Invalid validation condition", format!("The condition must be a bool, got {}.", other.type_name()))
+                            .at(Some(v.condition.span.clone())),
+                    ),
+                },
+                Err(d) => diags.push(d),
             }
         }
     }
-    (values, diags)
 }
 
 /// A literal HCL value (no references), as written after `-var name=`.
