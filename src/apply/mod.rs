@@ -259,7 +259,7 @@ fn merge_final(change: &Change, inputs: &Value) -> Result<Value, String> {
         for (k, v) in m {
             if let Some(planned) = out.get(k)
                 && !planned.contains_unknown()
-                && !crate::config::eval::values_equal(planned, v)
+                && !planned.same_as(v)
             {
                 return Err(format!(
                     "the value of {k:?} changed between plan and apply; run `kdeploy plan` again (the stack or a variable changed while applying)"

@@ -443,8 +443,8 @@ impl<'a> Scope<'a> {
         use BinaryOperator::*;
         let o = *op.operator.value();
         let out = match o {
-            Eq => Value::Bool(values_equal(&l.value, &r.value)),
-            NotEq => Value::Bool(!values_equal(&l.value, &r.value)),
+            Eq => Value::Bool(l.value.same_as(&r.value)),
+            NotEq => Value::Bool(!l.value.same_as(&r.value)),
             And | Or => match (&l.value, &r.value) {
                 (Value::Bool(a), Value::Bool(b)) => Value::Bool(if o == And { *a && *b } else { *a || *b }),
                 _ => {
@@ -997,16 +997,6 @@ fn with_marks_of(mut m: Marked, cond: &Marked) -> Marked {
         m = Marked::secret(m.value);
     }
     m
-}
-
-/// Equality where 1 and 1.0 are the same number.
-pub fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b)),
-        (Value::Map(x), Value::Map(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w))),
-        _ => a == b,
-    }
 }
 
 fn dedent(s: &str, indent: usize) -> String {

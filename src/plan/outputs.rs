@@ -3,7 +3,7 @@
 use super::{Action, OutputChange, PlanOptions};
 use crate::addr::ModulePath;
 use crate::config::Stack;
-use crate::config::eval::{Ctx, values_equal};
+use crate::config::eval::Ctx;
 use crate::diag::{Diagnostic, Diagnostics};
 use kdeploy_provider::Value;
 use kdeploy_state::State;
@@ -30,7 +30,7 @@ pub fn changes(stack: &Stack, state: &State, ctx: &Ctx<'_>, options: &PlanOption
             Ok(v) => {
                 let action = match &before {
                     None => Action::Create,
-                    Some(b) if values_equal(b, &v.value) => Action::NoOp,
+                    Some(b) if b.same_as(&v.value) => Action::NoOp,
                     Some(_) => Action::Update,
                 };
                 out.push(OutputChange { name: name.clone(), action, before, after: Some(v.value), sensitive: decl.sensitive });

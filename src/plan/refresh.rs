@@ -10,7 +10,7 @@ use kdeploy_state::{PendingKind, ResourceState, State};
 use super::{Action, ActionReason, Change, Drift, PlanOptions};
 use crate::addr::Address;
 use crate::config::Stack;
-use crate::config::eval::{Ctx, values_equal};
+use crate::config::eval::Ctx;
 use crate::config::expand::{self, Expanded};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::providers::Providers;
@@ -199,7 +199,7 @@ pub fn changed_paths(a: &Value, b: &Value) -> Vec<AttrPath> {
         let keys: BTreeSet<&String> = am.keys().chain(bm.keys()).collect();
         for k in keys {
             let (x, y) = (am.get(k).unwrap_or(&Value::Null), bm.get(k).unwrap_or(&Value::Null));
-            if values_equal(x, y) {
+            if x.same_as(y) {
                 continue;
             }
             let here = at.child_key(k);

@@ -115,7 +115,7 @@ fn attr_lines(style: Style, owner: &str, action: Action, before: Side<'_>, after
                 }
             }
             _ => {
-                let same = crate::config::eval::values_equal(&a, &b) && is_sensitive(&p, before_sensitive) == is_sensitive(&p, after_sensitive);
+                let same = a.same_as(&b) && is_sensitive(&p, before_sensitive) == is_sensitive(&p, after_sensitive);
                 if same {
                     unchanged += 1;
                 } else if b.is_null() {

@@ -25,6 +25,21 @@ pub enum Value {
 }
 
 impl Value {
+    /// Value equality, the one used everywhere (expressions, plans, drift): numbers compare by
+    /// value (`1` equals `1.0`; integers exactly, beyond what a float holds), collections
+    /// element by element.
+    pub fn same_as(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+                (Some(a), Some(b)) => a == b,
+                _ => x.as_f64() == y.as_f64(),
+            },
+            (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| a.same_as(b)),
+            (Value::Map(x), Value::Map(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| v.same_as(w))),
+            _ => self == other,
+        }
+    }
+
     pub fn string(s: impl Into<String>) -> Value {
         Value::String(s.into())
     }
@@ -438,5 +453,16 @@ mod tests {
         let r = redact_json(&v, &[AttrPath::attr("password")]);
         assert_eq!(r, serde_json::json!({"user": "root", "password": "(sensitive)"}));
         assert_eq!(sensitive_mask(&[AttrPath::attr("password")]), serde_json::json!({"password": true}));
+    }
+
+    #[test]
+    fn one_equality_numbers_by_value_integers_exactly() {
+        let n = |j: serde_json::Value| Value::from_json(&j);
+        assert!(n(serde_json::json!(1)).same_as(&n(serde_json::json!(1.0))));
+        assert!(!n(serde_json::json!(1)).same_as(&n(serde_json::json!("1"))));
+        // 2^53 + 1 and 2^53 are the same float but different integers.
+        assert!(!n(serde_json::json!(9007199254740993i64)).same_as(&n(serde_json::json!(9007199254740992i64))));
+        assert!(n(serde_json::json!({"a": [1, 2.0]})).same_as(&n(serde_json::json!({"a": [1.0, 2]}))));
+        assert!(!n(serde_json::json!({"a": [1, 2]})).same_as(&n(serde_json::json!({"a": [1, 2], "b": null}))));
     }
 }

@@ -10,23 +10,10 @@ use super::conversion::{to_bool, to_num, to_str, unify};
 use super::numeric::Num;
 use super::{Call, Result, general, quote};
 
-/// Equality as Terraform sees it: numbers compare by value (`1 == 1.0`).
-fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (Num::of(x), Num::of(y)) {
-            (Num::Int(x), Num::Int(y)) => x == y,
-            (x, y) => x.f64() == y.f64(),
-        },
-        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b)),
-        (Value::Map(x), Value::Map(y)) => x.len() == y.len() && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && values_equal(va, vb)),
-        _ => a == b,
-    }
-}
-
 pub(super) fn dedup(items: Vec<Value>) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::with_capacity(items.len());
     for item in items {
-        if !out.iter().any(|seen| values_equal(seen, &item)) {
+        if !out.iter().any(|seen| seen.same_as(&item)) {
             out.push(item);
         }
     }
@@ -95,13 +82,13 @@ pub(super) fn f_concat(c: &Call) -> Result<Value> {
 pub(super) fn f_contains(c: &Call) -> Result<Value> {
     let list = c.list(0)?;
     let needle = c.arg(1);
-    Ok(Value::Bool(list.iter().any(|v| values_equal(v, needle))))
+    Ok(Value::Bool(list.iter().any(|v| v.same_as(needle))))
 }
 
 pub(super) fn f_index(c: &Call) -> Result<Value> {
     let list = c.list(0)?;
     let needle = c.arg(1);
-    match list.iter().position(|v| values_equal(v, needle)) {
+    match list.iter().position(|v| v.same_as(needle)) {
         Some(i) => Ok(Value::from_i64(i as i64)),
         None => Err(c.invalid(1, "item not found")),
     }
