@@ -813,13 +813,19 @@ fn args_case(args: &[String]) -> Result<(), TestCaseError> {
     names.extend(args.iter().filter_map(|a| a.split_once('=').map(|(flag, _)| flag)).filter(|f| f.starts_with('-')));
     // Option errors quote the option ('--chdir <DIR>').
     names.extend(["Usage", "argument", "'--", "main.hcl", "backend", "state.json", "No state", "lock"]);
+    // An empty argument is named by quoting it.
+    if args.iter().any(String::is_empty) {
+        names.push("\"\"");
+    }
     run_all(s.path(), &[args.to_vec()], &names)
 }
 
 #[test]
 fn fuzz_command_line_arguments() {
     run_corpus("args", |_, bytes| {
-        let args: Vec<String> = String::from_utf8_lossy(bytes).lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+        // One argument per line; a line `""` is an empty argument.
+        let args: Vec<String> =
+            String::from_utf8_lossy(bytes).lines().filter(|l| !l.trim().is_empty()).map(|l| if l == "\"\"" { String::new() } else { l.to_string() }).collect();
         args_case(&args)
     });
     let strategy = (pick(COMMANDS), proptest::collection::vec((pick(FLAGS), proptest::option::of(pick(FLAG_VALUES))), 0..4)).prop_map(|(cmd, flags)| {
