@@ -22,7 +22,7 @@ pub async fn serve(listener: std::net::TcpListener, state: Shared, mut shutdown:
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             let mut st = ctrl_state.lock().unwrap_or_else(|e| e.into_inner());
-            crate::controller::reconcile(&mut st);
+            crate::controller::tick(&mut st);
         }
     });
     loop {

@@ -14,6 +14,13 @@ pub struct CtrlState {
     seen: HashMap<String, (i64, Instant)>,
     /// pod uids for which a warning event was emitted
     events: HashSet<String>,
+    /// The store's resource version the last pass started from: a pass runs only when an
+    /// object changed since, ...
+    last_rv: u64,
+    /// ... when a setting it reads changed (ready_after, the pod check), ...
+    dirty: bool,
+    /// ... or when a workload's ready_after timer is due.
+    next_deadline: Option<Instant>,
 }
 
 impl CtrlState {
@@ -22,7 +29,25 @@ impl CtrlState {
         for v in self.seen.values_mut() {
             v.1 = now;
         }
+        self.dirty = true;
     }
+
+    /// A setting the controller reads changed: the next tick runs a pass.
+    pub fn touch(&mut self) {
+        self.dirty = true;
+    }
+}
+
+/// Runs a reconcile pass when something it depends on changed: an object (the store's
+/// resource version moved), a setting, or a readiness timer. Idle, it costs nothing.
+pub fn tick(st: &mut State) {
+    let due = st.ctrl.next_deadline.is_some_and(|d| d <= Instant::now());
+    if st.rv == st.ctrl.last_rv && !st.ctrl.dirty && !due {
+        return;
+    }
+    st.ctrl.last_rv = st.rv;
+    st.ctrl.dirty = false;
+    reconcile(st);
 }
 
 fn hash_str(v: &Value) -> String {
@@ -171,6 +196,7 @@ pub fn reconcile(st: &mut State) {
         st.objects.iter().filter(|(k, _)| matches!(k.0, resources::DEPLOY | resources::STS | resources::JOB)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let live: HashSet<String> = workloads.iter().filter_map(|(_, v)| v.pointer("/metadata/uid").and_then(Value::as_str).map(String::from)).collect();
     st.ctrl.seen.retain(|k, _| live.contains(k));
+    let mut next_deadline: Option<Instant> = None;
     for (key, w) in workloads {
         let res = key.0;
         let uid = w["metadata"]["uid"].as_str().unwrap_or("").to_string();
@@ -196,6 +222,10 @@ pub fn reconcile(st: &mut State) {
         if crash.is_some() {
             ready = false;
             never = true;
+        }
+        if let (false, false, Some(d)) = (ready, never, st.opts.ready_after) {
+            let due = since + d;
+            next_deadline = Some(next_deadline.map_or(due, |n| n.min(due)));
         }
         let is_job = res == resources::JOB;
         let replicas = if is_job { 1 } else { w.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) };
@@ -384,4 +414,5 @@ pub fn reconcile(st: &mut State) {
         };
         set_status(st, res, &key, status);
     }
+    st.ctrl.next_deadline = next_deadline;
 }

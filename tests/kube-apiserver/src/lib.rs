@@ -356,7 +356,9 @@ impl TestServer {
 
     /// Decides whether workloads' pods start (see [`PodCheck`]).
     pub fn set_pod_check(&self, check: PodCheck) {
-        self.st().pod_check = Some(check);
+        let mut st = self.st();
+        st.pod_check = Some(check);
+        st.ctrl.touch();
     }
 
     /// The environment the first container of a workload (Deployment, StatefulSet, Job) gets.
