@@ -11,3 +11,4 @@ pub mod engine;
 pub mod env;
 pub mod files;
 pub mod cli;
+pub mod build_info;

@@ -2,6 +2,7 @@
 //! [`crate::engine`]; this module only chooses what to run and how to show it.
 
 pub mod args;
+pub mod dist;
 pub mod fmt;
 pub mod progress;
 
@@ -160,14 +161,44 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::Output { name, json, raw } => output(&mut ctx, name.as_deref(), json, raw),
         Command::ForceUnlock { id, even_if_running } => force_unlock(&mut ctx, &id, even_if_running),
         Command::Init { migrate_state, from_backend_config, force, lock_timeout } => init_cmd(&mut ctx, migrate_state, &from_backend_config, force, lock_timeout),
-        Command::Version { json } => {
-            if json {
-                let _ = writeln!(ctx.io.out, "{}", json!({"kdeploy_version": VERSION, "state_format": kdeploy_state::STATE_VERSION, "plan_format": crate::plan::PLAN_FORMAT_VERSION, "providers": env.providers.names().collect::<Vec<_>>()}));
-            } else {
-                let _ = writeln!(ctx.io.out, "kdeploy v{VERSION}");
-                let _ = writeln!(ctx.io.out, "providers: {}", env.providers.names().collect::<Vec<_>>().join(", "));
-            }
-            EXIT_OK
+        Command::Version { json } => version(&mut ctx, json),
+        Command::Completion { shell } => completion(&mut ctx, shell),
+        Command::Man { out_dir } => man(&mut ctx, out_dir.as_deref()),
+    }
+}
+
+fn version(ctx: &mut Ctx<'_, '_>, json: bool) -> i32 {
+    let providers: Vec<&str> = ctx.env.providers.names().collect();
+    let text = if json { format!("{}\n", dist::version_json(&providers)) } else { dist::version_text(&providers) };
+    let _ = write!(ctx.io.out, "{text}");
+    EXIT_OK
+}
+
+fn completion(ctx: &mut Ctx<'_, '_>, shell: clap_complete::Shell) -> i32 {
+    match dist::completion(&mut *ctx.io.out, shell) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            ctx.error("Cannot write the completion script", &e.to_string());
+            EXIT_ERROR
+        }
+    }
+}
+
+fn man(ctx: &mut Ctx<'_, '_>, out_dir: Option<&Path>) -> i32 {
+    let result = match out_dir {
+        None => dist::man_page(&mut *ctx.io.out),
+        Some(dir) => {
+            let dir = if dir.is_absolute() { dir.to_path_buf() } else { ctx.env.cwd.join(dir) };
+            dist::man_pages(&dir).map(|()| {
+                let _ = writeln!(ctx.io.out, "Wrote kdeploy.1 and one page per command to {}", dir.display());
+            }).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
+        }
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            ctx.error("Cannot write the man pages", &e.to_string());
+            EXIT_ERROR
         }
     }
 }
