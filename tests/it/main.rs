@@ -18,3 +18,4 @@ mod components;
 mod reliability;
 mod crash;
 mod fuzz;
+mod dist;
