@@ -66,7 +66,8 @@ fn git_info() -> GitInfo {
 
 /// Seconds since the epoch: `SOURCE_DATE_EPOCH` when set, else now.
 fn build_epoch() -> i64 {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+    // Empty counts as unset (the Dockerfile passes its build argument through either way).
+    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.trim().is_empty()) {
         match v.trim().parse::<i64>() {
             Ok(secs) => return secs,
             Err(_) => println!("cargo:warning=SOURCE_DATE_EPOCH={v:?} is not a number of seconds; using the current time"),
