@@ -1,6 +1,7 @@
 //! kdeploy: declarative provisioning for the Kerberos.io video-surveillance stack.
 pub mod addr;
 pub mod apply;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod diag;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,11 +132,32 @@ pub enum Command {
         #[arg(long = "even-if-running")]
         even_if_running: bool,
     },
-    /// Print the version.
+    /// Print the version, the git commit and the build date.
+    #[command(after_help = "Examples:\n  kdeploy version\n  kdeploy version --json")]
     Version {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  kdeploy completion bash > ~/.local/share/bash-completion/completions/kdeploy\n  kdeploy completion zsh > ~/.zfunc/_kdeploy\n  kdeploy completion fish > ~/.config/fish/completions/kdeploy.fish\n  kdeploy completion powershell >> $PROFILE"
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(after_help = "Examples:\n  kdeploy man | man -l -\n  kdeploy man --out-dir ~/.local/share/man/man1   # kdeploy.1, kdeploy-plan.1, ...")]
+    Man {
+        /// Write kdeploy.1 and one page per command (kdeploy-plan.1, kdeploy-state-list.1, ...) here.
+        #[arg(long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// The command-line definition: the parser, and the source of the completions and man pages.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 #[derive(Debug, Subcommand)]

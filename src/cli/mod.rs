@@ -2,10 +2,12 @@
 //! [`crate::engine`]; this module only chooses what to run and how to show it.
 
 pub mod args;
+pub mod dist;
 pub mod fmt;
 pub mod progress;
 
 mod apply_cmd;
+mod dist_cmd;
 mod drift_cmd;
 mod graph_cmd;
 mod init_cmd;
@@ -14,6 +16,7 @@ mod show;
 mod state_cmd;
 
 use apply_cmd::{apply_file, apply_fresh};
+use dist_cmd::{completion, man, version};
 use drift_cmd::drift_cmd;
 use graph_cmd::graph;
 use init_cmd::init_cmd;
@@ -178,19 +181,9 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::Init { migrate_state, from_backend_config, force, lock_timeout } => {
             init_cmd(&mut ctx, migrate_state, &from_backend_config, force, lock_timeout)
         }
-        Command::Version { json } => {
-            if json {
-                let _ = writeln!(
-                    ctx.io.out,
-                    "{}",
-                    json!({"kdeploy_version": VERSION, "state_format": kdeploy_state::STATE_VERSION, "plan_format": crate::plan::PLAN_FORMAT_VERSION, "providers": env.providers.names().collect::<Vec<_>>()})
-                );
-            } else {
-                let _ = writeln!(ctx.io.out, "kdeploy v{VERSION}");
-                let _ = writeln!(ctx.io.out, "providers: {}", env.providers.names().collect::<Vec<_>>().join(", "));
-            }
-            EXIT_OK
-        }
+        Command::Version { json } => version(&mut ctx, json),
+        Command::Completion { shell } => completion(&mut ctx, shell),
+        Command::Man { out_dir } => man(&mut ctx, out_dir.as_deref()),
     }
 }
 

@@ -353,7 +353,6 @@ cluster "k8s" {{
 
 drift_schedule "nightly" {{
   schedule   = "17 3 * * *"
-  image      = "registry.example.com/kdeploy:0.1.0"
   files      = {{ "main.hcl" = file("main.hcl") }}
   namespaces = ["kerberos-agent", "kerberos-vault"]
   notify     = var.webhook
@@ -372,6 +371,7 @@ drift_schedule "nightly" {{
     assert_eq!(cj["spec"]["schedule"], "17 3 * * *");
     let c = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["args"], json!(["-C", "/stack", "drift", "--detailed-exitcode", "--notify", "$(NOTIFY_URL)"]));
+    assert_eq!(c["image"], json!(kdeploy_provider::images::kdeploy()), "the release image of the running kdeploy by default");
     assert_eq!(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"], "drift-schedule-nightly");
     let cm = e.server.object("v1", "ConfigMap", Some("kdeploy"), "drift-schedule-nightly-stack").unwrap();
     assert_eq!(cm["data"]["main.hcl"], json!(text));
@@ -384,6 +384,12 @@ drift_schedule "nightly" {{
     }
     assert!(e.server.object("rbac.authorization.k8s.io/v1", "Role", Some("mongodb"), "drift-schedule-nightly-read").is_none(), "only the namespaces given");
     assert_eq!(run_with(e.s.path(), providers(), &["plan", "--detailed-exitcode"], vars.clone(), "").code, 0);
+    // The image can be overridden (a mirror, a fork's build).
+    e.s.write("main.hcl", &text.replace("  files      =", "  image      = \"registry.example.com/kdeploy:0.1.0\"\n  files      ="));
+    let r = run_with(e.s.path(), providers(), &["apply", "--auto-approve"], vars.clone(), "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let cj = e.server.object("batch/v1", "CronJob", Some("kdeploy"), "drift-schedule-nightly").expect("cronjob");
+    assert_eq!(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example.com/kdeploy:0.1.0");
     let r = run_with(e.s.path(), providers(), &["destroy", "--auto-approve"], vars, "");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(e.server.object("batch/v1", "CronJob", Some("kdeploy"), "drift-schedule-nightly").is_none());

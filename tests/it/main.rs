@@ -15,6 +15,7 @@ mod aws;
 mod azure;
 mod components;
 mod crash;
+mod dist;
 mod fuzz;
 mod gcp;
 mod kubernetes;

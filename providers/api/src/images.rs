@@ -19,6 +19,18 @@ pub const RABBITMQ: &str = "rabbitmq:3.13.7-management";
 /// Small utility image for init containers (waiting for a TCP port, seeding files).
 pub const BUSYBOX: &str = "busybox:1.36.1";
 
+/// Where kdeploy's own image is published: the release workflow
+/// (`.github/workflows/release.yml`) pushes `<this>:<version>` for every release tag. The one
+/// place to change for a fork (a test checks that the workflow pushes here).
+pub const KDEPLOY_REPOSITORY: &str = "ghcr.io/kerberos-io/kdeploy";
+
+/// kdeploy's release image of this version, the default image of `drift_schedule`, so the
+/// in-cluster job runs the kdeploy that deployed it. Every crate of the workspace shares the
+/// workspace's version, so this crate's version is the running kdeploy's.
+pub fn kdeploy() -> String {
+    format!("{KDEPLOY_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The default image of a component kind + type, when kdeploy runs it as a container.
 pub fn default_image(kind: crate::Kind, type_name: &str) -> Option<&'static str> {
     use crate::Kind::*;
@@ -37,7 +49,17 @@ pub fn default_image(kind: crate::Kind, type_name: &str) -> Option<&'static str>
 mod tests {
     #[test]
     fn no_image_floats() {
-        for image in [super::VAULT, super::AGENT, super::FACTORY, super::MONGODB, super::MINIO, super::MINIO_CLIENT, super::RABBITMQ, super::BUSYBOX] {
+        for image in [
+            super::VAULT,
+            super::AGENT,
+            super::FACTORY,
+            super::MONGODB,
+            super::MINIO,
+            super::MINIO_CLIENT,
+            super::RABBITMQ,
+            super::BUSYBOX,
+            super::kdeploy().as_str(),
+        ] {
             let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
             assert!(!tag.is_empty() && tag != "latest" && !tag.contains('/'), "{image} is not pinned");
         }
