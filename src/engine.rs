@@ -121,9 +121,7 @@ impl Loaded {
                         refs: &refs,
                         force_conflicts: false,
                     });
-                    let mut sensitive = d.sensitive.clone();
-                    sensitive.extend(d.schema.computed().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)));
-                    table.values.borrow_mut().insert(addr.clone(), object_value(&addr, &planned.planned, &sensitive));
+                    table.values.borrow_mut().insert(addr.clone(), object_value(&addr, &planned.planned, &d.planned_sensitive()));
                 }
                 Err(d) => diags.extend(d),
             }
@@ -148,14 +146,8 @@ impl Loaded {
         }
         let scope = ctx.scope(&ModulePath::root());
         for out in self.stack.root().outputs.values() {
-            match scope.eval(&out.value.expr, out.value.span.file) {
-                Ok(v) if v.is_sensitive() && !out.sensitive => diags.push(
-                    Diagnostic::error("Output refers to sensitive values", format!("The output {:?} would show a sensitive value.", out.name))
-                        .at(Some(out.value.span.clone()))
-                        .hint("add sensitive = true to the output block"),
-                ),
-                Ok(_) => {}
-                Err(d) => diags.push(d),
+            if let Err(d) = expand::root_output(&scope, out) {
+                diags.push(d);
             }
         }
         diags.sorted()
@@ -318,17 +310,7 @@ impl Finalizer for EngineFinalizer<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
-        let mut inputs = desired.inputs;
-        if let (Some(before), Value::Map(m)) = (&change.before, &mut inputs) {
-            let all = desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == "all");
-            for a in desired.schema.inputs() {
-                if (all || desired.lifecycle.ignore_changes.iter().any(|(n, _)| n == a.name))
-                    && let Some(v) = before.as_map().and_then(|b| b.get(a.name))
-                {
-                    m.insert(a.name.to_string(), v.clone());
-                }
-            }
-        }
+        let inputs = desired.inputs_keeping_ignored(change.before.as_ref());
         Ok((inputs, desired.sensitive))
     }
 
@@ -339,7 +321,7 @@ impl Finalizer for EngineFinalizer<'_> {
         let scope = ctx.scope(&ModulePath::root());
         let mut out = BTreeMap::new();
         for (name, o) in &l.stack.root().outputs {
-            if let Ok(v) = scope.eval(&o.value.expr, o.value.span.file)
+            if let Ok(v) = expand::root_output(&scope, o)
                 && !v.value.contains_unknown()
             {
                 let s = o.sensitive || v.is_sensitive();

@@ -518,6 +518,48 @@ pub struct Desired {
     pub lifecycle: Lifecycle,
 }
 
+impl Desired {
+    /// The desired inputs, with the live value of every attribute `ignore_changes` names
+    /// (planning and applying both use it, so both see the same inputs).
+    pub fn inputs_keeping_ignored(&self, live: Option<&Value>) -> Value {
+        let mut inputs = self.inputs.clone();
+        if let (Some(live), Value::Map(m)) = (live, &mut inputs) {
+            let ignored = &self.lifecycle.ignore_changes;
+            let ignore_all = ignored.iter().any(|(n, _)| n == "all");
+            for a in self.schema.inputs() {
+                if (ignore_all || ignored.iter().any(|(n, _)| n == a.name))
+                    && let Some(v) = live.as_map().and_then(|p| p.get(a.name))
+                {
+                    m.insert(a.name.to_string(), v.clone());
+                }
+            }
+        }
+        inputs
+    }
+
+    /// The sensitive paths of the planned value: the desired ones and every computed
+    /// sensitive attribute (generated secrets).
+    pub fn planned_sensitive(&self) -> Vec<AttrPath> {
+        let mut out = self.sensitive.clone();
+        out.extend(self.schema.attributes.iter().filter(|a| a.sensitive && a.computed).map(|a| AttrPath::attr(a.name)));
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The value of a root output; a sensitive value in an output not marked sensitive is an
+/// error (validate, plan and apply all evaluate outputs through this).
+pub fn root_output(scope: &Scope<'_>, decl: &super::OutputDecl) -> Result<Marked, Diagnostic> {
+    let v = scope.eval(&decl.value.expr, decl.value.span.file)?;
+    if v.is_sensitive() && !decl.sensitive {
+        return Err(Diagnostic::error("Output refers to sensitive values", format!("The output {:?} would show a sensitive value.", decl.name))
+            .at(Some(decl.value.span.clone()))
+            .hint("add sensitive = true to the output block (the value is then hidden in plans and `kdeploy output`)"));
+    }
+    Ok(v)
+}
+
 /// The key every component object value carries, so that a reference can be passed through
 /// variables, locals and modules and still be recognised as a component.
 pub const ADDRESS_KEY: &str = "address";

@@ -4,7 +4,7 @@ use super::{Action, OutputChange, PlanOptions};
 use crate::addr::ModulePath;
 use crate::config::Stack;
 use crate::config::eval::Ctx;
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::Diagnostics;
 use kdeploy_provider::Value;
 use kdeploy_state::State;
 
@@ -21,12 +21,7 @@ pub fn changes(stack: &Stack, state: &State, ctx: &Ctx<'_>, options: &PlanOption
             }
             continue;
         }
-        match scope.eval(&decl.value.expr, decl.value.span.file) {
-            Ok(v) if v.is_sensitive() && !decl.sensitive => diags.push(
-                Diagnostic::error("Output refers to sensitive values", format!("The output {name:?} would show a sensitive value."))
-                    .at(Some(decl.value.span.clone()))
-                    .hint("add sensitive = true to the output block (the value is then hidden in plans and `kdeploy output`)"),
-            ),
+        match crate::config::expand::root_output(&scope, decl) {
             Ok(v) => {
                 let action = match &before {
                     None => Action::Create,

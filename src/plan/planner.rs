@@ -175,14 +175,14 @@ impl Planner<'_> {
         let (refs, cluster) = self.references(&desired);
         let prior = self.refreshed.live_value(addr);
         let recorded = self.state.resource(&addr.to_string()).map(state_attrs);
-        let inputs = inputs_keeping_ignored(&desired, prior.as_ref());
+        let inputs = desired.inputs_keeping_ignored(prior.as_ref());
         let subject = Subject { addr: addr.clone(), desired: &desired, provider_name, provider, prior, recorded, inputs, refs, cluster };
         let Some((decision, after, replace_paths)) = self.decide(&subject).await else { return };
         let after = keep_generated_secrets(&subject, &decision, after);
         if decision.action.is_replace() && desired.lifecycle.prevent_destroy {
             self.diags.push(prevent_destroy_diag(addr, self.expanded.decl(self.stack, addr).map(|d| d.span.clone())));
         }
-        let after_sensitive = after_sensitive(&desired);
+        let after_sensitive = desired.planned_sensitive();
         self.resolver.values.borrow_mut().insert(addr.clone(), object_value(addr, &after, &after_sensitive));
         let change = self.change(subject, decision, after, after_sensitive, replace_paths);
         self.changes.push(change);
@@ -312,33 +312,6 @@ impl Planner<'_> {
             deferred,
         }
     }
-}
-
-/// The desired inputs, with the live value of every attribute `ignore_changes` names.
-fn inputs_keeping_ignored(desired: &Desired, prior: Option<&Value>) -> Value {
-    let mut inputs = desired.inputs.clone();
-    if let (Some(prior), Value::Map(m)) = (prior, &mut inputs) {
-        let ignored = &desired.lifecycle.ignore_changes;
-        let ignore_all = ignored.iter().any(|(n, _)| n == "all");
-        for a in desired.schema.inputs() {
-            if (ignore_all || ignored.iter().any(|(n, _)| n == a.name))
-                && let Some(v) = prior.as_map().and_then(|p| p.get(a.name))
-            {
-                m.insert(a.name.to_string(), v.clone());
-            }
-        }
-    }
-    inputs
-}
-
-/// The sensitive paths of the planned value: the desired ones and every computed sensitive
-/// attribute (generated secrets).
-fn after_sensitive(desired: &Desired) -> Vec<AttrPath> {
-    let mut out = desired.sensitive.clone();
-    out.extend(desired.schema.attributes.iter().filter(|a| a.sensitive && a.computed).map(|a| AttrPath::attr(a.name)));
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// Generated secrets outlive a replacement or an out-of-band deletion: data kept in volumes was
