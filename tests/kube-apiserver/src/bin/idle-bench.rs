@@ -1,6 +1,8 @@
 //! The test API server's own cost: idle CPU and LIST latency with 3,000 objects (1,000
-//! Deployments with their Pods, 1,000 ConfigMaps). `cargo bench -p kdeploy-kube-testserver
-//! --bench idle` (`KUBE_BENCH_DEPLOYMENTS` changes the size).
+//! Deployments with their Pods, 1,000 ConfigMaps):
+//! `cargo run --release -p kdeploy-kube-testserver --bin idle-bench` (`KUBE_BENCH_DEPLOYMENTS`
+//! changes the size). A binary rather than a cargo bench so that it does not build the
+//! crate's dev-dependencies (kube, k8s-openapi) with the release profile.
 
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used)]
