@@ -229,12 +229,64 @@ pub enum GraphFormat {
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct VarArgs {
-    /// Set a root variable: NAME=VALUE (repeatable; later wins).
+    /// Set a root variable: NAME=VALUE (repeatable; with -var-file, later on the command line wins).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub var: Vec<String>,
-    /// Read variables from a file of NAME = VALUE lines (repeatable).
+    /// Read variables from a file of NAME = VALUE lines (repeatable; with -var, later wins).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_file: Vec<PathBuf>,
+    /// The order of `var` and `var_file` on the command line (filled by [`Cli::parse_ordered`];
+    /// empty: every -var, then every -var-file).
+    #[arg(skip)]
+    pub order: Vec<VarSlot>,
+}
+
+/// One -var (`Var(i)`: `var[i]`) or -var-file (`File(i)`: `var_file[i]`), in command-line order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarSlot {
+    Var(usize),
+    File(usize),
+}
+
+impl VarArgs {
+    /// The slots in command-line order.
+    pub fn slots(&self) -> Vec<VarSlot> {
+        if self.order.is_empty() {
+            (0..self.var.len()).map(VarSlot::Var).chain((0..self.var_file.len()).map(VarSlot::File)).collect()
+        } else {
+            self.order.clone()
+        }
+    }
+}
+
+impl Cli {
+    /// Parses `args` and records the command-line order of -var and -var-file, which clap's
+    /// derived fields lose (Terraform applies them in the order given).
+    pub fn parse_ordered(args: Vec<String>) -> Result<Cli, clap::Error> {
+        use clap::FromArgMatches;
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Some((_, sub)), Some(vars)) = (matches.subcommand(), cli.command.var_args_mut()) {
+            let at = |id: &str| sub.indices_of(id).map(Iterator::collect::<Vec<usize>>).unwrap_or_default();
+            let mut slots: Vec<(usize, VarSlot)> = at("var").into_iter().enumerate().map(|(n, i)| (i, VarSlot::Var(n))).collect();
+            slots.extend(at("var_file").into_iter().enumerate().map(|(n, i)| (i, VarSlot::File(n))));
+            slots.sort_by_key(|(i, _)| *i);
+            vars.order = slots.into_iter().map(|(_, s)| s).collect();
+        }
+        Ok(cli)
+    }
+}
+
+impl Command {
+    /// The -var/-var-file arguments of the commands that take them.
+    fn var_args_mut(&mut self) -> Option<&mut VarArgs> {
+        match self {
+            Command::Plan(p) | Command::Apply { plan: p, .. } | Command::Destroy { plan: p, .. } => Some(&mut p.vars),
+            Command::Drift(d) => Some(&mut d.vars),
+            Command::Graph { vars, .. } => Some(vars),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Args)]

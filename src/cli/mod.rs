@@ -29,7 +29,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::Parser;
 use kdeploy_state::{Locked, State, StateError, StateStore};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -106,16 +105,18 @@ impl Ctx<'_, '_> {
     fn load(&mut self, vars: &args::VarArgs, source: &VarSource, allow_missing: bool) -> Result<Loaded, LoadError> {
         let mut var_args = Vec::new();
         let mut errs = Diagnostics::new();
-        // -var and -var-file keep their relative order on the command line.
-        for v in &vars.var {
-            match VarArg::parse_var(v) {
-                Ok(a) => var_args.push(a),
-                Err(e) => errs.push(Diagnostic::error("Invalid -var option", e).hint("use -var NAME=VALUE")),
+        // -var and -var-file apply in their command-line order: the later one wins.
+        for slot in vars.slots() {
+            match slot {
+                args::VarSlot::Var(i) => match VarArg::parse_var(&vars.var[i]) {
+                    Ok(a) => var_args.push(a),
+                    Err(e) => errs.push(Diagnostic::error("Invalid -var option", e).hint("use -var NAME=VALUE")),
+                },
+                args::VarSlot::File(i) => {
+                    let f = &vars.var_file[i];
+                    var_args.push(VarArg::File(if f.is_absolute() { f.clone() } else { self.env.cwd.join(f) }));
+                }
             }
-        }
-        for f in &vars.var_file {
-            let p = if f.is_absolute() { f.clone() } else { self.env.cwd.join(f) };
-            var_args.push(VarArg::File(p));
         }
         if errs.has_errors() {
             return Err(LoadError { sources: SourceMap::new(), diags: errs });
@@ -137,7 +138,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
     // One process-wide TLS crypto provider before any client exists: kube links rustls with
     // ring and the AWS SDK with aws-lc-rs, and with both present rustls cannot choose.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = match Cli::try_parse_from(args::normalize(args)) {
+    let cli = match Cli::parse_ordered(args::normalize(args)) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };

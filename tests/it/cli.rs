@@ -106,3 +106,24 @@ fn state_commands() {
     // The live objects were not touched.
     assert!(w.object("agent.cam[\"front\"]").is_some());
 }
+
+#[test]
+fn var_and_var_file_apply_in_command_line_order() {
+    // Only a variable and an output: the real binary plans it without any provider.
+    let s = TestStack::new(&[
+        ("order.hcl", "variable \"site\" {\n  default = \"default\"\n}\n\noutput \"site\" {\n  value = var.site\n}\n"),
+        ("prod.kdvars", "site = \"from-file\"\n"),
+    ]);
+    let site = |args: &[&str]| {
+        let mut all = vec!["plan"];
+        all.extend_from_slice(args);
+        let r = crate::support::run_limited(s.path(), &[], &all, 60);
+        assert_eq!(r.code, 0, "{}", r.text());
+        r.stdout.lines().find(|l| l.contains("+ site")).unwrap_or_default().trim().to_string()
+    };
+    assert_eq!(site(&["-var", "site=from-flag", "-var-file", "prod.kdvars"]), "+ site = \"from-file\"");
+    assert_eq!(site(&["-var-file", "prod.kdvars", "-var", "site=from-flag"]), "+ site = \"from-flag\"");
+    assert_eq!(site(&["-var-file=prod.kdvars", "-var=site=a", "-var-file", "prod.kdvars", "-var", "site=last"]), "+ site = \"last\"");
+    assert_eq!(site(&["--var-file", "prod.kdvars", "--var", "site=double-dash"]), "+ site = \"double-dash\"");
+    assert_eq!(site(&[]), "+ site = \"default\"");
+}
