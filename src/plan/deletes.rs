@@ -10,11 +10,10 @@ use super::{Action, ActionReason, Change, PlanOptions};
 use crate::addr::{Address, InstanceKey};
 use crate::config::Stack;
 use crate::config::expand::Expanded;
-use crate::diag::{Diagnostic, Diagnostics};
 
 /// The deletes of recorded components that are no longer wanted. One already gone is a delete
 /// without a live object (its state entry is dropped on apply).
-pub fn deletes(stack: &Stack, expanded: &Expanded, state: &State, refreshed: &Refreshed, options: &PlanOptions, diags: &mut Diagnostics) -> Vec<Change> {
+pub fn deletes(stack: &Stack, expanded: &Expanded, state: &State, refreshed: &Refreshed, options: &PlanOptions) -> Vec<Change> {
     let mut out = Vec::new();
     for r in &state.resources {
         let Some(addr) = parse_addr(&r.address) else { continue };
@@ -25,11 +24,6 @@ pub fn deletes(stack: &Stack, expanded: &Expanded, state: &State, refreshed: &Re
             out.push(Change { reason: Some(ActionReason::RecreateBecauseDeletedOutOfBand), before: None, cluster: None, ..delete(&addr, r, options) });
             continue;
         };
-        if let Some(decl) = expanded.decl(stack, &addr)
-            && decl.lifecycle.prevent_destroy
-        {
-            diags.push(prevent_destroy_diag(&addr, Some(decl.span.clone())));
-        }
         let cluster = r.attributes.get("cluster").and_then(|c| c.as_str()).and_then(|c| c.parse().ok());
         out.push(Change { reason: Some(why(stack, expanded, &addr, options)), before: Some(live), cluster, ..delete(&addr, r, options) });
     }
@@ -69,10 +63,4 @@ fn delete(addr: &Address, r: &ResourceState, options: &PlanOptions) -> Change {
         delete_data: options.delete_data,
         deferred: false,
     }
-}
-
-pub fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diagnostic {
-    Diagnostic::error("Instance cannot be destroyed", format!("{addr} has lifecycle.prevent_destroy set, but the plan would destroy it."))
-        .at(span)
-        .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
 }

@@ -12,7 +12,7 @@ use kdeploy_provider::{AttrPath, ComponentRef, Kind, PlanRequest, Provider, Refe
 use kdeploy_state::{PendingKind, State};
 
 use super::decide::{Decision, Facts, decide};
-use super::deletes::{deletes, prevent_destroy_diag};
+use super::deletes::deletes;
 use super::refresh::{PendingCtx, orphan_deletes, pending_notes, pending_reads, recorded_only, settled_pending};
 use super::{Change, PLAN_FORMAT_VERSION, Plan, PlanOptions, outputs, targets};
 use crate::addr::{Address, Target};
@@ -74,10 +74,19 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         }
     }
     let Planner { mut changes, mut diags, mut notes, .. } = planner;
-    changes.extend(deletes(stack, expanded, state, &refreshed, options, &mut diags));
+    changes.extend(deletes(stack, expanded, state, &refreshed, options));
     let orphans = orphan_deletes(&pending, expanded, &refreshed, options, &changes);
     changes.extend(orphans);
     targets::restrict(&mut changes, &target_list, graph, options, &mut diags);
+    // Only what this plan destroys is checked: a targeted destroy of other components is not
+    // blocked by a protected one it leaves alone.
+    for c in changes.iter().filter(|c| c.action == super::Action::Delete || c.action.is_replace()) {
+        if let Some(decl) = expanded.decl(stack, &c.address)
+            && decl.lifecycle.prevent_destroy
+        {
+            diags.push(prevent_destroy_diag(&c.address, Some(decl.span.clone())));
+        }
+    }
     if options.refresh_only {
         changes.clear();
     }
@@ -179,9 +188,6 @@ impl Planner<'_> {
         let subject = Subject { addr: addr.clone(), desired: &desired, provider_name, provider, prior, recorded, inputs, refs, cluster };
         let Some((decision, after, replace_paths)) = self.decide(&subject).await else { return };
         let after = keep_generated_secrets(&subject, &decision, after);
-        if decision.action.is_replace() && desired.lifecycle.prevent_destroy {
-            self.diags.push(prevent_destroy_diag(addr, self.expanded.decl(self.stack, addr).map(|d| d.span.clone())));
-        }
         let after_sensitive = desired.planned_sensitive();
         self.resolver.values.borrow_mut().insert(addr.clone(), object_value(addr, &after, &after_sensitive));
         let change = self.change(subject, decision, after, after_sensitive, replace_paths);
@@ -336,4 +342,10 @@ fn keep_generated_secrets(s: &Subject<'_>, decision: &Decision, mut after: Value
 fn prefixed(addr: &Address, message: &str) -> String {
     let a = addr.to_string();
     if message.starts_with(&format!("{a}: ")) { message.to_string() } else { format!("{a}: {message}") }
+}
+
+fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diagnostic {
+    Diagnostic::error("Instance cannot be destroyed", format!("{addr} has lifecycle.prevent_destroy set, but the plan would destroy it."))
+        .at(span)
+        .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
 }

@@ -34,6 +34,10 @@ pub fn restrict(changes: &mut Vec<Change>, targets: &[Target], graph: &DepGraph,
     if targets.is_empty() {
         return;
     }
+    diags.push(Diagnostic::warning(
+        "Resource targeting is in effect",
+        "You are creating a plan with the -target option, which means that the result of this plan may not represent all of the changes requested by the current configuration.\n\nThe -target option is not for routine use, and is provided only for exceptional situations such as recovering from errors or mistakes, or when kdeploy specifically suggests to use it as part of an error message.",
+    ));
     let hits: Vec<Address> = changes.iter().map(|c| c.address.clone()).filter(|a| targets.iter().any(|t| a.matches(t))).collect();
     if hits.is_empty() {
         diags.push(Diagnostic::warning(

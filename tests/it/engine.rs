@@ -420,6 +420,16 @@ fn prevent_destroy_blocks_destroy_and_replacement() {
     let r = run(s.path(), &w, &["plan", "-replace", "database.meta"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("Instance cannot be destroyed"), "{}", r.stderr);
+    // A targeted destroy that leaves the protected database alone is not blocked by it, and
+    // says that the plan is partial.
+    let r = run(s.path(), &w, &["destroy", "--auto-approve", "-target", "agent.cam[\"a\"]"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Resource targeting is in effect"), "{}", r.stdout);
+    assert!(w.object("agent.cam[\"a\"]").is_none() && w.object("database.meta").is_some());
+    // Targeting the database (or what it needs to go first) is still refused.
+    let r = run(s.path(), &w, &["destroy", "--auto-approve", "-target", "database.meta"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("database.meta has lifecycle.prevent_destroy set"), "{}", r.stderr);
 }
 
 #[test]
