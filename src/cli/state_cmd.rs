@@ -81,8 +81,11 @@ pub(super) fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
         StateCommand::Pull => state_pull(ctx),
         StateCommand::Push { file, force, lock_timeout } => state_push(ctx, &file, force, lock_timeout),
         StateCommand::Mv { source, destination, lock_timeout } => edit_state(ctx, "state mv", lock_timeout, |state, out| {
-            let n = state.mv(&source, &destination).map_err(|e| e.to_string())?;
-            let _ = writeln!(out, "Move {source:?} to {destination:?}\nSuccessfully moved {n} object(s).");
+            let moved = state.mv_checked(&source, &destination, &same_kind).map_err(|e| e.to_string())?;
+            for (old, new) in &moved {
+                let _ = writeln!(out, "Moved {old} to {new}");
+            }
+            let _ = writeln!(out, "Successfully moved {} component(s). The live objects were not touched.", moved.len());
             Ok(())
         }),
     }
@@ -207,4 +210,22 @@ pub(super) fn force_unlock(ctx: &mut Ctx<'_, '_>, id: &str, even_if_running: boo
             EXIT_ERROR
         }
     }
+}
+
+/// A component keeps its kind when it moves: `database.meta` cannot become `broker.meta`, which
+/// the next plan would read as a broker holding a database's attributes.
+fn same_kind(r: &kdeploy_state::ResourceState, to: &str) -> Result<(), StateError> {
+    let invalid = |reason: String| StateError::InvalidAddress { address: to.to_string(), reason };
+    let addr: crate::addr::Address = to.parse().map_err(|e: crate::addr::AddrParseError| invalid(e.to_string()))?;
+    if addr.kind.keyword() != r.kind {
+        return Err(invalid(format!(
+            "{} is a {}, and a {} address cannot hold it; move it to a {} address (e.g. {}.NAME)",
+            r.address,
+            r.kind,
+            addr.kind.keyword(),
+            r.kind,
+            r.kind
+        )));
+    }
+    Ok(())
 }

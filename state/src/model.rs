@@ -193,6 +193,17 @@ impl State {
     /// already taken by a resource that is not itself being moved. Returns how many resources
     /// moved.
     pub fn mv(&mut self, from: &str, to: &str) -> Result<usize, StateError> {
+        self.mv_checked(from, to, &|_, _| Ok(())).map(|moved| moved.len())
+    }
+
+    /// [`State::mv`], with `check` asked about every (resource, new address) first: the first
+    /// refusal stops the move with nothing changed. Returns the moves, (old, new), in order.
+    pub fn mv_checked(
+        &mut self,
+        from: &str,
+        to: &str,
+        check: &dyn Fn(&ResourceState, &str) -> Result<(), StateError>,
+    ) -> Result<Vec<(String, String)>, StateError> {
         if to.is_empty() {
             return Err(StateError::InvalidAddress { address: to.to_string(), reason: "the destination address is empty".to_string() });
         }
@@ -209,6 +220,9 @@ impl State {
             if !renames.contains_key(new) && self.resource(new).is_some() {
                 return Err(StateError::DestinationExists { from: old.clone(), to: new.clone() });
             }
+            if let Some(r) = self.resource(old) {
+                check(r, new)?;
+            }
         }
         // Destinations are distinct because they share the `to` prefix followed by distinct
         // suffixes, so no resource is lost below.
@@ -223,7 +237,7 @@ impl State {
             }
         }
         self.resources.sort_by(|a, b| a.address.cmp(&b.address));
-        Ok(renames.len())
+        Ok(renames.into_iter().collect())
     }
 
     /// Records that an operation on `address` starts; returns its id for

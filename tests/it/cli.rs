@@ -127,3 +127,31 @@ fn var_and_var_file_apply_in_command_line_order() {
     assert_eq!(site(&["--var-file", "prod.kdvars", "--var", "site=double-dash"]), "+ site = \"double-dash\"");
     assert_eq!(site(&[]), "+ site = \"default\"");
 }
+
+#[test]
+fn state_mv_keeps_kinds_refuses_occupied_addresses_and_says_what_it_did() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(&[("a", "rtsp://10.0.0.1/s1"), ("b", "rtsp://10.0.0.2/s1")]))]);
+    let w = FakeWorld::new();
+    assert_eq!(run(s.path(), &w, &["apply", "--auto-approve"]).code, 0);
+    let before = std::fs::read(s.state_path()).unwrap();
+    let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
+
+    let r = bin(&["state", "mv", "database.meta", "broker.meta"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("database.meta is a database, and a broker address cannot hold it"), "{}", r.text());
+    let r = bin(&["state", "mv", "agent.cam[\"a\"]", "agent.cam[\"b\"]"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("agent.cam[\"b\"]"), "{}", r.text());
+    assert_eq!(std::fs::read(s.state_path()).unwrap(), before, "refused moves change nothing");
+
+    let r = bin(&["state", "mv", "agent.cam", "agent.camera"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout.contains("Moved agent.cam[\"a\"] to agent.camera[\"a\"]\nMoved agent.cam[\"b\"] to agent.camera[\"b\"]\nSuccessfully moved 2 component(s)."),
+        "{}",
+        r.text()
+    );
+    let r = bin(&["state", "rm", "agent.camera[\"b\"]"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("Removed agent.camera[\"b\"]"), "{}", r.text());
+}
