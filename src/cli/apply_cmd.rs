@@ -70,7 +70,7 @@ pub(super) fn forget_settled(ctx: &mut Ctx<'_, '_>, plan: &Plan, state: &mut Sta
 }
 
 pub(super) async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::ApplyArgs) -> i32 {
-    let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
+    let path = ctx.path(file);
     let plan = match planfile::load(&path) {
         Ok(p) => p,
         Err(e) => {
@@ -124,20 +124,28 @@ pub(super) async fn do_apply(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, plan: &Plan
     if outcome.state_error.is_some() {
         save_errored_state(ctx, state);
     }
-    summarize(ctx, plan, &outcome)
+    let code = summarize(ctx, plan, &outcome);
+    // As Terraform: a successful apply ends with the root outputs (sensitive ones hidden).
+    if code == EXIT_OK && !plan.options.destroy && !state.outputs.is_empty() {
+        let _ = writeln!(ctx.io.out, "\nOutputs:\n");
+        for (name, o) in &state.outputs {
+            let _ = writeln!(ctx.io.out, "{name} = {}", output_text(o));
+        }
+    }
+    code
 }
 
 /// After a failed state write during apply: keeps the unsaved state in `errored.kdstate` in the
 /// working directory (sensitive values encrypted when a state key is set) and says how to push it.
 pub(super) fn save_errored_state(ctx: &mut Ctx<'_, '_>, state: &State) {
-    let path = ctx.env.cwd.join("errored.kdstate");
+    let path = ctx.dir.join("errored.kdstate");
     let key = kdeploy_state::StateKey::from_env(&ctx.env.vars, &ctx.dir).unwrap_or_default();
     let written = kdeploy_state::crypt::encode_sealed(state, key.as_ref()).map_err(|e| e.to_string()).and_then(|bytes| {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(|e| e.to_string())?;
         f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| e.to_string())
     });
-    let chdir = if ctx.dir != ctx.env.cwd { format!("-C {} ", ctx.dir.display()) } else { String::new() };
+    let chdir = ctx.chdir_flag();
     match written {
         Ok(()) => ctx.error(
             "State saved to errored.kdstate",

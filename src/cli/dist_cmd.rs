@@ -23,7 +23,7 @@ pub(super) fn man(ctx: &mut Ctx<'_, '_>, out_dir: Option<&Path>) -> i32 {
     let result = match out_dir {
         None => dist::man_page(&mut *ctx.io.out),
         Some(dir) => {
-            let dir = if dir.is_absolute() { dir.to_path_buf() } else { ctx.env.cwd.join(dir) };
+            let dir = ctx.path(dir);
             dist::man_pages(&dir)
                 .map(|()| {
                     let _ = writeln!(ctx.io.out, "Wrote kdeploy.1 and one page per command to {}", dir.display());

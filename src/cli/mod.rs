@@ -21,7 +21,7 @@ use drift_cmd::drift_cmd;
 use graph_cmd::graph;
 use init_cmd::init_cmd;
 use plan_cmd::{make_plan, plan_cmd};
-use show::{output, show, state_resource_text};
+use show::{output, output_text, show, state_resource_text};
 use state_cmd::{force_unlock, read_state, state_cmd, state_store};
 
 use std::collections::BTreeMap;
@@ -114,7 +114,7 @@ impl Ctx<'_, '_> {
                 },
                 args::VarSlot::File(i) => {
                     let f = &vars.var_file[i];
-                    var_args.push(VarArg::File(if f.is_absolute() { f.clone() } else { self.env.cwd.join(f) }));
+                    var_args.push(VarArg::File(self.path(f)));
                 }
             }
         }
@@ -263,6 +263,27 @@ impl Ctx<'_, '_> {
                 self.io.err,
                 "Warning: could not release the state lock of {location}: {e}. If the next run finds it held, `kdeploy force-unlock ID` releases it."
             );
+        }
+    }
+
+    /// A path given on the command line: as in Terraform, relative paths are relative to the
+    /// -C directory (kdeploy switches to it before running the command).
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// `-C DIR ` when the stack directory is not the current one, so that a command kdeploy
+    /// suggests runs as printed from where the user is.
+    fn chdir_flag(&self) -> String {
+        if self.dir == self.env.cwd {
+            return String::new();
+        }
+        let dir = self.dir.strip_prefix(&self.env.cwd).map(Path::to_path_buf).unwrap_or_else(|_| self.dir.clone());
+        let shown = dir.display().to_string();
+        if shown.chars().any(|c| c.is_whitespace() || "'\"$`\\".contains(c)) {
+            format!("-C '{}' ", shown.replace('\'', "'\\''"))
+        } else {
+            format!("-C {shown} ")
         }
     }
 

@@ -69,13 +69,15 @@ pub(super) async fn plan_cmd(ctx: &mut Ctx<'_, '_>, p: PlanArgs) -> i32 {
         let _ = write!(ctx.io.out, "{}", render::plan(ctx.style, &plan));
     }
     if let Some(out) = &p.out {
-        let path = if out.is_absolute() { out.clone() } else { ctx.env.cwd.join(out) };
+        let path = ctx.path(out);
         if let Err(e) = planfile::save(&plan, &path) {
             ctx.error("Cannot save plan", &e.to_string());
             return EXIT_ERROR;
         }
         if !p.json {
-            let _ = writeln!(ctx.io.out, "\nSaved the plan to: {}\nTo perform exactly these actions, run: kdeploy apply {}", out.display(), out.display());
+            let chdir = ctx.chdir_flag();
+            let _ =
+                writeln!(ctx.io.out, "\nSaved the plan to: {}\nTo perform exactly these actions, run: kdeploy {chdir}apply {}", out.display(), out.display());
         }
     }
     if p.detailed_exitcode && plan.has_changes() { EXIT_CHANGES } else { EXIT_OK }

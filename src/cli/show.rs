@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) fn show(ctx: &mut Ctx<'_, '_>, file: Option<&Path>, json: bool) -> i32 {
     if let Some(file) = file {
-        let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
+        let path = ctx.path(file);
         return match planfile::load(&path) {
             Ok(plan) => {
                 if json {
@@ -126,6 +126,11 @@ pub(super) fn output(ctx: &mut Ctx<'_, '_>, name: Option<&str>, json: bool, raw:
                     .map(|(k, o)| (k.clone(), json!({"sensitive": o.sensitive, "value": if o.sensitive { serde_json::Value::Null } else { o.value.clone() }})))
                     .collect();
                 let _ = writeln!(ctx.io.out, "{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+            } else if state.outputs.is_empty() {
+                let _ = writeln!(
+                    ctx.io.err,
+                    "Warning: No outputs found\n\nThe state has no outputs: the stack declares none, or they have not been applied yet (`kdeploy apply` records them)."
+                );
             } else {
                 for (k, o) in &state.outputs {
                     let _ = writeln!(ctx.io.out, "{k} = {}", output_text(o));

@@ -149,7 +149,7 @@ pub(super) fn state_pull(ctx: &mut Ctx<'_, '_>) -> i32 {
 }
 
 pub(super) fn state_push(ctx: &mut Ctx<'_, '_>, file: &Path, force: bool, timeout: std::time::Duration) -> i32 {
-    let path = if file.is_absolute() { file.to_path_buf() } else { ctx.env.cwd.join(file) };
+    let path = ctx.path(file);
     let pushed = match crate::files::read(&path, crate::files::PLAN_LIMIT)
         .map_err(|e| e.0)
         .and_then(|b| kdeploy_state::decode(&b, &path.display().to_string()).map_err(|e| e.to_string()))

@@ -155,3 +155,40 @@ fn state_mv_keeps_kinds_refuses_occupied_addresses_and_says_what_it_did() {
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("Removed agent.camera[\"b\"]"), "{}", r.text());
 }
+
+#[test]
+fn with_chdir_paths_are_relative_to_the_stack_and_hints_run_as_printed() {
+    let parent = tempfile::tempdir().unwrap();
+    let stack = parent.path().join("stack");
+    std::fs::create_dir_all(&stack).unwrap();
+    std::fs::write(stack.join("main.hcl"), "variable \"site\" {\n  default = \"x\"\n}\n\noutput \"site\" {\n  value = var.site\n}\n").unwrap();
+    std::fs::write(stack.join("prod.kdvars"), "site = \"prod\"\n").unwrap();
+    let from_parent = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy")).args(args).env("NO_COLOR", "1").current_dir(parent.path()).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = from_parent(&["-C", "stack", "plan", "-var-file", "prod.kdvars", "-out", "p.kdplan"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stack.join("p.kdplan").is_file(), "-out is relative to the -C directory");
+    let hint = stdout.lines().find_map(|l| l.strip_prefix("To perform exactly these actions, run: ")).expect("a hint").to_string();
+    assert_eq!(hint, "kdeploy -C stack apply p.kdplan");
+    let args: Vec<&str> = hint.split(' ').skip(1).collect();
+    let (code, stdout, stderr) = from_parent(&args);
+    assert_eq!(code, 0, "the hint runs as printed: {stdout}{stderr}");
+    let (_, stdout, _) = from_parent(&["-C", "stack", "output", "site"]);
+    assert_eq!(stdout.trim(), "\"prod\"");
+}
+
+#[test]
+fn output_before_apply_says_there_are_none_and_apply_ends_with_the_outputs() {
+    let s = TestStack::new(&[("main.hcl", "variable \"site\" {\n  default = \"x\"\n}\n\noutput \"site\" {\n  value = var.site\n}\n")]);
+    let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
+    let r = bin(&["output"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.text());
+    assert!(r.stderr.contains("No outputs found"), "{}", r.text());
+    let r = bin(&["output", "-json"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, "{}"), "{}", r.text());
+    let r = bin(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.ends_with("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.\n\nOutputs:\n\nsite = \"x\"\n"), "{}", r.text());
+}
