@@ -253,6 +253,13 @@ pub fn lock_and_read(store: Box<dyn StateStore>, operation: &str, timeout: Durat
     Ok((store, state))
 }
 
+/// Reads the state without taking the lock (`-lock=false`).
+pub fn read_unlocked(store: Box<dyn StateStore>) -> Result<(Locked, State), StateError> {
+    let mut store = Locked::unlocked(store);
+    let state = store.read()?.unwrap_or_else(|| State::new(VERSION));
+    Ok((store, state))
+}
+
 /// Refreshes and plans.
 pub async fn plan(loaded: &Loaded, state: &State, providers: &Providers, options: &PlanOptions) -> Result<Plan, Diagnostics> {
     let (mut plan, _) = planner::plan(PlanInput {

@@ -6,6 +6,13 @@ pub(super) fn approve(ctx: &mut Ctx<'_, '_>, auto: bool, destroy: bool) -> Resul
     if auto {
         return Ok(());
     }
+    if !ctx.input {
+        ctx.error(
+            "Approval required",
+            "kdeploy needs approval to apply, but -input=false forbids asking.\nRun with -auto-approve (after reviewing `kdeploy plan`), or apply a saved plan with `kdeploy apply FILE`.",
+        );
+        return Err(EXIT_ERROR);
+    }
     if !ctx.io.stdin_tty {
         ctx.error(
             "Approval required",

@@ -24,6 +24,9 @@ pub struct Cli {
     /// (repeatable; later wins). Applies to every command that opens state.
     #[arg(long = "backend-config", global = true, value_name = "KEY=VALUE")]
     pub backend_config: Vec<String>,
+    /// Ask for input when needed (`-input=false`: never ask; an apply then needs -auto-approve).
+    #[arg(long = "input", global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub input: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -320,6 +323,9 @@ pub struct PlanArgs {
     /// Wait this long for the state lock (e.g. 30s, 2m).
     #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: std::time::Duration,
+    /// Hold the state lock while running (`-lock=false`: do not; dangerous when others may run).
+    #[arg(long = "lock", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub lock: bool,
     /// Also delete volumes and buckets holding data (destroy and deletes).
     #[arg(long = "delete-data")]
     pub delete_data: bool,
@@ -370,6 +376,10 @@ const SINGLE_DASH: &[&str] = &[
     "migrate-state",
     "force",
     "even-if-running",
+    "input",
+    "lock",
+    "version",
+    "help",
 ];
 
 /// Rewrites Terraform-style `-flag` arguments to `--flag`.
@@ -384,7 +394,11 @@ pub fn normalize(args: Vec<String>) -> Vec<String> {
         }
         if let Some(rest) = a.strip_prefix('-').filter(|r| !r.starts_with('-')) {
             let name = rest.split('=').next().unwrap_or(rest);
-            if SINGLE_DASH.contains(&name) {
+            // Known flags, and any other word after one dash (a misspelled flag): clap then
+            // answers with the flag it resembles ("a similar argument exists: '--x'") instead
+            // of reading `-detailed-exitcodes` as the short options -d -e -t ...
+            let word = name.len() > 1 && name.starts_with(|c: char| c.is_ascii_alphabetic()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if SINGLE_DASH.contains(&name) || word {
                 out.push(format!("-{a}"));
                 continue;
             }

@@ -75,6 +75,8 @@ struct Ctx<'a, 'b> {
     style: Style,
     /// `-backend-config` and the environment, for opening the state store.
     backend: engine::BackendOptions,
+    /// `-input`: whether kdeploy may ask (approval).
+    input: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -165,7 +167,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         }
     };
     let backend = engine::BackendOptions { overrides, env: env.vars.clone() };
-    let mut ctx = Ctx { io, env, dir, style: Style { color }, backend };
+    let mut ctx = Ctx { io, env, dir, style: Style { color }, backend, input: cli.input };
     match cli.command {
         Command::Validate { json } => validate(&mut ctx, json),
         Command::Fmt { check, files } => fmt::run(&mut *ctx.io.out, &mut *ctx.io.err, &ctx.dir, check, &files),

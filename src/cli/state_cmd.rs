@@ -68,7 +68,8 @@ pub(super) fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
             for a in &addresses {
                 let gone = state.remove_matching(a);
                 if gone.is_empty() {
-                    return Err(format!("the state has nothing at {a}; `kdeploy state list` shows what it has"));
+                    let at = if a.is_empty() { "\"\" (an empty address)" } else { a.as_str() };
+                    return Err(format!("the state has nothing at {at}; `kdeploy state list` shows what it has"));
                 }
                 for r in gone {
                     let _ = writeln!(out, "Removed {}", r.address);

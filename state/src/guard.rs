@@ -21,9 +21,16 @@ impl Locked {
         Ok(Locked { store, held: true })
     }
 
+    /// The store without taking its lock (`-lock=false`): releasing it does nothing.
+    pub fn unlocked(store: Box<dyn StateStore>) -> Locked {
+        Locked { store, held: false }
+    }
+
     /// Releases the lock now.
     pub fn release(mut self) -> Result<(), StateError> {
-        self.held = false;
+        if !std::mem::replace(&mut self.held, false) {
+            return Ok(());
+        }
         self.store.unlock()
     }
 }

@@ -192,3 +192,28 @@ fn output_before_apply_says_there_are_none_and_apply_ends_with_the_outputs() {
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.ends_with("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.\n\nOutputs:\n\nsite = \"x\"\n"), "{}", r.text());
 }
+
+#[test]
+fn terraform_flags_input_lock_version_and_misspellings() {
+    let s = TestStack::new(&[("main.hcl", "variable \"site\" {\n  default = \"x\"\n}\n\noutput \"site\" {\n  value = var.site\n}\n")]);
+    let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
+    // A misspelled flag is answered with the flag it resembles.
+    let r = bin(&["plan", "-detailed-exitcodes"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("a similar argument exists: '--detailed-exitcode'"), "{}", r.text());
+    let r = bin(&["-version"]);
+    assert_eq!((r.code, r.stdout.starts_with("kdeploy ")), (0, true), "{}", r.text());
+    // -input=false: no question, so an apply with changes needs -auto-approve.
+    let r = bin(&["apply", "-input=false"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("-input=false forbids asking"), "{}", r.text());
+    // -lock=false plans while another process holds the lock; without it the plan waits for none.
+    let mut holder = kdeploy_state::LocalStore::new(s.state_path());
+    kdeploy_state::StateStore::lock(&mut holder, kdeploy_state::LockInfo::new("test", "0"), std::time::Duration::ZERO).unwrap();
+    let r = bin(&["plan"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("lock"), "{}", r.text());
+    let r = bin(&["plan", "-lock=false"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    kdeploy_state::StateStore::unlock(&mut holder).unwrap();
+}
