@@ -224,6 +224,21 @@ pub enum DriftFormat {
     Markdown,
 }
 
+impl PlanArgs {
+    /// The output format, `--json` included.
+    pub fn output_format(&self) -> PlanFormat {
+        if self.json { PlanFormat::Json } else { self.format }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PlanFormat {
+    #[default]
+    Human,
+    Json,
+    Markdown,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GraphFormat {
     Dot,
@@ -317,6 +332,10 @@ pub struct PlanArgs {
     /// Print the plan as JSON (the shape of `terraform show -json`).
     #[arg(long)]
     pub json: bool,
+    /// Output format of `plan`: human (default), json (as --json), or markdown (a summary
+    /// table and collapsible details, for a pull-request comment or $GITHUB_STEP_SUMMARY).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: PlanFormat,
     /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.
     #[arg(long = "detailed-exitcode")]
     pub detailed_exitcode: bool,
@@ -376,6 +395,7 @@ const SINGLE_DASH: &[&str] = &[
     "migrate-state",
     "force",
     "even-if-running",
+    "diagnostics-format",
     "input",
     "lock",
     "version",

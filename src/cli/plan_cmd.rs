@@ -43,7 +43,7 @@ pub(super) async fn make_plan(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, p: &PlanAr
         Ok(plan) => Ok((store, state, plan)),
         Err(diags) => {
             ctx.release(store);
-            if p.json {
+            if p.output_format() == args::PlanFormat::Json {
                 ctx.diags_json(&loaded.sources, &diags);
             } else {
                 ctx.diags(&loaded.sources, &diags);
@@ -57,7 +57,7 @@ pub(super) async fn plan_cmd(ctx: &mut Ctx<'_, '_>, p: PlanArgs) -> i32 {
     let loaded = match ctx.load(&p.vars, &VarSource::Inputs, false) {
         Ok(l) => l,
         Err(e) => {
-            if p.json {
+            if p.output_format() == args::PlanFormat::Json {
                 ctx.diags_json(&e.sources, &e.diags);
             } else {
                 ctx.diags(&e.sources, &e.diags);
@@ -70,10 +70,17 @@ pub(super) async fn plan_cmd(ctx: &mut Ctx<'_, '_>, p: PlanArgs) -> i32 {
         Err(code) => return code,
     };
     ctx.release(store);
-    if p.json {
-        let _ = writeln!(ctx.io.out, "{}", serde_json::to_string_pretty(&plan_json(&plan)).unwrap_or_default());
-    } else {
-        let _ = write!(ctx.io.out, "{}", render::plan(ctx.style, &plan));
+    let format = p.output_format();
+    match format {
+        args::PlanFormat::Json => {
+            let _ = writeln!(ctx.io.out, "{}", serde_json::to_string_pretty(&plan_json(&plan)).unwrap_or_default());
+        }
+        args::PlanFormat::Markdown => {
+            let _ = write!(ctx.io.out, "{}", crate::plan::markdown::markdown(&plan));
+        }
+        args::PlanFormat::Human => {
+            let _ = write!(ctx.io.out, "{}", render::plan(ctx.style, &plan));
+        }
     }
     if let Some(out) = &p.out {
         let path = ctx.path(out);
@@ -81,7 +88,7 @@ pub(super) async fn plan_cmd(ctx: &mut Ctx<'_, '_>, p: PlanArgs) -> i32 {
             ctx.error("Cannot save plan", &e.to_string());
             return EXIT_ERROR;
         }
-        if !p.json {
+        if format == args::PlanFormat::Human {
             let chdir = ctx.chdir_flag();
             let _ =
                 writeln!(ctx.io.out, "\nSaved the plan to: {}\nTo perform exactly these actions, run: kdeploy {chdir}apply {}", out.display(), out.display());

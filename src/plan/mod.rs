@@ -5,6 +5,7 @@
 pub mod decide;
 mod deletes;
 pub mod json;
+pub mod markdown;
 mod outputs;
 pub mod planfile;
 pub mod planner;

@@ -1,6 +1,8 @@
 //! Whole CLI runs (exit code, stdout, stderr) as insta snapshots, with paths, durations and
 //! ids filtered out.
 
+use std::collections::BTreeMap;
+
 use kdeploy_provider::fake::FakeWorld;
 
 use crate::support::{TestStack, basic_stack, run};
@@ -216,4 +218,37 @@ fn terraform_flags_input_lock_version_and_misspellings() {
     let r = bin(&["plan", "-lock=false"]);
     assert_eq!(r.code, 0, "{}", r.text());
     kdeploy_state::StateStore::unlock(&mut holder).unwrap();
+}
+
+#[test]
+fn markdown_plan_for_pull_requests() {
+    let s = TestStack::new(&[("main.hcl", &basic_stack(&[("front", "rtsp://10.0.0.1/s1"), ("back", "rtsp://10.0.0.2/s1")]))]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan", "--format", "markdown"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    insta::assert_snapshot!("plan_markdown", r.stdout);
+    assert!(!r.stdout.contains("fake-secret") && r.stdout.contains("(sensitive value)"), "sensitive values stay hidden");
+
+    // As GitHub shows it: the summary tables and one collapsible section per component.
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new_ext(&r.stdout, pulldown_cmark::Options::ENABLE_TABLES));
+    assert!(html.contains("<h3>kdeploy plan: 6 to add, 0 to change, 0 to destroy</h3>"), "{html}");
+    assert!(html.contains("<th>Kind</th>") && html.contains("<td>agent</td>") && html.contains("<th>Cluster</th>"), "{html}");
+    assert_eq!(html.matches("<details><summary>").count(), 6, "{html}");
+    assert!(html.contains("<summary>agent.cam[\"front\"] will be created</summary>"), "{html}");
+
+    // Past the size limit the rest is named, not detailed.
+    let loaded = kdeploy::engine::load(s.path(), &[], &BTreeMap::new(), &kdeploy::engine::VarSource::Inputs, false).ok().expect("loads");
+    let plan = tokio::runtime::Runtime::new().unwrap().block_on(kdeploy::engine::plan(&loaded, &kdeploy_state::State::new("t"), &crate::support::fake_providers(&w), &Default::default())).unwrap();
+    let short = kdeploy::plan::markdown::markdown_with_limit(&plan, 2_000);
+    assert!(short.len() < 2_500, "{short}");
+    assert!(short.contains("more components are left out") && short.contains("`vault.main`"), "{short}");
+}
+
+#[test]
+fn markdown_plan_through_the_binary() {
+    let s = TestStack::new(&[("main.hcl", "variable \"site\" {\n  default = \"x\"\n}\n\noutput \"site\" {\n  value = var.site\n}\n")]);
+    let r = crate::support::run_limited(s.path(), &[], &["plan", "-format=markdown"], 60);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(r.stdout, "### kdeploy plan: 0 to add, 0 to change, 0 to destroy\n\nRoot outputs change: 1.\n\n");
 }
