@@ -190,6 +190,37 @@ impl SourceMap {
         f.text[start..end].trim_end_matches(['\n', '\r'])
     }
 
+    /// A GitHub Actions workflow command (`::error file=F,line=L,col=C,title=SUMMARY::DETAIL`)
+    /// that shows the diagnostic on the line it names in a pull request's diff. Paths are made
+    /// relative to `base` (the repository root, `GITHUB_WORKSPACE`).
+    pub fn github(&self, d: &Diagnostic, base: &Path) -> String {
+        let level = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut props = Vec::new();
+        if let Some(span) = &d.span {
+            let path = self.path(span.file);
+            let shown = path.strip_prefix(base).map(|p| p.display().to_string()).unwrap_or_else(|_| self.display(span.file).to_string());
+            let start = self.pos(span.file, span.range.start);
+            let end = self.pos(span.file, span.range.end);
+            props.push(format!("file={}", github_property(&shown)));
+            props.push(format!("line={}", start.line));
+            props.push(format!("col={}", start.column));
+            if end.line > start.line {
+                props.push(format!("endLine={}", end.line));
+            } else if end.column > start.column {
+                props.push(format!("endColumn={}", end.column));
+            }
+        }
+        props.push(format!("title={}", github_property(&d.summary)));
+        let mut message = d.detail.clone();
+        if let Some(h) = &d.hint {
+            message.push_str(&format!("\nHint: {h}"));
+        }
+        format!("::{level} {}::{}", props.join(","), github_data(&message))
+    }
+
     /// `file:line:col` of a span's start.
     pub fn location(&self, span: &Span) -> String {
         let p = self.pos(span.file, span.range.start);
@@ -296,8 +327,24 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// Escapes a workflow command's message.
+fn github_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escapes a workflow command's property value.
+fn github_property(s: &str) -> String {
+    github_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn github_workflow_commands_are_escaped() {
+        assert_eq!(github_property("a:b,c%d\ne"), "a%3Ab%2Cc%25d%0Ae");
+        assert_eq!(github_data("a:b,c\r\n"), "a:b,c%0D%0A");
+    }
+
     use super::*;
 
     #[test]

@@ -27,8 +27,18 @@ pub struct Cli {
     /// Ask for input when needed (`-input=false`: never ask; an apply then needs -auto-approve).
     #[arg(long = "input", global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub input: bool,
+    /// How errors and warnings are printed: human (default), or github (also as GitHub Actions
+    /// annotations on standard output, shown on the lines they name in a pull request).
+    #[arg(long = "diagnostics-format", global = true, value_enum, default_value = "human")]
+    pub diagnostics_format: DiagnosticsFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiagnosticsFormat {
+    Human,
+    Github,
 }
 
 #[derive(Debug, Subcommand)]

@@ -77,10 +77,17 @@ struct Ctx<'a, 'b> {
     backend: engine::BackendOptions,
     /// `-input`: whether kdeploy may ask (approval).
     input: bool,
+    diagnostics_format: args::DiagnosticsFormat,
 }
 
 impl Ctx<'_, '_> {
     fn diags(&mut self, sources: &SourceMap, diags: &Diagnostics) {
+        if self.diagnostics_format == args::DiagnosticsFormat::Github {
+            let base = self.env.vars.get("GITHUB_WORKSPACE").map(PathBuf::from).unwrap_or_else(|| self.env.cwd.clone());
+            for d in &diags.0 {
+                let _ = writeln!(self.io.out, "{}", sources.github(d, &base));
+            }
+        }
         let text = sources.render_all(diags, self.style.color);
         let _ = write!(self.io.err, "{text}");
         if !text.is_empty() && !text.ends_with('\n') {
@@ -167,7 +174,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         }
     };
     let backend = engine::BackendOptions { overrides, env: env.vars.clone() };
-    let mut ctx = Ctx { io, env, dir, style: Style { color }, backend, input: cli.input };
+    let mut ctx = Ctx { io, env, dir, style: Style { color }, backend, input: cli.input, diagnostics_format: cli.diagnostics_format };
     match cli.command {
         Command::Validate { json } => validate(&mut ctx, json),
         Command::Fmt { check, files } => fmt::run(&mut *ctx.io.out, &mut *ctx.io.err, &ctx.dir, check, &files),

@@ -239,7 +239,10 @@ fn markdown_plan_for_pull_requests() {
 
     // Past the size limit the rest is named, not detailed.
     let loaded = kdeploy::engine::load(s.path(), &[], &BTreeMap::new(), &kdeploy::engine::VarSource::Inputs, false).ok().expect("loads");
-    let plan = tokio::runtime::Runtime::new().unwrap().block_on(kdeploy::engine::plan(&loaded, &kdeploy_state::State::new("t"), &crate::support::fake_providers(&w), &Default::default())).unwrap();
+    let plan = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(kdeploy::engine::plan(&loaded, &kdeploy_state::State::new("t"), &crate::support::fake_providers(&w), &Default::default()))
+        .unwrap();
     let short = kdeploy::plan::markdown::markdown_with_limit(&plan, 2_000);
     assert!(short.len() < 2_500, "{short}");
     assert!(short.contains("more components are left out") && short.contains("`vault.main`"), "{short}");
@@ -251,4 +254,26 @@ fn markdown_plan_through_the_binary() {
     let r = crate::support::run_limited(s.path(), &[], &["plan", "-format=markdown"], 60);
     assert_eq!(r.code, 0, "{}", r.text());
     assert_eq!(r.stdout, "### kdeploy plan: 0 to add, 0 to change, 0 to destroy\n\nRoot outputs change: 1.\n\n");
+}
+
+#[test]
+fn diagnostics_as_github_annotations() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("stack")).unwrap();
+    std::fs::write(repo.path().join("stack/main.hcl"), "output \"x\" {\n  value = var.nope\n}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+        .args(["-C", "stack", "validate", "-diagnostics-format=github"])
+        .env("GITHUB_WORKSPACE", repo.path())
+        .env("NO_COLOR", "1")
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "::error file=stack/main.hcl,line=2,col=11,endColumn=19,title=Reference to undeclared input variable::An input variable named \"nope\" has not been declared.%0AHint: declare it with variable \"nope\" { type = string }\n"
+    );
+    // The human rendering still goes to the log.
+    assert!(String::from_utf8_lossy(&out.stderr).contains(" --> main.hcl:2:11"));
 }
