@@ -399,6 +399,7 @@ fn workflows_and_the_setup_action_parse_and_reference_what_exists() {
         repo().join(".github/workflows/release.yml"),
         repo().join(".github/actions/setup-kdeploy/action.yml"),
         repo().join("examples/drift/github-actions.yml"),
+        repo().join("examples/ci/github-actions.yml"),
     ];
     for file in &files {
         let doc = yaml(file);
@@ -424,6 +425,17 @@ fn workflows_and_the_setup_action_parse_and_reference_what_exists() {
     assert!(text.contains("SHA256SUMS") && text.contains("gh release create"), "checksums and a GitHub release");
     let example = std::fs::read_to_string(&files[2]).unwrap();
     assert!(example.contains("setup-kdeploy@v") && !example.contains("cargo install"), "the example installs a pinned release");
+    // The review workflow: markdown plan on pull requests, the saved plan applied after approval.
+    let ci = yaml(&files[3]);
+    assert!(ci["on"]["pull_request"].is_mapping() && ci["on"]["push"]["branches"].as_sequence().is_some(), "runs on pull requests and merges");
+    assert!(ci["concurrency"]["group"].is_string(), "a concurrency group");
+    assert_eq!(ci["jobs"]["apply"]["environment"].as_str(), Some("production"), "apply waits for an environment approval");
+    assert_eq!(ci["jobs"]["apply"]["needs"].as_str(), Some("plan-merge"));
+    let text = std::fs::read_to_string(&files[3]).unwrap();
+    assert!(text.contains("-format=markdown") && text.contains("-diagnostics-format=github"), "markdown plan and annotations");
+    assert!(text.contains("-out merge.kdplan") && text.contains("apply -input=false -diagnostics-format=github merge.kdplan"), "applies the saved plan");
+    let pr_job = serde_yaml::to_string(&ci["jobs"]["plan"]).unwrap();
+    assert!(!pr_job.contains("upload-artifact") && !pr_job.contains("-out"), "no plan file leaves a pull request's runner");
 }
 
 #[test]
