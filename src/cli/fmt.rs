@@ -179,17 +179,21 @@ pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, check: bool, fi
                 continue;
             }
         };
+        // A file that does not parse is an error, formatted or not (as `terraform fmt`).
+        if let Err(e) = hcl_edit::parser::parse_body(&text) {
+            let mut sources = crate::diag::SourceMap::new();
+            let file = sources.add(&f, shown.clone(), text.clone());
+            let d = crate::config::load::syntax_error(file, &text, &e, "The file").hint("fix the syntax at the marked position, then run `kdeploy fmt` again");
+            let _ = write!(err, "{}", sources.render(&d, false));
+            failed = true;
+            continue;
+        }
         let formatted = format(&text);
         if formatted == text {
             continue;
         }
         // Formatting changes only white space, and the result must still parse.
         let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
-        if let Err(e) = hcl_edit::parser::parse_body(&text) {
-            let _ = writeln!(err, "error: {shown} has a syntax error at line {}: {}; fix it before formatting", e.location().line(), e.message());
-            failed = true;
-            continue;
-        }
         if squash(&text) != squash(&formatted) || hcl_edit::parser::parse_body(&formatted).is_err() {
             let _ = writeln!(err, "warning: {shown} was not formatted: the formatter would change more than white space (please report this)");
             continue;

@@ -74,6 +74,22 @@ pub(crate) fn span(file: FileId, node: &impl hcl_edit::Span) -> Span {
     Span { file, range: node.span().unwrap_or(0..0) }
 }
 
+/// The diagnostic of an HCL syntax error in `text` (`what`: "The file", "The variables file"),
+/// the caret on the culprit: the parser reports where it gave up, which for an invalid escape
+/// is after the backslash that starts it.
+pub(crate) fn syntax_error(file: FileId, text: &str, e: &hcl_edit::parser::Error, what: &str) -> Diagnostic {
+    let message = e.message().to_string();
+    let mut at = e.location().offset().min(text.len());
+    if message.contains("escape") {
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        if let Some(backslash) = text[line_start..at].rfind('\\') {
+            at = line_start + backslash;
+        }
+    }
+    let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+    Diagnostic::error("Invalid HCL syntax", format!("{what} could not be parsed: {message}.")).at(Some(range_span(file, at..end)))
+}
+
 fn range_span(file: FileId, range: Range<usize>) -> Span {
     Span { file, range }
 }
@@ -154,15 +170,8 @@ impl Loader<'_> {
             match hcl_edit::parser::parse_body(&text) {
                 Ok(body) => self.decode_body(index, file, &body, index == 0),
                 Err(e) => {
-                    let loc = e.location();
-                    let offset = loc.offset().min(text.len());
-                    let message = e.message().to_string();
                     self.stack.incomplete = true;
-                    self.diags.push(
-                        Diagnostic::error("Invalid HCL syntax", format!("The file could not be parsed: {message}."))
-                            .at(Some(range_span(file, offset..(offset + 1).min(text.len()))))
-                            .hint("fix the syntax at the marked position; other files were still checked"),
-                    );
+                    self.diags.push(syntax_error(file, &text, &e, "The file").hint("fix the syntax at the marked position; other files were still checked"));
                 }
             }
         }

@@ -131,13 +131,7 @@ fn read_var_file(stack: &Stack, sources: &mut SourceMap, path: &std::path::Path,
     let file = sources.add(path, shown.clone(), text.clone());
     let body = match hcl_edit::parser::parse_body(&text) {
         Ok(b) => b,
-        Err(e) => {
-            let off = e.location().offset().min(text.len());
-            return diags.push(
-                Diagnostic::error("Invalid HCL syntax", format!("The variables file could not be parsed: {}.", e.message()))
-                    .at(Some(crate::diag::Span { file, range: off..off.saturating_add(1).min(text.len()) })),
-            );
-        }
+        Err(e) => return diags.push(super::load::syntax_error(file, &text, &e, "The variables file")),
     };
     for s in body.iter() {
         match s {

@@ -277,3 +277,18 @@ fn diagnostics_as_github_annotations() {
     // The human rendering still goes to the log.
     assert!(String::from_utf8_lossy(&out.stderr).contains(" --> main.hcl:2:11"));
 }
+
+#[test]
+fn syntax_errors_are_located_in_fmt_and_point_at_the_culprit() {
+    let s = TestStack::new(&[("main.hcl", "output \"x\" {\n  value = \"a\\qb\"\n}\n"), ("broken.hcl", "x = {\n")]);
+    let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
+    // fmt refuses a file that does not parse, with its location, instead of leaving it alone silently.
+    let r = bin(&["fmt", "-check"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains(" --> broken.hcl:1:1"), "{}", r.text());
+    // An invalid escape is marked at its backslash.
+    assert!(r.stderr.contains(" --> main.hcl:2:13\n  |\n2 |   value = \"a\\qb\"\n  |             ^\n"), "{}", r.text());
+    let r = bin(&["validate"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains(" --> main.hcl:2:13"), "{}", r.text());
+}
