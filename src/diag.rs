@@ -46,11 +46,20 @@ pub struct Diagnostic {
     pub detail: String,
     pub hint: Option<String>,
     pub span: Option<Span>,
+    /// The problem is that a value is unknown. When an earlier error made values unknown (a
+    /// rejected variable value), this one only echoes it and is not shown.
+    pub from_unknown: bool,
 }
 
 impl Diagnostic {
     pub fn error(summary: impl Into<String>, detail: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Error, summary: summary.into(), detail: detail.into(), hint: None, span: None }
+        Diagnostic { severity: Severity::Error, summary: summary.into(), detail: detail.into(), hint: None, span: None, from_unknown: false }
+    }
+
+    /// Marks the diagnostic as caused by an unknown value (see [`Diagnostic::from_unknown`]).
+    pub fn from_unknown(mut self) -> Diagnostic {
+        self.from_unknown = true;
+        self
     }
 
     pub fn warning(summary: impl Into<String>, detail: impl Into<String>) -> Diagnostic {
@@ -91,6 +100,12 @@ impl Diagnostics {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Drops the diagnostics that only say a value is unknown (after an error made it so).
+    pub fn without_unknown_echoes(mut self) -> Diagnostics {
+        self.0.retain(|d| !d.from_unknown);
+        self
     }
 
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {

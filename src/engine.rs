@@ -65,9 +65,11 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
     if stack.modules.is_empty() || stack.incomplete {
         return Err(LoadError { sources, diags: diags.sorted() });
     }
+    let mut vars_rejected = false;
     let root_vars = match vars {
         VarSource::Inputs => {
             let (values, d) = root_values(&stack, &mut sources, args, env, allow_missing_vars);
+            vars_rejected = d.has_errors();
             diags.extend(d);
             values
         }
@@ -76,7 +78,8 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
         }
     };
     let (expanded, d) = expand::expand(&stack, &sources, &root_vars);
-    diags.extend(d);
+    // A rejected variable value is unknown from there on: what only says so echoes that error.
+    diags.extend(if vars_rejected { d.without_unknown_echoes() } else { d });
     let (graph, d) = DepGraph::build(&expanded);
     diags.extend(d);
     Ok(Loaded { dir: dir.to_path_buf(), stack, sources, root_vars, expanded, graph, diags: diags.sorted() })

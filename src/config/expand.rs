@@ -168,6 +168,7 @@ fn unknown_repetition(span: &Span, arg: &str, what: &str) -> Diagnostic {
     )
     .at(Some(span.clone()))
     .hint(format!("compute {arg} from variables and locals only, or apply the components it depends on first with -target"))
+    .from_unknown()
 }
 
 /// Expands module calls and component blocks into instances and resolves every reference.

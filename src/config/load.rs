@@ -53,7 +53,15 @@ fn display_path(base: &Path, path: &Path) -> String {
 /// Loads the stack in `dir`. Every problem found is returned as a diagnostic; the stack is
 /// returned as far as it could be decoded.
 pub fn load_stack(dir: &Path, sources: &mut SourceMap) -> (Stack, Diagnostics) {
-    let mut loader = Loader { base: dir.to_path_buf(), sources, diags: Diagnostics::new(), stack: Stack::default(), loading: Vec::new(), overriding: false };
+    let mut loader = Loader {
+        base: dir.to_path_buf(),
+        sources,
+        diags: Diagnostics::new(),
+        stack: Stack::default(),
+        loading: Vec::new(),
+        overriding: false,
+        unreadable: Default::default(),
+    };
     loader.load_module(dir, None);
     let Loader { stack, diags, .. } = loader;
     (stack, diags)
@@ -68,6 +76,8 @@ struct Loader<'a> {
     loading: Vec<PathBuf>,
     /// Decoding override files: blocks that cannot be overridden are refused.
     overriding: bool,
+    /// Modules whose directory could not be read (reported once, not checked further).
+    unreadable: std::collections::BTreeSet<usize>,
 }
 
 pub(crate) fn span(file: FileId, node: &impl hcl_edit::Span) -> Span {
@@ -110,6 +120,7 @@ impl Loader<'_> {
                         .hint("check the path (for modules: `source` is relative to the calling file's directory)"),
                 );
                 self.loading.pop();
+                self.unreadable.insert(index);
                 return index;
             }
         };
@@ -493,7 +504,10 @@ impl Loader<'_> {
             return;
         }
         let child = self.load_module(&dir, Some(&source_span));
-        self.check_module_inputs(&name, &source, child, &inputs, &header);
+        // A module that could not be read has no variables to check against: that error is enough.
+        if !self.unreadable.contains(&child) {
+            self.check_module_inputs(&name, &source, child, &inputs, &header);
+        }
         self.module(m).calls.insert(name.clone(), ModuleCall { name, source, inputs, repetition, depends_on, span: header, module: child });
     }
 

@@ -292,3 +292,23 @@ fn syntax_errors_are_located_in_fmt_and_point_at_the_culprit() {
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains(" --> main.hcl:2:13"), "{}", r.text());
 }
+
+#[test]
+fn one_error_one_message() {
+    let s = TestStack::new(&[(
+        "main.hcl",
+        "variable \"cams\" {\n  type = map(string)\n}\n\nagent \"cam\" {\n  for_each = var.cams\n  rtsp_url = each.value\n}\n",
+    )]);
+    let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
+    // A rejected -var value does not also make for_each "known only after apply".
+    let r = bin(&["plan", "-var", "cams=notamap"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert_eq!(r.stderr.matches("error: ").count(), 1, "{}", r.text());
+    assert!(r.stderr.contains("error: Invalid value for variable"), "{}", r.text());
+    // A module that cannot be read is one error, not also "no input variable" for each argument.
+    s.write("main.hcl", "module \"site\" {\n  source = \"./missing\"\n  cams   = {}\n}\n");
+    let r = bin(&["validate"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert_eq!(r.stderr.matches("error: ").count(), 1, "{}", r.text());
+    assert!(r.stderr.contains("error: Cannot read stack directory"), "{}", r.text());
+}
