@@ -85,7 +85,9 @@ pub enum Command {
     /// Show a saved plan, or the current state.
     #[command(after_help = "Examples:\n  kdeploy show\n  kdeploy show plan.kdplan\n  kdeploy show --json plan.kdplan")]
     Show {
+        /// A plan saved with `kdeploy plan -out FILE` (without it: the current state).
         plan_file: Option<PathBuf>,
+        /// Print JSON (the shape of `terraform show -json`).
         #[arg(long)]
         json: bool,
     },
@@ -97,19 +99,24 @@ pub enum Command {
     /// Print the dependency graph.
     #[command(after_help = "Examples:\n  kdeploy graph | dot -Tsvg > graph.svg\n  kdeploy graph --format text")]
     Graph {
+        /// dot (Graphviz) or text (the apply order, indented by dependency).
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
         #[command(flatten)]
         vars: VarArgs,
     },
     /// Inspect and edit the recorded state.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  kdeploy state list\n  kdeploy state show vault.main\n  kdeploy state mv 'agent.cam[\"front\"]' 'agent.cam[\"entrance\"]'\n  kdeploy state rm 'agent.cam[\"yard\"]'\n  kdeploy state pull > backup.kdstate"
+    )]
     State(StateCommand),
     /// Print root outputs.
     #[command(after_help = "Examples:\n  kdeploy output\n  kdeploy output vault_url\n  kdeploy output --json")]
     Output {
         /// One output (sensitive outputs are printed only when named).
         name: Option<String>,
+        /// Print JSON (`{"NAME": {"sensitive": ..., "value": ...}}`, or the one value).
         #[arg(long)]
         json: bool,
         /// Print a string output without quotes.
@@ -131,13 +138,18 @@ pub enum Command {
         /// Replace state of another lineage in the configured backend.
         #[arg(long)]
         force: bool,
+        /// Wait this long for each backend's lock (e.g. 30s).
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
     /// Release a lock left by a run that is gone. Needs the exact lock id. A local lock whose
     /// holder still runs is refused unless --even-if-running is given.
-    #[command(name = "force-unlock", after_help = "Example:\n  kdeploy force-unlock 4c1f...-...")]
+    #[command(
+        name = "force-unlock",
+        after_help = "Examples:\n  kdeploy force-unlock 4c1f0b7e-2f7d-4a53-9a47-0d3c1d2e5f60\n  kdeploy force-unlock --even-if-running 4c1f0b7e-...   # the holder is alive: it stops at its next write\n\nThe id is in the \"state is locked\" error of the run that could not get the lock."
+    )]
     ForceUnlock {
+        /// The exact id of the lock to release.
         id: String,
         /// Break the lock even though the run holding it is still alive. That run can then no
         /// longer write the state: it stops at its next write and keeps its changes in
@@ -148,6 +160,7 @@ pub enum Command {
     /// Print the version, the git commit and the build date.
     #[command(after_help = "Examples:\n  kdeploy version\n  kdeploy version --json")]
     Version {
+        /// Print JSON (version, commit, build date, formats, providers).
         #[arg(long)]
         json: bool,
     },
@@ -156,6 +169,7 @@ pub enum Command {
         after_help = "Examples:\n  kdeploy completion bash > ~/.local/share/bash-completion/completions/kdeploy\n  kdeploy completion zsh > ~/.zfunc/_kdeploy\n  kdeploy completion fish > ~/.config/fish/completions/kdeploy.fish\n  kdeploy completion powershell >> $PROFILE"
     )]
     Completion {
+        /// The shell the script is for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -176,31 +190,59 @@ pub fn command() -> clap::Command {
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// List recorded components (optionally only those matching the addresses given).
-    List { addresses: Vec<String> },
+    #[command(
+        after_help = "Examples:\n  kdeploy state list\n  kdeploy state list agent.cam          # every camera\n  kdeploy state list module.site vault.main"
+    )]
+    List {
+        /// Addresses or prefixes to list (`agent.cam` also means all its instances).
+        addresses: Vec<String>,
+    },
     /// Show one recorded component (sensitive values hidden).
-    Show { address: String },
+    #[command(after_help = "Examples:\n  kdeploy state show vault.main\n  kdeploy state show 'agent.cam[\"front\"]'")]
+    Show {
+        /// The component's exact address.
+        address: String,
+    },
     /// Forget components without destroying them.
+    #[command(
+        after_help = "Examples:\n  kdeploy state rm 'agent.cam[\"yard\"]'\n  kdeploy state rm module.old_site     # everything in the module\n\nThe live objects are not touched; the next plan proposes to create them again if the stack still declares them."
+    )]
     Rm {
+        /// Addresses or prefixes to forget.
         #[arg(required = true)]
         addresses: Vec<String>,
+        /// Wait this long for the state lock (e.g. 30s).
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
     /// Rename a recorded component (e.g. after renaming its block).
+    #[command(
+        after_help = "Examples:\n  kdeploy state mv 'agent.cam[\"front\"]' 'agent.cam[\"entrance\"]'\n  kdeploy state mv agent.cam agent.camera          # every instance\n  kdeploy state mv vault.main module.site.vault.main\n\nA component keeps its kind (a database cannot become a broker); an occupied address is refused."
+    )]
     Mv {
+        /// The current address (or prefix).
         source: String,
+        /// The new address (or prefix).
         destination: String,
+        /// Wait this long for the state lock (e.g. 30s).
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
     /// Print the state as stored (JSON; sensitive values stay encrypted when they are).
+    #[command(after_help = "Examples:\n  kdeploy state pull > backup.kdstate\n  kdeploy state pull | jq '.resources[].address'")]
     Pull,
     /// Replace the stored state with FILE (e.g. errored.kdstate). Refuses another lineage or a
     /// lower serial unless --force.
+    #[command(
+        after_help = "Examples:\n  kdeploy state push errored.kdstate\n  kdeploy state push --force backup.kdstate   # replaces another lineage: be sure"
+    )]
     Push {
+        /// The state file to upload (relative to the -C directory).
         file: PathBuf,
+        /// Push even when the stored state has another lineage or a higher serial.
         #[arg(long)]
         force: bool,
+        /// Wait this long for the state lock (e.g. 30s).
         #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },

@@ -295,10 +295,8 @@ fn syntax_errors_are_located_in_fmt_and_point_at_the_culprit() {
 
 #[test]
 fn one_error_one_message() {
-    let s = TestStack::new(&[(
-        "main.hcl",
-        "variable \"cams\" {\n  type = map(string)\n}\n\nagent \"cam\" {\n  for_each = var.cams\n  rtsp_url = each.value\n}\n",
-    )]);
+    let s =
+        TestStack::new(&[("main.hcl", "variable \"cams\" {\n  type = map(string)\n}\n\nagent \"cam\" {\n  for_each = var.cams\n  rtsp_url = each.value\n}\n")]);
     let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
     // A rejected -var value does not also make for_each "known only after apply".
     let r = bin(&["plan", "-var", "cams=notamap"]);
@@ -311,4 +309,25 @@ fn one_error_one_message() {
     assert_eq!(r.code, 1, "{}", r.text());
     assert_eq!(r.stderr.matches("error: ").count(), 1, "{}", r.text());
     assert!(r.stderr.contains("error: Cannot read stack directory"), "{}", r.text());
+}
+
+#[test]
+fn every_command_help_has_examples_and_describes_each_argument() {
+    let root = kdeploy::cli::args::command();
+    let mut missing = Vec::new();
+    for path in crate::dist::command_paths() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let r = crate::support::run_limited(std::path::Path::new("."), &[], &args, 30);
+        if r.code != 0 || !r.stdout.contains("Examples:") {
+            missing.push(format!("{}: no examples", path.join(" ")));
+        }
+        let cmd = path.iter().fold(&root, |c, name| c.find_subcommand(name).unwrap());
+        for a in cmd.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
+            if a.get_help().is_none() {
+                missing.push(format!("{}: argument {} is not described", path.join(" "), a.get_id()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }

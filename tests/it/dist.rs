@@ -28,7 +28,7 @@ fn have(tool: &str, why: &str) -> bool {
 }
 
 /// Every command path: `plan`, `state`, `state list`, ... (clap's own `help` left out).
-fn command_paths() -> Vec<Vec<String>> {
+pub(crate) fn command_paths() -> Vec<Vec<String>> {
     fn walk(cmd: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {
         for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
             let mut path = prefix.to_vec();
