@@ -51,11 +51,22 @@ pub enum Command {
         json: bool,
     },
     /// Rewrite stack files in the canonical format.
-    #[command(after_help = "Examples:\n  kdeploy fmt\n  kdeploy fmt --check   # exit 3 when a file needs formatting")]
+    #[command(
+        after_help = "Examples:\n  kdeploy fmt\n  kdeploy fmt -check -diff          # CI: exit 3 and show what would change\n  kdeploy fmt -recursive -write=false   # list every unformatted file below"
+    )]
     Fmt {
         /// Do not write; list files that are not formatted and exit 3 if any.
         #[arg(long)]
         check: bool,
+        /// Show the changes as unified diffs.
+        #[arg(long)]
+        diff: bool,
+        /// Write the formatted files (`-write=false`: only list them).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        write: bool,
+        /// Also format the files in subdirectories (hidden directories and `target` left out).
+        #[arg(long)]
+        recursive: bool,
         /// Files to format (default: every .hcl and .kdvars file in the stack directory).
         files: Vec<PathBuf>,
     },
@@ -448,6 +459,9 @@ const SINGLE_DASH: &[&str] = &[
     "force",
     "even-if-running",
     "diagnostics-format",
+    "diff",
+    "write",
+    "recursive",
     "input",
     "lock",
     "version",

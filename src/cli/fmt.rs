@@ -1,7 +1,8 @@
 //! `kdeploy fmt`: the canonical layout of stack files — two-space indentation by nesting,
 //! `=` aligned across consecutive single-line attributes, no trailing whitespace, one
-//! trailing newline. Heredoc bodies and comments' text are left as they are. The result must
-//! parse to the same structure, or the file is left untouched.
+//! trailing newline. Heredoc bodies and comments are kept byte for byte (the lines inside a
+//! multi-line `/* */` included). The result must parse to the same structure, or the file is
+//! left untouched; formatting twice changes nothing more.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,14 @@ pub fn format(text: &str) -> String {
     let mut lines: Vec<String> = Vec::new();
     let mut depth: usize = 0;
     let mut heredoc: Option<String> = None;
+    let mut in_comment = false;
     for raw in text.lines() {
+        // Inside a multi-line /* */ comment: kept exactly, up to the line that closes it.
+        if in_comment {
+            lines.push(raw.to_string());
+            in_comment = !raw.contains("*/");
+            continue;
+        }
         if let Some(end) = &heredoc {
             if raw.trim() == end {
                 // The closing marker stays where it was (`<<EOT` needs it at column 0).
@@ -30,7 +38,8 @@ pub fn format(text: &str) -> String {
             lines.push(String::new());
             continue;
         }
-        let (opens, closes_first) = bracket_balance(t);
+        let Balance { net: opens, leading: closes_first, open_comment } = bracket_balance(t);
+        in_comment = open_comment;
         let leading_closes = t.chars().take_while(|c| matches!(c, '}' | ']' | ')')).count();
         let indent = depth.saturating_sub(leading_closes.min(closes_first));
         lines.push(format!("{}{}", "  ".repeat(indent), t));
@@ -56,8 +65,17 @@ fn in_string(line: &str, pos: usize) -> bool {
     line[..pos].chars().filter(|c| *c == '"').count() % 2 == 1
 }
 
-/// Net bracket change of a line outside strings and comments, and how many closers lead it.
-fn bracket_balance(line: &str) -> (isize, usize) {
+/// What a line does to nesting, outside strings and comments.
+struct Balance {
+    /// Net bracket change.
+    net: isize,
+    /// How many closers lead the line.
+    leading: usize,
+    /// The line opens a `/* */` comment that it does not close.
+    open_comment: bool,
+}
+
+fn bracket_balance(line: &str) -> Balance {
     let mut net = 0isize;
     let mut in_str = false;
     let mut escaped = false;
@@ -87,6 +105,16 @@ fn bracket_balance(line: &str) -> (isize, usize) {
         match c {
             '#' => break,
             '/' if chars.get(i + 1) == Some(&'/') => break,
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                let rest: String = chars[i + 2..].iter().collect();
+                match rest.find("*/") {
+                    Some(end) => {
+                        i += 2 + rest[..end].chars().count() + 2;
+                        continue;
+                    }
+                    None => return Balance { net, leading, open_comment: true },
+                }
+            }
             '"' => {
                 in_str = true;
                 seen_other = true;
@@ -106,7 +134,7 @@ fn bracket_balance(line: &str) -> (isize, usize) {
         }
         i += 1;
     }
-    (net, leading)
+    Balance { net, leading, open_comment: false }
 }
 
 /// Aligns `=` in runs of consecutive `key = value` lines at the same indentation.
@@ -155,18 +183,49 @@ fn align(lines: &mut [String]) {
     }
 }
 
-fn stack_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|e| e == "hcl" || e == "kdvars"));
-    v.sort();
-    v
+/// The .hcl and .kdvars files of `dir` (and, `recursive`, of its subdirectories except hidden
+/// ones and `target`), sorted.
+fn stack_files(dir: &Path, recursive: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if p.extension().is_some_and(|e| e == "hcl" || e == "kdvars") {
+            out.push(p);
+        } else if recursive && p.is_dir() && !p.is_symlink() && !name.starts_with('.') && name != "target" {
+            out.extend(stack_files(&p, true));
+        }
+    }
+    out
+}
+
+/// What `kdeploy fmt` does with what it finds.
+pub struct Options {
+    /// Exit 3 when a file is not formatted.
+    pub check: bool,
+    /// Print unified diffs.
+    pub diff: bool,
+    /// Write the formatted files.
+    pub write: bool,
+    /// Descend into subdirectories.
+    pub recursive: bool,
+}
+
+/// A unified diff of one file's formatting.
+fn unified_diff(shown: &str, before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after).unified_diff().context_radius(3).header(&format!("a/{shown}"), &format!("b/{shown}")).to_string()
 }
 
 /// Runs `kdeploy fmt`. Exit 0 when all is formatted (or was rewritten), 3 for `--check` with
 /// unformatted files, 1 on errors.
-pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, check: bool, files: &[PathBuf]) -> i32 {
-    let files: Vec<PathBuf> =
-        if files.is_empty() { stack_files(dir) } else { files.iter().map(|f| if f.is_absolute() { f.clone() } else { dir.join(f) }).collect() };
+pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, options: &Options, files: &[PathBuf]) -> i32 {
+    let check = options.check;
+    let files: Vec<PathBuf> = if files.is_empty() {
+        stack_files(dir, options.recursive)
+    } else {
+        files.iter().map(|f| if f.is_absolute() { f.clone() } else { dir.join(f) }).collect()
+    };
     let mut unformatted = 0;
     let mut failed = false;
     for f in files {
@@ -200,7 +259,12 @@ pub fn run(out: &mut dyn Write, err: &mut dyn Write, dir: &Path, check: bool, fi
         }
         unformatted += 1;
         let _ = writeln!(out, "{shown}");
-        if !check && let Err(e) = std::fs::write(&f, formatted) {
+        if options.diff {
+            let _ = write!(out, "{}", unified_diff(&shown, &text, &formatted));
+        }
+        if options.write
+            && let Err(e) = std::fs::write(&f, formatted)
+        {
             let _ = writeln!(err, "error: cannot write {shown}: {e}");
             failed = true;
         }

@@ -177,7 +177,10 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
     let mut ctx = Ctx { io, env, dir, style: Style { color }, backend, input: cli.input, diagnostics_format: cli.diagnostics_format };
     match cli.command {
         Command::Validate { json } => validate(&mut ctx, json),
-        Command::Fmt { check, files } => fmt::run(&mut *ctx.io.out, &mut *ctx.io.err, &ctx.dir, check, &files),
+        Command::Fmt { check, diff, write, recursive, files } => {
+            let options = fmt::Options { check, diff, write: write && !check, recursive };
+            fmt::run(&mut *ctx.io.out, &mut *ctx.io.err, &ctx.dir, &options, &files)
+        }
         Command::Plan(p) => plan_cmd(&mut ctx, p).await,
         Command::Apply { plan_file: Some(f), plan: _, run } => apply_file(&mut ctx, &f, run).await,
         Command::Apply { plan_file: None, plan, run } => apply_fresh(&mut ctx, plan, run, false).await,

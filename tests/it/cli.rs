@@ -331,3 +331,27 @@ fn every_command_help_has_examples_and_describes_each_argument() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+#[test]
+fn fmt_keeps_comments_is_idempotent_and_has_terraforms_flags() {
+    let messy = "locals {\n# a comment   with  spaces\nx = 1 // trailing   comment\n  /* multi\n     line   kept\n        exactly */\n    longer_name = \"y\"   # end\n}\n";
+    let tidy = "locals {\n  # a comment   with  spaces\n  x = 1 // trailing   comment\n  /* multi\n     line   kept\n        exactly */\n  longer_name = \"y\"   # end\n}\n";
+    let s = TestStack::new(&[("main.hcl", messy), ("sub/inner.hcl", "x=1\n")]);
+    let bin = |args: &[&str]| crate::support::run_limited(s.path(), &[], args, 60);
+    let read = |f: &str| std::fs::read_to_string(s.path().join(f)).unwrap();
+
+    let r = bin(&["fmt", "-check", "-diff"]);
+    assert_eq!(r.code, 3, "{}", r.text());
+    assert!(r.stdout.starts_with("main.hcl\n--- a/main.hcl\n+++ b/main.hcl\n"), "{}", r.text());
+    assert!(r.stdout.contains("-    longer_name = \"y\"   # end\n+  longer_name = \"y\"   # end\n"), "{}", r.text());
+    assert_eq!(read("main.hcl"), messy, "-check writes nothing");
+    let r = bin(&["fmt", "-recursive", "-write=false"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "main.hcl\nsub/inner.hcl\n"), "{}", r.text());
+    assert_eq!(read("sub/inner.hcl"), "x=1\n", "-write=false writes nothing");
+
+    let r = bin(&["fmt"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "main.hcl\n"), "{}", r.text());
+    assert_eq!(read("main.hcl"), tidy, "comments kept byte for byte, the inside of /* */ included");
+    let r = bin(&["fmt", "-check"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "formatting twice changes nothing: {}", r.text());
+}
