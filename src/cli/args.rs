@@ -31,6 +31,9 @@ pub struct Cli {
     /// annotations on standard output, shown on the lines they name in a pull request).
     #[arg(long = "diagnostics-format", global = true, value_enum, default_value = "human")]
     pub diagnostics_format: DiagnosticsFormat,
+    /// Warnings without errors are shown as a list of their summaries.
+    #[arg(long = "compact-warnings", global = true)]
+    pub compact_warnings: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -459,6 +462,7 @@ const SINGLE_DASH: &[&str] = &[
     "force",
     "even-if-running",
     "diagnostics-format",
+    "compact-warnings",
     "diff",
     "write",
     "recursive",

@@ -88,7 +88,11 @@ impl Ctx<'_, '_> {
                 let _ = writeln!(self.io.out, "{}", sources.github(d, &base));
             }
         }
-        let text = sources.render_all(diags, self.style.color);
+        let text = if self.style.compact_warnings && !diags.has_errors() && !diags.is_empty() {
+            crate::plan::render::compact_warnings(self.style, diags.0.iter().map(|d| d.summary.as_str()))
+        } else {
+            sources.render_all(diags, self.style.color)
+        };
         let _ = write!(self.io.err, "{text}");
         if !text.is_empty() && !text.ends_with('\n') {
             let _ = writeln!(self.io.err);
@@ -174,7 +178,15 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         }
     };
     let backend = engine::BackendOptions { overrides, env: env.vars.clone() };
-    let mut ctx = Ctx { io, env, dir, style: Style { color }, backend, input: cli.input, diagnostics_format: cli.diagnostics_format };
+    let mut ctx = Ctx {
+        io,
+        env,
+        dir,
+        style: Style { color, compact_warnings: cli.compact_warnings },
+        backend,
+        input: cli.input,
+        diagnostics_format: cli.diagnostics_format,
+    };
     match cli.command {
         Command::Validate { json } => validate(&mut ctx, json),
         Command::Fmt { check, diff, write, recursive, files } => {

@@ -94,7 +94,7 @@ fn table(out: &mut String, what: &str, rows: impl Iterator<Item = (String, Tally
 
 /// One collapsible section per component until `limit`; then the rest by address only.
 fn details(out: &mut String, changes: &[&Change], limit: usize) {
-    let plain = Style { color: false };
+    let plain = Style { color: false, ..Style::default() };
     for (i, c) in changes.iter().enumerate() {
         let body = render::change(plain, c);
         let headline = body.lines().next().unwrap_or_default().trim().trim_start_matches("# ").to_string();

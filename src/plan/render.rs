@@ -12,6 +12,24 @@ use crate::addr::Address;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Style {
     pub color: bool,
+    /// `-compact-warnings`: warnings as a list of their summaries.
+    pub compact_warnings: bool,
+}
+
+/// The summary of a warning note: its first clause or sentence.
+pub fn note_summary(note: &str) -> &str {
+    let end = [": ", ". ", "\n"].iter().filter_map(|sep| note.find(sep)).min().unwrap_or(note.len());
+    note[..end].trim_end_matches('.')
+}
+
+/// Warnings in Terraform's compact form (`-compact-warnings`).
+pub fn compact_warnings<'a>(style: Style, summaries: impl Iterator<Item = &'a str>) -> String {
+    let mut out = format!("{}\n\n", style.paint("Warnings:", "1;33"));
+    for s in summaries {
+        let _ = writeln!(out, "- {s}");
+    }
+    out.push_str("\nTo see the full warning notes, run kdeploy without -compact-warnings.\n\n");
+    out
 }
 
 impl Style {
@@ -236,8 +254,12 @@ pub fn drift_section(style: Style, plan: &Plan) -> String {
 /// The whole plan as `kdeploy plan` prints it.
 pub fn plan(style: Style, plan: &Plan) -> String {
     let mut out = String::new();
-    for n in &plan.notes {
-        let _ = writeln!(out, "{} {n}\n", style.paint("Warning:", "1;33"));
+    if style.compact_warnings && !plan.notes.is_empty() {
+        out.push_str(&compact_warnings(style, plan.notes.iter().map(|n| note_summary(n))));
+    } else {
+        for n in &plan.notes {
+            let _ = writeln!(out, "{} {n}\n", style.paint("Warning:", "1;33"));
+        }
     }
     for h in &plan.health {
         let _ = writeln!(out, "{} {h}", style.paint("Status:", "1;36"));

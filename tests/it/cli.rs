@@ -218,6 +218,16 @@ fn terraform_flags_input_lock_version_and_misspellings() {
     let r = bin(&["plan", "-lock=false"]);
     assert_eq!(r.code, 0, "{}", r.text());
     kdeploy_state::StateStore::unlock(&mut holder).unwrap();
+    // -compact-warnings: the summaries only.
+    let r = bin(&["plan", "-target", "vault.main", "-compact-warnings"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout.starts_with("Warnings:\n\n- Resource targeting is in effect\n- No components matched -target\n\nTo see the full warning notes, run kdeploy without -compact-warnings.\n"),
+        "{}",
+        r.text()
+    );
+    let r = bin(&["plan", "-target", "vault.main"]);
+    assert!(r.stdout.contains("Warning: Resource targeting is in effect: You are creating a plan with the -target option"), "{}", r.text());
 }
 
 #[test]
