@@ -365,3 +365,43 @@ fn fmt_keeps_comments_is_idempotent_and_has_terraforms_flags() {
     let r = bin(&["fmt", "-check"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, ""), "formatting twice changes nothing: {}", r.text());
 }
+
+#[test]
+fn a_stack_file_the_user_cannot_read_stops_every_command() {
+    use std::os::unix::fs::PermissionsExt;
+    // As root every file is readable: then kdeploy runs as `nobody` (setpriv) to meet a real
+    // permission error; as another user the file's mode is enough.
+    let root = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    if root && !std::process::Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "setpriv (util-linux) is needed to run this test as root");
+        eprintln!("skipped: running as root without setpriv (util-linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &std::path::Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    open(dir.path(), 0o755);
+    // The binary, where `nobody` may run it (the build directory may be private).
+    let bin = dir.path().join("kdeploy");
+    std::fs::copy(env!("CARGO_BIN_EXE_kdeploy"), &bin).unwrap();
+    open(&bin, 0o755);
+    let stack = dir.path().join("stack");
+    std::fs::create_dir(&stack).unwrap();
+    open(&stack, 0o755);
+    std::fs::write(stack.join("main.hcl"), "output \"x\" {\n  value = 1\n}\n").unwrap();
+    open(&stack.join("main.hcl"), 0o644);
+    std::fs::write(stack.join("private.hcl"), "output \"y\" {\n  value = 2\n}\n").unwrap();
+    open(&stack.join("private.hcl"), 0o600);
+    for command in [&["validate"][..], &["plan"], &["fmt", "-check"]] {
+        let mut c = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+            c
+        } else {
+            std::process::Command::new(&bin)
+        };
+        let out = c.arg("-C").arg(&stack).args(command).env("NO_COLOR", "1").env("HOME", dir.path()).current_dir(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {stderr}");
+        assert!(stderr.contains("private.hcl") && stderr.contains("Permission denied"), "{command:?}: {stderr}");
+    }
+}
