@@ -1,5 +1,6 @@
 //! kdeploy: declarative provisioning for the Kerberos.io video-surveillance stack.
-pub mod addr;
+/// Addresses live in the provider API crate, below the state model and the engine.
+pub use kdeploy_provider::addr;
 pub mod apply;
 pub mod build_info;
 pub mod cli;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use kdeploy_provider::AttrPath;
+use kdeploy_provider::addr::{Address, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
@@ -204,6 +205,8 @@ impl State {
         to: &str,
         check: &dyn Fn(&ResourceState, &str) -> Result<(), StateError>,
     ) -> Result<Vec<(String, String)>, StateError> {
+        // The canonical spelling, so that the prefix replaced below is the one state stores.
+        let from = &from.parse::<Target>().map(|t| t.to_string()).map_err(|_| StateError::NothingMatched { pattern: from.to_string() })?;
         if to.is_empty() {
             return Err(StateError::InvalidAddress { address: to.to_string(), reason: "the destination address is empty".to_string() });
         }
@@ -293,15 +296,14 @@ impl State {
     }
 }
 
-/// True when `address` is `pattern` or lies under it: the next character after the prefix must
-/// start an index (`[`) or a nested step (`.`). So `agent.cam` matches `agent.cam["a"]` and
-/// `agent.cam[0]` but not `agent.camera`, and `module.site` matches `module.site.vault.main` and
-/// `module.site["eu"].vault.main`.
+/// True when `address` is `pattern` or lies under it, with the one matcher `-target` uses
+/// ([`Address::matches`]): `agent.cam` matches `agent.cam["a"]` and `agent.cam[0]` but not
+/// `agent.camera`, and `module.site` matches `module.site.vault.main` and
+/// `module.site["eu"].vault.main`. A pattern that is not an address matches nothing.
 pub fn address_matches(address: &str, pattern: &str) -> bool {
-    match address.strip_prefix(pattern) {
-        Some("") => true,
-        Some(rest) => !pattern.is_empty() && (rest.starts_with('[') || rest.starts_with('.')),
-        None => false,
+    match (address.parse::<Address>(), pattern.parse::<Target>()) {
+        (Ok(a), Ok(t)) => a.matches(&t),
+        _ => false,
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Both the engine (`kdeploy`) and every provider crate depend on this small crate, so the
 //! engine never depends on a provider and a provider never depends on the engine.
+pub mod addr;
 pub mod attrs;
 pub mod components;
 pub mod duration;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use kdeploy_provider::Kind;
+use crate::schema::Kind;
 use serde::{Deserialize, Serialize};
 
 /// The key of one instance created by `for_each` (string) or `count` (number).
