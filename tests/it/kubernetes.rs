@@ -251,6 +251,16 @@ fn plan_requests_do_not_grow_with_the_number_of_cameras() {
         e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
         let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        // Apply reads each namespace once, not once per component.
+        let ns_reads: Vec<String> = e
+            .server
+            .requests()
+            .into_iter()
+            .filter(|(m, p)| m == "GET" && p.starts_with("/api/v1/namespaces/") && p.split('/').count() == 5)
+            .map(|(_, p)| p)
+            .collect();
+        let distinct: std::collections::BTreeSet<&String> = ns_reads.iter().collect();
+        assert_eq!(ns_reads.len(), distinct.len(), "one GET per namespace: {ns_reads:?}");
         e.server.clear_requests();
         let r = kdeploy(&e.s, &["plan", "--detailed-exitcode"]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);

@@ -33,6 +33,10 @@ const CREATED_BY: &str = "kdeploy.io/created-by";
 #[derive(Default)]
 pub struct KubernetesProvider {
     pool: Pool,
+    /// Namespaces this run has seen or created, by API server and context: one GET per
+    /// namespace per run, not one per component. Held while a namespace is checked, so that
+    /// components applied at once do not all check it.
+    namespaces: tokio::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
 }
 
 impl KubernetesProvider {
@@ -150,6 +154,17 @@ impl KubernetesProvider {
 
     /// Creates the namespace when absent, marked as created by kdeploy.
     async fn ensure_namespace(&self, conn: &Conn, ns: &str) -> Result<(), ProviderError> {
+        let key = (conn.server.clone(), conn.context.clone(), ns.to_string());
+        let mut known = self.namespaces.lock().await;
+        if known.contains(&key) {
+            return Ok(());
+        }
+        self.create_namespace(conn, ns).await?;
+        known.insert(key);
+        Ok(())
+    }
+
+    async fn create_namespace(&self, conn: &Conn, ns: &str) -> Result<(), ProviderError> {
         let p = path("v1", "Namespace", None, Some(ns));
         match conn.get(&p).await {
             Ok(Some(_)) => Ok(()),
