@@ -251,14 +251,15 @@ pub fn default_state_path(dir: &Path) -> PathBuf {
 /// Takes the lock, reads the state (a new empty one when there is none). The lock is held
 /// until the returned guard is released or dropped.
 pub fn lock_and_read(store: Box<dyn StateStore>, operation: &str, timeout: Duration) -> Result<(Locked, State), StateError> {
-    let mut store = Locked::acquire(store, LockInfo::new(operation, VERSION), timeout)?;
-    let state = store.read()?.unwrap_or_else(|| State::new(VERSION));
-    Ok((store, state))
+    read(Locked::acquire(store, LockInfo::new(operation, VERSION), timeout)?)
 }
 
 /// Reads the state without taking the lock (`-lock=false`).
 pub fn read_unlocked(store: Box<dyn StateStore>) -> Result<(Locked, State), StateError> {
-    let mut store = Locked::unlocked(store);
+    read(Locked::unlocked(store))
+}
+
+fn read(mut store: Locked) -> Result<(Locked, State), StateError> {
     let state = store.read()?.unwrap_or_else(|| State::new(VERSION));
     Ok((store, state))
 }

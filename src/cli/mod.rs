@@ -253,7 +253,12 @@ impl Ctx<'_, '_> {
 
     /// Takes the store's lock and reads the state; errors and the store's warnings printed.
     fn lock(&mut self, store: Box<dyn StateStore>, operation: &str, timeout: std::time::Duration) -> Result<(Locked, State), i32> {
-        match engine::lock_and_read(store, operation, timeout) {
+        self.opened(engine::lock_and_read(store, operation, timeout))
+    }
+
+    /// The state store opened (locked or not) and its state, or the error printed.
+    fn opened(&mut self, result: Result<(Locked, State), StateError>) -> Result<(Locked, State), i32> {
+        match result {
             Ok((mut store, state)) => {
                 self.store_warnings(&mut *store);
                 Ok((store, state))

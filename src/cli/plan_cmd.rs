@@ -31,14 +31,7 @@ pub(super) async fn make_plan(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, p: &PlanAr
         return Err(EXIT_ERROR);
     }
     let Some(store) = ctx.store(loaded) else { return Err(EXIT_ERROR) };
-    let (store, state) = if p.lock {
-        ctx.lock(store, operation, p.lock_timeout)?
-    } else {
-        engine::read_unlocked(store).map_err(|e| {
-            ctx.state_error(&e);
-            EXIT_ERROR
-        })?
-    };
+    let (store, state) = if p.lock { ctx.lock(store, operation, p.lock_timeout)? } else { ctx.opened(engine::read_unlocked(store))? };
     match engine::plan(loaded, &state, &ctx.env.providers, &plan_options(p, destroy)).await {
         Ok(plan) => Ok((store, state, plan)),
         Err(diags) => {

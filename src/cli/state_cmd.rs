@@ -40,8 +40,9 @@ pub(super) fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
                 Ok(s) => s.unwrap_or_else(|| State::new(VERSION)),
                 Err(c) => return c,
             };
+            let matchers: Vec<_> = addresses.iter().map(|a| kdeploy_state::address_matcher(a)).collect();
             for r in &state.resources {
-                if addresses.is_empty() || addresses.iter().any(|a| kdeploy_state::address_matches(&r.address, a)) {
+                if matchers.is_empty() || matchers.iter().any(|m| m(&r.address)) {
                     let _ = writeln!(ctx.io.out, "{}", r.address);
                 }
             }

@@ -30,7 +30,7 @@ pub use file::{decode, encode};
 pub use guard::{Locked, PushError, push};
 pub use local::LocalStore;
 pub use lock::LockInfo;
-pub use model::{OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matches};
+pub use model::{OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matcher, address_matches};
 pub use store::StateStore;
 
 /// The backends this build has: `local`, and `s3`/`kubernetes` when their features are on.

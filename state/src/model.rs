@@ -181,7 +181,8 @@ impl State {
     /// `agent.camera`; `module.site` removes everything in that module. Returns the removed
     /// resources in address order.
     pub fn remove_matching(&mut self, addr_or_prefix: &str) -> Vec<ResourceState> {
-        let (removed, kept) = std::mem::take(&mut self.resources).into_iter().partition(|r| address_matches(&r.address, addr_or_prefix));
+        let matches = address_matcher(addr_or_prefix);
+        let (removed, kept) = std::mem::take(&mut self.resources).into_iter().partition(|r| matches(&r.address));
         self.resources = kept;
         removed
     }
@@ -205,17 +206,14 @@ impl State {
         to: &str,
         check: &dyn Fn(&ResourceState, &str) -> Result<(), StateError>,
     ) -> Result<Vec<(String, String)>, StateError> {
+        let target = from.parse::<Target>().map_err(|_| StateError::NothingMatched { pattern: from.to_string() })?;
         // The canonical spelling, so that the prefix replaced below is the one state stores.
-        let from = &from.parse::<Target>().map(|t| t.to_string()).map_err(|_| StateError::NothingMatched { pattern: from.to_string() })?;
+        let from = &target.to_string();
         if to.is_empty() {
             return Err(StateError::InvalidAddress { address: to.to_string(), reason: "the destination address is empty".to_string() });
         }
-        let renames: BTreeMap<String, String> = self
-            .resources
-            .iter()
-            .filter(|r| address_matches(&r.address, from))
-            .map(|r| (r.address.clone(), format!("{to}{}", &r.address[from.len()..])))
-            .collect();
+        let renames: BTreeMap<String, String> =
+            self.resources.iter().filter(|r| under(&target, &r.address)).map(|r| (r.address.clone(), format!("{to}{}", &r.address[from.len()..]))).collect();
         if renames.is_empty() {
             return Err(StateError::NothingMatched { pattern: from.to_string() });
         }
@@ -301,10 +299,17 @@ impl State {
 /// `agent.camera`, and `module.site` matches `module.site.vault.main` and
 /// `module.site["eu"].vault.main`. A pattern that is not an address matches nothing.
 pub fn address_matches(address: &str, pattern: &str) -> bool {
-    match (address.parse::<Address>(), pattern.parse::<Target>()) {
-        (Ok(a), Ok(t)) => a.matches(&t),
-        _ => false,
-    }
+    address_matcher(pattern)(address)
+}
+
+/// [`address_matches`] for one `pattern` and many addresses: the pattern is parsed once.
+pub fn address_matcher(pattern: &str) -> impl Fn(&str) -> bool + use<> {
+    let target = pattern.parse::<Target>().ok();
+    move |address| target.as_ref().is_some_and(|t| under(t, address))
+}
+
+fn under(target: &Target, address: &str) -> bool {
+    address.parse::<Address>().is_ok_and(|a| a.matches(target))
 }
 
 /// The path (rendered like `a.b[0]`) of the first `{"$unknown": ...}` placeholder in `v`.
