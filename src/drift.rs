@@ -5,9 +5,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kdeploy_provider::{AttrPath, Check, Value};
+use kdeploy_provider::{AttrPath, Check, Kind, Value};
 use serde_json::{Value as Json, json};
 
+use crate::addr::Address;
 use crate::plan::Drift;
 use crate::plan::render::Style;
 
@@ -24,8 +25,8 @@ pub struct AttrDrift {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub address: String,
-    pub kind: String,
+    pub address: Address,
+    pub kind: Kind,
     pub type_name: String,
     pub provider: String,
     /// `changed`, `deleted`, or `unhealthy` (a health check failed: a Vault account that no
@@ -89,7 +90,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// Whether an ignore rule (`agent.*.replicas`, `vault.main`, `agent.cam["front"].env`) covers
 /// `path` of `address`. A rule that names only components covers all their attributes.
-pub fn rule_matches(rule: &str, address: &str, path: Option<&AttrPath>) -> bool {
+pub fn rule_matches(rule: &str, address: &Address, path: Option<&AttrPath>) -> bool {
     let target = match path {
         Some(p) if !p.is_root() => format!("{address}.{p}"),
         _ => address.to_string(),
@@ -106,7 +107,7 @@ pub fn rule_matches(rule: &str, address: &str, path: Option<&AttrPath>) -> bool 
 
 /// Builds the report from the refresh's drift entries, dropping what the rules ignore:
 /// per component `ignore_changes` (attribute names) and the stack's `drift { ignore = [...] }`.
-pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> Vec<String>, stack_rules: &[String], health: &[Check]) -> Report {
+pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&Address) -> Vec<String>, stack_rules: &[String], health: &[Check]) -> Report {
     let mut rep = Report { checked, ..Default::default() };
     for c in health.iter().filter(|c| !c.ok) {
         if let Some(r) = stack_rules.iter().find(|r| rule_matches(r, &c.address, None)) {
@@ -115,15 +116,11 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
             }
             continue;
         }
-        let found = drift.iter().find(|d| d.address.to_string() == c.address);
-        let (kind, type_name, provider) = match (found, c.address.split('.').next()) {
-            (Some(d), _) => (d.kind.keyword().to_string(), d.type_name.clone(), d.provider.clone()),
-            (None, Some(k)) => (k.to_string(), String::new(), String::new()),
-            _ => Default::default(),
-        };
+        let found = drift.iter().find(|d| d.address == c.address);
+        let (type_name, provider) = found.map(|d| (d.type_name.clone(), d.provider.clone())).unwrap_or_default();
         rep.entries.push(Entry {
             address: c.address.clone(),
-            kind,
+            kind: c.address.kind,
             type_name,
             provider,
             status: "unhealthy",
@@ -132,9 +129,9 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
         });
     }
     for d in drift {
-        let address = d.address.to_string();
+        let address = d.address.clone();
         let lifecycle = ignore_changes(&address);
-        let component_ignored = stack_rules.iter().find(|r| rule_matches(r, &address, None) && segments(r).len() <= segments(&address).len());
+        let component_ignored = stack_rules.iter().find(|r| rule_matches(r, &address, None) && segments(r).len() <= segments(&address.to_string()).len());
         if let Some(r) = component_ignored {
             if !rep.ignored.contains(r) {
                 rep.ignored.push(r.clone());
@@ -144,7 +141,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
         match &d.after {
             None => rep.entries.push(Entry {
                 address,
-                kind: d.kind.keyword().to_string(),
+                kind: d.kind,
                 type_name: d.type_name.clone(),
                 provider: d.provider.clone(),
                 status: "deleted",
@@ -178,7 +175,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&str) -> 
                 if !attrs.is_empty() {
                     rep.entries.push(Entry {
                         address,
-                        kind: d.kind.keyword().to_string(),
+                        kind: d.kind,
                         type_name: d.type_name.clone(),
                         provider: d.provider.clone(),
                         status: "changed",
@@ -208,13 +205,13 @@ pub fn human(r: &Report, style: Style) -> String {
     for e in &r.entries {
         match e.status {
             "deleted" => {
-                let _ = writeln!(out, "  {} ({} {}): deleted outside kdeploy", bold(&e.address), e.kind, e.type_name);
+                let _ = writeln!(out, "  {} ({} {}): deleted outside kdeploy", bold(&e.address.to_string()), e.kind, e.type_name);
             }
             "unhealthy" => {
-                let _ = writeln!(out, "  {}: unhealthy: {}", bold(&e.address), e.message.as_deref().unwrap_or_default());
+                let _ = writeln!(out, "  {}: unhealthy: {}", bold(&e.address.to_string()), e.message.as_deref().unwrap_or_default());
             }
             _ => {
-                let _ = writeln!(out, "  {} ({} {}): changed outside kdeploy", bold(&e.address), e.kind, e.type_name);
+                let _ = writeln!(out, "  {} ({} {}): changed outside kdeploy", bold(&e.address.to_string()), e.kind, e.type_name);
                 for a in &e.attributes {
                     let _ = writeln!(out, "      ~ {} = {} -> {}", a.path, shown(&a.before, a.sensitive), shown(&a.after, a.sensitive));
                 }
@@ -272,10 +269,10 @@ pub fn markdown(r: &Report) -> String {
         if e.attributes.is_empty() {
             match &e.message {
                 Some(m) => {
-                    let _ = writeln!(out, "| `{}` | {} | {} | | |", md_escape(&e.address), e.status, md_escape(m));
+                    let _ = writeln!(out, "| `{}` | {} | {} | | |", md_escape(&e.address.to_string()), e.status, md_escape(m));
                 }
                 None => {
-                    let _ = writeln!(out, "| `{}` | {} | | | |", md_escape(&e.address), e.status);
+                    let _ = writeln!(out, "| `{}` | {} | | | |", md_escape(&e.address.to_string()), e.status);
                 }
             }
         }
@@ -283,7 +280,7 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(
                 out,
                 "| `{}` | {} | `{}` | {} | {} |",
-                md_escape(&e.address),
+                md_escape(&e.address.to_string()),
                 e.status,
                 md_escape(&a.path.to_string()),
                 md_escape(&shown(&a.before, a.sensitive)),
@@ -330,11 +327,11 @@ mod tests {
     #[test]
     fn rules_match_components_and_attributes() {
         let p = AttrPath::attr("replicas");
-        assert!(rule_matches("agent.*.replicas", "agent.cam[\"front\"]", Some(&p)));
-        assert!(rule_matches("agent.*", "agent.cam[\"front\"]", None));
-        assert!(rule_matches("agent.cam", "agent.cam[\"front\"]", Some(&p)), "a block covers its instances");
-        assert!(!rule_matches("vault.*.replicas", "agent.cam[\"front\"]", Some(&p)));
-        assert!(!rule_matches("agent.*.image", "agent.cam[\"front\"]", Some(&p)));
-        assert!(rule_matches("agent.cam[\"front\"].env", "agent.cam[\"front\"]", Some(&AttrPath::attr("env").child_key("A"))));
+        assert!(rule_matches("agent.*.replicas", &"agent.cam[\"front\"]".parse().unwrap(), Some(&p)));
+        assert!(rule_matches("agent.*", &"agent.cam[\"front\"]".parse().unwrap(), None));
+        assert!(rule_matches("agent.cam", &"agent.cam[\"front\"]".parse().unwrap(), Some(&p)), "a block covers its instances");
+        assert!(!rule_matches("vault.*.replicas", &"agent.cam[\"front\"]".parse().unwrap(), Some(&p)));
+        assert!(!rule_matches("agent.*.image", &"agent.cam[\"front\"]".parse().unwrap(), Some(&p)));
+        assert!(rule_matches("agent.cam[\"front\"].env", &"agent.cam[\"front\"]".parse().unwrap(), Some(&AttrPath::attr("env").child_key("A"))));
     }
 }

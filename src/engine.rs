@@ -115,7 +115,7 @@ impl Loaded {
                 Ok(d) => {
                     let refs = BTreeMap::new();
                     let planned = default_plan(&PlanRequest {
-                        component: ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: d.type_name.clone() },
+                        component: ComponentRef { address: addr.clone(), kind: addr.kind, type_name: d.type_name.clone() },
                         schema: d.schema,
                         prior: None,
                         recorded: None,
@@ -358,15 +358,15 @@ pub async fn apply(
     if plan.options.refresh_only {
         // Accept the live values into state.
         for d in &plan.drift {
-            let a = d.address.to_string();
+            let a = &d.address;
             match &d.after {
                 Some(after) => {
-                    if let Some(r) = state.resource_mut(&a) {
+                    if let Some(r) = state.resource_mut(a) {
                         r.attributes = after.to_json();
                     }
                 }
                 None => {
-                    state.remove(&a);
+                    state.remove(a);
                 }
             }
         }

@@ -165,14 +165,7 @@ struct Job {
 
 /// The values of the components state records.
 fn recorded_values(state: &State) -> BTreeMap<Address, Marked> {
-    state
-        .resources
-        .iter()
-        .filter_map(|r| {
-            let a: Address = r.address.parse().ok()?;
-            Some((a.clone(), object_value(&a, &Value::from_json(&r.attributes), &r.sensitive_paths)))
-        })
-        .collect()
+    state.resources.iter().map(|r| (r.address.clone(), object_value(&r.address, &Value::from_json(&r.attributes), &r.sensitive_paths))).collect()
 }
 
 fn pending_kind(action: Action) -> PendingKind {
@@ -186,13 +179,13 @@ fn pending_kind(action: Action) -> PendingKind {
 /// The state record of an applied change.
 fn resource_state(change: &Change, attrs: &Value, fingerprint: Option<String>) -> ResourceState {
     ResourceState {
-        address: change.address.to_string(),
-        kind: change.kind.keyword().to_string(),
+        address: change.address.clone(),
+        kind: change.kind,
         type_name: change.type_name.clone(),
         provider: change.provider.clone(),
         attributes: attrs.to_json(),
         sensitive_paths: change.after_sensitive.clone(),
-        dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
+        dependencies: change.depends_on.clone(),
         fingerprint,
         create_before_destroy: change.action == Action::CreateThenDelete,
     }
@@ -207,7 +200,7 @@ async fn run_job(
     refs: BTreeMap<String, Reference>,
     force_conflicts: bool,
 ) -> Result<Option<(Value, Option<String>)>, ProviderError> {
-    let component = ComponentRef { address: change.address.to_string(), kind: change.kind, type_name: change.type_name.clone() };
+    let component = ComponentRef { address: change.address.clone(), kind: change.kind, type_name: change.type_name.clone() };
     let delete = |prior: Value| DeleteRequest { component: component.clone(), prior, cluster: cluster.clone(), delete_data: change.delete_data };
     let create = |planned: Value, prior: Option<Value>| ApplyRequest {
         component: component.clone(),
@@ -306,7 +299,7 @@ impl Coordinator<'_> {
             stopping: false,
         };
         if !self.state.pending.is_empty() {
-            let handled: BTreeSet<String> = run.changes.iter().map(|c| c.address.to_string()).collect();
+            let handled: BTreeSet<Address> = run.changes.iter().map(|c| c.address.clone()).collect();
             crate::plan::forget_settled_pending(self.state, plan, &handled);
             if let Err(e) = self.persist() {
                 run.outcome.state_error = Some(e);
@@ -388,7 +381,7 @@ impl Coordinator<'_> {
         };
         // A delete of an object that is already gone only updates state.
         if change.action == Action::Delete && change.before.is_none() {
-            self.state.remove(&change.address.to_string());
+            self.state.remove(&change.address);
             run.applied.remove(&change.address);
             if let Err(e) = self.persist() {
                 run.outcome.state_error = Some(e);
@@ -398,14 +391,14 @@ impl Coordinator<'_> {
             run.outcome.done.push((change.address.clone(), change.action));
             return None;
         }
-        let id = self.state.begin_pending(&change.address.to_string(), pending_kind(change.action), self.pending_target(change, planned.as_ref()));
+        let id = self.state.begin_pending(&change.address, pending_kind(change.action), self.pending_target(change, planned.as_ref()));
         run.pending_ids.insert(i, id);
         let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| without_address(&m.value));
         let refs: BTreeMap<String, Reference> = change
             .refs
             .iter()
             .filter_map(|(k, a)| {
-                let type_name = self.state.resource(&a.to_string())?.type_name.clone();
+                let type_name = self.state.resource(a)?.type_name.clone();
                 Some((k.clone(), reference(a, &type_name, &run.applied.get(a)?.value)))
             })
             .collect();
@@ -416,13 +409,13 @@ impl Coordinator<'_> {
     /// What a later run needs to find the object should this run die mid-way, even if the
     /// component has left the stack by then.
     fn pending_target(&self, change: &Change, planned: Option<&Value>) -> Option<PendingTarget> {
-        let unrecorded = self.state.resource(&change.address.to_string()).is_none();
+        let unrecorded = self.state.resource(&change.address).is_none();
         (change.action == Action::Create || change.action.is_replace() || unrecorded).then(|| PendingTarget {
-            kind: change.kind.keyword().to_string(),
+            kind: change.kind,
             type_name: change.type_name.clone(),
             provider: change.provider.clone(),
             attributes: planned.or(change.before.as_ref()).map(known_json).unwrap_or(serde_json::Value::Null),
-            dependencies: change.depends_on.iter().map(ToString::to_string).collect(),
+            dependencies: change.depends_on.clone(),
         })
     }
 
@@ -481,7 +474,7 @@ impl Coordinator<'_> {
         }
         match result {
             Ok(None) => {
-                self.state.remove(&change.address.to_string());
+                self.state.remove(&change.address);
                 run.applied.remove(&change.address);
             }
             Ok(Some((attrs, fingerprint))) => {

@@ -29,7 +29,7 @@ pub fn waits(changes: &[&Change], state: &State) -> Vec<BTreeSet<usize>> {
 
 /// Whether `change`'s component depends on `addr`, as planned or as state records it.
 fn depends_on(change: &Change, addr: &Address, state: &State) -> bool {
-    change.depends_on.contains(addr) || state.resource(&change.address.to_string()).is_some_and(|r| r.dependencies.contains(&addr.to_string()))
+    change.depends_on.contains(addr) || state.resource(&change.address).is_some_and(|r| r.dependencies.contains(addr))
 }
 
 /// The ordering as text, one change per line with what it waits for (for review and tests).

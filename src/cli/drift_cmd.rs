@@ -28,12 +28,8 @@ pub(super) async fn drift_cmd(ctx: &mut Ctx<'_, '_>, d: args::DriftArgs) -> i32 
             return EXIT_ERROR;
         }
     };
-    let ignore_changes = |address: &str| -> Vec<String> {
-        address
-            .parse::<crate::addr::Address>()
-            .ok()
-            .and_then(|a| loaded.expanded.decl(&loaded.stack, &a).map(|d| d.lifecycle.ignore_changes.iter().map(|(n, _)| n.clone()).collect()))
-            .unwrap_or_default()
+    let ignore_changes = |address: &crate::addr::Address| -> Vec<String> {
+        loaded.expanded.decl(&loaded.stack, address).map(|d| d.lifecycle.ignore_changes.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default()
     };
     let report = crate::drift::report(&refreshed.drift, state.resources.len(), &ignore_changes, &loaded.stack.stack.drift_ignore, &refreshed.health);
     let text = match format {

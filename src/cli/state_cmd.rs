@@ -53,7 +53,7 @@ pub(super) fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
                 Ok(s) => s.unwrap_or_else(|| State::new(VERSION)),
                 Err(c) => return c,
             };
-            match state.resource(&address) {
+            match address.parse().ok().and_then(|a| state.resource(&a)) {
                 Some(r) => {
                     let _ = write!(ctx.io.out, "{}", state_resource_text(r));
                     EXIT_OK
@@ -114,6 +114,11 @@ pub(super) fn edit_state(
             Ok(()) => {
                 let _ = ctx.io.out.write_all(&buf);
                 EXIT_OK
+            }
+            Err(e @ StateError::SerialExhausted { .. }) => {
+                // Not a failure of the store: say which state it is about.
+                ctx.error("State error", &format!("{}: {e}", store.describe()));
+                EXIT_ERROR
             }
             Err(e) => {
                 ctx.state_error(&e);
@@ -216,18 +221,12 @@ pub(super) fn force_unlock(ctx: &mut Ctx<'_, '_>, id: &str, even_if_running: boo
 
 /// A component keeps its kind when it moves: `database.meta` cannot become `broker.meta`, which
 /// the next plan would read as a broker holding a database's attributes.
-fn same_kind(r: &kdeploy_state::ResourceState, to: &str) -> Result<(), StateError> {
-    let invalid = |reason: String| StateError::InvalidAddress { address: to.to_string(), reason };
-    let addr: crate::addr::Address = to.parse().map_err(|e: crate::addr::AddrParseError| invalid(e.to_string()))?;
-    if addr.kind.keyword() != r.kind {
-        return Err(invalid(format!(
-            "{} is a {}, and a {} address cannot hold it; move it to a {} address (e.g. {}.NAME)",
-            r.address,
-            r.kind,
-            addr.kind.keyword(),
-            r.kind,
-            r.kind
-        )));
+fn same_kind(r: &kdeploy_state::ResourceState, to: &crate::addr::Address) -> Result<(), StateError> {
+    if to.kind != r.kind {
+        return Err(StateError::InvalidAddress {
+            address: to.to_string(),
+            reason: format!("{} is a {}, and a {} address cannot hold it; move it to a {} address (e.g. {}.NAME)", r.address, r.kind, to.kind, r.kind, r.kind),
+        });
     }
     Ok(())
 }

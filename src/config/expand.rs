@@ -970,7 +970,7 @@ pub fn without_address(v: &Value) -> Value {
 /// What a provider is told about a referenced component.
 pub fn reference(addr: &Address, type_name: &str, value: &Value) -> kdeploy_provider::Reference {
     kdeploy_provider::Reference {
-        component: kdeploy_provider::ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: type_name.to_string() },
+        component: kdeploy_provider::ComponentRef { address: addr.clone(), kind: addr.kind, type_name: type_name.to_string() },
         attributes: without_address(value),
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use kdeploy_provider::Value;
 use kdeploy_state::{ResourceState, State};
 
-use super::refresh::{Refreshed, parse_addr};
+use super::refresh::Refreshed;
 use super::{Action, ActionReason, Change, PlanOptions};
 use crate::addr::{Address, InstanceKey};
 use crate::config::Stack;
@@ -16,16 +16,16 @@ use crate::config::expand::Expanded;
 pub fn deletes(stack: &Stack, expanded: &Expanded, state: &State, refreshed: &Refreshed, options: &PlanOptions) -> Vec<Change> {
     let mut out = Vec::new();
     for r in &state.resources {
-        let Some(addr) = parse_addr(&r.address) else { continue };
-        if !options.destroy && expanded.instances.contains_key(&addr) {
+        let addr = &r.address;
+        if !options.destroy && expanded.instances.contains_key(addr) {
             continue;
         }
-        let Some(live) = refreshed.live_value(&addr) else {
-            out.push(Change { reason: Some(ActionReason::RecreateBecauseDeletedOutOfBand), before: None, cluster: None, ..delete(&addr, r, options) });
+        let Some(live) = refreshed.live_value(addr) else {
+            out.push(Change { reason: Some(ActionReason::RecreateBecauseDeletedOutOfBand), before: None, cluster: None, ..delete(addr, r, options) });
             continue;
         };
         let cluster = r.attributes.get("cluster").and_then(|c| c.as_str()).and_then(|c| c.parse().ok());
-        out.push(Change { reason: Some(why(stack, expanded, &addr, options)), before: Some(live), cluster, ..delete(&addr, r, options) });
+        out.push(Change { reason: Some(why(stack, expanded, addr, options)), before: Some(live), cluster, ..delete(addr, r, options) });
     }
     out
 }
@@ -57,7 +57,7 @@ fn delete(addr: &Address, r: &ResourceState, options: &PlanOptions) -> Change {
         before_sensitive: r.sensitive_paths.clone(),
         after_sensitive: Vec::new(),
         replace_paths: Vec::new(),
-        depends_on: r.dependencies.iter().filter_map(|d| d.parse().ok()).collect(),
+        depends_on: r.dependencies.clone(),
         cluster: None,
         refs: BTreeMap::new(),
         delete_data: options.delete_data,

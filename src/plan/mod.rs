@@ -244,7 +244,7 @@ pub struct Plan {
     /// found absent: nothing is left to track, so applying the plan forgets them, even when it
     /// changes nothing else.
     #[serde(default)]
-    pub settled_pending: Vec<String>,
+    pub settled_pending: Vec<Address>,
     /// Stack sources (path relative to the stack directory → text), so that a saved plan can be
     /// applied exactly as planned.
     #[serde(default)]
@@ -310,7 +310,7 @@ impl fmt::Display for Action {
 /// except objects they may have left unrecorded that the plan neither handles (`handled`: the
 /// addresses it changes; a targeted plan leaves some out) nor found absent. Those stay tracked
 /// until they are recorded or deleted. True when something was forgotten.
-pub fn forget_settled_pending(state: &mut kdeploy_state::State, plan: &Plan, handled: &std::collections::BTreeSet<String>) -> bool {
+pub fn forget_settled_pending(state: &mut kdeploy_state::State, plan: &Plan, handled: &std::collections::BTreeSet<Address>) -> bool {
     let before = state.pending.len();
     let keep: Vec<_> = state
         .pending

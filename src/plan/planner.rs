@@ -183,7 +183,7 @@ impl Planner<'_> {
         }
         let (refs, cluster) = self.references(&desired);
         let prior = self.refreshed.live_value(addr);
-        let recorded = self.state.resource(&addr.to_string()).map(state_attrs);
+        let recorded = self.state.resource(addr).map(state_attrs);
         let inputs = desired.inputs_keeping_ignored(prior.as_ref());
         let subject = Subject { addr: addr.clone(), desired: &desired, provider_name, provider, prior, recorded, inputs, refs, cluster };
         let Some((decision, after, replace_paths)) = self.decide(&subject).await else { return };
@@ -210,12 +210,12 @@ impl Planner<'_> {
 
     /// The type of a component: declared in the stack, else recorded in state.
     fn type_of(&self, addr: &Address) -> Option<String> {
-        self.types.get(addr).cloned().or_else(|| self.state.resource(&addr.to_string()).map(|r| r.type_name.clone()))
+        self.types.get(addr).cloned().or_else(|| self.state.resource(addr).map(|r| r.type_name.clone()))
     }
 
     /// Runs the cluster provider's checks; false when the cluster cannot be planned.
     async fn preflight(&mut self, addr: &Address, desired: &Desired, provider: &dyn Provider) -> bool {
-        let component = ComponentRef { address: addr.to_string(), kind: addr.kind, type_name: desired.type_name.clone() };
+        let component = ComponentRef { address: addr.clone(), kind: addr.kind, type_name: desired.type_name.clone() };
         let pre = provider.preflight(&[(component, desired.inputs.clone())]).await;
         let span = self.expanded.decl(self.stack, addr).map(|d| d.span.clone());
         for e in &pre.errors {
@@ -236,9 +236,8 @@ impl Planner<'_> {
     /// Asks the provider, decides, and plans the object again from nothing when it is created
     /// or replaced. `None` when the provider's plan failed (reported).
     async fn decide(&mut self, s: &Subject<'_>) -> Option<(Decision, Value, Vec<AttrPath>)> {
-        let address = s.addr.to_string();
-        let interrupted = self.state.pending.iter().any(|p| p.address == address);
-        let interrupted_delete = self.state.pending.iter().any(|p| p.address == address && p.operation == PendingKind::Delete);
+        let interrupted = self.state.pending.iter().any(|p| p.address == s.addr);
+        let interrupted_delete = self.state.pending.iter().any(|p| p.address == s.addr && p.operation == PendingKind::Delete);
         let mut facts = Facts {
             live: s.prior.is_some(),
             recorded: s.recorded.is_some(),
@@ -271,7 +270,7 @@ impl Planner<'_> {
     /// The provider's plan of the object from `prior` (None: from nothing).
     async fn provider_plan(&mut self, s: &Subject<'_>, prior: Option<&Value>) -> Option<kdeploy_provider::PlanResponse> {
         let request = PlanRequest {
-            component: ComponentRef { address: s.addr.to_string(), kind: s.addr.kind, type_name: s.desired.type_name.clone() },
+            component: ComponentRef { address: s.addr.clone(), kind: s.addr.kind, type_name: s.desired.type_name.clone() },
             schema: s.desired.schema,
             prior,
             recorded: s.recorded.as_ref(),
@@ -298,7 +297,7 @@ impl Planner<'_> {
                     .iter()
                     .any(|cc| cc.address == *c && (cc.action == super::Action::Create || cc.action.is_replace()) && cc.provider != s.provider_name)
             });
-        let recorded = self.state.resource(&s.addr.to_string());
+        let recorded = self.state.resource(&s.addr);
         Change {
             address: s.addr.clone(),
             kind: s.addr.kind,

@@ -19,7 +19,7 @@ use crate::providers::Providers;
 #[derive(Debug, Clone, Default)]
 pub struct Refreshed {
     /// Live attributes by address (None: deleted out of band).
-    pub live: BTreeMap<String, Option<(Value, Option<String>)>>,
+    pub live: BTreeMap<Address, Option<(Value, Option<String>)>>,
     pub drift: Vec<Drift>,
     pub notes: Vec<String>,
     /// Health checks of the providers (Vault answering /api/health, its accounts /api/ping).
@@ -29,7 +29,7 @@ pub struct Refreshed {
 impl Refreshed {
     /// The live attributes of `addr`, when it was found live.
     pub fn live_value(&self, addr: &Address) -> Option<Value> {
-        match self.live.get(&addr.to_string()) {
+        match self.live.get(addr) {
             Some(Some((v, _))) => Some(v.clone()),
             _ => None,
         }
@@ -40,28 +40,16 @@ pub fn state_attrs(r: &ResourceState) -> Value {
     Value::from_json(&r.attributes)
 }
 
-pub(super) fn parse_addr(s: &str) -> Option<Address> {
-    s.parse().ok()
-}
-
-/// Read requests for the recorded resources `keep` selects, by provider; invalid addresses
-/// are reported.
-fn read_requests(state: &State, keep: impl Fn(&ResourceState) -> bool, diags: &mut Diagnostics) -> BTreeMap<String, Vec<ReadRequest>> {
+/// Read requests for the recorded resources `keep` selects, by provider.
+fn read_requests(state: &State, keep: impl Fn(&ResourceState) -> bool) -> BTreeMap<String, Vec<ReadRequest>> {
     let mut by_provider: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
     let cluster_of = |r: &ResourceState| -> Option<Value> {
-        let c = r.attributes.get("cluster")?.as_str()?;
-        state.resource(c).map(state_attrs)
+        let c: Address = r.attributes.get("cluster")?.as_str()?.parse().ok()?;
+        state.resource(&c).map(state_attrs)
     };
-    for (i, r) in state.resources.iter().enumerate().filter(|(_, r)| keep(r)) {
-        let Some(addr) = parse_addr(&r.address) else {
-            diags.push(
-                Diagnostic::error("Invalid state", format!("The state records an invalid address {:?} (field `resources[{i}].address`).", r.address))
-                    .hint("fix it with `kdeploy state mv` or `kdeploy state rm`"),
-            );
-            continue;
-        };
+    for r in state.resources.iter().filter(|r| keep(r)) {
         by_provider.entry(r.provider.clone()).or_default().push(ReadRequest {
-            component: ComponentRef { address: r.address.clone(), kind: addr.kind, type_name: r.type_name.clone() },
+            component: ComponentRef { address: r.address.clone(), kind: r.address.kind, type_name: r.type_name.clone() },
             recorded: state_attrs(r),
             cluster: cluster_of(r),
         });
@@ -71,9 +59,8 @@ fn read_requests(state: &State, keep: impl Fn(&ResourceState) -> bool, diags: &m
 
 /// The health checks of the recorded vaults (their accounts answer): run after apply.
 pub async fn verify(state: &State, providers: &Providers) -> Vec<Check> {
-    let mut ignored = Diagnostics::new();
     let mut out = Vec::new();
-    for (name, requests) in read_requests(state, |r| r.kind == Kind::Vault.keyword(), &mut ignored) {
+    for (name, requests) in read_requests(state, |r| r.kind == Kind::Vault) {
         if let Ok(provider) = providers.get(&name) {
             out.extend(provider.health(&requests).await);
         }
@@ -100,10 +87,10 @@ pub struct PendingRead {
 pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]) -> Result<Refreshed, Diagnostics> {
     let mut out = Refreshed::default();
     let mut diags = Diagnostics::new();
-    let mut by_provider = read_requests(state, |_| true, &mut diags);
+    let mut by_provider = read_requests(state, |_| true);
     for p in extra {
         by_provider.entry(p.provider.clone()).or_default().push(ReadRequest {
-            component: ComponentRef { address: p.addr.to_string(), kind: p.addr.kind, type_name: p.type_name.clone() },
+            component: ComponentRef { address: p.addr.clone(), kind: p.addr.kind, type_name: p.type_name.clone() },
             recorded: p.recorded.clone(),
             cluster: p.cluster.clone(),
         });
@@ -112,7 +99,7 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
         let provider = match providers.get(&name) {
             Ok(p) => p,
             Err(e) => {
-                let addresses: Vec<&str> = requests.iter().map(|r| r.component.address.as_str()).collect();
+                let addresses: Vec<String> = requests.iter().map(|r| r.component.address.to_string()).collect();
                 diags.push(
                     Diagnostic::error(
                         "Provider not available",
@@ -123,7 +110,7 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
                 continue;
             }
         };
-        let addresses: Vec<String> = requests.iter().map(|r| r.component.address.clone()).collect();
+        let addresses: Vec<Address> = requests.iter().map(|r| r.component.address.clone()).collect();
         let health_requests = requests.clone();
         match provider.read(requests).await {
             Ok(results) if results.len() == addresses.len() => {
@@ -150,7 +137,7 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
         return Err(diags);
     }
     for r in &state.resources {
-        let Some(addr) = parse_addr(&r.address) else { continue };
+        let addr = r.address.clone();
         // kdeploy's own interrupted operation (a replacement that deleted the old object) is not
         // a change made outside kdeploy.
         if state.pending.iter().any(|p| p.address == r.address) {
@@ -163,7 +150,7 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
                 if !paths.is_empty() {
                     out.drift.push(Drift {
                         address: addr,
-                        kind: Kind::from_keyword(&r.kind).unwrap_or(Kind::Cluster),
+                        kind: r.kind,
                         type_name: r.type_name.clone(),
                         provider: r.provider.clone(),
                         before: recorded,
@@ -175,7 +162,7 @@ pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]
             }
             Some(None) => out.drift.push(Drift {
                 address: addr,
-                kind: Kind::from_keyword(&r.kind).unwrap_or(Kind::Cluster),
+                kind: r.kind,
                 type_name: r.type_name.clone(),
                 provider: r.provider.clone(),
                 before: recorded,
@@ -262,30 +249,27 @@ pub fn pending_reads(state: &State, pc: &PendingCtx<'_>) -> Vec<PendingRead> {
         .iter()
         .filter(|p| state.resource(&p.address).is_none() && (p.target.is_some() || p.operation == PendingKind::Create))
         .filter_map(|p| {
-            let addr: Address = p.address.parse().ok()?;
+            let addr = p.address.clone();
             let desired = pc.expanded.instances.get(&addr).and_then(|inst| expand::desired(pc.ctx, pc.stack, inst, pc.clusters).ok());
             let (type_name, provider, recorded, dependencies) = match &p.target {
-                Some(t) => {
-                    (t.type_name.clone(), t.provider.clone(), Value::from_json(&t.attributes), t.dependencies.iter().filter_map(|d| d.parse().ok()).collect())
-                }
+                Some(t) => (t.type_name.clone(), t.provider.clone(), Value::from_json(&t.attributes), t.dependencies.clone()),
                 None => {
                     let d = desired.as_ref()?;
-                    let cluster_type =
-                        d.cluster.as_ref().and_then(|c| pc.types.get(c).cloned().or_else(|| state.resource(&c.to_string()).map(|r| r.type_name.clone())));
+                    let cluster_type = d.cluster.as_ref().and_then(|c| pc.types.get(c).cloned().or_else(|| state.resource(c).map(|r| r.type_name.clone())));
                     let provider = kdeploy_provider::provider_for(addr.kind, &d.type_name, cluster_type.as_deref()).to_string();
                     (d.type_name.clone(), provider, d.inputs.clone(), Vec::new())
                 }
             };
             let cluster_addr = desired.as_ref().and_then(|d| d.cluster.clone()).or_else(|| recorded.as_map()?.get("cluster")?.as_str()?.parse().ok());
-            let cluster = cluster_addr.as_ref().and_then(|c| state.resource(&c.to_string())).map(state_attrs);
+            let cluster = cluster_addr.as_ref().and_then(|c| state.resource(c)).map(state_attrs);
             Some(PendingRead { addr, type_name, provider, recorded, cluster, cluster_addr, dependencies })
         })
         .collect()
 }
 
 /// The pending operations whose objects the refresh read and found absent.
-pub fn settled_pending(pending: &[PendingRead], refreshed: &Refreshed) -> Vec<String> {
-    pending.iter().map(|p| p.addr.to_string()).filter(|a| matches!(refreshed.live.get(a), Some(None))).collect()
+pub fn settled_pending(pending: &[PendingRead], refreshed: &Refreshed) -> Vec<Address> {
+    pending.iter().map(|p| p.addr.clone()).filter(|a| matches!(refreshed.live.get(a), Some(None))).collect()
 }
 
 /// Deletes of what interrupted operations created and the stack no longer declares (or all of
@@ -296,7 +280,7 @@ pub fn orphan_deletes(pending: &[PendingRead], expanded: &Expanded, refreshed: &
         .filter(|p| options.destroy || !expanded.instances.contains_key(&p.addr))
         .filter(|p| !planned.iter().any(|c| c.address == p.addr))
         .filter_map(|p| {
-            let Some(Some((live, _))) = refreshed.live.get(&p.addr.to_string()) else { return None };
+            let Some(Some((live, _))) = refreshed.live.get(&p.addr) else { return None };
             let sensitive = kdeploy_provider::schema_ref(p.addr.kind, &p.type_name)
                 .map(|s| s.attributes.iter().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)).collect())
                 .unwrap_or_default();

@@ -377,8 +377,8 @@ mod tests {
     fn sample() -> State {
         let mut s = State::new("t");
         s.upsert(ResourceState {
-            address: "vault.main".into(),
-            kind: "vault".into(),
+            address: "vault.main".parse().unwrap(),
+            kind: kdeploy_provider::Kind::Vault,
             type_name: "minio".into(),
             provider: "docker".into(),
             attributes: json!({"root_password": "hunter2", "env": {"A": {"x": 1}}, "name": "v"}),

@@ -204,8 +204,8 @@ mod tests {
         s.outputs.insert("endpoint".into(), OutputState { value: json!("http://x"), sensitive: false });
         s.outputs.insert("key".into(), OutputState { value: json!({"b": 1, "a": [2]}), sensitive: true });
         s.upsert(ResourceState {
-            address: "vault.main".into(),
-            kind: "vault".into(),
+            address: "vault.main".parse().unwrap(),
+            kind: kdeploy_provider::Kind::Vault,
             type_name: "minio".into(),
             provider: "docker".into(),
             attributes: json!({"root_password": "s3cret", "env": {"A": "1"}, "ports": [9000]}),
@@ -215,17 +215,17 @@ mod tests {
             create_before_destroy: true,
         });
         s.upsert(ResourceState {
-            address: "agent.cam[\"front\"]".into(),
-            kind: "agent".into(),
+            address: "agent.cam[\"front\"]".parse().unwrap(),
+            kind: kdeploy_provider::Kind::Agent,
             type_name: "docker".into(),
             provider: "docker".into(),
             attributes: json!({"name": "front"}),
             sensitive_paths: vec![],
-            dependencies: vec!["vault.main".into()],
+            dependencies: vec!["vault.main".parse().unwrap()],
             fingerprint: None,
             create_before_destroy: false,
         });
-        s.begin_pending("vault.main", PendingKind::Update, None);
+        s.begin_pending(&"vault.main".parse().unwrap(), PendingKind::Update, None);
         s
     }
 
@@ -286,9 +286,9 @@ mod tests {
         assert_eq!(s.serial, 4);
         assert_eq!(s.lineage, "5f1c2d1e-8a53-4d55-a5b9-0c6b8c2f3a10");
         assert_eq!(s.resources.len(), 2);
-        assert_eq!(s.resources[0].address, "agent.cam[\"front\"]");
-        assert_eq!(s.resources[0].dependencies, ["vault.main"]);
-        let vault = s.resource("vault.main").unwrap();
+        assert_eq!(s.resources[0].address.to_string(), "agent.cam[\"front\"]");
+        assert_eq!(s.resources[0].dependencies, ["vault.main".parse::<kdeploy_provider::addr::Address>().unwrap()]);
+        let vault = s.resource(&"vault.main".parse().unwrap()).unwrap();
         assert_eq!(vault.type_name, "minio");
         assert_eq!(vault.sensitive_paths, [AttrPath::attr("root_password")]);
         assert_eq!(vault.fingerprint.as_deref(), Some("abc"));

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kdeploy_provider::AttrPath;
-use kdeploy_provider::addr::{Address, Target};
+use kdeploy_provider::addr::{Address, ModulePath, Target};
+use kdeploy_provider::{AttrPath, Kind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
@@ -55,9 +55,9 @@ pub struct OutputState {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceState {
     /// Full address, e.g. `agent.cam["front"]` or `module.site.vault.main`.
-    pub address: String,
+    pub address: Address,
     /// Component kind: `cluster`, `vault`, `agent`, ...
-    pub kind: String,
+    pub kind: Kind,
     /// Implementation of the component: `docker`, `minio`, ...
     #[serde(rename = "type")]
     pub type_name: String,
@@ -71,7 +71,7 @@ pub struct ResourceState {
     pub sensitive_paths: Vec<AttrPath>,
     /// Addresses of the resources this one depends on.
     #[serde(default)]
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<Address>,
     /// Provider-defined hash of the live object, used to detect drift cheaply.
     #[serde(default)]
     pub fingerprint: Option<String>,
@@ -106,7 +106,7 @@ pub struct PendingOp {
     /// Unique id (UUID v4) returned by [`State::begin_pending`].
     pub id: String,
     /// Address of the resource being operated on.
-    pub address: String,
+    pub address: Address,
     pub operation: PendingKind,
     /// When the operation started (RFC 3339).
     pub started_at: String,
@@ -120,7 +120,7 @@ pub struct PendingOp {
 /// The object a pending operation works on, as far as it is known when the operation starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingTarget {
-    pub kind: String,
+    pub kind: Kind,
     #[serde(rename = "type")]
     pub type_name: String,
     pub provider: String,
@@ -128,7 +128,7 @@ pub struct PendingTarget {
     #[serde(serialize_with = "canonical::serialize")]
     pub attributes: serde_json::Value,
     #[serde(default)]
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<Address>,
 }
 
 impl State {
@@ -154,12 +154,12 @@ impl State {
     }
 
     /// The resource at exactly `addr`.
-    pub fn resource(&self, addr: &str) -> Option<&ResourceState> {
+    pub fn resource(&self, addr: &Address) -> Option<&ResourceState> {
         self.position(addr).ok().map(|i| &self.resources[i])
     }
 
     /// Mutable access to the resource at exactly `addr`. Do not change its address.
-    pub fn resource_mut(&mut self, addr: &str) -> Option<&mut ResourceState> {
+    pub fn resource_mut(&mut self, addr: &Address) -> Option<&mut ResourceState> {
         self.position(addr).ok().map(|i| &mut self.resources[i])
     }
 
@@ -172,28 +172,30 @@ impl State {
     }
 
     /// Removes and returns the resource at exactly `addr`.
-    pub fn remove(&mut self, addr: &str) -> Option<ResourceState> {
+    pub fn remove(&mut self, addr: &Address) -> Option<ResourceState> {
         self.position(addr).ok().map(|i| self.resources.remove(i))
     }
 
-    /// Removes every resource at `addr_or_prefix` or under it (see [`address_matches`]):
+    /// Removes every resource at `pattern` or under it (see [`address_matches`]):
     /// `agent.cam` removes `agent.cam`, `agent.cam["a"]` and `agent.cam[0]` but not
-    /// `agent.camera`; `module.site` removes everything in that module. Returns the removed
-    /// resources in address order.
-    pub fn remove_matching(&mut self, addr_or_prefix: &str) -> Vec<ResourceState> {
-        let matches = address_matcher(addr_or_prefix);
+    /// `agent.camera`; `module.site` removes everything in that module. A pattern that is not an
+    /// address removes nothing. Returns the removed resources in address order.
+    pub fn remove_matching(&mut self, pattern: &str) -> Vec<ResourceState> {
+        let matches = address_matcher(pattern);
         let (removed, kept) = std::mem::take(&mut self.resources).into_iter().partition(|r| matches(&r.address));
         self.resources = kept;
         removed
     }
 
     /// Moves every resource at `from` or under it (same matching as
-    /// [`State::remove_matching`]) to `to`, replacing the `from` prefix of each address with
-    /// `to`. Dependencies of all resources that name a moved address are rewritten too.
+    /// [`State::remove_matching`]) to `to`: a component (`agent.cam` → `agent.cams`, keeping
+    /// each instance's key), one instance (`agent.cam["a"]` → `agent.solo`) or a module
+    /// (`module.site` → `module.eu`, keeping what lies under it). Dependencies of all resources
+    /// that name a moved address are rewritten too.
     ///
-    /// Nothing changes on error: it fails when nothing matched or when a destination address is
-    /// already taken by a resource that is not itself being moved. Returns how many resources
-    /// moved.
+    /// Nothing changes on error: it fails when nothing matched, when `to` is not an address of
+    /// the same sort as `from`, or when a destination address is already taken by a resource
+    /// that is not itself being moved. Returns how many resources moved.
     pub fn mv(&mut self, from: &str, to: &str) -> Result<usize, StateError> {
         self.mv_checked(from, to, &|_, _| Ok(())).map(|moved| moved.len())
     }
@@ -204,48 +206,55 @@ impl State {
         &mut self,
         from: &str,
         to: &str,
-        check: &dyn Fn(&ResourceState, &str) -> Result<(), StateError>,
-    ) -> Result<Vec<(String, String)>, StateError> {
-        let target = from.parse::<Target>().map_err(|_| StateError::NothingMatched { pattern: from.to_string() })?;
-        // The canonical spelling, so that the prefix replaced below is the one state stores.
-        let from = &target.to_string();
+        check: &dyn Fn(&ResourceState, &Address) -> Result<(), StateError>,
+    ) -> Result<Vec<(Address, Address)>, StateError> {
+        let source = from.parse::<Target>().map_err(|_| StateError::NothingMatched { pattern: from.to_string() })?;
+        let invalid = |reason: String| StateError::InvalidAddress { address: to.to_string(), reason };
         if to.is_empty() {
-            return Err(StateError::InvalidAddress { address: to.to_string(), reason: "the destination address is empty".to_string() });
+            return Err(invalid("the destination address is empty".to_string()));
         }
-        let renames: BTreeMap<String, String> =
-            self.resources.iter().filter(|r| under(&target, &r.address)).map(|r| (r.address.clone(), format!("{to}{}", &r.address[from.len()..]))).collect();
-        if renames.is_empty() {
-            return Err(StateError::NothingMatched { pattern: from.to_string() });
+        let matched: Vec<&ResourceState> = self.resources.iter().filter(|r| r.address.matches(&source)).collect();
+        if matched.is_empty() {
+            return Err(StateError::NothingMatched { pattern: source.to_string() });
+        }
+        let destination = to.parse::<Target>().map_err(|e| invalid(e.to_string()))?;
+        let mut renames: BTreeMap<Address, Address> = BTreeMap::new();
+        for r in matched {
+            let new = moved(&r.address, &source, &destination).map_err(invalid)?;
+            if let Some((old, _)) = renames.iter().find(|(_, taken)| **taken == new) {
+                return Err(invalid(format!("both {old} and {} would move to {new}", r.address)));
+            }
+            renames.insert(r.address.clone(), new);
         }
         for (old, new) in &renames {
             if !renames.contains_key(new) && self.resource(new).is_some() {
-                return Err(StateError::DestinationExists { from: old.clone(), to: new.clone() });
+                return Err(StateError::DestinationExists { from: old.to_string(), to: new.to_string() });
             }
             if let Some(r) = self.resource(old) {
                 check(r, new)?;
             }
         }
-        // Destinations are distinct because they share the `to` prefix followed by distinct
-        // suffixes, so no resource is lost below.
         for r in &mut self.resources {
             if let Some(new) = renames.get(&r.address) {
                 r.address = new.clone();
             }
             for dep in &mut r.dependencies {
-                if let Some(new) = renames.get(dep.as_str()) {
+                if let Some(new) = renames.get(dep) {
                     *dep = new.clone();
                 }
             }
         }
-        self.resources.sort_by(|a, b| a.address.cmp(&b.address));
-        Ok(renames.into_iter().collect())
+        self.sort_resources();
+        let mut moves: Vec<(Address, Address)> = renames.into_iter().collect();
+        moves.sort_by(|a, b| printed_cmp(&a.0, &b.0));
+        Ok(moves)
     }
 
     /// Records that an operation on `address` starts; returns its id for
     /// [`State::finish_pending`].
-    pub fn begin_pending(&mut self, address: &str, op: PendingKind, target: Option<PendingTarget>) -> String {
+    pub fn begin_pending(&mut self, address: &Address, op: PendingKind, target: Option<PendingTarget>) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        self.pending.push(PendingOp { id: id.clone(), address: address.to_string(), operation: op, started_at: crate::now_rfc3339(), target });
+        self.pending.push(PendingOp { id: id.clone(), address: address.clone(), operation: op, started_at: crate::now_rfc3339(), target });
         id
     }
 
@@ -260,14 +269,11 @@ impl State {
     pub fn validate(&self) -> Result<(), StateError> {
         let invalid = |reason: String| Err(StateError::InvalidState { reason });
         for pair in self.resources.windows(2) {
-            if pair[0].address >= pair[1].address {
+            if printed_cmp(&pair[0].address, &pair[1].address).is_ge() {
                 return invalid(format!("resources are not sorted by unique address (`{}` before `{}`)", pair[0].address, pair[1].address));
             }
         }
         for r in &self.resources {
-            if r.address.is_empty() {
-                return invalid("a resource has an empty address".to_string());
-            }
             if !r.attributes.is_object() {
                 return invalid(format!("the attributes of `{}` are not an object", r.address));
             }
@@ -284,32 +290,79 @@ impl State {
         Ok(())
     }
 
-    /// Restores the sort order of `resources` (stable, by address).
+    /// Restores the sort order of `resources` (stable, by printed address).
     pub(crate) fn sort_resources(&mut self) {
-        self.resources.sort_by(|a, b| a.address.cmp(&b.address));
+        self.resources.sort_by_cached_key(|r| r.address.to_string());
     }
 
-    fn position(&self, addr: &str) -> Result<usize, usize> {
-        self.resources.binary_search_by(|r| r.address.as_str().cmp(addr))
+    fn position(&self, addr: &Address) -> Result<usize, usize> {
+        let printed = addr.to_string();
+        self.resources.binary_search_by(|r| r.address.to_string().cmp(&printed))
     }
+}
+
+/// Resources are kept in the order of their printed addresses (the order of the state file
+/// since its first version), not in the order of the [`Address`] fields.
+fn printed_cmp(a: &Address, b: &Address) -> std::cmp::Ordering {
+    a.to_string().cmp(&b.to_string())
+}
+
+/// Where `address`, which lies at or under `from`, goes when `from` moves to `to`.
+fn moved(address: &Address, from: &Target, to: &Target) -> Result<Address, String> {
+    match (from, to) {
+        (Target::Component(f), Target::Component(t)) if f.key.is_some() || t.key.is_some() => {
+            if f.key.is_none() && address.key.is_some() {
+                return Err(format!("{address} is one of several instances of {f}; move the instances one by one, or to a component without a key"));
+            }
+            Ok(t.clone())
+        }
+        (Target::Component(_), Target::Component(t)) => Ok(Address { key: address.key.clone(), ..t.clone() }),
+        (Target::Module(f), Target::Module(t)) => Ok(Address { module: moved_module(&address.module, f, t), ..address.clone() }),
+        (Target::Module(_), Target::Component(_)) => Err(format!("{from} is a module; it can only move to another module (module.NAME)")),
+        (Target::Component(_), Target::Module(_)) => Err(format!("{from} is a component; it can only move to another component address")),
+    }
+}
+
+/// `module` with the steps `from` matched replaced by `to`; an instance key the pattern left
+/// open is kept where the destination leaves it open too (`module.site` → `module.eu` moves
+/// `module.site["a"]` to `module.eu["a"]`).
+fn moved_module(module: &ModulePath, from: &ModulePath, to: &ModulePath) -> ModulePath {
+    let n = from.0.len();
+    let last = to.0.len().checked_sub(1);
+    let mut steps = to.0.clone();
+    for (i, step) in steps.iter_mut().enumerate() {
+        // Step by step when both paths have the same length; else only the last steps pair up.
+        let at = if to.0.len() == n {
+            Some(i)
+        } else if Some(i) == last {
+            n.checked_sub(1)
+        } else {
+            None
+        };
+        let open = at.and_then(|at| Some((from.0.get(at)?, module.0.get(at)?)));
+        if let Some((pattern, have)) = open
+            && step.key.is_none()
+            && pattern.key.is_none()
+        {
+            step.key = have.key.clone();
+        }
+    }
+    steps.extend(module.0.iter().skip(n).cloned());
+    ModulePath(steps)
 }
 
 /// True when `address` is `pattern` or lies under it, with the one matcher `-target` uses
 /// ([`Address::matches`]): `agent.cam` matches `agent.cam["a"]` and `agent.cam[0]` but not
 /// `agent.camera`, and `module.site` matches `module.site.vault.main` and
 /// `module.site["eu"].vault.main`. A pattern that is not an address matches nothing.
-pub fn address_matches(address: &str, pattern: &str) -> bool {
+pub fn address_matches(address: &Address, pattern: &str) -> bool {
     address_matcher(pattern)(address)
 }
 
 /// [`address_matches`] for one `pattern` and many addresses: the pattern is parsed once.
-pub fn address_matcher(pattern: &str) -> impl Fn(&str) -> bool + use<> {
+pub fn address_matcher(pattern: &str) -> impl Fn(&Address) -> bool + use<> {
     let target = pattern.parse::<Target>().ok();
-    move |address| target.as_ref().is_some_and(|t| under(t, address))
-}
-
-fn under(target: &Target, address: &str) -> bool {
-    address.parse::<Address>().is_ok_and(|a| a.matches(target))
+    move |address| target.as_ref().is_some_and(|t| address.matches(t))
 }
 
 /// The path (rendered like `a.b[0]`) of the first `{"$unknown": ...}` placeholder in `v`.
@@ -417,10 +470,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn a(addr: &str) -> Address {
+        addr.parse().unwrap()
+    }
+
     fn res(addr: &str) -> ResourceState {
+        let address = a(addr);
         ResourceState {
-            address: addr.to_string(),
-            kind: "agent".into(),
+            kind: address.kind,
+            address,
             type_name: "docker".into(),
             provider: "docker".into(),
             attributes: json!({"name": addr}),
@@ -439,8 +497,8 @@ mod tests {
         s
     }
 
-    fn addrs(s: &State) -> Vec<&str> {
-        s.resources.iter().map(|r| r.address.as_str()).collect()
+    fn addrs(s: &State) -> Vec<String> {
+        s.resources.iter().map(|r| r.address.to_string()).collect()
     }
 
     #[test]
@@ -461,23 +519,23 @@ mod tests {
         r.fingerprint = Some("f".into());
         s.upsert(r);
         assert_eq!(s.resources.len(), 3);
-        assert_eq!(s.resource("vault.main").unwrap().fingerprint.as_deref(), Some("f"));
-        assert!(s.remove("vault.main").is_some());
-        assert!(s.resource("vault.main").is_none());
-        assert!(s.remove("vault.main").is_none());
+        assert_eq!(s.resource(&a("vault.main")).unwrap().fingerprint.as_deref(), Some("f"));
+        assert!(s.remove(&a("vault.main")).is_some());
+        assert!(s.resource(&a("vault.main")).is_none());
+        assert!(s.remove(&a("vault.main")).is_none());
     }
 
     #[test]
     fn address_matching_respects_boundaries() {
-        assert!(address_matches("agent.cam", "agent.cam"));
-        assert!(address_matches("agent.cam[\"a\"]", "agent.cam"));
-        assert!(address_matches("agent.cam[0]", "agent.cam"));
-        assert!(!address_matches("agent.camera", "agent.cam"));
-        assert!(!address_matches("agent.camera[\"a\"]", "agent.cam"));
-        assert!(address_matches("module.site.vault.main", "module.site"));
-        assert!(address_matches("module.site[\"eu\"].vault.main", "module.site"));
-        assert!(!address_matches("module.site2.vault.main", "module.site"));
-        assert!(!address_matches("agent.cam", ""));
+        assert!(address_matches(&a("agent.cam"), "agent.cam"));
+        assert!(address_matches(&a("agent.cam[\"a\"]"), "agent.cam"));
+        assert!(address_matches(&a("agent.cam[0]"), "agent.cam"));
+        assert!(!address_matches(&a("agent.camera"), "agent.cam"));
+        assert!(!address_matches(&a("agent.camera[\"a\"]"), "agent.cam"));
+        assert!(address_matches(&a("module.site.vault.main"), "module.site"));
+        assert!(address_matches(&a("module.site[\"eu\"].vault.main"), "module.site"));
+        assert!(!address_matches(&a("module.site2.vault.main"), "module.site"));
+        assert!(!address_matches(&a("agent.cam"), ""));
     }
 
     #[test]
@@ -492,7 +550,7 @@ mod tests {
             "module.site2.vault.main",
         ]);
         let removed = s.remove_matching("agent.cam");
-        let removed: Vec<&str> = removed.iter().map(|r| r.address.as_str()).collect();
+        let removed: Vec<String> = removed.iter().map(|r| r.address.to_string()).collect();
         assert_eq!(removed, ["agent.cam", "agent.cam[\"a\"]", "agent.cam[0]"]);
         assert_eq!(addrs(&s), ["agent.camera", "module.site.agent.x[\"y\"]", "module.site.vault.main", "module.site2.vault.main"]);
         assert_eq!(s.remove_matching("module.site").len(), 2);
@@ -503,16 +561,16 @@ mod tests {
     #[test]
     fn mv_prefix_semantics_and_dependencies() {
         let mut s = state_with(&["agent.cam[\"a\"]", "agent.cam[\"b\"]", "agent.camera", "vault.main"]);
-        s.resources[3].dependencies = vec!["agent.cam[\"a\"]".into(), "agent.camera".into()];
+        s.resources[3].dependencies = vec![a("agent.cam[\"a\"]"), a("agent.camera")];
         assert_eq!(s.mv("agent.cam", "agent.cams").unwrap(), 2);
         assert_eq!(addrs(&s), ["agent.camera", "agent.cams[\"a\"]", "agent.cams[\"b\"]", "vault.main"]);
-        assert_eq!(s.resource("vault.main").unwrap().dependencies, ["agent.cams[\"a\"]", "agent.camera"]);
+        assert_eq!(s.resource(&a("vault.main")).unwrap().dependencies, [a("agent.cams[\"a\"]"), a("agent.camera")]);
 
         // Into a module.
         assert_eq!(s.mv("vault.main", "module.site.vault.main").unwrap(), 1);
-        assert!(s.resource("module.site.vault.main").is_some());
+        assert!(s.resource(&a("module.site.vault.main")).is_some());
         assert_eq!(s.mv("module.site", "module.eu").unwrap(), 1);
-        assert!(s.resource("module.eu.vault.main").is_some());
+        assert!(s.resource(&a("module.eu.vault.main")).is_some());
     }
 
     #[test]
@@ -532,18 +590,47 @@ mod tests {
         assert_eq!(s, before);
         // A single instance to a plain address.
         assert_eq!(s.mv("agent.cam[\"a\"]", "agent.solo").unwrap(), 1);
-        assert!(s.resource("agent.solo").is_some());
+        assert!(s.resource(&a("agent.solo")).is_some());
+    }
+
+    #[test]
+    fn mv_keeps_open_module_keys_and_refuses_ambiguous_moves() {
+        let mut s = state_with(&["module.site[\"a\"].agent.cam", "module.site[\"b\"].vault.main", "agent.cam[0]", "agent.cam[1]"]);
+        s.resource_mut(&a("module.site[\"a\"].agent.cam")).unwrap().dependencies = vec![a("module.site[\"b\"].vault.main")];
+        let moves = s.mv_checked("module.site", "module.eu", &|_, _| Ok(())).unwrap();
+        let printed: Vec<(String, String)> = moves.iter().map(|(o, n)| (o.to_string(), n.to_string())).collect();
+        assert_eq!(
+            printed,
+            [
+                ("module.site[\"a\"].agent.cam".to_string(), "module.eu[\"a\"].agent.cam".to_string()),
+                ("module.site[\"b\"].vault.main".to_string(), "module.eu[\"b\"].vault.main".to_string()),
+            ]
+        );
+        assert_eq!(s.resource(&a("module.eu[\"a\"].agent.cam")).unwrap().dependencies, [a("module.eu[\"b\"].vault.main")]);
+        // One instance of a module to a keyed module.
+        assert_eq!(s.mv("module.eu[\"a\"]", "module.site[\"x\"]").unwrap(), 1);
+        assert!(s.resource(&a("module.site[\"x\"].agent.cam")).is_some());
+
+        let before = s.clone();
+        let err = s.mv("agent.cam", "agent.solo[\"k\"]").unwrap_err().to_string();
+        assert!(err.contains("move the instances one by one"), "{err}");
+        let err = s.mv("module.eu", "agent.solo").unwrap_err().to_string();
+        assert!(err.contains("can only move to another module"), "{err}");
+        let err = s.mv("agent.cam", "module.x").unwrap_err().to_string();
+        assert!(err.contains("can only move to another component"), "{err}");
+        assert!(matches!(s.mv("agent.cam", "agent.cam["), Err(StateError::InvalidAddress { .. })));
+        assert_eq!(s, before);
     }
 
     #[test]
     fn pending_ops() {
         let mut s = State::new("0.1.0");
-        let a = s.begin_pending("vault.main", PendingKind::Create, None);
-        let b = s.begin_pending("agent.cam", PendingKind::Delete, None);
-        assert_ne!(a, b);
+        let first = s.begin_pending(&a("vault.main"), PendingKind::Create, None);
+        let b = s.begin_pending(&a("agent.cam"), PendingKind::Delete, None);
+        assert_ne!(first, b);
         assert_eq!(s.pending.len(), 2);
         assert!(time::OffsetDateTime::parse(&s.pending[0].started_at, &time::format_description::well_known::Rfc3339).is_ok());
-        s.finish_pending(&a);
+        s.finish_pending(&first);
         assert_eq!(s.pending.len(), 1);
         assert_eq!(s.pending[0].id, b);
         assert_eq!(serde_json::to_value(&s.pending[0]).unwrap()["operation"], "delete");
@@ -565,13 +652,13 @@ mod tests {
 
     #[test]
     fn validate_rejects_unknowns_and_bad_order() {
-        let mut s = state_with(&["a.b"]);
+        let mut s = state_with(&["agent.b"]);
         assert!(s.validate().is_ok());
         s.resources[0].attributes = json!({"endpoint": {"$unknown": "vault.main.endpoint"}});
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("`endpoint`"), "{err}");
         s.resources[0].attributes = json!({"x": 1});
-        s.resources.push(res("a.a"));
+        s.resources.push(res("agent.a"));
         assert!(s.validate().is_err());
         s.sort_resources();
         assert!(s.validate().is_ok());

@@ -14,8 +14,8 @@ const VERSION: &str = "0.1.0-test";
 
 fn resource(addr: &str, secret: &str) -> ResourceState {
     ResourceState {
-        address: addr.to_string(),
-        kind: "vault".into(),
+        address: addr.parse().unwrap(),
+        kind: kdeploy_provider::Kind::Vault,
         type_name: "minio".into(),
         provider: "docker".into(),
         attributes: json!({"root_password": secret}),

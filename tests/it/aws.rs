@@ -202,7 +202,7 @@ fn eks_and_s3_lifecycle_against_moto() {
         assert_eq!(ids, vec![s.attr("object_storage.recordings", "access_key").as_str().unwrap()]);
     });
     let st = s.state();
-    let storage = st.resources.iter().find(|r| r.address == "object_storage.recordings").unwrap();
+    let storage = st.resources.iter().find(|r| r.address.to_string() == "object_storage.recordings").unwrap();
     assert!(storage.sensitive_paths.iter().any(|p| p.to_string().contains("secret_key")), "{:?}", storage.sensitive_paths);
     assert_eq!(s.attr("cluster.cloud", "token_source"), "eks");
     assert_eq!(s.attr("cluster.cloud", "cluster_name"), "cloud");

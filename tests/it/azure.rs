@@ -83,7 +83,7 @@ fn aks_and_blob_lifecycle_against_the_arm_mock() {
     assert_eq!(s.attr("object_storage.recordings", "secret_key"), secret);
     assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "the account key is never printed");
     let st = s.state();
-    let storage = st.resources.iter().find(|r| r.address == "object_storage.recordings").unwrap();
+    let storage = st.resources.iter().find(|r| r.address.to_string() == "object_storage.recordings").unwrap();
     assert!(storage.sensitive_paths.iter().any(|p| p.to_string().contains("secret_key")), "{:?}", storage.sensitive_paths);
     assert_eq!(s.attr("cluster.cloud", "token_source"), "aks");
     assert!(s.attr("cluster.cloud", "endpoint").as_str().unwrap().ends_with(".azmk8s.io:443"));

@@ -104,7 +104,7 @@ fn state_commands() {
     insta::assert_snapshot!("state_rm", snap(&s, &w, &["state", "rm", "agent.cam"]));
     insta::assert_snapshot!("state_rm_missing", snap(&s, &w, &["state", "rm", "agent.nothing"]));
     let st = s.state();
-    assert!(st.resources.iter().all(|r| !r.address.starts_with("agent.")));
+    assert!(st.resources.iter().all(|r| r.address.kind != kdeploy_provider::Kind::Agent));
     // The live objects were not touched.
     assert!(w.object("agent.cam[\"front\"]").is_some());
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use kdeploy_provider::components::{secrets, vault};
+use kdeploy_provider::components::secrets;
 use kdeploy_provider::{ComponentRef, Kind, Reference, Value, images};
 use kdeploy_provider_docker::spec::{self as docker, RenderCtx};
 use kdeploy_provider_kubernetes::render::{self as k8s, Input};
@@ -26,7 +26,7 @@ fn s(v: &str) -> Value {
 }
 
 fn cref(address: &str, kind: Kind, type_name: &str) -> ComponentRef {
-    ComponentRef { address: address.into(), kind, type_name: type_name.into() }
+    ComponentRef { address: address.parse().unwrap(), kind, type_name: type_name.into() }
 }
 
 /// What a runtime produced, in a form both can be put in.
@@ -320,7 +320,7 @@ fn probes_waits_and_seeds_are_the_models() {
     let objects = k8s::render(&Input { component: &c, attrs: &vault, refs: &refs, cluster: &BTreeMap::new() }).unwrap().unwrap();
     let dep = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     assert!(dep["spec"]["template"]["spec"]["initContainers"].is_null(), "no TCP wait on a mongodb+srv host: {dep}");
-    assert_eq!(vault::name_of("database.ext"), "ext");
+    assert_eq!("database.ext".parse::<kdeploy::addr::Address>().unwrap().instance_name(), "ext");
 }
 
 /// Factory v2 hands GLOBAL_AGENT_* settings to the agents it creates, which only agents from

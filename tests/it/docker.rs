@@ -195,13 +195,13 @@ fn docker_apply_plan_replace_cameras_destroy() {
     }
     // Generated credentials reach the containers' env, and the state marks them sensitive.
     let state = s.state();
-    let db = state.resource("database.meta").unwrap();
+    let db = state.resource(&"database.meta".parse().unwrap()).unwrap();
     let pw = db.attributes["admin_password"].as_str().unwrap().to_string();
     assert!(pw.len() >= 32);
     assert!(db.sensitive_paths.iter().any(|p| p.to_string() == "admin_password"));
     assert!(testing::env(&name(&c, "vault-main")).contains(&format!("MONGODB_PASSWORD={pw}")));
     assert!(testing::env(&name(&c, "vault-main")).contains(&format!("MONGODB_HOST={}", name(&c, "database-meta"))));
-    let vault_secret = state.resource("vault.main").unwrap().attributes["secret_key"].as_str().unwrap().to_string();
+    let vault_secret = state.resource(&"vault.main".parse().unwrap()).unwrap().attributes["secret_key"].as_str().unwrap().to_string();
     let agent_env = testing::env(&name(&c, "agent-cam-front"));
     assert!(agent_env.contains(&format!("AGENT_KERBEROSVAULT_SECRET_KEY={vault_secret}")));
     assert!(agent_env.contains(&"AGENT_NAME=front".to_string()));
@@ -216,7 +216,7 @@ fn docker_apply_plan_replace_cameras_destroy() {
     assert_eq!(testing::read_file(&name(&c, "broker-events"), "/var/lib/rabbitmq/.kdeploy-queues").as_deref(), Some("data-filtering\n"));
     // Agents upload under a concrete folder (the stack's name), with a generated web login.
     assert!(agent_env.contains(&"AGENT_KERBEROSVAULT_DIRECTORY=dockertest".to_string()), "{agent_env:?}");
-    let agent_pw = state.resource("agent.cam[\"front\"]").unwrap().attributes["admin_password"].as_str().unwrap().to_string();
+    let agent_pw = state.resource(&"agent.cam[\"front\"]".parse().unwrap()).unwrap().attributes["admin_password"].as_str().unwrap().to_string();
     assert!(
         agent_pw.len() >= 32 && agent_env.contains(&format!("AGENT_PASSWORD={agent_pw}")) && agent_env.contains(&"AGENT_USERNAME=admin".to_string()),
         "{agent_env:?}"
@@ -276,7 +276,7 @@ fn docker_drift_is_reported_and_repaired_and_delete_data_removes_volumes() {
     let port = free_port();
     let s = TestStack::new(&[("main.hcl", &stack(&c, port, &[("front", "rtsp://10.0.0.1/s1")]))]);
     ok(&kd(s.path(), &["apply", "--auto-approve"]));
-    let pw = s.state().resource("database.meta").unwrap().attributes["admin_password"].as_str().unwrap().to_string();
+    let pw = s.state().resource(&"database.meta".parse().unwrap()).unwrap().attributes["admin_password"].as_str().unwrap().to_string();
     // Right after apply: no drift (Docker's own labels and defaults are not drift).
     let r = kd(s.path(), &["drift", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
@@ -301,7 +301,7 @@ fn docker_drift_is_reported_and_repaired_and_delete_data_removes_volumes() {
     testing::remove(&db).unwrap();
     ok(&kd(s.path(), &["apply", "--auto-approve"]));
     assert!(testing::env(&db).contains(&format!("MONGO_INITDB_ROOT_PASSWORD={pw}")));
-    assert_eq!(s.state().resource("database.meta").unwrap().attributes["admin_password"].as_str(), Some(pw.as_str()));
+    assert_eq!(s.state().resource(&"database.meta".parse().unwrap()).unwrap().attributes["admin_password"].as_str(), Some(pw.as_str()));
     assert_eq!(kd(s.path(), &["plan", "--detailed-exitcode"]).code, 0);
 
     // docker stop: drift reported, apply starts it again (same container).
@@ -345,8 +345,8 @@ fn docker_port_in_use_and_unsupported_kinds_are_clear_errors() {
     assert_no_secrets(&s, &r);
     // State stays consistent: vault is not recorded, its dependencies are.
     let state = s.state();
-    assert!(state.resource("vault.main").is_none());
-    assert!(state.resource("database.meta").is_some());
+    assert!(state.resource(&"vault.main".parse().unwrap()).is_none());
+    assert!(state.resource(&"database.meta".parse().unwrap()).is_some());
     assert_eq!(testing::objects(&c).unwrap().container(&name(&c, "vault-main")), None);
     drop(listener);
     ok(&kd(s.path(), &["apply", "--auto-approve"]));

@@ -327,8 +327,8 @@ fn rbac_denial_is_reported_with_the_fix() {
     assert!(r.stdout.contains("Role or ClusterRole binding"), "{}", r.stdout);
     // What succeeded is recorded; the agents are not.
     let st = e.s.state();
-    assert!(st.resource("vault.main").is_some());
-    assert!(st.resource("agent.cam[\"front\"]").is_none());
+    assert!(st.resource(&"vault.main".parse().unwrap()).is_some());
+    assert!(st.resource(&"agent.cam[\"front\"]".parse().unwrap()).is_none());
     assert!(st.pending.is_empty());
 }
 

@@ -141,7 +141,7 @@ fn a_docker_vault_that_refuses_or_ignores_its_definitions_is_explained() {
     assert!(r.stderr.contains("Vault runs but does not know the account \"kdeploy\" (POST /api/ping answered 403"), "{}", r.text());
     assert!(r.stderr.contains(&format!("The image {} may predate the VAULT_* variables", standin_image())), "names the image: {}", r.text());
     assert!(r.stderr.contains("open the Vault UI at http://localhost:"), "the fallback: {}", r.text());
-    assert!(s.state().resource("vault.main").is_some(), "what was applied is recorded");
+    assert!(s.state().resource(&"vault.main".parse().unwrap()).is_some(), "what was applied is recorded");
     // DocumentDB: TLS with the CA bundle copied into the container (no bind mount: works with
     // remote engines), retryable writes off.
     let vault = format!("kdeploy-{c}-vault-main");
@@ -264,5 +264,5 @@ fn a_kubernetes_vault_that_refuses_or_ignores_its_definitions_is_explained() {
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains("Vault runs but does not know the account \"kdeploy\" (POST /api/ping answered 403"), "{}", r.text());
     assert!(r.stderr.contains("The image ghcr.io/uug-ai/vault:v1.4.9 may predate the VAULT_* variables"), "{}", r.text());
-    assert!(c.s.state().resource("vault.main").is_some());
+    assert!(c.s.state().resource(&"vault.main".parse().unwrap()).is_some());
 }

@@ -186,7 +186,7 @@ fn failed_backend_write_during_apply_leaves_errored_kdstate() {
     assert!(r.stderr.contains("kdeploy state push errored.kdstate"), "{}", r.stderr);
     let errored = std::fs::read(s.path().join("errored.kdstate")).unwrap();
     let saved = kdeploy_state::decode(&errored, "errored").unwrap();
-    assert!(saved.resource("vault.main").is_some(), "the unsaved state has what the run did: {:?}", saved.resources);
+    assert!(saved.resource(&"vault.main".parse().unwrap()).is_some(), "the unsaved state has what the run did: {:?}", saved.resources);
 
     // Once a working backend is reachable, the file is pushed there.
     let good = TestServer::start(Options::default());

@@ -54,7 +54,7 @@ impl TestStack {
     /// One recorded attribute of one resource (null when the attribute is absent).
     pub fn attr(&self, address: &str, attr: &str) -> serde_json::Value {
         let st = self.state();
-        let r = st.resources.iter().find(|r| r.address == address).unwrap_or_else(|| panic!("{address} in state"));
+        let r = st.resources.iter().find(|r| r.address.to_string() == address).unwrap_or_else(|| panic!("{address} in state"));
         r.attributes.get(attr).cloned().unwrap_or_default()
     }
 }

@@ -95,6 +95,22 @@ impl Address {
         Address { key: None, ..self.clone() }
     }
 
+    /// The slug object names are made of: the printed address without its `module.` markers
+    /// (`module.site.agent.cam["Front"]` → `site-agent-cam-front`); see [`crate::names::slug`].
+    pub fn slug(&self) -> String {
+        crate::names::slug(&self.to_string().replace("module.", ""))
+    }
+
+    /// The short name of one instance: its key, else its block label (`object_storage.rec` →
+    /// `rec`, `broker.q["eu"]` → `eu`, `agent.cam[2]` → `2`).
+    pub fn instance_name(&self) -> String {
+        match &self.key {
+            Some(InstanceKey::Str(s)) => s.clone(),
+            Some(InstanceKey::Int(n)) => n.to_string(),
+            None => self.name.clone(),
+        }
+    }
+
     /// True when `self` is `target` or one of its instances, or lies in the module `target`
     /// names. Used by `-target` and `state rm`.
     pub fn matches(&self, target: &Target) -> bool {
@@ -270,6 +286,16 @@ impl FromStr for Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs_and_instance_names() {
+        let a = |t: &str| t.parse::<Address>().unwrap();
+        assert_eq!(a("module.site.agent.cam[\"Front\"]").slug(), "site-agent-cam-front");
+        assert_eq!(a("vault.main").slug(), "vault-main");
+        assert_eq!(a("object_storage.rec").instance_name(), "rec");
+        assert_eq!(a("broker.q[\"eu\"]").instance_name(), "eu");
+        assert_eq!(a("agent.cam[2]").instance_name(), "2");
+    }
 
     #[test]
     fn addresses_round_trip_through_their_printed_form() {

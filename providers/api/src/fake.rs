@@ -163,7 +163,7 @@ impl Provider for FakeProvider {
         w.read_batches.push(requests.len());
         Ok(requests
             .iter()
-            .map(|r| match w.objects.get(&r.component.address) {
+            .map(|r| match w.objects.get(&r.component.address.to_string()) {
                 Some(v) => ReadResult::Found { attributes: v.clone(), fingerprint: None },
                 None => ReadResult::Missing,
             })
@@ -171,7 +171,7 @@ impl Provider for FakeProvider {
     }
 
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
-        let address = request.component.address.clone();
+        let address = request.component.address.to_string();
         self.run("apply", &address, |w| {
             let schema =
                 schema(request.component.kind, &request.component.type_name).ok_or_else(|| ProviderError::other("fake provider: unknown component type"))?;
@@ -203,7 +203,7 @@ impl Provider for FakeProvider {
     }
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
-        let address = request.component.address.clone();
+        let address = request.component.address.to_string();
         let prior = request.prior.clone();
         self.run("delete", &address, |w| {
             // Delete only the generation the caller saw: under create_before_destroy the new

@@ -4,29 +4,29 @@
 /// `module.site.cluster.c["Front Door"]` → `site-c-front-door`. Lowercase letters, digits and
 /// single dashes; `kdeploy` when nothing is left.
 pub fn from_address(address: &str) -> String {
-    let mut out = String::new();
-    for part in address.split('.') {
-        if matches!(part, "module" | "cluster" | "object_storage") {
-            continue;
-        }
-        for ch in part.chars() {
-            let c = if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '-' };
-            if c == '-' && (out.is_empty() || out.ends_with('-')) {
-                continue;
-            }
+    let parts: Vec<&str> = address.split('.').filter(|part| !matches!(*part, "module" | "cluster" | "object_storage")).collect();
+    let out = slug(&parts.join("-"));
+    if out.is_empty() { "kdeploy".into() } else { out }
+}
+
+/// The one slug of kdeploy's object names: lowercase ASCII letters and digits, every run of
+/// other characters one dash, no leading or trailing dash (`Edge_1 [eu]` → `edge-1-eu`).
+pub fn slug(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
             out.push(c);
-        }
-        if !out.is_empty() && !out.ends_with('-') {
+        } else if !out.ends_with('-') {
             out.push('-');
         }
     }
-    let out = out.trim_matches('-').to_string();
-    if out.is_empty() { "kdeploy".into() } else { out }
+    out.trim_matches('-').to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::from_address;
+    use super::{from_address, slug};
 
     #[test]
     fn names_from_addresses() {
@@ -34,5 +34,13 @@ mod tests {
         assert_eq!(from_address("module.site.cluster.c[\"Front Door\"]"), "site-c-front-door");
         assert_eq!(from_address("cluster.x_y"), "x-y");
         assert_eq!(from_address("cluster.__"), "kdeploy");
+    }
+
+    #[test]
+    fn slugs_are_lowercase_words_joined_by_single_dashes() {
+        assert_eq!(slug("Edge_1 [eu]"), "edge-1-eu");
+        assert_eq!(slug("--a..b--"), "a-b");
+        assert_eq!(slug("agent.cam[\"Front Door\"]"), "agent-cam-front-door");
+        assert_eq!(slug("__"), "");
     }
 }

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::addr::Address;
 use crate::schema::{ComponentSchema, Kind};
 use crate::value::{AttrPath, Value};
 
 /// Which component a request is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComponentRef {
-    /// The printed address, e.g. `agent.cam["front"]`.
-    pub address: String,
+    /// The component's address, e.g. `agent.cam["front"]` (a string in JSON).
+    pub address: Address,
     pub kind: Kind,
     #[serde(rename = "type")]
     pub type_name: String,
@@ -39,7 +40,7 @@ pub struct ReadRequest {
 /// The result of one health check of a component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
-    pub address: String,
+    pub address: Address,
     pub ok: bool,
     /// One line for the user, starting with the address; for a failure, what to do.
     pub message: String,
@@ -336,7 +337,7 @@ mod tests {
     use crate::schema::schema;
 
     fn cref() -> ComponentRef {
-        ComponentRef { address: "database.main".into(), kind: Kind::Database, type_name: "mongodb".into() }
+        ComponentRef { address: "database.main".parse().unwrap(), kind: Kind::Database, type_name: "mongodb".into() }
     }
 
     #[test]

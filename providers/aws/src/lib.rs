@@ -81,7 +81,7 @@ impl AwsProvider {
     async fn plan_region(&self, c: &ComponentRef, desired: &Attrs) -> Result<Value, ProviderError> {
         match desired.get("region") {
             Some(v @ Value::Unknown(_)) => Ok(v.clone()),
-            _ => self.shared.region(s(desired, "region"), &c.address).await.map(Value::String),
+            _ => self.shared.region(s(desired, "region"), &c.address.to_string()).await.map(Value::String),
         }
     }
 }
@@ -138,13 +138,13 @@ impl Provider for AwsProvider {
         for (i, r) in requests.iter().enumerate() {
             let recorded = attrs(Some(&r.recorded));
             if is_eks(&r.component) {
-                let name = s(&recorded, "cluster_name").or_else(|| s(&recorded, "name")).unwrap_or_else(|| name_from_address(&r.component.address));
-                let region = self.shared.region(s(&recorded, "cluster_region").or_else(|| s(&recorded, "region")), &r.component.address).await?;
+                let name = s(&recorded, "cluster_name").or_else(|| s(&recorded, "name")).unwrap_or_else(|| name_from_address(&r.component.address.to_string()));
+                let region = self.shared.region(s(&recorded, "cluster_region").or_else(|| s(&recorded, "region")), &r.component.address.to_string()).await?;
                 eks_by_region.entry(region).or_default().push((i, name, recorded));
             } else if is_s3(&r.component) {
                 // A create that never got recorded has no bucket name to look for: apply again.
                 let Some(bucket) = s(&recorded, "bucket") else { continue };
-                let region = self.shared.region(s(&recorded, "bucket_region").or_else(|| s(&recorded, "region")), &r.component.address).await?;
+                let region = self.shared.region(s(&recorded, "bucket_region").or_else(|| s(&recorded, "region")), &r.component.address.to_string()).await?;
                 buckets.push((i, bucket, region, recorded));
             } else {
                 return Err(unsupported(&r.component));
@@ -180,16 +180,20 @@ impl Provider for AwsProvider {
         if let Value::String(r) = &region {
             self.shared.check_credentials(r).await?;
         }
-        if is_eks(c) { plan::plan_eks(&c.address, req.desired, req.prior, region) } else { plan::plan_s3(&c.address, req.desired, req.prior, region) }
+        if is_eks(c) {
+            plan::plan_eks(&c.address.to_string(), req.desired, req.prior, region)
+        } else {
+            plan::plan_s3(&c.address.to_string(), req.desired, req.prior, region)
+        }
     }
 
     async fn apply(&self, req: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
         let c = &req.component;
         let planned = attrs(Some(&req.planned));
         let attributes = if is_eks(c) {
-            eks::apply(&self.shared, &c.address, &planned).await?
+            eks::apply(&self.shared, &c.address.to_string(), &planned).await?
         } else if is_s3(c) {
-            s3::apply(&self.shared, &c.address, &planned).await?
+            s3::apply(&self.shared, &c.address.to_string(), &planned).await?
         } else {
             return Err(unsupported(c));
         };
@@ -200,9 +204,9 @@ impl Provider for AwsProvider {
         let c = &req.component;
         let prior = attrs(Some(&req.prior));
         if is_eks(c) {
-            eks::delete(&self.shared, &c.address, &prior).await
+            eks::delete(&self.shared, &c.address.to_string(), &prior).await
         } else if is_s3(c) {
-            s3::delete(&self.shared, &c.address, &prior, req.delete_data).await
+            s3::delete(&self.shared, &c.address.to_string(), &prior, req.delete_data).await
         } else {
             Err(unsupported(c))
         }

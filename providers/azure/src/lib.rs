@@ -138,9 +138,9 @@ impl Provider for AzureProvider {
         for r in requests {
             let recorded = attrs(Some(&r.recorded));
             let found = if is_aks(&r.component) {
-                aks::read(&arm, &r.component.address, &recorded).await?
+                aks::read(&arm, &r.component.address.to_string(), &recorded).await?
             } else {
-                blob::read(&arm, &r.component.address, &recorded).await?
+                blob::read(&arm, &r.component.address.to_string(), &recorded).await?
             };
             results.push(match found {
                 Some(a) => ReadResult::Found { attributes: Value::Map(a), fingerprint: None },
@@ -153,9 +153,9 @@ impl Provider for AzureProvider {
     async fn plan(&self, req: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let c = &req.component;
         if is_aks(c) {
-            aks::plan(&c.address, req.desired, req.prior)
+            aks::plan(&c.address.to_string(), req.desired, req.prior)
         } else if is_blob(c) {
-            blob::plan(&c.address, req.desired, req.prior)
+            blob::plan(&c.address.to_string(), req.desired, req.prior)
         } else {
             Err(unsupported(c))
         }
@@ -165,9 +165,9 @@ impl Provider for AzureProvider {
         let c = &req.component;
         let planned = attrs(Some(&req.planned));
         let attributes = if is_aks(c) {
-            aks::apply(&*self.arm.get()?, &c.address, &planned).await?
+            aks::apply(&*self.arm.get()?, &c.address.to_string(), &planned).await?
         } else if is_blob(c) {
-            blob::apply(&*self.arm.get()?, &c.address, &planned).await?
+            blob::apply(&*self.arm.get()?, &c.address.to_string(), &planned).await?
         } else {
             return Err(unsupported(c));
         };
@@ -178,9 +178,9 @@ impl Provider for AzureProvider {
         let c = &req.component;
         let prior = attrs(Some(&req.prior));
         if is_aks(c) {
-            aks::delete(&*self.arm.get()?, &c.address, &prior).await
+            aks::delete(&*self.arm.get()?, &c.address.to_string(), &prior).await
         } else if is_blob(c) {
-            blob::delete(&*self.arm.get()?, &c.address, &prior, req.delete_data).await
+            blob::delete(&*self.arm.get()?, &c.address.to_string(), &prior, req.delete_data).await
         } else {
             Err(unsupported(c))
         }

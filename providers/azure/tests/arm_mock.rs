@@ -56,11 +56,11 @@ fn map(pairs: &[(&str, Value)]) -> Value {
 }
 
 fn aks() -> ComponentRef {
-    ComponentRef { address: "cluster.cloud".into(), kind: Kind::Cluster, type_name: "aks".into() }
+    ComponentRef { address: "cluster.cloud".parse().unwrap(), kind: Kind::Cluster, type_name: "aks".into() }
 }
 
 fn blob() -> ComponentRef {
-    ComponentRef { address: "object_storage.recordings".into(), kind: Kind::ObjectStorage, type_name: "azure_blob".into() }
+    ComponentRef { address: "object_storage.recordings".parse().unwrap(), kind: Kind::ObjectStorage, type_name: "azure_blob".into() }
 }
 
 fn aks_desired(location: &str, nodes: i64) -> Value {

@@ -22,7 +22,7 @@ async fn arm_accepts(mock: &Mock, credential: Arc<dyn Credential>) {
     arm.max_wait = Duration::from_millis(20);
     arm.progress = Arc::new(|_| {});
     let p = AzureProvider::new(arm);
-    let aks = ComponentRef { address: "cluster.cloud".into(), kind: Kind::Cluster, type_name: "aks".into() };
+    let aks = ComponentRef { address: "cluster.cloud".parse().unwrap(), kind: Kind::Cluster, type_name: "aks".into() };
     let desired = Value::Map([("location".to_string(), Value::string("westeurope"))].into_iter().collect());
     let pre = p.preflight(&[(aks, desired)]).await;
     assert!(pre.errors.is_empty(), "{:?}", pre.errors);

@@ -63,7 +63,7 @@ impl DockerProvider {
             .filter_map(|a| m.get(*a).filter(|v| !v.is_null() && !v.contains_unknown()).map(|v| (a.to_string(), v.clone())))
             .collect();
         if !known.is_empty() {
-            self.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(component.address.clone(), known);
+            self.secrets.lock().unwrap_or_else(|e| e.into_inner()).insert(component.address.to_string(), known);
         }
     }
 
@@ -81,8 +81,8 @@ impl DockerProvider {
         ep: &Endpoint,
         generate: bool,
     ) -> Result<(), ProviderError> {
-        let remembered = self.remembered(&component.address);
-        components::secrets::fill(component.kind, &component.type_name, &component.address, attrs, &remembered, generate);
+        let remembered = self.remembered(&component.address.to_string());
+        components::secrets::fill(component.kind, &component.type_name, &component.address.to_string(), attrs, &remembered, generate);
         let cname = cluster_of(attrs);
         let derived = spec::derived_attrs(component.kind, &component.address, &cname, &spec::engine_hostname(&ep.host), attrs);
         attrs.extend(derived);
@@ -132,7 +132,7 @@ impl Provider for DockerProvider {
             Err(_) => return out,
         };
         for r in requests.iter().filter(|r| r.component.kind == Kind::Vault) {
-            let address = r.component.address.as_str();
+            let address = &r.component.address;
             let Some(attrs) = r.recorded.as_map() else { continue };
             let url = str_attr(attrs, "url").unwrap_or_default().trim_end_matches('/').to_string();
             let image = str_attr(attrs, "image").filter(|s| !s.is_empty()).unwrap_or(kdeploy_provider::images::VAULT).to_string();
@@ -170,7 +170,7 @@ impl Provider for DockerProvider {
                 let r = &requests[i];
                 let Some(recorded) = r.recorded.as_map() else { continue };
                 if r.component.kind == Kind::Cluster {
-                    let net = spec::network_name(&spec::cluster_name(&r.component.address), Some(&r.recorded));
+                    let net = spec::network_name(&spec::cluster_name(&r.component.address.to_string()), Some(&r.recorded));
                     if networks.contains(&net) {
                         let mut attrs = recorded.clone();
                         attrs.insert("api_version".into(), Value::string(engine::api_version(&docker)));
@@ -193,7 +193,7 @@ impl Provider for DockerProvider {
 
     async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let kind = request.component.kind;
-        let address = request.component.address.clone();
+        let address = request.component.address.to_string();
         spec::check_supported(kind, &request.component.type_name, &address)?;
         let mut resp = default_plan(&request);
         if kind == Kind::Cluster {
@@ -246,7 +246,7 @@ impl Provider for DockerProvider {
 
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
         let kind = request.component.kind;
-        let address = request.component.address.clone();
+        let address = request.component.address.to_string();
         spec::check_supported(kind, &request.component.type_name, &address)?;
         let Value::Map(mut attrs) = request.planned.clone() else {
             return Err(ProviderError::new(ErrorKind::Invalid, format!("{address}: planned attributes are not a map")));
@@ -343,7 +343,7 @@ impl Provider for DockerProvider {
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
         let kind = request.component.kind;
-        let address = request.component.address.clone();
+        let address = request.component.address.to_string();
         let prior = request.prior.as_map().cloned().unwrap_or_default();
         if kind == Kind::Cluster {
             let ep = Endpoint::from_cluster(Some(&request.prior));
@@ -361,7 +361,7 @@ impl Provider for DockerProvider {
         let ep = Endpoint::from_cluster(cluster.as_ref());
         let docker = self.client(&ep).await?;
         let cname = cluster_of(&prior);
-        let name = spec::container_name(&cname, &address);
+        let name = spec::container_name(&cname, &request.component.address);
         if let Some((live_id, _, _)) = engine::inspect(&docker, &ep, &name).await? {
             // Only the generation the caller saw (create_before_destroy creates the new one first).
             let expected = str_attr(&prior, ATTR_ID);

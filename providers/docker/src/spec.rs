@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use kdeploy_provider::addr::Address;
 use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError};
 use kdeploy_provider::{ComponentRef, ErrorKind, Kind, ProviderError, Reference, Value};
 use serde::Serialize;
@@ -20,26 +21,9 @@ pub const ATTR_HASH: &str = "config_hash";
 pub const ATTR_RUNNING: &str = "running";
 pub const ATTR_ID: &str = "container_id";
 
-/// Lower-case, `[a-z0-9-]` only, no leading/trailing or doubled dashes.
-pub fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.trim_matches('-').to_string()
-}
-
-/// An address without `module.` and the kind keyword's `cluster.` marker, sanitized:
-/// `agent.cam["front"]` → `agent-cam-front`, `module.site.vault.main` → `site-vault-main`.
-pub fn address_slug(address: &str) -> String {
-    let cleaned = address.replace("module.", "");
-    sanitize(&cleaned)
-}
+/// Lower-case, `[a-z0-9-]` only, no leading/trailing or doubled dashes (the one slug of
+/// kdeploy's names).
+pub use kdeploy_provider::names::slug as sanitize;
 
 /// The name of a cluster from its address: `cluster.edge` → `edge`.
 pub fn cluster_name(cluster_address: &str) -> String {
@@ -57,8 +41,8 @@ pub fn network_name(cluster_name: &str, cluster_attrs: Option<&Value>) -> String
 }
 
 /// `kdeploy-<cluster>-<address slug>`, e.g. `kdeploy-edge-agent-cam-front`.
-pub fn container_name(cluster_name: &str, address: &str) -> String {
-    format!("kdeploy-{cluster_name}-{}", address_slug(address))
+pub fn container_name(cluster_name: &str, address: &Address) -> String {
+    format!("kdeploy-{cluster_name}-{}", address.slug())
 }
 
 pub fn volume_name(container: &str, suffix: &str) -> String {
@@ -194,8 +178,8 @@ fn env_map(env: &[EnvVar]) -> BTreeMap<String, String> {
 /// Renders the container of a component from its workload. `Ok(None)` when something it needs
 /// is still unknown (a generated secret of a component created in the same apply).
 pub fn render(ctx: &RenderCtx<'_>) -> Result<Option<ContainerSpec>, ProviderError> {
-    let address = ctx.component.address.as_str();
-    check_supported(ctx.component.kind, &ctx.component.type_name, address)?;
+    let address = &ctx.component.address;
+    check_supported(ctx.component.kind, &ctx.component.type_name, &address.to_string())?;
     let spec = Spec { component: ctx.component, attrs: ctx.attrs, refs: ctx.refs, namespace: None };
     let w = match components::workload(&spec) {
         Ok(w) => w,
@@ -274,7 +258,7 @@ pub fn engine_hostname(host: &str) -> String {
 
 /// The deterministic computed attributes (host, port, endpoint, uri, url, provider), given
 /// the component's attributes (with secrets, possibly unknown).
-pub fn derived_attrs(kind: Kind, address: &str, cluster_name: &str, engine_host: &str, attrs: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+pub fn derived_attrs(kind: Kind, address: &Address, cluster_name: &str, engine_host: &str, attrs: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
     let name = container_name(cluster_name, address);
     let mut out = BTreeMap::new();
     let s = |k: &str| attrs.get(k).cloned().unwrap_or(Value::Null);
@@ -321,16 +305,16 @@ mod tests {
     }
 
     fn cref(address: &str, kind: Kind) -> ComponentRef {
-        ComponentRef { address: address.into(), kind, type_name: "kerberos".into() }
+        ComponentRef { address: address.parse().unwrap(), kind, type_name: "kerberos".into() }
     }
 
     #[test]
     fn names_are_sanitized_and_prefixed_with_the_cluster() {
         assert_eq!(cluster_name("cluster.edge"), "edge");
         assert_eq!(cluster_name("module.site.cluster.Edge_1"), "site-edge-1");
-        assert_eq!(container_name("edge", "agent.cam[\"front\"]"), "kdeploy-edge-agent-cam-front");
-        assert_eq!(container_name("edge", "module.site.vault.main"), "kdeploy-edge-site-vault-main");
-        assert_eq!(container_name("edge", "agent.cam[\"Yard Cam/2\"]"), "kdeploy-edge-agent-cam-yard-cam-2");
+        assert_eq!(container_name("edge", &"agent.cam[\"front\"]".parse().unwrap()), "kdeploy-edge-agent-cam-front");
+        assert_eq!(container_name("edge", &"module.site.vault.main".parse().unwrap()), "kdeploy-edge-site-vault-main");
+        assert_eq!(container_name("edge", &"agent.cam[\"Yard Cam/2\"]".parse().unwrap()), "kdeploy-edge-agent-cam-yard-cam-2");
         assert_eq!(volume_name("kdeploy-edge-database-meta", "data"), "kdeploy-edge-database-meta-data");
         assert_eq!(network_name("edge", None), "kdeploy-edge");
         let c = Value::Map(m(&[("network", Value::string("cams"))]));
@@ -423,7 +407,7 @@ mod tests {
             ("region", Value::string("na")),
             ("size", Value::string("1Gi")),
         ]);
-        let c = ComponentRef { address: "object_storage.rec".into(), kind: Kind::ObjectStorage, type_name: "minio".into() };
+        let c = ComponentRef { address: "object_storage.rec".parse().unwrap(), kind: Kind::ObjectStorage, type_name: "minio".into() };
         let spec = render(&RenderCtx { component: &c, cluster_name: "edge", network: "n", attrs: &attrs, refs: &BTreeMap::new() }).unwrap().unwrap();
         assert_eq!(spec.jobs.len(), 1);
         assert_eq!(spec.jobs[0].name, "kdeploy-edge-object-storage-rec-create-bucket");
@@ -436,12 +420,12 @@ mod tests {
     #[test]
     fn derived_attributes() {
         let attrs = m(&[("username", Value::string("root")), ("admin_password", Value::string("pw"))]);
-        let d = derived_attrs(Kind::Database, "database.meta", "edge", "localhost", &attrs);
+        let d = derived_attrs(Kind::Database, &"database.meta".parse().unwrap(), "edge", "localhost", &attrs);
         assert_eq!(d["host"], Value::string("kdeploy-edge-database-meta"));
         assert_eq!(d["uri"], Value::string("mongodb://root:pw@kdeploy-edge-database-meta:27017/admin"));
         let unknown = m(&[("admin_password", Value::Unknown("x".into()))]);
-        assert!(derived_attrs(Kind::Database, "database.meta", "edge", "localhost", &unknown)["uri"].is_unknown());
-        let v = derived_attrs(Kind::Vault, "vault.main", "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(31000))]));
+        assert!(derived_attrs(Kind::Database, &"database.meta".parse().unwrap(), "edge", "localhost", &unknown)["uri"].is_unknown());
+        let v = derived_attrs(Kind::Vault, &"vault.main".parse().unwrap(), "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(31000))]));
         assert_eq!(v["url"], Value::string("http://10.0.0.5:31000"));
     }
 }

@@ -208,10 +208,10 @@ impl Provider for GcpProvider {
         for r in &requests {
             let recorded = attrs(Some(&r.recorded));
             let found = if is_gke(&r.component) {
-                gke::read(&self.shared, &r.component.address, &recorded).await?
+                gke::read(&self.shared, &r.component.address.to_string(), &recorded).await?
             } else if is_gcs(&r.component) {
                 // A create that never got recorded has no bucket name to look for: apply again.
-                if util::s(&recorded, "bucket").is_none() { None } else { gcs::read(&self.shared, &r.component.address, &recorded).await? }
+                if util::s(&recorded, "bucket").is_none() { None } else { gcs::read(&self.shared, &r.component.address.to_string(), &recorded).await? }
             } else {
                 return Err(unsupported(&r.component));
             };
@@ -226,9 +226,9 @@ impl Provider for GcpProvider {
     async fn plan(&self, req: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let c = &req.component;
         if is_gke(c) {
-            plan::plan_gke(&c.address, req.desired, req.prior)
+            plan::plan_gke(&c.address.to_string(), req.desired, req.prior)
         } else if is_gcs(c) {
-            plan::plan_gcs(&c.address, req.desired, req.prior)
+            plan::plan_gcs(&c.address.to_string(), req.desired, req.prior)
         } else {
             Err(unsupported(c))
         }
@@ -239,9 +239,9 @@ impl Provider for GcpProvider {
         let planned = attrs(Some(&req.planned));
         let prior = req.prior.as_ref().map(|p| attrs(Some(p)));
         let attributes = if is_gke(c) {
-            gke::apply(&self.shared, &c.address, &planned, prior.as_ref()).await?
+            gke::apply(&self.shared, &c.address.to_string(), &planned, prior.as_ref()).await?
         } else if is_gcs(c) {
-            gcs::apply(&self.shared, &c.address, &planned).await?
+            gcs::apply(&self.shared, &c.address.to_string(), &planned).await?
         } else {
             return Err(unsupported(c));
         };
@@ -252,9 +252,9 @@ impl Provider for GcpProvider {
         let c = &req.component;
         let prior = attrs(Some(&req.prior));
         if is_gke(c) {
-            gke::delete(&self.shared, &c.address, &prior).await
+            gke::delete(&self.shared, &c.address.to_string(), &prior).await
         } else if is_gcs(c) {
-            gcs::delete(&self.shared, &c.address, &prior, req.delete_data).await
+            gcs::delete(&self.shared, &c.address.to_string(), &prior, req.delete_data).await
         } else {
             Err(unsupported(c))
         }

@@ -31,7 +31,7 @@ async fn service_account_key_tokens_reach_the_apis() {
         ("location".to_string(), Value::string("europe-west1-b")),
         ("cluster_name".to_string(), Value::string("cloud")),
     ]));
-    let c = ComponentRef { address: "cluster.cloud".into(), kind: Kind::Cluster, type_name: "gke".into() };
+    let c = ComponentRef { address: "cluster.cloud".parse().unwrap(), kind: Kind::Cluster, type_name: "gke".into() };
     let r = p.read(vec![ReadRequest { component: c, recorded, cluster: None }]).await.unwrap();
     assert_eq!(r, vec![ReadResult::Missing]);
     let st = m.st();

@@ -25,7 +25,7 @@ fn provider(m: &Mock) -> GcpProvider {
 }
 
 fn cref() -> ComponentRef {
-    ComponentRef { address: "object_storage.recordings".into(), kind: Kind::ObjectStorage, type_name: "gcs".into() }
+    ComponentRef { address: "object_storage.recordings".parse().unwrap(), kind: Kind::ObjectStorage, type_name: "gcs".into() }
 }
 
 fn desired(bucket: &str, retention: i64) -> Value {

@@ -24,7 +24,7 @@ fn provider(m: &Mock, token: &str) -> GcpProvider {
 }
 
 fn cref() -> ComponentRef {
-    ComponentRef { address: "cluster.cloud".into(), kind: Kind::Cluster, type_name: "gke".into() }
+    ComponentRef { address: "cluster.cloud".parse().unwrap(), kind: Kind::Cluster, type_name: "gke".into() }
 }
 
 fn desired(location: &str, count: i64, auto: Option<(i64, i64)>) -> Value {

@@ -73,7 +73,7 @@ fn fill_computed(
     cluster: &BTreeMap<String, Value>,
     generate: bool,
 ) -> Result<(), ProviderError> {
-    components::secrets::fill(c.kind, &c.type_name, &c.address, attrs, &BTreeMap::new(), generate);
+    components::secrets::fill(c.kind, &c.type_name, &c.address.to_string(), attrs, &BTreeMap::new(), generate);
     let ns = namespace(c.kind, attrs);
     let base = base_name(&c.address);
     let set = |attrs: &mut BTreeMap<String, Value>, k: &str, v: Value| {
@@ -236,6 +236,7 @@ impl KubernetesProvider {
         let ns = namespace(c.kind, attrs);
         let selector = format!("{MANAGED_BY}=kdeploy,app.kubernetes.io/instance={}", base_name(&c.address));
         let mut found = BTreeMap::new();
+        let printed = c.address.to_string();
         for (scope, kinds) in [(Some(ns.as_str()), NAMESPACED), (None, CLUSTER)] {
             for (api_version, kind) in kinds {
                 let items = match conn.list(api_version, kind, scope, &selector).await {
@@ -245,7 +246,7 @@ impl KubernetesProvider {
                     Err(e) => return Err(e.into_provider(&format!("looking for {} ({kind})", c.address), conn)),
                 };
                 // Items of a LIST carry no apiVersion and kind: the key is made from the query.
-                for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == c.address.as_str()) {
+                for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == printed.as_str()) {
                     let key = format!(
                         "{api_version}/{kind}/{}/{}",
                         obj["metadata"]["namespace"].as_str().unwrap_or_default(),
@@ -417,17 +418,17 @@ impl Provider for KubernetesProvider {
     async fn health(&self, requests: &[ReadRequest]) -> Vec<Check> {
         let mut out = Vec::new();
         for r in requests.iter().filter(|r| r.component.kind == Kind::Vault) {
-            let address = r.component.address.as_str();
+            let address = &r.component.address;
             let Ok(conn) = self.conn(r.cluster.as_ref()).await else { continue };
             let attrs = map_of(Some(&r.recorded));
             let ns = namespace(r.component.kind, &attrs);
-            let svc = base_name(address);
+            let svc = base_name(&r.component.address);
             // Through the API server's service proxy: works from wherever kdeploy runs.
             let proxy = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy");
             let url = attrs.get("url").and_then(Value::as_str).unwrap_or_default().to_string();
             match conn.raw("GET", &format!("{proxy}/api/health"), &[], Vec::new()).await {
                 Ok((code, _)) if (200..300).contains(&code) => {
-                    out.push(Check { address: address.into(), ok: true, message: format!("{address}: Vault answers /api/health ({url}).") })
+                    out.push(Check { address: address.clone(), ok: true, message: format!("{address}: Vault answers /api/health ({url}).") })
                 }
                 answer => {
                     let why = match answer {
@@ -440,7 +441,7 @@ impl Provider for KubernetesProvider {
                         Err(ApiError::Transport(t)) => t,
                     };
                     out.push(Check {
-                        address: address.into(),
+                        address: address.clone(),
                         ok: false,
                         message: format!("{address}: Vault does not answer /api/health ({why}). Its pods may still be starting: kubectl -n {ns} get pods -l app.kubernetes.io/instance={svc}"),
                     });

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use kdeploy_provider::addr::Address;
 use kdeploy_provider::components::{self, Controller, FileSource, Probe, Spec, Step, Workload, WorkloadError};
 use kdeploy_provider::{ComponentRef, Kind, Reference, Value, images};
 use serde_json::{Value as Json, json};
@@ -28,7 +29,7 @@ pub struct Input<'a> {
 }
 
 impl Input<'_> {
-    fn address(&self) -> &str {
+    fn address(&self) -> &Address {
         &self.component.address
     }
     fn kind(&self) -> Kind {
@@ -57,28 +58,18 @@ fn str_of(v: Option<&Value>) -> String {
 
 /// A DNS-1123 label (also a valid DNS-1035 service name) for an address, at most 45
 /// characters so that suffixes like `-bucket-0123abcd` still fit in 63.
-pub fn base_name(address: &str) -> String {
-    let mut out = String::new();
-    for c in address.replace("module.", "").chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let mut out = out.trim_matches('-').to_string();
+pub fn base_name(address: &Address) -> String {
+    let mut out = address.slug();
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out = format!("k-{out}");
     }
     if out.len() > 45 {
-        let h = digest(&json!(address));
+        let h = digest(&json!(address.to_string()));
         out = format!("{}-{}", out[..36].trim_end_matches('-'), &h[..8]);
     }
     out
 }
 
-/// The namespace a component lives in: its `namespace` attribute or one per kind.
 pub fn namespace(kind: Kind, attrs: &BTreeMap<String, Value>) -> String {
     match attrs.get("namespace") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -121,7 +112,7 @@ fn selector(inp: &Input<'_>) -> Json {
 }
 
 fn meta(inp: &Input<'_>, name: &str, ns: Option<&str>) -> Json {
-    let mut m = json!({"name": name, "labels": labels(inp), "annotations": {ADDRESS_ANNOTATION: inp.address()}});
+    let mut m = json!({"name": name, "labels": labels(inp), "annotations": {ADDRESS_ANNOTATION: inp.address().to_string()}});
     if let Some(ns) = ns {
         m["namespace"] = json!(ns);
     }
@@ -493,14 +484,6 @@ fn drift_schedule(inp: &Input<'_>, ns: &str, base: &str) -> Vec<Json> {
     }));
     objects
 }
-pub fn instance_name(address: &str) -> String {
-    if let (Some(open), true) = (address.rfind('['), address.ends_with(']')) {
-        let key = &address[open + 1..address.len() - 1];
-        return key.trim_matches('"').to_string();
-    }
-    address.rsplit('.').next().unwrap_or(address).to_string()
-}
-
 /// `apiVersion/Kind/namespace/name`, the key of an object in the `objects` attribute.
 pub fn object_key(obj: &Json) -> String {
     format!(
@@ -522,17 +505,16 @@ mod tests {
     }
 
     fn cref(address: &str, kind: Kind) -> ComponentRef {
-        ComponentRef { address: address.into(), kind, type_name: "kerberos".into() }
+        ComponentRef { address: address.parse().unwrap(), kind, type_name: "kerberos".into() }
     }
 
     #[test]
     fn names_are_dns_labels() {
-        assert_eq!(base_name("agent.cam[\"Front Door\"]"), "agent-cam-front-door");
-        assert_eq!(base_name("module.site[\"a\"].vault.main"), "site-a-vault-main");
-        let long = base_name(&format!("agent.cam[\"{}\"]", "x".repeat(80)));
+        let a = |t: &str| t.parse::<Address>().unwrap();
+        assert_eq!(base_name(&a("agent.cam[\"Front Door\"]")), "agent-cam-front-door");
+        assert_eq!(base_name(&a("module.site[\"a\"].vault.main")), "site-a-vault-main");
+        let long = base_name(&a(&format!("agent.cam[\"{}\"]", "x".repeat(80))));
         assert!(long.len() <= 45 && long.starts_with("agent-cam-xxx"), "{long}");
-        assert_eq!(instance_name("agent.cam[\"front\"]"), "front");
-        assert_eq!(instance_name("agent.gate"), "gate");
     }
 
     fn vault_ref() -> BTreeMap<String, Reference> {
@@ -583,7 +565,7 @@ mod tests {
         ]);
         secrets::fill(Kind::Vault, "kerberos", "vault.main", &mut a, &BTreeMap::new(), true);
         let db = Reference {
-            component: ComponentRef { address: "database.meta".into(), kind: Kind::Database, type_name: "mongodb".into() },
+            component: ComponentRef { address: "database.meta".parse().unwrap(), kind: Kind::Database, type_name: "mongodb".into() },
             attributes: Value::Map(attrs(&[
                 ("host", Value::string("mongodb-meta.mongodb")),
                 ("port", Value::from_i64(27017)),
@@ -592,7 +574,7 @@ mod tests {
             ])),
         };
         let storage = Reference {
-            component: ComponentRef { address: "object_storage.rec".into(), kind: Kind::ObjectStorage, type_name: "minio".into() },
+            component: ComponentRef { address: "object_storage.rec".parse().unwrap(), kind: Kind::ObjectStorage, type_name: "minio".into() },
             attributes: Value::Map(attrs(&[
                 ("bucket", Value::string("r")),
                 ("endpoint", Value::string("m:9000")),

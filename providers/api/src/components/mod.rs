@@ -209,7 +209,7 @@ pub fn fill_derived(component: &ComponentRef, attrs: &mut Attrs, refs: &BTreeMap
         Kind::Agent => {
             let Some(v) = refs.get("vault") else { return Ok(()) };
             let vault_attrs = v.attributes.as_map().cloned().unwrap_or_default();
-            let dir = match vault::upload_for(attrs, &vault_attrs, &v.component.address) {
+            let dir = match vault::upload_for(attrs, &vault_attrs, &v.component.address.to_string()) {
                 Ok(up) => Value::String(up.directory),
                 Err(vault::Unresolved::Unknown) => unknown("upload_directory"),
                 Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
@@ -385,7 +385,7 @@ pub fn mongodb_wait_target(uri: &str) -> Option<(String, u16)> {
 pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
     let unknown = Cell::new(false);
     let a = Get { m: spec.attrs, unknown: &unknown };
-    let address = spec.component.address.as_str();
+    let address = &spec.component.address.to_string();
     let mut w = match (spec.component.kind, spec.component.type_name.as_str()) {
         (Kind::Database, "mongodb") => mongodb(&a),
         (Kind::ObjectStorage, "minio") => minio(&a),
@@ -604,8 +604,8 @@ fn vault_workload(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<
 
 fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload, WorkloadError> {
     let mut w = base("agent", images::AGENT.to_string());
-    let address = spec.component.address.as_str();
-    let name = a.opt("camera_name").unwrap_or_else(|| vault::name_of(address));
+    let address = &spec.component.address.to_string();
+    let name = a.opt("camera_name").unwrap_or_else(|| spec.component.address.instance_name());
     let mut env = vec![
         plain("AGENT_NAME", name),
         plain("AGENT_KEY", a.s("key")),
@@ -621,7 +621,7 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         Some(v) => {
             let vault_attrs = v.attributes.as_map().cloned().unwrap_or_default();
             let endpoint = Get::of(Some(&v.attributes), unknown).s("endpoint");
-            match vault::upload_for(spec.attrs, &vault_attrs, &v.component.address) {
+            match vault::upload_for(spec.attrs, &vault_attrs, &v.component.address.to_string()) {
                 Ok(up) => {
                     let key = |v: &Value| match v {
                         Value::String(s) => s.clone(),

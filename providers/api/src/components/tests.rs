@@ -9,7 +9,7 @@ fn s(v: &str) -> Value {
 }
 
 fn cref(address: &str, kind: Kind, type_name: &str) -> ComponentRef {
-    ComponentRef { address: address.into(), kind, type_name: type_name.into() }
+    ComponentRef { address: address.parse().unwrap(), kind, type_name: type_name.into() }
 }
 
 fn reference(address: &str, kind: Kind, type_name: &str, pairs: &[(&str, Value)]) -> Reference {

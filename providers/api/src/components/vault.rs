@@ -250,15 +250,6 @@ impl VaultConfig {
     }
 }
 
-/// A name for Vault from a component address: its instance key, else its block label
-/// (`object_storage.rec` → `rec`, `broker.q["eu"]` → `eu`).
-pub fn name_of(address: &str) -> String {
-    if let (Some(open), true) = (address.rfind('['), address.ends_with(']')) {
-        return address[open + 1..address.len() - 1].trim_matches('"').to_string();
-    }
-    address.rsplit('.').next().unwrap_or(address).to_string()
-}
-
 fn text(m: &Attrs, k: &str) -> Result<Option<String>, Unresolved> {
     match m.get(k) {
         Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
@@ -310,7 +301,7 @@ fn map_of(v: Option<&Value>) -> Result<BTreeMap<String, Attrs>, Unresolved> {
 /// `service_account_key`.
 pub fn provider_from_storage(name: &str, storage: &Reference) -> Result<StorageProvider, Unresolved> {
     let m = storage.attributes.as_map().cloned().unwrap_or_default();
-    let what = storage.component.address.as_str();
+    let what = &storage.component.address.to_string();
     let spec = match storage.component.type_name.as_str() {
         "minio" | "external" => ProviderSpec::Minio {
             bucket: need(&m, "bucket", what)?,
@@ -380,7 +371,7 @@ pub fn broker_is_queue(broker: &Attrs) -> bool {
 /// The integration a queue broker gives Vault, None for MQTT brokers.
 pub fn integration_from_broker(name: &str, broker: &Reference) -> Result<Option<Integration>, Unresolved> {
     let m = broker.attributes.as_map().cloned().unwrap_or_default();
-    let what = broker.component.address.as_str();
+    let what = &broker.component.address.to_string();
     let host_port = || -> Result<String, Unresolved> {
         match (text(&m, "host")?, text(&m, "port")?) {
             (Some(h), Some(p)) if !h.contains(':') => Ok(format!("{h}:{p}")),
@@ -457,12 +448,12 @@ fn extra_provider(name: &str, m: &Attrs, refs: &BTreeMap<String, Reference>) -> 
 
 /// The name of the default storage provider (the `storage` component's name).
 pub fn default_provider_name(vault: &Attrs) -> Option<String> {
-    vault.get("storage").and_then(Value::as_str).map(name_of)
+    vault.get("storage").and_then(Value::as_str).and_then(|a| a.parse::<crate::addr::Address>().ok()).map(|a| a.instance_name())
 }
 
 /// The name of the default integration (the `broker` component's name), when there is a broker.
 pub fn default_integration_name(vault: &Attrs) -> Option<String> {
-    vault.get("broker").and_then(Value::as_str).map(name_of)
+    vault.get("broker").and_then(Value::as_str).and_then(|a| a.parse::<crate::addr::Address>().ok()).map(|a| a.instance_name())
 }
 
 /// The default account's name.
@@ -673,15 +664,15 @@ pub fn account_checks(vault: &Attrs) -> Vec<AccountCheck> {
 
 /// What the answer to an account's ping means, for the user. `answer` is the HTTP status, or
 /// why Vault could not be reached; `image` is the Vault image in use.
-pub fn ping_check(address: &str, account: &str, image: &str, url: &str, answer: Result<u16, String>) -> crate::Check {
+pub fn ping_check(address: &crate::addr::Address, account: &str, image: &str, url: &str, answer: Result<u16, String>) -> crate::Check {
     match answer {
         Ok(200) => crate::Check {
-            address: address.into(),
+            address: address.clone(),
             ok: true,
             message: format!("{address}: account {account:?} verified (POST {PING_PATH} answered 200 at {url})."),
         },
         Ok(code) => crate::Check {
-            address: address.into(),
+            address: address.clone(),
             ok: false,
             message: format!(
                 "{address}: Vault runs but does not know the account {account:?} (POST {PING_PATH} answered {code} at {url}). The image {image} may predate the VAULT_* variables kdeploy configures Vault with (no release notes say which release reads them): \
@@ -689,7 +680,7 @@ pub fn ping_check(address: &str, account: &str, image: &str, url: &str, answer: 
             ),
         },
         Err(e) => crate::Check {
-            address: address.into(),
+            address: address.clone(),
             ok: false,
             message: format!(
                 "{address}: cannot reach Vault at {url} to check the account {account:?}: {e}. Check that Vault runs and that its URL is reachable from where kdeploy runs."

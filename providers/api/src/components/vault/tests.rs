@@ -13,7 +13,7 @@ fn s(v: &str) -> Value {
 }
 
 fn reference(address: &str, kind: Kind, type_name: &str, pairs: &[(&str, Value)]) -> Reference {
-    Reference { component: ComponentRef { address: address.into(), kind, type_name: type_name.into() }, attributes: Value::Map(attrs(pairs)) }
+    Reference { component: ComponentRef { address: address.parse().unwrap(), kind, type_name: type_name.into() }, attributes: Value::Map(attrs(pairs)) }
 }
 
 use crate::schema::Kind;
@@ -112,13 +112,13 @@ fn every_storage_type() {
         ),
     ];
     for (storage, want) in cases {
-        let a = vault(&[("storage", s(&storage.component.address))]);
+        let a = vault(&[("storage", s(&storage.component.address.to_string()))]);
         let refs: BTreeMap<String, Reference> = [("storage".to_string(), storage.clone())].into();
         let env = env_of(&a, &refs);
         assert_eq!(env[PROVIDERS_VAR], want, "{}", storage.component.type_name);
         // The default account stores into the storage's provider.
         let accounts: serde_json::Value = serde_json::from_str(&env[ACCOUNTS_VAR]).unwrap();
-        assert_eq!(accounts[0]["provider"], name_of(&storage.component.address));
+        assert_eq!(accounts[0]["provider"], storage.component.address.instance_name());
     }
 }
 
@@ -174,7 +174,7 @@ fn every_queue_broker_type() {
         (ext_mqtt, "[]"),
     ];
     for (broker, want) in cases {
-        let a = vault(&[("broker", s(&broker.component.address))]);
+        let a = vault(&[("broker", s(&broker.component.address.to_string()))]);
         let refs: BTreeMap<String, Reference> = [("storage".to_string(), minio()), ("broker".to_string(), broker.clone())].into();
         let env = env_of(&a, &refs);
         assert_eq!(env[INTEGRATIONS_VAR], want, "{} {:?}", broker.component.type_name, broker.attributes);
@@ -182,7 +182,7 @@ fn every_queue_broker_type() {
         if want == "[]" {
             assert!(accounts[0].get("queues").is_none(), "MQTT brokers are never integrations");
         } else {
-            assert_eq!(accounts[0]["queues"], serde_json::json!([name_of(&broker.component.address)]));
+            assert_eq!(accounts[0]["queues"], serde_json::json!([broker.component.address.instance_name()]));
         }
     }
 }
