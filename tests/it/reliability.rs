@@ -280,6 +280,20 @@ fn a_state_at_its_largest_serial_or_of_the_wrong_shape_is_a_clear_error() {
     let r = run_limited(s.path(), &[], &["state", "list"], 60);
     assert_clean_failure(&r, "serial as a string");
     assert!(r.stderr.contains("the field `serial` must be a non-negative integer, found a string") && r.stderr.contains(".kdeploy/state.json"), "{}", r.text());
+    // A recorded address that is not one: one decode error naming the file, its line and the
+    // address, for every command that reads the state (before, plan skipped it silently).
+    st["serial"] = serde_json::json!(7);
+    st["resources"][0]["address"] = serde_json::json!("camera.front");
+    std::fs::write(s.state_path(), serde_json::to_vec(&st).unwrap()).unwrap();
+    for args in [&["state", "list"][..], &["plan"][..]] {
+        let r = run_limited(s.path(), &[], args, 60);
+        assert_clean_failure(&r, &format!("{args:?} with a bad address"));
+        assert!(
+            r.stderr.contains(".kdeploy/state.json at line 1") && r.stderr.contains("invalid address \"camera.front\": \"camera\" is not a component kind"),
+            "{args:?}: {}",
+            r.text()
+        );
+    }
 }
 
 #[test]
