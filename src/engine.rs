@@ -12,11 +12,12 @@ use kdeploy_state::{LockInfo, Locked, State, StateError, StateStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::addr::{Address, ModulePath};
+use crate::addr::Address;
 use crate::apply::{ApplyOptions, Coordinator, Finalizer, Outcome, Reporter};
 use crate::config::Stack;
-use crate::config::eval::{Ctx, Marked};
-use crate::config::expand::{self, Expanded, ValueTable, object_value};
+use crate::config::eval::Marked;
+use crate::config::evaluator::Evaluator;
+use crate::config::expand::{self, Expanded};
 use crate::config::load::load_stack;
 use crate::config::vars::{VarArg, root_values};
 use crate::diag::{Diagnostic, Diagnostics, SourceMap};
@@ -101,18 +102,15 @@ impl Loaded {
     /// does: type errors, missing arguments and bad references are found without a provider.
     pub fn check(&self) -> Diagnostics {
         let mut diags = Diagnostics::new();
-        let table = ValueTable::new(&self.stack, &self.expanded, BTreeMap::new());
-        let ctx = Ctx::new(&self.stack, &self.sources, &self.root_vars, &self.expanded.modules, &table);
-        let clusters = self.expanded.clusters();
+        let eval = self.evaluator();
         // Apply order first, then anything left out of it (nodes on a cycle), so every
         // component is checked.
         let mut order = self.graph.topo_order();
         let ordered: std::collections::BTreeSet<Address> = order.iter().cloned().collect();
         order.extend(self.expanded.instances.keys().filter(|a| !ordered.contains(*a)).cloned());
         for addr in order {
-            let Some(inst) = self.expanded.instances.get(&addr) else { continue };
-            match expand::desired(&ctx, &self.stack, inst, &clusters) {
-                Ok(d) => {
+            match eval.desired(&addr) {
+                Some(Ok(d)) => {
                     let refs = BTreeMap::new();
                     let planned = default_plan(&PlanRequest {
                         component: ComponentRef { address: addr.clone(), kind: addr.kind, type_name: d.type_name.clone() },
@@ -124,11 +122,13 @@ impl Loaded {
                         refs: &refs,
                         force_conflicts: false,
                     });
-                    table.values.borrow_mut().insert(addr.clone(), object_value(&addr, &planned.planned, &d.planned_sensitive()));
+                    eval.record(&addr, &planned.planned, &d.planned_sensitive());
                 }
-                Err(d) => diags.extend(d),
+                Some(Err(d)) => diags.extend(d),
+                None => {}
             }
         }
+        let ctx = eval.ctx();
         // Every local and every module output of every module instance, even when nothing
         // reads them yet, so that their errors (and cycles) are reported.
         for (path, inst) in &self.expanded.modules {
@@ -147,13 +147,22 @@ impl Loaded {
                 }
             }
         }
-        let scope = ctx.scope(&ModulePath::root());
         for out in self.stack.root().outputs.values() {
-            if let Err(d) = expand::root_output(&scope, out) {
+            if let Err(d) = eval.root_output(out) {
                 diags.push(d);
             }
         }
         diags.sorted()
+    }
+
+    /// The evaluator of this stack's instances, starting with no component values.
+    pub fn evaluator(&self) -> Evaluator<'_> {
+        Evaluator::new(&self.stack, &self.sources, &self.root_vars, &self.expanded)
+    }
+
+    /// The evaluator over component values the caller keeps (apply's applied values).
+    pub fn evaluator_over<'a>(&'a self, values: &'a BTreeMap<Address, Marked>) -> Evaluator<'a> {
+        Evaluator::over(&self.stack, &self.sources, &self.root_vars, &self.expanded, values)
     }
 
     /// Digest of the stack's HCL sources (all modules), for stale-plan detection.
@@ -312,27 +321,25 @@ pub struct EngineFinalizer<'a> {
 impl Finalizer for EngineFinalizer<'_> {
     fn inputs(&self, change: &crate::plan::Change, applied: &BTreeMap<Address, Marked>) -> Result<(Value, Vec<AttrPath>), String> {
         let l = self.loaded;
-        let inst = l.expanded.instances.get(&change.address).ok_or_else(|| format!("{} is no longer in the stack", change.address))?;
-        let table = ValueTable::borrowed(&l.stack, &l.expanded, applied);
-        let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
-        let desired = expand::desired(&ctx, &l.stack, inst, &l.expanded.clusters()).map_err(|d| {
-            d.0.iter()
-                .map(|d| format!("{} at {}: {}", d.summary, d.span.as_ref().map(|s| l.sources.location(s)).unwrap_or_default(), d.detail))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let desired = match l.evaluator_over(applied).desired(&change.address) {
+            None => return Err(format!("{} is no longer in the stack", change.address)),
+            Some(result) => result.map_err(|d| {
+                d.0.iter()
+                    .map(|d| format!("{} at {}: {}", d.summary, d.span.as_ref().map(|s| l.sources.location(s)).unwrap_or_default(), d.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?,
+        };
         let inputs = desired.inputs_keeping_ignored(change.before.as_ref());
         Ok((inputs, desired.sensitive))
     }
 
     fn outputs(&self, applied: &BTreeMap<Address, Marked>) -> BTreeMap<String, (Value, bool)> {
         let l = self.loaded;
-        let table = ValueTable::borrowed(&l.stack, &l.expanded, applied);
-        let ctx = Ctx::new(&l.stack, &l.sources, &l.root_vars, &l.expanded.modules, &table);
-        let scope = ctx.scope(&ModulePath::root());
+        let eval = l.evaluator_over(applied);
         let mut out = BTreeMap::new();
         for (name, o) in &l.stack.root().outputs {
-            if let Ok(v) = expand::root_output(&scope, o)
+            if let Ok(v) = eval.root_output(o)
                 && !v.value.contains_unknown()
             {
                 let s = o.sensitive || v.is_sensitive();

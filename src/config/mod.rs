@@ -3,6 +3,7 @@
 //! ([`expand`]).
 
 pub mod eval;
+pub mod evaluator;
 pub mod expand;
 pub mod functions;
 pub mod load;

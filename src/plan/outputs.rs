@@ -1,18 +1,16 @@
 //! The root module's outputs: what a plan does to each (created, updated, removed).
 
 use super::{Action, OutputChange, PlanOptions};
-use crate::addr::ModulePath;
 use crate::config::Stack;
-use crate::config::eval::Ctx;
+use crate::config::evaluator::Evaluator;
 use crate::diag::Diagnostics;
 use kdeploy_provider::Value;
 use kdeploy_state::State;
 
 /// The output changes: every declared output evaluated against the planned values (all of
 /// them removed for destroy), and the recorded outputs no longer declared removed.
-pub fn changes(stack: &Stack, state: &State, ctx: &Ctx<'_>, options: &PlanOptions, diags: &mut Diagnostics) -> Vec<OutputChange> {
+pub fn changes(stack: &Stack, state: &State, eval: &Evaluator<'_>, options: &PlanOptions, diags: &mut Diagnostics) -> Vec<OutputChange> {
     let mut out = Vec::new();
-    let scope = ctx.scope(&ModulePath::root());
     for (name, decl) in &stack.root().outputs {
         let before = state.outputs.get(name).map(|o| Value::from_json(&o.value));
         if options.destroy {
@@ -21,7 +19,7 @@ pub fn changes(stack: &Stack, state: &State, ctx: &Ctx<'_>, options: &PlanOption
             }
             continue;
         }
-        match crate::config::expand::root_output(&scope, decl) {
+        match eval.root_output(decl) {
             Ok(v) => {
                 let action = match &before {
                     None => Action::Create,

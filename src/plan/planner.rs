@@ -18,7 +18,8 @@ use super::{Change, PLAN_FORMAT_VERSION, Plan, PlanOptions, outputs, targets};
 use crate::addr::{Address, Target};
 use crate::config::Stack;
 use crate::config::eval::{Ctx, Marked};
-use crate::config::expand::{self, Desired, Expanded, ValueTable, object_value, reference};
+use crate::config::evaluator::Evaluator;
+use crate::config::expand::{self, Desired, Expanded, reference};
 use crate::diag::{Diagnostic, Diagnostics, SourceMap};
 use crate::graph::DepGraph;
 use crate::providers::Providers;
@@ -43,12 +44,10 @@ pub struct PlanInput<'a> {
 pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics> {
     let PlanInput { stack, sources, root_vars, expanded, graph, state, providers, options, kdeploy_version } = input;
     let (target_list, replace_list) = targets::parse(options)?;
-    let clusters = expanded.clusters();
-    let resolver = ValueTable::new(stack, expanded, BTreeMap::new());
-    let ctx = Ctx::new(stack, sources, root_vars, &expanded.modules, &resolver);
-    let types = instance_types(stack, expanded, &ctx);
+    let eval = Evaluator::new(stack, sources, root_vars, expanded);
+    let types = instance_types(stack, expanded, &eval.ctx());
 
-    let pending = pending_reads(state, &PendingCtx { stack, expanded, ctx: &ctx, types: &types, clusters: &clusters });
+    let pending = pending_reads(state, &PendingCtx { expanded, eval: &eval, types: &types });
     let refreshed = if options.refresh { super::refresh::refresh(state, providers, &pending).await? } else { recorded_only(state) };
 
     let mut planner = Planner {
@@ -58,10 +57,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         state,
         providers,
         options,
-        resolver: &resolver,
-        ctx: &ctx,
+        eval: &eval,
         types: &types,
-        clusters: &clusters,
         refreshed: &refreshed,
         replace_list: &replace_list,
         changes: Vec::new(),
@@ -90,7 +87,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     if options.refresh_only {
         changes.clear();
     }
-    let output_changes = if options.refresh_only { Vec::new() } else { outputs::changes(stack, state, &ctx, options, &mut diags) };
+    let output_changes = if options.refresh_only { Vec::new() } else { outputs::changes(stack, state, &eval, options, &mut diags) };
     if diags.has_errors() {
         return Err(diags);
     }
@@ -141,10 +138,8 @@ struct Planner<'a> {
     state: &'a State,
     providers: &'a Providers,
     options: &'a PlanOptions,
-    resolver: &'a ValueTable<'a>,
-    ctx: &'a Ctx<'a>,
+    eval: &'a Evaluator<'a>,
     types: &'a BTreeMap<Address, String>,
-    clusters: &'a [Address],
     refreshed: &'a Refreshed,
     replace_list: &'a [Target],
     changes: Vec<Change>,
@@ -171,10 +166,10 @@ struct Subject<'d> {
 impl Planner<'_> {
     /// Plans one declared instance; problems become diagnostics and leave it out.
     async fn instance(&mut self, addr: &Address) {
-        let Some(inst) = self.expanded.instances.get(addr) else { return };
-        let desired = match expand::desired(self.ctx, self.stack, inst, self.clusters) {
-            Ok(d) => d,
-            Err(d) => return self.diags.extend(d),
+        let desired = match self.eval.desired(addr) {
+            None => return,
+            Some(Ok(d)) => d,
+            Some(Err(d)) => return self.diags.extend(d),
         };
         let Some((provider_name, provider)) = self.provider(addr, &desired) else { return };
         // A cluster's provider checks the target first (reachable, add-ons, storage).
@@ -189,7 +184,7 @@ impl Planner<'_> {
         let Some((decision, after, replace_paths)) = self.decide(&subject).await else { return };
         let after = keep_generated_secrets(&subject, &decision, after);
         let after_sensitive = desired.planned_sensitive();
-        self.resolver.values.borrow_mut().insert(addr.clone(), object_value(addr, &after, &after_sensitive));
+        self.eval.record(addr, &after, &after_sensitive);
         let change = self.change(subject, decision, after, after_sensitive, replace_paths);
         self.changes.push(change);
     }
@@ -227,8 +222,7 @@ impl Planner<'_> {
 
     /// The planned values of the components it refers to, and of its cluster.
     fn references(&self, desired: &Desired) -> (BTreeMap<String, Reference>, Option<Value>) {
-        let values = self.resolver.values.borrow();
-        let value_of = |a: &Address| values.get(a).map(|m| m.value.clone());
+        let value_of = |a: &Address| self.eval.value(a);
         let refs = desired.refs.iter().filter_map(|(k, a)| Some((k.clone(), reference(a, &self.type_of(a)?, &value_of(a)?)))).collect();
         (refs, desired.cluster.as_ref().and_then(value_of))
     }

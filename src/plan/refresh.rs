@@ -9,9 +9,8 @@ use kdeploy_state::{PendingKind, ResourceState, State};
 
 use super::{Action, ActionReason, Change, Drift, PlanOptions};
 use crate::addr::Address;
-use crate::config::Stack;
-use crate::config::eval::Ctx;
-use crate::config::expand::{self, Expanded};
+use crate::config::evaluator::Evaluator;
+use crate::config::expand::Expanded;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::providers::Providers;
 
@@ -231,11 +230,9 @@ pub fn pending_notes(state: &State) -> Vec<String> {
 
 /// What [`pending_reads`] needs of the stack.
 pub struct PendingCtx<'a> {
-    pub stack: &'a Stack,
     pub expanded: &'a Expanded,
-    pub ctx: &'a Ctx<'a>,
+    pub eval: &'a Evaluator<'a>,
     pub types: &'a BTreeMap<Address, String>,
-    pub clusters: &'a [Address],
 }
 
 /// The objects interrupted operations may have left unrecorded (a create, a replacement, a
@@ -250,7 +247,7 @@ pub fn pending_reads(state: &State, pc: &PendingCtx<'_>) -> Vec<PendingRead> {
         .filter(|p| state.resource(&p.address).is_none() && (p.target.is_some() || p.operation == PendingKind::Create))
         .filter_map(|p| {
             let addr = p.address.clone();
-            let desired = pc.expanded.instances.get(&addr).and_then(|inst| expand::desired(pc.ctx, pc.stack, inst, pc.clusters).ok());
+            let desired = pc.eval.desired(&addr).and_then(Result::ok);
             let (type_name, provider, recorded, dependencies) = match &p.target {
                 Some(t) => (t.type_name.clone(), t.provider.clone(), Value::from_json(&t.attributes), t.dependencies.clone()),
                 None => {
