@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::addr::Address;
 use crate::config::eval::Marked;
-use crate::config::expand::{object_value, reference, without_address};
+use crate::config::expand::{object_value, reference};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::Providers;
 use queue::{Queue, Status};
@@ -393,7 +393,7 @@ impl Coordinator<'_> {
         }
         let id = self.state.begin_pending(&change.address, pending_kind(change.action), self.pending_target(change, planned.as_ref()));
         run.pending_ids.insert(i, id);
-        let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| without_address(&m.value));
+        let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| m.value.clone());
         let refs: BTreeMap<String, Reference> = change
             .refs
             .iter()

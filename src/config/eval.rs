@@ -10,23 +10,41 @@ use kdeploy_provider::{AttrPath, Kind, PathStep, Value};
 
 use super::functions::{self, FuncContext};
 use super::{ModuleConfig, Stack};
-use crate::addr::{InstanceKey, ModulePath};
+use crate::addr::{Address, InstanceKey, ModulePath};
 use crate::diag::{Diagnostic, FileId, SourceMap, Span, did_you_mean};
 
-/// A value with the paths inside it that are sensitive (the root path marks all of it).
+/// A value with the paths inside it that are sensitive (the root path marks all of it), and
+/// the paths that hold a component's object, with its address: a reference such as
+/// `cluster = cluster.site[each.key]` is recognised by this mark, never by the object's content.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Marked {
     pub value: Value,
     pub sensitive: Vec<AttrPath>,
+    pub components: Vec<(AttrPath, Address)>,
 }
 
 impl Marked {
     pub fn plain(value: Value) -> Marked {
-        Marked { value, sensitive: Vec::new() }
+        Marked { value, sensitive: Vec::new(), components: Vec::new() }
     }
 
     pub fn secret(value: Value) -> Marked {
-        Marked { value, sensitive: vec![AttrPath::root()] }
+        Marked { value, sensitive: vec![AttrPath::root()], components: Vec::new() }
+    }
+
+    /// The object of the component at `addr`, with its sensitive paths.
+    pub fn component(addr: &Address, value: Value, sensitive: Vec<AttrPath>) -> Marked {
+        Marked { value, sensitive, components: vec![(AttrPath::root(), addr.clone())] }
+    }
+
+    /// This value, all of it sensitive (what it refers to is kept).
+    pub fn into_secret(self) -> Marked {
+        Marked { sensitive: vec![AttrPath::root()], ..self }
+    }
+
+    /// The component whose object this value is, when it is one.
+    pub fn component_address(&self) -> Option<&Address> {
+        self.components.iter().find(|(p, _)| p.is_root()).map(|(_, a)| a)
     }
 
     pub fn is_sensitive(&self) -> bool {
@@ -38,12 +56,13 @@ impl Marked {
     }
 
     /// The part at `step`, with the marks that apply to it.
-    fn child(&self, step: &PathStep, value: Value) -> Marked {
+    pub fn child(&self, step: &PathStep, value: Value) -> Marked {
+        let components = self.components.iter().filter(|(p, _)| p.0.first() == Some(step)).map(|(p, a)| (AttrPath(p.0[1..].to_vec()), a.clone())).collect();
         if self.is_wholly_sensitive() {
-            return Marked::secret(value);
+            return Marked { components, ..Marked::secret(value) };
         }
         let sensitive = self.sensitive.iter().filter(|p| p.0.first() == Some(step)).map(|p| AttrPath(p.0[1..].to_vec())).collect();
-        Marked { value, sensitive }
+        Marked { value, sensitive, components }
     }
 
     /// Marks everything if any input was sensitive (operators, functions).
@@ -56,30 +75,28 @@ impl Marked {
 pub fn marked_map(entries: impl IntoIterator<Item = (String, Marked)>) -> Marked {
     let mut map = BTreeMap::new();
     let mut sensitive = Vec::new();
+    let mut components = Vec::new();
     for (k, m) in entries {
-        for p in m.sensitive {
-            let mut steps = vec![PathStep::Key(k.clone())];
-            steps.extend(p.0);
-            sensitive.push(AttrPath(steps));
-        }
+        let under = |p: AttrPath| AttrPath(std::iter::once(PathStep::Key(k.clone())).chain(p.0).collect());
+        sensitive.extend(m.sensitive.into_iter().map(under));
+        components.extend(m.components.into_iter().map(|(p, a)| (under(p), a)));
         map.insert(k, m.value);
     }
-    Marked { value: Value::Map(map), sensitive }
+    Marked { value: Value::Map(map), sensitive, components }
 }
 
 /// Builds a list value from marked parts, keeping each part's marks under its index.
 pub fn marked_list(items: Vec<Marked>) -> Marked {
     let mut list = Vec::new();
     let mut sensitive = Vec::new();
+    let mut components = Vec::new();
     for (i, m) in items.into_iter().enumerate() {
-        for p in m.sensitive {
-            let mut steps = vec![PathStep::Index(i)];
-            steps.extend(p.0);
-            sensitive.push(AttrPath(steps));
-        }
+        let under = |p: AttrPath| AttrPath(std::iter::once(PathStep::Index(i)).chain(p.0).collect());
+        sensitive.extend(m.sensitive.into_iter().map(under));
+        components.extend(m.components.into_iter().map(|(p, a)| (under(p), a)));
         list.push(m.value);
     }
-    Marked { value: Value::List(list), sensitive }
+    Marked { value: Value::List(list), sensitive, components }
 }
 
 /// Where component values come from: planned values during plan, applied values during apply.
@@ -147,24 +164,7 @@ fn err(file: FileId, node: &impl hcl_edit::Span, summary: &str, detail: impl Int
     Diagnostic::error(summary, detail).at(Some(Span { file, range: node.span().unwrap_or(0..0) }))
 }
 
-pub fn instance_key_value(key: &InstanceKey) -> Value {
-    match key {
-        InstanceKey::Int(n) => Value::from_i64(*n as i64),
-        InstanceKey::Str(s) => Value::String(s.clone()),
-    }
-}
-
 impl<'a> Scope<'a> {
-    pub fn with_each(mut self, key: Value, value: Marked) -> Scope<'a> {
-        self.each = Some((key, value));
-        self
-    }
-
-    pub fn with_count(mut self, index: i64) -> Scope<'a> {
-        self.count = Some(index);
-        self
-    }
-
     fn config(&self) -> &'a ModuleConfig {
         &self.ctx.stack.modules[self.module]
     }
@@ -778,9 +778,9 @@ impl<'a> Scope<'a> {
             .ty
             .convert(&value.value)
             .map_err(|e| Diagnostic::error("Invalid value for module input", format!("Input {name:?}: {e}.")).at(input.map(|(e, _)| e.span.clone())))?;
-        let mut out = Marked { value: converted, sensitive: value.sensitive };
+        let mut out = Marked { value: converted, ..value };
         if decl.sensitive {
-            out = Marked::secret(out.value);
+            out = out.into_secret();
         }
         Ok(out)
     }
@@ -937,7 +937,9 @@ impl<'a> Scope<'a> {
                     Err(d)
                 }
             },
-            Value::Unknown(origin) => Ok(Marked { value: Value::Unknown(format!("{origin}.{name}")), sensitive: cur.sensitive.clone() }),
+            Value::Unknown(origin) => {
+                Ok(Marked { value: Value::Unknown(format!("{origin}.{name}")), sensitive: cur.sensitive.clone(), components: Vec::new() })
+            }
             Value::List(_) => Err(err(file, node, "Unsupported attribute", format!("Cannot access attribute {name:?} on a list."))
                 .hint("this component uses count or for_each: pick one instance with [KEY], or use [*] for all of them")),
             Value::Null => Err(err(file, node, "Attempt to get attribute from null value", format!("Cannot read {name:?}: the value is null."))),
@@ -947,7 +949,7 @@ impl<'a> Scope<'a> {
 
     fn index(&self, cur: Marked, key: &Marked, file: FileId, node: &impl hcl_edit::Span) -> R {
         if key.value.is_unknown() || cur.value.is_unknown() {
-            return Ok(Marked { value: Value::Unknown(self.text(file, node)), sensitive: cur.sensitive.clone() });
+            return Ok(Marked { value: Value::Unknown(self.text(file, node)), sensitive: cur.sensitive.clone(), components: Vec::new() });
         }
         match (&cur.value, &key.value) {
             (Value::List(items), Value::Number(_)) | (Value::List(items), Value::String(_)) => {
@@ -994,7 +996,7 @@ impl<'a> Scope<'a> {
 
 fn with_marks_of(mut m: Marked, cond: &Marked) -> Marked {
     if cond.is_sensitive() {
-        m = Marked::secret(m.value);
+        m = m.into_secret();
     }
     m
 }

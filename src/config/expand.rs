@@ -75,8 +75,12 @@ struct Unknowns<'a> {
 impl Resolver for Unknowns<'_> {
     fn component(&self, module: &ModulePath, kind: Kind, name: &str) -> Option<Marked> {
         let m = self.modules.get(module).map(|i| i.module).unwrap_or(0);
-        self.stack.modules[m].component(kind, name)?;
-        Some(Marked::plain(Value::Unknown(format!("{kind}.{name}"))))
+        let decl = self.stack.modules[m].component(kind, name)?;
+        let unknown = Value::Unknown(format!("{kind}.{name}"));
+        Some(match decl.repetition {
+            Repetition::Single => Marked::component(&Address::new(kind, name).in_module(module.clone()), unknown, Vec::new()),
+            _ => Marked::plain(unknown),
+        })
     }
 }
 
@@ -125,9 +129,7 @@ fn repetition_keys(scope: &Scope<'_>, rep: &Repetition, what: &str) -> Result<Ve
                 Value::Map(m) => Ok(m
                     .iter()
                     .map(|(k, item)| {
-                        let marks =
-                            v.sensitive.iter().filter(|p| p.0.first() == Some(&PathStep::Key(k.clone()))).map(|p| AttrPath(p.0[1..].to_vec())).collect();
-                        (Some(InstanceKey::Str(k.clone())), Some((Value::String(k.clone()), Marked { value: item.clone(), sensitive: marks })), None)
+                        (Some(InstanceKey::Str(k.clone())), Some((Value::String(k.clone()), v.child(&PathStep::Key(k.clone()), item.clone()))), None)
                     })
                     .collect()),
                 Value::List(items) => {
@@ -238,6 +240,10 @@ pub fn expand(stack: &Stack, sources: &SourceMap, root_vars: &BTreeMap<String, M
         let mut exprs: Vec<&Expr> = decl.attrs.values().map(|(e, _)| e).collect();
         exprs.extend(decl.blocks.iter().flat_map(|b| b.attrs.values().map(|(e, _)| e)));
         exprs.extend(decl.type_expr.iter());
+        // `each.value` and `count` can carry a component's object into the attributes.
+        if let Repetition::ForEach(e) | Repetition::Count(e) = &decl.repetition {
+            exprs.push(e);
+        }
         for e in exprs {
             for (target, span) in walker.refs_of(&addr.module, e) {
                 found.insert(Dep { target, span, kind: DepKind::Reference });
@@ -561,10 +567,6 @@ pub fn root_output(scope: &Scope<'_>, decl: &super::OutputDecl) -> Result<Marked
     Ok(v)
 }
 
-/// The key every component object value carries, so that a reference can be passed through
-/// variables, locals and modules and still be recognised as a component.
-pub const ADDRESS_KEY: &str = "address";
-
 /// Evaluates an instance's `type` (must be known) and returns its schema.
 pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String, &'static ComponentSchema), Diagnostic> {
     let kind = decl.kind;
@@ -772,12 +774,12 @@ impl InstanceEval<'_, '_> {
             }
         };
         if let AttrType::Component(want) = &attr.ty {
-            return self.reference(path, *want, &value.value, expr).map(|a| Marked::plain(Value::String(a.to_string())));
+            return self.reference(path, *want, &value, expr).map(|a| Marked::plain(Value::String(a.to_string())));
         }
         match attr.ty.conform(&value.value) {
             Ok(v) => {
-                let v = self.block_map_refs(path, &attr.ty, v, expr);
-                Some(Marked { value: v, sensitive: value.sensitive })
+                let v = self.block_map_refs(path, &attr.ty, v, &value.components, expr);
+                Some(Marked { value: v, sensitive: value.sensitive, components: Vec::new() })
             }
             Err(e) => {
                 let shown = if value.is_sensitive() { "the value is sensitive".to_string() } else { e };
@@ -789,14 +791,11 @@ impl InstanceEval<'_, '_> {
     }
 
     /// A component reference: recorded as an edge target and kept as its address.
-    fn reference(&mut self, path: &str, want: Kind, value: &Value, expr: &Expr) -> Option<Address> {
-        // A component that is not evaluated (it has an error of its own) is unknown, with its
-        // address as the origin: still a valid reference, so its error is not echoed here.
-        let target = component_address(value).or_else(|| match value {
-            Value::Unknown(origin) => origin.parse::<Address>().ok(),
-            _ => None,
-        });
-        match target {
+    fn reference(&mut self, path: &str, want: Kind, marked: &Marked, expr: &Expr) -> Option<Address> {
+        // A component that is not evaluated (it has an error of its own) is unknown and still
+        // marked as that component: a valid reference, so its error is not echoed here.
+        let value = &marked.value;
+        match marked.component_address().cloned() {
             Some(target) if target.kind == want => {
                 self.refs.insert(path.to_string(), target.clone());
                 if let Value::Map(m) = value {
@@ -828,7 +827,7 @@ impl InstanceEval<'_, '_> {
 
     /// In a block map written as an attribute (`providers = { a = { storage = ... } }`), the
     /// component references become addresses and edges, as in the block form.
-    fn block_map_refs(&mut self, path: &str, ty: &AttrType, value: Value, expr: &Expr) -> Value {
+    fn block_map_refs(&mut self, path: &str, ty: &AttrType, value: Value, components: &[(AttrPath, Address)], expr: &Expr) -> Value {
         let (AttrType::Map(inner), Value::Map(entries)) = (ty, &value) else { return value };
         let AttrType::Object(fields) = inner.as_ref() else { return value };
         let mut out = entries.clone();
@@ -840,7 +839,9 @@ impl InstanceEval<'_, '_> {
                         continue;
                     }
                     let field_path = format!("{path}.{key}.{}", f.name);
-                    let addr = self.reference(&field_path, *want, &v, expr);
+                    let at = AttrPath::root().child_key(key).child_key(f.name);
+                    let marks = components.iter().filter(|(p, _)| *p == at).map(|(_, a)| (AttrPath::root(), a.clone())).collect();
+                    let addr = self.reference(&field_path, *want, &Marked { value: v, sensitive: Vec::new(), components: marks }, expr);
                     m.insert(f.name.to_string(), addr.map(|a| Value::String(a.to_string())).unwrap_or(Value::Null));
                 }
             }
@@ -959,32 +960,18 @@ fn path_of(dotted: &str) -> AttrPath {
     AttrPath(dotted.split('.').map(|k| PathStep::Key(k.to_string())).collect())
 }
 
-/// A component value without the `address` key the language adds for references.
-pub fn without_address(v: &Value) -> Value {
-    match v {
-        Value::Map(m) => Value::Map(m.iter().filter(|(k, _)| k.as_str() != ADDRESS_KEY).map(|(k, v)| (k.clone(), v.clone())).collect()),
-        other => other.clone(),
-    }
-}
-
 /// What a provider is told about a referenced component.
 pub fn reference(addr: &Address, type_name: &str, value: &Value) -> kdeploy_provider::Reference {
     kdeploy_provider::Reference {
         component: kdeploy_provider::ComponentRef { address: addr.clone(), kind: addr.kind, type_name: type_name.to_string() },
-        attributes: without_address(value),
+        attributes: value.clone(),
     }
 }
 
-/// The address carried by a component object value.
-pub fn component_address(v: &Value) -> Option<Address> {
-    v.as_map()?.get(ADDRESS_KEY)?.as_str()?.parse().ok()
-}
-
-/// A component instance's object value as references see it: its attributes plus `address`.
+/// A component instance's object value as references see it: its attributes, marked as that
+/// component's.
 pub fn object_value(addr: &Address, attrs: &Value, sensitive: &[AttrPath]) -> Marked {
-    let mut m = attrs.as_map().cloned().unwrap_or_default();
-    m.insert(ADDRESS_KEY.to_string(), Value::String(addr.to_string()));
-    Marked { value: Value::Map(m), sensitive: sensitive.to_vec() }
+    Marked::component(addr, attrs.clone(), sensitive.to_vec())
 }
 
 /// Groups instance object values the way a reference to the block sees them: the object, a
@@ -1038,7 +1025,11 @@ impl Resolver for ValueTable<'_> {
             .range(base.clone()..)
             .take_while(|(a, _)| a.config_addr() == base)
             .map(|(a, _)| {
-                let v = values.get(a).or_else(|| self.base.and_then(|b| b.get(a))).cloned().unwrap_or_else(|| Marked::plain(Value::Unknown(a.to_string())));
+                let v = values
+                    .get(a)
+                    .or_else(|| self.base.and_then(|b| b.get(a)))
+                    .cloned()
+                    .unwrap_or_else(|| Marked::component(a, Value::Unknown(a.to_string()), Vec::new()));
                 (a.key.clone(), v)
             })
             .collect();

@@ -627,3 +627,43 @@ fn apply_order_creates_after_dependencies_deletes_before_dependents() {
     text.push_str(&apply_order(&s, &w, kdeploy::plan::PlanOptions { destroy: true, ..Default::default() }));
     insta::assert_snapshot!("apply_order", text);
 }
+
+#[test]
+fn references_pass_through_locals_and_outputs_and_objects_hold_only_attributes() {
+    // A reference is recognised by what the language knows (the value is that component's
+    // object), wherever the object travelled: a local map, a for_each value; the object
+    // itself carries only the component's attributes (no internal `address` key).
+    let stack = basic_stack(&[("a", "rtsp://10.0.0.1/s1")])
+        + r#"
+locals {
+  vaults = { central = vault.main }
+}
+
+agent "door" {
+  for_each = { front = vault.main }
+  vault    = each.value
+  rtsp_url = "rtsp://10.0.0.9/s1"
+}
+
+agent "gate" {
+  vault    = local.vaults["central"]
+  rtsp_url = "rtsp://10.0.0.8/s1"
+}
+
+output "vault_object_keys" {
+  value = keys(vault.main)
+}
+"#;
+    let s = TestStack::new(&[("main.hcl", &stack)]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for agent in ["agent.door[\"front\"]", "agent.gate"] {
+        assert_eq!(w.object(agent).unwrap().as_map().unwrap()["vault"], Value::string("vault.main"), "{agent}");
+        let deps = s.state().resource(&agent.parse().unwrap()).unwrap().dependencies.clone();
+        assert!(deps.iter().any(|d| d.to_string() == "vault.main"), "{agent}: {deps:?}");
+    }
+    let keys = s.state().outputs["vault_object_keys"].value.clone();
+    let keys: Vec<&str> = keys.as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    assert!(keys.contains(&"url") && !keys.contains(&"address"), "{keys:?}");
+}

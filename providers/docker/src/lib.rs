@@ -99,13 +99,6 @@ fn cluster_of(attrs: &BTreeMap<String, Value>) -> String {
     spec::cluster_name(str_attr(attrs, "cluster").unwrap_or("cluster.default"))
 }
 
-fn strip_address(v: Option<&Value>) -> Option<Value> {
-    v.map(|v| match v {
-        Value::Map(m) => Value::Map(m.iter().filter(|(k, _)| k.as_str() != "address").map(|(k, v)| (k.clone(), v.clone())).collect()),
-        other => other.clone(),
-    })
-}
-
 #[async_trait]
 impl Provider for DockerProvider {
     fn name(&self) -> &str {
@@ -204,7 +197,7 @@ impl Provider for DockerProvider {
         if let Some(p) = request.prior {
             self.remember(&request.component, p);
         }
-        let cluster = strip_address(request.cluster);
+        let cluster = request.cluster.cloned();
         let ep = Endpoint::from_cluster(cluster.as_ref());
         self.fill_computed(&request.component, planned, request.refs, &ep, false)?;
         let cname = cluster_of(planned);
@@ -260,7 +253,7 @@ impl Provider for DockerProvider {
             attrs.insert("api_version".into(), Value::string(engine::api_version(&docker)));
             return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
         }
-        let cluster = strip_address(request.cluster.as_ref());
+        let cluster = request.cluster.clone();
         let ep = Endpoint::from_cluster(cluster.as_ref());
         let docker = self.client(&ep).await?;
         self.fill_computed(&request.component, &mut attrs, &request.refs, &ep, true)?;
@@ -357,7 +350,7 @@ impl Provider for DockerProvider {
             }
             return Ok(());
         }
-        let cluster = strip_address(request.cluster.as_ref());
+        let cluster = request.cluster.clone();
         let ep = Endpoint::from_cluster(cluster.as_ref());
         let docker = self.client(&ep).await?;
         let cname = cluster_of(&prior);
