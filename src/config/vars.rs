@@ -287,8 +287,3 @@ fn literal_value(expr: &hcl_edit::expr::Expression) -> Option<Value> {
         _ => return None,
     })
 }
-
-/// `KDEPLOY_VAR_*` and other variables from the process environment.
-pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect()
-}

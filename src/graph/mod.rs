@@ -145,18 +145,6 @@ impl DepGraph {
         seen.into_iter().collect()
     }
 
-    /// All addresses that depend on `roots`, transitively, plus the roots.
-    pub fn with_dependents(&self, roots: &[Address]) -> Vec<Address> {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut stack: Vec<Address> = roots.to_vec();
-        while let Some(a) = stack.pop() {
-            if seen.insert(a.clone()) {
-                stack.extend(self.dependents(&a));
-            }
-        }
-        seen.into_iter().collect()
-    }
-
     /// A deterministic topological order (Kahn's algorithm, ties broken by address). Nodes on
     /// cycles are left out.
     pub fn topo_order(&self) -> Vec<Address> {

@@ -96,11 +96,6 @@ impl LocalStore {
         self.sibling(".lock")
     }
 
-    /// The lock this store holds, if any.
-    pub fn held_lock(&self) -> Option<&LockInfo> {
-        self.held.as_ref().map(|h| &h.info)
-    }
-
     /// Lineage and serial of the state seen by the last `read` or `write`; `None` before
     /// either, or when `read` found no state.
     pub fn last_seen(&self) -> Option<(&str, u64)> {

@@ -80,11 +80,6 @@ impl Address {
         Address { module: ModulePath::root(), kind, name: name.to_string(), key: None }
     }
 
-    pub fn with_key(mut self, key: InstanceKey) -> Address {
-        self.key = Some(key);
-        self
-    }
-
     pub fn in_module(mut self, module: ModulePath) -> Address {
         self.module = module;
         self

@@ -31,20 +31,6 @@ pub fn kdeploy() -> String {
     format!("{KDEPLOY_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// The default image of a component kind + type, when kdeploy runs it as a container.
-pub fn default_image(kind: crate::Kind, type_name: &str) -> Option<&'static str> {
-    use crate::Kind::*;
-    Some(match (kind, type_name) {
-        (Vault, _) => VAULT,
-        (Agent, _) => AGENT,
-        (Factory, _) => FACTORY,
-        (Database, "mongodb") => MONGODB,
-        (ObjectStorage, "minio") => MINIO,
-        (Broker, "rabbitmq") => RABBITMQ,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
