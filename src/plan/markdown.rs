@@ -68,7 +68,7 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
 /// Warnings (a partial plan, interrupted runs) as a quote, so reviewers see them first.
 fn notes(out: &mut String, plan: &Plan) {
     for n in &plan.notes {
-        let _ = writeln!(out, "> **Warning:** {}\n", n.replace('\n', " "));
+        let _ = writeln!(out, "> **Warning:** {}\n", n.text.replace('\n', " "));
     }
 }
 

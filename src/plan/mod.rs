@@ -236,7 +236,7 @@ pub struct Plan {
     pub output_changes: Vec<OutputChange>,
     /// Warnings to show with the plan (pending operations resolved, and such).
     #[serde(default)]
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
     /// Health of deployed components as the providers see it (not changes).
     #[serde(default)]
     pub health: Vec<String>,
@@ -306,6 +306,47 @@ impl fmt::Display for Action {
     }
 }
 
+/// A warning shown with a plan: its text, its summary (for `-compact-warnings`) and where in
+/// the stack it comes from when it does. In a saved plan it is its text (the plan format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub summary: String,
+    pub text: String,
+    pub span: Option<crate::diag::Span>,
+}
+
+impl Note {
+    /// A note written as sentences: its summary is its first clause or sentence.
+    pub fn sentence(text: impl Into<String>) -> Note {
+        let text = text.into();
+        let end = [": ", ". ", "\n"].iter().filter_map(|sep| text.find(sep)).min().unwrap_or(text.len());
+        Note { summary: text[..end].trim_end_matches('.').to_string(), text, span: None }
+    }
+
+    /// A warning diagnostic of the planning, with its span.
+    pub fn from_diagnostic(d: &crate::diag::Diagnostic) -> Note {
+        Note { summary: d.summary.clone(), text: format!("{}: {}", d.summary, d.detail), span: d.span.clone() }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Note {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Note {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Note::sentence)
+    }
+}
+
 /// Forgets the operations an earlier run left pending that `plan` resolved: all of them,
 /// except objects they may have left unrecorded that the plan neither handles (`handled`: the
 /// addresses it changes; a targeted plan leaves some out) nor found absent. Those stay tracked
@@ -320,4 +361,24 @@ pub fn forget_settled_pending(state: &mut kdeploy_state::State, plan: &Plan, han
         .collect();
     state.pending = keep;
     state.pending.len() != before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Note;
+    use crate::diag::Diagnostic;
+
+    #[test]
+    fn notes_keep_their_summary_and_save_as_their_text() {
+        let d = Diagnostic::warning("Resource targeting is in effect", "The plan may be incomplete.");
+        let note = Note::from_diagnostic(&d);
+        assert_eq!(note.summary, "Resource targeting is in effect");
+        let saved = serde_json::to_string(&note).unwrap();
+        assert_eq!(saved, "\"Resource targeting is in effect: The plan may be incomplete.\"");
+        let loaded: Note = serde_json::from_str(&saved).unwrap();
+        assert_eq!((loaded.summary.as_str(), loaded.text.as_str()), (note.summary.as_str(), note.text.as_str()));
+        let sentence = Note::sentence("A previous run was interrupted while it was creating vault.main (started x). kdeploy read it.");
+        assert_eq!(sentence.summary, "A previous run was interrupted while it was creating vault.main (started x)");
+        assert_eq!(sentence.to_string(), sentence.text);
+    }
 }

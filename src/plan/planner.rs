@@ -14,7 +14,7 @@ use kdeploy_state::{PendingKind, State};
 use super::decide::{Decision, Facts, decide};
 use super::deletes::deletes;
 use super::refresh::{PendingCtx, orphan_deletes, pending_notes, pending_reads, recorded_only, settled_pending};
-use super::{Change, PLAN_FORMAT_VERSION, Plan, PlanOptions, outputs, targets};
+use super::{Change, Note, PLAN_FORMAT_VERSION, Plan, PlanOptions, outputs, targets};
 use crate::addr::{Address, Target};
 use crate::config::Stack;
 use crate::config::eval::{Ctx, Marked};
@@ -91,10 +91,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     if diags.has_errors() {
         return Err(diags);
     }
-    notes.extend(diags.0.iter().filter(|d| d.severity == crate::diag::Severity::Warning).map(|d| format!("{}: {}", d.summary, d.detail)));
+    notes.extend(diags.0.iter().filter(|d| d.severity == crate::diag::Severity::Warning).map(Note::from_diagnostic));
     changes.sort_by(|a, b| a.address.cmp(&b.address));
-    let mut refreshed = refreshed;
-    refreshed.notes = notes.clone();
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         kdeploy_version: kdeploy_version.to_string(),
@@ -144,7 +142,7 @@ struct Planner<'a> {
     replace_list: &'a [Target],
     changes: Vec<Change>,
     diags: Diagnostics,
-    notes: Vec<String>,
+    notes: Vec<Note>,
 }
 
 /// What one component's plan is computed from.
@@ -216,7 +214,7 @@ impl Planner<'_> {
         for e in &pre.errors {
             self.diags.push(Diagnostic::error("Cluster not ready", prefixed(addr, e)).at(span.clone()));
         }
-        self.notes.extend(pre.warnings.iter().map(|w| format!("{addr}: {w}")));
+        self.notes.extend(pre.warnings.iter().map(|w| Note::sentence(format!("{addr}: {w}"))));
         pre.errors.is_empty()
     }
 

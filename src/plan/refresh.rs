@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kdeploy_provider::{AttrPath, Check, ComponentRef, Kind, ReadRequest, ReadResult, Value};
 use kdeploy_state::{PendingKind, ResourceState, State};
 
-use super::{Action, ActionReason, Change, Drift, PlanOptions};
+use super::{Action, ActionReason, Change, Drift, Note, PlanOptions};
 use crate::addr::Address;
 use crate::config::evaluator::Evaluator;
 use crate::config::expand::Expanded;
@@ -20,7 +20,6 @@ pub struct Refreshed {
     /// Live attributes by address (None: deleted out of band).
     pub live: BTreeMap<Address, Option<(Value, Option<String>)>>,
     pub drift: Vec<Drift>,
-    pub notes: Vec<String>,
     /// Health checks of the providers (Vault answering /api/health, its accounts /api/ping).
     pub health: Vec<Check>,
 }
@@ -210,7 +209,7 @@ pub fn recorded_only(state: &State) -> Refreshed {
 }
 
 /// The notes that tell the user an earlier run was interrupted.
-pub fn pending_notes(state: &State) -> Vec<String> {
+pub fn pending_notes(state: &State) -> Vec<Note> {
     state
         .pending
         .iter()
@@ -220,10 +219,10 @@ pub fn pending_notes(state: &State) -> Vec<String> {
                 PendingKind::Update => "updating",
                 PendingKind::Delete => "deleting",
             };
-            format!(
+            Note::sentence(format!(
                 "A previous run was interrupted while it was {doing} {} (started {}). kdeploy read the live object to decide what is left to do.",
                 p.address, p.started_at
-            )
+            ))
         })
         .collect()
 }

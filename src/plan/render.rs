@@ -16,12 +16,6 @@ pub struct Style {
     pub compact_warnings: bool,
 }
 
-/// The summary of a warning note: its first clause or sentence.
-pub fn note_summary(note: &str) -> &str {
-    let end = [": ", ". ", "\n"].iter().filter_map(|sep| note.find(sep)).min().unwrap_or(note.len());
-    note[..end].trim_end_matches('.')
-}
-
 /// Warnings in Terraform's compact form (`-compact-warnings`).
 pub fn compact_warnings<'a>(style: Style, summaries: impl Iterator<Item = &'a str>) -> String {
     let mut out = format!("{}\n\n", style.paint("Warnings:", "1;33"));
@@ -255,7 +249,7 @@ pub fn drift_section(style: Style, plan: &Plan) -> String {
 pub fn plan(style: Style, plan: &Plan) -> String {
     let mut out = String::new();
     if style.compact_warnings && !plan.notes.is_empty() {
-        out.push_str(&compact_warnings(style, plan.notes.iter().map(|n| note_summary(n))));
+        out.push_str(&compact_warnings(style, plan.notes.iter().map(|n| n.summary.as_str())));
     } else {
         for n in &plan.notes {
             let _ = writeln!(out, "{} {n}\n", style.paint("Warning:", "1;33"));
