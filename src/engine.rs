@@ -362,29 +362,6 @@ pub async fn apply(
     reporter: &mut dyn Reporter,
     interrupt: Arc<Notify>,
 ) -> Outcome {
-    if plan.options.refresh_only {
-        // Accept the live values into state.
-        for d in &plan.drift {
-            let a = &d.address;
-            match &d.after {
-                Some(after) => {
-                    if let Some(r) = state.resource_mut(a) {
-                        r.attributes = after.to_json();
-                    }
-                }
-                None => {
-                    state.remove(a);
-                }
-            }
-        }
-        let mut outcome = Outcome::default();
-        if !plan.drift.is_empty()
-            && let Err(e) = state.bump_serial().and_then(|_| store.write(state))
-        {
-            outcome.state_error = Some(e.to_string());
-        }
-        return outcome;
-    }
     let finalizer = EngineFinalizer { loaded };
     let mut outcome = Coordinator { plan, state, store, providers, finalizer: &finalizer, reporter, options, interrupt }.run().await;
     // Prove the deployment works: every account of every recorded Vault answers.

@@ -284,6 +284,9 @@ impl Coordinator<'_> {
     }
 
     pub async fn run(mut self) -> Outcome {
+        if self.plan.options.refresh_only {
+            return self.accept_live_values();
+        }
         let plan = self.plan;
         let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
         let queue = Queue::new(order::waits(&changes, self.state));
@@ -340,6 +343,30 @@ impl Coordinator<'_> {
             }
         }
         self.finish(run)
+    }
+
+    /// `apply -refresh-only`: the live values the plan's refresh found become the record (a
+    /// component deleted outside kdeploy leaves the state); no provider is called.
+    fn accept_live_values(mut self) -> Outcome {
+        let mut outcome = Outcome::default();
+        for d in &self.plan.drift {
+            match &d.after {
+                Some(after) => {
+                    if let Some(r) = self.state.resource_mut(&d.address) {
+                        r.attributes = after.to_json();
+                    }
+                }
+                None => {
+                    self.state.remove(&d.address);
+                }
+            }
+        }
+        if !self.plan.drift.is_empty()
+            && let Err(e) = self.persist()
+        {
+            outcome.state_error = Some(e);
+        }
+        outcome
     }
 
     /// Skips what can no longer run and prepares what is ready, up to the parallelism.
