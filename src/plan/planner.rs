@@ -169,6 +169,9 @@ impl Planner<'_> {
             Some(Ok(d)) => d,
             Some(Err(d)) => return self.diags.extend(d),
         };
+        if !self.same_cluster_references(addr, &desired) {
+            return;
+        }
         let Some((provider_name, provider)) = self.provider(addr, &desired) else { return };
         // A cluster's provider checks the target first (reachable, add-ons, storage).
         if addr.kind == Kind::Cluster && !self.preflight(addr, &desired, provider.as_ref()).await {
@@ -185,6 +188,43 @@ impl Planner<'_> {
         self.eval.record(addr, &after, &after_sensitive);
         let change = self.change(subject, decision, after, after_sensitive, replace_paths);
         self.changes.push(change);
+    }
+
+    /// A component reaches the components it refers to inside its own cluster only: their
+    /// endpoints are cluster-internal names. The one exception is an agent uploading to a Vault
+    /// that is exposed outside its cluster (the agent then uses Vault's external URL). False,
+    /// with a diagnostic per reference, when a reference crosses clusters otherwise.
+    fn same_cluster_references(&mut self, addr: &Address, desired: &Desired) -> bool {
+        let Some(here) = &desired.cluster else { return true };
+        let mut ok = true;
+        for (path, target) in &desired.refs {
+            let Some(value) = self.eval.value(target) else { continue };
+            let field = |name: &str| value.as_map().and_then(|m| m.get(name));
+            let Some(there) = field("cluster").and_then(Value::as_str).filter(|t| *t != here.to_string()).map(str::to_string) else { continue };
+            let exposed = field("external_url").is_some_and(|u| !u.is_null());
+            if addr.kind == Kind::Agent && target.kind == Kind::Vault && exposed {
+                continue;
+            }
+            let decl = self.eval.decl(addr);
+            let span = decl.and_then(|d| d.attrs.get(path.split('.').next().unwrap_or(path)).map(|(e, _)| e.span.clone())).or(decl.map(|d| d.span.clone()));
+            let how = if target.kind == Kind::Vault {
+                format!(
+                    "expose {target} outside its cluster (service_type = \"NodePort\" on Kubernetes; a Docker cluster publishes node_port on its host), or run both on one cluster"
+                )
+            } else {
+                format!("run both on one cluster, or declare {target} as type \"external\" with an endpoint reachable from {here}")
+            };
+            self.diags.push(
+                Diagnostic::error(
+                    "Reference across clusters",
+                    format!("{addr} runs on {here} and refers to {target}, which runs on {there}: {target} is reachable only inside {there}."),
+                )
+                .at(span)
+                .hint(how),
+            );
+            ok = false;
+        }
+        ok
     }
 
     /// The provider that manages the component, or a diagnostic.

@@ -667,3 +667,58 @@ output "vault_object_keys" {
     let keys: Vec<&str> = keys.as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     assert!(keys.contains(&"url") && !keys.contains(&"address"), "{keys:?}");
 }
+
+#[test]
+fn a_reference_across_clusters_is_a_diagnostic_naming_both_components_and_clusters() {
+    let stack = r#"stack "test" {}
+
+cluster "central" {
+  type = "docker"
+}
+
+cluster "site" {
+  type = "docker"
+}
+
+database "meta" {
+  cluster = cluster.site
+  type    = "mongodb"
+}
+
+object_storage "rec" {
+  cluster = cluster.central
+  type    = "minio"
+}
+
+vault "main" {
+  cluster  = cluster.central
+  database = database.meta
+  storage  = object_storage.rec
+}
+
+agent "door" {
+  cluster  = cluster.site
+  vault    = vault.main
+  rtsp_url = "rtsp://10.0.0.9/s1"
+}
+"#;
+    let s = TestStack::new(&[("main.hcl", stack)]);
+    let w = FakeWorld::new();
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("Reference across clusters"), "{}", r.stderr);
+    assert!(r.stderr.contains("vault.main runs on cluster.central and refers to database.meta, which runs on cluster.site"), "{}", r.stderr);
+    assert!(r.stderr.contains("main.hcl:23"), "the database attribute is pointed at: {}", r.stderr);
+    assert!(r.stderr.contains("declare database.meta as type \"external\""), "{}", r.stderr);
+    // The agent on the site may use the central Vault: it uploads to Vault's external URL
+    // (the provider decides; the fake provider's Vault is always exposed).
+    assert!(!r.stderr.contains("agent.door runs on"), "{}", r.stderr);
+    // Moving the database to the central cluster resolves it.
+    std::fs::write(
+        s.path().join("main.hcl"),
+        stack.replacen("cluster = cluster.site\n  type    = \"mongodb\"", "cluster = cluster.central\n  type    = \"mongodb\"", 1),
+    )
+    .unwrap();
+    let r = run(s.path(), &w, &["plan"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}

@@ -718,6 +718,11 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .blocks("forward", "forwards", Some("forward"), forward_fields(), "Continuous forwarding to other Vaults (integrations of type kerberosvault), as forward [\"NAME\"] { ... } blocks or a map.")
             .computed("endpoint", AttrType::String, "API URI inside the cluster/network.")
             .computed("url", AttrType::String, "URL from outside (NodePort/LoadBalancer/host port).")
+            .computed(
+                "external_url",
+                AttrType::String,
+                "URL agents on other clusters upload to: the NodePort on the cluster's node address, or the Docker host's published port; null when Vault is not exposed.",
+            )
             .computed("access_key", AttrType::String, "The default account's access key (generated).")
             .sensitive()
             .computed("secret_key", AttrType::String, "The default account's secret key (generated).")

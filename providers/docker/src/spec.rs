@@ -289,6 +289,8 @@ pub fn derived_attrs(kind: Kind, address: &Address, cluster_name: &str, engine_h
             let port = attrs.get("node_port").and_then(Value::as_i64).unwrap_or(30080);
             out.insert("endpoint".into(), Value::string(format!("http://{name}:80/api")));
             out.insert("url".into(), Value::string(format!("http://{engine_host}:{port}")));
+            // The port is published on the engine's host: reachable from other clusters.
+            out.insert("external_url".into(), Value::string(format!("http://{engine_host}:{port}/api")));
         }
         _ => {}
     }

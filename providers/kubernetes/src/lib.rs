@@ -110,8 +110,10 @@ fn fill_computed(
         (Kind::Vault, _) => {
             let endpoint = format!("http://{base}.{ns}:80/api");
             let url = node_port_url(attrs, endpoint.clone());
+            let external = if url == endpoint { Value::Null } else { Value::String(format!("{url}/api")) };
             set(attrs, "endpoint", Value::String(endpoint));
             set(attrs, "url", Value::String(url));
+            set(attrs, "external_url", external);
         }
         (Kind::Factory, _) => {
             let url = node_port_url(attrs, format!("http://{base}.{ns}:80"));

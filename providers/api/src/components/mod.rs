@@ -602,6 +602,28 @@ fn vault_workload(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<
     Ok(w)
 }
 
+/// Where an agent uploads: Vault's in-cluster endpoint on the same cluster, its external URL
+/// from another cluster (the agents of a site next to their cameras, Vault central).
+fn upload_endpoint(spec: &Spec<'_>, vault: &Reference, unknown: &Cell<bool>) -> Result<String, WorkloadError> {
+    let get = Get::of(Some(&vault.attributes), unknown);
+    let cluster_of = |m: Option<&Value>| m.and_then(|v| v.as_map()).and_then(|m| m.get("cluster")).and_then(Value::as_str).map(str::to_string);
+    let (here, there) = (spec.attrs.get("cluster").and_then(Value::as_str).map(str::to_string), cluster_of(Some(&vault.attributes)));
+    if here.is_none() || there.is_none() || here == there {
+        return Ok(get.s("endpoint"));
+    }
+    match vault.attributes.as_map().and_then(|m| m.get("external_url")) {
+        Some(Value::Null) | None => Err(WorkloadError::Invalid(format!(
+            "{} runs on {} and uploads to {}, which runs on {} and is not exposed outside it: set service_type = \"NodePort\" on {} (a Docker cluster publishes its node_port on the host), or run both on one cluster",
+            spec.component.address,
+            here.unwrap_or_default(),
+            vault.component.address,
+            there.unwrap_or_default(),
+            vault.component.address
+        ))),
+        Some(_) => Ok(get.s("external_url")),
+    }
+}
+
 fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload, WorkloadError> {
     let mut w = base("agent", images::AGENT.to_string());
     let address = &spec.component.address.to_string();
@@ -620,7 +642,7 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
     match spec.refs.get("vault") {
         Some(v) => {
             let vault_attrs = v.attributes.as_map().cloned().unwrap_or_default();
-            let endpoint = Get::of(Some(&v.attributes), unknown).s("endpoint");
+            let endpoint = upload_endpoint(spec, v, unknown)?;
             match vault::upload_for(spec.attrs, &vault_attrs, &v.component.address.to_string()) {
                 Ok(up) => {
                     let key = |v: &Value| match v {

@@ -134,6 +134,37 @@ fn agents_get_their_account_a_concrete_directory_and_a_generated_login() {
 }
 
 #[test]
+fn an_agent_on_another_cluster_uploads_to_the_external_url_of_vault() {
+    let mut a =
+        attrs(&[("vault", s("vault.main")), ("rtsp_url", s("rtsp://10.0.0.1/s1")), ("directory", s("north")), ("cluster", s("cluster.site[\"north\"]"))]);
+    secrets::fill(Kind::Agent, "kerberos", "agent.cam", &mut a, &Attrs::new(), true);
+    let mut vref = vault_attrs();
+    vref.insert("endpoint".into(), s("http://vault-main.kerberos-vault:80/api"));
+    vref.insert("cluster".into(), s("cluster.central"));
+    let c = cref("agent.cam", Kind::Agent, "kerberos");
+    let with = |vref: &Attrs| -> BTreeMap<String, Reference> {
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref.clone()) })].into()
+    };
+    vref.insert("external_url".into(), s("http://10.1.2.3:30080/api"));
+    let w = workload(&Spec { component: &c, attrs: &a, refs: &with(&vref), namespace: None }).unwrap();
+    assert_eq!(w.env_value("AGENT_KERBEROSVAULT_URI"), Some("http://10.1.2.3:30080/api"));
+    // On Vault's own cluster: its in-cluster endpoint.
+    a.insert("cluster".into(), s("cluster.central"));
+    let w = workload(&Spec { component: &c, attrs: &a, refs: &with(&vref), namespace: None }).unwrap();
+    assert_eq!(w.env_value("AGENT_KERBEROSVAULT_URI"), Some("http://vault-main.kerberos-vault:80/api"));
+    // Not exposed: a clear error naming both components and both clusters.
+    a.insert("cluster".into(), s("cluster.site[\"north\"]"));
+    vref.insert("external_url".into(), Value::Null);
+    match workload(&Spec { component: &c, attrs: &a, refs: &with(&vref), namespace: None }) {
+        Err(WorkloadError::Invalid(m)) => assert!(
+            m.contains("agent.cam runs on cluster.site[\"north\"]") && m.contains("vault.main, which runs on cluster.central") && m.contains("NodePort"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn unknown_inputs_leave_the_workload_unknown() {
     let mut a = vault_attrs();
     a.insert(vault::ACCOUNTS_ATTR.into(), Value::Unknown("vault.main.vault_accounts".into()));
