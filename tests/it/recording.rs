@@ -266,3 +266,68 @@ fn a_kubernetes_vault_that_refuses_or_ignores_its_definitions_is_explained() {
     assert!(r.stderr.contains("The image ghcr.io/uug-ai/vault:v1.4.9 may predate the VAULT_* variables"), "{}", r.text());
     assert!(c.s.state().resource(&"vault.main".parse().unwrap()).is_some());
 }
+
+#[test]
+fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault() {
+    if !engine() {
+        return;
+    }
+    // The central cluster is a test API server running Vault (a stand-in), the two sites are
+    // Docker clusters on the local engine: their agents upload to Vault's external URL.
+    let server = TestServer::start(Options::default());
+    vault_standin(&server, "kerberos-vault", "vault-central", Release::Current);
+    let s = example("fleet");
+    for site in ["north", "south"] {
+        testing::cleanup(&format!("site-{site}-edge"));
+    }
+    let _guards = [Cleanup("site-north-edge".into()), Cleanup("site-south-edge".into())];
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    s.write(
+        "sites.auto.kdvars",
+        &format!(
+            "kubeconfig = \"{kubeconfig}\"\nsites = {{\n  north = {{\n    docker_host = \"unix:///var/run/docker.sock\"\n    cert_path   = \"\"\n    cameras     = {{ door = \"rtsp://10.10.1.21/s1\", yard = \"rtsp://10.10.1.22/s1\" }}\n  }}\n  south = {{\n    docker_host = \"unix:///var/run/docker.sock\"\n    cert_path   = \"\"\n    cameras     = {{ gate = \"rtsp://10.20.1.21/s1\" }}\n  }}\n}}\n"
+        ),
+    );
+    // The agents run as stand-ins (an override file next to the module, as a user would write).
+    let module_dir = s.path().join("../../modules/site");
+    std::fs::write(module_dir.join("test_override.hcl"), format!("agent \"cam\" {{\n{}}}\n", overrides("agent"))).unwrap();
+
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    for account in ["kdeploy", "north", "south"] {
+        assert!(r.stdout.contains(&format!("vault.central: account \"{account}\" verified")), "{account}: {}", r.text());
+    }
+    let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-central").expect("vault secret");
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(secret["data"]["VAULT_ACCOUNTS"].as_str().unwrap()).unwrap()).unwrap();
+    let accounts: serde_json::Value = serde_json::from_str(&decoded).unwrap();
+    let key_of =
+        |name: &str| accounts.as_array().unwrap().iter().find(|a| a["account"] == name).map(|a| a["access_key"].as_str().unwrap().to_string()).unwrap();
+    let server_host = server.url().split("://").nth(1).unwrap().rsplit_once(':').unwrap().0.to_string();
+    for (site, cam) in [("north", "door"), ("north", "yard"), ("south", "gate")] {
+        let c = format!("kdeploy-site-{site}-edge-site-{site}-agent-cam-{cam}");
+        assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_URI"), Some(format!("http://{server_host}:30080/api")), "{c}: Vault's external URL");
+        assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_DIRECTORY").as_deref(), Some(site), "{c}");
+        assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_ACCESS_KEY"), Some(key_of(site)), "{c}: the site's own account");
+    }
+    let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // Removing a site removes its agents and its account; the other site is untouched.
+    let north_gate = env_value("kdeploy-site-north-edge-site-north-agent-cam-door", "AGENT_KERBEROSVAULT_SECRET_KEY");
+    let vars = std::fs::read_to_string(s.path().join("sites.auto.kdvars")).unwrap();
+    let south = vars.find("  south = {").unwrap();
+    s.write("sites.auto.kdvars", &format!("{}}}\n", &vars[..south]));
+    let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.stdout.contains("~ vault_configuration = (sensitive value)"), "Vault restarts once to drop the account: {}", r.text());
+    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 2 to destroy."), "the south cluster and its agent: {}", r.text());
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let after = r.stdout.rsplit("Destruction complete").next().unwrap_or_default();
+    assert!(after.contains("account \"north\" verified") && !after.contains("account \"south\""), "{}", r.text());
+    assert!(env_value("kdeploy-site-south-edge-site-south-agent-cam-gate", "AGENT_KERBEROSVAULT_URI").is_none(), "the south agent is gone");
+    assert_eq!(env_value("kdeploy-site-north-edge-site-north-agent-cam-door", "AGENT_KERBEROSVAULT_SECRET_KEY"), north_gate, "north keeps its keys");
+
+    let r = run_binary(s.path(), &[], &["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+}

@@ -110,7 +110,13 @@ fn fill_computed(
         (Kind::Vault, _) => {
             let endpoint = format!("http://{base}.{ns}:80/api");
             let url = node_port_url(attrs, endpoint.clone());
-            let external = if url == endpoint { Value::Null } else { Value::String(format!("{url}/api")) };
+            // Exposed through its NodePort on the cluster's address; known once the cluster is.
+            let nodeport = attrs.get("service_type").and_then(Value::as_str) == Some("NodePort");
+            let external = match (nodeport, cluster.get("server")) {
+                (true, Some(Value::Unknown(_))) => Value::Unknown(format!("{}.external_url", c.address)),
+                _ if url == endpoint => Value::Null,
+                _ => Value::String(format!("{url}/api")),
+            };
             set(attrs, "endpoint", Value::String(endpoint));
             set(attrs, "url", Value::String(url));
             set(attrs, "external_url", external);
