@@ -259,22 +259,18 @@ pub const PLAN_FORMAT_VERSION: &str = "1.0";
 impl Plan {
     /// Counts for the summary line: (add, change, destroy), deferred changes excluded.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let mut add = 0;
-        let mut change = 0;
-        let mut destroy = 0;
-        for c in self.changes.iter().filter(|c| !c.deferred) {
-            match c.action {
-                Action::Create => add += 1,
-                Action::Update => change += 1,
-                Action::DeleteThenCreate | Action::CreateThenDelete => {
-                    add += 1;
-                    destroy += 1;
-                }
-                Action::Delete => destroy += 1,
-                Action::NoOp | Action::Read => {}
-            }
+        counts(self.changes.iter())
+    }
+
+    /// [`Plan::counts`] per cluster (a cluster's own change counts for it; `None`: components
+    /// on no cluster, such as cloud storage), for a fleet's plan summary.
+    pub fn counts_by_cluster(&self) -> BTreeMap<Option<Address>, (usize, usize, usize)> {
+        let mut groups: BTreeMap<Option<Address>, Vec<&Change>> = BTreeMap::new();
+        for c in &self.changes {
+            let cluster = if c.kind == Kind::Cluster { Some(c.address.clone()) } else { c.cluster.clone() };
+            groups.entry(cluster).or_default().push(c);
         }
-        (add, change, destroy)
+        groups.into_iter().map(|(k, changes)| (k, counts(changes.into_iter()))).filter(|(_, n)| *n != (0, 0, 0)).collect()
     }
 
     /// True when applying would change something (components or outputs).
@@ -304,6 +300,26 @@ impl fmt::Display for Action {
             Action::Delete => "delete",
         })
     }
+}
+
+/// Creates, updates and destroys among `changes` (a replacement counts as one of each).
+fn counts<'a>(changes: impl Iterator<Item = &'a Change>) -> (usize, usize, usize) {
+    let mut add = 0;
+    let mut change = 0;
+    let mut destroy = 0;
+    for c in changes.filter(|c| !c.deferred) {
+        match c.action {
+            Action::Create => add += 1,
+            Action::Update => change += 1,
+            Action::DeleteThenCreate | Action::CreateThenDelete => {
+                add += 1;
+                destroy += 1;
+            }
+            Action::Delete => destroy += 1,
+            Action::NoOp | Action::Read => {}
+        }
+    }
+    (add, change, destroy)
 }
 
 /// A warning shown with a plan: its text, its summary (for `-compact-warnings`) and where in

@@ -295,11 +295,27 @@ pub fn plan(style: Style, plan: &Plan) -> String {
         }
     }
     let _ = writeln!(out, "{}", summary(style, plan));
+    out.push_str(&cluster_summary(plan));
     if !outputs.is_empty() {
         let _ = writeln!(out, "\nChanges to Outputs:");
         for o in outputs {
             out.push_str(&output_line(style, o));
         }
+    }
+    out
+}
+
+/// For a plan that changes more than one cluster (a fleet), one line per cluster:
+/// `  cluster.site["north"]: 2 to add, 0 to change, 0 to destroy`.
+fn cluster_summary(plan: &Plan) -> String {
+    let by_cluster = plan.counts_by_cluster();
+    if by_cluster.len() < 2 {
+        return String::new();
+    }
+    let mut out = String::new();
+    for (cluster, (add, change, destroy)) in by_cluster {
+        let name = cluster.map(|c| c.to_string()).unwrap_or_else(|| "(no cluster)".to_string());
+        let _ = writeln!(out, "  {name}: {add} to add, {change} to change, {destroy} to destroy");
     }
     out
 }

@@ -320,7 +320,13 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
     let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
     assert_eq!(r.code, 2, "{}", r.text());
     assert!(r.stdout.contains("~ vault_configuration = (sensitive value)"), "Vault restarts once to drop the account: {}", r.text());
-    assert!(r.stdout.contains("Plan: 0 to add, 1 to change, 2 to destroy."), "the south cluster and its agent: {}", r.text());
+    assert!(
+        r.stdout.contains(
+            "Plan: 0 to add, 1 to change, 2 to destroy.\n  cluster.central: 0 to add, 1 to change, 0 to destroy\n  module.site[\"south\"].cluster.edge: 0 to add, 0 to change, 2 to destroy\n"
+        ),
+        "the south cluster and its agent, summed per cluster: {}",
+        r.text()
+    );
     let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     let after = r.stdout.rsplit("Destruction complete").next().unwrap_or_default();
