@@ -2,6 +2,7 @@
 //! component and attribute, after ignore rules; rendered for humans, as JSON (stable schema),
 //! or as Markdown for a CI summary, and optionally posted to a webhook.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct AttrDrift {
 pub struct Entry {
     pub address: Address,
     pub kind: Kind,
+    /// The cluster the component runs on, as state records it (a cluster: itself).
+    pub cluster: Option<Address>,
     pub type_name: String,
     pub provider: String,
     /// `changed`, `deleted`, or `unhealthy` (a health check failed: a Vault account that no
@@ -108,7 +111,29 @@ pub fn rule_matches(rule: &str, address: &Address, path: Option<&AttrPath>) -> b
 /// Builds the report from the refresh's drift entries, dropping what the rules ignore:
 /// per component `ignore_changes` (attribute names) and the stack's `drift { ignore = [...] }`.
 pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&Address) -> Vec<String>, stack_rules: &[String], health: &[Check]) -> Report {
-    let mut rep = Report { checked, ..Default::default() };
+    let mut rep = entries(drift, ignore_changes, stack_rules, health);
+    rep.checked = checked;
+    rep
+}
+
+/// [`report`] with the cluster of each entry from `clusters` (address → its cluster, from state).
+pub fn report_by_cluster(
+    drift: &[Drift],
+    checked: usize,
+    ignore_changes: &dyn Fn(&Address) -> Vec<String>,
+    stack_rules: &[String],
+    health: &[Check],
+    clusters: &BTreeMap<Address, Address>,
+) -> Report {
+    let mut rep = report(drift, checked, ignore_changes, stack_rules, health);
+    for e in &mut rep.entries {
+        e.cluster = if e.kind == Kind::Cluster { Some(e.address.clone()) } else { clusters.get(&e.address).cloned() };
+    }
+    rep
+}
+
+fn entries(drift: &[Drift], ignore_changes: &dyn Fn(&Address) -> Vec<String>, stack_rules: &[String], health: &[Check]) -> Report {
+    let mut rep = Report::default();
     for c in health.iter().filter(|c| !c.ok) {
         if let Some(r) = stack_rules.iter().find(|r| rule_matches(r, &c.address, None)) {
             if !rep.ignored.contains(r) {
@@ -121,6 +146,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&Address)
         rep.entries.push(Entry {
             address: c.address.clone(),
             kind: c.address.kind,
+            cluster: None,
             type_name,
             provider,
             status: "unhealthy",
@@ -142,6 +168,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&Address)
             None => rep.entries.push(Entry {
                 address,
                 kind: d.kind,
+                cluster: None,
                 type_name: d.type_name.clone(),
                 provider: d.provider.clone(),
                 status: "deleted",
@@ -176,6 +203,7 @@ pub fn report(drift: &[Drift], checked: usize, ignore_changes: &dyn Fn(&Address)
                     rep.entries.push(Entry {
                         address,
                         kind: d.kind,
+                        cluster: None,
                         type_name: d.type_name.clone(),
                         provider: d.provider.clone(),
                         status: "changed",
@@ -202,7 +230,20 @@ pub fn human(r: &Report, style: Style) -> String {
     }
     let bold = |s: &str| if style.color { format!("\x1b[1m{s}\x1b[0m") } else { s.to_string() };
     let _ = writeln!(out, "{}\n", bold(&format!("Drift detected in {} of {} components:", r.entries.len(), r.checked)));
-    for e in &r.entries {
+    // A fleet's drift reads per site: grouped by cluster when it spans several.
+    let clusters: std::collections::BTreeSet<Option<&Address>> = r.entries.iter().map(|e| e.cluster.as_ref()).collect();
+    let mut entries: Vec<&Entry> = r.entries.iter().collect();
+    let grouped = clusters.len() > 1;
+    if grouped {
+        entries.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    }
+    let mut current: Option<Option<&Address>> = None;
+    for e in entries {
+        if grouped && current != Some(e.cluster.as_ref()) {
+            current = Some(e.cluster.as_ref());
+            let name = e.cluster.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "no cluster".to_string());
+            let _ = writeln!(out, "{}", bold(&format!("On {name}:")));
+        }
         match e.status {
             "deleted" => {
                 let _ = writeln!(out, "  {} ({} {}): deleted outside kdeploy", bold(&e.address.to_string()), e.kind, e.type_name);
@@ -236,6 +277,7 @@ pub fn to_json(r: &Report) -> Json {
         "drift": r.entries.iter().map(|e| json!({
             "address": e.address,
             "kind": e.kind,
+            "cluster": e.cluster,
             "type": e.type_name,
             "provider": e.provider,
             "status": e.status,

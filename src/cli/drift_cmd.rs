@@ -31,7 +31,16 @@ pub(super) async fn drift_cmd(ctx: &mut Ctx<'_, '_>, d: args::DriftArgs) -> i32 
     let ignore_changes = |address: &crate::addr::Address| -> Vec<String> {
         loaded.expanded.decl(&loaded.stack, address).map(|d| d.lifecycle.ignore_changes.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default()
     };
-    let report = crate::drift::report(&refreshed.drift, state.resources.len(), &ignore_changes, &loaded.stack.stack.drift_ignore, &refreshed.health);
+    let clusters: std::collections::BTreeMap<crate::addr::Address, crate::addr::Address> =
+        state.resources.iter().filter_map(|r| Some((r.address.clone(), r.attributes.get("cluster")?.as_str()?.parse().ok()?))).collect();
+    let report = crate::drift::report_by_cluster(
+        &refreshed.drift,
+        state.resources.len(),
+        &ignore_changes,
+        &loaded.stack.stack.drift_ignore,
+        &refreshed.health,
+        &clusters,
+    );
     let text = match format {
         args::DriftFormat::Human => crate::drift::human(&report, ctx.style),
         args::DriftFormat::Json => format!("{}\n", serde_json::to_string_pretty(&crate::drift::to_json(&report)).unwrap_or_default()),

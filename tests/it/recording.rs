@@ -312,6 +312,24 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
     let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.text());
 
+    // Drift on two sites reads per site.
+    for c in ["kdeploy-site-north-edge-site-north-agent-cam-door", "kdeploy-site-south-edge-site-south-agent-cam-gate"] {
+        let removed = std::process::Command::new("docker").args(["rm", "-f", c]).output().unwrap();
+        assert!(removed.status.success(), "{c}: {}", String::from_utf8_lossy(&removed.stderr));
+    }
+    let r = run_binary(s.path(), &[], &["drift", "-detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(
+        r.stdout.contains("On module.site[\"north\"].cluster.edge:\n  module.site[\"north\"].agent.cam[\"door\"] (agent kerberos): deleted outside kdeploy\nOn module.site[\"south\"].cluster.edge:\n  module.site[\"south\"].agent.cam[\"gate\"]"),
+        "{}",
+        r.text()
+    );
+    let r = run_binary(s.path(), &[], &["drift", "-json"]);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["drift"][0]["cluster"], "module.site[\"north\"].cluster.edge", "{}", r.stdout);
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "the agents are back: {}", r.text());
+
     // Removing a site removes its agents and its account; the other site is untouched.
     let north_gate = env_value("kdeploy-site-north-edge-site-north-agent-cam-door", "AGENT_KERBEROSVAULT_SECRET_KEY");
     let vars = std::fs::read_to_string(s.path().join("sites.auto.kdvars")).unwrap();
