@@ -408,10 +408,7 @@ impl StateStore for LocalStore {
     /// one this store wrote (the lock was broken and someone wrote since).
     fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
         if !matches!(self.journal, Journal::Ready(_) | Journal::Open(_)) {
-            return Err(StateError::Backend {
-                backend: self.describe(),
-                message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
-            });
+            return Err(self.no_journal());
         }
         if self.held.is_none() {
             return Err(StateError::NotLocked { path: self.lock_path().display().to_string() });
@@ -424,7 +421,7 @@ impl StateStore for LocalStore {
                 follows(base.serial, serial).and_then(|()| encode_group(serial, records)).and_then(|line| self.create_journal(&base, serial, &line))
             }
             Journal::Open(j) => follows(j.last_serial, serial).and_then(|()| encode_group(serial, records)).and_then(|line| self.append_line(j, serial, &line)),
-            Journal::Off | Journal::Broken => unreachable!("checked above"),
+            Journal::Off | Journal::Broken => Err(self.no_journal()),
         };
         // On error the journal stays Broken: nothing is appended after a failed append.
         let journal = appended?;
@@ -635,6 +632,13 @@ impl LocalStore {
             Err(e) => self.warnings.push(format!("could not remove the state journal {} that the state file supersedes: {e}", path.display())),
         }
         Ok(())
+    }
+
+    fn no_journal(&self) -> StateError {
+        StateError::Backend {
+            backend: self.describe(),
+            message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
+        }
     }
 
     /// Creates the journal over `base` with its first group: header and group are written to a
