@@ -1,11 +1,13 @@
 //! End-to-end scale benchmark: a generated stack with (by default) 5,000 component instances,
 //! run through load → plan (all creates) → apply (fake world) → plan again (no changes) with
-//! the fake providers. Each phase is timed separately; peak RSS and the second plan's read
-//! batching are reported.
+//! the fake providers. Each phase is timed separately; peak RSS, what the apply wrote to state
+//! (whole states and journal groups) and the second plan's read batching are reported.
 //!
 //! Run: `cargo bench --bench plan_5000`
 //! Env:  KDEPLOY_BENCH_ITERS       iterations (default 3)
 //!       KDEPLOY_BENCH_COMPONENTS  number of component instances (default 5000, minimum 20)
+//!       KDEPLOY_BENCH_SIZES       several sizes in one run, e.g. `1000,5000`: each is reported,
+//!                                 then the growth exponent of apply between the first and last
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kdeploy::apply::{ApplyOptions, Quiet};
@@ -22,7 +25,7 @@ use kdeploy::engine::{self, Loaded, VarSource};
 use kdeploy::plan::{Action, PlanOptions};
 use kdeploy::providers::Providers;
 use kdeploy_provider::fake::FakeWorld;
-use kdeploy_state::{LocalStore, State};
+use kdeploy_state::{Append, LocalStore, LockInfo, Record, State, StateError, StateStore};
 
 const DATABASES: usize = 4; // database "meta" { count = 4 }
 const STORAGES: usize = 4; // object_storage "rec_N" blocks
@@ -120,6 +123,62 @@ fn fake_providers(world: &FakeWorld) -> Providers {
     p
 }
 
+/// What the apply wrote to the state: whole states (checkpoints, folds) and journal appends.
+#[derive(Default)]
+struct Written {
+    whole: AtomicU64,
+    whole_bytes: AtomicU64,
+    appends: AtomicU64,
+    append_bytes: AtomicU64,
+}
+
+/// A local store that counts what is written through it.
+struct Counting {
+    inner: LocalStore,
+    written: Arc<Written>,
+}
+
+impl Counting {
+    fn whole(&self, state: &State) {
+        self.written.whole.fetch_add(1, Ordering::Relaxed);
+        self.written.whole_bytes.fetch_add(kdeploy_state::encode(state).len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl StateStore for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn read(&mut self) -> Result<Option<State>, StateError> {
+        self.inner.read()
+    }
+    fn write(&mut self, state: &State) -> Result<(), StateError> {
+        self.whole(state);
+        self.inner.write(state)
+    }
+    fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
+        self.whole(state);
+        self.inner.checkpoint(state)
+    }
+    fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
+        self.written.appends.fetch_add(1, Ordering::Relaxed);
+        self.written.append_bytes.fetch_add(serde_json::to_vec(records).map_or(0, |v| v.len() as u64), Ordering::Relaxed);
+        self.inner.append(serial, records)
+    }
+    fn lock(&mut self, info: LockInfo, timeout: Duration) -> Result<(), StateError> {
+        self.inner.lock(info, timeout)
+    }
+    fn unlock(&mut self) -> Result<(), StateError> {
+        self.inner.unlock()
+    }
+    fn lock_info(&mut self) -> Result<Option<LockInfo>, StateError> {
+        self.inner.lock_info()
+    }
+    fn force_unlock(&mut self, id: &str) -> Result<(), StateError> {
+        self.inner.force_unlock(id)
+    }
+}
+
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -136,6 +195,7 @@ struct Timings {
 }
 
 struct IterFacts {
+    written: Arc<Written>,
     instances: usize,
     edges: usize,
     creates: usize,
@@ -196,8 +256,9 @@ fn iteration(rt: &tokio::runtime::Runtime, dir: &Path, shape: &Shape, t: &mut Ti
     assert_eq!(plan1.counts(), (shape.total, 0, 0));
 
     // Phase 3: apply to the fake world, state persisted through a LocalStore in the temp dir.
-    let (mut store, mut state) =
-        engine::lock_and_read(Box::new(LocalStore::new(engine::default_state_path(dir))), "apply", Duration::from_secs(5)).expect("lock state");
+    let written = Arc::new(Written::default());
+    let counting = Counting { inner: LocalStore::new(engine::default_state_path(dir)), written: written.clone() };
+    let (mut store, mut state) = engine::lock_and_read(Box::new(counting), "apply", Duration::from_secs(5)).expect("lock state");
     let start = Instant::now();
     let outcome = rt.block_on(engine::apply(
         &loaded,
@@ -236,7 +297,7 @@ fn iteration(rt: &tokio::runtime::Runtime, dir: &Path, shape: &Shape, t: &mut Ti
     let read_batches = world.read_batches();
     let read_calls = world.calls().iter().filter(|c| c.op == "read").count();
     assert_eq!(read_batches.iter().sum::<usize>(), shape.total, "every instance refreshed exactly once");
-    IterFacts { instances, edges, creates, read_batches, read_calls }
+    IterFacts { written, instances, edges, creates, read_batches, read_calls }
 }
 
 fn best_median(v: &[Duration]) -> (Duration, Duration) {
@@ -250,17 +311,13 @@ fn secs(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; a libtest-style filter argument is accepted and ignored.
-    let iters = env_usize("KDEPLOY_BENCH_ITERS", 3).max(1);
-    let total = env_usize("KDEPLOY_BENCH_COMPONENTS", 5000);
+/// One size: the stack generated, `iters` iterations, the table printed. Returns the apply
+/// times.
+fn run_size(rt: &tokio::runtime::Runtime, total: usize, iters: usize) -> Vec<Duration> {
     let shape = Shape::new(total);
-
     let dir = tempfile::tempdir().expect("temp dir");
     let text = generate(&shape);
     std::fs::write(dir.path().join("main.hcl"), &text).expect("write stack");
-
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     println!(
@@ -277,13 +334,16 @@ fn main() {
     let mut facts = None;
     for i in 0..iters {
         let start = Instant::now();
-        let f = iteration(&rt, dir.path(), &shape, &mut t);
+        let f = iteration(rt, dir.path(), &shape, &mut t);
         eprintln!("iteration {}/{iters}: {:.3}s", i + 1, start.elapsed().as_secs_f64());
         facts = Some(f);
     }
     let f = facts.expect("at least one iteration");
-    let peak = peak_rss_mib();
+    report(&t, &f);
+    t.apply
+}
 
+fn report(t: &Timings, f: &IterFacts) {
     println!();
     println!("{:<44} {:>10} {:>10}", "phase", "best (s)", "median (s)");
     println!("{:-<44} {:->10} {:->10}", "", "", "");
@@ -299,9 +359,47 @@ fn main() {
     }
     println!();
     println!("instances: {}   dependency edges: {}   plan #1 creates: {}", f.instances, f.edges, f.creates);
+    let w = &f.written;
+    let mib = |b: &AtomicU64| b.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0);
+    println!(
+        "apply wrote the whole state {} time(s) ({:.1} MiB) and appended {} journal group(s) ({:.1} MiB of records)",
+        w.whole.load(Ordering::Relaxed),
+        mib(&w.whole_bytes),
+        w.appends.load(Ordering::Relaxed),
+        mib(&w.append_bytes)
+    );
     println!("plan #2 provider reads: {} read call(s) (batches: {:?}; {} per-address read calls recorded)", f.read_batches.len(), f.read_batches, f.read_calls);
-    match peak {
-        Some(mib) => println!("peak memory (VmHWM): {mib:.1} MiB"),
+    match peak_rss_mib() {
+        Some(mib) => println!("peak memory (VmHWM, this process so far): {mib:.1} MiB"),
         None => println!("peak memory (VmHWM): unavailable"),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a libtest-style filter argument is accepted and ignored.
+    let iters = env_usize("KDEPLOY_BENCH_ITERS", 3).max(1);
+    let sizes: Vec<usize> = match std::env::var("KDEPLOY_BENCH_SIZES") {
+        Ok(v) => {
+            v.split(',').map(|n| n.trim().parse().unwrap_or_else(|_| panic!("KDEPLOY_BENCH_SIZES must be sizes separated by commas, got {v:?}"))).collect()
+        }
+        Err(_) => vec![env_usize("KDEPLOY_BENCH_COMPONENTS", 5000)],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut applies = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        applies.push((size, run_size(&rt, size, iters)));
+    }
+    // How apply grows: t ~ n^k between the smallest and the largest size, k from the best times.
+    if let (Some((n1, t1)), Some((n2, t2))) = (applies.first(), applies.last())
+        && n1 != n2
+    {
+        let (b1, b2) = (best_median(t1).0.as_secs_f64(), best_median(t2).0.as_secs_f64());
+        let (m1, m2) = (best_median(t1).1.as_secs_f64(), best_median(t2).1.as_secs_f64());
+        let k = |a: f64, b: f64| (b / a).ln() / (*n2 as f64 / *n1 as f64).ln();
+        println!();
+        println!("apply growth exponent between {n1} and {n2} components: {:.2} (best times), {:.2} (medians)", k(b1, b2), k(m1, m2));
     }
 }

@@ -316,12 +316,21 @@ pub fn stale_reason(plan: &Plan, state: &State, loaded: &Loaded) -> Option<Strin
 /// Re-evaluates component inputs and outputs at apply time.
 pub struct EngineFinalizer<'a> {
     pub loaded: &'a Loaded,
+    /// The stack's clusters, listed once (listing them scans every instance: once per change
+    /// made apply quadratic).
+    pub clusters: Vec<Address>,
+}
+
+impl<'a> EngineFinalizer<'a> {
+    pub fn new(loaded: &'a Loaded) -> EngineFinalizer<'a> {
+        EngineFinalizer { loaded, clusters: loaded.expanded.clusters() }
+    }
 }
 
 impl Finalizer for EngineFinalizer<'_> {
     fn inputs(&self, change: &crate::plan::Change, applied: &BTreeMap<Address, Marked>) -> Result<(Value, Vec<AttrPath>), String> {
         let l = self.loaded;
-        let desired = match l.evaluator_over(applied).desired(&change.address) {
+        let desired = match l.evaluator_over(applied).with_clusters(&self.clusters).desired(&change.address) {
             None => return Err(format!("{} is no longer in the stack", change.address)),
             Some(result) => result.map_err(|d| {
                 d.0.iter()
@@ -362,8 +371,9 @@ pub async fn apply(
     reporter: &mut dyn Reporter,
     interrupt: Arc<Notify>,
 ) -> Outcome {
-    let finalizer = EngineFinalizer { loaded };
-    let mut outcome = Coordinator { plan, state, store, providers, finalizer: &finalizer, reporter, options, interrupt }.run().await;
+    let finalizer = EngineFinalizer::new(loaded);
+    let mut outcome =
+        Coordinator { plan, state, store, providers, finalizer: &finalizer, reporter, options, interrupt, recorder: Default::default() }.run().await;
     // Prove the deployment works: every account of every recorded Vault answers.
     let changed = outcome.done.iter().any(|(_, a)| a.mutates());
     if changed && !plan.options.destroy && !outcome.interrupted {

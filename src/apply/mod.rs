@@ -1,15 +1,16 @@
 //! Applying a plan: one coordinator owns the state and schedules the plan's changes on a
 //! bounded pool of workers. Workers only call providers and send their result back; the
 //! coordinator records a pending operation before each mutating call and the result after it,
-//! persisting the state each time, so a crash at any moment leaves a state the next plan can
-//! converge from.
+//! and makes each batch of records durable (a journal group, see [`kdeploy_state::journal`])
+//! before anything acts on it, so a crash at any moment leaves a state the next plan can
+//! converge from. The end of the apply folds the journal into the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Reference, Value};
-use kdeploy_state::{OutputState, PendingKind, PendingTarget, ResourceState, State, StateStore};
+use kdeploy_state::{OutputState, PendingKind, PendingOp, PendingTarget, Record, Recorder, ResourceState, State, StateStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -275,12 +276,19 @@ pub struct Coordinator<'a> {
     pub options: ApplyOptions,
     /// Notified on Ctrl-C: stop scheduling, let running operations finish, save state.
     pub interrupt: Arc<Notify>,
+    /// Every change to `state` goes through it, as a record of the next persist.
+    pub recorder: Recorder,
 }
 
 impl Coordinator<'_> {
+    /// Makes the changes recorded since the last call durable (one journal group).
     fn persist(&mut self) -> Result<(), String> {
-        self.state.bump_serial().map_err(|e| e.to_string())?;
-        self.store.write(self.state).map_err(|e| e.to_string())
+        self.recorder.persist(self.state, self.store).map_err(|e| e.to_string())
+    }
+
+    /// Changes the state (durable at the next persist).
+    fn change(&mut self, record: Record) -> Result<(), String> {
+        self.recorder.record(self.state, record).map_err(|e| e.to_string())
     }
 
     pub async fn run(mut self) -> Outcome {
@@ -349,20 +357,20 @@ impl Coordinator<'_> {
     /// component deleted outside kdeploy leaves the state); no provider is called.
     fn accept_live_values(mut self) -> Outcome {
         let mut outcome = Outcome::default();
+        let mut records = Vec::new();
         for d in &self.plan.drift {
             match &d.after {
                 Some(after) => {
-                    if let Some(r) = self.state.resource_mut(&d.address) {
-                        r.attributes = after.to_json();
+                    if let Some(r) = self.state.resource(&d.address) {
+                        records.push(Record::Upsert { resource: ResourceState { attributes: after.to_json(), ..r.clone() } });
                     }
                 }
-                None => {
-                    self.state.remove(&d.address);
-                }
+                None => records.push(Record::Remove { address: d.address.clone() }),
             }
         }
+        let saved = records.into_iter().try_for_each(|r| self.change(r));
         if !self.plan.drift.is_empty()
-            && let Err(e) = self.persist()
+            && let Err(e) = saved.and_then(|()| self.persist()).and_then(|()| self.recorder.finish(self.state, self.store).map_err(|e| e.to_string()))
         {
             outcome.state_error = Some(e);
         }
@@ -408,9 +416,8 @@ impl Coordinator<'_> {
         };
         // A delete of an object that is already gone only updates state.
         if change.action == Action::Delete && change.before.is_none() {
-            self.state.remove(&change.address);
             run.applied.remove(&change.address);
-            if let Err(e) = self.persist() {
+            if let Err(e) = self.change(Record::Remove { address: change.address.clone() }).and_then(|()| self.persist()) {
                 run.outcome.state_error = Some(e);
                 run.stopping = true;
             }
@@ -418,8 +425,14 @@ impl Coordinator<'_> {
             run.outcome.done.push((change.address.clone(), change.action));
             return None;
         }
-        let id = self.state.begin_pending(&change.address, pending_kind(change.action), self.pending_target(change, planned.as_ref()));
-        run.pending_ids.insert(i, id);
+        let pending = PendingOp::start(&change.address, pending_kind(change.action), self.pending_target(change, planned.as_ref()));
+        let sensitive_paths = if planned.is_some() { change.after_sensitive.clone() } else { change.before_sensitive.clone() };
+        run.pending_ids.insert(i, pending.id.clone());
+        if let Err(e) = self.change(Record::Begin { pending, sensitive_paths }) {
+            run.pending_ids.remove(&i);
+            self.fail(run, i, Failure::Inputs(e));
+            return None;
+        }
         let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| m.value.clone());
         let refs: BTreeMap<String, Reference> = change
             .refs
@@ -462,7 +475,8 @@ impl Coordinator<'_> {
         if let Err(e) = self.persist() {
             for job in jobs {
                 if let Some(id) = run.pending_ids.remove(&job.index) {
-                    self.state.finish_pending(&id);
+                    // Not started: no longer pending (in memory; errored.kdstate keeps it so).
+                    let _ = self.change(Record::Finish { id });
                 }
                 run.queue.set(job.index, Status::Waiting);
             }
@@ -496,19 +510,28 @@ impl Coordinator<'_> {
         };
         let change = run.changes[i];
         let elapsed = run.started_at.get(&i).map(|s| s.elapsed()).unwrap_or_default();
-        if let Some(id) = run.pending_ids.remove(&i) {
-            self.state.finish_pending(&id);
-        }
-        match result {
+        let mut records = Vec::new();
+        let failure = match result {
             Ok(None) => {
-                self.state.remove(&change.address);
                 run.applied.remove(&change.address);
+                records.push(Record::Remove { address: change.address.clone() });
+                None
             }
             Ok(Some((attrs, fingerprint))) => {
                 run.applied.insert(change.address.clone(), object_value(&change.address, &attrs, &change.after_sensitive));
-                self.state.upsert(resource_state(change, &attrs, fingerprint));
+                records.push(Record::Upsert { resource: resource_state(change, &attrs, fingerprint) });
+                None
             }
-            Err(e) => return self.fail(run, i, Failure::Call(e)),
+            Err(e) => Some(Failure::Call(e)),
+        };
+        records.extend(run.pending_ids.remove(&i).map(|id| Record::Finish { id }));
+        // A result the state cannot hold (a provider bug) fails the change; its pending
+        // operation stays, so the next plan reads the live object.
+        if let Some(e) = records.into_iter().find_map(|r| self.change(r).err()) {
+            return self.fail(run, i, Failure::Worker(e));
+        }
+        if let Some(failure) = failure {
+            return self.fail(run, i, failure);
         }
         run.queue.set(i, Status::Done);
         run.outcome.done.push((change.address.clone(), change.action));
@@ -536,29 +559,35 @@ impl Coordinator<'_> {
         for (because, addresses) in by_cause {
             self.reporter.event(Event::Skipped { addresses, because });
         }
-        if run.outcome.state_error.is_none()
-            && self.record_outputs(&run.applied)
-            && let Err(e) = self.persist()
-        {
-            run.outcome.state_error = Some(e);
+        if run.outcome.state_error.is_none() {
+            // The outputs, then the journal folded into the state.
+            let saved = self.record_outputs(&run.applied).and_then(|changed| if changed { self.persist() } else { Ok(()) });
+            if let Err(e) = saved.and_then(|()| self.recorder.finish(self.state, self.store).map_err(|e| e.to_string())) {
+                run.outcome.state_error = Some(e);
+            }
         }
         run.outcome
     }
 
     /// Records the root outputs from what was applied; true when they changed.
-    fn record_outputs(&mut self, applied: &BTreeMap<Address, Marked>) -> bool {
-        let mut changed = false;
+    fn record_outputs(&mut self, applied: &BTreeMap<Address, Marked>) -> Result<bool, String> {
+        let mut changes = Vec::new();
         for (name, (value, sensitive)) in self.finalizer.outputs(applied) {
             let new = OutputState { value: value.to_json(), sensitive };
             if self.state.outputs.get(&name) != Some(&new) {
-                self.state.outputs.insert(name, new);
-                changed = true;
+                changes.push(Record::Output { name, value: Some(new) });
             }
         }
         for o in self.plan.output_changes.iter().filter(|o| o.action == Action::Delete) {
-            changed |= self.state.outputs.remove(&o.name).is_some();
+            if self.state.outputs.contains_key(&o.name) {
+                changes.push(Record::Output { name: o.name.clone(), value: None });
+            }
         }
-        changed
+        let changed = !changes.is_empty();
+        for r in changes {
+            self.change(r)?;
+        }
+        Ok(changed)
     }
 }
 

@@ -53,6 +53,13 @@ impl<'a> Evaluator<'a> {
         Ctx::new(self.stack, self.sources, self.root_vars, &self.expanded.modules, &self.table)
     }
 
+    /// The same evaluator with the stack's clusters listed already (listing them scans every
+    /// instance: apply evaluates each change with its own evaluator, and must not scan per change).
+    pub fn with_clusters(self, clusters: &[Address]) -> Evaluator<'a> {
+        let _ = self.clusters.set(clusters.to_vec());
+        self
+    }
+
     /// The clusters of the stack, by address.
     pub fn clusters(&self) -> &[Address] {
         self.clusters.get_or_init(|| self.expanded.clusters())

@@ -55,9 +55,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StateError;
+use crate::journal::Record;
 use crate::lock::LockInfo;
 use crate::model::State;
-use crate::store::StateStore;
+use crate::store::{Append, StateStore};
 
 /// The environment variable holding the key.
 pub const KEY_ENV: &str = "KDEPLOY_STATE_KEY";
@@ -200,28 +201,6 @@ fn get_mut<'a>(mut cur: &'a mut Value, path: &AttrPath) -> Option<&'a mut Value>
     Some(cur)
 }
 
-/// Calls `f` on every sensitive value of `state` (outer paths first), with a description of
-/// where it is.
-fn for_each_sensitive(state: &mut State, mut f: impl FnMut(&mut Value, &str) -> Result<(), StateError>) -> Result<(), StateError> {
-    for r in &mut state.resources {
-        let mut paths = r.sensitive_paths.clone();
-        paths.sort_by_key(|p| p.0.len());
-        for p in &paths {
-            if let Some(v) = get_mut(&mut r.attributes, p)
-                && !v.is_null()
-            {
-                f(v, &format!("{}.{p}", r.address))?;
-            }
-        }
-    }
-    for (name, o) in &mut state.outputs {
-        if o.sensitive && !o.value.is_null() {
-            f(&mut o.value, &format!("output {name}"))?;
-        }
-    }
-    Ok(())
-}
-
 /// Decrypts every encrypted string anywhere in `v`.
 fn open_all(v: &mut Value, cipher: &XChaCha20Poly1305, location: &str) -> Result<(), StateError> {
     match v {
@@ -239,43 +218,99 @@ fn open_all(v: &mut Value, cipher: &XChaCha20Poly1305, location: &str) -> Result
     }
 }
 
+/// What happens to a sensitive value on its way to the store.
+enum Sealing {
+    /// Encrypted with the state's key.
+    Encrypt(XChaCha20Poly1305),
+    /// The state is encrypted but no key is set: ciphertext is kept, cleartext refused.
+    RefuseClear,
+    /// Neither key nor encryption: values are stored as they are.
+    Keep,
+}
+
+impl Sealing {
+    /// The sealing for a state with `header` (its `encryption`), and the header to store: with
+    /// a key and no header yet, a new one.
+    fn new(key: Option<&StateKey>, header: Option<&EncryptionHeader>, location: &str) -> Result<(Sealing, Option<EncryptionHeader>), StateError> {
+        match (key, header) {
+            (Some(key), Some(h)) => Ok((Sealing::Encrypt(key.cipher_for(h, location)?), Some(h.clone()))),
+            (Some(key), None) => {
+                let (h, c) = key.new_header();
+                Ok((Sealing::Encrypt(c), Some(h)))
+            }
+            (None, Some(h)) => Ok((Sealing::RefuseClear, Some(h.clone()))),
+            (None, None) => Ok((Sealing::Keep, None)),
+        }
+    }
+
+    /// Seals one sensitive value found at `at`.
+    fn value(&self, v: &mut Value, at: &str, location: &str) -> Result<(), StateError> {
+        if v.is_null() || is_encrypted(v) {
+            return Ok(());
+        }
+        match self {
+            Sealing::Encrypt(cipher) => {
+                let json = serde_json::to_vec(v).expect("JSON values serialize");
+                *v = Value::String(encrypt_bytes(cipher, &json));
+                Ok(())
+            }
+            Sealing::RefuseClear => Err(StateError::Encryption {
+                message: format!(
+                    "the state at {location} encrypts its sensitive values, but no key is set ({KEY_ENV} or {KEY_FILE_ENV}), so the new value of {at} cannot be stored; set the key and run again"
+                ),
+            }),
+            Sealing::Keep => Ok(()),
+        }
+    }
+
+    /// Seals the values at `paths` of `attributes` (outer paths first).
+    fn paths(&self, attributes: &mut Value, paths: &[AttrPath], at: &dyn std::fmt::Display, location: &str) -> Result<(), StateError> {
+        let mut paths = paths.to_vec();
+        paths.sort_by_key(|p| p.0.len());
+        for p in &paths {
+            if let Some(v) = get_mut(attributes, p) {
+                self.value(v, &format!("{at}.{p}"), location)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the sensitive values of one journal record: a resource's sensitive paths, a
+    /// sensitive output, the sensitive paths of a pending operation's target.
+    fn record(&self, record: &mut Record, location: &str) -> Result<(), StateError> {
+        if matches!(self, Sealing::Keep) {
+            return Ok(());
+        }
+        match record {
+            Record::Upsert { resource } => {
+                let paths = resource.sensitive_paths.clone();
+                self.paths(&mut resource.attributes, &paths, &resource.address, location)
+            }
+            Record::Output { name, value: Some(o) } if o.sensitive => self.value(&mut o.value, &format!("output {name}"), location),
+            Record::Begin { pending, sensitive_paths } => match &mut pending.target {
+                Some(t) => self.paths(&mut t.attributes, sensitive_paths, &pending.address, location),
+                None => Ok(()),
+            },
+            Record::Output { .. } | Record::Finish { .. } | Record::Remove { .. } => Ok(()),
+        }
+    }
+}
+
 /// The state as it is to be stored: sensitive values encrypted with `key` (values already
 /// encrypted are kept). Without a key, a never-encrypted state is returned unchanged and an
 /// encrypted one must not gain cleartext sensitive values.
 pub fn seal(state: &State, key: Option<&StateKey>, location: &str) -> Result<State, StateError> {
     let mut out = state.clone();
-    match key {
-        Some(key) => {
-            let cipher = match &out.encryption {
-                Some(h) => key.cipher_for(h, location)?,
-                None => {
-                    let (h, c) = key.new_header();
-                    out.encryption = Some(h);
-                    c
-                }
-            };
-            for_each_sensitive(&mut out, |v, _| {
-                if !is_encrypted(v) {
-                    let json = serde_json::to_vec(v).expect("JSON values serialize");
-                    *v = Value::String(encrypt_bytes(&cipher, &json));
-                }
-                Ok(())
-            })?;
+    let (sealing, header) = Sealing::new(key, out.encryption.as_ref(), location)?;
+    out.encryption = header;
+    for r in &mut out.resources {
+        let paths = r.sensitive_paths.clone();
+        sealing.paths(&mut r.attributes, &paths, &r.address, location)?;
+    }
+    for (name, o) in &mut out.outputs {
+        if o.sensitive {
+            sealing.value(&mut o.value, &format!("output {name}"), location)?;
         }
-        None if out.encryption.is_some() => {
-            for_each_sensitive(&mut out, |v, at| {
-                if is_encrypted(v) {
-                    Ok(())
-                } else {
-                    Err(StateError::Encryption {
-                        message: format!(
-                            "the state at {location} encrypts its sensitive values, but no key is set ({KEY_ENV} or {KEY_FILE_ENV}), so the new value of {at} cannot be stored; set the key and run again"
-                        ),
-                    })
-                }
-            })?;
-        }
-        None => {}
     }
     Ok(out)
 }
@@ -306,11 +341,14 @@ pub fn encode_sealed(state: &State, key: Option<&StateKey>) -> Result<Vec<u8>, S
 pub struct CryptStore {
     inner: Box<dyn StateStore>,
     key: Option<StateKey>,
+    /// The encryption header of the last checkpoint: journal records are sealed with it, so
+    /// that they replay over that state.
+    journal_header: Option<EncryptionHeader>,
 }
 
 impl CryptStore {
     pub fn new(inner: Box<dyn StateStore>, key: Option<StateKey>) -> CryptStore {
-        CryptStore { inner, key }
+        CryptStore { inner, key, journal_header: None }
     }
 
     pub fn key(&self) -> Option<&StateKey> {
@@ -340,6 +378,29 @@ impl StateStore for CryptStore {
         }
         let sealed = seal(state, self.key.as_ref(), &self.inner.describe())?;
         self.inner.write(&sealed)
+    }
+    fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
+        if self.key.is_none() && state.encryption.is_none() {
+            self.journal_header = None;
+            return self.inner.checkpoint(state);
+        }
+        let sealed = seal(state, self.key.as_ref(), &self.inner.describe())?;
+        self.journal_header = sealed.encryption.clone();
+        self.inner.checkpoint(&sealed)
+    }
+    /// Records are sealed as the checkpoint they follow was: with its header and the key, and
+    /// without a key an encrypted state gains no cleartext.
+    fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
+        if self.key.is_none() && self.journal_header.is_none() {
+            return self.inner.append(serial, records);
+        }
+        let location = self.inner.describe();
+        let (sealing, _) = Sealing::new(self.key.as_ref(), self.journal_header.as_ref(), &location)?;
+        let mut sealed = records.to_vec();
+        for r in &mut sealed {
+            sealing.record(r, &location)?;
+        }
+        self.inner.append(serial, &sealed)
     }
     fn force_write(&mut self, state: &State) -> Result<(), StateError> {
         if self.key.is_none() && state.encryption.is_none() {

@@ -155,6 +155,16 @@ pub enum StateError {
     #[error("{message}")]
     Encryption { message: String },
 
+    /// A journal of an apply's operations is damaged (more than a last record cut short by a
+    /// crash, which is ignored).
+    #[error(
+        "could not read the state journal {location}: {message}. The journal holds the operations \
+         of an apply that did not finish (it was killed or crashed). Restore it if you have a \
+         copy; otherwise move it away: the state is then read without those operations, and the \
+         next plan finds what they changed only by reading the live objects"
+    )]
+    Journal { location: String, message: String },
+
     /// The state to be written violates an invariant of the model.
     #[error("refusing to write state: {reason}; this is a bug in kdeploy, please report it")]
     InvalidState { reason: String },

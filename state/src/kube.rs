@@ -18,6 +18,21 @@
 //!   over (the PUT's resourceVersion makes sure only one run wins); unlock deletes it with a
 //!   resourceVersion precondition.
 //!
+//! - Secrets `kdeploy-state-edge-j<base serial>-<serial>`, labelled `kdeploy.io/journal: edge`:
+//!   the journal of an apply in progress (see [`crate::journal`]), one Secret per group of
+//!   records, written while this store holds the lock. `data.journal` is the gzip-compressed
+//!   entry `{"kdeploy_journal":1,"lineage":"...","base_serial":12,"base":"<resourceVersion of
+//!   the head Secret it follows>","serial":13,"records":[...]}`; the annotations
+//!   `kdeploy.io/base-serial` and `kdeploy.io/serial` repeat the serials. Before each entry is
+//!   created (a create fails when it exists), the head Secret's resourceVersion is checked
+//!   against the checkpoint's (a metadata-only GET, as `kubectl get` does: its data is not
+//!   transferred), so a run whose state was replaced appends nothing more. A reader lists the
+//!   journal Secrets (one request) and replays those that follow the head it read. A whole
+//!   write first checks that no entry it has not read follows the state it replaces, and after
+//!   it deletes every journal Secret (highest serial first); the end of an apply folds the
+//!   journal so, and so does the next read under the lock after a crash. An entry too large
+//!   for one Secret is not appended: the whole state is written instead.
+//!
 //! Configuration keys: `secret_suffix` (required), `namespace` (default `default`),
 //! `kubeconfig` (default `$KUBECONFIG`, then `~/.kube/config`), `context` (default the current
 //! context), `lock_ttl` (lease length: seconds or a Go duration such as `90s`, default 60).
@@ -35,9 +50,10 @@ use sha2::Digest;
 use crate::bridge::{Bridge, parse_ttl, passed};
 use crate::error::StateError;
 use crate::file::{decode, encode};
+use crate::journal::{Entry, Group, Record, encode_entry, follows, parse_entry, remote_fold_due, replay};
 use crate::lock::LockInfo;
 use crate::model::State;
-use crate::store::StateStore;
+use crate::store::{Append, StateStore};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Compressed bytes per Secret: base64 makes 683 KiB of it, well under the 1 MiB object limit.
@@ -90,8 +106,28 @@ impl KubeConfig {
 enum Seen {
     NotRead,
     Absent,
-    Present { rv: String, lineage: String, serial: u64, parts: Vec<String> },
+    /// `serial` counts the journal read or appended; `stored` is the head Secret's own.
+    Present {
+        rv: String,
+        lineage: String,
+        serial: u64,
+        stored: u64,
+        parts: Vec<String>,
+    },
 }
+
+/// This store's journal.
+#[derive(Debug, Default)]
+enum Journal {
+    #[default]
+    Off,
+    /// Over the checkpoint whose head Secret has resourceVersion `base_rv`.
+    Active { lineage: String, base_serial: u64, base_rv: String, last_serial: u64, bytes: u64, count: u64, state_len: u64 },
+    /// An append failed: nothing more is appended until the next checkpoint.
+    Broken,
+}
+
+const JOURNAL_LABEL: &str = "kdeploy.io/journal";
 
 struct LockShared {
     info: LockInfo,
@@ -114,6 +150,7 @@ pub struct KubeStore {
     seen: Seen,
     held: Option<Held>,
     warnings: Vec<String>,
+    journal: Journal,
 }
 
 #[derive(Debug)]
@@ -132,7 +169,15 @@ impl ApiErr {
 }
 
 async fn send(client: &kube::Client, method: &str, path: &str, body: Option<&Json>) -> Result<Json, ApiErr> {
-    let mut b = http::Request::builder().method(method).uri(path).header("Accept", "application/json");
+    send_accepting(client, method, path, body, "application/json").await
+}
+
+/// The `Accept` of a GET that wants an object's metadata only: a Table of one row whose object
+/// is the metadata (what `kubectl get` asks for), then plain JSON.
+const METADATA_ONLY: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+
+async fn send_accepting(client: &kube::Client, method: &str, path: &str, body: Option<&Json>, accept: &str) -> Result<Json, ApiErr> {
+    let mut b = http::Request::builder().method(method).uri(path).header("Accept", accept);
     if body.is_some() {
         b = b.header("Content-Type", "application/json");
     }
@@ -163,6 +208,14 @@ fn lease_holder(lease: &Json, describe: &str) -> Option<LockInfo> {
         info.expires = crate::bridge::rfc3339_plus(t, secs as f64);
     }
     Some(info)
+}
+
+/// The journal entry in a journal Secret.
+fn decode_entry(secret: &Json) -> Result<Entry, String> {
+    let gz = B64.decode(secret["data"]["journal"].as_str().unwrap_or_default()).map_err(|_| "data.journal is not base64".to_string())?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut json).map_err(|e| format!("cannot decompress data.journal: {e}"))?;
+    parse_entry(&json)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -200,7 +253,7 @@ impl KubeStore {
             let client = kube::Client::try_from(config).map_err(|e| err(format!("cannot build a client for {server}: {e}")))?;
             Ok((client, server))
         })?;
-        Ok(KubeStore { cfg, client, server, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new() })
+        Ok(KubeStore { cfg, client, server, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new(), journal: Journal::Off })
     }
 
     fn head_name(&self) -> String {
@@ -247,12 +300,38 @@ impl KubeStore {
         }
     }
 
-    /// Reads the state (all chunks) into `seen`.
-    fn refresh_seen(&mut self) -> Result<Option<State>, StateError> {
+    /// Reads the state (all chunks) and replays its journal, into `seen`: the state and how many
+    /// journal entries were replayed. A writer folding the journal meanwhile (the head changed
+    /// under the read) makes it read again.
+    fn load(&mut self) -> Result<Option<(State, usize)>, StateError> {
+        let mut attempt = 0u32;
+        loop {
+            let Some((mut state, rv, parts)) = self.read_head()? else {
+                self.seen = Seen::Absent;
+                return Ok(None);
+            };
+            let stored = state.serial;
+            match self.replay_journal(&mut state, &rv) {
+                Ok(replayed) => {
+                    self.seen = Seen::Present { rv, lineage: state.lineage.clone(), serial: state.serial, stored, parts };
+                    return Ok(Some((state, replayed)));
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    if attempt > 3 || self.head_rv()?.as_deref() == Some(rv.as_str()) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state in the head Secret and its chunks, with the head's resourceVersion and the
+    /// chunk Secrets' names.
+    fn read_head(&self) -> Result<Option<(State, String, Vec<String>)>, StateError> {
         // A writer may delete the chunks of the generation we are reading: read again.
         for attempt in 0.. {
             let Some(head) = self.get_secret(&self.head_name())? else {
-                self.seen = Seen::Absent;
                 return Ok(None);
             };
             let ann = &head["metadata"]["annotations"];
@@ -291,10 +370,128 @@ impl KubeStore {
             flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut json).map_err(|e| damaged(&format!("cannot decompress the state: {e}")))?;
             let state = decode(&json, &self.describe())?;
             let rv = head["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
-            self.seen = Seen::Present { rv, lineage: state.lineage.clone(), serial: state.serial, parts };
-            return Ok(Some(state));
+            return Ok(Some((state, rv, parts)));
         }
         unreachable!()
+    }
+
+    /// The head Secret's resourceVersion now, without its data; `None` when it is absent.
+    fn head_rv(&self) -> Result<Option<String>, StateError> {
+        let client = self.client.clone();
+        let path = format!("{}/{}", self.secrets_path(), self.head_name());
+        match self.bridge.run(async move { Ok(send_accepting(&client, "GET", &path, None, METADATA_ONLY).await) })? {
+            Ok(v) => {
+                let meta = if v["kind"] == "Table" { &v["rows"][0]["object"]["metadata"] } else { &v["metadata"] };
+                Ok(meta["resourceVersion"].as_str().map(str::to_string))
+            }
+            Err(ApiErr::Status(404, _)) => Ok(None),
+            Err(e) => Err(self.backend_err(&format!("cannot read Secret {}", self.head_name()), &e)),
+        }
+    }
+
+    /// Every journal Secret: (base serial, serial, name, the Secret).
+    fn journal_secrets(&self) -> Result<Vec<(u64, u64, String, Json)>, StateError> {
+        let path = format!("{}?labelSelector={JOURNAL_LABEL}%3D{}", self.secrets_path(), self.cfg.secret_suffix);
+        let list = match self.call("GET", path, None)? {
+            Ok(v) => v,
+            Err(e) => return Err(self.backend_err("cannot list the journal Secrets", &e)),
+        };
+        let mut out: Vec<(u64, u64, String, Json)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let ann = &o["metadata"]["annotations"];
+                let base = ann["kdeploy.io/base-serial"].as_str()?.parse().ok()?;
+                let serial = ann["kdeploy.io/serial"].as_str()?.parse().ok()?;
+                Some((base, serial, o["metadata"]["name"].as_str()?.to_string(), o.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(base, serial, _, _)| (*base, *serial));
+        Ok(out)
+    }
+
+    /// Replays the journal Secrets that follow `state` (the head of resourceVersion `rv`).
+    fn replay_journal(&self, state: &mut State, rv: &str) -> Result<usize, StateError> {
+        let entries: Vec<(String, Json)> = self.journal_secrets()?.into_iter().filter(|(base, ..)| *base == state.serial).map(|(_, _, n, o)| (n, o)).collect();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let location = format!("{} (journal Secrets labelled {JOURNAL_LABEL}={})", self.describe(), self.cfg.secret_suffix);
+        let mut groups = Vec::with_capacity(entries.len());
+        for (name, secret) in entries {
+            let entry = decode_entry(&secret).map_err(|message| StateError::Journal { location: format!("Secret {}/{name}", self.cfg.namespace), message })?;
+            // An entry over another state of that serial (another lineage) is not this one's.
+            if entry.lineage == state.lineage && entry.base == rv && entry.base_serial == state.serial {
+                groups.push(Group { serial: entry.serial, records: entry.records });
+            }
+        }
+        replay(state, groups).map_err(|message| StateError::Journal { location, message })
+    }
+
+    /// Deletes every journal Secret (the state just written supersedes them), highest serial
+    /// first; what cannot be deleted is ignored by readers and named in a warning.
+    fn clear_journal(&mut self) {
+        let secrets = match self.journal_secrets() {
+            Ok(s) => s,
+            Err(e) => {
+                self.warnings.push(format!("the journal of {} could not be listed to be removed (readers ignore it): {e}", self.describe()));
+                return;
+            }
+        };
+        let mut failed = Vec::new();
+        for (_, _, name, _) in secrets.into_iter().rev() {
+            match self.call("DELETE", format!("{}/{name}", self.secrets_path()), None) {
+                Ok(Ok(_)) | Ok(Err(ApiErr::Status(404, _))) => {}
+                _ => failed.push(name),
+            }
+        }
+        if let Some(first) = failed.first() {
+            self.warnings.push(format!(
+                "{} journal Secret(s) such as {}/{first} could not be deleted; readers ignore them, and the next write tries again",
+                failed.len(),
+                self.cfg.namespace
+            ));
+        }
+    }
+
+    /// Fails unless this run's lock is still its own (as the renewal task last saw it).
+    fn check_lock_kept(&self) -> Result<(), StateError> {
+        if let Some(held) = &self.held {
+            let shared = held.shared.clone();
+            if let Some(reason) = self.bridge.run(async move { Ok(shared.lock().await.lost.clone()) })? {
+                return Err(StateError::WriteConflict { location: self.describe(), reason: format!(" (this run's lock was lost: {reason})") });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates one journal Secret, once the head is still the checkpoint `base_rv`.
+    /// `Ok(false)`: the entry is too large for a Secret, nothing was written.
+    fn put_entry(&self, base_rv: &str, base_serial: u64, serial: u64, body: &[u8]) -> Result<bool, StateError> {
+        let location = self.describe();
+        let gz = gzip(body);
+        if gz.len() > CHUNK {
+            return Ok(false);
+        }
+        if self.head_rv()?.as_deref() != Some(base_rv) {
+            return Err(StateError::WriteConflict { location, reason: " (the head Secret was replaced since this run's last write)".into() });
+        }
+        let name = format!("{}-j{base_serial}-{serial}", self.head_name());
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": self.cfg.namespace,
+                "annotations": {"kdeploy.io/base-serial": base_serial.to_string(), "kdeploy.io/serial": serial.to_string()},
+                "labels": {"app.kubernetes.io/managed-by": "kdeploy", JOURNAL_LABEL: self.cfg.secret_suffix}},
+            "data": {"journal": B64.encode(&gz)},
+        });
+        match self.call("POST", self.secrets_path(), Some(secret))? {
+            Ok(_) => Ok(true),
+            Err(ApiErr::Status(409, _)) => {
+                Err(StateError::WriteConflict { location, reason: " (its journal entry exists already: another run appended to it)".into() })
+            }
+            Err(e) => Err(self.backend_err(&format!("cannot create Secret {name}"), &e)),
+        }
     }
 
     fn secret(&self, name: &str, data: &[u8], annotations: Json) -> Json {
@@ -313,32 +510,46 @@ impl KubeStore {
         }
     }
 
-    fn put_state(&mut self, state: &State, check_lineage: bool) -> Result<(), StateError> {
+    /// What a whole write checks first: the lock is still this run's, the lineage and serial
+    /// fit (`fold`: `state` has the serial of the stored state with its journal), and no journal
+    /// entry this run has not read follows the stored state. Returns the head's resourceVersion
+    /// (the compare-and-swap) and the chunk Secrets it replaces.
+    fn write_precheck(&mut self, state: &State, check_lineage: bool, fold: bool) -> Result<(Option<String>, Vec<String>), StateError> {
         state.validate()?;
         let location = self.describe();
-        if let Some(held) = &self.held {
-            let shared = held.shared.clone();
-            if let Some(reason) = self.bridge.run(async move { Ok(shared.lock().await.lost.clone()) })? {
-                return Err(StateError::WriteConflict { location, reason: format!(" (this run's lock was lost: {reason})") });
-            }
-        }
+        self.check_lock_kept()?;
         if matches!(self.seen, Seen::NotRead) || !check_lineage {
-            self.refresh_seen()?;
+            self.load()?;
         }
-        let (rv, old_parts) = match &self.seen {
+        match &self.seen {
             Seen::NotRead => unreachable!("refreshed above"),
-            Seen::Absent => (None, Vec::new()),
-            Seen::Present { rv, lineage, serial, parts } => {
+            Seen::Absent => Ok((None, Vec::new())),
+            Seen::Present { rv, lineage, serial, stored, parts } => {
                 if check_lineage && *lineage != state.lineage {
                     return Err(StateError::LineageMismatch { location, existing: lineage.clone(), ours: state.lineage.clone() });
                 }
-                if *serial >= state.serial {
+                if *serial > state.serial || (*serial == state.serial && !fold) {
                     return Err(StateError::SerialNotIncreasing { location, existing: *serial, attempted: state.serial });
                 }
-                (Some(rv.clone()), parts.clone())
+                let (read, stored, rv, parts) = (*serial, *stored, rv.clone(), parts.clone());
+                // Entries appended since this run read the state (by a run that holds the lock,
+                // when this one writes without it) would be lost.
+                if self.journal_secrets()?.iter().any(|(base, serial, ..)| *base == stored && *serial > read) {
+                    return Err(StateError::WriteConflict { location, reason: " (its journal holds operations recorded since this run read it)".into() });
+                }
+                Ok((Some(rv), parts))
             }
-        };
-        let gz = gzip(&encode(state));
+        }
+    }
+
+    /// A whole write (see the module docs); the journal it supersedes is deleted after it.
+    /// Returns the size of the encoded state.
+    fn put_state(&mut self, state: &State, check_lineage: bool, fold: bool) -> Result<usize, StateError> {
+        let location = self.describe();
+        let (rv, old_parts) = self.write_precheck(state, check_lineage, fold)?;
+        let encoded = encode(state);
+        let len = encoded.len();
+        let gz = gzip(&encoded);
         let chunks: Vec<&[u8]> = gz.chunks(CHUNK).collect();
         let generation = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let mut new_parts = Vec::new();
@@ -370,8 +581,10 @@ impl KubeStore {
             Ok(v) => {
                 self.delete_secrets(&old_parts);
                 let rv = v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
-                self.seen = Seen::Present { rv, lineage: state.lineage.clone(), serial: state.serial, parts: new_parts };
-                Ok(())
+                self.seen = Seen::Present { rv, lineage: state.lineage.clone(), serial: state.serial, stored: state.serial, parts: new_parts };
+                self.journal = Journal::Off;
+                self.clear_journal();
+                Ok(len)
             }
             Err(e) => {
                 self.delete_secrets(&new_parts);
@@ -543,16 +756,69 @@ impl StateStore for KubeStore {
         format!("Kubernetes state secret {}/{} on {}", self.cfg.namespace, self.head_name(), self.server)
     }
 
+    /// Reads the state and replays its journal; under the lock, a replayed journal is folded
+    /// into the head at once (best effort: a failure is a warning).
     fn read(&mut self) -> Result<Option<State>, StateError> {
-        self.refresh_seen()
+        let Some((state, replayed)) = self.load()? else { return Ok(None) };
+        if replayed > 0
+            && self.held.is_some()
+            && let Err(e) = self.put_state(&state, true, true)
+        {
+            self.warnings.push(format!("the journal of an apply that did not finish could not be folded into {}, and stays: {e}", self.describe()));
+        }
+        Ok(Some(state))
     }
 
     fn write(&mut self, state: &State) -> Result<(), StateError> {
-        self.put_state(state, true)
+        self.put_state(state, true, false).map(|_| ())
     }
 
     fn force_write(&mut self, state: &State) -> Result<(), StateError> {
-        self.put_state(state, false)
+        self.put_state(state, false, false).map(|_| ())
+    }
+
+    fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
+        let fold = matches!(&self.journal, Journal::Active { last_serial, count, .. } if *count > 0 && *last_serial == state.serial);
+        let len = self.put_state(state, true, fold)?;
+        let Seen::Present { rv, .. } = &self.seen else { return Ok(false) };
+        if self.held.is_none() {
+            return Ok(false);
+        }
+        self.journal = Journal::Active {
+            lineage: state.lineage.clone(),
+            base_serial: state.serial,
+            base_rv: rv.clone(),
+            last_serial: state.serial,
+            bytes: 0,
+            count: 0,
+            state_len: len as u64,
+        };
+        Ok(true)
+    }
+
+    fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
+        let Journal::Active { lineage, base_serial, base_rv, last_serial, bytes, count, state_len } = std::mem::replace(&mut self.journal, Journal::Broken)
+        else {
+            return Err(StateError::Backend {
+                backend: self.describe(),
+                message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
+            });
+        };
+        self.check_lock_kept()?;
+        follows(last_serial, serial)?;
+        let body = encode_entry(&lineage, base_serial, &base_rv, serial, records)?;
+        let len = body.len() as u64;
+        if !self.put_entry(&base_rv, base_serial, serial, &body)? {
+            // Too large for one Secret: the caller writes the whole state instead.
+            self.journal = Journal::Active { lineage, base_serial, base_rv, last_serial, bytes, count, state_len };
+            return Ok(Append::Declined);
+        }
+        let (bytes, count) = (bytes.saturating_add(len), count.saturating_add(1));
+        if let Seen::Present { serial: seen, .. } = &mut self.seen {
+            *seen = serial;
+        }
+        self.journal = Journal::Active { lineage, base_serial, base_rv, last_serial: serial, bytes, count, state_len };
+        Ok(Append::Recorded { fold: remote_fold_due(bytes, count, state_len) })
     }
 
     fn lock(&mut self, mut info: LockInfo, timeout: Duration) -> Result<(), StateError> {

@@ -15,6 +15,7 @@ pub mod crypt;
 pub mod error;
 pub mod file;
 pub mod guard;
+pub mod journal;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod local;
@@ -28,10 +29,11 @@ pub use crypt::{CryptStore, StateKey};
 pub use error::StateError;
 pub use file::{decode, encode};
 pub use guard::{Locked, PushError, push};
+pub use journal::{Record, Recorder};
 pub use local::LocalStore;
 pub use lock::LockInfo;
 pub use model::{OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matcher, address_matches};
-pub use store::StateStore;
+pub use store::{Append, StateStore};
 
 /// The backends this build has: `local`, and `s3`/`kubernetes` when their features are on.
 pub fn backend_kinds() -> Vec<&'static str> {

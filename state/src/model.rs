@@ -131,6 +131,40 @@ pub struct PendingTarget {
     pub dependencies: Vec<Address>,
 }
 
+impl PendingOp {
+    /// A pending operation on `address` starting now, with a new id.
+    pub fn start(address: &Address, op: PendingKind, target: Option<PendingTarget>) -> PendingOp {
+        PendingOp { id: uuid::Uuid::new_v4().to_string(), address: address.clone(), operation: op, started_at: crate::now_rfc3339(), target }
+    }
+}
+
+impl ResourceState {
+    /// What a stored resource must satisfy: attributes that are an object, and no unknown
+    /// value. The error says which.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !self.attributes.is_object() {
+            return Err(format!("the attributes of `{}` are not an object", self.address));
+        }
+        if let Some(path) = find_unknown(&self.attributes) {
+            return Err(format!("attribute `{path}` of `{}` is unknown; only known values may be stored", self.address));
+        }
+        Ok(())
+    }
+}
+
+impl OutputState {
+    /// What a stored output must satisfy: a known value.
+    pub(crate) fn check(&self, name: &str) -> Result<(), String> {
+        match find_unknown(&self.value) {
+            Some(path) => {
+                let at = if path.is_empty() { String::new() } else { format!(" at `{path}`") };
+                Err(format!("output `{name}` is unknown{at}; only known values may be stored"))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 impl State {
     /// A fresh, empty state with a new lineage and serial 0.
     pub fn new(kdeploy_version: &str) -> State {
@@ -253,8 +287,9 @@ impl State {
     /// Records that an operation on `address` starts; returns its id for
     /// [`State::finish_pending`].
     pub fn begin_pending(&mut self, address: &Address, op: PendingKind, target: Option<PendingTarget>) -> String {
-        let id = uuid::Uuid::new_v4().to_string();
-        self.pending.push(PendingOp { id: id.clone(), address: address.clone(), operation: op, started_at: crate::now_rfc3339(), target });
+        let p = PendingOp::start(address, op, target);
+        let id = p.id.clone();
+        self.pending.push(p);
         id
     }
 
@@ -274,18 +309,10 @@ impl State {
             }
         }
         for r in &self.resources {
-            if !r.attributes.is_object() {
-                return invalid(format!("the attributes of `{}` are not an object", r.address));
-            }
-            if let Some(path) = find_unknown(&r.attributes) {
-                return invalid(format!("attribute `{path}` of `{}` is unknown; only known values may be stored", r.address));
-            }
+            r.check().or_else(invalid)?;
         }
         for (name, output) in &self.outputs {
-            if let Some(path) = find_unknown(&output.value) {
-                let at = if path.is_empty() { String::new() } else { format!(" at `{path}`") };
-                return invalid(format!("output `{name}` is unknown{at}; only known values may be stored"));
-            }
+            output.check(name).or_else(invalid)?;
         }
         Ok(())
     }

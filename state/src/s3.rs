@@ -12,6 +12,17 @@
 //!   or lost the network) is taken over with `If-Match` on the ETag that was read, so two
 //!   runs taking over at once cannot both win.
 //!
+//! - `stacks/edge.json.journal/<base serial>/<serial>` (serials as 20 digits): the journal of an
+//!   apply in progress (see [`crate::journal`]), one object per group of records, written while
+//!   this store holds the lock: `{"kdeploy_journal":1,"lineage":"...","base_serial":12,
+//!   "base":"<ETag of the state object it follows>","serial":13,"records":[...]}`. Each is
+//!   created with `If-None-Match: *`, after a `HEAD` of the state object `If-Match` the ETag of
+//!   the checkpoint it follows (a run whose state was replaced appends nothing more). A reader
+//!   replays the entries under the state's serial whose lineage and base ETag match. A whole
+//!   write first checks that no entry it has not read follows the state it replaces, and after
+//!   it deletes every journal object (highest serial first); the end of an apply folds the
+//!   journal so, and so does the next read under the lock after a crash.
+//!
 //! Configuration keys: `bucket`, `key`, `region` (required), `endpoint` (S3-compatible
 //! stores; path-style addressing is then used unless `force_path_style = false`),
 //! `access_key`/`secret_key`/`session_token` (else the usual AWS credential chain),
@@ -30,9 +41,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use crate::bridge::{Bridge, parse_ttl, passed, rfc3339_in};
 use crate::error::StateError;
 use crate::file::{decode, encode};
+use crate::journal::{Group, Record, encode_entry, follows, parse_entry, remote_fold_due, replay};
 use crate::lock::LockInfo;
 use crate::model::State;
-use crate::store::StateStore;
+use crate::store::{Append, StateStore};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
@@ -108,8 +120,28 @@ impl S3Config {
 enum Seen {
     NotRead,
     Absent,
-    Present { etag: String, lineage: String, serial: u64 },
+    /// `serial` counts the journal read or appended; `stored` is the state object's own.
+    Present {
+        etag: String,
+        lineage: String,
+        serial: u64,
+        stored: u64,
+    },
 }
+
+/// This store's journal.
+#[derive(Debug, Default)]
+enum Journal {
+    #[default]
+    Off,
+    /// Over the checkpoint with `base_etag` and serial `base_serial`.
+    Active { lineage: String, base_serial: u64, base_etag: String, last_serial: u64, bytes: u64, count: u64, state_len: u64 },
+    /// An append failed: nothing more is appended until the next checkpoint.
+    Broken,
+}
+
+/// How many S3 requests of a journal read or cleanup run at once.
+const JOURNAL_CONCURRENCY: usize = 16;
 
 /// The held lock, shared with the renewal task.
 struct LockShared {
@@ -133,6 +165,7 @@ pub struct S3Store {
     seen: Seen,
     held: Option<Held>,
     warnings: Vec<String>,
+    journal: Journal,
 }
 
 /// What an S3 call can fail with, classified.
@@ -170,6 +203,18 @@ fn classify<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Sen
     }
 }
 
+/// The bytes of an object, `None` when it is absent; the error is a message.
+async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(Some(out.body.collect().await.map_err(|e| e.to_string())?.into_bytes().to_vec())),
+        Err(e) => match classify(e) {
+            S3Err::NotFound => Ok(None),
+            S3Err::Precondition => Err("unexpected precondition failure".into()),
+            S3Err::Other(m) => Err(m),
+        },
+    }
+}
+
 impl S3Store {
     /// Connects (lazily: nothing is sent until the first call).
     pub fn new(cfg: S3Config) -> Result<S3Store, StateError> {
@@ -200,7 +245,7 @@ impl S3Store {
             }
             Ok(Client::from_conf(b.build()))
         })?;
-        Ok(S3Store { cfg, client, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new() })
+        Ok(S3Store { cfg, client, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new(), journal: Journal::Off })
     }
 
     fn lock_key(&self) -> String {
@@ -236,51 +281,230 @@ impl S3Store {
         })
     }
 
-    /// Reads the current state object into `seen`.
-    fn refresh_seen(&mut self) -> Result<Option<State>, StateError> {
-        match self.get(self.cfg.key.clone())? {
-            None => {
+    /// Reads the current state object and replays its journal, into `seen`: the state and how
+    /// many journal entries were replayed. A writer folding the journal meanwhile (the state
+    /// object changed under the read) makes it read again.
+    fn load(&mut self) -> Result<Option<(State, usize)>, StateError> {
+        let mut attempt = 0u32;
+        loop {
+            let Some((bytes, etag)) = self.get(self.cfg.key.clone())? else {
                 self.seen = Seen::Absent;
-                Ok(None)
-            }
-            Some((bytes, etag)) => {
-                let state = decode(&bytes, &self.describe())?;
-                self.seen = Seen::Present { etag, lineage: state.lineage.clone(), serial: state.serial };
-                Ok(Some(state))
+                return Ok(None);
+            };
+            let mut state = decode(&bytes, &self.describe())?;
+            let stored = state.serial;
+            match self.replay_journal(&mut state, &etag) {
+                Ok(replayed) => {
+                    self.seen = Seen::Present { etag, lineage: state.lineage.clone(), serial: state.serial, stored };
+                    return Ok(Some((state, replayed)));
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    if attempt > 3 || self.head_etag()?.as_deref() == Some(etag.as_str()) {
+                        return Err(e);
+                    }
+                }
             }
         }
     }
 
-    fn put_state(&mut self, state: &State, check_lineage: bool) -> Result<(), StateError> {
-        state.validate()?;
-        let location = self.describe();
+    fn journal_prefix(&self) -> String {
+        format!("{}.journal/", self.cfg.key)
+    }
+
+    /// Where the entries over the state of serial `base` are.
+    fn entry_prefix(&self, base: u64) -> String {
+        format!("{}{base:020}/", self.journal_prefix())
+    }
+
+    /// Replays the journal entries that follow `state` (the object of ETag `etag`).
+    fn replay_journal(&self, state: &mut State, etag: &str) -> Result<usize, StateError> {
+        let prefix = self.entry_prefix(state.serial);
+        let keys = self.list(prefix.clone())?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let location = format!("s3://{}/{prefix}", self.cfg.bucket);
+        let mut groups = Vec::with_capacity(keys.len());
+        for (key, body) in keys.iter().zip(self.get_many(keys.clone())?) {
+            let Some(body) = body else {
+                return Err(StateError::Journal { location, message: format!("the entry {key} disappeared while it was read") });
+            };
+            let entry = parse_entry(&body).map_err(|message| StateError::Journal { location: format!("s3://{}/{key}", self.cfg.bucket), message })?;
+            // An entry over another state of that serial (another lineage) is not this one's.
+            if entry.lineage == state.lineage && entry.base == etag && entry.base_serial == state.serial {
+                groups.push(Group { serial: entry.serial, records: entry.records });
+            }
+        }
+        replay(state, groups).map_err(|message| StateError::Journal { location, message })
+    }
+
+    /// The keys under `prefix`, sorted.
+    fn list(&self, prefix: String) -> Result<Vec<String>, StateError> {
+        let (client, bucket) = (self.client.clone(), self.cfg.bucket.clone());
+        let describe = self.describe();
+        self.bridge.run(async move {
+            let mut keys = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut req = client.list_objects_v2().bucket(&bucket).prefix(&prefix);
+                if let Some(t) = token.take() {
+                    req = req.continuation_token(t);
+                }
+                let out = req.send().await.map_err(|e| {
+                    let m = match classify(e) {
+                        S3Err::NotFound => "the bucket does not exist".to_string(),
+                        S3Err::Precondition => "unexpected precondition failure".to_string(),
+                        S3Err::Other(m) => m,
+                    };
+                    StateError::Backend { backend: describe.clone(), message: format!("cannot list s3://{bucket}/{prefix}: {m}") }
+                })?;
+                keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+                token = out.next_continuation_token().map(str::to_string);
+                if out.is_truncated() != Some(true) || token.is_none() {
+                    break;
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+    }
+
+    /// GETs of `keys`, a few at a time: `None` for an object that is gone.
+    fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let (client, bucket) = (self.client.clone(), self.cfg.bucket.clone());
+        let describe = self.describe();
+        self.bridge.run(async move {
+            let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+            let mut set = tokio::task::JoinSet::new();
+            let mut pending = keys.into_iter().enumerate();
+            loop {
+                while set.len() < JOURNAL_CONCURRENCY {
+                    let Some((i, key)) = pending.next() else { break };
+                    let (client, bucket) = (client.clone(), bucket.clone());
+                    set.spawn(async move { (i, get_bytes(&client, &bucket, &key).await.map_err(|m| format!("cannot read s3://{bucket}/{key}: {m}"))) });
+                }
+                let Some(joined) = set.join_next().await else { break };
+                let (i, got) = joined.map_err(|e| StateError::Backend { backend: describe.clone(), message: format!("a journal read failed: {e}") })?;
+                let got = got.map_err(|message| StateError::Backend { backend: describe.clone(), message })?;
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = got;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes `keys`, a few at a time, best effort: what could not be deleted is returned.
+    fn delete_many(&self, keys: Vec<String>) -> Vec<String> {
+        let (client, bucket) = (self.client.clone(), self.cfg.bucket.clone());
+        let result = self.bridge.run(async move {
+            let mut failed = Vec::new();
+            let mut set = tokio::task::JoinSet::new();
+            let mut pending = keys.into_iter();
+            loop {
+                while set.len() < JOURNAL_CONCURRENCY {
+                    let Some(key) = pending.next() else { break };
+                    let (client, bucket) = (client.clone(), bucket.clone());
+                    set.spawn(async move {
+                        let ok = match client.delete_object().bucket(&bucket).key(&key).send().await {
+                            Ok(_) => true,
+                            Err(e) => matches!(classify(e), S3Err::NotFound),
+                        };
+                        (key, ok)
+                    });
+                }
+                let Some(joined) = set.join_next().await else { break };
+                if let Ok((key, false)) = joined {
+                    failed.push(key);
+                }
+            }
+            Ok(failed)
+        });
+        result.unwrap_or_default()
+    }
+
+    /// The ETag of the state object now (`HEAD`), `None` when it is absent.
+    fn head_etag(&self) -> Result<Option<String>, StateError> {
+        let (client, bucket, key) = (self.client.clone(), self.cfg.bucket.clone(), self.cfg.key.clone());
+        let describe = self.describe();
+        self.bridge.run(async move {
+            match client.head_object().bucket(&bucket).key(&key).send().await {
+                Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
+                Err(e) => match classify(e) {
+                    S3Err::NotFound => Ok(None),
+                    S3Err::Precondition => Ok(None),
+                    S3Err::Other(m) => Err(StateError::Backend { backend: describe, message: format!("cannot read s3://{bucket}/{key}: {m}") }),
+                },
+            }
+        })
+    }
+
+    /// Fails unless this run's lock is still its own (as the renewal task last saw it).
+    fn check_lock_kept(&self) -> Result<(), StateError> {
         if let Some(held) = &self.held {
             let lost = self.bridge.run({
                 let shared = held.shared.clone();
                 async move { Ok(shared.lock().await.lost.clone()) }
             })?;
             if let Some(reason) = lost {
-                return Err(StateError::WriteConflict { location, reason: format!(" (this run's lock was lost: {reason})") });
+                return Err(StateError::WriteConflict { location: self.describe(), reason: format!(" (this run's lock was lost: {reason})") });
             }
         }
+        Ok(())
+    }
+
+    /// Deletes every journal object (the state just written supersedes them), highest serial
+    /// first; what cannot be deleted is ignored by readers and named in a warning.
+    fn clear_journal(&mut self) {
+        let keys = match self.list(self.journal_prefix()) {
+            Ok(k) => k,
+            Err(e) => {
+                self.warnings.push(format!("the journal of {} could not be listed to be removed (readers ignore it): {e}", self.describe()));
+                return;
+            }
+        };
+        let failed = self.delete_many(keys.into_iter().rev().collect());
+        if let Some(first) = failed.first() {
+            self.warnings.push(format!(
+                "{} journal object(s) such as s3://{}/{first} could not be deleted; readers ignore them, and the next write tries again",
+                failed.len(),
+                self.cfg.bucket
+            ));
+        }
+    }
+
+    fn put_state(&mut self, state: &State, check_lineage: bool, fold: bool) -> Result<usize, StateError> {
+        state.validate()?;
+        let location = self.describe();
+        self.check_lock_kept()?;
         if matches!(self.seen, Seen::NotRead) || !check_lineage {
-            self.refresh_seen()?;
+            self.load()?;
         }
         let condition = match &self.seen {
             Seen::NotRead => unreachable!("refreshed above"),
             Seen::Absent => None,
-            Seen::Present { etag, lineage, serial } => {
+            Seen::Present { etag, lineage, serial, stored } => {
                 if check_lineage && *lineage != state.lineage {
                     return Err(StateError::LineageMismatch { location, existing: lineage.clone(), ours: state.lineage.clone() });
                 }
-                if *serial >= state.serial {
+                if *serial > state.serial || (*serial == state.serial && !fold) {
                     return Err(StateError::SerialNotIncreasing { location, existing: *serial, attempted: state.serial });
                 }
-                Some(etag.clone())
+                // Entries appended since this run read the state (by a run that holds the lock,
+                // when this one writes without it) would be lost.
+                let (read, stored) = (*serial, *stored);
+                let etag = etag.clone();
+                let newer = self.list(self.entry_prefix(stored))?.iter().filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok()).any(|s| s > read);
+                if newer {
+                    return Err(StateError::WriteConflict { location, reason: " (its journal holds operations recorded since this run read it)".into() });
+                }
+                Some(etag)
             }
         };
         let (client, bucket, key) = (self.client.clone(), self.cfg.bucket.clone(), self.cfg.key.clone());
         let body = encode(state);
+        let len = body.len();
         let loc = location.clone();
         let etag = self.bridge.run(async move {
             let mut req = client.put_object().bucket(&bucket).key(&key).body(ByteStream::from(body)).content_type("application/json");
@@ -299,8 +523,40 @@ impl S3Store {
                 },
             }
         })?;
-        self.seen = Seen::Present { etag, lineage: state.lineage.clone(), serial: state.serial };
-        Ok(())
+        self.seen = Seen::Present { etag, lineage: state.lineage.clone(), serial: state.serial, stored: state.serial };
+        self.journal = Journal::Off;
+        self.clear_journal();
+        Ok(len)
+    }
+
+    /// Appends one entry: the state object must still be the checkpoint (`HEAD` `If-Match`),
+    /// and the entry must not exist yet (`If-None-Match: *`).
+    fn put_entry(&self, base_etag: &str, key: String, body: Vec<u8>) -> Result<(), StateError> {
+        let (client, bucket, state_key) = (self.client.clone(), self.cfg.bucket.clone(), self.cfg.key.clone());
+        let location = self.describe();
+        let base_etag = base_etag.to_string();
+        self.bridge.run(async move {
+            let conflict = |reason: &str| StateError::WriteConflict { location: location.clone(), reason: reason.to_string() };
+            let other = |what: String, m: String| StateError::Backend { backend: location.clone(), message: format!("{what}: {m}") };
+            match client.head_object().bucket(&bucket).key(&state_key).if_match(&base_etag).send().await {
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(match classify(e) {
+                        S3Err::Precondition | S3Err::NotFound => conflict(" (the state object was replaced since this run's last write)"),
+                        S3Err::Other(m) => other(format!("cannot read s3://{bucket}/{state_key}"), m),
+                    });
+                }
+            }
+            let req = client.put_object().bucket(&bucket).key(&key).body(ByteStream::from(body)).content_type("application/json").if_none_match("*");
+            match req.send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(match classify(e) {
+                    S3Err::Precondition => conflict(" (its journal entry exists already: another run appended to it)"),
+                    S3Err::NotFound => other(format!("cannot write s3://{bucket}/{key}"), "the bucket does not exist".into()),
+                    S3Err::Other(m) => other(format!("cannot write s3://{bucket}/{key}"), m),
+                }),
+            }
+        })
     }
 
     /// One attempt: `Ok(None)` when taken, `Ok(Some(holder))` when someone else holds it.
@@ -430,16 +686,65 @@ impl StateStore for S3Store {
         format!("S3 state s3://{}/{}", self.cfg.bucket, self.cfg.key)
     }
 
+    /// Reads the state and replays its journal; under the lock, a replayed journal is folded
+    /// into the state object at once (best effort: a failure is a warning).
     fn read(&mut self) -> Result<Option<State>, StateError> {
-        self.refresh_seen()
+        let Some((state, replayed)) = self.load()? else { return Ok(None) };
+        if replayed > 0
+            && self.held.is_some()
+            && let Err(e) = self.put_state(&state, true, true)
+        {
+            self.warnings.push(format!("the journal of an apply that did not finish could not be folded into {}, and stays: {e}", self.describe()));
+        }
+        Ok(Some(state))
     }
 
     fn write(&mut self, state: &State) -> Result<(), StateError> {
-        self.put_state(state, true)
+        self.put_state(state, true, false).map(|_| ())
     }
 
     fn force_write(&mut self, state: &State) -> Result<(), StateError> {
-        self.put_state(state, false)
+        self.put_state(state, false, false).map(|_| ())
+    }
+
+    fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
+        let fold = matches!(&self.journal, Journal::Active { last_serial, count, .. } if *count > 0 && *last_serial == state.serial);
+        let len = self.put_state(state, true, fold)?;
+        let Seen::Present { etag, .. } = &self.seen else { return Ok(false) };
+        if self.held.is_none() {
+            return Ok(false);
+        }
+        self.journal = Journal::Active {
+            lineage: state.lineage.clone(),
+            base_serial: state.serial,
+            base_etag: etag.clone(),
+            last_serial: state.serial,
+            bytes: 0,
+            count: 0,
+            state_len: len as u64,
+        };
+        Ok(true)
+    }
+
+    fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
+        let Journal::Active { lineage, base_serial, base_etag, last_serial, bytes, count, state_len } = std::mem::replace(&mut self.journal, Journal::Broken)
+        else {
+            return Err(StateError::Backend {
+                backend: self.describe(),
+                message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
+            });
+        };
+        self.check_lock_kept()?;
+        follows(last_serial, serial)?;
+        let body = encode_entry(&lineage, base_serial, &base_etag, serial, records)?;
+        let len = body.len() as u64;
+        self.put_entry(&base_etag, format!("{}{serial:020}", self.entry_prefix(base_serial)), body)?;
+        let (bytes, count) = (bytes.saturating_add(len), count.saturating_add(1));
+        if let Seen::Present { serial: seen, .. } = &mut self.seen {
+            *seen = serial;
+        }
+        self.journal = Journal::Active { lineage, base_serial, base_etag, last_serial: serial, bytes, count, state_len };
+        Ok(Append::Recorded { fold: remote_fold_due(bytes, count, state_len) })
     }
 
     fn lock(&mut self, mut info: LockInfo, timeout: Duration) -> Result<(), StateError> {

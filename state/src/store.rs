@@ -3,8 +3,20 @@
 use std::time::Duration;
 
 use crate::error::StateError;
+use crate::journal::Record;
 use crate::lock::LockInfo;
 use crate::model::State;
+
+/// What [`StateStore::append`] did with a group of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
+    /// The records are durable. With `fold`, the journal has grown past the size of the state:
+    /// fold it now with [`StateStore::checkpoint`] (so that the total written stays linear).
+    Recorded { fold: bool },
+    /// The records were not recorded (e.g. too large for one journal entry): only a
+    /// [`StateStore::checkpoint`] of the state makes them durable.
+    Declined,
+}
 
 /// Where state lives and how it is locked. [`crate::LocalStore`] is the file implementation.
 ///
@@ -53,6 +65,26 @@ pub trait StateStore: Send {
     fn force_write(&mut self, state: &State) -> Result<(), StateError> {
         let _ = state;
         Err(StateError::Backend { backend: self.describe(), message: "this store cannot replace the state of another lineage".to_string() })
+    }
+
+    /// Writes the whole `state` as [`StateStore::write`] does, and returns whether later changes
+    /// may be appended to a journal over it with [`StateStore::append`] (a store keeps one only
+    /// while it holds the lock). Apply calls it through [`crate::Recorder`]: first, whenever a
+    /// journal has grown past the state, and at the end to fold the journal (then `state` has
+    /// the serial of the last group appended). The default writes and returns false: every
+    /// batch of an apply then writes the whole state, which is correct for any store.
+    fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
+        self.write(state).map(|()| false)
+    }
+
+    /// Appends one group of records to the journal started by the last [`StateStore::checkpoint`]
+    /// that returned true, durably (one fsync or one request), at a cost that does not depend
+    /// on the size of the state. `serial` is the state's serial after the records: one more
+    /// than the previous group's (or the checkpoint's). Refused when the stored state was
+    /// replaced since the checkpoint (a broken lock) or when no journal is open.
+    fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
+        let _ = (serial, records);
+        Err(StateError::Backend { backend: self.describe(), message: "this store keeps no journal; this is a bug in kdeploy, please report it".to_string() })
     }
 
     /// Warnings collected since the last call, for the user (e.g. an expired lock of another

@@ -227,6 +227,46 @@ fn crash_series(t: &dyn Target, provider: &str, fixed: &[&str]) {
     assert_destroyed(t, "the final destroy", Some(&recorded));
 }
 
+/// Kill points at the journal itself, every one of them: an apply of the whole stack from
+/// nothing dies at its n-th journal append (through the test hook `KDEPLOY_TEST_JOURNAL_CRASH`,
+/// an abort: no cleanup runs, as under `kill -9`), either with that group cut in half
+/// (`torn`) or just after it is durable (`synced`), for n = 1, 2, ... until an apply makes
+/// fewer appends than n. After each, `state list` works, the next apply converges with
+/// everything checked as in the random series, and a destroy returns to nothing.
+fn journal_series(t: &dyn Target, fixed: &[&str]) {
+    let mut points = 0;
+    for n in 1.. {
+        let mut finished = 0;
+        for stage in ["torn", "synced"] {
+            let what = format!("apply killed at journal append {n} ({stage})");
+            let env: Vec<(&str, String)> = t.env().into_iter().chain([("KDEPLOY_TEST_JOURNAL_CRASH", format!("{n}:{stage}"))]).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let args = command(t, "apply", &CAMERAS);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let r = run_limited(t.dir(), &env, &args, 300);
+            if r.code == 0 {
+                finished += 1;
+            } else {
+                assert_eq!(r.code, -1, "{what}: killed by the hook, not an error:\n{}", r.text());
+                points += 1;
+                eprintln!("{what}");
+            }
+            let r = run_limited(t.dir(), &[], &["state", "list"], 60);
+            assert_eq!(r.code, 0, "{what}: state list reads the journal\n{}", r.text());
+            let r = run(t, "apply", &CAMERAS, &[]);
+            assert_eq!(r.code, 0, "{what}: the converging apply\n{}", r.text());
+            assert_converged(t, fixed, &CAMERAS, &format!("{what}, converged by:\n{}\n", r.text()));
+            let r = run(t, "destroy", &CAMERAS, &["-delete-data"]);
+            assert_eq!(r.code, 0, "{what}: the destroy\n{}", r.text());
+            assert_destroyed(t, &what, Some(&addresses(fixed, &CAMERAS)));
+        }
+        if finished == 2 {
+            break;
+        }
+    }
+    assert!(points >= 8, "an apply of the whole stack makes several journal appends: {points} kill points");
+}
+
 // ------------------------------------------------------------------ Kubernetes
 
 struct Kube {
@@ -290,6 +330,17 @@ fn kill_9_at_random_points_of_kubernetes_applies_always_converges() {
     let k = Kube { server, kubeconfig, s };
     let fixed = ["cluster.edge", "database.meta", "object_storage.recordings", "broker.events", "vault.main", "factory.ui"];
     crash_series(&k, "kubernetes", &fixed);
+}
+
+#[test]
+fn kill_at_every_journal_append_of_a_kubernetes_apply_always_converges() {
+    let server = TestServer::start(Options { ready_after: Some(Duration::from_millis(100)), ..Options::default() });
+    vault_standin(&server, "kerberos-vault", "vault-main", Release::Current);
+    let s = example("kubernetes");
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    let k = Kube { server, kubeconfig, s };
+    let fixed = ["cluster.edge", "database.meta", "object_storage.recordings", "broker.events", "vault.main", "factory.ui"];
+    journal_series(&k, &fixed);
 }
 
 // ------------------------------------------------------------------ Docker

@@ -16,8 +16,12 @@ fn state_json(dir: &Path) -> serde_json::Value {
     std::fs::read(dir.join(".kdeploy/state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
+/// Whether the state as kdeploy reads it (`state pull`: the state file with the journal of an
+/// apply in progress replayed over it) has a pending operation on `address`.
 fn pending(dir: &Path, address: &str) -> bool {
-    state_json(dir)["pending"].as_array().is_some_and(|p| p.iter().any(|op| op["address"] == address))
+    let r = run_binary(dir, &[], &["state", "pull"]);
+    let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    st["pending"].as_array().is_some_and(|p| p.iter().any(|op| op["address"] == address))
 }
 
 fn assert_clean_failure(r: &Out, what: &str) {
