@@ -618,7 +618,7 @@ impl Provider for KubernetesProvider {
         if c.kind == Kind::Cluster {
             conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("connecting {}", c.address), &conn))?;
             attrs.insert("server".into(), Value::String(conn.server.clone()));
-            return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
+            return Ok(ApplyResponse::ready(Value::Map(attrs), None));
         }
         let cluster = map_of(req.cluster.as_ref());
         fill_computed(c, &mut attrs, &req.refs, &cluster, true)?;
@@ -667,7 +667,7 @@ impl Provider for KubernetesProvider {
         })?;
         attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
         attrs.insert(OBJECTS.into(), Value::Map(digests));
-        Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None })
+        Ok(ApplyResponse::ready(Value::Map(attrs), None))
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {
