@@ -4,20 +4,23 @@
 //! server-side apply with field manager `kdeploy`. The component's state records, per object,
 //! a digest of the fields kdeploy owns ([`fields`]); reads LIST each kind once per namespace
 //! (label-selected), so a plan's request count does not grow with the number of cameras, and
-//! plans only dry-run what changed.
+//! plans only dry-run what changed. Apply writes, then returns what to wait for; the waits of
+//! all components share one LIST and WATCH per kind and namespace ([`wait`]).
 
 pub mod api;
 pub mod fields;
 pub mod render;
+pub mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kdeploy_provider::{
     ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError,
-    ReadRequest, ReadResult, Reference, Value, components, default_plan,
+    ReadRequest, ReadResult, Reference, Value, Wait, WaitRequest, components, default_plan,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
@@ -37,6 +40,8 @@ pub struct KubernetesProvider {
     /// namespace per run, not one per component. Held while a namespace is checked, so that
     /// components applied at once do not all check it.
     namespaces: tokio::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
+    /// Readiness and deletion waits, sharing one watch per kind and namespace.
+    waits: wait::Waits,
 }
 
 impl KubernetesProvider {
@@ -138,20 +143,48 @@ fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
     }
 }
 
-/// Readiness of one workload object, or None when it is not a workload.
-fn ready(obj: &Json) -> Option<bool> {
-    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
-    let observed = obj["status"]["observedGeneration"].as_i64().unwrap_or(0);
-    let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
-    match obj["kind"].as_str()? {
-        "Deployment" => Some(
-            observed >= generation
-                && obj["status"]["updatedReplicas"].as_i64().unwrap_or(0) >= want
-                && obj["status"]["availableReplicas"].as_i64().unwrap_or(0) >= want,
-        ),
-        "StatefulSet" => Some(observed >= generation && obj["status"]["readyReplicas"].as_i64().unwrap_or(0) >= want),
-        "Job" => Some(obj["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"))),
-        _ => None,
+/// What a component waits for after apply ([`Wait`]'s content): its workloads that were not
+/// ready in the answer to their write, and until when.
+#[derive(Debug, Serialize, Deserialize)]
+struct Awaited {
+    timeout_ms: u64,
+    objects: Vec<AwaitedObject>,
+}
+
+/// One workload as written: readiness counts for this object (uid) at this generation or later.
+#[derive(Debug, Serialize, Deserialize)]
+struct AwaitedObject {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+    uid: String,
+    generation: i64,
+    /// The component's instance label, to find its pods when explaining a timeout.
+    instance: String,
+}
+
+impl Awaited {
+    /// The workloads among the answers to a component's writes that are not ready yet; None
+    /// when there are none.
+    fn of(applied: &[Json], timeout: Duration) -> Option<Awaited> {
+        let objects: Vec<AwaitedObject> = applied
+            .iter()
+            .filter_map(|obj| {
+                let kind = obj["kind"].as_str()?;
+                let w = wait::Workload::deserialize(obj).ok()?;
+                (!wait::ready(kind, &w)?).then(|| AwaitedObject {
+                    api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
+                    kind: kind.to_string(),
+                    namespace: obj["metadata"]["namespace"].as_str().map(str::to_string),
+                    name: w.metadata.name,
+                    uid: w.metadata.uid,
+                    generation: w.metadata.generation.unwrap_or(0),
+                    instance: obj["metadata"]["labels"]["app.kubernetes.io/instance"].as_str().unwrap_or_default().to_string(),
+                })
+            })
+            .collect();
+        (!objects.is_empty()).then(|| Awaited { timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), objects })
     }
 }
 
@@ -188,35 +221,29 @@ impl KubernetesProvider {
         }
     }
 
-    /// Waits until every workload among `objects` is ready; on timeout explains why not.
-    async fn wait_ready(&self, conn: &Conn, objects: &[Json], timeout: Duration) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        for obj in objects.iter().filter(|o| ready(o).is_some()) {
-            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-            let kind = obj["kind"].as_str().unwrap_or_default();
-            let ns = obj["metadata"]["namespace"].as_str();
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-            let p = path(api_version, kind, ns, Some(name));
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let live = conn.get(&p).await.map_err(|e| e.into_provider(&format!("reading {kind} {name}"), conn))?;
-                if live.as_ref().and_then(ready) == Some(true) {
-                    break;
-                }
-                if start.elapsed() >= timeout {
-                    let why = self.explain(conn, obj).await;
-                    let what = match kind {
+    /// Waits until every awaited workload is ready, in order, within one timeout; on timeout
+    /// explains why the first that is not ready is not.
+    async fn wait_ready(&self, conn: &Conn, awaited: &Awaited) -> Result<(), ProviderError> {
+        let timeout = Duration::from_millis(awaited.timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for o in &awaited.objects {
+            let ns = o.namespace.as_deref();
+            let ready = wait::is_ready(&o.kind, &o.uid, o.generation);
+            match tokio::time::timeout_at(deadline, self.waits.until(conn, &o.api_version, &o.kind, ns, &o.name, ready)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.into_provider(&format!("waiting for {} {}", o.kind, o.name), conn)),
+                Err(_) => {
+                    let why = self.explain(conn, ns, &o.instance).await;
+                    let what = match o.kind.as_str() {
                         "Deployment" => "available",
                         "StatefulSet" => "ready",
                         _ => "complete",
                     };
                     return Err(ProviderError::new(
                         ErrorKind::Timeout,
-                        format!("{kind} {}/{name} was not {what} after {}s (readiness_timeout).{why}", ns.unwrap_or_default(), timeout.as_secs()),
+                        format!("{} {}/{} was not {what} after {}s (readiness_timeout).{why}", o.kind, ns.unwrap_or_default(), o.name, timeout.as_secs()),
                     ));
                 }
-                tokio::time::sleep(delay.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(20))).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
         Ok(())
@@ -267,10 +294,8 @@ impl KubernetesProvider {
         Ok(found)
     }
 
-    /// Pod phases, container waiting reasons and the latest events of a workload's pods.
-    async fn explain(&self, conn: &Conn, obj: &Json) -> String {
-        let ns = obj["metadata"]["namespace"].as_str();
-        let instance = obj["metadata"]["labels"]["app.kubernetes.io/instance"].as_str().unwrap_or_default();
+    /// Pod phases, container waiting reasons and the latest events of a component's pods.
+    async fn explain(&self, conn: &Conn, ns: Option<&str>, instance: &str) -> String {
         let selector = format!("app.kubernetes.io/instance={instance}");
         let Ok(pods) = conn.list("v1", "Pod", ns, &selector).await else { return String::new() };
         if pods.is_empty() {
@@ -658,16 +683,29 @@ impl Provider for KubernetesProvider {
                 }
             }
         }
+        // Readiness is waited for apart from the writes (`wait` below), with the waits of every
+        // other component.
         let timeout = render::readiness_timeout(&objects).unwrap_or_else(|| components::readiness_timeout(&attrs)).as_std();
-        self.wait_ready(&conn, &applied, timeout).await.map_err(|mut e| {
+        let wait = match Awaited::of(&applied, timeout) {
+            Some(a) => Some(Wait(serde_json::to_value(a).map_err(|e| ProviderError::other(format!("{}: {e}", c.address)))?)),
+            None => None,
+        };
+        attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
+        attrs.insert(OBJECTS.into(), Value::Map(digests));
+        Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None, wait })
+    }
+
+    async fn wait(&self, req: WaitRequest) -> Result<(), ProviderError> {
+        let c = &req.component;
+        let awaited: Awaited =
+            serde_json::from_value(req.wait.0).map_err(|e| ProviderError::other(format!("{}: not a wait of this provider: {e}", c.address)))?;
+        let conn = self.conn(req.cluster.as_ref()).await?;
+        self.wait_ready(&conn, &awaited).await.map_err(|mut e| {
             if c.kind == Kind::Vault && e.kind == ErrorKind::Timeout {
                 e.message.push_str(vault::NOT_STARTED_HINT);
             }
             e
-        })?;
-        attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
-        attrs.insert(OBJECTS.into(), Value::Map(digests));
-        Ok(ApplyResponse::ready(Value::Map(attrs), None))
+        })
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {
@@ -714,17 +752,16 @@ impl Provider for KubernetesProvider {
                 }
             }
         }
-        // Wait until the workloads are gone, so dependencies are deleted after dependants.
-        let deadline = Instant::now() + components::readiness_timeout(&prior).as_std();
+        // Wait until the workloads are gone, so dependencies are deleted after dependants (with
+        // the waits of every other component: one watch per kind and namespace).
+        let deadline = tokio::time::Instant::now() + components::readiness_timeout(&prior).as_std();
         for key in ordered.iter().filter(|k| rank(k) == 0) {
             let parts: Vec<&str> = key.rsplitn(4, '/').collect();
-            let p = path(parts[3], parts[2], Some(parts[1]), Some(parts[0]));
-            while Instant::now() < deadline {
-                match conn.get(&p).await {
-                    Ok(None) => break,
-                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    Err(e) => return Err(e.into_provider(&format!("waiting for {key} to go"), &conn)),
-                }
+            let ns = if parts[1].is_empty() { None } else { Some(parts[1]) };
+            // Past the deadline the delete goes on, as it always did.
+            let gone = self.waits.until(&conn, parts[3], parts[2], ns, parts[0], wait::is_gone);
+            if let Ok(Err(e)) = tokio::time::timeout_at(deadline, gone).await {
+                return Err(e.into_provider(&format!("waiting for {key} to go"), &conn));
             }
         }
         // Namespaces kdeploy created go when nothing of kdeploy's (and no kept data) is left.
