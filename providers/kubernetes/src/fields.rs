@@ -99,23 +99,63 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 
 /// JSON with object keys sorted, so equal values always print the same.
 pub fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
     match v {
         Value::Object(o) => {
             let mut keys: Vec<&String> = o.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", serde_json::to_string(k).unwrap_or_default(), canonical(&o[*k]))).collect();
-            format!("{{{}}}", parts.join(","))
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push(':');
+                write_canonical(&o[k], out);
+            }
+            out.push('}');
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
-        other => other.to_string(),
+        Value::Array(a) => write_list(a, out),
+        other => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
-pub fn digest(v: &Value) -> String {
+fn write_list(a: &[Value], out: &mut String) {
+    out.push('[');
+    for (i, v) in a.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_canonical(v, out);
+    }
+    out.push(']');
+}
+
+fn digest_text(text: &str) -> String {
     let mut h = Sha256::new();
-    h.update(canonical(v).as_bytes());
+    h.update(text.as_bytes());
     let full = format!("{:x}", h.finalize());
     full[..16].to_string()
+}
+
+pub fn digest(v: &Value) -> String {
+    digest_text(&canonical(v))
+}
+
+/// The digest of `values` as one JSON array (the same as [`digest`] of the array), without
+/// building the array.
+pub fn digest_all(values: &[Value]) -> String {
+    let mut out = String::new();
+    write_list(values, &mut out);
+    digest_text(&out)
 }
 
 /// The digest of what `manager` owns in a live object (None when it owns nothing).
@@ -177,6 +217,10 @@ mod tests {
 
     #[test]
     fn canonical_json_ignores_key_order() {
-        assert_eq!(canonical(&json!({"b": 1, "a": [ {"y": 1, "x": 2} ]})), r#"{"a":[{"x":2,"y":1}],"b":1}"#);
+        assert_eq!(canonical(&json!({"b": 1, "a": [ {"y": 1, "x": 2} ], "c\"": "é\n"})), r#"{"a":[{"x":2,"y":1}],"b":1,"c\"":"é\n"}"#);
+        let objects = vec![json!({"b": 1}), json!("x")];
+        assert_eq!(digest_all(&objects), digest(&Value::Array(objects.clone())));
+        // Recorded digests stay valid: the text hashed has not changed.
+        assert_eq!(digest(&json!({"b": [1, 2.5, null, true], "a": "x"})), "89e790eedaf1aca8");
     }
 }

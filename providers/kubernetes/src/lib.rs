@@ -12,7 +12,7 @@ pub mod fields;
 pub mod render;
 pub mod wait;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -249,51 +249,6 @@ impl KubernetesProvider {
         Ok(())
     }
 
-    /// The objects kdeploy wrote for a component it never recorded (an interrupted create):
-    /// every kind kdeploy renders, listed by the component's instance label in its namespace
-    /// (and cluster-wide for cluster-scoped kinds), kept when their address annotation is the
-    /// component's. Object key → digest of the fields kdeploy owns.
-    async fn discover(&self, conn: &Conn, c: &ComponentRef, attrs: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, ProviderError> {
-        const NAMESPACED: &[(&str, &str)] = &[
-            ("v1", "Secret"),
-            ("v1", "ConfigMap"),
-            ("v1", "Service"),
-            ("v1", "ServiceAccount"),
-            ("v1", "PersistentVolumeClaim"),
-            ("apps/v1", "Deployment"),
-            ("apps/v1", "StatefulSet"),
-            ("batch/v1", "Job"),
-            ("batch/v1", "CronJob"),
-            ("rbac.authorization.k8s.io/v1", "Role"),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-        ];
-        const CLUSTER: &[(&str, &str)] = &[("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")];
-        let ns = namespace(c.kind, attrs);
-        let selector = format!("{MANAGED_BY}=kdeploy,app.kubernetes.io/instance={}", base_name(&c.address));
-        let mut found = BTreeMap::new();
-        let printed = c.address.to_string();
-        for (scope, kinds) in [(Some(ns.as_str()), NAMESPACED), (None, CLUSTER)] {
-            for (api_version, kind) in kinds {
-                let items = match conn.list(api_version, kind, scope, &selector).await {
-                    Ok(items) => items,
-                    // The namespace was never created: nothing of it either.
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e.into_provider(&format!("looking for {} ({kind})", c.address), conn)),
-                };
-                // Items of a LIST carry no apiVersion and kind: the key is made from the query.
-                for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == printed.as_str()) {
-                    let key = format!(
-                        "{api_version}/{kind}/{}/{}",
-                        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
-                        obj["metadata"]["name"].as_str().unwrap_or_default()
-                    );
-                    found.insert(key, Value::String(fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into())));
-                }
-            }
-        }
-        Ok(found)
-    }
-
     /// Pod phases, container waiting reasons and the latest events of a component's pods.
     async fn explain(&self, conn: &Conn, ns: Option<&str>, instance: &str) -> String {
         let selector = format!("app.kubernetes.io/instance={instance}");
@@ -366,6 +321,37 @@ impl KubernetesProvider {
     ) -> Result<Option<Vec<Json>>, ProviderError> {
         render::render(&Input { component: c, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, e))
     }
+}
+
+/// One LIST: (connection, apiVersion, kind, namespace).
+type ListKey = (String, String, String, String);
+
+/// Every kind kdeploy renders, namespaced and cluster-scoped: where a component that was never
+/// recorded may have objects.
+const NAMESPACED_KINDS: &[(&str, &str)] = &[
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+];
+const CLUSTER_KINDS: &[(&str, &str)] = &[("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")];
+
+/// `apps/v1/Deployment/ns/name` → (apiVersion, kind, namespace, name); the namespace is empty
+/// for cluster-scoped objects.
+fn split_key(key: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = key.rsplitn(4, '/');
+    let name = parts.next()?;
+    let ns = parts.next()?;
+    let kind = parts.next()?;
+    let api_version = parts.next()?;
+    Some((api_version, kind, ns, name))
 }
 
 /// Whether every value a rendering needs is known.
@@ -496,82 +482,126 @@ impl Provider for KubernetesProvider {
     }
 
     async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
-        let mut results: Vec<Option<ReadResult>> = vec![None; requests.len()];
-        // Live objects by (connection key, apiVersion, kind, namespace): one LIST each.
-        let mut lists: BTreeMap<(String, String, String, String), BTreeMap<String, Json>> = BTreeMap::new();
-        let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
-        for (i, r) in requests.iter().enumerate() {
-            let conn = match self.conn(if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() }).await {
-                Ok(c) => c,
-                Err(e) => return Err(e),
-            };
-            let ckey = format!("{}|{}", conn.server, conn.context);
-            // An object an interrupted run may have created without recording it: find it by
-            // its labels.
-            if r.component.kind != Kind::Cluster && map_of(Some(&r.recorded)).get(OBJECTS).is_none_or(|o| o.as_map().is_none_or(|m| m.is_empty())) {
-                let found = self.discover(&conn, &r.component, &map_of(Some(&r.recorded))).await?;
-                results[i] = Some(if found.is_empty() {
-                    ReadResult::Missing
-                } else {
-                    let mut attrs = map_of(Some(&r.recorded));
-                    attrs.insert(OBJECTS.into(), Value::Map(found));
-                    ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None }
-                });
-                continue;
-            }
+        /// What one LIST has to answer: recorded objects by name, and the objects of components
+        /// that were never recorded by their address annotation.
+        #[derive(Default)]
+        struct Wanted {
+            conn: Option<Conn>,
+            names: HashSet<String>,
+            addresses: HashSet<String>,
+        }
+        enum Todo {
+            Done(ReadResult),
+            /// Read the recorded objects, from the LISTs of this connection.
+            Recorded(String),
+            /// An interrupted create may have written objects without recording them: find them
+            /// by their address annotation.
+            Discover(String),
+        }
+        // (connection, apiVersion, kind, namespace) → what is wanted of it: one LIST each.
+        let mut lists: BTreeMap<ListKey, Wanted> = BTreeMap::new();
+        let mut todo = Vec::with_capacity(requests.len());
+        let none = BTreeMap::new();
+        for r in &requests {
+            let conn = self.conn(if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() }).await?;
             if r.component.kind == Kind::Cluster {
                 conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("reading {}", r.component.address), &conn))?;
-                results[i] = Some(ReadResult::Found { attributes: r.recorded.clone(), fingerprint: None });
+                todo.push(Todo::Done(ReadResult::Found { attributes: r.recorded.clone(), fingerprint: None }));
                 continue;
             }
-            let recorded = map_of(Some(&r.recorded));
-            for key in map_of(recorded.get(OBJECTS)).keys() {
-                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
-                if parts.len() != 4 {
-                    continue;
-                }
-                let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
-                let _ = name;
-                let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
-                if let std::collections::btree_map::Entry::Vacant(e) = lists.entry(lk) {
-                    let items = conn
-                        .list(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &format!("{MANAGED_BY}=kdeploy"))
-                        .await
-                        .map_err(|e| e.into_provider(&format!("listing {kind} in {ns}"), &conn))?;
-                    let by_name = items.into_iter().map(|o| (o["metadata"]["name"].as_str().unwrap_or_default().to_string(), o)).collect();
-                    e.insert(by_name);
-                }
-            }
-            conns.insert(ckey, conn);
-        }
-        for (i, r) in requests.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            let conn = self.conn(r.cluster.as_ref()).await?;
             let ckey = format!("{}|{}", conn.server, conn.context);
-            let mut recorded = map_of(Some(&r.recorded));
-            let mut live_objects = BTreeMap::new();
-            for key in map_of(recorded.get(OBJECTS)).keys() {
-                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
-                if parts.len() != 4 {
-                    continue;
+            let recorded = r.recorded.as_map().unwrap_or(&none);
+            let mut want = |api_version: &str, kind: &str, ns: &str, name: Option<&str>| {
+                let w = lists.entry((ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string())).or_default();
+                w.conn.get_or_insert_with(|| conn.clone());
+                match name {
+                    Some(name) => w.names.insert(name.to_string()),
+                    None => w.addresses.insert(r.component.address.to_string()),
+                };
+            };
+            match recorded.get(OBJECTS).and_then(Value::as_map).filter(|m| !m.is_empty()) {
+                Some(objects) => {
+                    for key in objects.keys() {
+                        if let Some((api_version, kind, ns, name)) = split_key(key) {
+                            want(api_version, kind, ns, Some(name));
+                        }
+                    }
+                    todo.push(Todo::Recorded(ckey));
                 }
-                let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
-                let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
-                if let Some(obj) = lists.get(&lk).and_then(|m| m.get(name)) {
-                    let d = fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
-                    live_objects.insert(key.clone(), Value::String(d));
+                None => {
+                    let ns = namespace(r.component.kind, recorded);
+                    for (scope, kinds) in [(ns.as_str(), NAMESPACED_KINDS), ("", CLUSTER_KINDS)] {
+                        for (api_version, kind) in kinds {
+                            want(api_version, kind, scope, None);
+                        }
+                    }
+                    todo.push(Todo::Discover(ckey));
                 }
             }
-            results[i] = Some(if live_objects.is_empty() {
+        }
+        // The digests of the objects wanted, computed as each LIST arrives; the rest of it is
+        // dropped at once (a LIST of a thousand Deployments is megabytes).
+        let mut digests: HashMap<(ListKey, String), String> = HashMap::new();
+        let mut found: HashMap<(String, String), BTreeMap<String, Value>> = HashMap::new();
+        for (lk, wanted) in lists {
+            let Some(conn) = wanted.conn else { continue };
+            let (ckey, api_version, kind, ns) = &lk;
+            let items = match conn.list(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &format!("{MANAGED_BY}=kdeploy")).await {
+                Ok(items) => items,
+                // The namespace was never created (or is gone): nothing of it either.
+                Err(e) if e.is_not_found() => Vec::new(),
+                Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
+            };
+            for obj in items {
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                let address = obj["metadata"]["annotations"][render::ADDRESS_ANNOTATION].as_str().filter(|a| wanted.addresses.contains(*a));
+                if !wanted.names.contains(name) && address.is_none() {
+                    continue;
+                }
+                let digest = fields::owned_digest(&obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
+                if let Some(address) = address {
+                    // Items of a LIST carry no apiVersion and kind: the key is made from the query.
+                    let key = format!("{api_version}/{kind}/{}/{name}", obj["metadata"]["namespace"].as_str().unwrap_or_default());
+                    found.entry((ckey.clone(), address.to_string())).or_default().insert(key, Value::String(digest.clone()));
+                }
+                if wanted.names.contains(name) {
+                    digests.insert((lk.clone(), name.to_string()), digest);
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for (r, todo) in requests.into_iter().zip(todo) {
+            let live = match todo {
+                Todo::Done(result) => {
+                    results.push(result);
+                    continue;
+                }
+                Todo::Discover(ckey) => found.remove(&(ckey, r.component.address.to_string())).unwrap_or_default(),
+                Todo::Recorded(ckey) => {
+                    let objects = r.recorded.as_map().and_then(|m| m.get(OBJECTS)).and_then(Value::as_map);
+                    let mut live = BTreeMap::new();
+                    for key in objects.into_iter().flat_map(BTreeMap::keys) {
+                        let Some((api_version, kind, ns, name)) = split_key(key) else { continue };
+                        let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
+                        if let Some(d) = digests.get(&(lk, name.to_string())) {
+                            live.insert(key.clone(), Value::String(d.clone()));
+                        }
+                    }
+                    live
+                }
+            };
+            results.push(if live.is_empty() {
                 ReadResult::Missing
             } else {
-                recorded.insert(OBJECTS.into(), Value::Map(live_objects));
-                ReadResult::Found { attributes: Value::Map(recorded), fingerprint: None }
+                let mut attrs = match r.recorded {
+                    Value::Map(m) => m,
+                    _ => BTreeMap::new(),
+                };
+                attrs.insert(OBJECTS.into(), Value::Map(live));
+                ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None }
             });
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or(ReadResult::Missing)).collect())
+        Ok(results)
     }
 
     async fn plan(&self, req: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
@@ -598,7 +628,7 @@ impl Provider for KubernetesProvider {
             return Ok(resp);
         };
         let prior_map = map_of(Some(prior));
-        let digest = fields::digest(&Json::Array(objects.clone()));
+        let digest = fields::digest_all(&objects);
         let recorded = map_of(req.recorded);
         let unchanged = recorded.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) && recorded.get(OBJECTS) == prior_map.get(OBJECTS);
         if unchanged {
@@ -690,7 +720,7 @@ impl Provider for KubernetesProvider {
             Some(a) => Some(Wait(serde_json::to_value(a).map_err(|e| ProviderError::other(format!("{}: {e}", c.address)))?)),
             None => None,
         };
-        attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
+        attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
         attrs.insert(OBJECTS.into(), Value::Map(digests));
         Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None, wait })
     }
