@@ -271,15 +271,8 @@ struct ListMeta {
 }
 
 impl Conn {
-    /// One request; its answer decoded straight from the response bytes into `T` (no copy of
-    /// the body into a string first, and only what `T` keeps of it).
-    async fn request_as<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: Option<&str>,
-        body: Option<&Json>,
-    ) -> Result<T, ApiError> {
+    /// One request; the body of a successful answer.
+    async fn request_bytes(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<bytes::Bytes, ApiError> {
         let mut b = http::Request::builder().method(method).uri(path).header("Accept", "application/json");
         if let Some(ct) = content_type {
             b = b.header("Content-Type", ct);
@@ -295,7 +288,20 @@ impl Conn {
             let message = if s.message.is_empty() { String::from_utf8_lossy(&bytes).trim().to_string() } else { s.message };
             return Err(ApiError::Status { code: status.as_u16(), reason: s.reason, message });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Transport(format!("cannot decode the answer to {method} {path}: {e}")))
+        Ok(bytes)
+    }
+
+    /// One request; its answer decoded straight from the response bytes into `T` (no copy of
+    /// the body into a string first, and only what `T` keeps of it).
+    async fn request_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Json>,
+    ) -> Result<T, ApiError> {
+        let bytes = self.request_bytes(method, path, content_type, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| undecodable(method, path, e))
     }
 
     pub async fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<Json, ApiError> {
@@ -342,6 +348,19 @@ impl Conn {
 
     pub async fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str) -> Result<Vec<Json>, ApiError> {
         Ok(self.list_as(api_version, kind, namespace, selector).await?.0)
+    }
+
+    /// A LIST whose items are decoded one at a time, each handed to `each` and dropped before
+    /// the next is decoded: a LIST of a thousand Deployments is megabytes of JSON and several
+    /// times that as values, which need never all be in memory at once.
+    pub async fn list_each(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str, mut each: impl FnMut(Json)) -> Result<(), ApiError> {
+        let p = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
+        let bytes = self.request_bytes("GET", &p, None, None).await?;
+        let list: List<&serde_json::value::RawValue> = serde_json::from_slice(&bytes).map_err(|e| undecodable("GET", &p, e))?;
+        for item in list.items {
+            each(serde_json::from_str(item.get()).map_err(|e| undecodable("GET", &p, e))?);
+        }
+        Ok(())
     }
 
     /// A LIST decoded into `T` per item (only the fields `T` keeps), with the resource version
@@ -394,6 +413,10 @@ impl Conn {
             Err(e) => Err(e),
         }
     }
+}
+
+fn undecodable(method: &str, path: &str, e: serde_json::Error) -> ApiError {
+    ApiError::Transport(format!("cannot decode the answer to {method} {path}: {e}"))
 }
 
 /// Percent-encoding for query values.

@@ -546,17 +546,12 @@ impl Provider for KubernetesProvider {
         for (lk, wanted) in lists {
             let Some(conn) = wanted.conn else { continue };
             let (ckey, api_version, kind, ns) = &lk;
-            let items = match conn.list(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &format!("{MANAGED_BY}=kdeploy")).await {
-                Ok(items) => items,
-                // The namespace was never created (or is gone): nothing of it either.
-                Err(e) if e.is_not_found() => Vec::new(),
-                Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
-            };
-            for obj in items {
+            let selector = format!("{MANAGED_BY}=kdeploy");
+            let listed = conn.list_each(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &selector, |obj| {
                 let name = obj["metadata"]["name"].as_str().unwrap_or_default();
                 let address = obj["metadata"]["annotations"][render::ADDRESS_ANNOTATION].as_str().filter(|a| wanted.addresses.contains(*a));
                 if !wanted.names.contains(name) && address.is_none() {
-                    continue;
+                    return;
                 }
                 let digest = fields::owned_digest(&obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
                 if let Some(address) = address {
@@ -567,6 +562,12 @@ impl Provider for KubernetesProvider {
                 if wanted.names.contains(name) {
                     digests.insert((lk.clone(), name.to_string()), digest);
                 }
+            });
+            match listed.await {
+                Ok(()) => {}
+                // The namespace was never created (or is gone): nothing of it either.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
             }
         }
         let mut results = Vec::with_capacity(requests.len());
