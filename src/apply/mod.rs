@@ -1,17 +1,23 @@
-//! Applying a plan: one coordinator owns the state and schedules the plan's changes on a
-//! bounded pool of workers. Workers only call providers and send their result back; the
-//! coordinator records a pending operation before each mutating call and the result after it,
-//! and makes each batch of records durable (a journal group, see [`kdeploy_state::journal`])
-//! before anything acts on it, so a crash at any moment leaves a state the next plan can
-//! converge from. The end of the apply folds the journal into the state.
+//! Applying a plan: one coordinator owns the state and schedules the plan's changes on
+//! workers. Workers only call providers and send their result back; the coordinator records a
+//! pending operation before each mutating call and the result after it, and makes each batch of
+//! records durable (a journal group, see [`kdeploy_state::journal`]) before anything acts on it,
+//! so a crash at any moment leaves a state the next plan can converge from. The end of the apply
+//! folds the journal into the state.
+//!
+//! `--parallelism` bounds the workers that are writing: a worker holds a slot for its provider
+//! writes and gives it back while it waits for readiness (the provider's
+//! [`wait`](kdeploy_provider::Provider::wait)), so a thousand agents waiting at once do not stop
+//! the next ones from being written. A change counts as done (recorded, its dependents free to
+//! start) only when its wait is over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Reference, Value};
+use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Reference, Value, Wait, WaitRequest};
 use kdeploy_state::{OutputState, PendingKind, PendingOp, PendingTarget, Record, Recorder, ResourceState, State, StateStore};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::addr::Address;
@@ -78,6 +84,8 @@ pub trait Finalizer: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// How many changes may be writing at once (`--parallelism`). A change waiting for
+    /// readiness after its writes ([`kdeploy_provider::ApplyResponse::wait`]) does not count.
     pub parallelism: usize,
     /// How often to report long-running operations.
     pub heartbeat: Duration,
@@ -149,6 +157,11 @@ struct Run<'p> {
     /// The values of applied components, for the inputs of what depends on them.
     applied: BTreeMap<Address, Marked>,
     set: JoinSet<JobResult>,
+    /// The `--parallelism` slots; a job holds one while it writes.
+    slots: Arc<Semaphore>,
+    /// Jobs say here when they give back their slot.
+    freed_tx: mpsc::UnboundedSender<()>,
+    freed: mpsc::UnboundedReceiver<()>,
     outcome: Outcome,
     /// No new job starts (interrupted, or a state write failed).
     stopping: bool,
@@ -162,6 +175,7 @@ struct Job {
     planned: Option<Value>,
     cluster: Option<Value>,
     refs: BTreeMap<String, Reference>,
+    slot: Slot,
 }
 
 /// The values of the components state records.
@@ -192,7 +206,38 @@ fn resource_state(change: &Change, attrs: &Value, fingerprint: Option<String>) -
     }
 }
 
-/// Runs the provider calls of one change.
+/// One of the `--parallelism` slots, which bound provider writes: held while a job writes,
+/// given back while it waits for readiness (waits share requests in the provider and can be
+/// many at once), taken again for a write after the wait (a create-before-destroy delete).
+struct Slot {
+    slots: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Tells the coordinator a slot is free (it schedules the next job).
+    freed: mpsc::UnboundedSender<()>,
+}
+
+impl Slot {
+    fn release(&mut self) {
+        if self.permit.take().is_some() {
+            let _ = self.freed.send(());
+        }
+    }
+
+    async fn acquire(&mut self) {
+        if self.permit.is_none() {
+            self.permit = self.slots.clone().acquire_owned().await.ok();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Runs the provider calls of one change: its writes in `slot`, its wait for readiness (when
+/// the provider asks for one) outside it.
 async fn run_job(
     provider: Arc<dyn Provider>,
     change: Change,
@@ -200,6 +245,7 @@ async fn run_job(
     cluster: Option<Value>,
     refs: BTreeMap<String, Reference>,
     force_conflicts: bool,
+    mut slot: Slot,
 ) -> Result<Option<(Value, Option<String>)>, ProviderError> {
     let component = ComponentRef { address: change.address.clone(), kind: change.kind, type_name: change.type_name.clone() };
     let delete = |prior: Value| DeleteRequest { component: component.clone(), prior, cluster: cluster.clone(), delete_data: change.delete_data };
@@ -211,6 +257,17 @@ async fn run_job(
         refs: refs.clone(),
         force_conflicts,
     };
+    let wait = |slot: &mut Slot, wait: Option<Wait>| {
+        slot.release();
+        let request = wait.map(|wait| WaitRequest { component: component.clone(), cluster: cluster.clone(), wait });
+        let provider = provider.clone();
+        async move {
+            match request {
+                Some(request) => provider.wait(request).await,
+                None => Ok(()),
+            }
+        }
+    };
     match change.action {
         Action::Delete => {
             if let Some(before) = change.before.clone() {
@@ -218,24 +275,22 @@ async fn run_job(
             }
             Ok(None)
         }
-        Action::Create => {
-            let r = provider.apply(create(planned.unwrap_or_default(), None)).await?;
-            Ok(Some((r.attributes, r.fingerprint)))
-        }
-        Action::Update => {
-            let r = provider.apply(create(planned.unwrap_or_default(), change.before.clone())).await?;
-            Ok(Some((r.attributes, r.fingerprint)))
-        }
-        Action::DeleteThenCreate => {
-            if let Some(before) = change.before.clone() {
+        Action::Create | Action::Update | Action::DeleteThenCreate => {
+            let prior = if change.action == Action::Update { change.before.clone() } else { None };
+            if change.action == Action::DeleteThenCreate
+                && let Some(before) = change.before.clone()
+            {
                 provider.delete(delete(before)).await?;
             }
-            let r = provider.apply(create(planned.unwrap_or_default(), None)).await?;
+            let r = provider.apply(create(planned.unwrap_or_default(), prior)).await?;
+            wait(&mut slot, r.wait).await?;
             Ok(Some((r.attributes, r.fingerprint)))
         }
         Action::CreateThenDelete => {
             let r = provider.apply(create(planned.unwrap_or_default(), None)).await?;
+            wait(&mut slot, r.wait).await?;
             if let Some(before) = change.before.clone() {
+                slot.acquire().await;
                 provider.delete(delete(before)).await?;
             }
             Ok(Some((r.attributes, r.fingerprint)))
@@ -299,6 +354,7 @@ impl Coordinator<'_> {
         let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
         let queue = Queue::new(order::waits(&changes, self.state));
         let applied = recorded_values(self.state);
+        let (freed_tx, freed) = mpsc::unbounded_channel();
         let mut run = Run {
             changes,
             queue,
@@ -306,6 +362,9 @@ impl Coordinator<'_> {
             pending_ids: BTreeMap::new(),
             applied,
             set: JoinSet::new(),
+            slots: Arc::new(Semaphore::new(self.options.parallelism.max(1))),
+            freed_tx,
+            freed,
             outcome: Outcome::default(),
             stopping: false,
         };
@@ -342,6 +401,8 @@ impl Coordinator<'_> {
                         run.stopping = true;
                     }
                 }
+                // A job finished writing and waits: its slot can start another.
+                Some(()) = run.freed.recv() => while run.freed.try_recv().is_ok() {},
                 _ = heartbeat.tick() => self.still_running(&run),
                 _ = interrupt.notified(), if !run.stopping => {
                     run.stopping = true;
@@ -377,19 +438,20 @@ impl Coordinator<'_> {
         outcome
     }
 
-    /// Skips what can no longer run and prepares what is ready, up to the parallelism.
+    /// Skips what can no longer run and prepares what is ready, as long as a slot is free.
     fn schedule<'p>(&mut self, run: &mut Run<'p>) -> Vec<Job> {
-        let parallelism = self.options.parallelism.max(1);
         let mut jobs = Vec::new();
         loop {
             for (i, root) in run.queue.skip_blocked() {
                 run.outcome.skipped.push((run.changes[i].address.clone(), run.changes[root].address.clone()));
             }
-            if run.stopping || run.set.len() + jobs.len() >= parallelism {
+            if run.stopping {
                 break;
             }
             let Some(i) = run.queue.next_ready() else { break };
-            if let Some(job) = self.prepare(run, i) {
+            let Ok(permit) = run.slots.clone().try_acquire_owned() else { break };
+            let slot = Slot { slots: run.slots.clone(), permit: Some(permit), freed: run.freed_tx.clone() };
+            if let Some(job) = self.prepare(run, i, slot) {
                 jobs.push(job);
             }
         }
@@ -398,7 +460,7 @@ impl Coordinator<'_> {
 
     /// Takes job `i` out of waiting: failed (its inputs or provider), done (a delete of what is
     /// already gone), or running with its pending operation recorded and its job returned.
-    fn prepare(&mut self, run: &mut Run<'_>, i: usize) -> Option<Job> {
+    fn prepare(&mut self, run: &mut Run<'_>, i: usize, slot: Slot) -> Option<Job> {
         let change = run.changes[i];
         // Final inputs, now that dependencies are applied.
         let planned = if change.action == Action::Delete {
@@ -443,7 +505,7 @@ impl Coordinator<'_> {
             })
             .collect();
         run.queue.set(i, Status::Running);
-        Some(Job { index: i, provider, change: change.clone(), planned, cluster, refs })
+        Some(Job { index: i, provider, change: change.clone(), planned, cluster, refs, slot })
     }
 
     /// What a later run needs to find the object should this run die mid-way, even if the
@@ -485,11 +547,11 @@ impl Coordinator<'_> {
             return;
         }
         let force_conflicts = self.plan.options.force_conflicts;
-        for Job { index, provider, change, planned, cluster, refs } in jobs {
+        for Job { index, provider, change, planned, cluster, refs, slot } in jobs {
             run.started_at.insert(index, Instant::now());
             self.reporter.event(Event::Started { address: change.address.clone(), action: change.action });
             run.set.spawn(async move {
-                let result = run_job(provider, change, planned, cluster, refs, force_conflicts).await;
+                let result = run_job(provider, change, planned, cluster, refs, force_conflicts, slot).await;
                 JobResult { index, result }
             });
         }

@@ -424,7 +424,8 @@ pub struct ApplyArgs {
     /// Do not ask for approval.
     #[arg(long = "auto-approve")]
     pub auto_approve: bool,
-    /// How many operations may run at once.
+    /// How many operations may be writing at once. Waiting for readiness afterwards (Kubernetes
+    /// workloads) does not count.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
 }

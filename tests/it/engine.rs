@@ -219,6 +219,31 @@ fn parallelism_cap_and_dependency_order_are_kept() {
 }
 
 #[test]
+fn waits_for_readiness_do_not_hold_parallelism_slots_and_dependents_start_after_them() {
+    let cams = many_cams(12);
+    let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let s = TestStack::new(&[("main.hcl", &basic_stack(&refs))]);
+    let w = FakeWorld::new();
+    w.default_delay(Duration::from_millis(30));
+    // No agent is ready before all 12 were written: with waits holding the 3 slots, the 4th
+    // agent would never be written and every wait would time out.
+    w.ready_together("agent.", 12);
+    w.ready_after("vault.main", Duration::from_millis(50));
+    let r = run(s.path(), &w, &["apply", "--auto-approve", "--parallelism", "3"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(w.max_concurrency(), 3, "writes still fill exactly 3 slots");
+    assert!(w.max_waiting() >= 11, "the agents waited together: {}", w.max_waiting());
+    let calls = w.calls();
+    let vault_ready = calls.iter().find(|c| c.op == "wait" && c.address == "vault.main").expect("vault.main waited").end;
+    for c in calls.iter().filter(|c| c.op == "apply" && c.address.starts_with("agent.")) {
+        assert!(vault_ready <= c.start, "{} was written before vault.main was ready", c.address);
+    }
+    let state = s.state();
+    assert_eq!(state.resources.len(), 16);
+    assert!(state.pending.is_empty());
+}
+
+#[test]
 fn a_failure_skips_dependents_only_and_reports_the_root_cause_once() {
     let s = TestStack::new(&[("main.hcl", &(basic_stack(CAMS) + "\nbroker \"events\" {\n  type = \"rabbitmq\"\n}\n"))]);
     let w = FakeWorld::new();

@@ -274,6 +274,83 @@ fn plan_requests_do_not_grow_with_the_number_of_cameras() {
     assert_eq!(counts[0], counts[1], "2 cameras vs 9 cameras: {counts:?}");
 }
 
+/// The requests of an apply that read workloads (Deployments, StatefulSets, Jobs).
+fn workload_reads(server: &TestServer) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && ["/deployments", "/statefulsets", "/jobs"].iter().any(|k| p.contains(k)))
+        .map(|(_, p)| p)
+        .collect()
+}
+
+#[test]
+fn readiness_waits_share_one_list_and_watch_per_kind_and_namespace() {
+    let mut counts = Vec::new();
+    for n in [2usize, 12] {
+        // Workloads become ready a moment after each write: every component waits.
+        let e = env(Options { ready_after: Some(Duration::from_millis(200)), ..Options::default() });
+        let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
+        let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+        let out = crate::support::run_binary(e.s.path(), &[], &["apply", "--auto-approve", "--parallelism", "3"]);
+        assert_eq!(out.code, 0, "{}", out.text());
+        let reads = workload_reads(&e.server);
+        // No workload is read on its own: only LISTs and WATCHes of a kind in a namespace.
+        let collections: std::collections::BTreeSet<&str> = reads.iter().map(|p| p.split('?').next().unwrap_or_default()).collect();
+        assert!(collections.iter().all(|c| ["/deployments", "/statefulsets", "/jobs"].iter().any(|k| c.ends_with(k))), "{reads:#?}");
+        let watches = reads.iter().filter(|p| p.contains("watch=1")).count();
+        assert_eq!(watches, collections.len(), "one WATCH per kind and namespace: {reads:#?}");
+        assert_eq!(reads.len() - watches, collections.len(), "one LIST per kind and namespace: {reads:#?}");
+        for (k, _) in &cams {
+            let dep = deployment(&e.server, "kerberos-agent", &format!("agent-cam-{k}")).expect("agent deployment");
+            assert_eq!(dep["status"]["availableReplicas"], 1, "apply returned before agent {k} was ready");
+        }
+        counts.push(reads.len());
+    }
+    assert_eq!(counts[0], counts[1], "2 cameras vs 12 cameras: {counts:?}");
+}
+
+#[test]
+fn interrupted_creates_are_found_with_one_list_per_kind_and_namespace() {
+    let mut counts = Vec::new();
+    for n in [2usize, 9] {
+        let e = env(Options::default());
+        let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
+        let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+        let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        // As if the apply had died after writing the agents' objects, before recording them.
+        let mut st = e.s.state();
+        for agent in st.remove_matching("agent.cam") {
+            let mut attributes = agent.attributes.clone();
+            if let Some(m) = attributes.as_object_mut() {
+                m.remove("objects");
+                m.remove("manifest_digest");
+            }
+            let target = kdeploy_state::PendingTarget {
+                kind: agent.kind,
+                type_name: agent.type_name.clone(),
+                provider: agent.provider.clone(),
+                attributes,
+                dependencies: agent.dependencies.clone(),
+            };
+            st.begin_pending(&agent.address, kdeploy_state::PendingKind::Create, Some(target));
+        }
+        std::fs::write(e.s.state_path(), kdeploy_state::encode(&st)).expect("write state");
+        e.server.clear_requests();
+        let r = kdeploy(&e.s, &["plan"]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("A previous run was interrupted while it was creating agent.cam[\"c1\"]"), "{}", r.stdout);
+        // Found, not created again: recorded as they are.
+        assert!(r.stdout.contains("Plan: 0 to add"), "{}", r.stdout);
+        let lists = e.server.requests().into_iter().filter(|(m, p)| m == "GET" && p.contains("labelSelector=")).count();
+        counts.push(lists);
+    }
+    assert_eq!(counts[0], counts[1], "LISTs with 2 vs 9 interrupted agents: {counts:?}");
+}
+
 #[test]
 fn unreachable_cluster_and_wrong_context_are_clear_and_lose_nothing() {
     let e = env(Options::default());

@@ -1,7 +1,8 @@
 //! A fake provider for the engine's tests (feature `testing`): an in-memory "live world" that
 //! records every call with its start and end, can be told to fail or to be slow for chosen
-//! addresses, and can be mutated out of band to simulate drift. It is never registered by the
-//! real CLI.
+//! addresses, to wait for readiness after writing (apart from the write, as the Kubernetes
+//! provider does), and can be mutated out of band to simulate drift. It is never registered by
+//! the real CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +33,12 @@ struct World {
     fail: BTreeMap<String, String>,
     delay: BTreeMap<String, Duration>,
     default_delay: Duration,
+    /// Addresses that wait for readiness after their write, and how long.
+    ready_after: BTreeMap<String, Duration>,
+    /// Writes of addresses with this prefix wait until this many of them were written.
+    ready_together: Option<(String, usize)>,
+    waiting: usize,
+    max_waiting: usize,
     generated: u64,
     preflight_errors: Vec<String>,
 }
@@ -63,7 +70,8 @@ impl FakeWorld {
         self.lock().objects.get(address).cloned()
     }
 
-    /// Every mutating call so far, in start order.
+    /// Every mutating call so far (and every wait for readiness, op "wait"), in the order they
+    /// ended.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
@@ -83,6 +91,7 @@ impl FakeWorld {
         w.calls.clear();
         w.read_batches.clear();
         w.max_running = 0;
+        w.max_waiting = 0;
     }
 
     /// Makes apply/delete of `address` fail with `message`.
@@ -101,6 +110,23 @@ impl FakeWorld {
 
     pub fn default_delay(&self, delay: Duration) {
         self.lock().default_delay = delay;
+    }
+
+    /// Makes `address` wait `delay` for readiness after its write, in [`Provider::wait`].
+    pub fn ready_after(&self, address: &str, delay: Duration) {
+        self.lock().ready_after.insert(address.to_string(), delay);
+    }
+
+    /// Makes every write of an address starting with `prefix` wait for readiness until `count`
+    /// of them were written: a barrier that only ends if waits do not hold the slots writes
+    /// need. A wait that has not ended after 20 s fails with a timeout.
+    pub fn ready_together(&self, prefix: &str, count: usize) {
+        self.lock().ready_together = Some((prefix.to_string(), count));
+    }
+
+    /// The most waits for readiness that ran at the same time.
+    pub fn max_waiting(&self) -> usize {
+        self.lock().max_waiting
     }
 
     /// Out of band: changes one attribute of a live object.
@@ -197,9 +223,44 @@ impl Provider for FakeProvider {
             }
             let attributes = Value::Map(attrs);
             w.objects.insert(address.clone(), attributes.clone());
-            Ok(ApplyResponse { attributes, fingerprint: None })
+            let waits = w.ready_after.contains_key(&address) || w.ready_together.as_ref().is_some_and(|(p, _)| address.starts_with(p.as_str()));
+            let wait = waits.then(|| Wait(serde_json::Value::String(address.clone())));
+            Ok(ApplyResponse { attributes, fingerprint: None, wait })
         })
         .await
+    }
+
+    async fn wait(&self, request: WaitRequest) -> Result<(), ProviderError> {
+        let address = request.component.address.to_string();
+        let start = Instant::now();
+        let (delay, together) = {
+            let mut w = self.world.lock();
+            w.waiting += 1;
+            w.max_waiting = w.max_waiting.max(w.waiting);
+            (w.ready_after.get(&address).copied().unwrap_or_default(), w.ready_together.clone().filter(|(p, _)| address.starts_with(p.as_str())))
+        };
+        tokio::time::sleep(delay).await;
+        let mut result = Ok(());
+        if let Some((prefix, count)) = together {
+            loop {
+                let written = self.world.lock().calls.iter().filter(|c| c.op == "apply" && c.address.starts_with(prefix.as_str())).count();
+                if written >= count {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    result = Err(ProviderError::new(
+                        ErrorKind::Timeout,
+                        format!("{address}: only {written} of {count} writes came (waits hold the slots writes need)"),
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let mut w = self.world.lock();
+        w.waiting -= 1;
+        w.calls.push(Call { op: "wait", address, start, end: Instant::now() });
+        result
     }
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {

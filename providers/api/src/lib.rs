@@ -34,7 +34,7 @@ pub fn test_endpoint(variable: &str) -> Option<String> {
 pub use duration::Duration;
 pub use provider::{
     ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, ExternalProvider, PlanRequest, PlanResponse, Preflight, Provider,
-    ProviderError, ReadRequest, ReadResult, Reference, TokenSource, UnavailableProvider, default_plan, error_chain,
+    ProviderError, ReadRequest, ReadResult, Reference, TokenSource, UnavailableProvider, Wait, WaitRequest, default_plan, error_chain,
 };
 pub use schema::{AttrSchema, AttrType, ComponentSchema, Kind, provider_for, schema, schema_ref};
 pub use value::{AttrPath, PathStep, Value};

@@ -102,6 +102,31 @@ pub struct ApplyResponse {
     /// The new attributes, fully known.
     pub attributes: Value,
     pub fingerprint: Option<String>,
+    /// What the component still has to wait for once written (workloads becoming ready), when
+    /// the provider waits apart from writing; None when it is ready once `apply` returns. The
+    /// engine passes it back to [`Provider::wait`] after giving back the parallelism slot the
+    /// writes held, and records the component, and starts what depends on it, only after that.
+    pub wait: Option<Wait>,
+}
+
+impl ApplyResponse {
+    /// A component that is ready once written.
+    pub fn ready(attributes: Value, fingerprint: Option<String>) -> ApplyResponse {
+        ApplyResponse { attributes, fingerprint, wait: None }
+    }
+}
+
+/// What a written component waits for: the provider's own description (which objects, until
+/// when), opaque to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wait(pub serde_json::Value);
+
+/// Wait until what [`ApplyResponse::wait`] names is ready.
+#[derive(Debug, Clone)]
+pub struct WaitRequest {
+    pub component: ComponentRef,
+    pub cluster: Option<Value>,
+    pub wait: Wait,
 }
 
 #[derive(Debug, Clone)]
@@ -207,7 +232,17 @@ pub trait Provider: Send + Sync {
         Ok(default_plan(&request))
     }
 
+    /// Writes a component. A provider whose components take time to become ready after the
+    /// write returns what to wait for in [`ApplyResponse::wait`] instead of waiting here, so
+    /// that waiting does not hold one of the `--parallelism` slots, which bound writes.
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError>;
+
+    /// Waits for what an apply returned in [`ApplyResponse::wait`] (its timeout included; a
+    /// timeout is an [`ErrorKind::Timeout`] error that says why it is not ready). Providers
+    /// that never return a wait keep the default.
+    async fn wait(&self, _request: WaitRequest) -> Result<(), ProviderError> {
+        Ok(())
+    }
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError>;
 }
@@ -266,7 +301,7 @@ impl Provider for ExternalProvider {
     }
 
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
-        Ok(ApplyResponse { attributes: request.planned, fingerprint: None })
+        Ok(ApplyResponse::ready(request.planned, None))
     }
 
     async fn delete(&self, _request: DeleteRequest) -> Result<(), ProviderError> {

@@ -171,7 +171,7 @@ impl Provider for AzureProvider {
         } else {
             return Err(unsupported(c));
         };
-        Ok(ApplyResponse { attributes: Value::Map(attributes), fingerprint: None })
+        Ok(ApplyResponse::ready(Value::Map(attributes), None))
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {

@@ -251,7 +251,7 @@ impl Provider for DockerProvider {
             let network = spec::network_name(&cname, Some(&request.planned));
             engine::ensure_network(&docker, &ep, &network, &cname, &address).await?;
             attrs.insert("api_version".into(), Value::string(engine::api_version(&docker)));
-            return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
+            return Ok(ApplyResponse::ready(Value::Map(attrs), None));
         }
         let cluster = request.cluster.clone();
         let ep = Endpoint::from_cluster(cluster.as_ref());
@@ -331,7 +331,7 @@ impl Provider for DockerProvider {
         attrs.insert(ATTR_ID.into(), Value::string(&id));
         let attributes = Value::Map(attrs);
         self.remember(&request.component, &attributes);
-        Ok(ApplyResponse { attributes, fingerprint: None })
+        Ok(ApplyResponse::ready(attributes, None))
     }
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {

@@ -245,7 +245,7 @@ impl Provider for GcpProvider {
         } else {
             return Err(unsupported(c));
         };
-        Ok(ApplyResponse { attributes: Value::Map(attributes), fingerprint: None })
+        Ok(ApplyResponse::ready(Value::Map(attributes), None))
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {

@@ -200,7 +200,7 @@ pub fn path(api_version: &str, kind: &str, namespace: Option<&str>, name: Option
 }
 
 /// An API failure, kept structured so callers can react to codes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     Status { code: u16, reason: String, message: String },
     Transport(String),
@@ -254,15 +254,58 @@ fn from_kube(e: kube::Error) -> ApiError {
     }
 }
 
+/// The items of a LIST and the resource version it was read at.
+#[derive(serde::Deserialize)]
+struct List<T> {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    #[serde(default)]
+    resource_version: String,
+}
+
 impl Conn {
-    pub async fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<Json, ApiError> {
+    /// One request; the body of a successful answer.
+    async fn request_bytes(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<bytes::Bytes, ApiError> {
         let mut b = http::Request::builder().method(method).uri(path).header("Accept", "application/json");
         if let Some(ct) = content_type {
             b = b.header("Content-Type", ct);
         }
         let bytes = body.map(|v| serde_json::to_vec(v).unwrap_or_default()).unwrap_or_default();
-        let req = b.body(bytes).map_err(|e| ApiError::Transport(e.to_string()))?;
-        self.client.request::<Json>(req).await.map_err(from_kube)
+        let req = b.body(kube::client::Body::from(bytes)).map_err(|e| ApiError::Transport(e.to_string()))?;
+        let resp = self.client.send(req).await.map_err(from_kube)?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect_bytes().await.map_err(from_kube)?;
+        if !status.is_success() {
+            // The API server's Status object, as kube reports it.
+            let s: kube::core::Status = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = if s.message.is_empty() { String::from_utf8_lossy(&bytes).trim().to_string() } else { s.message };
+            return Err(ApiError::Status { code: status.as_u16(), reason: s.reason, message });
+        }
+        Ok(bytes)
+    }
+
+    /// One request; its answer decoded straight from the response bytes into `T` (no copy of
+    /// the body into a string first, and only what `T` keeps of it).
+    async fn request_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Json>,
+    ) -> Result<T, ApiError> {
+        let bytes = self.request_bytes(method, path, content_type, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| undecodable(method, path, e))
+    }
+
+    pub async fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<Json, ApiError> {
+        self.request_as(method, path, content_type, body).await
     }
 
     /// A request whose answer is not a Kubernetes object (a service behind the API server's
@@ -304,9 +347,62 @@ impl Conn {
     }
 
     pub async fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str) -> Result<Vec<Json>, ApiError> {
+        Ok(self.list_as(api_version, kind, namespace, selector).await?.0)
+    }
+
+    /// A LIST whose items are decoded one at a time, each handed to `each` and dropped before
+    /// the next is decoded: a LIST of a thousand Deployments is megabytes of JSON and several
+    /// times that as values, which need never all be in memory at once.
+    pub async fn list_each(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str, mut each: impl FnMut(Json)) -> Result<(), ApiError> {
         let p = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
-        let v = self.send("GET", &p, None, None).await?;
-        Ok(v["items"].as_array().cloned().unwrap_or_default())
+        let bytes = self.request_bytes("GET", &p, None, None).await?;
+        let list: List<&serde_json::value::RawValue> = serde_json::from_slice(&bytes).map_err(|e| undecodable("GET", &p, e))?;
+        for item in list.items {
+            each(serde_json::from_str(item.get()).map_err(|e| undecodable("GET", &p, e))?);
+        }
+        Ok(())
+    }
+
+    /// A LIST decoded into `T` per item (only the fields `T` keeps), with the resource version
+    /// it was read at (to WATCH from).
+    pub async fn list_as<T: serde::de::DeserializeOwned>(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Result<(Vec<T>, String), ApiError> {
+        let p = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
+        let list: List<T> = self.request_as("GET", &p, None, None).await?;
+        Ok((list.items, list.metadata.resource_version))
+    }
+
+    /// A WATCH from `resource_version`, ended by the server after `timeout_secs`: the events
+    /// decoded into `T`.
+    pub async fn watch<T: Clone + serde::de::DeserializeOwned>(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: &str,
+        resource_version: &str,
+        timeout_secs: u32,
+    ) -> Result<impl futures_util::Stream<Item = Result<kube::core::WatchEvent<T>, ApiError>> + use<T>, ApiError> {
+        use futures_util::StreamExt;
+        let p = format!(
+            "{}?watch=1&labelSelector={}&resourceVersion={}&timeoutSeconds={timeout_secs}&allowWatchBookmarks=true",
+            path(api_version, kind, namespace, None),
+            encode(selector),
+            encode(resource_version)
+        );
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(p)
+            .header("Accept", "application/json")
+            .body(Vec::new())
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let events = self.client.request_events::<T>(req).await.map_err(from_kube)?;
+        Ok(events.map(|e| e.map_err(from_kube)))
     }
 
     pub async fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<(), ApiError> {
@@ -317,6 +413,10 @@ impl Conn {
             Err(e) => Err(e),
         }
     }
+}
+
+fn undecodable(method: &str, path: &str, e: serde_json::Error) -> ApiError {
+    ApiError::Transport(format!("cannot decode the answer to {method} {path}: {e}"))
 }
 
 /// Percent-encoding for query values.

@@ -3,13 +3,20 @@
 //! of what kdeploy owns — never the whole object — keeps defaults the API server fills in and
 //! fields other controllers own out of every diff.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// The FieldsV1 set that `manager` owns through `Apply` operations (merged over subresources).
 pub fn owned_fields(obj: &Value, manager: &str) -> Option<Value> {
+    owned_set(obj, manager).map(Cow::into_owned)
+}
+
+/// [`owned_fields`], borrowed from the object when one entry holds it (the usual case).
+fn owned_set<'a>(obj: &'a Value, manager: &str) -> Option<Cow<'a, Value>> {
     let entries = obj.pointer("/metadata/managedFields")?.as_array()?;
-    let mut merged: Option<Value> = None;
+    let mut merged: Option<Cow<'a, Value>> = None;
     for e in entries {
         if e.get("manager").and_then(Value::as_str) != Some(manager) || e.get("operation").and_then(Value::as_str) != Some("Apply") {
             continue;
@@ -19,8 +26,8 @@ pub fn owned_fields(obj: &Value, manager: &str) -> Option<Value> {
         }
         if let Some(f) = e.get("fieldsV1") {
             merged = Some(match merged {
-                None => f.clone(),
-                Some(m) => merge_sets(&m, f),
+                None => Cow::Borrowed(f),
+                Some(m) => Cow::Owned(merge_sets(&m, f)),
             });
         }
     }
@@ -99,35 +106,159 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 
 /// JSON with object keys sorted, so equal values always print the same.
 pub fn canonical(v: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical(v, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(o) => {
             let mut keys: Vec<&String> = o.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", serde_json::to_string(k).unwrap_or_default(), canonical(&o[*k]))).collect();
-            format!("{{{}}}", parts.join(","))
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                write_canonical(&o[k], out);
+            }
+            out.push(b'}');
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
-        other => other.to_string(),
+        Value::Array(a) => write_list(a, out),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
-pub fn digest(v: &Value) -> String {
+fn write_list(a: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, v) in a.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_canonical(v, out);
+    }
+    out.push(b']');
+}
+
+fn digest_text(text: &[u8]) -> String {
     let mut h = Sha256::new();
-    h.update(canonical(v).as_bytes());
+    h.update(text);
     let full = format!("{:x}", h.finalize());
     full[..16].to_string()
 }
 
+pub fn digest(v: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical(v, &mut out);
+    digest_text(&out)
+}
+
+/// The digest of `values` as one JSON array (the same as [`digest`] of the array), without
+/// building the array.
+pub fn digest_all(values: &[Value]) -> String {
+    let mut out = Vec::new();
+    write_list(values, &mut out);
+    digest_text(&out)
+}
+
 /// The digest of what `manager` owns in a live object (None when it owns nothing).
+///
+/// The same as the [`digest`] of the [`project`]ion without `metadata.resourceVersion` and
+/// `metadata.managedFields` (bookkeeping that changes on every write is never owned in a
+/// meaningful way), written straight from the object: a plan digests every object it lists.
 pub fn owned_digest(obj: &Value, manager: &str) -> Option<String> {
-    let set = owned_fields(obj, manager)?;
-    let mut projected = project(obj, &set);
-    // Bookkeeping that changes on every write is never owned in a meaningful way.
-    if let Some(meta) = projected.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("managedFields");
+    let set = owned_set(obj, manager)?;
+    let mut out = Vec::new();
+    write_projected(obj, Some(&set), Level::Top, &mut out);
+    Some(digest_text(&out))
+}
+
+/// Where [`write_projected`] is: the object, its metadata (whose bookkeeping is left out), or
+/// below.
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Top,
+    Metadata,
+    Inner,
+}
+
+/// The canonical text of `project(obj, set)` (`set` None: all of `obj`), without the
+/// bookkeeping of the top-level metadata.
+fn write_projected(obj: &Value, set: Option<&Value>, level: Level, out: &mut Vec<u8>) {
+    let children: Vec<(&String, &Value)> = set.and_then(Value::as_object).map(|f| f.iter().filter(|(k, _)| k.as_str() != ".").collect()).unwrap_or_default();
+    let below = |name: &str| if level == Level::Top && name == "metadata" { Level::Metadata } else { Level::Inner };
+    match obj {
+        Value::Object(o) if children.is_empty() => {
+            if level == Level::Inner {
+                return write_canonical(obj, out);
+            }
+            let entries: Vec<(&str, &Value, Option<&Value>)> = o.iter().map(|(k, v)| (k.as_str(), v, None)).collect();
+            write_entries(entries, level, below, out);
+        }
+        Value::Object(o) => {
+            let entries: Vec<(&str, &Value, Option<&Value>)> = children
+                .iter()
+                .filter_map(|(k, sub)| k.strip_prefix("f:").and_then(|name| o.get_key_value(name)).map(|(name, v)| (name.as_str(), v, Some(*sub))))
+                .collect();
+            write_entries(entries, level, below, out);
+        }
+        Value::Array(items) if !children.is_empty() => {
+            out.push(b'[');
+            let mut first = true;
+            let mut sep = |out: &mut Vec<u8>| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+            };
+            for (k, sub) in children {
+                if let Some(keys) = k.strip_prefix("k:") {
+                    let Ok(Value::Object(want)) = serde_json::from_str::<Value>(keys) else { continue };
+                    if let Some(item) = items.iter().find(|i| want.iter().all(|(wk, wv)| i.get(wk).is_some_and(|iv| loose_eq(iv, wv)))) {
+                        sep(out);
+                        write_projected(item, Some(sub), Level::Inner, out);
+                    }
+                } else if let Some(v) = k.strip_prefix("v:") {
+                    if let Ok(want) = serde_json::from_str::<Value>(v)
+                        && items.contains(&want)
+                    {
+                        sep(out);
+                        write_canonical(&want, out);
+                    }
+                } else if let Some(i) = k.strip_prefix("i:")
+                    && let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get(i))
+                {
+                    sep(out);
+                    write_projected(item, Some(sub), Level::Inner, out);
+                }
+            }
+            out.push(b']');
+        }
+        other => write_canonical(other, out),
     }
-    Some(digest(&projected))
+}
+
+/// An object's entries, sorted by key, each projected by its set; the top-level metadata's
+/// bookkeeping left out.
+fn write_entries(mut entries: Vec<(&str, &Value, Option<&Value>)>, level: Level, below: impl Fn(&str) -> Level, out: &mut Vec<u8>) {
+    if level == Level::Metadata {
+        entries.retain(|(k, _, _)| *k != "resourceVersion" && *k != "managedFields");
+    }
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v, sub)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        write_projected(v, sub, below(k), out);
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -175,8 +306,42 @@ mod tests {
         assert!(owned_digest(&deployment("x", "hpa"), "nobody").is_none());
     }
 
+    /// What owned_digest computed before it wrote the projection straight from the object.
+    fn digest_of_projection(obj: &Value, manager: &str) -> Option<String> {
+        let set = owned_fields(obj, manager)?;
+        let mut projected = project(obj, &set);
+        if let Some(meta) = projected.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        Some(digest(&projected))
+    }
+
+    #[test]
+    fn owned_digest_is_the_digest_of_the_projection() {
+        let mut objects = vec![deployment("kerberos/agent:v1", "hpa"), deployment("x", "kdeploy")];
+        // The whole metadata owned, a set entry for a list item by value and by index, a
+        // selector that matches nothing, and a second Apply entry to merge.
+        let mut d = deployment("y", "hpa");
+        d["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"] = json!({});
+        d["spec"]["finalizers"] = json!(["a", "b"]);
+        d["metadata"]["managedFields"].as_array_mut().unwrap().push(json!({"manager": "kdeploy", "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:finalizers": {"v:\"b\"": {}, "v:\"zz\"": {}}, "f:template": {"f:spec": {"f:containers": {"i:0": {"f:name": {}}, "k:{\"name\":\"none\"}": {}}}}}}}));
+        objects.push(d);
+        let mut whole = deployment("z", "hpa");
+        whole["metadata"]["managedFields"][0]["fieldsV1"] = json!({".": {}});
+        objects.push(whole);
+        for o in &objects {
+            assert_eq!(owned_digest(o, "kdeploy"), digest_of_projection(o, "kdeploy"), "{o}");
+        }
+    }
+
     #[test]
     fn canonical_json_ignores_key_order() {
-        assert_eq!(canonical(&json!({"b": 1, "a": [ {"y": 1, "x": 2} ]})), r#"{"a":[{"x":2,"y":1}],"b":1}"#);
+        assert_eq!(canonical(&json!({"b": 1, "a": [ {"y": 1, "x": 2} ], "c\"": "é\n"})), r#"{"a":[{"x":2,"y":1}],"b":1,"c\"":"é\n"}"#);
+        let objects = vec![json!({"b": 1}), json!("x")];
+        assert_eq!(digest_all(&objects), digest(&Value::Array(objects.clone())));
+        // Recorded digests stay valid: the text hashed has not changed.
+        assert_eq!(digest(&json!({"b": [1, 2.5, null, true], "a": "x"})), "89e790eedaf1aca8");
     }
 }

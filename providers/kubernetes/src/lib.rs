@@ -4,20 +4,23 @@
 //! server-side apply with field manager `kdeploy`. The component's state records, per object,
 //! a digest of the fields kdeploy owns ([`fields`]); reads LIST each kind once per namespace
 //! (label-selected), so a plan's request count does not grow with the number of cameras, and
-//! plans only dry-run what changed.
+//! plans only dry-run what changed. Apply writes, then returns what to wait for; the waits of
+//! all components share one LIST and WATCH per kind and namespace ([`wait`]).
 
 pub mod api;
 pub mod fields;
 pub mod render;
+pub mod wait;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kdeploy_provider::{
     ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError,
-    ReadRequest, ReadResult, Reference, Value, components, default_plan,
+    ReadRequest, ReadResult, Reference, Value, Wait, WaitRequest, components, default_plan,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
@@ -37,6 +40,8 @@ pub struct KubernetesProvider {
     /// namespace per run, not one per component. Held while a namespace is checked, so that
     /// components applied at once do not all check it.
     namespaces: tokio::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
+    /// Readiness and deletion waits, sharing one watch per kind and namespace.
+    waits: wait::Waits,
 }
 
 impl KubernetesProvider {
@@ -138,20 +143,48 @@ fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
     }
 }
 
-/// Readiness of one workload object, or None when it is not a workload.
-fn ready(obj: &Json) -> Option<bool> {
-    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
-    let observed = obj["status"]["observedGeneration"].as_i64().unwrap_or(0);
-    let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
-    match obj["kind"].as_str()? {
-        "Deployment" => Some(
-            observed >= generation
-                && obj["status"]["updatedReplicas"].as_i64().unwrap_or(0) >= want
-                && obj["status"]["availableReplicas"].as_i64().unwrap_or(0) >= want,
-        ),
-        "StatefulSet" => Some(observed >= generation && obj["status"]["readyReplicas"].as_i64().unwrap_or(0) >= want),
-        "Job" => Some(obj["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"))),
-        _ => None,
+/// What a component waits for after apply ([`Wait`]'s content): its workloads that were not
+/// ready in the answer to their write, and until when.
+#[derive(Debug, Serialize, Deserialize)]
+struct Awaited {
+    timeout_ms: u64,
+    objects: Vec<AwaitedObject>,
+}
+
+/// One workload as written: readiness counts for this object (uid) at this generation or later.
+#[derive(Debug, Serialize, Deserialize)]
+struct AwaitedObject {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+    uid: String,
+    generation: i64,
+    /// The component's instance label, to find its pods when explaining a timeout.
+    instance: String,
+}
+
+impl Awaited {
+    /// The workloads among the answers to a component's writes that are not ready yet; None
+    /// when there are none.
+    fn of(applied: &[Json], timeout: Duration) -> Option<Awaited> {
+        let objects: Vec<AwaitedObject> = applied
+            .iter()
+            .filter_map(|obj| {
+                let kind = obj["kind"].as_str()?;
+                let w = wait::Workload::deserialize(obj).ok()?;
+                (!wait::ready(kind, &w)?).then(|| AwaitedObject {
+                    api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
+                    kind: kind.to_string(),
+                    namespace: obj["metadata"]["namespace"].as_str().map(str::to_string),
+                    name: w.metadata.name,
+                    uid: w.metadata.uid,
+                    generation: w.metadata.generation.unwrap_or(0),
+                    instance: obj["metadata"]["labels"]["app.kubernetes.io/instance"].as_str().unwrap_or_default().to_string(),
+                })
+            })
+            .collect();
+        (!objects.is_empty()).then(|| Awaited { timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), objects })
     }
 }
 
@@ -188,89 +221,36 @@ impl KubernetesProvider {
         }
     }
 
-    /// Waits until every workload among `objects` is ready; on timeout explains why not.
-    async fn wait_ready(&self, conn: &Conn, objects: &[Json], timeout: Duration) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        for obj in objects.iter().filter(|o| ready(o).is_some()) {
-            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-            let kind = obj["kind"].as_str().unwrap_or_default();
-            let ns = obj["metadata"]["namespace"].as_str();
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-            let p = path(api_version, kind, ns, Some(name));
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let live = conn.get(&p).await.map_err(|e| e.into_provider(&format!("reading {kind} {name}"), conn))?;
-                if live.as_ref().and_then(ready) == Some(true) {
-                    break;
-                }
-                if start.elapsed() >= timeout {
-                    let why = self.explain(conn, obj).await;
-                    let what = match kind {
+    /// Waits until every awaited workload is ready, in order, within one timeout; on timeout
+    /// explains why the first that is not ready is not.
+    async fn wait_ready(&self, conn: &Conn, awaited: &Awaited) -> Result<(), ProviderError> {
+        let timeout = Duration::from_millis(awaited.timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for o in &awaited.objects {
+            let ns = o.namespace.as_deref();
+            let ready = wait::is_ready(&o.kind, &o.uid, o.generation);
+            match tokio::time::timeout_at(deadline, self.waits.until(conn, &o.api_version, &o.kind, ns, &o.name, ready)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.into_provider(&format!("waiting for {} {}", o.kind, o.name), conn)),
+                Err(_) => {
+                    let why = self.explain(conn, ns, &o.instance).await;
+                    let what = match o.kind.as_str() {
                         "Deployment" => "available",
                         "StatefulSet" => "ready",
                         _ => "complete",
                     };
                     return Err(ProviderError::new(
                         ErrorKind::Timeout,
-                        format!("{kind} {}/{name} was not {what} after {}s (readiness_timeout).{why}", ns.unwrap_or_default(), timeout.as_secs()),
+                        format!("{} {}/{} was not {what} after {}s (readiness_timeout).{why}", o.kind, ns.unwrap_or_default(), o.name, timeout.as_secs()),
                     ));
                 }
-                tokio::time::sleep(delay.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(20))).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
         Ok(())
     }
 
-    /// The objects kdeploy wrote for a component it never recorded (an interrupted create):
-    /// every kind kdeploy renders, listed by the component's instance label in its namespace
-    /// (and cluster-wide for cluster-scoped kinds), kept when their address annotation is the
-    /// component's. Object key → digest of the fields kdeploy owns.
-    async fn discover(&self, conn: &Conn, c: &ComponentRef, attrs: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, ProviderError> {
-        const NAMESPACED: &[(&str, &str)] = &[
-            ("v1", "Secret"),
-            ("v1", "ConfigMap"),
-            ("v1", "Service"),
-            ("v1", "ServiceAccount"),
-            ("v1", "PersistentVolumeClaim"),
-            ("apps/v1", "Deployment"),
-            ("apps/v1", "StatefulSet"),
-            ("batch/v1", "Job"),
-            ("batch/v1", "CronJob"),
-            ("rbac.authorization.k8s.io/v1", "Role"),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-        ];
-        const CLUSTER: &[(&str, &str)] = &[("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")];
-        let ns = namespace(c.kind, attrs);
-        let selector = format!("{MANAGED_BY}=kdeploy,app.kubernetes.io/instance={}", base_name(&c.address));
-        let mut found = BTreeMap::new();
-        let printed = c.address.to_string();
-        for (scope, kinds) in [(Some(ns.as_str()), NAMESPACED), (None, CLUSTER)] {
-            for (api_version, kind) in kinds {
-                let items = match conn.list(api_version, kind, scope, &selector).await {
-                    Ok(items) => items,
-                    // The namespace was never created: nothing of it either.
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e.into_provider(&format!("looking for {} ({kind})", c.address), conn)),
-                };
-                // Items of a LIST carry no apiVersion and kind: the key is made from the query.
-                for obj in items.iter().filter(|o| o["metadata"]["annotations"][render::ADDRESS_ANNOTATION] == printed.as_str()) {
-                    let key = format!(
-                        "{api_version}/{kind}/{}/{}",
-                        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
-                        obj["metadata"]["name"].as_str().unwrap_or_default()
-                    );
-                    found.insert(key, Value::String(fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into())));
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// Pod phases, container waiting reasons and the latest events of a workload's pods.
-    async fn explain(&self, conn: &Conn, obj: &Json) -> String {
-        let ns = obj["metadata"]["namespace"].as_str();
-        let instance = obj["metadata"]["labels"]["app.kubernetes.io/instance"].as_str().unwrap_or_default();
+    /// Pod phases, container waiting reasons and the latest events of a component's pods.
+    async fn explain(&self, conn: &Conn, ns: Option<&str>, instance: &str) -> String {
         let selector = format!("app.kubernetes.io/instance={instance}");
         let Ok(pods) = conn.list("v1", "Pod", ns, &selector).await else { return String::new() };
         if pods.is_empty() {
@@ -341,6 +321,37 @@ impl KubernetesProvider {
     ) -> Result<Option<Vec<Json>>, ProviderError> {
         render::render(&Input { component: c, attrs, refs, cluster }).map_err(|e| ProviderError::new(ErrorKind::Invalid, e))
     }
+}
+
+/// One LIST: (connection, apiVersion, kind, namespace).
+type ListKey = (String, String, String, String);
+
+/// Every kind kdeploy renders, namespaced and cluster-scoped: where a component that was never
+/// recorded may have objects.
+const NAMESPACED_KINDS: &[(&str, &str)] = &[
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+];
+const CLUSTER_KINDS: &[(&str, &str)] = &[("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")];
+
+/// `apps/v1/Deployment/ns/name` → (apiVersion, kind, namespace, name); the namespace is empty
+/// for cluster-scoped objects.
+fn split_key(key: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = key.rsplitn(4, '/');
+    let name = parts.next()?;
+    let ns = parts.next()?;
+    let kind = parts.next()?;
+    let api_version = parts.next()?;
+    Some((api_version, kind, ns, name))
 }
 
 /// Whether every value a rendering needs is known.
@@ -471,82 +482,127 @@ impl Provider for KubernetesProvider {
     }
 
     async fn read(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResult>, ProviderError> {
-        let mut results: Vec<Option<ReadResult>> = vec![None; requests.len()];
-        // Live objects by (connection key, apiVersion, kind, namespace): one LIST each.
-        let mut lists: BTreeMap<(String, String, String, String), BTreeMap<String, Json>> = BTreeMap::new();
-        let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
-        for (i, r) in requests.iter().enumerate() {
-            let conn = match self.conn(if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() }).await {
-                Ok(c) => c,
-                Err(e) => return Err(e),
-            };
-            let ckey = format!("{}|{}", conn.server, conn.context);
-            // An object an interrupted run may have created without recording it: find it by
-            // its labels.
-            if r.component.kind != Kind::Cluster && map_of(Some(&r.recorded)).get(OBJECTS).is_none_or(|o| o.as_map().is_none_or(|m| m.is_empty())) {
-                let found = self.discover(&conn, &r.component, &map_of(Some(&r.recorded))).await?;
-                results[i] = Some(if found.is_empty() {
-                    ReadResult::Missing
-                } else {
-                    let mut attrs = map_of(Some(&r.recorded));
-                    attrs.insert(OBJECTS.into(), Value::Map(found));
-                    ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None }
-                });
-                continue;
-            }
+        /// What one LIST has to answer: recorded objects by name, and the objects of components
+        /// that were never recorded by their address annotation.
+        #[derive(Default)]
+        struct Wanted {
+            conn: Option<Conn>,
+            names: HashSet<String>,
+            addresses: HashSet<String>,
+        }
+        enum Todo {
+            Done(ReadResult),
+            /// Read the recorded objects, from the LISTs of this connection.
+            Recorded(String),
+            /// An interrupted create may have written objects without recording them: find them
+            /// by their address annotation.
+            Discover(String),
+        }
+        // (connection, apiVersion, kind, namespace) → what is wanted of it: one LIST each.
+        let mut lists: BTreeMap<ListKey, Wanted> = BTreeMap::new();
+        let mut todo = Vec::with_capacity(requests.len());
+        let none = BTreeMap::new();
+        for r in &requests {
+            let conn = self.conn(if r.component.kind == Kind::Cluster { Some(&r.recorded) } else { r.cluster.as_ref() }).await?;
             if r.component.kind == Kind::Cluster {
                 conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("reading {}", r.component.address), &conn))?;
-                results[i] = Some(ReadResult::Found { attributes: r.recorded.clone(), fingerprint: None });
+                todo.push(Todo::Done(ReadResult::Found { attributes: r.recorded.clone(), fingerprint: None }));
                 continue;
             }
-            let recorded = map_of(Some(&r.recorded));
-            for key in map_of(recorded.get(OBJECTS)).keys() {
-                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
-                if parts.len() != 4 {
-                    continue;
-                }
-                let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
-                let _ = name;
-                let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
-                if let std::collections::btree_map::Entry::Vacant(e) = lists.entry(lk) {
-                    let items = conn
-                        .list(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &format!("{MANAGED_BY}=kdeploy"))
-                        .await
-                        .map_err(|e| e.into_provider(&format!("listing {kind} in {ns}"), &conn))?;
-                    let by_name = items.into_iter().map(|o| (o["metadata"]["name"].as_str().unwrap_or_default().to_string(), o)).collect();
-                    e.insert(by_name);
-                }
-            }
-            conns.insert(ckey, conn);
-        }
-        for (i, r) in requests.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            let conn = self.conn(r.cluster.as_ref()).await?;
             let ckey = format!("{}|{}", conn.server, conn.context);
-            let mut recorded = map_of(Some(&r.recorded));
-            let mut live_objects = BTreeMap::new();
-            for key in map_of(recorded.get(OBJECTS)).keys() {
-                let parts: Vec<&str> = key.rsplitn(4, '/').collect();
-                if parts.len() != 4 {
-                    continue;
+            let recorded = r.recorded.as_map().unwrap_or(&none);
+            let mut want = |api_version: &str, kind: &str, ns: &str, name: Option<&str>| {
+                let w = lists.entry((ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string())).or_default();
+                w.conn.get_or_insert_with(|| conn.clone());
+                match name {
+                    Some(name) => w.names.insert(name.to_string()),
+                    None => w.addresses.insert(r.component.address.to_string()),
+                };
+            };
+            match recorded.get(OBJECTS).and_then(Value::as_map).filter(|m| !m.is_empty()) {
+                Some(objects) => {
+                    for key in objects.keys() {
+                        if let Some((api_version, kind, ns, name)) = split_key(key) {
+                            want(api_version, kind, ns, Some(name));
+                        }
+                    }
+                    todo.push(Todo::Recorded(ckey));
                 }
-                let (name, ns, kind, api_version) = (parts[0], parts[1], parts[2], parts[3]);
-                let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
-                if let Some(obj) = lists.get(&lk).and_then(|m| m.get(name)) {
-                    let d = fields::owned_digest(obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
-                    live_objects.insert(key.clone(), Value::String(d));
+                None => {
+                    let ns = namespace(r.component.kind, recorded);
+                    for (scope, kinds) in [(ns.as_str(), NAMESPACED_KINDS), ("", CLUSTER_KINDS)] {
+                        for (api_version, kind) in kinds {
+                            want(api_version, kind, scope, None);
+                        }
+                    }
+                    todo.push(Todo::Discover(ckey));
                 }
             }
-            results[i] = Some(if live_objects.is_empty() {
+        }
+        // The digests of the objects wanted, computed as each LIST arrives; the rest of it is
+        // dropped at once (a LIST of a thousand Deployments is megabytes).
+        let mut digests: HashMap<(ListKey, String), String> = HashMap::new();
+        let mut found: HashMap<(String, String), BTreeMap<String, Value>> = HashMap::new();
+        for (lk, wanted) in lists {
+            let Some(conn) = wanted.conn else { continue };
+            let (ckey, api_version, kind, ns) = &lk;
+            let selector = format!("{MANAGED_BY}=kdeploy");
+            let listed = conn.list_each(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &selector, |obj| {
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                let address = obj["metadata"]["annotations"][render::ADDRESS_ANNOTATION].as_str().filter(|a| wanted.addresses.contains(*a));
+                if !wanted.names.contains(name) && address.is_none() {
+                    return;
+                }
+                let digest = fields::owned_digest(&obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
+                if let Some(address) = address {
+                    // Items of a LIST carry no apiVersion and kind: the key is made from the query.
+                    let key = format!("{api_version}/{kind}/{}/{name}", obj["metadata"]["namespace"].as_str().unwrap_or_default());
+                    found.entry((ckey.clone(), address.to_string())).or_default().insert(key, Value::String(digest.clone()));
+                }
+                if wanted.names.contains(name) {
+                    digests.insert((lk.clone(), name.to_string()), digest);
+                }
+            });
+            match listed.await {
+                Ok(()) => {}
+                // The namespace was never created (or is gone): nothing of it either.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
+            }
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for (r, todo) in requests.into_iter().zip(todo) {
+            let live = match todo {
+                Todo::Done(result) => {
+                    results.push(result);
+                    continue;
+                }
+                Todo::Discover(ckey) => found.remove(&(ckey, r.component.address.to_string())).unwrap_or_default(),
+                Todo::Recorded(ckey) => {
+                    let objects = r.recorded.as_map().and_then(|m| m.get(OBJECTS)).and_then(Value::as_map);
+                    let mut live = BTreeMap::new();
+                    for key in objects.into_iter().flat_map(BTreeMap::keys) {
+                        let Some((api_version, kind, ns, name)) = split_key(key) else { continue };
+                        let lk = (ckey.clone(), api_version.to_string(), kind.to_string(), ns.to_string());
+                        if let Some(d) = digests.get(&(lk, name.to_string())) {
+                            live.insert(key.clone(), Value::String(d.clone()));
+                        }
+                    }
+                    live
+                }
+            };
+            results.push(if live.is_empty() {
                 ReadResult::Missing
             } else {
-                recorded.insert(OBJECTS.into(), Value::Map(live_objects));
-                ReadResult::Found { attributes: Value::Map(recorded), fingerprint: None }
+                let mut attrs = match r.recorded {
+                    Value::Map(m) => m,
+                    _ => BTreeMap::new(),
+                };
+                attrs.insert(OBJECTS.into(), Value::Map(live));
+                ReadResult::Found { attributes: Value::Map(attrs), fingerprint: None }
             });
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or(ReadResult::Missing)).collect())
+        Ok(results)
     }
 
     async fn plan(&self, req: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
@@ -573,7 +629,7 @@ impl Provider for KubernetesProvider {
             return Ok(resp);
         };
         let prior_map = map_of(Some(prior));
-        let digest = fields::digest(&Json::Array(objects.clone()));
+        let digest = fields::digest_all(&objects);
         let recorded = map_of(req.recorded);
         let unchanged = recorded.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) && recorded.get(OBJECTS) == prior_map.get(OBJECTS);
         if unchanged {
@@ -618,7 +674,7 @@ impl Provider for KubernetesProvider {
         if c.kind == Kind::Cluster {
             conn.send("GET", "/version", None, None).await.map_err(|e| e.into_provider(&format!("connecting {}", c.address), &conn))?;
             attrs.insert("server".into(), Value::String(conn.server.clone()));
-            return Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None });
+            return Ok(ApplyResponse::ready(Value::Map(attrs), None));
         }
         let cluster = map_of(req.cluster.as_ref());
         fill_computed(c, &mut attrs, &req.refs, &cluster, true)?;
@@ -658,16 +714,29 @@ impl Provider for KubernetesProvider {
                 }
             }
         }
+        // Readiness is waited for apart from the writes (`wait` below), with the waits of every
+        // other component.
         let timeout = render::readiness_timeout(&objects).unwrap_or_else(|| components::readiness_timeout(&attrs)).as_std();
-        self.wait_ready(&conn, &applied, timeout).await.map_err(|mut e| {
+        let wait = match Awaited::of(&applied, timeout) {
+            Some(a) => Some(Wait(serde_json::to_value(a).map_err(|e| ProviderError::other(format!("{}: {e}", c.address)))?)),
+            None => None,
+        };
+        attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
+        attrs.insert(OBJECTS.into(), Value::Map(digests));
+        Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None, wait })
+    }
+
+    async fn wait(&self, req: WaitRequest) -> Result<(), ProviderError> {
+        let c = &req.component;
+        let awaited: Awaited =
+            serde_json::from_value(req.wait.0).map_err(|e| ProviderError::other(format!("{}: not a wait of this provider: {e}", c.address)))?;
+        let conn = self.conn(req.cluster.as_ref()).await?;
+        self.wait_ready(&conn, &awaited).await.map_err(|mut e| {
             if c.kind == Kind::Vault && e.kind == ErrorKind::Timeout {
                 e.message.push_str(vault::NOT_STARTED_HINT);
             }
             e
-        })?;
-        attrs.insert(DIGEST.into(), Value::String(fields::digest(&Json::Array(objects))));
-        attrs.insert(OBJECTS.into(), Value::Map(digests));
-        Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None })
+        })
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ProviderError> {
@@ -714,17 +783,16 @@ impl Provider for KubernetesProvider {
                 }
             }
         }
-        // Wait until the workloads are gone, so dependencies are deleted after dependants.
-        let deadline = Instant::now() + components::readiness_timeout(&prior).as_std();
+        // Wait until the workloads are gone, so dependencies are deleted after dependants (with
+        // the waits of every other component: one watch per kind and namespace).
+        let deadline = tokio::time::Instant::now() + components::readiness_timeout(&prior).as_std();
         for key in ordered.iter().filter(|k| rank(k) == 0) {
             let parts: Vec<&str> = key.rsplitn(4, '/').collect();
-            let p = path(parts[3], parts[2], Some(parts[1]), Some(parts[0]));
-            while Instant::now() < deadline {
-                match conn.get(&p).await {
-                    Ok(None) => break,
-                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    Err(e) => return Err(e.into_provider(&format!("waiting for {key} to go"), &conn)),
-                }
+            let ns = if parts[1].is_empty() { None } else { Some(parts[1]) };
+            // Past the deadline the delete goes on, as it always did.
+            let gone = self.waits.until(&conn, parts[3], parts[2], ns, parts[0], wait::is_gone);
+            if let Ok(Err(e)) = tokio::time::timeout_at(deadline, gone).await {
+                return Err(e.into_provider(&format!("waiting for {key} to go"), &conn));
             }
         }
         // Namespaces kdeploy created go when nothing of kdeploy's (and no kept data) is left.

@@ -111,8 +111,20 @@ fn selector(inp: &Input<'_>) -> Json {
     json!({"app.kubernetes.io/name": kind_label(inp.kind()), "app.kubernetes.io/instance": base_name(inp.address())})
 }
 
+/// `shape` with each value moved to its place (a JSON pointer to a `null` left for it). A value
+/// interpolated by `json!` is copied through serde, a whole pod spec at each level of nesting;
+/// this moves it, and keeps the keys in the order `shape` gives them.
+fn fill<const N: usize>(mut shape: Json, values: [(&str, Json); N]) -> Json {
+    for (place, value) in values {
+        if let Some(slot) = shape.pointer_mut(place) {
+            *slot = value;
+        }
+    }
+    shape
+}
+
 fn meta(inp: &Input<'_>, name: &str, ns: Option<&str>) -> Json {
-    let mut m = json!({"name": name, "labels": labels(inp), "annotations": {ADDRESS_ANNOTATION: inp.address().to_string()}});
+    let mut m = fill(json!({"name": name, "labels": null, "annotations": {ADDRESS_ANNOTATION: inp.address().to_string()}}), [("/labels", labels(inp))]);
     if let Some(ns) = ns {
         m["namespace"] = json!(ns);
     }
@@ -123,8 +135,12 @@ fn meta(inp: &Input<'_>, name: &str, ns: Option<&str>) -> Json {
 /// fields kdeploy owns include the values and a changed value shows as drift.
 fn secret(inp: &Input<'_>, name: &str, ns: &str, data: &[(&str, String)]) -> Json {
     use base64::Engine as _;
-    let data: serde_json::Map<String, Json> = data.iter().map(|(k, v)| (k.to_string(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(inp, name, Some(ns)), "type": "Opaque", "data": data})
+    let data: serde_json::Map<String, Json> =
+        data.iter().map(|(k, v)| (k.to_string(), Json::String(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
+    fill(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": null, "type": "Opaque", "data": null}),
+        [("/metadata", meta(inp, name, Some(ns))), ("/data", Json::Object(data))],
+    )
 }
 
 fn service(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Json {
@@ -141,16 +157,19 @@ fn service(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Json {
         })
         .collect();
     let service_type = if w.ports.iter().any(|p| p.published.is_some()) { w.service_type.as_str() } else { "ClusterIP" };
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(inp, name, Some(ns)), "spec": {"type": service_type, "selector": selector(inp), "ports": ports}})
+    fill(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": null, "spec": {"type": service_type, "selector": null, "ports": null}}),
+        [("/metadata", meta(inp, name, Some(ns))), ("/spec/selector", selector(inp)), ("/spec/ports", Json::Array(ports))],
+    )
 }
 
 /// A pod template whose annotation changes when `config` changes, so pods roll when a
 /// referenced password or key changes.
 fn pod_template(inp: &Input<'_>, config: &Json, spec: Json) -> Json {
-    json!({
-        "metadata": {"labels": labels(inp), "annotations": {DIGEST_ANNOTATION: digest(config)}},
-        "spec": spec,
-    })
+    fill(
+        json!({"metadata": {"labels": null, "annotations": {DIGEST_ANNOTATION: digest(config)}}, "spec": null}),
+        [("/metadata/labels", labels(inp)), ("/spec", spec)],
+    )
 }
 
 fn storage_class(inp: &Input<'_>) -> Option<String> {
@@ -171,16 +190,16 @@ fn claim_spec(inp: &Input<'_>, size: &str) -> Json {
 fn job(inp: &Input<'_>, prefix: &str, ns: &str, container: Json, pod_extra: &Json) -> Json {
     // Jobs are immutable: a changed job gets a new name (the digest of its spec).
     let name = format!("{prefix}-{}", &digest(&container)[..8]);
-    let mut pod = json!({"restartPolicy": "OnFailure", "containers": [container]});
+    let mut pod = fill(json!({"restartPolicy": "OnFailure", "containers": [null]}), [("/containers/0", container)]);
     if let Some(extra) = pod_extra.as_object() {
         for (k, v) in extra {
             pod[k] = v.clone();
         }
     }
-    json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(inp, &name, Some(ns)),
-        "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": labels(inp)}, "spec": pod}}
-    })
+    fill(
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": null, "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": null}, "spec": null}}}),
+        [("/metadata", meta(inp, &name, Some(ns))), ("/spec/template/metadata/labels", labels(inp)), ("/spec/template/spec", pod)],
+    )
 }
 
 fn probe(p: &Probe) -> Json {
@@ -257,7 +276,7 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         volumes.push(json!({"name": vol, "secret": {"secretName": secret_name, "items": [{"key": key, "path": "file"}]}}));
         file_mounts.push(json!({"name": vol, "mountPath": f.path, "subPath": "file", "readOnly": true}));
     }
-    let mut c = json!({"name": w.container, "image": w.image, "env": container_env(&w.env, &secret_ref)});
+    let mut c = fill(json!({"name": w.container, "image": w.image, "env": null}), [("/env", container_env(&w.env, &secret_ref))]);
     if let Some(args) = &w.args {
         c["args"] = json!(args);
     }
@@ -296,7 +315,7 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         })
         .collect();
     init.extend(w.seed.iter().map(|s| step_container(s, &secret_ref)));
-    let mut pod = json!({"containers": [c]});
+    let mut pod = fill(json!({"containers": [null]}), [("/containers/0", c)]);
     if !init.is_empty() {
         pod["initContainers"] = Json::Array(init);
     }
@@ -319,7 +338,10 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         for (vol, size) in &claims {
             let claim = format!("{base}-{vol}");
             volumes.push(json!({"name": vol, "persistentVolumeClaim": {"claimName": claim}}));
-            objects.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(inp, &claim, Some(ns)), "spec": claim_spec(inp, size)}));
+            objects.push(fill(
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": null, "spec": null}),
+                [("/metadata", meta(inp, &claim, Some(ns))), ("/spec", claim_spec(inp, size))],
+            ));
         }
     }
     if !volumes.is_empty() {
@@ -329,22 +351,43 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
     let template = pod_template(inp, &config, pod);
     let workload = match w.controller {
         Controller::Stateful => {
-            let templates: Vec<Json> =
-                claims.iter().map(|(vol, size)| json!({"metadata": {"name": vol, "labels": labels(inp)}, "spec": claim_spec(inp, size)})).collect();
-            json!({
-                "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta(inp, base, Some(ns)),
-                "spec": {"serviceName": base, "replicas": 1, "selector": {"matchLabels": selector(inp)}, "template": template, "volumeClaimTemplates": templates}
-            })
+            let templates: Vec<Json> = claims
+                .iter()
+                .map(|(vol, size)| {
+                    fill(
+                        json!({"metadata": {"name": vol, "labels": null}, "spec": null}),
+                        [("/metadata/labels", labels(inp)), ("/spec", claim_spec(inp, size))],
+                    )
+                })
+                .collect();
+            fill(
+                json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": null,
+                    "spec": {"serviceName": base, "replicas": 1, "selector": {"matchLabels": null}, "template": null, "volumeClaimTemplates": null}
+                }),
+                [
+                    ("/metadata", meta(inp, base, Some(ns))),
+                    ("/spec/selector/matchLabels", selector(inp)),
+                    ("/spec/template", template),
+                    ("/spec/volumeClaimTemplates", Json::Array(templates)),
+                ],
+            )
         }
         Controller::Recreate | Controller::Rolling => {
-            let mut spec = json!({"replicas": 1, "selector": {"matchLabels": selector(inp)}, "template": template});
+            let mut spec = fill(
+                json!({"replicas": 1, "selector": {"matchLabels": null}, "template": null}),
+                [("/selector/matchLabels", selector(inp)), ("/template", template)],
+            );
             if w.controller == Controller::Recreate {
                 spec["strategy"] = json!({"type": "Recreate"});
             }
             if w.min_ready_seconds > 0 {
                 spec["minReadySeconds"] = json!(w.min_ready_seconds);
             }
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(inp, base, Some(ns)), "spec": spec})
+            fill(
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": null, "spec": null}),
+                [("/metadata", meta(inp, base, Some(ns))), ("/spec", spec)],
+            )
         }
     };
     let factory = inp.kind() == Kind::Factory;

@@ -223,7 +223,9 @@ async fn run_watch(mut w: WatchReq, tx: tokio::sync::mpsc::Sender<Bytes>) {
                     }
                     if tx.send(line(ev.typ, &ev.obj)).await.is_err() { return; }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                // Too slow a reader: the real server closes such a watch too (the client resumes
+                // from its last resourceVersion); skipping events would lose them silently.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                 Err(_) => return,
             }
         }

@@ -5,8 +5,11 @@ use crate::api::record_update;
 use crate::resources::{self, RESOURCES};
 use crate::{State, new_uid, now_rfc3339};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
+
+/// A workload's key in the store: (resource index, namespace, name).
+type Key = (usize, String, String);
 
 #[derive(Default)]
 pub struct CtrlState {
@@ -14,16 +17,42 @@ pub struct CtrlState {
     seen: HashMap<String, (i64, Instant)>,
     /// pod uids for which a warning event was emitted
     events: HashSet<String>,
-    /// The store's resource version the last pass started from: a pass runs only when an
-    /// object changed since, ...
-    last_rv: u64,
-    /// ... when a setting it reads changed (ready_after, the pod check), ...
+    /// A pass looks at the workloads that changed (or whose pods did) since the last one, ...
+    changed: BTreeSet<Key>,
+    /// ... every workload in a namespace whose Secrets or ConfigMaps changed, when a pod check
+    /// reads them, ...
+    changed_namespaces: BTreeSet<String>,
+    /// ... every workload when a setting it reads changed (ready_after, the pod check), ...
     dirty: bool,
-    /// ... or when a workload's ready_after timer is due.
-    next_deadline: Option<Instant>,
+    /// ... and the workloads whose ready_after timer is due.
+    deadlines: HashMap<Key, Instant>,
 }
 
 impl CtrlState {
+    /// Notes a change of the store (every write goes through here) that a pass must look at.
+    pub fn note(&mut self, res: usize, ns: &str, obj: &Value, pod_check: bool) {
+        match res {
+            resources::DEPLOY | resources::STS | resources::JOB => {
+                self.changed.insert((res, ns.to_string(), obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string()));
+            }
+            resources::POD => {
+                for owner in obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten() {
+                    let res = match owner["kind"].as_str() {
+                        Some("Deployment") => resources::DEPLOY,
+                        Some("StatefulSet") => resources::STS,
+                        Some("Job") => resources::JOB,
+                        _ => continue,
+                    };
+                    self.changed.insert((res, ns.to_string(), owner["name"].as_str().unwrap_or("").to_string()));
+                }
+            }
+            resources::SECRET | resources::CM if pod_check => {
+                self.changed_namespaces.insert(ns.to_string());
+            }
+            _ => {}
+        }
+    }
+
     pub fn reset_timers(&mut self) {
         let now = Instant::now();
         for v in self.seen.values_mut() {
@@ -38,15 +67,15 @@ impl CtrlState {
     }
 }
 
-/// Runs a reconcile pass when something it depends on changed: an object (the store's
-/// resource version moved), a setting, or a readiness timer. Idle, it costs nothing.
+/// Runs a reconcile pass over what changed: workloads and their pods, a setting, a readiness
+/// timer. Idle, it costs nothing; busy, a pass costs what changed (plus one scan of the pods),
+/// not every workload times every object.
 pub fn tick(st: &mut State) {
-    let due = st.ctrl.next_deadline.is_some_and(|d| d <= Instant::now());
-    if st.rv == st.ctrl.last_rv && !st.ctrl.dirty && !due {
+    let now = Instant::now();
+    let due = st.ctrl.deadlines.values().any(|d| *d <= now);
+    if !st.ctrl.dirty && st.ctrl.changed.is_empty() && st.ctrl.changed_namespaces.is_empty() && !due {
         return;
     }
-    st.ctrl.last_rv = st.rv;
-    st.ctrl.dirty = false;
     reconcile(st);
 }
 
@@ -190,13 +219,48 @@ pub fn container_env(st: &State, ns: &str, container: &Value) -> BTreeMap<String
     env
 }
 
+fn is_workload(res: usize) -> bool {
+    matches!(res, resources::DEPLOY | resources::STS | resources::JOB)
+}
+
 pub fn reconcile(st: &mut State) {
     let now = Instant::now();
-    let workloads: Vec<((usize, String, String), Value)> =
-        st.objects.iter().filter(|(k, _)| matches!(k.0, resources::DEPLOY | resources::STS | resources::JOB)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let live: HashSet<String> = workloads.iter().filter_map(|(_, v)| v.pointer("/metadata/uid").and_then(Value::as_str).map(String::from)).collect();
-    st.ctrl.seen.retain(|k, _| live.contains(k));
-    let mut next_deadline: Option<Instant> = None;
+    let all = std::mem::take(&mut st.ctrl.dirty);
+    let mut keys = std::mem::take(&mut st.ctrl.changed);
+    let namespaces = std::mem::take(&mut st.ctrl.changed_namespaces);
+    keys.extend(st.ctrl.deadlines.iter().filter(|(_, d)| **d <= now).map(|(k, _)| k.clone()));
+    if all || !namespaces.is_empty() {
+        keys.extend(st.objects.keys().filter(|k| is_workload(k.0) && (all || namespaces.contains(&k.1))).cloned());
+    }
+    if all {
+        let live: HashSet<String> = st
+            .objects
+            .iter()
+            .filter(|(k, _)| is_workload(k.0))
+            .filter_map(|(_, v)| v.pointer("/metadata/uid").and_then(Value::as_str).map(String::from))
+            .collect();
+        st.ctrl.seen.retain(|k, _| live.contains(k));
+    }
+    let mut workloads = Vec::new();
+    for key in keys {
+        match st.objects.get(&key) {
+            Some(w) => workloads.push((key, w.clone())),
+            None => {
+                st.ctrl.deadlines.remove(&key);
+            }
+        }
+    }
+    // Their pods, by owner uid, from one scan of the pods.
+    let uids: HashSet<&str> = workloads.iter().filter_map(|(_, w)| w.pointer("/metadata/uid").and_then(Value::as_str)).collect();
+    let mut pods: HashMap<String, Vec<(Key, Value)>> = HashMap::new();
+    let first_pod = (resources::POD, String::new(), String::new());
+    for (k, p) in st.objects.range(first_pod..).take_while(|(k, _)| k.0 == resources::POD) {
+        for owner in p.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(uid) = owner["uid"].as_str().filter(|u| uids.contains(u)) {
+                pods.entry(uid.to_string()).or_default().push((k.clone(), p.clone()));
+            }
+        }
+    }
     for (key, w) in workloads {
         let res = key.0;
         let uid = w["metadata"]["uid"].as_str().unwrap_or("").to_string();
@@ -223,10 +287,10 @@ pub fn reconcile(st: &mut State) {
             ready = false;
             never = true;
         }
-        if let (false, false, Some(d)) = (ready, never, st.opts.ready_after) {
-            let due = since + d;
-            next_deadline = Some(next_deadline.map_or(due, |n| n.min(due)));
-        }
+        match (ready, never, st.opts.ready_after) {
+            (false, false, Some(d)) => st.ctrl.deadlines.insert(key.clone(), since + d),
+            _ => st.ctrl.deadlines.remove(&key),
+        };
         let is_job = res == resources::JOB;
         let replicas = if is_job { 1 } else { w.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) };
         let template = w.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -234,16 +298,7 @@ pub fn reconcile(st: &mut State) {
         let ns = key.1.clone();
         let name = key.2.clone();
         // owned pods
-        let owned: Vec<((usize, String, String), Value)> = st
-            .objects
-            .iter()
-            .filter(|(k, v)| {
-                k.0 == resources::POD
-                    && k.1 == ns
-                    && v.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|a| a.iter().any(|r| r["uid"] == uid.as_str()))
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let owned: Vec<(Key, Value)> = pods.remove(&uid).unwrap_or_default().into_iter().filter(|(k, _)| k.1 == ns).collect();
         let mut keep = vec![];
         for (k, p) in owned {
             let h = p.pointer("/metadata/annotations/kdeploy.test~1template-hash").and_then(Value::as_str).unwrap_or("");
@@ -414,5 +469,4 @@ pub fn reconcile(st: &mut State) {
         };
         set_status(st, res, &key, status);
     }
-    st.ctrl.next_deadline = next_deadline;
 }

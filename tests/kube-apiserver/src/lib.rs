@@ -166,6 +166,7 @@ impl State {
     }
 
     fn emit(&mut self, res: usize, ns: String, typ: &'static str, obj: Value) {
+        self.ctrl.note(res, &ns, &obj, self.pod_check.is_some());
         let ev = WatchEvent { rv: self.rv, res, ns, typ, obj };
         self.history.push_back(ev.clone());
         if self.history.len() > 20000 {
