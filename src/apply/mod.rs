@@ -144,6 +144,9 @@ impl Outcome {
 struct JobResult {
     index: usize,
     result: Result<Option<(Value, Option<String>)>, ProviderError>,
+    /// Still held by a change that had nothing to wait for: freed once its result is recorded,
+    /// so that with `--parallelism 1` changes without waits run strictly one after another.
+    slot: Slot,
 }
 
 /// What one apply run tracks; the coordinator owns it.
@@ -245,7 +248,7 @@ async fn run_job(
     cluster: Option<Value>,
     refs: BTreeMap<String, Reference>,
     force_conflicts: bool,
-    mut slot: Slot,
+    slot: &mut Slot,
 ) -> Result<Option<(Value, Option<String>)>, ProviderError> {
     let component = ComponentRef { address: change.address.clone(), kind: change.kind, type_name: change.type_name.clone() };
     let delete = |prior: Value| DeleteRequest { component: component.clone(), prior, cluster: cluster.clone(), delete_data: change.delete_data };
@@ -258,7 +261,9 @@ async fn run_job(
         force_conflicts,
     };
     let wait = |slot: &mut Slot, wait: Option<Wait>| {
-        slot.release();
+        if wait.is_some() {
+            slot.release();
+        }
         let request = wait.map(|wait| WaitRequest { component: component.clone(), cluster: cluster.clone(), wait });
         let provider = provider.clone();
         async move {
@@ -283,12 +288,12 @@ async fn run_job(
                 provider.delete(delete(before)).await?;
             }
             let r = provider.apply(create(planned.unwrap_or_default(), prior)).await?;
-            wait(&mut slot, r.wait).await?;
+            wait(slot, r.wait).await?;
             Ok(Some((r.attributes, r.fingerprint)))
         }
         Action::CreateThenDelete => {
             let r = provider.apply(create(planned.unwrap_or_default(), None)).await?;
-            wait(&mut slot, r.wait).await?;
+            wait(slot, r.wait).await?;
             if let Some(before) = change.before.clone() {
                 slot.acquire().await;
                 provider.delete(delete(before)).await?;
@@ -551,15 +556,16 @@ impl Coordinator<'_> {
             run.started_at.insert(index, Instant::now());
             self.reporter.event(Event::Started { address: change.address.clone(), action: change.action });
             run.set.spawn(async move {
-                let result = run_job(provider, change, planned, cluster, refs, force_conflicts, slot).await;
-                JobResult { index, result }
+                let mut slot = slot;
+                let result = run_job(provider, change, planned, cluster, refs, force_conflicts, &mut slot).await;
+                JobResult { index, result, slot }
             });
         }
     }
 
     /// Records a finished job in state (not yet written) and the outcome.
     fn record(&mut self, run: &mut Run<'_>, joined: Result<JobResult, tokio::task::JoinError>) {
-        let JobResult { index: i, result } = match joined {
+        let JobResult { index: i, result, slot: _slot } = match joined {
             Ok(r) => r,
             Err(e) => {
                 // A worker panicked: we cannot tell which; fail everything running.
