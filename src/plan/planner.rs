@@ -209,7 +209,7 @@ impl Planner<'_> {
             let span = decl.and_then(|d| d.attrs.get(path.split('.').next().unwrap_or(path)).map(|(e, _)| e.span.clone())).or(decl.map(|d| d.span.clone()));
             let how = if target.kind == Kind::Vault {
                 format!(
-                    "expose {target} outside its cluster (service_type = \"NodePort\" on Kubernetes; a Docker cluster publishes node_port on its host), or run both on one cluster"
+                    "expose {target} outside its cluster: service_type = \"NodePort\" (its node_port on the cluster's address) or \"LoadBalancer\" (the address the cluster's load balancer gives it) on Kubernetes; a Docker cluster publishes node_port on its host. Or run both on one cluster"
                 )
             } else {
                 format!("run both on one cluster, or declare {target} as type \"external\" with an endpoint reachable from {here}")

@@ -246,7 +246,7 @@ fn one_apply_creates_the_aks_cluster_then_the_stack_inside_it() {
 #[test]
 fn the_example_records_after_one_apply() {
     let mock = Mock::start_in_thread();
-    let server = TestServer::start(Options::default());
+    let server = crate::support::managed_cluster();
     crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
     let url = server.url();
     let s = crate::support::example("azure-aks");
@@ -255,6 +255,8 @@ fn the_example_records_after_one_apply() {
     let r = run(&["apply", "-auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("vault.main: account \"kdeploy\" verified (POST /api/ping answered 200"), "{}", r.text());
+    let lb = format!("http://{}:80", crate::support::CLOUD_LB_IP);
+    assert_eq!(s.attr("vault.main", "url"), lb.as_str(), "Vault's URL is its load balancer's address");
     let env = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").unwrap();
     let providers: serde_json::Value = serde_json::from_str(&env["VAULT_STORAGE_PROVIDERS"]).unwrap();
     assert_eq!(providers[0]["provider"], "azure", "{providers}");

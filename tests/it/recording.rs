@@ -355,3 +355,101 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
     let r = run_binary(s.path(), &[], &["destroy", "-auto-approve", "-delete-data"]);
     assert_eq!(r.code, 0, "{}", r.text());
 }
+
+/// A central Vault behind a LoadBalancer Service and two edge Kubernetes clusters with one
+/// camera each: the agents upload to the address the load balancer gave Vault.
+const LOAD_BALANCED_FLEET: &str = r#"stack "lb" {}
+
+variable "central" {
+  type = string
+}
+
+variable "edges" {
+  type = map(string)
+}
+
+cluster "central" {
+  type       = "kubernetes"
+  kubeconfig = var.central
+  context    = "test"
+}
+
+database "meta" {
+  cluster = cluster.central
+  type    = "mongodb"
+}
+
+object_storage "recordings" {
+  cluster = cluster.central
+  type    = "minio"
+}
+
+vault "central" {
+  cluster           = cluster.central
+  database          = database.meta
+  storage           = object_storage.recordings
+  service_type      = "LoadBalancer"
+  readiness_timeout = "3s"
+  accounts          = { for name, kubeconfig in var.edges : name => { directory = name } }
+}
+
+cluster "site" {
+  for_each   = var.edges
+  type       = "kubernetes"
+  kubeconfig = each.value
+  context    = "test"
+}
+
+agent "door" {
+  for_each    = var.edges
+  cluster     = cluster.site[each.key]
+  vault       = vault.central
+  account     = each.key
+  camera_name = "door"
+  rtsp_url    = "rtsp://10.10.1.21/stream1"
+}
+"#;
+
+#[test]
+fn a_central_vault_behind_a_load_balancer_serves_agents_on_other_kubernetes_clusters() {
+    let central = TestServer::start(Options::default());
+    vault_standin(&central, "kerberos-vault", "vault-central", Release::Current);
+    let edges = [TestServer::start(Options::default()), TestServer::start(Options::default())];
+    let s = TestStack::new(&[("main.hcl", LOAD_BALANCED_FLEET)]);
+    let dir = |name: &str| s.path().join(name);
+    let central_kc = central.write_kubeconfig(&dir("central"), "test").display().to_string();
+    let edge_kc: Vec<String> = edges.iter().zip(["north", "south"]).map(|(e, n)| e.write_kubeconfig(&dir(n), "test").display().to_string()).collect();
+    s.write("fleet.auto.kdvars", &format!("central = \"{central_kc}\"\nedges = {{\n  north = \"{}\"\n  south = \"{}\"\n}}\n", edge_kc[0], edge_kc[1]));
+
+    let r = run_binary(s.path(), &[], &["plan", "-no-color"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("+ external_url") && r.stdout.contains("(known after apply)"), "the address comes with apply: {}", r.text());
+
+    // A bare cluster has no load-balancer implementation: the Service stays pending.
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("Service kerberos-vault/vault-central of type LoadBalancer got no address within 3s"), "{}", r.text());
+    assert!(r.stderr.contains("MetalLB") && r.stderr.contains("service_type = \"NodePort\""), "what to do: {}", r.text());
+    assert!(edges.iter().all(|e| e.objects("apps/v1", "Deployment").is_empty()), "no agent starts without the address it uploads to");
+
+    // MetalLB installed: the next apply takes up the Vault it wrote and gets its address.
+    central.set_load_balancer_ips(vec!["192.0.2.10".into()]);
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(s.attr("vault.central", "external_url"), "http://192.0.2.10:80/api");
+    for (edge, site) in edges.iter().zip(["north", "south"]) {
+        let env = edge.workload_env("apps/v1", "Deployment", "kerberos-agent", &format!("agent-door-{site}")).expect("the site's agent");
+        assert_eq!(env["AGENT_KERBEROSVAULT_URI"], "http://192.0.2.10:80/api", "{site}");
+        assert_eq!(env["AGENT_KERBEROSVAULT_DIRECTORY"], site, "{site}");
+    }
+    let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "the address is kept: {}", r.text());
+
+    // Back to a NodePort: the URL follows the exposure, and so do the agents.
+    s.write("main.hcl", &LOAD_BALANCED_FLEET.replace("\"LoadBalancer\"", "\"NodePort\""));
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let host = central.url().split("://").nth(1).unwrap().rsplit_once(':').unwrap().0.to_string();
+    let env = edges[0].workload_env("apps/v1", "Deployment", "kerberos-agent", "agent-door-north").unwrap();
+    assert_eq!(env["AGENT_KERBEROSVAULT_URI"], format!("http://{host}:30080/api"));
+}

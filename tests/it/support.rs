@@ -286,6 +286,16 @@ pub fn assert_stack_in_cluster(server: &kdeploy_kube_testserver::TestServer) -> 
 /// the Deployment `name` (its `VAULT_*` definitions), read again for every request as if Vault
 /// restarted; pods of vault Deployments whose definitions Vault would refuse crash loop with
 /// Vault's message. With `ignore_variables` it is an image that predates the variables.
+/// The address the load balancer of [`managed_cluster`] gives the first LoadBalancer Service.
+pub const CLOUD_LB_IP: &str = "203.0.113.10";
+
+/// A test API server standing in for a managed cluster (EKS, AKS, GKE), whose cloud controller
+/// gives LoadBalancer Services an address.
+pub fn managed_cluster() -> kdeploy_kube_testserver::TestServer {
+    let opts = kdeploy_kube_testserver::Options { load_balancer_ips: vec![CLOUD_LB_IP.into()], ..Default::default() };
+    kdeploy_kube_testserver::TestServer::start(opts)
+}
+
 pub fn vault_standin(server: &kdeploy_kube_testserver::TestServer, namespace: &str, name: &str, release: kdeploy_standins::vault::Release) {
     let handle = server.handle();
     let (ns, n) = (namespace.to_string(), name.to_string());

@@ -721,7 +721,7 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed(
                 "external_url",
                 AttrType::String,
-                "URL agents on other clusters upload to: the NodePort on the cluster's node address, or the Docker host's published port; null when Vault is not exposed.",
+                "URL agents on other clusters upload to: the NodePort on the cluster's node address, the address a LoadBalancer Service was given (apply waits for it), or the Docker host's published port; null when Vault is not exposed (ClusterIP).",
             )
             .computed("access_key", AttrType::String, "The default account's access key (generated).")
             .sensitive()

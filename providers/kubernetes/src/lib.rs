@@ -8,6 +8,7 @@
 //! all components share one LIST and WATCH per kind and namespace ([`wait`]).
 
 pub mod api;
+pub mod exposure;
 pub mod fields;
 pub mod render;
 pub mod wait;
@@ -61,13 +62,6 @@ fn map_of(v: Option<&Value>) -> BTreeMap<String, Value> {
     v.and_then(Value::as_map).cloned().unwrap_or_default()
 }
 
-/// Host of the API server URL, for NodePort URLs.
-fn server_host(server: &str) -> String {
-    let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| host.to_string())
-}
-
 /// Fills the computed attributes: generated secrets (new ones only when `generate`), the names
 /// and endpoints that follow from Kubernetes naming (service DNS names, NodePort URLs), then
 /// what every runtime derives alike (a vault's configuration, an agent's upload folder).
@@ -88,14 +82,8 @@ fn fill_computed(
         (Some(Value::String(u)), Some(Value::String(p))) => Value::String(format!("{scheme}://{u}:{p}@{host}:{port}{path}")),
         _ => Value::Unknown(format!("{}.uri", c.address)),
     };
-    let node_port_url = |attrs: &BTreeMap<String, Value>, fallback: String| match (
-        attrs.get("service_type").and_then(Value::as_str),
-        attrs.get("node_port").and_then(Value::as_i64),
-        cluster.get("server").and_then(Value::as_str),
-    ) {
-        (Some("NodePort"), Some(p), Some(server)) => format!("http://{}:{p}", server_host(server)),
-        _ => fallback,
-    };
+    // From outside the cluster (a NodePort, a LoadBalancer's address), else from inside.
+    let outside = |attrs: &BTreeMap<String, Value>| exposure::outside_url(attrs, cluster, &c.address, attrs.get("url"));
     match (c.kind, c.type_name.as_str()) {
         (Kind::ObjectStorage, "minio") => set(attrs, "endpoint", Value::String(format!("{base}.{ns}:9000"))),
         (Kind::Database, "mongodb") => {
@@ -114,21 +102,18 @@ fn fill_computed(
         }
         (Kind::Vault, _) => {
             let endpoint = format!("http://{base}.{ns}:80/api");
-            let url = node_port_url(attrs, endpoint.clone());
-            // Exposed through its NodePort on the cluster's address; known once the cluster is.
-            let nodeport = attrs.get("service_type").and_then(Value::as_str) == Some("NodePort");
-            let external = match (nodeport, cluster.get("server")) {
-                (true, Some(Value::Unknown(_))) => Value::Unknown(format!("{}.external_url", c.address)),
-                _ if url == endpoint => Value::Null,
-                _ => Value::String(format!("{url}/api")),
+            let (url, external) = match outside(attrs) {
+                Some(Value::String(u)) => (Value::String(u.clone()), Value::String(format!("{u}/api"))),
+                Some(_) => (Value::Unknown(format!("{}.url", c.address)), Value::Unknown(format!("{}.external_url", c.address))),
+                None => (Value::String(endpoint.clone()), Value::Null),
             };
             set(attrs, "endpoint", Value::String(endpoint));
-            set(attrs, "url", Value::String(url));
+            set(attrs, "url", url);
             set(attrs, "external_url", external);
         }
         (Kind::Factory, _) => {
-            let url = node_port_url(attrs, format!("http://{base}.{ns}:80"));
-            set(attrs, "url", Value::String(url));
+            let url = outside(attrs).unwrap_or_else(|| Value::String(format!("http://{base}.{ns}:80")));
+            set(attrs, "url", url);
         }
         _ => {}
     }
@@ -616,6 +601,11 @@ impl Provider for KubernetesProvider {
         }
         let cluster = map_of(req.cluster);
         let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
+        // A LoadBalancer keeps the address its previous apply found, unless the exposure changed.
+        let prior_exposure = req.prior.and_then(Value::as_map).map(exposure::Exposure::of);
+        if prior_exposure.is_some_and(|e| e != exposure::Exposure::of(planned)) {
+            planned.remove("url");
+        }
         // Computed values that follow from the inputs (a changed password input, a new node port).
         fill_computed(c, planned, req.refs, &cluster, false)?;
         let unknown_objects = |planned: &mut BTreeMap<String, Value>| {
@@ -721,6 +711,13 @@ impl Provider for KubernetesProvider {
             Some(a) => Some(Wait(serde_json::to_value(a).map_err(|e| ProviderError::other(format!("{}: {e}", c.address)))?)),
             None => None,
         };
+        if matches!(c.kind, Kind::Vault | Kind::Factory) && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
+            let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
+            if c.kind == Kind::Vault {
+                attrs.insert("external_url".into(), Value::String(format!("{url}/api")));
+            }
+            attrs.insert("url".into(), Value::String(url));
+        }
         attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
         attrs.insert(OBJECTS.into(), Value::Map(digests));
         Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None, wait })

@@ -26,6 +26,10 @@ pub struct CtrlState {
     dirty: bool,
     /// ... and the workloads whose ready_after timer is due.
     deadlines: HashMap<Key, Instant>,
+    /// Services of type LoadBalancer that wait for an address.
+    pending_balancers: BTreeSet<Key>,
+    /// Addresses of `Options::load_balancer_ips` given out so far.
+    balancer_ips_used: usize,
 }
 
 impl CtrlState {
@@ -44,6 +48,16 @@ impl CtrlState {
                         _ => continue,
                     };
                     self.changed.insert((res, ns.to_string(), owner["name"].as_str().unwrap_or("").to_string()));
+                }
+            }
+            resources::SVC => {
+                let key = (res, ns.to_string(), obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string());
+                let balancer = obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+                let assigned = obj.pointer("/status/loadBalancer/ingress/0").is_some();
+                if balancer && !assigned {
+                    self.pending_balancers.insert(key);
+                } else {
+                    self.pending_balancers.remove(&key);
                 }
             }
             resources::SECRET | resources::CM if pod_check => {
@@ -73,10 +87,32 @@ impl CtrlState {
 pub fn tick(st: &mut State) {
     let now = Instant::now();
     let due = st.ctrl.deadlines.values().any(|d| *d <= now);
+    let balancers = !st.ctrl.pending_balancers.is_empty() && st.ctrl.balancer_ips_used < st.opts.load_balancer_ips.len();
+    if balancers {
+        assign_balancers(st);
+    }
     if !st.ctrl.dirty && st.ctrl.changed.is_empty() && st.ctrl.changed_namespaces.is_empty() && !due {
         return;
     }
     reconcile(st);
+}
+
+/// What a load-balancer implementation does: gives each pending Service of type LoadBalancer
+/// the next free address, while there is one (then the rest stay pending, as with an
+/// exhausted MetalLB pool).
+fn assign_balancers(st: &mut State) {
+    for key in std::mem::take(&mut st.ctrl.pending_balancers) {
+        let Some(ip) = st.opts.load_balancer_ips.get(st.ctrl.balancer_ips_used).cloned() else {
+            st.ctrl.pending_balancers.insert(key);
+            continue;
+        };
+        let Some(svc) = st.objects.get(&key) else { continue };
+        if svc.pointer("/spec/type").and_then(Value::as_str) != Some("LoadBalancer") {
+            continue;
+        }
+        st.ctrl.balancer_ips_used += 1;
+        set_status(st, key.0, &key, json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}));
+    }
 }
 
 fn hash_str(v: &Value) -> String {

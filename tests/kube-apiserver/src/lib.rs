@@ -31,6 +31,10 @@ pub struct Options {
     pub storage_classes: Vec<(String, bool)>,
     /// Waiting reason of containers of workloads that never become ready.
     pub waiting_reason: String,
+    /// Addresses a load-balancer implementation (a cloud controller, MetalLB) gives Services of
+    /// type LoadBalancer, in order, in `status.loadBalancer.ingress[0].ip`. Empty (the
+    /// default, as on a bare cluster): such Services stay pending.
+    pub load_balancer_ips: Vec<String>,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             forbidden: vec![],
             storage_classes: vec![("standard".into(), true)],
             waiting_reason: "ImagePullBackOff".into(),
+            load_balancer_ips: vec![],
         }
     }
 }
@@ -371,6 +376,14 @@ impl TestServer {
     /// reads its configuration through it).
     pub fn handle(&self) -> ServerHandle {
         ServerHandle(self.state.clone())
+    }
+
+    /// Gives the cluster a load-balancer implementation with these addresses (see
+    /// [`Options::load_balancer_ips`]); pending Services get one at the next controller pass.
+    pub fn set_load_balancer_ips(&self, ips: Vec<String>) {
+        let mut st = self.st();
+        st.opts.load_balancer_ips = ips;
+        st.ctrl.touch();
     }
 
     pub fn set_ready_after(&self, d: Option<Duration>) {

@@ -613,7 +613,7 @@ fn upload_endpoint(spec: &Spec<'_>, vault: &Reference, unknown: &Cell<bool>) -> 
     }
     match vault.attributes.as_map().and_then(|m| m.get("external_url")) {
         Some(Value::Null) | None => Err(WorkloadError::Invalid(format!(
-            "{} runs on {} and uploads to {}, which runs on {} and is not exposed outside it: set service_type = \"NodePort\" on {} (a Docker cluster publishes its node_port on the host), or run both on one cluster",
+            "{} runs on {} and uploads to {}, which runs on {} and is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {} (a Docker cluster publishes its node_port on the host), or run both on one cluster",
             spec.component.address,
             here.unwrap_or_default(),
             vault.component.address,

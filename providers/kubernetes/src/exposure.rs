@@ -1,0 +1,159 @@
+//! How a served component (Vault, Factory) is reached from outside its cluster, by its
+//! `service_type`: a NodePort on the cluster's address (known once the cluster's API server
+//! address is), the address a load-balancer implementation gives its LoadBalancer Service
+//! (known only once apply has it: kdeploy waits for it), or not at all (ClusterIP).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kdeploy_provider::addr::Address;
+use kdeploy_provider::{ErrorKind, ProviderError, Value};
+use serde_json::Value as Json;
+
+use crate::api::{Conn, path};
+
+/// How often a pending LoadBalancer Service is read again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A component's exposure, from its attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    NodePort,
+    LoadBalancer,
+    ClusterIp,
+}
+
+impl Exposure {
+    pub fn of(attrs: &BTreeMap<String, Value>) -> Exposure {
+        match attrs.get("service_type").and_then(Value::as_str) {
+            Some("LoadBalancer") => Exposure::LoadBalancer,
+            Some("ClusterIP") => Exposure::ClusterIp,
+            _ => Exposure::NodePort,
+        }
+    }
+}
+
+/// The URL from outside the cluster (without path), as far as a plan can tell: `None` when the
+/// component is not exposed, unknown while the address is (a cluster not yet created, a
+/// LoadBalancer not yet given an address). A LoadBalancer keeps the URL its previous apply
+/// found (`previous`; the plan drops it when the exposure itself changed).
+pub fn outside_url(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &Address, previous: Option<&Value>) -> Option<Value> {
+    let unknown = || Value::Unknown(format!("{address}.url"));
+    match Exposure::of(attrs) {
+        Exposure::ClusterIp => None,
+        Exposure::NodePort => Some(match (attrs.get("node_port").and_then(Value::as_i64), cluster.get("server")) {
+            (Some(port), Some(Value::String(server))) => Value::String(format!("http://{}:{port}", server_host(server))),
+            (Some(_), Some(Value::Unknown(_))) => unknown(),
+            // A cluster without an address (none recorded): not reachable by URL.
+            _ => return None,
+        }),
+        Exposure::LoadBalancer => Some(match previous {
+            Some(Value::String(url)) => Value::String(url.clone()),
+            _ => unknown(),
+        }),
+    }
+}
+
+/// Host of the API server URL, for NodePort URLs.
+pub fn server_host(server: &str) -> String {
+    let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| host.to_string())
+}
+
+/// The URL of a LoadBalancer Service once a load-balancer implementation gave it an address:
+/// from the answer to its write when it already has one, else read until it has one or
+/// `timeout` passes. The error says why an address may never come.
+pub async fn balancer_url(conn: &Conn, applied: &[Json], timeout: Duration, address: &Address) -> Result<String, ProviderError> {
+    let Some(service) = applied.iter().find(|o| o["kind"] == "Service" && o["spec"]["type"] == "LoadBalancer") else {
+        return Err(ProviderError::other(format!("{address}: service_type is LoadBalancer but no such Service was written")));
+    };
+    let port = service["spec"]["ports"][0]["port"].as_i64().unwrap_or(80);
+    let name = service["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let ns = service["metadata"]["namespace"].as_str().map(str::to_string);
+    let url = |svc: &Json| ingress_host(svc).map(|host| format!("http://{host}:{port}"));
+    if let Some(u) = url(service) {
+        return Ok(u);
+    }
+    let at = path("v1", "Service", ns.as_deref(), Some(&name));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let svc = conn.get(&at).await.map_err(|e| e.into_provider(&format!("reading Service {name}"), conn))?;
+        match svc {
+            Some(svc) => {
+                if let Some(u) = url(&svc) {
+                    return Ok(u);
+                }
+            }
+            None => return Err(ProviderError::other(format!("Service {name} was deleted while waiting for its load-balancer address"))),
+        }
+    }
+    Err(ProviderError::new(ErrorKind::Timeout, pending_message(&name, ns.as_deref().unwrap_or("default"), timeout)))
+}
+
+/// Why a LoadBalancer Service has no address, and what to do.
+fn pending_message(name: &str, ns: &str, timeout: Duration) -> String {
+    format!(
+        "Service {ns}/{name} of type LoadBalancer got no address within {}s: the cluster has no load-balancer implementation (a cloud controller, or MetalLB: `microk8s enable metallb:RANGE` on MicroK8s), or its address pool is exhausted. Install one, raise readiness_timeout, or set service_type = \"NodePort\" (reached on the cluster's node address); `kubectl -n {ns} describe service {name}` shows its events",
+        timeout.as_secs()
+    )
+}
+
+/// `status.loadBalancer.ingress[0]`: its IP, else its host name.
+fn ingress_host(svc: &Json) -> Option<String> {
+    let first = svc.pointer("/status/loadBalancer/ingress/0")?;
+    first["ip"]
+        .as_str()
+        .or_else(|| first["hostname"].as_str())
+        .filter(|h| !h.is_empty())
+        .map(|h| if h.contains(':') { format!("[{h}]") } else { h.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn attrs(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    fn addr() -> Address {
+        "vault.main".parse().unwrap()
+    }
+
+    #[test]
+    fn a_node_port_is_reached_on_the_clusters_host_once_it_is_known() {
+        let a = attrs(&[("service_type", Value::string("NodePort")), ("node_port", Value::from_i64(30080))]);
+        let known = attrs(&[("server", Value::string("https://10.0.0.5:16443"))]);
+        assert_eq!(outside_url(&a, &known, &addr(), None), Some(Value::string("http://10.0.0.5:30080")));
+        let pending = attrs(&[("server", Value::Unknown("cluster.c.server".into()))]);
+        assert!(matches!(outside_url(&a, &pending, &addr(), None), Some(Value::Unknown(_))));
+    }
+
+    #[test]
+    fn a_load_balancer_is_unknown_until_an_apply_found_its_address_and_cluster_ip_is_not_exposed() {
+        let lb = attrs(&[("service_type", Value::string("LoadBalancer"))]);
+        let cluster = attrs(&[("server", Value::string("https://10.0.0.5:6443"))]);
+        assert!(matches!(outside_url(&lb, &cluster, &addr(), None), Some(Value::Unknown(_))));
+        let prev = Value::string("http://192.0.2.10:80");
+        assert_eq!(outside_url(&lb, &cluster, &addr(), Some(&prev)), Some(prev.clone()));
+        let internal = attrs(&[("service_type", Value::string("ClusterIP"))]);
+        assert_eq!(outside_url(&internal, &cluster, &addr(), Some(&prev)), None);
+    }
+
+    #[test]
+    fn the_ingress_ip_is_preferred_to_its_host_name_and_ipv6_is_bracketed() {
+        assert_eq!(
+            ingress_host(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "hostname": "a.example"}]}}})).as_deref(),
+            Some("192.0.2.1")
+        );
+        assert_eq!(
+            ingress_host(&json!({"status": {"loadBalancer": {"ingress": [{"hostname": "a.elb.amazonaws.com"}]}}})).as_deref(),
+            Some("a.elb.amazonaws.com")
+        );
+        assert_eq!(ingress_host(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "2001:db8::1"}]}}})).as_deref(), Some("[2001:db8::1]"));
+        assert_eq!(ingress_host(&json!({"status": {"loadBalancer": {}}})), None);
+    }
+}
