@@ -191,8 +191,8 @@ impl Planner<'_> {
     }
 
     /// A component reaches the components it refers to inside its own cluster only: their
-    /// endpoints are cluster-internal names. The one exception is an agent uploading to a Vault
-    /// that is exposed outside its cluster (the agent then uses Vault's external URL). False,
+    /// endpoints are cluster-internal names. The one exception is an agent uploading to (or a
+    /// Vault forwarding to) a Vault exposed outside its cluster, through its external URL. False,
     /// with a diagnostic per reference, when a reference crosses clusters otherwise.
     fn same_cluster_references(&mut self, addr: &Address, desired: &Desired) -> bool {
         let Some(here) = &desired.cluster else { return true };
@@ -202,7 +202,8 @@ impl Planner<'_> {
             let field = |name: &str| value.as_map().and_then(|m| m.get(name));
             let Some(there) = field("cluster").and_then(Value::as_str).filter(|t| *t != here.to_string()).map(str::to_string) else { continue };
             let exposed = field("external_url").is_some_and(|u| !u.is_null());
-            if addr.kind == Kind::Agent && target.kind == Kind::Vault && exposed {
+            // Agents upload to it, other Vaults forward to it (a site Vault behind a poor uplink).
+            if matches!(addr.kind, Kind::Agent | Kind::Vault) && target.kind == Kind::Vault && exposed {
                 continue;
             }
             let decl = self.eval.decl(addr);

@@ -411,7 +411,7 @@ agent "door" {
 "#;
 
 #[test]
-fn a_central_vault_behind_a_load_balancer_serves_agents_on_other_kubernetes_clusters() {
+fn a_central_vault_behind_a_load_balancer_or_an_ingress_serves_agents_on_other_kubernetes_clusters() {
     let central = TestServer::start(Options::default());
     vault_standin(&central, "kerberos-vault", "vault-central", Release::Current);
     let edges = [TestServer::start(Options::default()), TestServer::start(Options::default())];
@@ -452,4 +452,121 @@ fn a_central_vault_behind_a_load_balancer_serves_agents_on_other_kubernetes_clus
     let host = central.url().split("://").nth(1).unwrap().rsplit_once(':').unwrap().0.to_string();
     let env = edges[0].workload_env("apps/v1", "Deployment", "kerberos-agent", "agent-door-north").unwrap();
     assert_eq!(env["AGENT_KERBEROSVAULT_URI"], format!("http://{host}:30080/api"));
+
+    // An Ingress with a certificate from cert-manager: agents upload over HTTPS to its host.
+    let ingress = "  ingress_host      = \"vault.example.com\"\n  cert_issuer       = \"letsencrypt\"\n  readiness_timeout = \"3s\"";
+    s.write("main.hcl", &LOAD_BALANCED_FLEET.replace("  readiness_timeout = \"3s\"", ingress));
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let ing = central.object("networking.k8s.io/v1", "Ingress", Some("kerberos-vault"), "vault-central").expect("Vault's Ingress");
+    assert_eq!(ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt", "{ing}");
+    assert_eq!(ing["spec"]["tls"][0], json!({"hosts": ["vault.example.com"], "secretName": "vault-central-tls"}), "{ing}");
+    assert_eq!(ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"], json!({"name": "vault-central", "port": {"number": 80}}), "{ing}");
+    for (edge, site) in edges.iter().zip(["north", "south"]) {
+        let env = edge.workload_env("apps/v1", "Deployment", "kerberos-agent", &format!("agent-door-{site}")).unwrap();
+        assert_eq!(env["AGENT_KERBEROSVAULT_URI"], "https://vault.example.com/api", "{site}");
+    }
+    let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    // Without the Ingress again: it is deleted with the exposure.
+    s.write("main.hcl", LOAD_BALANCED_FLEET);
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(central.object("networking.k8s.io/v1", "Ingress", Some("kerberos-vault"), "vault-central").is_none(), "the Ingress is gone");
+    assert_eq!(s.attr("vault.central", "external_url"), "http://192.0.2.10:80/api", "back behind the load balancer");
+}
+
+/// A central Vault on Kubernetes and one Docker site that records on site first
+/// (`modules/site` with `forward = true`).
+fn forwarding_fleet(kubeconfig: &str, site_vault_port: u16) -> String {
+    format!(
+        r#"stack "fwd" {{}}
+
+cluster "central" {{
+  type       = "kubernetes"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+}}
+
+database "meta" {{
+  cluster = cluster.central
+  type    = "mongodb"
+}}
+
+object_storage "recordings" {{
+  cluster = cluster.central
+  type    = "minio"
+}}
+
+vault "central" {{
+  cluster   = cluster.central
+  database  = database.meta
+  storage   = object_storage.recordings
+  node_port = 30080
+  accounts  = {{ north = {{ directory = "north" }} }}
+}}
+
+module "north" {{
+  source          = "../../modules/site"
+  name            = "north"
+  vault           = vault.central
+  docker_host     = "unix:///var/run/docker.sock"
+  cert_path       = ""
+  cameras         = {{ door = "rtsp://10.10.1.21/s1" }}
+  forward         = true
+  site_vault_port = {site_vault_port}
+}}
+"#
+    )
+}
+
+#[test]
+fn a_site_with_a_poor_uplink_records_on_site_and_forwards_to_the_central_vault() {
+    if !engine() {
+        return;
+    }
+    let server = TestServer::start(Options::default());
+    vault_standin(&server, "kerberos-vault", "vault-central", Release::Current);
+    let s = example("fleet");
+    testing::cleanup("north-edge");
+    let _guard = Cleanup("north-edge".into());
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    let port = free_port();
+    s.write("main.hcl", &forwarding_fleet(&kubeconfig, port));
+    let overrides = ["database", "object_storage", "vault", "agent"]
+        .iter()
+        .zip(["database \"site\"", "object_storage \"site\"", "vault \"site\"", "agent \"cam\""])
+        .map(|(kind, block)| format!("{block} {{\n{}}}\n", overrides(kind)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(s.path().join("../../modules/site/test_override.hcl"), overrides).unwrap();
+
+    let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.central: account \"north\" verified"), "{}", r.text());
+    assert!(r.stdout.contains("module.north.vault.site[0]: account \"north\" verified"), "{}", r.text());
+    let containers = std::process::Command::new("docker").args(["ps", "--format", "{{.Names}}"]).output().unwrap();
+    let names = String::from_utf8_lossy(&containers.stdout).to_string();
+    let find =
+        |part: &str| names.lines().find(|n| n.starts_with("kdeploy-north-edge") && n.contains(part)).unwrap_or_else(|| panic!("{part} in {names}")).to_string();
+    let (site_vault, agent) = (find("vault-site"), find("agent-cam-door"));
+
+    // The site Vault forwards to the central Vault's external URL with the site's account there.
+    let central_key = |k: &str| s.attr("vault.central", "vault_accounts")["north"][k].as_str().unwrap().to_string();
+    let integrations: serde_json::Value = serde_json::from_str(&env_value(&site_vault, "VAULT_INTEGRATIONS").expect("VAULT_INTEGRATIONS")).unwrap();
+    let host = server.url().split("://").nth(1).unwrap().rsplit_once(':').unwrap().0.to_string();
+    assert_eq!(integrations[0]["queue"], "kerberosvault", "{integrations}");
+    assert_eq!(integrations[0]["vault_url"], format!("http://{host}:30080/api"), "{integrations}");
+    assert_eq!(integrations[0]["access_key"], central_key("access_key"), "{integrations}");
+    assert_eq!(integrations[0]["secret"], central_key("secret_key"), "{integrations}");
+    // The agent uploads to the site Vault, with the site Vault's own keys.
+    let uri = env_value(&agent, "AGENT_KERBEROSVAULT_URI").unwrap();
+    assert!(uri.contains(&site_vault) && !uri.contains(&host), "{uri}");
+    assert_ne!(env_value(&agent, "AGENT_KERBEROSVAULT_ACCESS_KEY").unwrap(), central_key("access_key"));
+    assert_eq!(env_value(&agent, "AGENT_KERBEROSVAULT_DIRECTORY").as_deref(), Some("north"));
+
+    let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let r = run_binary(s.path(), &[], &["destroy", "-auto-approve", "-delete-data"]);
+    assert_eq!(r.code, 0, "{}", r.text());
 }

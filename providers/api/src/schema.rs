@@ -410,15 +410,17 @@ fn provider_fields() -> B {
 /// Fields of a vault's `forward { ... }` block.
 fn forward_fields() -> B {
     B::new()
-        .s("vault_url", "The other Vault's API URL, e.g. https://vault.example.com/api.")
-        .required()
-        .s("provider", "A storage provider name on the other Vault.")
-        .required()
-        .s("access_key", "An account's access key on the other Vault.")
-        .required()
+        .comp(
+            "vault",
+            Kind::Vault,
+            "The other Vault, when the stack has it: the URL (its external_url from another cluster), provider and keys follow from it and `account`.",
+        )
+        .s("account", "With vault: the account on the other Vault to forward with (default: its default account).")
+        .s("vault_url", "The other Vault's API URL, e.g. https://vault.example.com/api (required without vault).")
+        .s("provider", "A storage provider name on the other Vault (required without vault).")
+        .s("access_key", "An account's access key on the other Vault (required without vault).")
         .sensitive()
-        .s("secret_key", "That account's secret key.")
-        .required()
+        .s("secret_key", "That account's secret key (required without vault).")
         .sensitive()
         .one_of("forward_type", &["continuous", "ondemand"], "continuous (every recording); ondemand needs Kerberos Hub.")
         .default("continuous")
@@ -702,6 +704,10 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("NodePort")
             .n("node_port", "NodePort (or host port on Docker).")
             .default(30080i64)
+            .s("ingress_host", "Host name of an Ingress in front of Vault's API and UI (Kubernetes): the external URL becomes https://HOST (http without TLS).")
+            .s("ingress_class", "IngressClass of that Ingress (default: the cluster's default class).")
+            .s("ingress_tls_secret", "TLS Secret (certificate and key) for ingress_host.")
+            .s("cert_issuer", "cert-manager ClusterIssuer that issues the certificate for ingress_host into the Secret <name>-tls (when ingress_tls_secret is not given).")
             .n("retention_days", "Retention in days of the default account (and of accounts that do not set their own).")
             .default(30i64)
             .s("account", "Name of the default account agents upload with.")
@@ -721,7 +727,7 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .computed(
                 "external_url",
                 AttrType::String,
-                "URL agents on other clusters upload to: the NodePort on the cluster's node address, the address a LoadBalancer Service was given (apply waits for it), or the Docker host's published port; null when Vault is not exposed (ClusterIP).",
+                "URL agents on other clusters upload to: https://ingress_host/api with an Ingress, else the NodePort on the cluster's node address, the address a LoadBalancer Service was given (apply waits for it), or the Docker host's published port; null when Vault is not exposed (ClusterIP).",
             )
             .computed("access_key", AttrType::String, "The default account's access key (generated).")
             .sensitive()
@@ -805,6 +811,10 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("NodePort")
             .n("node_port", "NodePort.")
             .default(30079i64)
+            .s("ingress_host", "Host name of an Ingress in front of Factory's UI (Kubernetes): the external URL becomes https://HOST (http without TLS).")
+            .s("ingress_class", "IngressClass of that Ingress (default: the cluster's default class).")
+            .s("ingress_tls_secret", "TLS Secret (certificate and key) for ingress_host.")
+            .s("cert_issuer", "cert-manager ClusterIssuer that issues the certificate for ingress_host into the Secret <name>-tls (when ingress_tls_secret is not given).")
             .s("agent_image", "Agent image Factory starts (v3.6.29 or later: it reads the GLOBAL_AGENT_* settings Factory hands over).")
             .s("login_password", "UI password (default: generated).")
             .sensitive()

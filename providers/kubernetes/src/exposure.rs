@@ -1,5 +1,5 @@
-//! How a served component (Vault, Factory) is reached from outside its cluster, by its
-//! `service_type`: a NodePort on the cluster's address (known once the cluster's API server
+//! How a served component (Vault, Factory) is reached from outside its cluster: through an
+//! Ingress when `ingress_host` is set, else by its `service_type`: a NodePort on the cluster's address (known once the cluster's API server
 //! address is), the address a load-balancer implementation gives its LoadBalancer Service
 //! (known only once apply has it: kdeploy waits for it), or not at all (ClusterIP).
 
@@ -18,6 +18,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// A component's exposure, from its attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exposure {
+    /// `ingress_host` set (whatever the Service's type).
+    Ingress,
     NodePort,
     LoadBalancer,
     ClusterIp,
@@ -25,6 +27,9 @@ pub enum Exposure {
 
 impl Exposure {
     pub fn of(attrs: &BTreeMap<String, Value>) -> Exposure {
+        if ingress_host(attrs).is_some() {
+            return Exposure::Ingress;
+        }
         match attrs.get("service_type").and_then(Value::as_str) {
             Some("LoadBalancer") => Exposure::LoadBalancer,
             Some("ClusterIP") => Exposure::ClusterIp,
@@ -40,6 +45,10 @@ impl Exposure {
 pub fn outside_url(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &Address, previous: Option<&Value>) -> Option<Value> {
     let unknown = || Value::Unknown(format!("{address}.url"));
     match Exposure::of(attrs) {
+        Exposure::Ingress => {
+            let tls = ["ingress_tls_secret", "cert_issuer"].iter().any(|k| attrs.get(*k).and_then(Value::as_str).is_some_and(|v| !v.is_empty()));
+            Some(Value::String(format!("{}://{}", if tls { "https" } else { "http" }, ingress_host(attrs).unwrap_or_default())))
+        }
         Exposure::ClusterIp => None,
         Exposure::NodePort => Some(match (attrs.get("node_port").and_then(Value::as_i64), cluster.get("server")) {
             (Some(port), Some(Value::String(server))) => Value::String(format!("http://{}:{port}", server_host(server))),
@@ -52,6 +61,11 @@ pub fn outside_url(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, V
             _ => unknown(),
         }),
     }
+}
+
+/// The host of the component's Ingress, when it has one.
+pub fn ingress_host(attrs: &BTreeMap<String, Value>) -> Option<&str> {
+    attrs.get("ingress_host").and_then(Value::as_str).filter(|h| !h.is_empty())
 }
 
 /// Host of the API server URL, for NodePort URLs.
@@ -71,7 +85,7 @@ pub async fn balancer_url(conn: &Conn, applied: &[Json], timeout: Duration, addr
     let port = service["spec"]["ports"][0]["port"].as_i64().unwrap_or(80);
     let name = service["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let ns = service["metadata"]["namespace"].as_str().map(str::to_string);
-    let url = |svc: &Json| ingress_host(svc).map(|host| format!("http://{host}:{port}"));
+    let url = |svc: &Json| balancer_host(svc).map(|host| format!("http://{host}:{port}"));
     if let Some(u) = url(service) {
         return Ok(u);
     }
@@ -101,7 +115,7 @@ fn pending_message(name: &str, ns: &str, timeout: Duration) -> String {
 }
 
 /// `status.loadBalancer.ingress[0]`: its IP, else its host name.
-fn ingress_host(svc: &Json) -> Option<String> {
+fn balancer_host(svc: &Json) -> Option<String> {
     let first = svc.pointer("/status/loadBalancer/ingress/0")?;
     first["ip"]
         .as_str()
@@ -144,16 +158,26 @@ mod tests {
     }
 
     #[test]
-    fn the_ingress_ip_is_preferred_to_its_host_name_and_ipv6_is_bracketed() {
+    fn an_ingress_host_comes_first_with_https_when_it_has_a_certificate() {
+        let cluster = attrs(&[("server", Value::string("https://10.0.0.5:6443"))]);
+        let plain = attrs(&[("service_type", Value::string("LoadBalancer")), ("ingress_host", Value::string("vault.example.com"))]);
+        assert_eq!(outside_url(&plain, &cluster, &addr(), None), Some(Value::string("http://vault.example.com")));
+        let mut tls = plain.clone();
+        tls.insert("cert_issuer".into(), Value::string("letsencrypt"));
+        assert_eq!(outside_url(&tls, &cluster, &addr(), None), Some(Value::string("https://vault.example.com")));
+    }
+
+    #[test]
+    fn the_balancer_ip_is_preferred_to_its_host_name_and_ipv6_is_bracketed() {
         assert_eq!(
-            ingress_host(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "hostname": "a.example"}]}}})).as_deref(),
+            balancer_host(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "hostname": "a.example"}]}}})).as_deref(),
             Some("192.0.2.1")
         );
         assert_eq!(
-            ingress_host(&json!({"status": {"loadBalancer": {"ingress": [{"hostname": "a.elb.amazonaws.com"}]}}})).as_deref(),
+            balancer_host(&json!({"status": {"loadBalancer": {"ingress": [{"hostname": "a.elb.amazonaws.com"}]}}})).as_deref(),
             Some("a.elb.amazonaws.com")
         );
-        assert_eq!(ingress_host(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "2001:db8::1"}]}}})).as_deref(), Some("[2001:db8::1]"));
-        assert_eq!(ingress_host(&json!({"status": {"loadBalancer": {}}})), None);
+        assert_eq!(balancer_host(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "2001:db8::1"}]}}})).as_deref(), Some("[2001:db8::1]"));
+        assert_eq!(balancer_host(&json!({"status": {"loadBalancer": {}}})), None);
     }
 }

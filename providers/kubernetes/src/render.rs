@@ -163,6 +163,29 @@ fn service(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Json {
     )
 }
 
+/// An Ingress in front of the first port when `ingress_host` is set: TLS from
+/// `ingress_tls_secret`, or from a certificate cert-manager issues into `<name>-tls` when
+/// `cert_issuer` names a ClusterIssuer; plain HTTP with neither.
+fn ingress(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Option<Json> {
+    let host = inp.opt("ingress_host")?;
+    let port = w.ports.first()?;
+    let mut obj = fill(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": null, "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": name, "port": {"number": port.port}}}}]}}]}}),
+        [("/metadata", meta(inp, name, Some(ns)))],
+    );
+    if let Some(class) = inp.opt("ingress_class") {
+        obj["spec"]["ingressClassName"] = json!(class);
+    }
+    let issuer = inp.opt("cert_issuer");
+    if let Some(issuer) = &issuer {
+        obj["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] = json!(issuer);
+    }
+    if let Some(secret) = inp.opt("ingress_tls_secret").or_else(|| issuer.map(|_| format!("{name}-tls"))) {
+        obj["spec"]["tls"] = json!([{"hosts": [host], "secretName": secret}]);
+    }
+    Some(obj)
+}
+
 /// A pod template whose annotation changes when `config` changes, so pods roll when a
 /// referenced password or key changes.
 fn pod_template(inp: &Input<'_>, config: &Json, spec: Json) -> Json {
@@ -403,6 +426,7 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
     objects.push(workload);
     if w.serves && !w.ports.is_empty() {
         objects.push(service(inp, base, ns, w));
+        objects.extend(ingress(inp, base, ns, w));
     }
     for step in &w.jobs {
         objects.push(job(inp, &format!("{base}-{}", job_suffix(step.name)), ns, step_container(step, &secret_ref), &json!({})));

@@ -26,10 +26,11 @@ pub struct CtrlState {
     dirty: bool,
     /// ... and the workloads whose ready_after timer is due.
     deadlines: HashMap<Key, Instant>,
-    /// Services of type LoadBalancer that wait for an address.
+    /// Services of type LoadBalancer that wait for an address, and Services that are no longer
+    /// of that type but still hold one.
     pending_balancers: BTreeSet<Key>,
-    /// Addresses of `Options::load_balancer_ips` given out so far.
-    balancer_ips_used: usize,
+    /// A Service or a setting changed since the last pass over them.
+    balancers_dirty: bool,
 }
 
 impl CtrlState {
@@ -54,7 +55,8 @@ impl CtrlState {
                 let key = (res, ns.to_string(), obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string());
                 let balancer = obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
                 let assigned = obj.pointer("/status/loadBalancer/ingress/0").is_some();
-                if balancer && !assigned {
+                self.balancers_dirty = true;
+                if balancer != assigned {
                     self.pending_balancers.insert(key);
                 } else {
                     self.pending_balancers.remove(&key);
@@ -78,6 +80,7 @@ impl CtrlState {
     /// A setting the controller reads changed: the next tick runs a pass.
     pub fn touch(&mut self) {
         self.dirty = true;
+        self.balancers_dirty = true;
     }
 }
 
@@ -87,8 +90,7 @@ impl CtrlState {
 pub fn tick(st: &mut State) {
     let now = Instant::now();
     let due = st.ctrl.deadlines.values().any(|d| *d <= now);
-    let balancers = !st.ctrl.pending_balancers.is_empty() && st.ctrl.balancer_ips_used < st.opts.load_balancer_ips.len();
-    if balancers {
+    if std::mem::take(&mut st.ctrl.balancers_dirty) && !st.ctrl.pending_balancers.is_empty() {
         assign_balancers(st);
     }
     if !st.ctrl.dirty && st.ctrl.changed.is_empty() && st.ctrl.changed_namespaces.is_empty() && !due {
@@ -98,20 +100,31 @@ pub fn tick(st: &mut State) {
 }
 
 /// What a load-balancer implementation does: gives each pending Service of type LoadBalancer
-/// the next free address, while there is one (then the rest stay pending, as with an
-/// exhausted MetalLB pool).
+/// the first address of the pool that no other Service holds (the rest stay pending, as with
+/// an exhausted MetalLB pool), and takes the address back from a Service whose type changed.
 fn assign_balancers(st: &mut State) {
+    let held = |st: &State| -> BTreeSet<String> {
+        let first = (resources::SVC, String::new(), String::new());
+        st.objects
+            .range(first..)
+            .take_while(|(k, _)| k.0 == resources::SVC)
+            .filter_map(|(_, v)| v.pointer("/status/loadBalancer/ingress/0/ip").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
     for key in std::mem::take(&mut st.ctrl.pending_balancers) {
-        let Some(ip) = st.opts.load_balancer_ips.get(st.ctrl.balancer_ips_used).cloned() else {
-            st.ctrl.pending_balancers.insert(key);
-            continue;
-        };
         let Some(svc) = st.objects.get(&key) else { continue };
         if svc.pointer("/spec/type").and_then(Value::as_str) != Some("LoadBalancer") {
+            set_status(st, key.0, &key, json!({"loadBalancer": {}}));
             continue;
         }
-        st.ctrl.balancer_ips_used += 1;
-        set_status(st, key.0, &key, json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}));
+        let taken = held(st);
+        match st.opts.load_balancer_ips.iter().find(|ip| !taken.contains(*ip)).cloned() {
+            Some(ip) => set_status(st, key.0, &key, json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}})),
+            // Pending until an address is free or the pool grows (a setting: the next pass).
+            None => {
+                st.ctrl.pending_balancers.insert(key);
+            }
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub static RESOURCES: &[Res] = &[
     r("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], false, false),
     r("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], false, false),
     r("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], true, true),
+    r("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], true, true),
 ];
 
 pub const NS: usize = 0;
@@ -225,6 +226,9 @@ pub fn apply_defaults(res: usize, o: &mut Value) {
         }
         "PersistentVolumeClaim" => {
             set_default(obj(o, "spec"), "volumeMode", json!("Filesystem"));
+        }
+        "Ingress" => {
+            set_default(obj(o, "status"), "loadBalancer", json!({}));
         }
         "Pod" => {
             let spec = obj(o, "spec");

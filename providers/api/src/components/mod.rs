@@ -605,22 +605,19 @@ fn vault_workload(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<
 /// Where an agent uploads: Vault's in-cluster endpoint on the same cluster, its external URL
 /// from another cluster (the agents of a site next to their cameras, Vault central).
 fn upload_endpoint(spec: &Spec<'_>, vault: &Reference, unknown: &Cell<bool>) -> Result<String, WorkloadError> {
-    let get = Get::of(Some(&vault.attributes), unknown);
-    let cluster_of = |m: Option<&Value>| m.and_then(|v| v.as_map()).and_then(|m| m.get("cluster")).and_then(Value::as_str).map(str::to_string);
-    let (here, there) = (spec.attrs.get("cluster").and_then(Value::as_str).map(str::to_string), cluster_of(Some(&vault.attributes)));
-    if here.is_none() || there.is_none() || here == there {
-        return Ok(get.s("endpoint"));
-    }
-    match vault.attributes.as_map().and_then(|m| m.get("external_url")) {
-        Some(Value::Null) | None => Err(WorkloadError::Invalid(format!(
-            "{} runs on {} and uploads to {}, which runs on {} and is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {} (a Docker cluster publishes its node_port on the host), or run both on one cluster",
+    match vault::reach(spec.attrs.get("cluster"), vault) {
+        Ok(Value::String(url)) => Ok(url),
+        Ok(_) => {
+            unknown.set(true);
+            Ok(String::new())
+        }
+        Err(there) => Err(WorkloadError::Invalid(format!(
+            "{} runs on {} and uploads to {}, which runs on {there} and is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {} (a Docker cluster publishes its node_port on the host), or run both on one cluster",
             spec.component.address,
-            here.unwrap_or_default(),
+            spec.attrs.get("cluster").and_then(Value::as_str).unwrap_or_default(),
             vault.component.address,
-            there.unwrap_or_default(),
             vault.component.address
         ))),
-        Some(_) => Ok(get.s("external_url")),
     }
 }
 

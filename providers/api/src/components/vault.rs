@@ -597,16 +597,8 @@ pub fn resolve(attrs: &Attrs, refs: &BTreeMap<String, Reference>) -> Result<Vaul
         integrations.extend(integration_from_broker(&name, broker)?);
     }
     for (name, m) in map_of(attrs.get("forwards"))? {
-        let what = format!("forward {name:?}");
-        integrations.push(Integration {
-            name: name.clone(),
-            spec: IntegrationSpec::KerberosVault {
-                vault_url: need(&m, "vault_url", &what)?,
-                provider: need(&m, "provider", &what)?,
-                access_key: need(&m, "access_key", &what)?,
-                secret: need(&m, "secret_key", &what)?,
-            },
-        });
+        let spec = forward_spec(attrs, &name, &m, refs.get(&format!("forwards.{name}.vault")))?;
+        integrations.push(Integration { name: name.clone(), spec });
     }
     let all_queues: Vec<String> = integrations.iter().map(|i| i.name.clone()).collect();
     let keys = match attrs.get(ACCOUNTS_ATTR) {
@@ -633,6 +625,63 @@ pub fn resolve(attrs: &Attrs, refs: &BTreeMap<String, Reference>) -> Result<Vaul
         });
     }
     Ok(VaultConfig { providers, integrations, accounts })
+}
+
+/// A forward block's target: given whole (`vault_url`, `provider`, `access_key`,
+/// `secret_key`), or derived from `vault = vault.NAME` and its `account` (default: that vault's
+/// default account), which the explicit fields still override.
+fn forward_spec(attrs: &Attrs, name: &str, m: &Attrs, target: Option<&Reference>) -> Result<IntegrationSpec, Unresolved> {
+    let what = format!("forward {name:?}");
+    let Some(target) = target else {
+        let need = |k: &str| need(m, k, &format!("{what} (without vault = vault.NAME)"));
+        return Ok(IntegrationSpec::KerberosVault {
+            vault_url: need("vault_url")?,
+            provider: need("provider")?,
+            access_key: need("access_key")?,
+            secret: need("secret_key")?,
+        });
+    };
+    let there = target.attributes.as_map().cloned().unwrap_or_default();
+    let address = target.component.address.to_string();
+    let creds = credentials_for(m.get("account"), &there, &address)?;
+    let known = |explicit: &str, derived: Value| -> Result<String, Unresolved> {
+        match text(m, explicit)? {
+            Some(v) => Ok(v),
+            None => match derived {
+                Value::String(s) => Ok(s),
+                _ => Err(Unresolved::Unknown),
+            },
+        }
+    };
+    let url = match text(m, "vault_url")? {
+        Some(u) => Value::String(u),
+        None => reach(attrs.get("cluster"), target).map_err(|there| {
+            Unresolved::Invalid(format!("{what} sends to {address}, which runs on {there} and is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {address}, or give vault_url"))
+        })?,
+    };
+    Ok(IntegrationSpec::KerberosVault {
+        vault_url: known("vault_url", url)?,
+        provider: known("provider", Value::String(creds.provider))?,
+        access_key: known("access_key", creds.access_key)?,
+        secret: known("secret_key", creds.secret_key)?,
+    })
+}
+
+/// The URL a component on cluster `from` reaches a Vault at: its in-cluster `endpoint` on the
+/// same cluster, its `external_url` from another one. Err(the Vault's cluster) when it is on
+/// another cluster and not exposed.
+pub fn reach(from: Option<&Value>, vault: &Reference) -> Result<Value, String> {
+    let there_attrs = vault.attributes.as_map();
+    let cluster = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let (here, there) = (cluster(from), cluster(there_attrs.and_then(|m| m.get("cluster"))));
+    let field = |k: &str| there_attrs.and_then(|m| m.get(k)).cloned();
+    if here.is_none() || there.is_none() || here == there {
+        return Ok(field("endpoint").unwrap_or_else(|| Value::Unknown(format!("{}.endpoint", vault.component.address))));
+    }
+    match field("external_url") {
+        Some(Value::Null) | None => Err(there.unwrap_or_default()),
+        Some(v) => Ok(v),
+    }
 }
 
 /// Where an account is checked and with which headers (`shared/docs/vault-config.md` §2).
@@ -741,6 +790,22 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
             ));
         }
         queue_names.insert(name.clone());
+        let given = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
+        let missing: Vec<&str> = ["vault_url", "provider", "access_key", "secret_key"].into_iter().filter(|k| !given(k)).collect();
+        if !given("vault") && !missing.is_empty() {
+            out.push(problem(
+                at.clone(),
+                format!("The forward {name:?} says neither which Vault of the stack it sends to nor {}.", missing.join(", ")),
+                "set vault = vault.NAME (and account = \"...\"), or give vault_url, provider, access_key and secret_key",
+            ));
+        }
+        if given("account") && !given("vault") {
+            out.push(problem(
+                at.child_key("account"),
+                format!("The forward {name:?} names an account but no vault."),
+                "set vault = vault.NAME, or give access_key and secret_key",
+            ));
+        }
         if let Some(t) = m.get("forward_type").and_then(Value::as_str)
             && t != "continuous"
         {
@@ -839,7 +904,30 @@ pub struct Upload {
 /// `directory`. Never `*`. The account and folder follow from the declared inputs; the keys
 /// are unknown until the vault is applied.
 pub fn upload_for(agent: &Attrs, vault: &Attrs, vault_address: &str) -> Result<Upload, Unresolved> {
-    let account = match agent.get("account") {
+    let creds = credentials_for(agent.get("account"), vault, vault_address)?;
+    let declared = declared_accounts(vault)?;
+    let decl = declared.get(&creds.account).ok_or(Unresolved::Unknown)?;
+    let directory = if decl.directory == "*" {
+        text(agent, "directory")?.ok_or_else(|| Unresolved::Invalid("the agent has no directory".into()))?
+    } else {
+        decl.directory.clone()
+    };
+    Ok(Upload { access_key: creds.access_key, secret_key: creds.secret_key, account: creds.account, provider: creds.provider, directory })
+}
+
+/// What one uses an account of a vault with: its name, provider and keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credentials {
+    pub account: String,
+    pub provider: String,
+    pub access_key: Value,
+    pub secret_key: Value,
+}
+
+/// The credentials of `account` (default: the vault's default account) on a vault; the keys
+/// are unknown until the vault has generated them.
+pub fn credentials_for(account: Option<&Value>, vault: &Attrs, vault_address: &str) -> Result<Credentials, Unresolved> {
+    let account = match account {
         Some(Value::Unknown(_)) => return Err(Unresolved::Unknown),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => default_account_name(vault),
@@ -848,11 +936,6 @@ pub fn upload_for(agent: &Attrs, vault: &Attrs, vault_address: &str) -> Result<U
     let Some(decl) = declared.get(&account) else {
         let names: BTreeSet<String> = declared.keys().cloned().collect();
         return Err(Unresolved::Invalid(format!("the account {account:?} is not an account of {vault_address} (its accounts: {})", join(&names))));
-    };
-    let directory = if decl.directory == "*" {
-        text(agent, "directory")?.ok_or_else(|| Unresolved::Invalid("the agent has no directory".into()))?
-    } else {
-        decl.directory.clone()
     };
     let provider = decl.provider.clone().or_else(|| default_provider_name(vault)).unwrap_or_default();
     let entry = match vault.get(ACCOUNTS_ATTR) {
@@ -863,7 +946,7 @@ pub fn upload_for(agent: &Attrs, vault: &Attrs, vault_address: &str) -> Result<U
         Some(Value::String(s)) => Value::String(s.clone()),
         _ => Value::Unknown(format!("{vault_address}.{ACCOUNTS_ATTR}[\"{account}\"].{k}")),
     };
-    Ok(Upload { access_key: key("access_key"), secret_key: key("secret_key"), account, provider, directory })
+    Ok(Credentials { access_key: key("access_key"), secret_key: key("secret_key"), account, provider })
 }
 
 #[cfg(test)]

@@ -338,7 +338,22 @@ fn naming_mistakes_point_at_their_attribute() {
         ("broker", s("broker.events")),
         ("directory", s("a b")),
         ("providers", Value::Map([("rec".to_string(), Value::Map(attrs(&[("type", s("aws"))]))), ("both".to_string(), Value::Map(Attrs::new()))].into())),
-        ("forwards", Value::Map([("events".to_string(), Value::Map(attrs(&[("forward_type", s("ondemand"))])))].into())),
+        (
+            "forwards",
+            Value::Map(
+                [(
+                    "events".to_string(),
+                    Value::Map(attrs(&[
+                        ("forward_type", s("ondemand")),
+                        ("vault_url", s("https://v.example.com/api")),
+                        ("provider", s("p")),
+                        ("access_key", s("a")),
+                        ("secret_key", s("s")),
+                    ])),
+                )]
+                .into(),
+            ),
+        ),
         (
             "accounts",
             Value::Map(
@@ -373,4 +388,60 @@ fn naming_mistakes_point_at_their_attribute() {
         "{problems:#?}"
     );
     assert!(problems[5].message.contains("\"missing\"") && problems[5].message.contains("\"both\", \"rec\""), "{}", problems[5].message);
+}
+
+/// A central Vault with the accounts "kdeploy" and "north", on `cluster`.
+fn central(cluster: &str, external_url: Value) -> Reference {
+    let mut a = vault(&[("accounts", Value::Map([("north".to_string(), Value::Map(attrs(&[("directory", s("north"))])))].into()))]);
+    a.insert("cluster".into(), s(cluster));
+    a.insert("endpoint".into(), s("http://vault-central.kerberos-vault:80/api"));
+    a.insert("external_url".into(), external_url);
+    a.insert("provider".into(), s("rec"));
+    let mut r = reference("vault.central", Kind::Vault, "kerberos", &[]);
+    r.attributes = Value::Map(a);
+    r
+}
+
+fn forwarding(cluster: &str, to: Reference) -> (Attrs, BTreeMap<String, Reference>) {
+    let forward = Value::Map(attrs(&[("vault", s("vault.central")), ("account", s("north"))]));
+    let mut site = vault(&[("forwards", Value::Map([("central".to_string(), forward)].into()))]);
+    site.insert("cluster".into(), s(cluster));
+    let refs: BTreeMap<String, Reference> = [("storage".to_string(), minio()), ("forwards.central.vault".to_string(), to)].into();
+    (site, refs)
+}
+
+#[test]
+fn a_forward_to_a_vault_of_the_stack_takes_its_url_provider_and_the_accounts_keys() {
+    let to = central("cluster.central", s("http://203.0.113.10:80/api"));
+    let keys = to.attributes.as_map().unwrap()[ACCOUNTS_ATTR].as_map().unwrap()["north"].as_map().unwrap().clone();
+    // From another cluster: the external URL.
+    let (site, refs) = forwarding("cluster.north", to.clone());
+    let env = env_of(&site, &refs);
+    let integrations: serde_json::Value = serde_json::from_str(&env[INTEGRATIONS_VAR]).unwrap();
+    assert_eq!(integrations[0]["queue"], "kerberosvault");
+    assert_eq!(integrations[0]["vault_url"], "http://203.0.113.10:80/api");
+    assert_eq!(integrations[0]["provider"], "rec");
+    assert_eq!(integrations[0]["access_key"], keys["access_key"].as_str().unwrap());
+    assert_eq!(integrations[0]["secret"], keys["secret_key"].as_str().unwrap());
+    // On the same cluster: the in-cluster endpoint.
+    let (site, refs) = forwarding("cluster.central", to);
+    let integrations: serde_json::Value = serde_json::from_str(&env_of(&site, &refs)[INTEGRATIONS_VAR]).unwrap();
+    assert_eq!(integrations[0]["vault_url"], "http://vault-central.kerberos-vault:80/api");
+    // Not exposed: an error that says how to expose it; not yet known: unknown, not an error.
+    let (site, refs) = forwarding("cluster.north", central("cluster.central", Value::Null));
+    match resolve(&site, &refs) {
+        Err(Unresolved::Invalid(m)) => assert!(m.contains("is not exposed outside it") && m.contains("LoadBalancer"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let (site, refs) = forwarding("cluster.north", central("cluster.central", Value::Unknown("vault.central.external_url".into())));
+    assert!(matches!(resolve(&site, &refs), Err(Unresolved::Unknown)));
+}
+
+#[test]
+fn a_forward_says_where_it_sends() {
+    let forward = Value::Map(attrs(&[("vault_url", s("https://v.example.com/api")), ("account", s("north"))]));
+    let problems = check(&attrs(&[("forwards", Value::Map([("partner".to_string(), forward)].into()))]), None);
+    let text: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+    assert!(text.iter().any(|t| t.contains("says neither which Vault of the stack it sends to nor provider, access_key, secret_key")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("account") && t.contains("names an account but no vault")), "{text:?}");
 }
