@@ -178,6 +178,7 @@ pub fn resource(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => ("clusterroles", false),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => ("clusterrolebindings", false),
         ("storage.k8s.io/v1", "StorageClass") => ("storageclasses", false),
+        ("networking.k8s.io/v1", "Ingress") => ("ingresses", true),
         _ => return None,
     })
 }
@@ -353,14 +354,15 @@ impl Conn {
     /// A LIST whose items are decoded one at a time, each handed to `each` and dropped before
     /// the next is decoded: a LIST of a thousand Deployments is megabytes of JSON and several
     /// times that as values, which need never all be in memory at once.
-    pub async fn list_each(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str, mut each: impl FnMut(Json)) -> Result<(), ApiError> {
-        let p = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
-        let bytes = self.request_bytes("GET", &p, None, None).await?;
-        let list: List<&serde_json::value::RawValue> = serde_json::from_slice(&bytes).map_err(|e| undecodable("GET", &p, e))?;
-        for item in list.items {
-            each(serde_json::from_str(item.get()).map_err(|e| undecodable("GET", &p, e))?);
-        }
-        Ok(())
+    pub async fn list_each(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str, each: impl FnMut(Json)) -> Result<(), ApiError> {
+        self.list_raw(api_version, kind, namespace, selector).await?.each(each)
+    }
+
+    /// The undecoded answer to a LIST: several can be in flight, each decoded when it arrives.
+    pub async fn list_raw(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str) -> Result<Listed, ApiError> {
+        let path = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
+        let bytes = self.request_bytes("GET", &path, None, None).await?;
+        Ok(Listed { path, bytes })
     }
 
     /// A LIST decoded into `T` per item (only the fields `T` keeps), with the resource version
@@ -420,6 +422,23 @@ fn undecodable(method: &str, path: &str, e: serde_json::Error) -> ApiError {
 }
 
 /// Percent-encoding for query values.
+/// See [`Conn::list_raw`].
+pub struct Listed {
+    path: String,
+    bytes: bytes::Bytes,
+}
+
+impl Listed {
+    /// Decodes the items one at a time, each dropped after `each` saw it.
+    pub fn each(&self, mut each: impl FnMut(Json)) -> Result<(), ApiError> {
+        let list: List<&serde_json::value::RawValue> = serde_json::from_slice(&self.bytes).map_err(|e| undecodable("GET", &self.path, e))?;
+        for item in list.items {
+            each(serde_json::from_str(item.get()).map_err(|e| undecodable("GET", &self.path, e))?);
+        }
+        Ok(())
+    }
+}
+
 pub fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {

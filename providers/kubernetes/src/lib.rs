@@ -62,6 +62,9 @@ fn map_of(v: Option<&Value>) -> BTreeMap<String, Value> {
     v.and_then(Value::as_map).cloned().unwrap_or_default()
 }
 
+/// LISTs a read keeps in flight at once.
+const LISTS_IN_FLIGHT: usize = 4;
+
 /// Fills the computed attributes: generated secrets (new ones only when `generate`), the names
 /// and endpoints that follow from Kubernetes naming (service DNS names, NodePort URLs), then
 /// what every runtime derives alike (a vault's configuration, an agent's upload folder).
@@ -528,11 +531,35 @@ impl Provider for KubernetesProvider {
         // dropped at once (a LIST of a thousand Deployments is megabytes).
         let mut digests: HashMap<(ListKey, String), String> = HashMap::new();
         let mut found: HashMap<(String, String), BTreeMap<String, Value>> = HashMap::new();
-        for (lk, wanted) in lists {
-            let Some(conn) = wanted.conn else { continue };
+        // A few LISTs in flight at once (the API server answers them in parallel); each is
+        // digested when it arrives, one at a time.
+        let selector = format!("{MANAGED_BY}=kdeploy");
+        let mut queue = lists.into_iter().filter_map(|(lk, w)| w.conn.clone().map(|c| (lk, w, c)));
+        let mut inflight = tokio::task::JoinSet::new();
+        let spawn = |set: &mut tokio::task::JoinSet<_>, (lk, wanted, conn): (ListKey, Wanted, Conn)| {
+            let selector = selector.clone();
+            set.spawn(async move {
+                let (_, api_version, kind, ns) = &lk;
+                let listed = conn.list_raw(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &selector).await;
+                (lk, wanted, conn, listed)
+            });
+        };
+        for next in queue.by_ref().take(LISTS_IN_FLIGHT) {
+            spawn(&mut inflight, next);
+        }
+        while let Some(joined) = inflight.join_next().await {
+            let (lk, wanted, conn, listed) = joined.map_err(|e| ProviderError::other(format!("a LIST task failed: {e}")))?;
+            if let Some(next) = queue.next() {
+                spawn(&mut inflight, next);
+            }
             let (ckey, api_version, kind, ns) = &lk;
-            let selector = format!("{MANAGED_BY}=kdeploy");
-            let listed = conn.list_each(api_version, kind, if ns.is_empty() { None } else { Some(ns) }, &selector, |obj| {
+            let listed = match listed {
+                Ok(listed) => listed,
+                // The namespace was never created (or is gone): nothing of it either.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
+            };
+            let each = listed.each(|obj| {
                 let name = obj["metadata"]["name"].as_str().unwrap_or_default();
                 let address = obj["metadata"]["annotations"][render::ADDRESS_ANNOTATION].as_str().filter(|a| wanted.addresses.contains(*a));
                 if !wanted.names.contains(name) && address.is_none() {
@@ -548,12 +575,7 @@ impl Provider for KubernetesProvider {
                     digests.insert((lk.clone(), name.to_string()), digest);
                 }
             });
-            match listed.await {
-                Ok(()) => {}
-                // The namespace was never created (or is gone): nothing of it either.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
-            }
+            each.map_err(|e| e.into_provider(&format!("listing {kind} in {ns}"), &conn))?;
         }
         let mut results = Vec::with_capacity(requests.len());
         for (r, todo) in requests.into_iter().zip(todo) {
