@@ -324,8 +324,38 @@ impl State {
 
     fn position(&self, addr: &Address) -> Result<usize, usize> {
         let printed = addr.to_string();
-        self.resources.binary_search_by(|r| r.address.to_string().cmp(&printed))
+        self.resources.binary_search_by(|r| cmp_printed(&r.address, &printed))
     }
+}
+
+/// The order of `a`'s printed form against `printed`, without printing `a` into a string (a
+/// lookup compares a dozen addresses; printing each allocated).
+fn cmp_printed(a: &Address, printed: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    use std::fmt::Write as _;
+    /// Compares what is written with what is left of `rest`, up to the first difference.
+    struct Cmp<'a> {
+        rest: &'a [u8],
+        ord: std::cmp::Ordering,
+    }
+    impl fmt::Write for Cmp<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            if self.ord != Equal {
+                return Ok(());
+            }
+            let (head, tail) = self.rest.split_at(s.len().min(self.rest.len()));
+            let written = s.as_bytes();
+            self.ord = written.get(..head.len()).unwrap_or(written).cmp(head);
+            if self.ord == Equal && written.len() > head.len() {
+                self.ord = Greater;
+            }
+            self.rest = tail;
+            Ok(())
+        }
+    }
+    let mut c = Cmp { rest: printed.as_bytes(), ord: Equal };
+    let _ = write!(c, "{a}");
+    if c.ord == Equal && !c.rest.is_empty() { Less } else { c.ord }
 }
 
 /// Resources are kept in the order of their printed addresses (the order of the state file
@@ -691,5 +721,26 @@ mod tests {
         assert!(s.validate().is_ok());
         s.resources[0].attributes = json!([1]);
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn printed_addresses_compare_without_printing_as_they_print() {
+        let addrs = [
+            "agent.cam",
+            "agent.cam[\"a\"]",
+            "agent.cam[\"b\"]",
+            "agent.c",
+            "agent.camera",
+            "module.site[\"n\"].agent.cam",
+            "vault.main",
+            "agent.cam[0]",
+            "agent.cam[10]",
+        ];
+        for a in addrs {
+            for b in addrs {
+                let (pa, pb): (Address, Address) = (a.parse().unwrap(), b.parse().unwrap());
+                assert_eq!(cmp_printed(&pa, &pb.to_string()), pa.to_string().cmp(&pb.to_string()), "{a} vs {b}");
+            }
+        }
     }
 }
