@@ -64,7 +64,8 @@ const EXTRA_CHECKS: &[(&str, &str, Field, &str)] = &[
     ("vault_blocks", "Invalid component configuration", Field::Detail, "The directory \"two words\" is not usable"),
     ("vault_block_structure", "Unsupported block type", Field::Detail, "Valid: account, provider, forward, lifecycle."),
     ("vault_block_structure", "Duplicate block", Field::Detail, "A provider block named \"cold\" is already defined at main.hcl:24"),
-    ("vault_block_structure", "Missing required argument", Field::Detail, "\"access_key\" is required in a forward block"),
+    ("vault_forward_target", "Invalid component configuration", Field::Detail, "says neither which Vault of the stack it sends to nor access_key"),
+    ("vault_forward_target", "Invalid component configuration", Field::Detail, "names an account but no vault"),
     (
         "agent_unknown_account",
         "Invalid component configuration",
