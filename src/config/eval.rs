@@ -104,6 +104,14 @@ pub trait Resolver {
     /// The value of the component block `kind.name` in module instance `module`: the object
     /// itself, a map by key (for_each) or a list (count). None when it is not declared.
     fn component(&self, module: &ModulePath, kind: Kind, name: &str) -> Option<Marked>;
+
+    /// One instance of a repeated component block, `kind.name[key]`, without building the
+    /// value of every instance (`cluster.site[each.key]` in a fleet of a thousand agents and a
+    /// hundred sites). None when the resolver cannot tell (then the whole value is indexed,
+    /// which also reports a key that is not an instance).
+    fn instance(&self, _module: &ModulePath, _kind: Kind, _name: &str, _key: &Value) -> Option<Marked> {
+        None
+    }
 }
 
 /// One instantiated module: which module config, called from where, with which key.
@@ -710,6 +718,13 @@ impl<'a> Scope<'a> {
                     return Ok((self.variable(kw, file, whole)?, 0));
                 };
                 let n = first.ok_or_else(|| need_attr(kw))?;
+                if let Some(TraversalOperator::Index(e)) = ops.get(1).map(|op| op.value()) {
+                    let key = self.eval(e, file)?;
+                    let plain = key.sensitive.is_empty() && key.components.is_empty();
+                    if let Some(v) = self.ctx.resolver.instance(&self.path, kind, n, &key.value).filter(|_| plain) {
+                        return Ok((v, 2));
+                    }
+                }
                 match self.ctx.resolver.component(&self.path, kind, n) {
                     Some(v) => Ok((v, 1)),
                     None => {

@@ -1035,4 +1035,19 @@ impl Resolver for ValueTable<'_> {
             .collect();
         Some(block_value(decl, instances))
     }
+
+    fn instance(&self, module: &ModulePath, kind: Kind, name: &str, key: &Value) -> Option<Marked> {
+        let m = self.expanded.modules.get(module).map(|i| i.module).unwrap_or(0);
+        let decl = self.stack.modules[m].component(kind, name)?;
+        let key = match (&decl.repetition, key) {
+            (Repetition::ForEach(_), Value::String(s)) => InstanceKey::Str(s.clone()),
+            (Repetition::Count(_), Value::Number(_)) => InstanceKey::Int(key.as_i64().and_then(|i| u64::try_from(i).ok())?),
+            _ => return None,
+        };
+        let addr = Address { key: Some(key), ..Address::new(kind, name).in_module(module.clone()) };
+        self.expanded.instances.get(&addr)?;
+        let values = self.values.borrow();
+        let v = values.get(&addr).or_else(|| self.base.and_then(|b| b.get(&addr))).cloned();
+        Some(v.unwrap_or_else(|| Marked::component(&addr, Value::Unknown(addr.to_string()), Vec::new())))
+    }
 }
