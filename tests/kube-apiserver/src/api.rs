@@ -951,10 +951,14 @@ fn strip_type(mut o: Value) -> Value {
 
 fn list(st: &State, res: usize, ns: Option<&str>, sel: &Selectors, q: &HashMap<String, String>, accept: &str) -> Value {
     let r = &RESOURCES[res];
-    let all: Vec<Value> = st.objects.iter().filter(|(k, v)| k.0 == res && ns.is_none_or(|n| n == k.1) && sel.matches(v)).map(|(_, v)| v.clone()).collect();
+    // The store is ordered by (resource, namespace, name): one range, not a scan of every
+    // object, and only the page is copied.
+    let first = (res, ns.unwrap_or_default().to_string(), String::new());
+    let all: Vec<&Value> =
+        st.objects.range(first..).take_while(|(k, _)| k.0 == res && ns.is_none_or(|n| n == k.1)).filter(|(_, v)| sel.matches(v)).map(|(_, v)| v).collect();
     let offset: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
+    let page: Vec<Value> = all.iter().skip(offset).take(limit).map(|v| (*v).clone()).collect();
     let mut md = json!({"resourceVersion": st.rv.to_string()});
     if offset + page.len() < all.len() {
         md["continue"] = json!((offset + page.len()).to_string());
