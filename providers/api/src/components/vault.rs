@@ -905,20 +905,20 @@ pub struct Upload {
 /// are unknown until the vault is applied.
 pub fn upload_for(agent: &Attrs, vault: &Attrs, vault_address: &str) -> Result<Upload, Unresolved> {
     let creds = credentials_for(agent.get("account"), vault, vault_address)?;
-    let declared = declared_accounts(vault)?;
-    let decl = declared.get(&creds.account).ok_or(Unresolved::Unknown)?;
-    let directory = if decl.directory == "*" {
+    let directory = if creds.directory == "*" {
         text(agent, "directory")?.ok_or_else(|| Unresolved::Invalid("the agent has no directory".into()))?
     } else {
-        decl.directory.clone()
+        creds.directory
     };
     Ok(Upload { access_key: creds.access_key, secret_key: creds.secret_key, account: creds.account, provider: creds.provider, directory })
 }
 
-/// What one uses an account of a vault with: its name, provider and keys.
+/// What one uses an account of a vault with: its name, directory (a folder or `*`), provider
+/// and keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Credentials {
     pub account: String,
+    pub directory: String,
     pub provider: String,
     pub access_key: Value,
     pub secret_key: Value,
@@ -946,7 +946,7 @@ pub fn credentials_for(account: Option<&Value>, vault: &Attrs, vault_address: &s
         Some(Value::String(s)) => Value::String(s.clone()),
         _ => Value::Unknown(format!("{vault_address}.{ACCOUNTS_ATTR}[\"{account}\"].{k}")),
     };
-    Ok(Credentials { access_key: key("access_key"), secret_key: key("secret_key"), account, provider })
+    Ok(Credentials { access_key: key("access_key"), secret_key: key("secret_key"), directory: decl.directory.clone(), account, provider })
 }
 
 #[cfg(test)]
