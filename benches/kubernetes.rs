@@ -20,71 +20,17 @@
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use common::{Cost, exponent, measure, row, tail, timed, vault_standin};
 use kdeploy_kube_testserver::{Options, TestServer};
 use kdeploy_provider_kubernetes::fields;
 use serde_json::{Value, json};
-
-const TIME: &str = "/usr/bin/time";
-
-/// What one run of a child process cost.
-#[derive(Debug, Clone, Default)]
-struct Cost {
-    wall: Duration,
-    /// User + system CPU of the child.
-    cpu: Option<Duration>,
-    peak_rss_kib: Option<u64>,
-    /// Bytes the child wrote to disk (file system output blocks × 512).
-    disk_bytes: Option<u64>,
-    requests: usize,
-}
-
-/// Runs `program ARGS` in `dir`, measured; panics when its exit code is not one of `expect`.
-fn measure(server: &TestServer, dir: &Path, program: &Path, args: &[&str], env: &[(&str, &str)], expect: &[i32]) -> (Cost, String) {
-    server.clear_requests();
-    let usage = dir.join(".rusage");
-    let timed = Path::new(TIME).exists();
-    let mut cmd = if timed {
-        let mut c = Command::new(TIME);
-        c.arg("-o").arg(&usage).arg("-f").arg("%U %S %M %O").arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    cmd.args(args).current_dir(dir).env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let out = cmd.output().unwrap();
-    let wall = start.elapsed();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let code = out.status.code().unwrap_or(-1);
-    assert!(expect.contains(&code), "{} {args:?} exited {code}:\n{}", program.display(), tail(&text));
-    let mut cost = Cost { wall, requests: server.requests().len(), ..Cost::default() };
-    if timed {
-        // The last line: an earlier one may say that the command exited non-zero.
-        let line = std::fs::read_to_string(&usage).unwrap();
-        let f: Vec<f64> = line.lines().last().unwrap_or_default().split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if f.len() == 4 {
-            cost.cpu = Some(Duration::from_secs_f64(f[0] + f[1]));
-            cost.peak_rss_kib = Some(f[2] as u64);
-            cost.disk_bytes = Some(f[3] as u64 * 512);
-        }
-    }
-    (cost, text)
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
 
 fn stack(kubeconfig: &Path, cameras: usize, changed: Option<usize>) -> String {
     let mut cams = String::new();
@@ -136,15 +82,6 @@ factory "ui" {{}}
     )
 }
 
-/// A Vault stand-in behind the service proxy, as the tests use (the plan checks Vault's health).
-fn vault_standin(server: &TestServer) {
-    let handle = server.handle();
-    let env = Arc::new(move || handle.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").ok_or_else(|| "no vault Deployment".to_string()));
-    let release = kdeploy_standins::vault::Release::default();
-    let addr = kdeploy_standins::spawn_vault("127.0.0.1:0", env, release).unwrap();
-    server.register_proxy("kerberos-vault", "vault-main", 80, &format!("http://{addr}"));
-}
-
 /// The objects kdeploy wrote, as a manifest of what kdeploy owns of each (from its
 /// managedFields), namespaces first: what `kubectl apply --server-side` would send to get them.
 fn manifest(server: &TestServer) -> (Value, Vec<String>) {
@@ -185,14 +122,14 @@ struct Size {
 fn run_size(kdeploy: &Path, kubectl: Option<&Path>, cameras: usize) -> Size {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(Options::default());
-    vault_standin(&server);
+    vault_standin(&server, "kerberos-vault", "vault-main");
     let kubeconfig = server.write_kubeconfig(dir.path(), "bench");
     let stack_dir = dir.path().join("stack");
     std::fs::create_dir_all(&stack_dir).unwrap();
     let write = |changed| std::fs::write(stack_dir.join("main.hcl"), stack(&kubeconfig, cameras, changed)).unwrap();
     write(None);
     let mut phases = Vec::new();
-    let kd = |args: &[&str], expect| measure(&server, &stack_dir, kdeploy, args, &[], &[expect]).0;
+    let kd = |args: &[&str], expect| measure(&[&server], &stack_dir, kdeploy, args, &[], &[expect]).0;
     eprintln!("{cameras} cameras: kdeploy plan from an empty state");
     phases.push(("kdeploy plan (empty state)", kd(&["plan"], 0)));
     eprintln!("{cameras} cameras: kdeploy apply");
@@ -218,7 +155,7 @@ fn run_size(kdeploy: &Path, kubectl: Option<&Path>, cameras: usize) -> Size {
         let kc = |args: &[&str], expect: &[i32]| {
             let mut all = vec!["--cache-dir", cache.as_str()];
             all.extend_from_slice(args);
-            measure(&server, dir.path(), kubectl, &all, &env, expect)
+            measure(&[&server], dir.path(), kubectl, &all, &env, expect)
         };
         // Discovery once, as any kubectl user has it cached.
         kc(&["api-resources"], &[0]);
@@ -246,21 +183,6 @@ fn run_size(kdeploy: &Path, kubectl: Option<&Path>, cameras: usize) -> Size {
     Size { cameras, objects, phases, state_bytes }
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
-fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
-    v.map(f).unwrap_or_else(|| "n/a".into())
-}
-
-fn exponent(a: f64, b: f64, na: usize, nb: usize) -> String {
-    if a <= 0.0 || b <= 0.0 {
-        return "n/a".into();
-    }
-    format!("{:.2}", (b / a).ln() / (nb as f64 / na as f64).ln())
-}
-
 fn main() {
     // `cargo bench` passes --bench; a filter argument is ignored.
     let sizes: Vec<usize> = std::env::var("KDEPLOY_BENCH_CAMERAS")
@@ -277,8 +199,8 @@ fn main() {
     if kubectl.is_none() {
         eprintln!("no kubectl found (set KUBECTL): the comparison is left out");
     }
-    if !Path::new(TIME).exists() {
-        eprintln!("no {TIME}: CPU, peak RSS and disk writes are left out");
+    if !timed() {
+        eprintln!("no /usr/bin/time: CPU, peak RSS and disk writes are left out");
     }
     let version = Command::new(&kdeploy).arg("version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string());
     println!("kdeploy: {} ({})", kdeploy.display(), version.unwrap_or_default());
@@ -294,16 +216,7 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for s in &results {
         for (name, c) in &s.phases {
-            println!(
-                "| {} ({}) | {name} | {} | {} | {} | {} | {} |",
-                s.cameras,
-                s.objects,
-                secs(c.wall),
-                opt(c.cpu, secs),
-                opt(c.peak_rss_kib, |k| format!("{:.0} MiB", k as f64 / 1024.0)),
-                c.requests,
-                opt(c.disk_bytes, |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
-            );
+            println!("{}", row(&format!("{} ({})", s.cameras, s.objects), name, c));
         }
     }
     for s in &results {
