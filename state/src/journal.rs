@@ -344,22 +344,9 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tests::res;
     use crate::model::{PendingKind, PendingTarget};
     use serde_json::json;
-
-    pub(crate) fn res(addr: &str) -> ResourceState {
-        ResourceState {
-            address: addr.parse().unwrap(),
-            kind: kdeploy_provider::Kind::Agent,
-            type_name: "docker".into(),
-            provider: "docker".into(),
-            attributes: json!({"name": addr}),
-            sensitive_paths: vec![],
-            dependencies: vec![],
-            fingerprint: None,
-            create_before_destroy: false,
-        }
-    }
 
     fn begin(addr: &str) -> (Record, String) {
         let target = PendingTarget {

@@ -523,7 +523,7 @@ mod canonical {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -531,7 +531,8 @@ mod tests {
         addr.parse().unwrap()
     }
 
-    fn res(addr: &str) -> ResourceState {
+    /// A Docker resource at `addr` whose only attribute is its name (the state crate's tests share it).
+    pub(crate) fn res(addr: &str) -> ResourceState {
         let address = a(addr);
         ResourceState {
             kind: address.kind,
