@@ -273,6 +273,86 @@ pub(crate) fn remote_fold_due(bytes: u64, count: u64, state_len: u64) -> bool {
     bytes > state_len.max(1 << 20) || count >= 1000
 }
 
+/// Where a remote store's journal (S3 objects, Kubernetes Secrets) stands: the same bookkeeping
+/// for both, so that they open, append and fold alike.
+#[derive(Debug, Default)]
+pub(crate) enum RemoteJournal {
+    #[default]
+    Off,
+    /// Entries over a checkpoint.
+    Active(OpenJournal),
+    /// An append failed: nothing more is appended until the next checkpoint.
+    Broken,
+}
+
+/// A journal over the checkpoint `base` (the state object's ETag, the head Secret's
+/// resourceVersion) written at `base_serial`.
+#[derive(Debug)]
+pub(crate) struct OpenJournal {
+    lineage: String,
+    pub base_serial: u64,
+    pub base: String,
+    last_serial: u64,
+    bytes: u64,
+    count: u64,
+    state_len: u64,
+}
+
+impl RemoteJournal {
+    /// A journal over the checkpoint of `state` just written (`state_len` bytes) as `base`.
+    pub fn open(state: &State, base: String, state_len: usize) -> RemoteJournal {
+        RemoteJournal::Active(OpenJournal {
+            lineage: state.lineage.clone(),
+            base_serial: state.serial,
+            base,
+            last_serial: state.serial,
+            bytes: 0,
+            count: 0,
+            state_len: u64::try_from(state_len).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Whether writing `state` whole now folds entries of this journal.
+    pub fn folded_by(&self, state: &State) -> bool {
+        matches!(self, RemoteJournal::Active(j) if j.count > 0 && j.last_serial == state.serial)
+    }
+
+    /// The open journal, for an entry at `serial`; the journal stays broken until the entry is
+    /// stored ([`OpenJournal::stored`]) or declined ([`OpenJournal::declined`]).
+    pub fn take(&mut self, serial: u64, backend: &str) -> Result<OpenJournal, StateError> {
+        let RemoteJournal::Active(open) = std::mem::replace(self, RemoteJournal::Broken) else {
+            return Err(StateError::Backend {
+                backend: backend.to_string(),
+                message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
+            });
+        };
+        follows(open.last_serial, serial)?;
+        Ok(open)
+    }
+}
+
+impl OpenJournal {
+    /// The entry at `serial` holding `records`.
+    pub fn entry(&self, serial: u64, records: &[Record]) -> Result<Vec<u8>, StateError> {
+        encode_entry(&self.lineage, self.base_serial, &self.base, serial, records)
+    }
+
+    /// The journal once the entry at `serial` (`len` bytes) is stored, and whether a fold is due.
+    pub fn stored(mut self, serial: u64, len: usize) -> (RemoteJournal, Append) {
+        self.bytes = self.bytes.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+        self.count = self.count.saturating_add(1);
+        self.last_serial = serial;
+        let fold = remote_fold_due(self.bytes, self.count, self.state_len);
+        (RemoteJournal::Active(self), Append::Recorded { fold })
+    }
+
+    /// The journal unchanged, when the store could not hold the entry (the caller writes the
+    /// whole state instead).
+    pub fn declined(self) -> (RemoteJournal, Append) {
+        (RemoteJournal::Active(self), Append::Declined)
+    }
+}
+
 /// Records the changes of an apply in a store. The caller owns the state and changes it only
 /// through [`Recorder::record`] between two [`Recorder::persist`] calls; changes made before
 /// the first `persist` need no records, since the first `persist` writes the whole state.

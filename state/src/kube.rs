@@ -50,7 +50,7 @@ use sha2::Digest;
 use crate::bridge::{Bridge, parse_ttl, passed};
 use crate::error::StateError;
 use crate::file::{decode, encode};
-use crate::journal::{Entry, Group, Record, encode_entry, follows, parse_entry, remote_fold_due, replay};
+use crate::journal::{Entry, Group, Record, RemoteJournal, parse_entry, replay};
 use crate::lock::LockInfo;
 use crate::model::State;
 use crate::store::{Append, StateStore};
@@ -116,17 +116,6 @@ enum Seen {
     },
 }
 
-/// This store's journal.
-#[derive(Debug, Default)]
-enum Journal {
-    #[default]
-    Off,
-    /// Over the checkpoint whose head Secret has resourceVersion `base_rv`.
-    Active { lineage: String, base_serial: u64, base_rv: String, last_serial: u64, bytes: u64, count: u64, state_len: u64 },
-    /// An append failed: nothing more is appended until the next checkpoint.
-    Broken,
-}
-
 const JOURNAL_LABEL: &str = "kdeploy.io/journal";
 
 struct LockShared {
@@ -150,7 +139,7 @@ pub struct KubeStore {
     seen: Seen,
     held: Option<Held>,
     warnings: Vec<String>,
-    journal: Journal,
+    journal: RemoteJournal,
 }
 
 #[derive(Debug)]
@@ -253,7 +242,7 @@ impl KubeStore {
             let client = kube::Client::try_from(config).map_err(|e| err(format!("cannot build a client for {server}: {e}")))?;
             Ok((client, server))
         })?;
-        Ok(KubeStore { cfg, client, server, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new(), journal: Journal::Off })
+        Ok(KubeStore { cfg, client, server, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new(), journal: RemoteJournal::Off })
     }
 
     fn head_name(&self) -> String {
@@ -582,7 +571,7 @@ impl KubeStore {
                 self.delete_secrets(&old_parts);
                 let rv = v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
                 self.seen = Seen::Present { rv, lineage: state.lineage.clone(), serial: state.serial, stored: state.serial, parts: new_parts };
-                self.journal = Journal::Off;
+                self.journal = RemoteJournal::Off;
                 self.clear_journal();
                 Ok(len)
             }
@@ -778,47 +767,33 @@ impl StateStore for KubeStore {
     }
 
     fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
-        let fold = matches!(&self.journal, Journal::Active { last_serial, count, .. } if *count > 0 && *last_serial == state.serial);
+        let fold = self.journal.folded_by(state);
         let len = self.put_state(state, true, fold)?;
         let Seen::Present { rv, .. } = &self.seen else { return Ok(false) };
         if self.held.is_none() {
             return Ok(false);
         }
-        self.journal = Journal::Active {
-            lineage: state.lineage.clone(),
-            base_serial: state.serial,
-            base_rv: rv.clone(),
-            last_serial: state.serial,
-            bytes: 0,
-            count: 0,
-            state_len: len as u64,
-        };
+        self.journal = RemoteJournal::open(state, rv.clone(), len);
         Ok(true)
     }
 
     fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
-        let Journal::Active { lineage, base_serial, base_rv, last_serial, bytes, count, state_len } = std::mem::replace(&mut self.journal, Journal::Broken)
-        else {
-            return Err(StateError::Backend {
-                backend: self.describe(),
-                message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
-            });
-        };
+        let backend = self.describe();
+        let open = self.journal.take(serial, &backend)?;
         self.check_lock_kept()?;
-        follows(last_serial, serial)?;
-        let body = encode_entry(&lineage, base_serial, &base_rv, serial, records)?;
-        let len = body.len() as u64;
-        if !self.put_entry(&base_rv, base_serial, serial, &body)? {
+        let body = open.entry(serial, records)?;
+        if !self.put_entry(&open.base, open.base_serial, serial, &body)? {
             // Too large for one Secret: the caller writes the whole state instead.
-            self.journal = Journal::Active { lineage, base_serial, base_rv, last_serial, bytes, count, state_len };
-            return Ok(Append::Declined);
+            let (journal, append) = open.declined();
+            self.journal = journal;
+            return Ok(append);
         }
-        let (bytes, count) = (bytes.saturating_add(len), count.saturating_add(1));
         if let Seen::Present { serial: seen, .. } = &mut self.seen {
             *seen = serial;
         }
-        self.journal = Journal::Active { lineage, base_serial, base_rv, last_serial: serial, bytes, count, state_len };
-        Ok(Append::Recorded { fold: remote_fold_due(bytes, count, state_len) })
+        let (journal, append) = open.stored(serial, body.len());
+        self.journal = journal;
+        Ok(append)
     }
 
     fn lock(&mut self, mut info: LockInfo, timeout: Duration) -> Result<(), StateError> {

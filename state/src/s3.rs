@@ -41,7 +41,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use crate::bridge::{Bridge, parse_ttl, passed, rfc3339_in};
 use crate::error::StateError;
 use crate::file::{decode, encode};
-use crate::journal::{Group, Record, encode_entry, follows, parse_entry, remote_fold_due, replay};
+use crate::journal::{Group, Record, RemoteJournal, parse_entry, replay};
 use crate::lock::LockInfo;
 use crate::model::State;
 use crate::store::{Append, StateStore};
@@ -129,17 +129,6 @@ enum Seen {
     },
 }
 
-/// This store's journal.
-#[derive(Debug, Default)]
-enum Journal {
-    #[default]
-    Off,
-    /// Over the checkpoint with `base_etag` and serial `base_serial`.
-    Active { lineage: String, base_serial: u64, base_etag: String, last_serial: u64, bytes: u64, count: u64, state_len: u64 },
-    /// An append failed: nothing more is appended until the next checkpoint.
-    Broken,
-}
-
 /// How many S3 requests of a journal read or cleanup run at once.
 const JOURNAL_CONCURRENCY: usize = 16;
 
@@ -165,7 +154,7 @@ pub struct S3Store {
     seen: Seen,
     held: Option<Held>,
     warnings: Vec<String>,
-    journal: Journal,
+    journal: RemoteJournal,
 }
 
 /// What an S3 call can fail with, classified.
@@ -245,7 +234,7 @@ impl S3Store {
             }
             Ok(Client::from_conf(b.build()))
         })?;
-        Ok(S3Store { cfg, client, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new(), journal: Journal::Off })
+        Ok(S3Store { cfg, client, bridge, seen: Seen::NotRead, held: None, warnings: Vec::new(), journal: RemoteJournal::Off })
     }
 
     fn lock_key(&self) -> String {
@@ -524,7 +513,7 @@ impl S3Store {
             }
         })?;
         self.seen = Seen::Present { etag, lineage: state.lineage.clone(), serial: state.serial, stored: state.serial };
-        self.journal = Journal::Off;
+        self.journal = RemoteJournal::Off;
         self.clear_journal();
         Ok(len)
     }
@@ -708,43 +697,29 @@ impl StateStore for S3Store {
     }
 
     fn checkpoint(&mut self, state: &State) -> Result<bool, StateError> {
-        let fold = matches!(&self.journal, Journal::Active { last_serial, count, .. } if *count > 0 && *last_serial == state.serial);
+        let fold = self.journal.folded_by(state);
         let len = self.put_state(state, true, fold)?;
         let Seen::Present { etag, .. } = &self.seen else { return Ok(false) };
         if self.held.is_none() {
             return Ok(false);
         }
-        self.journal = Journal::Active {
-            lineage: state.lineage.clone(),
-            base_serial: state.serial,
-            base_etag: etag.clone(),
-            last_serial: state.serial,
-            bytes: 0,
-            count: 0,
-            state_len: len as u64,
-        };
+        self.journal = RemoteJournal::open(state, etag.clone(), len);
         Ok(true)
     }
 
     fn append(&mut self, serial: u64, records: &[Record]) -> Result<Append, StateError> {
-        let Journal::Active { lineage, base_serial, base_etag, last_serial, bytes, count, state_len } = std::mem::replace(&mut self.journal, Journal::Broken)
-        else {
-            return Err(StateError::Backend {
-                backend: self.describe(),
-                message: "no journal is open (the last append failed, or nothing was checkpointed); this is a bug in kdeploy, please report it".into(),
-            });
-        };
+        let backend = self.describe();
+        let open = self.journal.take(serial, &backend)?;
         self.check_lock_kept()?;
-        follows(last_serial, serial)?;
-        let body = encode_entry(&lineage, base_serial, &base_etag, serial, records)?;
-        let len = body.len() as u64;
-        self.put_entry(&base_etag, format!("{}{serial:020}", self.entry_prefix(base_serial)), body)?;
-        let (bytes, count) = (bytes.saturating_add(len), count.saturating_add(1));
+        let body = open.entry(serial, records)?;
+        let len = body.len();
+        self.put_entry(&open.base, format!("{}{serial:020}", self.entry_prefix(open.base_serial)), body)?;
         if let Seen::Present { serial: seen, .. } = &mut self.seen {
             *seen = serial;
         }
-        self.journal = Journal::Active { lineage, base_serial, base_etag, last_serial: serial, bytes, count, state_len };
-        Ok(Append::Recorded { fold: remote_fold_due(bytes, count, state_len) })
+        let (journal, append) = open.stored(serial, len);
+        self.journal = journal;
+        Ok(append)
     }
 
     fn lock(&mut self, mut info: LockInfo, timeout: Duration) -> Result<(), StateError> {
