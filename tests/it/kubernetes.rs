@@ -246,9 +246,7 @@ fn plan_requests_do_not_grow_with_the_number_of_cameras() {
     let mut counts = Vec::new();
     for n in [2usize, 9] {
         let e = env(Options::default());
-        let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
-        let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+        write_cameras(&e, n);
         let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
         // Apply reads each namespace once, not once per component.
@@ -274,6 +272,14 @@ fn plan_requests_do_not_grow_with_the_number_of_cameras() {
     assert_eq!(counts[0], counts[1], "2 cameras vs 9 cameras: {counts:?}");
 }
 
+/// Writes the stack with `n` cameras (`c0`, `c1`, ...) and returns them (name, RTSP URL).
+fn write_cameras(e: &Env, n: usize) -> Vec<(String, String)> {
+    let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
+    let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+    cams
+}
+
 /// The requests of an apply that read workloads (Deployments, StatefulSets, Jobs).
 fn workload_reads(server: &TestServer) -> Vec<String> {
     server
@@ -290,9 +296,7 @@ fn readiness_waits_share_one_list_and_watch_per_kind_and_namespace() {
     for n in [2usize, 12] {
         // Workloads become ready a moment after each write: every component waits.
         let e = env(Options { ready_after: Some(Duration::from_millis(200)), ..Options::default() });
-        let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
-        let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+        let cams = write_cameras(&e, n);
         let out = crate::support::run_binary(e.s.path(), &[], &["apply", "--auto-approve", "--parallelism", "3"]);
         assert_eq!(out.code, 0, "{}", out.text());
         let reads = workload_reads(&e.server);
@@ -316,9 +320,7 @@ fn interrupted_creates_are_found_with_one_list_per_kind_and_namespace() {
     let mut counts = Vec::new();
     for n in [2usize, 9] {
         let e = env(Options::default());
-        let cams: Vec<(String, String)> = (0..n).map(|i| (format!("c{i}"), format!("rtsp://10.0.0.{i}/s"))).collect();
-        let refs: Vec<(&str, &str)> = cams.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        e.s.write("main.hcl", &stack(&e.kubeconfig, "kubernetes", "", &refs, "pw"));
+        write_cameras(&e, n);
         let r = kdeploy(&e.s, &["apply", "--auto-approve"]);
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
         // As if the apply had died after writing the agents' objects, before recording them.
