@@ -6,6 +6,10 @@ use std::sync::Arc;
 use kdeploy::cli::{self, Env, Io};
 use kdeploy::providers::Providers;
 
+/// See the `mimalloc` entry in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // One process-wide TLS crypto provider: kube links rustls with ring, the AWS SDK with
     // aws-lc-rs; without an explicit choice the first TLS connection panics.
