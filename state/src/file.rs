@@ -22,33 +22,47 @@ pub const UPGRADES: &[Upgrade] = &[upgrade_v0_to_v1, upgrade_v1_to_v2];
 
 const _: () = assert!(UPGRADES.len() == STATE_VERSION as usize, "one upgrade per version step");
 
+/// The `version` of a state document; every other field is skipped.
+#[derive(serde::Deserialize)]
+struct Probe {
+    version: Option<Value>,
+}
+
 /// Decodes a state file. `source` names where the bytes came from, for error messages.
 ///
 /// Older format versions are upgraded; a newer one is refused with
 /// [`StateError::NewerVersion`]. Syntax and shape errors carry the line and column.
 pub fn decode(bytes: &[u8], source: &str) -> Result<State, StateError> {
     let decode_err = |line: usize, column: usize, message: String| StateError::Decode { source_name: source.to_string(), line, column, message };
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)))?;
-    let version = match doc.get("version") {
-        Some(v) => v.as_u64().ok_or_else(|| decode_err(0, 0, format!("`version` must be a non-negative integer, found {v}")))?,
-        None if doc.is_object() => {
-            return Err(decode_err(0, 0, "the `version` field is missing".to_string()));
+    // Only the version first (the rest of the document is skipped, not built): the current
+    // format is then deserialized straight from the bytes, and a JSON value of the whole
+    // document is built only to upgrade it or to explain a shape error.
+    let parse_doc = || serde_json::from_slice::<Value>(bytes).map_err(|e| decode_err(e.line(), e.column(), strip_position(&e)));
+    let version = match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe { version: Some(v) }) => v.as_u64().ok_or_else(|| decode_err(0, 0, format!("`version` must be a non-negative integer, found {v}")))?,
+        Ok(Probe { version: None }) => return Err(decode_err(0, 0, "the `version` field is missing".to_string())),
+        // A syntax error (with its position), not an object, or a repeated `version`.
+        Err(e) => {
+            let message = if parse_doc()?.is_object() { strip_position(&e) } else { "expected a JSON object".to_string() };
+            return Err(decode_err(e.line(), e.column(), message));
         }
-        None => return Err(decode_err(0, 0, "expected a JSON object".to_string())),
     };
     if version > u64::from(STATE_VERSION) {
         return Err(StateError::NewerVersion { source_name: source.to_string(), found: version, supported: STATE_VERSION });
     }
 
     let mut state: State = if version == u64::from(STATE_VERSION) {
-        // Deserialize from the bytes, not the `Value`, so shape errors carry a position; name
+        // Deserialize from the bytes, not a `Value`, so shape errors carry a position; name
         // the field and the type it must have when one has the wrong type.
-        serde_json::from_slice(bytes).map_err(|e| {
-            let message = check_shape(&doc).err().unwrap_or_else(|| strip_position(&e));
-            decode_err(e.line(), e.column(), message)
-        })?
+        match serde_json::from_slice(bytes) {
+            Ok(state) => state,
+            Err(e) => {
+                let message = check_shape(&parse_doc()?).err().unwrap_or_else(|| strip_position(&e));
+                return Err(decode_err(e.line(), e.column(), message));
+            }
+        }
     } else {
-        let mut doc = doc;
+        let mut doc = parse_doc()?;
         for (step, upgrade) in UPGRADES.iter().enumerate().skip(version as usize) {
             doc = upgrade(doc).map_err(|m| decode_err(0, 0, format!("upgrading from format version {step} to {}: {m}", step.saturating_add(1))))?;
         }
