@@ -506,7 +506,7 @@ impl Coordinator<'_> {
             .iter()
             .filter_map(|(k, a)| {
                 let type_name = self.state.resource(a)?.type_name.clone();
-                Some((k.clone(), reference(a, &type_name, &run.applied.get(a)?.value)))
+                Some((k.clone(), reference(a, &type_name, run.applied.get(a)?.value.clone())))
             })
             .collect();
         run.queue.set(i, Status::Running);

@@ -87,6 +87,12 @@ impl<'a> Evaluator<'a> {
         self.table.values.borrow().get(addr).map(|m| m.value.clone())
     }
 
+    /// `f` of the recorded value of `addr`, if any, without copying it (a Vault's value holds
+    /// the accounts of every site of a fleet, and each agent's plan looks at it).
+    pub fn with_value<T>(&self, addr: &Address, f: impl FnOnce(&Value) -> T) -> Option<T> {
+        self.table.values.borrow().get(addr).map(|m| f(&m.value))
+    }
+
     /// A root output's value over the recorded values.
     pub fn root_output(&self, decl: &OutputDecl) -> Result<Marked, Diagnostic> {
         let ctx = self.ctx();

@@ -774,7 +774,7 @@ impl InstanceEval<'_, '_> {
             }
         };
         if let AttrType::Component(want) = &attr.ty {
-            return self.reference(path, *want, &value, expr).map(|a| Marked::plain(Value::String(a.to_string())));
+            return self.reference(path, *want, value, expr).map(|a| Marked::plain(Value::String(a.to_string())));
         }
         match attr.ty.conform(&value.value) {
             Ok(v) => {
@@ -791,15 +791,16 @@ impl InstanceEval<'_, '_> {
     }
 
     /// A component reference: recorded as an edge target and kept as its address.
-    fn reference(&mut self, path: &str, want: Kind, marked: &Marked, expr: &Expr) -> Option<Address> {
+    fn reference(&mut self, path: &str, want: Kind, marked: Marked, expr: &Expr) -> Option<Address> {
         // A component that is not evaluated (it has an error of its own) is unknown and still
         // marked as that component: a valid reference, so its error is not echoed here.
-        let value = &marked.value;
-        match marked.component_address().cloned() {
+        let target = marked.component_address().cloned();
+        let value = marked.value;
+        match target {
             Some(target) if target.kind == want => {
                 self.refs.insert(path.to_string(), target.clone());
                 if let Value::Map(m) = value {
-                    self.referenced.insert(path.to_string(), m.clone());
+                    self.referenced.insert(path.to_string(), m);
                 }
                 return Some(target);
             }
@@ -841,7 +842,7 @@ impl InstanceEval<'_, '_> {
                     let field_path = format!("{path}.{key}.{}", f.name);
                     let at = AttrPath::root().child_key(key).child_key(f.name);
                     let marks = components.iter().filter(|(p, _)| *p == at).map(|(_, a)| (AttrPath::root(), a.clone())).collect();
-                    let addr = self.reference(&field_path, *want, &Marked { value: v, sensitive: Vec::new(), components: marks }, expr);
+                    let addr = self.reference(&field_path, *want, Marked { value: v, sensitive: Vec::new(), components: marks }, expr);
                     m.insert(f.name.to_string(), addr.map(|a| Value::String(a.to_string())).unwrap_or(Value::Null));
                 }
             }
@@ -961,10 +962,10 @@ fn path_of(dotted: &str) -> AttrPath {
 }
 
 /// What a provider is told about a referenced component.
-pub fn reference(addr: &Address, type_name: &str, value: &Value) -> kdeploy_provider::Reference {
+pub fn reference(addr: &Address, type_name: &str, value: Value) -> kdeploy_provider::Reference {
     kdeploy_provider::Reference {
         component: kdeploy_provider::ComponentRef { address: addr.clone(), kind: addr.kind, type_name: type_name.to_string() },
-        attributes: value.clone(),
+        attributes: value,
     }
 }
 

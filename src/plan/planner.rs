@@ -198,10 +198,17 @@ impl Planner<'_> {
         let Some(here) = &desired.cluster else { return true };
         let mut ok = true;
         for (path, target) in &desired.refs {
-            let Some(value) = self.eval.value(target) else { continue };
-            let field = |name: &str| value.as_map().and_then(|m| m.get(name));
-            let Some(there) = field("cluster").and_then(Value::as_str).filter(|t| *t != here.to_string()).map(str::to_string) else { continue };
-            let exposed = field("external_url").is_some_and(|u| !u.is_null());
+            let Some((there, exposed)) = self
+                .eval
+                .with_value(target, |value| {
+                    let field = |name: &str| value.as_map().and_then(|m| m.get(name));
+                    let there = field("cluster").and_then(Value::as_str).filter(|t| *t != here.to_string()).map(str::to_string);
+                    there.map(|t| (t, field("external_url").is_some_and(|u| !u.is_null())))
+                })
+                .flatten()
+            else {
+                continue;
+            };
             // Agents upload to it, other Vaults forward to it (a site Vault behind a poor uplink).
             if matches!(addr.kind, Kind::Agent | Kind::Vault) && target.kind == Kind::Vault && exposed {
                 continue;
@@ -262,7 +269,7 @@ impl Planner<'_> {
     /// The planned values of the components it refers to, and of its cluster.
     fn references(&self, desired: &Desired) -> (BTreeMap<String, Reference>, Option<Value>) {
         let value_of = |a: &Address| self.eval.value(a);
-        let refs = desired.refs.iter().filter_map(|(k, a)| Some((k.clone(), reference(a, &self.type_of(a)?, &value_of(a)?)))).collect();
+        let refs = desired.refs.iter().filter_map(|(k, a)| Some((k.clone(), reference(a, &self.type_of(a)?, value_of(a)?)))).collect();
         (refs, desired.cluster.as_ref().and_then(value_of))
     }
 

@@ -208,8 +208,9 @@ pub fn fill_derived(component: &ComponentRef, attrs: &mut Attrs, refs: &BTreeMap
         }
         Kind::Agent => {
             let Some(v) = refs.get("vault") else { return Ok(()) };
-            let vault_attrs = v.attributes.as_map().cloned().unwrap_or_default();
-            let dir = match vault::upload_for(attrs, &vault_attrs, &v.component.address.to_string()) {
+            let none = Attrs::new();
+            let vault_attrs = v.attributes.as_map().unwrap_or(&none);
+            let dir = match vault::upload_for(attrs, vault_attrs, &v.component.address.to_string()) {
                 Ok(up) => Value::String(up.directory),
                 Err(vault::Unresolved::Unknown) => unknown("upload_directory"),
                 Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
@@ -638,9 +639,10 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
     ];
     match spec.refs.get("vault") {
         Some(v) => {
-            let vault_attrs = v.attributes.as_map().cloned().unwrap_or_default();
+            let none = Attrs::new();
+            let vault_attrs = v.attributes.as_map().unwrap_or(&none);
             let endpoint = upload_endpoint(spec, v, unknown)?;
-            match vault::upload_for(spec.attrs, &vault_attrs, &v.component.address.to_string()) {
+            match vault::upload_for(spec.attrs, vault_attrs, &v.component.address.to_string()) {
                 Ok(up) => {
                     let key = |v: &Value| match v {
                         Value::String(s) => s.clone(),

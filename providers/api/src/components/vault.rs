@@ -641,9 +641,10 @@ fn forward_spec(attrs: &Attrs, name: &str, m: &Attrs, target: Option<&Reference>
             secret: need("secret_key")?,
         });
     };
-    let there = target.attributes.as_map().cloned().unwrap_or_default();
+    let none = Attrs::new();
+    let there = target.attributes.as_map().unwrap_or(&none);
     let address = target.component.address.to_string();
-    let creds = credentials_for(m.get("account"), &there, &address)?;
+    let creds = credentials_for(m.get("account"), there, &address)?;
     let known = |explicit: &str, derived: Value| -> Result<String, Unresolved> {
         match text(m, explicit)? {
             Some(v) => Ok(v),
