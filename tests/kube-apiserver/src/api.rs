@@ -850,7 +850,7 @@ fn handle_resource(st: &mut State, method: &str, t: Target, q: &HashMap<String, 
             if watch {
                 return Ok(Reply::Watch(start_watch(st, res, ns, sel, q)?));
             }
-            Ok(Reply::Json(200, list(st, res, ns.as_deref(), &sel, q, &accept)))
+            Ok(list(st, res, ns.as_deref(), &sel, q, &accept))
         }
         ("GET", Some(name)) => {
             let key = (res, ns.clone().unwrap_or_default(), name.clone());
@@ -941,36 +941,52 @@ fn start_watch(st: &mut State, res: usize, ns: Option<String>, sel: Selectors, q
     Ok(WatchReq { res, ns, sel, initial, rx, timeout, bookmark_rv })
 }
 
-fn strip_type(mut o: Value) -> Value {
-    if let Some(m) = o.as_object_mut() {
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    o
-}
-
-fn list(st: &State, res: usize, ns: Option<&str>, sel: &Selectors, q: &HashMap<String, String>, accept: &str) -> Value {
+fn list(st: &State, res: usize, ns: Option<&str>, sel: &Selectors, q: &HashMap<String, String>, accept: &str) -> Reply {
     let r = &RESOURCES[res];
     // The store is ordered by (resource, namespace, name): one range, not a scan of every
-    // object, and only the page is copied.
+    // object.
     let first = (res, ns.unwrap_or_default().to_string(), String::new());
     let all: Vec<&Value> =
         st.objects.range(first..).take_while(|(k, _)| k.0 == res && ns.is_none_or(|n| n == k.1)).filter(|(_, v)| sel.matches(v)).map(|(_, v)| v).collect();
     let offset: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).map(|v| (*v).clone()).collect();
+    let page: Vec<&Value> = all.iter().skip(offset).take(limit).copied().collect();
     let mut md = json!({"resourceVersion": st.rv.to_string()});
     if offset + page.len() < all.len() {
         md["continue"] = json!((offset + page.len()).to_string());
         md["remainingItemCount"] = json!(all.len() - offset - page.len());
     }
     if accept.contains("as=Table") {
+        let page: Vec<Value> = page.into_iter().cloned().collect();
         let mut t = table(res, &page, accept, st.rv);
         t["metadata"] = md;
-        return t;
+        return Reply::Json(200, t);
     }
-    json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": md,
-           "items": page.into_iter().map(strip_type).collect::<Vec<_>>()})
+    // Written straight from the store, items without their apiVersion and kind (as a real
+    // API server lists them): no copy of a LIST that is megabytes at a thousand Deployments.
+    let mut out = serde_json::to_vec(&json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": md})).unwrap();
+    out.pop();
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in page.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &Untyped(item)).unwrap();
+    }
+    out.extend_from_slice(b"]}");
+    Reply::Bytes("application/json", out)
+}
+
+/// An object as a LIST item: without `apiVersion` and `kind`.
+struct Untyped<'a>(&'a Value);
+
+impl serde::Serialize for Untyped<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_object() {
+            Some(m) => s.collect_map(m.iter().filter(|(k, _)| *k != "apiVersion" && *k != "kind")),
+            None => self.0.serialize(s),
+        }
+    }
 }
 
 fn parse_ts(ts: &str) -> Option<i64> {
