@@ -186,9 +186,18 @@ impl Planner<'_> {
         let desired = match self.eval.desired(addr) {
             None => return,
             Some(Ok(d)) => d,
-            Some(Err(d)) => return self.diags.extend(d),
+            Some(Err(d)) => {
+                // In a run of one partition, a component of another one, or one that needs what
+                // another has not recorded, is not evaluated for itself.
+                let deps = self.graph.dependencies(addr);
+                let cluster = deps.iter().find(|d| d.kind == Kind::Cluster);
+                if self.in_partition(addr, cluster, deps.iter()) {
+                    self.diags.extend(d);
+                }
+                return;
+            }
         };
-        if !self.in_partition(addr, &desired) {
+        if !self.in_partition(addr, desired.cluster.as_ref(), desired.refs.values().chain(desired.cluster.iter())) {
             return;
         }
         if !self.same_cluster_references(addr, &desired) {
@@ -216,9 +225,9 @@ impl Planner<'_> {
     /// another partition gets its recorded value instead (for what refers to it), and one of
     /// this partition that needs another partition's component with no recorded state is
     /// reported (that partition must be applied first).
-    fn in_partition(&mut self, addr: &Address, desired: &Desired) -> bool {
+    fn in_partition<'r>(&mut self, addr: &Address, cluster: Option<&Address>, needs: impl Iterator<Item = &'r Address>) -> bool {
         let Some(f) = self.partition.as_mut() else { return true };
-        let part = crate::partition::component_partition(addr, desired.cluster.as_ref());
+        let part = crate::partition::component_partition(addr, cluster);
         if part != f.partition {
             match f.whole.resource(addr) {
                 Some(r) => self.eval.record(addr, &state_attrs(r), &r.sensitive_paths),
@@ -229,7 +238,7 @@ impl Planner<'_> {
             return false;
         }
         let mut ok = true;
-        for target in desired.refs.values().chain(desired.cluster.iter()) {
+        for target in needs {
             let Some(other) = f.missing.get(target) else { continue };
             let span = self.eval.decl(addr).map(|d| d.span.clone());
             self.diags.push(

@@ -256,7 +256,11 @@ pub fn plan(style: Style, plan: &Plan) -> String {
         }
     }
     if let Some(p) = &plan.options.partition {
-        let _ = writeln!(out, "{} {p}: only its components are planned; the other partitions' values are read from their recorded state.\n", style.bold("Partition"));
+        let _ = writeln!(
+            out,
+            "{} {p}: only its components are planned; the other partitions' values are read from their recorded state.\n",
+            style.bold("Partition")
+        );
     }
     for h in &plan.health {
         let _ = writeln!(out, "{} {h}", style.paint("Status:", "1;36"));

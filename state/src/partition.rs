@@ -564,7 +564,7 @@ mod tests {
         let p = PendingOp::start(&cam.address, crate::PendingKind::Update, None);
         let records =
             vec![Record::Begin { pending: p.clone(), sensitive_paths: vec![] }, Record::Upsert { resource: cam.clone() }, Record::Finish { id: p.id }];
-        s.append(state.serial + 1, &records).unwrap();
+        s.append(state.serial.saturating_add(1), &records).unwrap();
         for r in &records {
             r.apply(&mut state).unwrap();
         }
