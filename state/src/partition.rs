@@ -186,7 +186,9 @@ impl PartitionedStore {
                 }
                 continue;
             }
-            if !dirty && !(checkpoint && part.appended) {
+            // Unchanged, and no journal to fold: nothing to write.
+            let fold = checkpoint && part.appended;
+            if !(dirty || fold) {
                 continue;
             }
             let next = next_state(part.known.as_ref(), sub, dirty)?;
