@@ -308,6 +308,9 @@ fn s3_backend_keeps_each_partition_in_its_own_object_and_lock() {
         assert!(keys.contains(&format!("fleet/state.{name}.json")), "{name}: its own object: {keys:?}");
     }
     assert!(!keys.iter().any(|k| k == "fleet/state.json" || k.ends_with(".lock")), "no single state, every lock released: {keys:?}");
+    let r = run(&["state", "list"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("agent.door[\"north\"]") && r.stdout.contains("vault.central"), "state list reads every partition: {}", r.text());
 
     // A lock object on one partition blocks that partition only.
     crate::aws::put_object(&moto, "fleet-state", "fleet/state.site-north.json.lock", held_lock());
