@@ -328,3 +328,22 @@ fn held_lock() -> String {
     info["expires"] = serde_json::Value::String(later.format(&time::format_description::well_known::Rfc3339).unwrap());
     info.to_string()
 }
+
+#[test]
+fn every_partition_is_encrypted_with_the_state_key() {
+    let f = start(PARTITIONED);
+    let key = [("KDEPLOY_STATE_KEY", "0123456789abcdef0123456789abcdef")];
+    let r = run_binary(f.s.path(), &key, &["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    for name in ["central", "site-north", "site-south"] {
+        assert!(f.partition(name).encryption.is_some(), "{name} is encrypted");
+    }
+    let vault = f.partition("central").resources.into_iter().find(|r| r.address.to_string() == "vault.central").unwrap();
+    assert!(vault.attributes.as_object().unwrap().values().any(kdeploy_state::crypt::is_encrypted), "Vault's sensitive values are sealed");
+    // A site's run opens the central partition's sealed values (its account keys) with the key.
+    f.s.write("stream.auto.kdvars", "stream = \"stream5\"\n");
+    let r = run_binary(f.s.path(), &key, &["apply", "-auto-approve", "-partition=site-north"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(f.stream_of(0, "north"), "rtsp://10.10.1.21/stream5");
+    assert!(f.partition("site-north").encryption.is_some());
+}
