@@ -11,5 +11,6 @@ pub mod engine;
 pub mod env;
 pub mod files;
 pub mod graph;
+pub mod partition;
 pub mod plan;
 pub mod providers;

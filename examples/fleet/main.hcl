@@ -3,7 +3,10 @@
 # URL with the site's own account (its own keys and folder); adding a site to var.sites adds its
 # account (Vault restarts once to read it) and its agents.
 
-stack "fleet" {}
+stack "fleet" {
+  # One state and lock per cluster: CI applies the sites in parallel (-partition=site-NAME-edge).
+  partition = "cluster"
+}
 
 variable "kubeconfig" {
   description = "Kubeconfig of the central cluster."

@@ -92,6 +92,7 @@ pub(super) async fn apply_file(ctx: &mut Ctx<'_, '_>, file: &Path, run: args::Ap
             return EXIT_ERROR;
         }
     };
+    ctx.backend.partition.clone_from(&plan.options.partition);
     let Some(store) = ctx.store(&loaded) else { return EXIT_ERROR };
     let (mut store, mut state) = match ctx.lock(store, "apply", std::time::Duration::ZERO) {
         Ok(x) => x,

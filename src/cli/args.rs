@@ -281,6 +281,9 @@ pub struct DriftArgs {
     /// How long one webhook attempt may take.
     #[arg(long = "notify-timeout", default_value = "10s", value_parser = parse_duration)]
     pub notify_timeout: std::time::Duration,
+    /// Check only the components of this state partition (a stack with partition = "cluster").
+    #[arg(long = "partition", value_name = "NAME")]
+    pub partition: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -380,6 +383,10 @@ pub struct PlanArgs {
     /// Plan only these components (and what they depend on). Repeatable.
     #[arg(long = "target", value_name = "ADDR")]
     pub target: Vec<String>,
+    /// Plan only the components of this state partition (a stack with partition = "cluster":
+    /// a cluster's name, e.g. site-a, or default); the others are read from their state.
+    #[arg(long = "partition", value_name = "NAME")]
+    pub partition: Option<String>,
     /// Replace these components even if nothing changed. Repeatable.
     #[arg(long = "replace", value_name = "ADDR")]
     pub replace: Vec<String>,
@@ -437,6 +444,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 const SINGLE_DASH: &[&str] = &[
     "target",
+    "partition",
     "replace",
     "var",
     "var-file",

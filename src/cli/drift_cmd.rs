@@ -11,10 +11,14 @@ pub(super) async fn drift_cmd(ctx: &mut Ctx<'_, '_>, d: args::DriftArgs) -> i32 
             return EXIT_ERROR;
         }
     };
+    ctx.backend.partition.clone_from(&d.partition);
     let Some(mut store) = ctx.store(&loaded) else { return EXIT_ERROR };
     // Read-only: no lock, so a running apply is never blocked by the cron.
     let state = match store.read() {
-        Ok(Some(s)) => s,
+        Ok(Some(s)) => match &d.partition {
+            Some(p) => crate::partition::restrict(&s, p),
+            None => s,
+        },
         Ok(None) => State::new(VERSION),
         Err(e) => {
             ctx.state_error(&e);

@@ -177,7 +177,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
             return EXIT_ERROR;
         }
     };
-    let backend = engine::BackendOptions { overrides, env: env.vars.clone() };
+    let backend = engine::BackendOptions { overrides, env: env.vars.clone(), partition: None };
     let mut ctx = Ctx {
         io,
         env,

@@ -11,6 +11,7 @@ pub(super) fn plan_options(p: &PlanArgs, destroy: bool) -> PlanOptions {
         replace: p.replace.clone(),
         delete_data: p.delete_data,
         force_conflicts: p.force_conflicts,
+        partition: p.partition.clone(),
     }
 }
 
@@ -30,6 +31,7 @@ pub(super) async fn make_plan(ctx: &mut Ctx<'_, '_>, loaded: &Loaded, p: &PlanAr
     if !check_addresses(ctx, p) {
         return Err(EXIT_ERROR);
     }
+    ctx.backend.partition.clone_from(&p.partition);
     let Some(store) = ctx.store(loaded) else { return Err(EXIT_ERROR) };
     let (store, state) = if p.lock { ctx.lock(store, operation, p.lock_timeout)? } else { ctx.opened(engine::read_unlocked(store))? };
     match engine::plan(loaded, &state, &ctx.env.providers, &plan_options(p, destroy)).await {

@@ -21,6 +21,13 @@ pub(super) fn state_store(ctx: &mut Ctx<'_, '_>) -> Result<Box<dyn StateStore>, 
             EXIT_ERROR
         });
     }
+    // A partitioned stack's partitions are its clusters: evaluate it to know them (required
+    // variables without a value are unknown, as in validate).
+    if stack.stack.partition.is_some()
+        && let Ok(loaded) = ctx.load(&args::VarArgs::default(), &VarSource::Inputs, true)
+    {
+        return ctx.store(&loaded).ok_or(EXIT_ERROR);
+    }
     let loaded_like = Loaded {
         dir: ctx.dir.clone(),
         stack,

@@ -345,11 +345,31 @@ impl Loader<'_> {
                         }
                     }
                 }
-                Structure::Attribute(a) => self.unexpected_attr(file, a, "stack", &["name"]),
+                Structure::Attribute(a) if a.key.as_str() == "partition" => sb.partition = self.decode_partition(file, a),
+                Structure::Attribute(a) => self.unexpected_attr(file, a, "stack", &["name", "partition"]),
                 Structure::Block(b) => self.unexpected_block(file, b, "stack", &["backend", "drift"]),
             }
         }
         self.stack.stack = sb;
+    }
+
+    /// `partition = "cluster"`; any other value is reported at it with the valid ones.
+    fn decode_partition(&mut self, file: FileId, a: &Attribute) -> Option<super::Partitioning> {
+        let value = self.literal_string(file, a)?;
+        match value.as_str() {
+            "cluster" => Some(super::Partitioning::Cluster),
+            other => {
+                self.diags.push(
+                    Diagnostic::error(
+                        "Invalid partition",
+                        format!("partition = {other:?} is not a way to split state; it takes \"cluster\" (one state per cluster)."),
+                    )
+                    .at(Some(span(file, &a.value)))
+                    .hint(format!("valid values: {}", super::Partitioning::VALUES.join(", "))),
+                );
+                None
+            }
+        }
     }
 
     /// `variable "NAME" { type, default, description, sensitive, validation {...} }`.

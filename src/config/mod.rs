@@ -118,7 +118,21 @@ pub struct StackBlock {
     pub name: String,
     pub backend: Option<Backend>,
     pub drift_ignore: Vec<String>,
+    /// `partition = "cluster"`: one state (and lock) per cluster, see [`Partitioning`].
+    pub partition: Option<Partitioning>,
     pub span: Option<Span>,
+}
+
+/// How a stack's state is split (`stack { partition = "..." }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioning {
+    /// One partition per cluster, with the components bound to it; `default` for the rest.
+    Cluster,
+}
+
+impl Partitioning {
+    /// The values `partition` accepts.
+    pub const VALUES: &[&str] = &["cluster"];
 }
 
 #[derive(Debug, Clone)]

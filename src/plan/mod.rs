@@ -218,6 +218,10 @@ pub struct PlanOptions {
     /// Take ownership of fields other managers own (Kubernetes server-side apply).
     #[serde(default)]
     pub force_conflicts: bool,
+    /// `-partition NAME`: plan only the components of that state partition; the others are
+    /// read from their recorded state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 /// A whole plan.

@@ -42,8 +42,12 @@ pub struct PlanInput<'a> {
 
 /// Computes the plan.
 pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics> {
-    let PlanInput { stack, sources, root_vars, expanded, graph, state, providers, options, kdeploy_version } = input;
+    let PlanInput { stack, sources, root_vars, expanded, graph, state: whole, providers, options, kdeploy_version } = input;
     let (target_list, replace_list) = targets::parse(options)?;
+    // With -partition, only that partition's recorded components are refreshed, planned and
+    // deleted; the others are read from `whole`.
+    let own = options.partition.as_deref().map(|p| crate::partition::restrict(whole, p));
+    let state = own.as_ref().unwrap_or(whole);
     let eval = Evaluator::new(stack, sources, root_vars, expanded);
     let types = instance_types(stack, expanded, &eval.ctx());
 
@@ -64,6 +68,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         changes: Vec::new(),
         diags: Diagnostics::new(),
         notes: pending_notes(state),
+        partition: options.partition.as_deref().map(|p| Foreign { partition: p, whole, missing: BTreeMap::new() }),
     };
     if !options.destroy {
         for addr in graph.topo_order() {
@@ -87,7 +92,9 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     if options.refresh_only {
         changes.clear();
     }
-    let output_changes = if options.refresh_only { Vec::new() } else { outputs::changes(stack, state, &eval, options, &mut diags) };
+    // The root outputs are in the default partition: only its runs (and whole ones) change them.
+    let outputs_here = options.partition.as_deref().is_none_or(|p| p == kdeploy_state::DEFAULT_PARTITION);
+    let output_changes = if options.refresh_only || !outputs_here { Vec::new() } else { outputs::changes(stack, state, &eval, options, &mut diags) };
     if diags.has_errors() {
         return Err(diags);
     }
@@ -96,8 +103,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         kdeploy_version: kdeploy_version.to_string(),
-        lineage: if state.serial == 0 && state.resources.is_empty() { None } else { Some(state.lineage.clone()) },
-        serial: state.serial,
+        lineage: if whole.serial == 0 && whole.resources.is_empty() { None } else { Some(whole.lineage.clone()) },
+        serial: whole.serial,
         config_digest: String::new(),
         options: options.clone(),
         changes,
@@ -143,6 +150,18 @@ struct Planner<'a> {
     changes: Vec<Change>,
     diags: Diagnostics,
     notes: Vec<Note>,
+    /// With -partition: the partition planned, and where the others' values come from.
+    partition: Option<Foreign<'a>>,
+}
+
+/// A plan of one partition: the components of other partitions are not planned; their values
+/// are those their partitions recorded.
+struct Foreign<'a> {
+    partition: &'a str,
+    /// Every partition's state.
+    whole: &'a State,
+    /// Components of other partitions with no recorded state, and their partition.
+    missing: BTreeMap<Address, String>,
 }
 
 /// What one component's plan is computed from.
@@ -167,8 +186,20 @@ impl Planner<'_> {
         let desired = match self.eval.desired(addr) {
             None => return,
             Some(Ok(d)) => d,
-            Some(Err(d)) => return self.diags.extend(d),
+            Some(Err(d)) => {
+                // In a run of one partition, a component of another one, or one that needs what
+                // another has not recorded, is not evaluated for itself.
+                let deps = self.graph.dependencies(addr);
+                let cluster = deps.iter().find(|d| d.kind == Kind::Cluster);
+                if self.in_partition(addr, cluster, deps.iter()) {
+                    self.diags.extend(d);
+                }
+                return;
+            }
         };
+        if !self.in_partition(addr, desired.cluster.as_ref(), desired.refs.values().chain(desired.cluster.iter())) {
+            return;
+        }
         if !self.same_cluster_references(addr, &desired) {
             return;
         }
@@ -188,6 +219,39 @@ impl Planner<'_> {
         self.eval.record(addr, &after, &after_sensitive);
         let change = self.change(subject, decision, after, after_sensitive, replace_paths);
         self.changes.push(change);
+    }
+
+    /// Whether to plan `addr` in this run: always without -partition. With it, a component of
+    /// another partition gets its recorded value instead (for what refers to it), and one of
+    /// this partition that needs another partition's component with no recorded state is
+    /// reported (that partition must be applied first).
+    fn in_partition<'r>(&mut self, addr: &Address, cluster: Option<&Address>, needs: impl Iterator<Item = &'r Address>) -> bool {
+        let Some(f) = self.partition.as_mut() else { return true };
+        let part = crate::partition::component_partition(addr, cluster);
+        if part != f.partition {
+            match f.whole.resource(addr) {
+                Some(r) => self.eval.record(addr, &state_attrs(r), &r.sensitive_paths),
+                None => {
+                    f.missing.insert(addr.clone(), part);
+                }
+            }
+            return false;
+        }
+        let mut ok = true;
+        for target in needs {
+            let Some(other) = f.missing.get(target) else { continue };
+            let span = self.eval.decl(addr).map(|d| d.span.clone());
+            self.diags.push(
+                Diagnostic::error(
+                    "Value of another partition not recorded",
+                    format!("{addr} (partition {:?}) needs {target}, which partition {other:?} has not recorded yet: a run of one partition reads the others' values from their state.", f.partition),
+                )
+                .at(span)
+                .hint(format!("apply partition {other:?} first (kdeploy apply -partition={other}), or apply the whole stack without -partition")),
+            );
+            ok = false;
+        }
+        ok
     }
 
     /// A component reaches the components it refers to inside its own cluster only: their

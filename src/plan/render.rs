@@ -255,6 +255,13 @@ pub fn plan(style: Style, plan: &Plan) -> String {
             let _ = writeln!(out, "{} {n}\n", style.paint("Warning:", "1;33"));
         }
     }
+    if let Some(p) = &plan.options.partition {
+        let _ = writeln!(
+            out,
+            "{} {p}: only its components are planned; the other partitions' values are read from their recorded state.\n",
+            style.bold("Partition")
+        );
+    }
     for h in &plan.health {
         let _ = writeln!(out, "{} {h}", style.paint("Status:", "1;36"));
     }

@@ -39,6 +39,11 @@ pub enum StateError {
     )]
     NewerVersion { source_name: String, found: u64, supported: u32 },
 
+    /// A partitioned state cannot do what was asked (see [`crate::partition`]); the message
+    /// says what to run instead.
+    #[error("{message}")]
+    Partition { message: String },
+
     /// The state on disk belongs to a different lineage (a different stack or a re-created state).
     #[error(
         "state at {location} belongs to lineage {existing}, this run has lineage {ours}; refusing \

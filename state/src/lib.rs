@@ -21,6 +21,7 @@ pub mod kube;
 pub mod local;
 pub mod lock;
 pub mod model;
+pub mod partition;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;
@@ -33,6 +34,7 @@ pub use journal::{Record, Recorder};
 pub use local::LocalStore;
 pub use lock::LockInfo;
 pub use model::{OutputState, PendingKind, PendingOp, PendingTarget, ResourceState, STATE_VERSION, State, address_matcher, address_matches};
+pub use partition::{DEFAULT_PARTITION, PartitionedStore, partition_name, partition_of, resource_partition};
 pub use store::{Append, StateStore};
 
 /// The backends this build has: `local`, and `s3`/`kubernetes` when their features are on.

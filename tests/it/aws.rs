@@ -18,9 +18,9 @@ use crate::support::{Out, TestStack, assert_stack_in_cluster, run_binary, stack_
 const REGION: &str = "us-east-1";
 
 /// A moto server on a free port, stopped (by its pid) on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 fn find_on_path(exe: &str) -> Option<PathBuf> {
@@ -28,7 +28,7 @@ fn find_on_path(exe: &str) -> Option<PathBuf> {
 }
 
 impl Moto {
-    fn start() -> Option<Moto> {
+    pub(crate) fn start() -> Option<Moto> {
         let Some(exe) = find_on_path("moto_server") else {
             if std::env::var_os("CI").is_some() {
                 panic!("moto_server is not installed (pip install 'moto[server]'); CI is set, so this is a failure");
@@ -88,13 +88,31 @@ impl Drop for Moto {
     }
 }
 
+/// Creates `bucket` on moto.
+pub(crate) fn create_bucket(moto: &Moto, bucket: &str) {
+    rt().block_on(async { moto.s3().await.create_bucket().bucket(bucket).send().await.unwrap() });
+}
+
+/// Every key in `bucket`.
+pub(crate) fn object_keys(moto: &Moto, bucket: &str) -> Vec<String> {
+    rt().block_on(async {
+        let out = moto.s3().await.list_objects_v2().bucket(bucket).send().await.unwrap();
+        out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    })
+}
+
+/// Writes `body` at `key` in `bucket`.
+pub(crate) fn put_object(moto: &Moto, bucket: &str, key: &str, body: String) {
+    rt().block_on(async { moto.s3().await.put_object().bucket(bucket).key(key).body(body.into_bytes().into()).send().await.unwrap() });
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Runs the real binary in `dir` with static test credentials and the endpoint at moto (no
 /// AWS variable of this process reaches it, see [`run_binary`]).
-fn kdeploy(dir: &Path, moto_url: &str, extra: &[(&str, &str)], args: &[&str]) -> Out {
+pub(crate) fn kdeploy(dir: &Path, moto_url: &str, extra: &[(&str, &str)], args: &[&str]) -> Out {
     let (config, credentials) = (dir.join("no-aws-config"), dir.join("no-aws-credentials"));
     let (config, credentials) = (config.to_string_lossy(), credentials.to_string_lossy());
     let mut env = vec![

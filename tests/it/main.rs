@@ -19,6 +19,7 @@ mod dist;
 mod fuzz;
 mod gcp;
 mod kubernetes;
+mod partition;
 mod recording;
 mod reliability;
 mod state_backends;
