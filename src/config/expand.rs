@@ -630,6 +630,9 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
     let mut entries: Vec<(String, Marked)> = Vec::new();
     for (name, (expr, key_span)) in &decl.attrs {
         let Some(attr) = schema.attr(name) else {
+            if null_for_another_type(&scope, decl.kind, name, expr) {
+                continue;
+            }
             let valid: Vec<&str> = schema.inputs().map(|a| a.name).collect();
             let mut d = Diagnostic::error(
                 "Unsupported argument",
@@ -959,6 +962,14 @@ impl InstanceEval<'_, '_> {
 /// `accounts.site-a.provider` → the attribute path (keys may contain anything but dots).
 fn path_of(dotted: &str) -> AttrPath {
     AttrPath(dotted.split('.').map(|k| PathStep::Key(k.to_string())).collect())
+}
+
+/// An argument of another type of the same kind, set to null: a block whose type comes from a
+/// variable (`type = var.kubeconfig == null ? "docker" : "microk8s"`) sets the arguments of each
+/// type it can take and null for the others; null is the same as not set.
+fn null_for_another_type(scope: &Scope<'_>, kind: Kind, name: &str, expr: &Expr) -> bool {
+    let elsewhere = kind.types().iter().filter_map(|t| kdeploy_provider::schema_ref(kind, t)).any(|s| s.attr(name).is_some_and(|a| !a.computed));
+    elsewhere && scope.eval(&expr.expr, expr.span.file).is_ok_and(|v| v.value.is_null())
 }
 
 /// What a provider is told about a referenced component.

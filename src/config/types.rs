@@ -1,5 +1,6 @@
 //! Variable type constraints: `string`, `number`, `bool`, `any`, `list(T)`, `set(T)`, `map(T)`,
-//! `object({ k = T })`, `tuple([T, ...])`, with the language's implicit conversions.
+//! `object({ k = T })` (an attribute `optional(T)` may be left out: then it is null),
+//! `tuple([T, ...])`, with the language's implicit conversions.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,8 @@ pub enum VarType {
     Map(Box<VarType>),
     Object(BTreeMap<String, VarType>),
     Tuple(Vec<VarType>),
+    /// `optional(T)`, an attribute of an object type that may be left out (then null).
+    Optional(Box<VarType>),
 }
 
 impl fmt::Display for VarType {
@@ -39,6 +42,7 @@ impl fmt::Display for VarType {
                 let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
                 write!(f, "tuple([{}])", parts.join(", "))
             }
+            VarType::Optional(t) => write!(f, "optional({t})"),
         }
     }
 }
@@ -46,7 +50,7 @@ impl fmt::Display for VarType {
 impl VarType {
     /// Parses a type constraint expression.
     pub fn parse(expr: &Expression) -> Result<VarType, String> {
-        const HINT: &str = "a type is string, number, bool, any, list(T), set(T), map(T), object({ name = T }) or tuple([T, ...])";
+        const HINT: &str = "a type is string, number, bool, any, list(T), set(T), map(T), object({ name = T, other = optional(T) }) or tuple([T, ...])";
         match expr {
             Expression::Variable(v) => match v.as_str() {
                 "string" => Ok(VarType::String),
@@ -79,7 +83,7 @@ impl VarType {
                                     ObjectKey::Expression(Expression::String(s)) => s.as_str().to_string(),
                                     _ => return Err("object field names must be plain names".into()),
                                 };
-                                fields.insert(key, VarType::parse(v.expr())?);
+                                fields.insert(key, VarType::field(v.expr())?);
                             }
                             Ok(VarType::Object(fields))
                         }
@@ -89,11 +93,26 @@ impl VarType {
                         Expression::Array(items) => Ok(VarType::Tuple(items.iter().map(VarType::parse).collect::<Result<_, _>>()?)),
                         _ => Err("tuple(...) takes a list of types, like tuple([string, number])".into()),
                     },
+                    "optional" => Err("optional(T) is for an attribute of an object type, like object({ name = optional(string) })".into()),
                     other => Err(format!("unknown type constructor {other:?}; {HINT}")),
                 }
             }
             _ => Err(format!("not a type; {HINT}")),
         }
+    }
+
+    /// The type of an attribute of an object type: any type, or `optional(T)`.
+    fn field(expr: &Expression) -> Result<VarType, String> {
+        if let Expression::FuncCall(call) = expr
+            && call.name.name.as_str() == "optional"
+        {
+            let args: Vec<&Expression> = call.args.iter().collect();
+            return match args.as_slice() {
+                [t] => Ok(VarType::Optional(Box::new(VarType::parse(t)?))),
+                _ => Err("optional(T) takes one type (a default value is not supported: use a conditional where it is read)".into()),
+            };
+        }
+        VarType::parse(expr)
     }
 
     /// Converts `value` to this type or says why it cannot be.
@@ -103,6 +122,7 @@ impl VarType {
             (VarType::String, Value::String(_)) => Ok(value.clone()),
             (VarType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
             (VarType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+            (VarType::Optional(t), v) => t.convert(v),
             (VarType::Number, Value::Number(_)) => Ok(value.clone()),
             (VarType::Number, Value::String(s)) => s.trim().parse::<f64>().map(Value::from_f64).map_err(|_| format!("a number is required, got {s:?}")),
             (VarType::Bool, Value::Bool(_)) => Ok(value.clone()),
@@ -129,6 +149,9 @@ impl VarType {
                     match items.get(name) {
                         Some(v) => {
                             out.insert(name.clone(), t.convert(v).map_err(|e| format!("attribute {name:?}: {e}"))?);
+                        }
+                        None if matches!(t, VarType::Optional(_)) => {
+                            out.insert(name.clone(), Value::Null);
                         }
                         None => return Err(format!("attribute {name:?} is required")),
                     }
