@@ -1,5 +1,5 @@
 # A fleet: Vault, object storage and MongoDB on a central Kubernetes cluster, and one Docker
-# host per site next to its cameras. Each site's agents upload to the central Vault's external
+# host or MicroK8s node per site next to its cameras. Each site's agents upload to the central Vault's external
 # URL with the site's own account (its own keys and folder); adding a site to var.sites adds its
 # account (Vault restarts once to read it) and its agents.
 
@@ -15,10 +15,11 @@ variable "kubeconfig" {
 }
 
 variable "sites" {
-  description = "Sites by name: their Docker engine, TLS material and cameras (name => RTSP URL)."
+  description = "Sites by name: their Docker engine and TLS material, or their MicroK8s kubeconfig, and cameras (name => RTSP URL)."
   type = map(object({
-    docker_host = string
-    cert_path   = string
+    docker_host = optional(string)
+    cert_path   = optional(string)
+    kubeconfig  = optional(string)
     cameras     = map(string)
   }))
   default = {
@@ -35,6 +36,12 @@ variable "sites" {
       cert_path   = "certs/south"
       cameras = {
         gate = "rtsp://10.20.1.21/stream1"
+      }
+    }
+    west = {
+      kubeconfig = "kubeconfigs/west" # `microk8s config` of the site's node
+      cameras = {
+        dock = "rtsp://10.30.1.21/stream1"
       }
     }
   }
@@ -73,6 +80,7 @@ module "site" {
   vault       = vault.central
   docker_host = each.value.docker_host
   cert_path   = each.value.cert_path
+  kubeconfig  = each.value.kubeconfig
   cameras     = each.value.cameras
 }
 

@@ -1,5 +1,5 @@
-# One edge site: a Docker host next to the cameras (RTSP streams live on the site network) and
-# one agent per camera, uploading to a central Vault with the site's own account. With
+# One edge site: a Docker host, or a MicroK8s node (kubeconfig), next to the cameras (RTSP
+# streams live on the site network) and one agent per camera, uploading to a central Vault with the site's own account. With
 # forward = true (a site with a poor uplink) the site keeps its recordings first: its agents
 # upload to a Vault, MinIO and MongoDB on the site's host, and that Vault forwards every
 # recording to the central Vault with the site's account.
@@ -14,13 +14,27 @@ variable "vault" {
 }
 
 variable "docker_host" {
-  description = "The site's Docker engine, e.g. tcp://10.10.1.5:2376."
+  description = "The site's Docker engine, e.g. tcp://10.10.1.5:2376 (a Docker site)."
   type        = string
+  default     = null
 }
 
 variable "cert_path" {
-  description = "Directory with the engine's ca.pem, cert.pem and key.pem (TLS)."
+  description = "Directory with the engine's ca.pem, cert.pem and key.pem (TLS; a Docker site)."
   type        = string
+  default     = null
+}
+
+variable "kubeconfig" {
+  description = "Kubeconfig of the site's MicroK8s node (`microk8s config`): the site runs on MicroK8s instead of Docker."
+  type        = string
+  default     = null
+}
+
+variable "context" {
+  description = "With kubeconfig: its context (default: its current context)."
+  type        = string
+  default     = null
 }
 
 variable "cameras" {
@@ -45,11 +59,15 @@ variable "timezone" {
   default = "UTC"
 }
 
+# A Docker host, or a MicroK8s node when a kubeconfig is given: each type's arguments are null
+# for the other.
 cluster "edge" {
-  type       = "docker"
+  type       = var.kubeconfig == null ? "docker" : "microk8s"
   host       = var.docker_host
-  tls_verify = true
+  tls_verify = var.kubeconfig == null ? true : null
   cert_path  = var.cert_path
+  kubeconfig = var.kubeconfig
+  context    = var.context
 }
 
 # With forward: the site's own Vault and what it stores in.

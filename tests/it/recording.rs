@@ -272,11 +272,18 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
     if !engine() {
         return;
     }
-    // The central cluster is a test API server running Vault (a stand-in), the two sites are
-    // Docker clusters on the local engine: their agents upload to Vault's external URL.
+    // The central cluster is a test API server running Vault (a stand-in), two sites are
+    // Docker clusters on the local engine and one a MicroK8s node (another test API server, with
+    // the add-ons `microk8s enable dns hostpath-storage` leaves): their agents upload to Vault's
+    // external URL.
     let server = TestServer::start(Options::default());
     vault_standin(&server, "kerberos-vault", "vault-central", Release::Current);
+    let west = TestServer::start(Options { storage_classes: vec![("microk8s-hostpath".into(), true)], ..Options::default() });
+    west.put_object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}], "selector": {"k8s-app": "kube-dns"}}}));
     let s = example("fleet");
+    let west_dir = s.path().join("west");
+    std::fs::create_dir_all(&west_dir).unwrap();
+    let west_kubeconfig = west.write_kubeconfig(&west_dir, "west").display().to_string();
     for site in ["north", "south"] {
         testing::cleanup(&format!("site-{site}-edge"));
     }
@@ -285,7 +292,7 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
     s.write(
         "sites.auto.kdvars",
         &format!(
-            "kubeconfig = \"{kubeconfig}\"\nsites = {{\n  north = {{\n    docker_host = \"unix:///var/run/docker.sock\"\n    cert_path   = \"\"\n    cameras     = {{ door = \"rtsp://10.10.1.21/s1\", yard = \"rtsp://10.10.1.22/s1\" }}\n  }}\n  south = {{\n    docker_host = \"unix:///var/run/docker.sock\"\n    cert_path   = \"\"\n    cameras     = {{ gate = \"rtsp://10.20.1.21/s1\" }}\n  }}\n}}\n"
+            "kubeconfig = \"{kubeconfig}\"\nsites = {{\n  north = {{\n    docker_host = \"unix:///var/run/docker.sock\"\n    cert_path   = \"\"\n    cameras     = {{ door = \"rtsp://10.10.1.21/s1\", yard = \"rtsp://10.10.1.22/s1\" }}\n  }}\n  west = {{\n    kubeconfig = \"{west_kubeconfig}\"\n    cameras    = {{ dock = \"rtsp://10.30.1.21/s1\" }}\n  }}\n  south = {{\n    docker_host = \"unix:///var/run/docker.sock\"\n    cert_path   = \"\"\n    cameras     = {{ gate = \"rtsp://10.20.1.21/s1\" }}\n  }}\n}}\n"
         ),
     );
     // The agents run as stand-ins (an override file next to the module, as a user would write).
@@ -294,7 +301,7 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
 
     let r = run_binary(s.path(), &[], &["apply", "-auto-approve"]);
     assert_eq!(r.code, 0, "{}", r.text());
-    for account in ["kdeploy", "north", "south"] {
+    for account in ["kdeploy", "north", "south", "west"] {
         assert!(r.stdout.contains(&format!("vault.central: account \"{account}\" verified")), "{account}: {}", r.text());
     }
     let secret = server.object("v1", "Secret", Some("kerberos-vault"), "vault-central").expect("vault secret");
@@ -309,6 +316,14 @@ fn the_fleet_example_records_each_site_with_its_own_account_on_the_central_vault
         assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_DIRECTORY").as_deref(), Some(site), "{c}");
         assert_eq!(env_value(&c, "AGENT_KERBEROSVAULT_ACCESS_KEY"), Some(key_of(site)), "{c}: the site's own account");
     }
+    // The MicroK8s site: its agent is a Deployment on its own node, with its own account.
+    let deployments = west.objects("apps/v1", "Deployment");
+    assert_eq!(deployments.len(), 1, "one camera on west: {deployments:?}");
+    let env = &deployments[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let plain = |name: &str| env.as_array().unwrap().iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str()).map(str::to_string);
+    assert_eq!(plain("AGENT_KERBEROSVAULT_URI"), Some(format!("http://{server_host}:30080/api")), "west: Vault's external URL");
+    assert_eq!(plain("AGENT_KERBEROSVAULT_DIRECTORY").as_deref(), Some("west"));
+    assert!(s.path().join(".kdeploy/state.site-west-edge.json").exists(), "the MicroK8s site has its own partition");
     let r = run_binary(s.path(), &[], &["plan", "-detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.text());
 
