@@ -486,35 +486,57 @@ fn days(v: Option<&Value>, default: u32) -> u32 {
 pub fn declared_accounts(vault: &Attrs) -> Result<BTreeMap<String, AccountDecl>, Unresolved> {
     let retention = days(vault.get("retention_days"), 30);
     let mut out = BTreeMap::new();
-    out.insert(
-        default_account_name(vault),
-        AccountDecl {
-            directory: text(vault, "directory")?.unwrap_or_else(|| "*".into()),
-            provider: None,
-            secondary_providers: Vec::new(),
-            queues: None,
-            retention_days: retention,
-            enabled: true,
-            access_key: None,
-            secret_key: None,
-        },
-    );
+    out.insert(default_account_name(vault), default_decl(vault, retention)?);
     for (name, m) in map_of(vault.get("accounts"))? {
-        out.insert(
-            name,
-            AccountDecl {
-                directory: text(&m, "directory")?.unwrap_or_else(|| "*".into()),
-                provider: text(&m, "provider")?,
-                secondary_providers: names_list(&m, "secondary_providers")?.unwrap_or_default(),
-                queues: names_list(&m, "queues")?,
-                retention_days: days(m.get("retention_days"), retention),
-                enabled: !matches!(m.get("enabled"), Some(Value::Bool(false))),
-                access_key: text(&m, "access_key")?,
-                secret_key: text(&m, "secret_key")?,
-            },
-        );
+        out.insert(name, account_decl(&m, retention)?);
     }
     Ok(out)
+}
+
+/// One declared account by name (the default account unless `accounts` declares it again),
+/// without reading the others: every agent looks its own up, and a fleet's Vault has an
+/// account per site.
+fn declared_account(vault: &Attrs, name: &str) -> Result<Option<AccountDecl>, Unresolved> {
+    let retention = days(vault.get("retention_days"), 30);
+    match vault.get("accounts") {
+        Some(Value::Unknown(_)) => return Err(Unresolved::Unknown),
+        Some(Value::Map(m)) => match m.get(name) {
+            Some(Value::Map(entry)) => return account_decl(entry, retention).map(Some),
+            Some(Value::Unknown(_)) => return Err(Unresolved::Unknown),
+            Some(_) => return account_decl(&Attrs::new(), retention).map(Some),
+            None => {}
+        },
+        _ => {}
+    }
+    if name == default_account_name(vault) { default_decl(vault, retention).map(Some) } else { Ok(None) }
+}
+
+/// The account a Vault has without an `accounts` entry: its own directory, all providers.
+fn default_decl(vault: &Attrs, retention: u32) -> Result<AccountDecl, Unresolved> {
+    Ok(AccountDecl {
+        directory: text(vault, "directory")?.unwrap_or_else(|| "*".into()),
+        provider: None,
+        secondary_providers: Vec::new(),
+        queues: None,
+        retention_days: retention,
+        enabled: true,
+        access_key: None,
+        secret_key: None,
+    })
+}
+
+/// An `accounts` entry.
+fn account_decl(m: &Attrs, retention: u32) -> Result<AccountDecl, Unresolved> {
+    Ok(AccountDecl {
+        directory: text(m, "directory")?.unwrap_or_else(|| "*".into()),
+        provider: text(m, "provider")?,
+        secondary_providers: names_list(m, "secondary_providers")?.unwrap_or_default(),
+        queues: names_list(m, "queues")?,
+        retention_days: days(m.get("retention_days"), retention),
+        enabled: !matches!(m.get("enabled"), Some(Value::Bool(false))),
+        access_key: text(m, "access_key")?,
+        secret_key: text(m, "secret_key")?,
+    })
 }
 
 /// Fills `vault_accounts` (name → directory, provider, access_key, secret_key) from the declared
@@ -933,9 +955,8 @@ pub fn credentials_for(account: Option<&Value>, vault: &Attrs, vault_address: &s
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => default_account_name(vault),
     };
-    let declared = declared_accounts(vault)?;
-    let Some(decl) = declared.get(&account) else {
-        let names: BTreeSet<String> = declared.keys().cloned().collect();
+    let Some(decl) = declared_account(vault, &account)? else {
+        let names: BTreeSet<String> = declared_accounts(vault)?.into_keys().collect();
         return Err(Unresolved::Invalid(format!("the account {account:?} is not an account of {vault_address} (its accounts: {})", join(&names))));
     };
     let provider = decl.provider.clone().or_else(|| default_provider_name(vault)).unwrap_or_default();
