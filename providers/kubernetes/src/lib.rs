@@ -463,7 +463,7 @@ impl Provider for KubernetesProvider {
                 }
             }
             let image = attrs.get("image").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(kdeploy_provider::images::VAULT).to_string();
-            for check in vault::account_checks(&attrs) {
+            for check in vault::account_checks(attrs) {
                 let headers = [(vault::ACCESS_KEY_HEADER, check.access_key.as_str()), (vault::SECRET_KEY_HEADER, check.secret_key.as_str())];
                 let answer = match conn.raw("POST", &format!("{proxy}{}", vault::PING_PATH), &headers, Vec::new()).await {
                     Ok((code, _)) => Ok(code),
@@ -696,8 +696,8 @@ impl Provider for KubernetesProvider {
             return Ok(ApplyResponse::ready(Value::Map(attrs), None));
         }
         let cluster = map_ref(req.cluster.as_ref());
-        fill_computed(c, &mut attrs, &req.refs, &cluster, true)?;
-        let Some(objects) = self.rendered(c, &attrs, &req.refs, &cluster)? else {
+        fill_computed(c, &mut attrs, &req.refs, cluster, true)?;
+        let Some(objects) = self.rendered(c, &attrs, &req.refs, cluster)? else {
             return Err(ProviderError::new(
                 ErrorKind::Invalid,
                 format!("{}: a value its objects need is still unknown at apply (a referenced component was not applied)", c.address),
@@ -811,7 +811,7 @@ impl Provider for KubernetesProvider {
         }
         // Wait until the workloads are gone, so dependencies are deleted after dependants (with
         // the waits of every other component: one watch per kind and namespace).
-        let deadline = tokio::time::Instant::now() + components::readiness_timeout(&prior).as_std();
+        let deadline = tokio::time::Instant::now() + components::readiness_timeout(prior).as_std();
         for key in ordered.iter().filter(|k| rank(k) == 0) {
             let parts: Vec<&str> = key.rsplitn(4, '/').collect();
             let ns = if parts[1].is_empty() { None } else { Some(parts[1]) };
