@@ -52,27 +52,6 @@ pub fn restrict(state: &State, name: &str) -> State {
     own
 }
 
-/// A file or key name with the partition before its extension: `state.json` → `state.NAME.json`.
-fn with_partition(path: &str, name: &str) -> String {
-    match path.rsplit_once('.') {
-        Some((stem, ext)) if !ext.contains('/') && !stem.is_empty() && !stem.ends_with('/') => format!("{stem}.{name}.{ext}"),
-        _ => format!("{path}.{name}"),
-    }
-}
-
-/// The Kubernetes `secret_suffix` of a partition: `SUFFIX-NAME`, kept within the backend's 40
-/// characters by 8 hex digits of its SHA-256 when longer.
-fn kube_suffix(suffix: &str, name: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let full = format!("{suffix}-{name}");
-    if full.len() <= 40 {
-        return full;
-    }
-    let hash = format!("{:x}", Sha256::digest(full.as_bytes()));
-    let head: String = full.chars().take(31).collect();
-    format!("{}-{}", head.trim_end_matches('-'), &hash[..8])
-}
-
 /// The backend settings of partition `name`: the local file and the S3 key get `.NAME` before
 /// their extension, the Kubernetes Secrets and Lease the suffix `-NAME`.
 pub fn partition_config(kind: &str, config: &BTreeMap<String, String>, name: &str) -> BTreeMap<String, String> {
@@ -80,39 +59,22 @@ pub fn partition_config(kind: &str, config: &BTreeMap<String, String>, name: &st
     match kind {
         "local" => {
             let path = config.get("path").filter(|p| !p.is_empty()).cloned().unwrap_or_else(|| ".kdeploy/state.json".to_string());
-            out.insert("path".into(), with_partition(&path, name));
+            out.insert("path".into(), kdeploy_state::partition::with_partition(&path, name));
         }
         "s3" => {
             if let Some(key) = config.get("key") {
-                out.insert("key".into(), with_partition(key, name));
+                out.insert("key".into(), kdeploy_state::partition::with_partition(key, name));
             }
         }
         "kubernetes" => {
             if let Some(suffix) = config.get("secret_suffix") {
-                out.insert("secret_suffix".into(), kube_suffix(suffix, name));
+                out.insert("secret_suffix".into(), kdeploy_state::partition::partition_suffix(suffix, name));
+                out.insert("partition".into(), name.to_string());
             }
         }
         _ => {}
     }
     out
-}
-
-/// The partitions the local backend has files of (`state.NAME.json` next to `state.json`):
-/// those of clusters no longer in the stack are read too, so that a whole apply deletes what
-/// they recorded. Other backends: none (only the stack's clusters are read).
-fn stored_partitions(kind: &str, config: &BTreeMap<String, String>, dir: &Path) -> Vec<String> {
-    if kind != "local" {
-        return Vec::new();
-    }
-    let path = dir.join(config.get("path").filter(|p| !p.is_empty()).map_or(".kdeploy/state.json", String::as_str));
-    let (Some(parent), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else { return Vec::new() };
-    let Some((stem, ext)) = file.rsplit_once('.') else { return Vec::new() };
-    let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|f| Some(f.strip_prefix(stem)?.strip_prefix('.')?.strip_suffix(ext)?.strip_suffix('.')?.to_string()))
-        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        .collect()
 }
 
 /// The partitioned store of `loaded`: every partition's store (encrypted as any store), the
@@ -126,7 +88,11 @@ pub fn open_partitioned(
     opts: &BackendOptions,
 ) -> Result<Box<dyn StateStore>, Diagnostic> {
     let mut names = partitions(loaded)?;
-    for found in stored_partitions(kind, config, dir) {
+    let stored = kdeploy_state::stored_partitions(kind, config, dir).map_err(|m| {
+        Diagnostic::error("Cannot find the stored partitions", m)
+            .hint("a run reads every partition the backend has, also those of clusters no longer in the stack (a whole apply deletes what they recorded); grant list access to the backend's state")
+    })?;
+    for found in stored {
         names.entry(found).or_insert(None);
     }
     if let Some(p) = &opts.partition

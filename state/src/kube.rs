@@ -68,11 +68,15 @@ pub struct KubeConfig {
     pub kubeconfig: Option<String>,
     pub context: Option<String>,
     pub lock_ttl: Duration,
+    /// The partition this store holds (set by kdeploy for `stack { partition = ... }`), kept in
+    /// the head Secret's annotation `kdeploy.io/partition` so that it is found by name even when
+    /// the Secret's name is hashed.
+    pub partition: Option<String>,
 }
 
 impl KubeConfig {
     pub fn from_map(m: &BTreeMap<String, String>) -> Result<KubeConfig, String> {
-        const KNOWN: &[&str] = &["namespace", "secret_suffix", "kubeconfig", "config_path", "context", "config_context", "lock_ttl"];
+        const KNOWN: &[&str] = &["namespace", "secret_suffix", "kubeconfig", "config_path", "context", "config_context", "lock_ttl", "partition"];
         if let Some(k) = m.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("backend \"kubernetes\" has no setting {k:?}; it takes namespace, secret_suffix, kubeconfig, context, lock_ttl"));
         }
@@ -98,6 +102,7 @@ impl KubeConfig {
             kubeconfig: opt("kubeconfig").or_else(|| opt("config_path")),
             context: opt("context").or_else(|| opt("config_context")),
             lock_ttl,
+            partition: opt("partition"),
         })
     }
 }
@@ -117,6 +122,8 @@ enum Seen {
 }
 
 const JOURNAL_LABEL: &str = "kdeploy.io/journal";
+const STATE_LABEL: &str = "kdeploy.io/state";
+const PARTITION_ANNOTATION: &str = "kdeploy.io/partition";
 
 struct LockShared {
     info: LockInfo,
@@ -211,6 +218,28 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(bytes).expect("writing to memory");
     e.finish().expect("writing to memory")
+}
+
+/// The partition of `suffix` whose head Secret has the metadata `meta`, if it is one.
+fn stored_partition(suffix: &str, meta: &Json) -> Option<String> {
+    let label = meta["labels"][STATE_LABEL].as_str()?;
+    if meta["name"].as_str()? != format!("kdeploy-state-{label}") {
+        return None; // a chunk Secret
+    }
+    let name = match meta["annotations"][PARTITION_ANNOTATION].as_str() {
+        Some(name) => name.to_string(),
+        None if !looks_hashed(label) => label.strip_prefix(suffix)?.strip_prefix('-')?.to_string(),
+        None => return None,
+    };
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (valid && crate::partition::partition_suffix(suffix, &name) == label).then_some(name)
+}
+
+/// Whether a Secret suffix may be a hashed `SUFFIX-NAME` (longer than 40 characters, cut to 31
+/// and 8 hex digits): its partition name cannot be read back from it.
+fn looks_hashed(label: &str) -> bool {
+    let Some((head, hash)) = label.rsplit_once('-') else { return false };
+    head.len() >= 22 && hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 impl KubeStore {
@@ -400,6 +429,27 @@ impl KubeStore {
         Ok(out)
     }
 
+    /// The partitions stored next to this store's Secret: head Secrets labelled
+    /// `kdeploy.io/state: SUFFIX-NAME` (metadata only, one list request). NAME is the
+    /// `kdeploy.io/partition` annotation; a Secret written without it is recognized by its name,
+    /// except a hashed one (see [`looks_hashed`]).
+    pub fn stored_partitions(&self) -> Result<Vec<String>, StateError> {
+        let client = self.client.clone();
+        let path = format!("{}?labelSelector={STATE_LABEL}", self.secrets_path());
+        let list = match self.bridge.run(async move { Ok(send_accepting(&client, "GET", &path, None, METADATA_ONLY).await) })? {
+            Ok(v) => v,
+            Err(e) => return Err(self.backend_err("cannot list the state Secrets to find the stored partitions", &e)),
+        };
+        let metas: Vec<&Json> = match list["kind"].as_str() {
+            Some("Table") => list["rows"].as_array().into_iter().flatten().map(|r| &r["object"]["metadata"]).collect(),
+            _ => list["items"].as_array().into_iter().flatten().map(|o| &o["metadata"]).collect(),
+        };
+        let mut names: Vec<String> = metas.into_iter().filter_map(|m| stored_partition(&self.cfg.secret_suffix, m)).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Replays the journal Secrets that follow `state` (the head of resourceVersion `rv`).
     fn replay_journal(&self, state: &mut State, rv: &str) -> Result<usize, StateError> {
         let entries: Vec<(String, Json)> = self.journal_secrets()?.into_iter().filter(|(base, ..)| *base == state.serial).map(|(_, _, n, o)| (n, o)).collect();
@@ -558,6 +608,10 @@ impl KubeStore {
             "kdeploy.io/lineage": state.lineage,
             "kdeploy.io/serial": state.serial.to_string(),
         });
+        let mut annotations = annotations;
+        if let Some(p) = &self.cfg.partition {
+            annotations[PARTITION_ANNOTATION] = json!(p);
+        }
         let mut head = self.secret(&self.head_name(), chunks.first().copied().unwrap_or_default(), annotations);
         let result = match &rv {
             None => self.call("POST", self.secrets_path(), Some(head))?,
@@ -875,5 +929,31 @@ impl Drop for KubeStore {
         if let Some(held) = self.held.take() {
             let _ = self.release(held);
         }
+    }
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    fn meta(name: &str, label: &str, partition: Option<&str>) -> Json {
+        let mut m = json!({"name": name, "labels": {STATE_LABEL: label}, "annotations": {}});
+        if let Some(p) = partition {
+            m["annotations"][PARTITION_ANNOTATION] = json!(p);
+        }
+        m
+    }
+
+    #[test]
+    fn head_secrets_name_their_partition() {
+        assert_eq!(stored_partition("edge", &meta("kdeploy-state-edge-site-a", "edge-site-a", None)).as_deref(), Some("site-a"));
+        assert_eq!(stored_partition("edge", &meta("kdeploy-state-edge-site-a-0123abcd-1", "edge-site-a", None)), None, "a chunk");
+        assert_eq!(stored_partition("edge", &meta("kdeploy-state-edge", "edge", None)), None, "the unpartitioned state");
+        assert_eq!(stored_partition("edge", &meta("kdeploy-state-other-x", "other-x", None)), None);
+        let long = crate::partition::partition_suffix("a-rather-long-suffix-here", "and-a-long-partition");
+        let hashed = meta(&format!("kdeploy-state-{long}"), &long, None);
+        assert_eq!(stored_partition("a-rather-long-suffix-here", &hashed), None, "hashed, written without the annotation");
+        let hashed = meta(&format!("kdeploy-state-{long}"), &long, Some("and-a-long-partition"));
+        assert_eq!(stored_partition("a-rather-long-suffix-here", &hashed).as_deref(), Some("and-a-long-partition"));
     }
 }

@@ -81,6 +81,39 @@ pub fn open_backend(kind: &str, config: &std::collections::BTreeMap<String, Stri
     }
 }
 
+/// The partitions stored next to the unpartitioned state of a backend (see
+/// [`partition::with_partition`] and [`partition::partition_suffix`]), found by listing: the
+/// local backend's directory, the S3 objects under the key's stem, the Kubernetes state Secrets
+/// of the namespace. The error says what could not be listed.
+pub fn stored_partitions(kind: &str, config: &std::collections::BTreeMap<String, String>, base_dir: &std::path::Path) -> Result<Vec<String>, String> {
+    match kind {
+        "local" => local_partitions(config, base_dir),
+        #[cfg(feature = "s3")]
+        "s3" => s3::S3Store::new(s3::S3Config::from_map(config)?).and_then(|s| s.stored_partitions()).map_err(|e| e.to_string()),
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" => {
+            let mut cfg = kube::KubeConfig::from_map(config)?;
+            if let Some(p) = &cfg.kubeconfig {
+                cfg.kubeconfig = Some(base_dir.join(p).display().to_string());
+            }
+            kube::KubeStore::new(cfg).and_then(|s| s.stored_partitions()).map_err(|e| e.to_string())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The local backend's partitions: `state.NAME.json` files next to `state.json`.
+fn local_partitions(config: &std::collections::BTreeMap<String, String>, base_dir: &std::path::Path) -> Result<Vec<String>, String> {
+    let path = base_dir.join(config.get("path").filter(|p| !p.is_empty()).map_or(".kdeploy/state.json", String::as_str));
+    let (Some(parent), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else { return Ok(Vec::new()) };
+    let entries = match std::fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot list {} to find the stored partitions: {e}", parent.display())),
+    };
+    Ok(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter_map(|f| partition::partition_in(file, &f)).collect())
+}
+
 /// The current time as an RFC 3339 timestamp in UTC, e.g. `2024-05-01T12:00:00Z`.
 pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -43,6 +43,52 @@ pub fn partition_name(cluster: &Address) -> String {
     format!("{}-{}", head.trim_end_matches('-'), &sha256_hex(text.as_bytes())[..8])
 }
 
+/// Whether `name` can be a stored partition's name: lowercase letters, digits and dashes.
+fn is_partition_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The stem and extension `with_partition` puts the name between, if `path` has them.
+fn stem_ext(path: &str) -> Option<(&str, &str)> {
+    path.rsplit_once('.').filter(|(stem, ext)| !ext.contains('/') && !stem.is_empty() && !stem.ends_with('/'))
+}
+
+/// A file or key name with the partition before its extension: `state.json` → `state.NAME.json`
+/// (`state` → `state.NAME`).
+pub fn with_partition(path: &str, name: &str) -> String {
+    match stem_ext(path) {
+        Some((stem, ext)) => format!("{stem}.{name}.{ext}"),
+        None => format!("{path}.{name}"),
+    }
+}
+
+/// What every file or key of a partition of `base` starts with: `state.` for `state.json`.
+pub(crate) fn partitions_prefix(base: &str) -> String {
+    format!("{}.", stem_ext(base).map_or(base, |(stem, _)| stem))
+}
+
+/// The partition whose file or key `candidate` is, next to the unpartitioned `base`: the
+/// inverse of [`with_partition`] (`state.json`, `state.site-a.json` → `site-a`). Lock and
+/// journal files or objects, and names with other characters, are none.
+pub fn partition_in(base: &str, candidate: &str) -> Option<String> {
+    let name = match stem_ext(base) {
+        Some((stem, ext)) => candidate.strip_prefix(stem)?.strip_prefix('.')?.strip_suffix(ext)?.strip_suffix('.')?,
+        None => candidate.strip_prefix(base)?.strip_prefix('.')?,
+    };
+    is_partition_name(name).then(|| name.to_string())
+}
+
+/// The Kubernetes `secret_suffix` of a partition: `SUFFIX-NAME`, kept within the backend's 40
+/// characters by 8 hex digits of its SHA-256 when longer.
+pub fn partition_suffix(suffix: &str, name: &str) -> String {
+    let full = format!("{suffix}-{name}");
+    if full.len() <= MAX_NAME {
+        return full;
+    }
+    let head: String = full.chars().take(31).collect();
+    format!("{}-{}", head.trim_end_matches('-'), &sha256_hex(full.as_bytes())[..8])
+}
+
 /// The partition of a component: a cluster's own, else that of the cluster it records
 /// (`cluster` attribute), else [`DEFAULT_PARTITION`].
 pub fn partition_of(address: &Address, attributes: &serde_json::Value) -> Option<String> {
@@ -489,6 +535,18 @@ mod tests {
     use crate::LocalStore;
     use crate::model::tests::res;
     use serde_json::json;
+
+    #[test]
+    fn stored_files_and_keys_name_their_partition() {
+        assert_eq!(partition_in("edge/state.json", &with_partition("edge/state.json", "site-a")).as_deref(), Some("site-a"));
+        assert_eq!(partition_in("st/x", &with_partition("st/x", "central")).as_deref(), Some("central"));
+        for other in ["edge/state.json", "edge/state.site-a.json.lock", "edge/state.site-a.json.journal/1/2", "edge/state.a.b.json", "edge/state.A.json"] {
+            assert_eq!(partition_in("edge/state.json", other), None, "{other}");
+        }
+        assert_eq!(partitions_prefix("edge/state.json"), "edge/state.");
+        assert_eq!(partition_suffix("edge", "site-a"), "edge-site-a");
+        assert!(partition_suffix("a-rather-long-suffix-here", "and-a-long-partition").len() <= 40);
+    }
 
     fn on(addr: &str, cluster: &str) -> ResourceState {
         let mut r = res(addr);

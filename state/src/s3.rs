@@ -359,6 +359,14 @@ impl S3Store {
         })
     }
 
+    /// The partitions stored next to this store's key (`edge/state.NAME.json` next to
+    /// `edge/state.json`), found by listing the objects under the key's stem.
+    pub fn stored_partitions(&self) -> Result<Vec<String>, StateError> {
+        let key = &self.cfg.key;
+        let keys = self.list(crate::partition::partitions_prefix(key))?;
+        Ok(keys.iter().filter_map(|k| crate::partition::partition_in(key, k)).collect())
+    }
+
     /// GETs of `keys`, a few at a time: `None` for an object that is gone.
     fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         let (client, bucket) = (self.client.clone(), self.cfg.bucket.clone());

@@ -106,6 +106,11 @@ pub(crate) fn put_object(moto: &Moto, bucket: &str, key: &str, body: String) {
     rt().block_on(async { moto.s3().await.put_object().bucket(bucket).key(key).body(body.into_bytes().into()).send().await.unwrap() });
 }
 
+/// Deletes `key` from `bucket`.
+pub(crate) fn delete_object(moto: &Moto, bucket: &str, key: &str) {
+    rt().block_on(async { moto.s3().await.delete_object().bucket(bucket).key(key).send().await.unwrap() });
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }

@@ -120,6 +120,17 @@ impl Fleet {
     }
 }
 
+/// Removes the south site (its cluster and its agent, in one edit) from the stack.
+fn remove_south(f: &Fleet) {
+    let vars = std::fs::read_to_string(f.s.path().join("fleet.auto.kdvars")).unwrap();
+    let kept: Vec<&str> = vars.lines().filter(|l| !l.trim_start().starts_with("south")).collect();
+    f.s.write("fleet.auto.kdvars", &(kept.join("\n") + "\n"));
+}
+
+fn south_agent_gone(f: &Fleet) -> bool {
+    f.edges[1].workload_env("apps/v1", "Deployment", "kerberos-agent", "agent-door-south").is_none()
+}
+
 fn addresses(state: &kdeploy_state::State) -> Vec<String> {
     state.resources.iter().map(|r| r.address.to_string()).collect()
 }
@@ -281,6 +292,16 @@ fn kubernetes_backend_keeps_each_partition_in_its_own_secret_and_lease() {
     let r = f.run(&["plan", "-partition=site-north"]);
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains("held-by-another-run") && r.stderr.contains("site-north"), "{}", r.text());
+
+    // Removing the south site: a whole apply finds its partition's Secret and deletes its agent.
+    backend_server.delete_object("coordination.k8s.io/v1", "Lease", Some("default"), "kdeploy-lock-fleet-site-north");
+    remove_south(&f);
+    let r = f.run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(south_agent_gone(&f), "the removed site's agent is deleted: {}", r.text());
+    assert_eq!(f.stream_of(0, "north"), "rtsp://10.10.1.21/stream1", "the other site untouched");
+    let r = f.run(&["state", "list"]);
+    assert!(!r.stdout.contains("south") && r.stdout.contains("agent.door[\"north\"]"), "the south partition is emptied: {}", r.text());
 }
 
 fn now() -> String {
@@ -319,6 +340,16 @@ fn s3_backend_keeps_each_partition_in_its_own_object_and_lock() {
     let r = run(&["plan", "-partition=site-north"]);
     assert_eq!(r.code, 1, "{}", r.text());
     assert!(r.stderr.contains("state.site-north.json"), "{}", r.text());
+
+    // Removing the south site: a whole apply finds its partition's object and deletes its agent.
+    crate::aws::delete_object(&moto, "fleet-state", "fleet/state.site-north.json.lock");
+    remove_south(&f);
+    let r = run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(south_agent_gone(&f), "the removed site's agent is deleted: {}", r.text());
+    assert_eq!(f.stream_of(0, "north"), "rtsp://10.10.1.21/stream1", "the other site untouched");
+    let r = run(&["state", "list"]);
+    assert!(!r.stdout.contains("south") && r.stdout.contains("agent.door[\"north\"]"), "the south partition is emptied: {}", r.text());
 }
 
 /// A lock object as another run holds it, valid for an hour.
