@@ -257,6 +257,33 @@ fn turning_partitions_on_splits_the_single_state_on_the_next_whole_apply() {
     assert_eq!(f.run(&["plan", "-partition=site-north", "-detailed-exitcode"]).code, 0);
 }
 
+#[test]
+fn adding_a_site_adds_its_account_and_agent_and_leaves_the_other_site_alone() {
+    let f = start(PARTITIONED);
+    let both = std::fs::read_to_string(f.s.path().join("fleet.auto.kdvars")).unwrap();
+    remove_south(&f);
+    assert_eq!(f.run(&["apply", "-auto-approve"]).code, 0);
+    let north_version = || {
+        let d = f.edges[0].object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-door-north").expect("the north agent");
+        d["metadata"]["resourceVersion"].clone()
+    };
+    let before = north_version();
+
+    f.s.write("fleet.auto.kdvars", &both);
+    let r = f.run(&["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.stdout.contains("~ vault_configuration = (sensitive value)"), "Vault restarts once to read the new account: {}", r.text());
+    assert!(r.stdout.contains("Plan: 2 to add, 1 to change, 0 to destroy."), "the south cluster and agent, and Vault: {}", r.text());
+    let r = f.run(&["apply", "-auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("vault.central: account \"south\" verified"), "{}", r.text());
+    let south = f.edges[1].workload_env("apps/v1", "Deployment", "kerberos-agent", "agent-door-south").expect("the south agent");
+    assert_eq!(south.get("AGENT_KERBEROSVAULT_DIRECTORY").map(String::as_str), Some("south"));
+    assert_eq!(north_version(), before, "the north agent is not written again");
+    assert_eq!(addresses(&f.partition("site-south")), ["agent.door[\"south\"]", "cluster.site[\"south\"]"]);
+    assert_eq!(f.run(&["plan", "-detailed-exitcode"]).code, 0);
+}
+
 /// The stack with its state on `backend` (inside the stack block), partitioned.
 fn with_backend(f: &Fleet, backend: &str) {
     f.s.write("main.hcl", &fleet(&format!("{PARTITIONED}{backend}")));

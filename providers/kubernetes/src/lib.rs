@@ -350,9 +350,27 @@ fn split_key(key: &str) -> Option<(&str, &str, &str, &str)> {
 }
 
 /// Whether every value a rendering needs is known.
-fn all_known(attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> bool {
+fn all_known(kind: Kind, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> bool {
     attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown())
-        && refs.values().all(|r| !r.attributes.contains_unknown())
+        && refs.values().all(|r| ref_known(kind, attrs, r))
+}
+
+/// Whether what a rendering reads of a referenced component is known. Never its objects and
+/// digest (bookkeeping); an agent reads of a Vault only its own account, not the Vault's
+/// configuration: adding a site generates the new account's keys at apply, and must not make
+/// every other site's agents "known after apply".
+fn ref_known(kind: Kind, attrs: &BTreeMap<String, Value>, r: &Reference) -> bool {
+    let Some(m) = r.attributes.as_map() else { return !r.attributes.contains_unknown() };
+    let own_account = attrs.get("account").and_then(Value::as_str).filter(|_| kind == Kind::Agent && r.component.kind == Kind::Vault);
+    m.iter().all(|(k, v)| match (k.as_str(), own_account) {
+        (OBJECTS | DIGEST, _) => true,
+        (vault::CONFIG_ATTR, Some(_)) => true,
+        (vault::ACCOUNTS_ATTR, Some(account)) => match v {
+            Value::Map(accounts) => accounts.get(account).is_none_or(|a| !a.contains_unknown()),
+            other => !other.contains_unknown(),
+        },
+        _ => !v.contains_unknown(),
+    })
 }
 
 #[async_trait]
@@ -642,7 +660,7 @@ impl Provider for KubernetesProvider {
             planned.insert(DIGEST.into(), Value::Unknown(format!("{}.{DIGEST}", c.address)));
         };
         // Rendering now reports a wrong stack at plan time, even for a create.
-        let objects = if all_known(planned, req.refs) { self.rendered(c, planned, req.refs, cluster)? } else { None };
+        let objects = if all_known(c.kind, planned, req.refs) { self.rendered(c, planned, req.refs, cluster)? } else { None };
         let (Some(prior), Some(objects)) = (req.prior, objects) else {
             unknown_objects(planned);
             return Ok(resp);
