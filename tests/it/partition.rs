@@ -12,7 +12,7 @@ use std::time::Duration;
 use kdeploy_kube_testserver::{Options, TestServer};
 use kdeploy_standins::vault::Release;
 
-use crate::support::{Out, TestStack, binary, normalize, run_binary, vault_standin};
+use crate::support::{Out, TestStack, binary, central_services, normalize, run_binary, vault_standin};
 
 /// A central cluster with Vault (NodePort, so its external URL is known at plan) and one
 /// cluster and one agent per site; `stack_attrs` go into the stack block.
@@ -33,22 +33,7 @@ variable "stream" {{
   default = "stream1"
 }}
 
-cluster "central" {{
-  type       = "kubernetes"
-  kubeconfig = var.central
-  context    = "test"
-}}
-
-database "meta" {{
-  cluster = cluster.central
-  type    = "mongodb"
-}}
-
-object_storage "recordings" {{
-  cluster = cluster.central
-  type    = "minio"
-}}
-
+{central}
 vault "central" {{
   cluster      = cluster.central
   database     = database.meta
@@ -76,7 +61,8 @@ agent "door" {{
 output "vault_url" {{
   value = vault.central.external_url
 }}
-"#
+"#,
+        central = central_services("var.central")
     )
 }
 

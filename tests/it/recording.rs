@@ -15,7 +15,7 @@ use kdeploy_standins::vault::Release;
 use serde_json::json;
 
 use crate::docker::{Cleanup, engine, free_port, overrides, standin_image};
-use crate::support::{TestStack, example, run_binary, vault_standin};
+use crate::support::{TestStack, central_services, example, run_binary, vault_standin};
 
 /// The override file that runs the Docker example's components as stand-ins.
 pub(crate) fn docker_override(port: u16) -> String {
@@ -497,22 +497,7 @@ fn forwarding_fleet(kubeconfig: &str, site_vault_port: u16) -> String {
     format!(
         r#"stack "fwd" {{}}
 
-cluster "central" {{
-  type       = "kubernetes"
-  kubeconfig = "{kubeconfig}"
-  context    = "test"
-}}
-
-database "meta" {{
-  cluster = cluster.central
-  type    = "mongodb"
-}}
-
-object_storage "recordings" {{
-  cluster = cluster.central
-  type    = "minio"
-}}
-
+{central}
 vault "central" {{
   cluster   = cluster.central
   database  = database.meta
@@ -531,7 +516,8 @@ module "north" {{
   forward         = true
   site_vault_port = {site_vault_port}
 }}
-"#
+"#,
+        central = central_services(&format!("\"{kubeconfig}\""))
     )
 }
 

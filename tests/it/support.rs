@@ -296,6 +296,30 @@ pub fn managed_cluster() -> kdeploy_kube_testserver::TestServer {
     kdeploy_kube_testserver::TestServer::start(opts)
 }
 
+/// A central Kubernetes cluster `cluster.central` (kubeconfig given as an HCL expression,
+/// context `test`) with MongoDB `database.meta` and MinIO `object_storage.recordings` on it:
+/// what the fleet tests declare before their central Vault.
+pub fn central_services(kubeconfig: &str) -> String {
+    format!(
+        r#"cluster "central" {{
+  type       = "kubernetes"
+  kubeconfig = {kubeconfig}
+  context    = "test"
+}}
+
+database "meta" {{
+  cluster = cluster.central
+  type    = "mongodb"
+}}
+
+object_storage "recordings" {{
+  cluster = cluster.central
+  type    = "minio"
+}}
+"#
+    )
+}
+
 pub fn vault_standin(server: &kdeploy_kube_testserver::TestServer, namespace: &str, name: &str, release: kdeploy_standins::vault::Release) {
     let handle = server.handle();
     let (ns, n) = (namespace.to_string(), name.to_string());
