@@ -382,8 +382,8 @@ impl Provider for KubernetesProvider {
     async fn preflight(&self, clusters: &[(ComponentRef, Value)]) -> Preflight {
         let mut out = Preflight::default();
         for (c, attrs) in clusters {
-            let attrs = map_of(Some(attrs));
-            let conn = match self.pool.connect(&attrs).await {
+            let attrs = map_ref(Some(attrs));
+            let conn = match self.pool.connect(attrs).await {
                 Ok(c) => c,
                 Err(e) => {
                     out.errors.push(e.message);
