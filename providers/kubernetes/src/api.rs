@@ -10,6 +10,8 @@ use kdeploy_provider::{ErrorKind, ProviderError, TokenSource, Value};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value as Json;
 
+use crate::node::Node;
+
 /// One API server connection.
 #[derive(Clone)]
 pub struct Conn {
@@ -357,13 +359,6 @@ impl Conn {
         Ok(self.list_as(api_version, kind, namespace, selector).await?.0)
     }
 
-    /// A LIST whose items are decoded one at a time, each handed to `each` and dropped before
-    /// the next is decoded: a LIST of a thousand Deployments is megabytes of JSON and several
-    /// times that as values, which need never all be in memory at once.
-    pub async fn list_each(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str, each: impl FnMut(Json)) -> Result<(), ApiError> {
-        self.list_raw(api_version, kind, namespace, selector).await?.each(each)
-    }
-
     /// The undecoded answer to a LIST: several can be in flight, each decoded when it arrives.
     pub async fn list_raw(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str) -> Result<Listed, ApiError> {
         let path = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
@@ -435,11 +430,12 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// Decodes the items one at a time, each dropped after `each` saw it.
-    pub fn each(&self, mut each: impl FnMut(Json)) -> Result<(), ApiError> {
+    /// Decodes the items one at a time, borrowed from the answer (see [`Node`]), each dropped
+    /// after `each` saw it.
+    pub fn each(&self, mut each: impl FnMut(Node<'_>)) -> Result<(), ApiError> {
         let list: List<&serde_json::value::RawValue> = serde_json::from_slice(&self.bytes).map_err(|e| undecodable("GET", &self.path, e))?;
         for item in list.items {
-            each(serde_json::from_str(item.get()).map_err(|e| undecodable("GET", &self.path, e))?);
+            each(Node::parse(item.get()).map_err(|e| undecodable("GET", &self.path, e))?);
         }
         Ok(())
     }

@@ -3,35 +3,25 @@
 //! of what kdeploy owns — never the whole object — keeps defaults the API server fills in and
 //! fields other controllers own out of every diff.
 
-use std::borrow::Cow;
-
 use serde_json::{Map, Value};
+
+use crate::node::{Shape, Tree};
 use sha2::{Digest, Sha256};
 
 /// The FieldsV1 set that `manager` owns through `Apply` operations (merged over subresources).
 pub fn owned_fields(obj: &Value, manager: &str) -> Option<Value> {
-    owned_set(obj, manager).map(Cow::into_owned)
+    owned_sets(obj, manager).into_iter().cloned().reduce(|a, b| merge_sets(&a, &b))
 }
 
-/// [`owned_fields`], borrowed from the object when one entry holds it (the usual case).
-fn owned_set<'a>(obj: &'a Value, manager: &str) -> Option<Cow<'a, Value>> {
-    let entries = obj.pointer("/metadata/managedFields")?.as_array()?;
-    let mut merged: Option<Cow<'a, Value>> = None;
-    for e in entries {
-        if e.get("manager").and_then(Value::as_str) != Some(manager) || e.get("operation").and_then(Value::as_str) != Some("Apply") {
-            continue;
-        }
-        if e.get("subresource").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            continue;
-        }
-        if let Some(f) = e.get("fieldsV1") {
-            merged = Some(match merged {
-                None => Cow::Borrowed(f),
-                Some(m) => Cow::Owned(merge_sets(&m, f)),
-            });
-        }
-    }
-    merged
+/// The FieldsV1 sets of the `Apply` entries of `manager` (usually one; none for a subresource).
+fn owned_sets<'a, T: Tree>(obj: &'a T, manager: &str) -> Vec<&'a T> {
+    let Some(entries) = obj.pointer(&["metadata", "managedFields"]).and_then(T::items) else { return Vec::new() };
+    entries
+        .iter()
+        .filter(|e| e.field("manager").and_then(T::as_str) == Some(manager) && e.field("operation").and_then(T::as_str) == Some("Apply"))
+        .filter(|e| e.field("subresource").and_then(T::as_str).is_none_or(str::is_empty))
+        .filter_map(|e| e.field("fieldsV1"))
+        .collect()
 }
 
 fn merge_sets(a: &Value, b: &Value) -> Value {
@@ -75,7 +65,7 @@ pub fn project(obj: &Value, set: &Value) -> Value {
             for (k, sub) in children {
                 if let Some(keys) = k.strip_prefix("k:") {
                     let Ok(Value::Object(want)) = serde_json::from_str::<Value>(keys) else { continue };
-                    if let Some(item) = items.iter().find(|i| want.iter().all(|(wk, wv)| i.get(wk).is_some_and(|iv| loose_eq(iv, wv)))) {
+                    if let Some(item) = items.iter().find(|i| want.iter().all(|(wk, wv)| i.get(wk).is_some_and(|iv| iv.loosely_equals(wv)))) {
                         out.push(project(item, sub));
                     }
                 } else if let Some(v) = k.strip_prefix("v:") {
@@ -96,14 +86,6 @@ pub fn project(obj: &Value, set: &Value) -> Value {
     }
 }
 
-/// Keys in `k:` selectors are JSON; ports are numbers there and in the object.
-fn loose_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
-    }
-}
-
 /// JSON with object keys sorted, so equal values always print the same.
 pub fn canonical(v: &Value) -> String {
     let mut out = Vec::new();
@@ -111,30 +93,27 @@ pub fn canonical(v: &Value) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(o) => {
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
+fn write_canonical<T: Tree>(v: &T, out: &mut Vec<u8>) {
+    match v.shape() {
+        Shape::Object(mut entries) => {
+            entries.sort_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 let _ = serde_json::to_writer(&mut *out, k);
                 out.push(b':');
-                write_canonical(&o[k], out);
+                write_canonical(v, out);
             }
             out.push(b'}');
         }
-        Value::Array(a) => write_list(a, out),
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
+        Shape::Array(a) => write_list(a, out),
+        Shape::Scalar => v.write_scalar(out),
     }
 }
 
-fn write_list(a: &[Value], out: &mut Vec<u8>) {
+fn write_list<T: Tree>(a: &[T], out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, v) in a.iter().enumerate() {
         if i > 0 {
@@ -171,10 +150,17 @@ pub fn digest_all(values: &[Value]) -> String {
 /// The same as the [`digest`] of the [`project`]ion without `metadata.resourceVersion` and
 /// `metadata.managedFields` (bookkeeping that changes on every write is never owned in a
 /// meaningful way), written straight from the object: a plan digests every object it lists.
-pub fn owned_digest(obj: &Value, manager: &str) -> Option<String> {
-    let set = owned_set(obj, manager)?;
+pub fn owned_digest<T: Tree>(obj: &T, manager: &str) -> Option<String> {
     let mut out = Vec::new();
-    write_projected(obj, Some(&set), Level::Top, &mut out);
+    match owned_sets(obj, manager).as_slice() {
+        [] => return None,
+        [set] => write_projected(obj, Some(*set), Level::Top, &mut out),
+        // Several entries (rare): their union, over the object as a value.
+        sets => {
+            let merged = sets.iter().map(|s| s.to_value()).reduce(|a, b| merge_sets(&a, &b));
+            write_projected(&obj.to_value(), merged.as_ref(), Level::Top, &mut out);
+        }
+    }
     Some(digest_text(&out))
 }
 
@@ -189,62 +175,66 @@ enum Level {
 
 /// The canonical text of `project(obj, set)` (`set` None: all of `obj`), without the
 /// bookkeeping of the top-level metadata.
-fn write_projected(obj: &Value, set: Option<&Value>, level: Level, out: &mut Vec<u8>) {
-    let children: Vec<(&String, &Value)> = set.and_then(Value::as_object).map(|f| f.iter().filter(|(k, _)| k.as_str() != ".").collect()).unwrap_or_default();
+fn write_projected<O: Tree, S: Tree>(obj: &O, set: Option<&S>, level: Level, out: &mut Vec<u8>) {
+    let children: Vec<(&str, &S)> = match set.map(S::shape) {
+        Some(Shape::Object(fields)) => fields.into_iter().filter(|(k, _)| *k != ".").collect(),
+        _ => Vec::new(),
+    };
     let below = |name: &str| if level == Level::Top && name == "metadata" { Level::Metadata } else { Level::Inner };
-    match obj {
-        Value::Object(o) if children.is_empty() => {
-            if level == Level::Inner {
-                return write_canonical(obj, out);
-            }
-            let entries: Vec<(&str, &Value, Option<&Value>)> = o.iter().map(|(k, v)| (k.as_str(), v, None)).collect();
+    match obj.shape() {
+        Shape::Object(_) if children.is_empty() && level == Level::Inner => write_canonical(obj, out),
+        Shape::Object(o) if children.is_empty() => {
+            let entries: Vec<(&str, &O, Option<&S>)> = o.into_iter().map(|(k, v)| (k, v, None)).collect();
             write_entries(entries, level, below, out);
         }
-        Value::Object(o) => {
-            let entries: Vec<(&str, &Value, Option<&Value>)> = children
+        Shape::Object(o) => {
+            let entries: Vec<(&str, &O, Option<&S>)> = children
                 .iter()
-                .filter_map(|(k, sub)| k.strip_prefix("f:").and_then(|name| o.get_key_value(name)).map(|(name, v)| (name.as_str(), v, Some(*sub))))
+                .filter_map(|(k, sub)| k.strip_prefix("f:").and_then(|name| o.iter().find(|(n, _)| *n == name)).map(|(name, v)| (*name, *v, Some(*sub))))
                 .collect();
             write_entries(entries, level, below, out);
         }
-        Value::Array(items) if !children.is_empty() => {
-            out.push(b'[');
-            let mut first = true;
-            let mut sep = |out: &mut Vec<u8>| {
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-            };
-            for (k, sub) in children {
-                if let Some(keys) = k.strip_prefix("k:") {
-                    let Ok(Value::Object(want)) = serde_json::from_str::<Value>(keys) else { continue };
-                    if let Some(item) = items.iter().find(|i| want.iter().all(|(wk, wv)| i.get(wk).is_some_and(|iv| loose_eq(iv, wv)))) {
-                        sep(out);
-                        write_projected(item, Some(sub), Level::Inner, out);
-                    }
-                } else if let Some(v) = k.strip_prefix("v:") {
-                    if let Ok(want) = serde_json::from_str::<Value>(v)
-                        && items.contains(&want)
-                    {
-                        sep(out);
-                        write_canonical(&want, out);
-                    }
-                } else if let Some(i) = k.strip_prefix("i:")
-                    && let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get(i))
-                {
-                    sep(out);
-                    write_projected(item, Some(sub), Level::Inner, out);
-                }
-            }
-            out.push(b']');
-        }
-        other => write_canonical(other, out),
+        Shape::Array(items) if !children.is_empty() => write_projected_items(items, &children, out),
+        _ => write_canonical(obj, out),
     }
+}
+
+/// The items of a list that a set selects (`k:` by key fields, `v:` by value, `i:` by index).
+fn write_projected_items<O: Tree, S: Tree>(items: &[O], children: &[(&str, &S)], out: &mut Vec<u8>) {
+    out.push(b'[');
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+    };
+    for (k, sub) in children {
+        if let Some(keys) = k.strip_prefix("k:") {
+            let Ok(Value::Object(want)) = serde_json::from_str::<Value>(keys) else { continue };
+            if let Some(item) = items.iter().find(|i| want.iter().all(|(wk, wv)| i.field(wk).is_some_and(|iv| iv.loosely_equals(wv)))) {
+                sep(out);
+                write_projected(item, Some(*sub), Level::Inner, out);
+            }
+        } else if let Some(v) = k.strip_prefix("v:") {
+            if let Ok(want) = serde_json::from_str::<Value>(v)
+                && items.iter().any(|i| i.equals(&want))
+            {
+                sep(out);
+                write_canonical(&want, out);
+            }
+        } else if let Some(i) = k.strip_prefix("i:")
+            && let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get(i))
+        {
+            sep(out);
+            write_projected(item, Some(*sub), Level::Inner, out);
+        }
+    }
+    out.push(b']');
 }
 
 /// An object's entries, sorted by key, each projected by its set; the top-level metadata's
 /// bookkeeping left out.
-fn write_entries(mut entries: Vec<(&str, &Value, Option<&Value>)>, level: Level, below: impl Fn(&str) -> Level, out: &mut Vec<u8>) {
+fn write_entries<O: Tree, S: Tree>(mut entries: Vec<(&str, &O, Option<&S>)>, level: Level, below: impl Fn(&str) -> Level, out: &mut Vec<u8>) {
     if level == Level::Metadata {
         entries.retain(|(k, _, _)| *k != "resourceVersion" && *k != "managedFields");
     }
@@ -331,8 +321,24 @@ mod tests {
         let mut whole = deployment("z", "hpa");
         whole["metadata"]["managedFields"][0]["fieldsV1"] = json!({".": {}});
         objects.push(whole);
+        // One entry selecting list items by value and by key fields, a number written as a float
+        // in the selector, and a key with escapes.
+        let mut one = deployment("p", "hpa");
+        one["spec"]["finalizers"] = json!(["a", "b"]);
+        one["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 81}]);
+        one["metadata"]["labels"]["quote\"d"] = json!("x\ny");
+        let set = &mut one["metadata"]["managedFields"][0]["fieldsV1"];
+        set["f:spec"]["f:finalizers"] = json!({"v:\"b\"": {}});
+        set["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"agent\"}"]["f:ports"] =
+            json!({"k:{\"containerPort\":80.0,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}});
+        set["f:metadata"]["f:labels"]["f:quote\"d"] = json!({});
+        objects.push(one);
         for o in &objects {
-            assert_eq!(owned_digest(o, "kdeploy"), digest_of_projection(o, "kdeploy"), "{o}");
+            let expected = digest_of_projection(o, "kdeploy");
+            assert_eq!(owned_digest(o, "kdeploy"), expected, "{o}");
+            // The same object as a LIST item, decoded borrowed: the same digest.
+            let text = o.to_string();
+            assert_eq!(owned_digest(&crate::node::Node::parse(&text).unwrap(), "kdeploy"), expected, "{o}");
         }
     }
 

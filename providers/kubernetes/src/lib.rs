@@ -10,6 +10,7 @@
 pub mod api;
 pub mod exposure;
 pub mod fields;
+pub mod node;
 pub mod render;
 pub mod wait;
 
@@ -26,6 +27,7 @@ use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
 use kdeploy_provider::components::vault;
+use node::Tree;
 use render::{Input, MANAGED_BY, base_name, namespace, object_key};
 
 /// The field manager kdeploy writes as.
@@ -585,15 +587,16 @@ impl Provider for KubernetesProvider {
                 Err(e) => return Err(e.into_provider(&format!("listing {kind} in {ns}"), &conn)),
             };
             let each = listed.each(|obj| {
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-                let address = obj["metadata"]["annotations"][render::ADDRESS_ANNOTATION].as_str().filter(|a| wanted.addresses.contains(*a));
+                let name = obj.pointer(&["metadata", "name"]).and_then(Tree::as_str).unwrap_or_default();
+                let address =
+                    obj.pointer(&["metadata", "annotations", render::ADDRESS_ANNOTATION]).and_then(Tree::as_str).filter(|a| wanted.addresses.contains(*a));
                 if !wanted.names.contains(name) && address.is_none() {
                     return;
                 }
                 let digest = fields::owned_digest(&obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
                 if let Some(address) = address {
                     // Items of a LIST carry no apiVersion and kind: the key is made from the query.
-                    let key = format!("{api_version}/{kind}/{}/{name}", obj["metadata"]["namespace"].as_str().unwrap_or_default());
+                    let key = format!("{api_version}/{kind}/{}/{name}", obj.pointer(&["metadata", "namespace"]).and_then(Tree::as_str).unwrap_or_default());
                     found.entry((ckey.clone(), address.to_string())).or_default().insert(key, Value::String(digest.clone()));
                 }
                 if wanted.names.contains(name) {
