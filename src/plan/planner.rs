@@ -412,7 +412,7 @@ impl Planner<'_> {
         let span = self.import_span(addr);
         match provider.import(request).await {
             Ok(found) => {
-                self.notes.extend(found.warnings.into_iter().map(|w| Note::sentence(w)));
+                self.notes.extend(found.warnings.into_iter().map(Note::sentence));
                 if found.attributes.is_none() {
                     self.diags.push(
                         Diagnostic::error("Cannot import non-existent object", format!("{addr}: nothing with the import id {id:?} exists on its target."))
