@@ -81,6 +81,7 @@ pub fn load(dir: &Path, args: &[VarArg], env: &BTreeMap<String, String>, vars: &
     let (expanded, d) = expand::expand(&stack, &sources, &root_vars);
     // A rejected variable value is unknown from there on: what only says so echoes that error.
     diags.extend(if vars_rejected { d.without_unknown_echoes() } else { d });
+    diags.extend(crate::config::imports::check(&stack, &expanded));
     let (graph, d) = DepGraph::build(&expanded);
     diags.extend(d);
     Ok(Loaded { dir: dir.to_path_buf(), stack, sources, root_vars, expanded, graph, diags: diags.sorted() })

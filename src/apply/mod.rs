@@ -273,7 +273,9 @@ async fn run_job(
             }
         }
     };
-    match change.action {
+    // An import that changes nothing still writes: the provider takes the object over.
+    let action = if change.import_id.is_some() && change.action == Action::NoOp { Action::Update } else { change.action };
+    match action {
         Action::Delete => {
             if let Some(before) = change.before.clone() {
                 provider.delete(delete(before)).await?;
@@ -281,8 +283,8 @@ async fn run_job(
             Ok(None)
         }
         Action::Create | Action::Update | Action::DeleteThenCreate => {
-            let prior = if change.action == Action::Update { change.before.clone() } else { None };
-            if change.action == Action::DeleteThenCreate
+            let prior = if action == Action::Update { change.before.clone() } else { None };
+            if action == Action::DeleteThenCreate
                 && let Some(before) = change.before.clone()
             {
                 provider.delete(delete(before)).await?;
@@ -356,7 +358,7 @@ impl Coordinator<'_> {
             return self.accept_live_values();
         }
         let plan = self.plan;
-        let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
+        let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates()).collect();
         let queue = Queue::new(order::waits(&changes, self.state));
         let applied = recorded_values(self.state);
         let (freed_tx, freed) = mpsc::unbounded_channel();

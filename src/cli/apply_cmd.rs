@@ -195,7 +195,9 @@ pub(super) fn summarize(ctx: &mut Ctx<'_, '_>, plan: &Plan, o: &Outcome) -> i32 
         } else if plan.options.destroy {
             format!("Destroy complete! Resources: {destroyed} destroyed.")
         } else {
-            format!("Apply complete! Resources: {add} added, {change} changed, {destroyed} destroyed.")
+            let imported = o.done.iter().filter(|(a, _)| plan.change(a).is_some_and(|c| c.import_id.is_some())).count();
+            let imported = if imported > 0 { format!("{imported} imported, ") } else { String::new() };
+            format!("Apply complete! Resources: {imported}{add} added, {change} changed, {destroyed} destroyed.")
         };
         let _ = writeln!(ctx.io.out, "\n{}", ctx.style_ok(&what));
         return EXIT_OK;

@@ -96,6 +96,18 @@ pub enum Command {
         #[command(flatten)]
         run: ApplyArgs,
     },
+    /// Record an existing object in state as a declared component, without changing it.
+    #[command(
+        after_help = "Examples:\n  kdeploy import vault.main kerberos-vault/vault            # Kubernetes: NAMESPACE/NAME of its workload\n  kdeploy import 'agent.cam[\"front\"]' kerberos-agent/agent1\n  kdeploy import vault.main vault                           # Docker: the container's name\n\nThe next plan shows what kdeploy changes on it (on Kubernetes, at least taking its fields over)."
+    )]
+    Import {
+        /// The component's address, declared in the stack.
+        address: String,
+        /// The provider's id of the existing object.
+        id: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
     /// Show a saved plan, or the current state.
     #[command(after_help = "Examples:\n  kdeploy show\n  kdeploy show plan.kdplan\n  kdeploy show --json plan.kdplan")]
     Show {

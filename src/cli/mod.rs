@@ -10,6 +10,7 @@ mod apply_cmd;
 mod dist_cmd;
 mod drift_cmd;
 mod graph_cmd;
+mod import_cmd;
 mod init_cmd;
 mod plan_cmd;
 mod show;
@@ -197,6 +198,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::Apply { plan_file: Some(f), plan: _, run } => apply_file(&mut ctx, &f, run).await,
         Command::Apply { plan_file: None, plan, run } => apply_fresh(&mut ctx, plan, run, false).await,
         Command::Destroy { plan, run } => apply_fresh(&mut ctx, plan, run, true).await,
+        Command::Import { address, id, plan } => import_cmd::import_cmd(&mut ctx, &address, &id, plan).await,
         Command::Show { plan_file, json } => show(&mut ctx, plan_file.as_deref(), json),
         Command::Graph { format, vars } => graph(&mut ctx, format, &vars),
         Command::Drift(d) => drift_cmd(&mut ctx, d).await,

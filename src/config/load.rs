@@ -19,6 +19,7 @@ const TOP_BLOCKS: &[&str] = &[
     "variable",
     "locals",
     "output",
+    "import",
     "module",
     "cluster",
     "object_storage",
@@ -300,6 +301,7 @@ impl Loader<'_> {
             "locals" => self.decode_locals(m, file, block),
             "output" => self.decode_output(m, file, block, header),
             "module" => self.decode_module_call(m, file, block, header),
+            "import" => self.decode_import(file, block, header, is_root),
             kw => self.decode_component_block(m, file, block, kw, header),
         }
     }
@@ -467,6 +469,69 @@ impl Loader<'_> {
                 self.module(m).outputs.insert(name.clone(), OutputDecl { name, value, sensitive, description, span: header });
             }
             None => self.missing_attr(header, "output", &name, "value"),
+        }
+    }
+
+    /// `import { to = ADDRESS, id = "..." }`: root module only; `to` is checked against the
+    /// declared components once they are expanded.
+    fn decode_import(&mut self, file: FileId, block: &Block, header: Span, is_root: bool) {
+        if !is_root {
+            self.diags.push(
+                Diagnostic::error("Import block in a module", "Only the root stack directory may have import blocks.")
+                    .at(Some(header))
+                    .hint("move it to the root stack and write `to` with the module's address, e.g. module.site.vault.main"),
+            );
+            return;
+        }
+        let Some(_) = self.labels(file, block, 0, "import { to = vault.main, id = \"kerberos-vault/vault\" }") else { return };
+        let (mut to, mut id) = (None, None);
+        for s in block.body.iter() {
+            match s {
+                Structure::Attribute(a) => match a.key.as_str() {
+                    "to" => to = self.import_target(file, a),
+                    "id" => id = Some(Expr { expr: a.value.clone(), span: span(file, &a.value) }),
+                    _ => self.unexpected_attr(file, a, "import", &["to", "id"]),
+                },
+                Structure::Block(b) => self.unexpected_block(file, b, "import", &[]),
+            }
+        }
+        let missing = |attr: &str| {
+            Diagnostic::error("Missing required argument", format!("An import block needs an argument {attr:?}."))
+                .at(Some(header.clone()))
+                .hint("write it as import { to = vault.main, id = \"kerberos-vault/vault\" }")
+        };
+        match (to, id, block.body.iter().any(|s| s.as_attribute().is_some_and(|a| a.key.as_str() == "to"))) {
+            (Some(to), Some(id), _) => self.stack.imports.push(ImportDecl { to, id, span: header }),
+            (None, _, false) => self.diags.push(missing("to")),
+            (Some(_), None, _) => self.diags.push(missing("id")),
+            // A `to` that is not an address was reported.
+            (None, _, true) => {}
+        }
+    }
+
+    /// The component address `to` names, written as a reference (`vault.main`,
+    /// `agent.cam["front"]`, `module.site.vault.main`).
+    fn import_target(&mut self, file: FileId, a: &Attribute) -> Option<(crate::addr::Address, Span)> {
+        let at = span(file, &a.value);
+        let text = self.sources.text(file).get(at.range.clone()).unwrap_or_default().trim().to_string();
+        let parsed = match &a.value {
+            Expression::Traversal(_) => text.parse::<crate::addr::Address>().map_err(|e| e.reason),
+            Expression::String(_) => Err("it is a string; write the address without quotes".to_string()),
+            _ => Err(format!("{text} is not an address")),
+        };
+        match parsed {
+            Ok(addr) => Some((addr, at)),
+            Err(why) => {
+                self.diags.push(
+                    Diagnostic::error(
+                        "Invalid import address",
+                        format!("`to` must name a component instance, like vault.main or agent.cam[\"front\"]: {why}."),
+                    )
+                    .at(Some(at))
+                    .hint("write it as to = vault.main"),
+                );
+                None
+            }
         }
     }
 

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod evaluator;
 pub mod expand;
 pub mod functions;
+pub mod imports;
 pub mod load;
 pub mod types;
 pub mod vars;
@@ -159,10 +160,24 @@ impl ModuleConfig {
     }
 }
 
+/// `import { to = vault.main, id = "kerberos-vault/vault" }`: take over an object that already
+/// runs as the component at `to` (root module only).
+#[derive(Debug, Clone)]
+pub struct ImportDecl {
+    /// The component instance, and where `to` is written.
+    pub to: (crate::addr::Address, Span),
+    /// The provider's id of the existing object; evaluated at plan (a string known then).
+    pub id: Expr,
+    /// The block header.
+    pub span: Span,
+}
+
 /// A whole stack: the root module (index 0) and every module it calls.
 #[derive(Debug, Clone, Default)]
 pub struct Stack {
     pub stack: StackBlock,
+    /// The root module's `import` blocks.
+    pub imports: Vec<ImportDecl>,
     pub modules: Vec<ModuleConfig>,
     /// A directory or file of the stack could not be read or parsed: its declarations are
     /// missing, so evaluating the rest would only report echoes of that error.

@@ -24,6 +24,8 @@ pub struct Facts {
     pub changed: bool,
     /// `lifecycle { create_before_destroy = true }`.
     pub create_before_destroy: bool,
+    /// An `import` block (or `kdeploy import`) takes the live object over.
+    pub importing: bool,
 }
 
 /// What to do, and why (`None`: the plain reason the action implies).
@@ -50,6 +52,11 @@ pub fn decide(f: &Facts) -> Decision {
         return Decision { action: Action::Create, reason };
     }
     let by_request = f.cluster_replaced || f.replace_requested;
+    // An import never replaces what runs unless asked to: the plan says why it cannot be taken
+    // over in place, and `-replace` confirms a replacement (data kept).
+    if f.importing && !f.recorded && f.requires_replace && !by_request {
+        return Decision { action: Action::NoOp, reason: Some(ActionReason::ImportNeedsReplace) };
+    }
     if by_request || f.interrupted_delete || f.requires_replace {
         let reason = if f.cluster_replaced {
             ActionReason::ReplaceBecauseClusterReplaced
@@ -62,6 +69,9 @@ pub fn decide(f: &Facts) -> Decision {
         };
         let action = if f.create_before_destroy { Action::CreateThenDelete } else { Action::DeleteThenCreate };
         return Decision { action, reason: Some(reason) };
+    }
+    if !f.recorded && f.importing {
+        return Decision { action: if f.changed { Action::Update } else { Action::NoOp }, reason: None };
     }
     if !f.recorded {
         // Found live but never recorded: an interrupted create. Record it (the provider's
@@ -93,6 +103,7 @@ mod tests {
                 "requires_replace" => f.requires_replace = true,
                 "changed" => f.changed = true,
                 "cbd" => f.create_before_destroy = true,
+                "import" => f.importing = true,
                 other => panic!("unknown fact {other}"),
             }
         }
@@ -125,6 +136,13 @@ mod tests {
             ("live", Action::Update, Some(RecoverPendingOperation)),
             ("live interrupted changed", Action::Update, Some(RecoverPendingOperation)),
             ("live requires_replace", Action::DeleteThenCreate, Some(ReplaceBecauseCannotUpdate)),
+            // Imported: taken over as it is, or updated; replaced only on request.
+            ("live import", Action::NoOp, None),
+            ("live import changed", Action::Update, None),
+            ("live import changed requires_replace", Action::NoOp, Some(ImportNeedsReplace)),
+            ("live import changed requires_replace replace", Action::DeleteThenCreate, Some(ReplaceByRequest)),
+            ("live import replace", Action::DeleteThenCreate, Some(ReplaceByRequest)),
+            ("live recorded import changed", Action::Update, None),
         ];
         let mut wrong = Vec::new();
         for (spec, action, reason) in table {

@@ -62,5 +62,6 @@ fn delete(addr: &Address, r: &ResourceState, options: &PlanOptions) -> Change {
         refs: BTreeMap::new(),
         delete_data: options.delete_data,
         deferred: false,
+        import_id: None,
     }
 }

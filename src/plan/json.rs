@@ -95,6 +95,10 @@ pub fn change_json(c: &Change) -> Json {
             "replace_paths": paths_json(&c.replace_paths),
         }),
     );
+    if let (Some(id), Some(Json::Object(change))) = (&c.import_id, m.get_mut("change")) {
+        // As `terraform show -json` writes it.
+        change.insert("importing".into(), json!({"id": id}));
+    }
     if let Some(r) = c.reason {
         m.insert("action_reason".into(), json!(r.json_name()));
     }
@@ -153,7 +157,7 @@ pub fn plan_json(plan: &Plan) -> Json {
         "resource_changes": plan.changes.iter().map(change_json).collect::<Vec<_>>(),
         "resource_drift": plan.drift.iter().map(drift_json).collect::<Vec<_>>(),
         "output_changes": outputs,
-        "summary": {"add": add, "change": change, "destroy": destroy, "deferred": plan.deferred(), "has_changes": plan.has_changes(), "drift": plan.drift.len()},
+        "summary": {"import": plan.imports(), "add": add, "change": change, "destroy": destroy, "deferred": plan.deferred(), "has_changes": plan.has_changes(), "drift": plan.drift.len()},
         "notes": plan.notes,
         "health": plan.health,
         "errored": false,

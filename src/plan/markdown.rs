@@ -44,7 +44,7 @@ pub fn markdown(plan: &Plan) -> String {
 
 /// [`markdown`] with another size limit (tests).
 pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
-    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates()).collect();
     let outputs = plan.output_changes.iter().filter(|o| o.action != Action::NoOp).count();
     let mut out = String::new();
     let (add, change, destroy) = plan.counts();

@@ -102,6 +102,9 @@ pub enum ActionReason {
     /// A run was interrupted while deleting it: the engine may still be finishing that delete,
     /// so the object found live cannot be trusted to stay; it is deleted and created again.
     ReplaceInterruptedDelete,
+    /// An imported object differs in what cannot change in place: the plan stops and says so;
+    /// `-replace` confirms a replacement.
+    ImportNeedsReplace,
 }
 
 impl ActionReason {
@@ -119,6 +122,7 @@ impl ActionReason {
             ActionReason::RecoverPendingOperation => "an interrupted run left this operation unfinished",
             ActionReason::DeleteInterruptedCreate => "a run was interrupted while creating it, and it is no longer in the stack",
             ActionReason::ReplaceInterruptedDelete => "a run was interrupted while deleting it, and the delete may still be under way",
+            ActionReason::ImportNeedsReplace => "the imported object cannot be taken over in place",
         }
     }
 
@@ -136,6 +140,7 @@ impl ActionReason {
             ActionReason::RecoverPendingOperation => "recover_pending_operation",
             ActionReason::DeleteInterruptedCreate => "delete_because_interrupted_create",
             ActionReason::ReplaceInterruptedDelete => "replace_because_interrupted_delete",
+            ActionReason::ImportNeedsReplace => "import_needs_replace",
         }
     }
 }
@@ -177,6 +182,18 @@ pub struct Change {
     /// so it is planned from the stack alone and counted apart.
     #[serde(default)]
     pub deferred: bool,
+    /// The provider's id of the existing object an `import` block takes over: applying records
+    /// it (and writes `after` over it when the action is an update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
+}
+
+impl Change {
+    /// Whether applying it calls the provider: an import does even when nothing else changes
+    /// (Kubernetes: server-side apply takes the fields over).
+    pub fn mutates(&self) -> bool {
+        self.action.mutates() || self.import_id.is_some()
+    }
 }
 
 /// A difference between what state recorded and what the live system has, found by refresh.
@@ -266,6 +283,11 @@ impl Plan {
         counts(self.changes.iter())
     }
 
+    /// How many existing objects the plan imports.
+    pub fn imports(&self) -> usize {
+        self.changes.iter().filter(|c| c.import_id.is_some()).count()
+    }
+
     /// [`Plan::counts`] per cluster (a cluster's own change counts for it; `None`: components
     /// on no cluster, such as cloud storage), for a fleet's plan summary.
     pub fn counts_by_cluster(&self) -> BTreeMap<Option<Address>, (usize, usize, usize)> {
@@ -279,7 +301,7 @@ impl Plan {
 
     /// True when applying would change something (components or outputs).
     pub fn has_changes(&self) -> bool {
-        self.changes.iter().any(|c| c.action.mutates()) || self.output_changes.iter().any(|o| o.action != Action::NoOp)
+        self.changes.iter().any(Change::mutates) || self.output_changes.iter().any(|o| o.action != Action::NoOp)
     }
 
     /// Changes that wait for a cluster this plan creates.

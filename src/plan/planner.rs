@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kdeploy_provider::{AttrPath, ComponentRef, Kind, PlanRequest, Provider, Reference, Value};
+use kdeploy_provider::{AttrPath, ComponentRef, ImportRequest, Kind, PlanRequest, Provider, Reference, Value};
 use kdeploy_state::{PendingKind, State};
 
 use super::decide::{Decision, Facts, decide};
@@ -50,6 +50,9 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     let state = own.as_ref().unwrap_or(whole);
     let eval = Evaluator::new(stack, sources, root_vars, expanded);
     let types = instance_types(stack, expanded, &eval.ctx());
+    // Imports of what state already records are done: the block can stay.
+    let (mut imports, import_diags) = crate::config::imports::ids(stack, &eval.ctx());
+    imports.retain(|a, _| state.resource(a).is_none());
 
     let pending = pending_reads(state, &PendingCtx { expanded, eval: &eval, types: &types });
     let refreshed = if options.refresh { super::refresh::refresh(state, providers, &pending).await? } else { recorded_only(state) };
@@ -66,7 +69,8 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
         refreshed: &refreshed,
         replace_list: &replace_list,
         changes: Vec::new(),
-        diags: Diagnostics::new(),
+        imports: &imports,
+        diags: import_diags,
         notes: pending_notes(state),
         partition: options.partition.as_deref().map(|p| Foreign { partition: p, whole, missing: BTreeMap::new() }),
     };
@@ -148,6 +152,8 @@ struct Planner<'a> {
     refreshed: &'a Refreshed,
     replace_list: &'a [Target],
     changes: Vec<Change>,
+    /// The ids of the `import` blocks whose components state does not record yet.
+    imports: &'a BTreeMap<Address, String>,
     diags: Diagnostics,
     notes: Vec<Note>,
     /// With -partition: the partition planned, and where the others' values come from.
@@ -209,15 +215,27 @@ impl Planner<'_> {
             return;
         }
         let (refs, cluster) = self.references(&desired);
-        let prior = self.refreshed.live_value(addr);
+        let import_id = self.imports.get(addr).cloned();
+        let prior = match &import_id {
+            Some(id) => match self.import(addr, id, &desired, provider.as_ref(), &refs, cluster.as_ref()).await {
+                Some(found) => Some(found),
+                None => return,
+            },
+            None => self.refreshed.live_value(addr),
+        };
         let recorded = self.state.resource(addr).map(state_attrs);
         let inputs = desired.inputs_keeping_ignored(prior.as_ref());
         let subject = Subject { addr: addr.clone(), desired: &desired, provider_name, provider, prior, recorded, inputs, refs, cluster };
-        let Some((decision, after, replace_paths)) = self.decide(&subject).await else { return };
+        let Some((decision, after, replace_paths)) = self.decide(&subject, import_id.is_some()).await else { return };
+        if decision.reason == Some(super::ActionReason::ImportNeedsReplace) {
+            self.cannot_take_over(addr, &replace_paths);
+            return;
+        }
         let after = keep_generated_secrets(&subject, &decision, after);
         let after_sensitive = desired.planned_sensitive();
         self.eval.record(addr, &after, &after_sensitive);
-        let change = self.change(subject, decision, after, after_sensitive, replace_paths);
+        let mut change = self.change(subject, decision, after, after_sensitive, replace_paths);
+        change.import_id = import_id;
         self.changes.push(change);
     }
 
@@ -339,7 +357,7 @@ impl Planner<'_> {
 
     /// Asks the provider, decides, and plans the object again from nothing when it is created
     /// or replaced. `None` when the provider's plan failed (reported).
-    async fn decide(&mut self, s: &Subject<'_>) -> Option<(Decision, Value, Vec<AttrPath>)> {
+    async fn decide(&mut self, s: &Subject<'_>, importing: bool) -> Option<(Decision, Value, Vec<AttrPath>)> {
         let interrupted = self.state.pending.iter().any(|p| p.address == s.addr);
         let interrupted_delete = self.state.pending.iter().any(|p| p.address == s.addr && p.operation == PendingKind::Delete);
         let mut facts = Facts {
@@ -350,6 +368,7 @@ impl Planner<'_> {
             cluster_replaced: s.desired.cluster.as_ref().is_some_and(|c| self.changes.iter().any(|cc| cc.address == *c && cc.action.is_replace())),
             replace_requested: self.replace_list.iter().any(|t| s.addr.matches(t)),
             create_before_destroy: s.desired.lifecycle.create_before_destroy,
+            importing,
             ..Facts::default()
         };
         let with_prior = match &s.prior {
@@ -369,6 +388,63 @@ impl Planner<'_> {
                 Some((decision, fresh.planned, resp.map(|r| r.requires_replace).unwrap_or_default()))
             }
         }
+    }
+
+    /// The existing object an import block names, as the component's live attributes; None
+    /// (reported) when it cannot be found or read.
+    async fn import(
+        &mut self,
+        addr: &Address,
+        id: &str,
+        desired: &Desired,
+        provider: &dyn Provider,
+        refs: &BTreeMap<String, Reference>,
+        cluster: Option<&Value>,
+    ) -> Option<Value> {
+        let request = ImportRequest {
+            component: ComponentRef { address: addr.clone(), kind: addr.kind, type_name: desired.type_name.clone() },
+            id,
+            desired: &desired.inputs,
+            cluster,
+            refs,
+            force_conflicts: self.options.force_conflicts,
+        };
+        let span = self.import_span(addr);
+        match provider.import(request).await {
+            Ok(found) => {
+                self.notes.extend(found.warnings.into_iter().map(Note::sentence));
+                if found.attributes.is_none() {
+                    self.diags.push(
+                        Diagnostic::error("Cannot import non-existent object", format!("{addr}: nothing with the import id {id:?} exists on its target."))
+                            .at(span)
+                            .hint("check the id (Kubernetes: NAMESPACE/NAME of its Deployment or StatefulSet), or remove the import block to create the component"),
+                    );
+                }
+                found.attributes
+            }
+            Err(e) => {
+                self.diags.push(Diagnostic::error("Cannot import", prefixed(addr, &e.message)).at(span));
+                None
+            }
+        }
+    }
+
+    fn import_span(&self, addr: &Address) -> Option<crate::diag::Span> {
+        self.stack.imports.iter().find(|i| i.to.0 == *addr).map(|i| i.span.clone())
+    }
+
+    /// An import whose object differs in what cannot change in place: nothing is replaced
+    /// unless `-replace` says so.
+    fn cannot_take_over(&mut self, addr: &Address, paths: &[AttrPath]) {
+        let what: Vec<String> = paths.iter().map(ToString::to_string).collect();
+        self.diags.push(
+            Diagnostic::error(
+                "Import needs a replacement",
+                format!("{addr} cannot be taken over in place: {} cannot change on the existing object.", what.join(", ")),
+            )
+            .at(self.import_span(addr))
+            .hint(format!("plan with -replace={addr} to replace it (volumes and claims with data are kept), or change the stack to match it")),
+        );
     }
 
     /// The provider's plan of the object from `prior` (None: from nothing).
@@ -419,6 +495,7 @@ impl Planner<'_> {
             refs: s.desired.refs.clone(),
             delete_data: false,
             deferred,
+            import_id: None,
         }
     }
 }

@@ -297,6 +297,7 @@ pub fn orphan_deletes(pending: &[PendingRead], expanded: &Expanded, refreshed: &
                 refs: BTreeMap::new(),
                 delete_data: options.delete_data,
                 deferred: false,
+                import_id: None,
             })
         })
         .collect()

@@ -153,6 +153,13 @@ fn attr_lines(style: Style, owner: &str, action: Action, before: Side<'_>, after
 
 fn headline(c: &Change) -> String {
     let addr = &c.address;
+    if c.import_id.is_some() {
+        match c.action {
+            Action::NoOp => return format!("# {addr} will be imported"),
+            Action::Update => return format!("# {addr} will be imported and updated in place"),
+            _ => {}
+        }
+    }
     match c.action {
         Action::Create => format!("# {addr} will be created"),
         Action::Update => format!("# {addr} will be updated in place"),
@@ -178,6 +185,9 @@ pub fn change(style: Style, c: &Change) -> String {
         head.push_str(&format!(" (deferred until {cluster} exists)"));
     }
     let mut out = format!("  {}\n", style.bold(&head));
+    if let Some(id) = &c.import_id {
+        let _ = writeln!(out, "  # (imported from {id:?})");
+    }
     if let Some(r) = c.reason {
         let _ = writeln!(out, "  # (because {})", r.describe());
     }
@@ -269,7 +279,7 @@ pub fn plan(style: Style, plan: &Plan) -> String {
         out.push('\n');
     }
     out.push_str(&drift_section(style, plan));
-    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action.mutates()).collect();
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates()).collect();
     let outputs: Vec<&OutputChange> = plan.output_changes.iter().filter(|o| o.action != Action::NoOp).collect();
     if changes.is_empty() && outputs.is_empty() {
         let _ = writeln!(out, "{} Your deployment matches the stack.", style.paint("No changes.", "1;32"));
@@ -330,7 +340,11 @@ fn cluster_summary(plan: &Plan) -> String {
 /// `Plan: X to add, Y to change, Z to destroy.`
 pub fn summary(style: Style, plan: &Plan) -> String {
     let (add, change, destroy) = plan.counts();
-    let mut line = format!("{} {add} to add, {change} to change, {destroy} to destroy.", style.bold("Plan:"));
+    let imports = match plan.imports() {
+        0 => String::new(),
+        n => format!("{n} to import, "),
+    };
+    let mut line = format!("{} {imports}{add} to add, {change} to change, {destroy} to destroy.", style.bold("Plan:"));
     let deferred = plan.deferred();
     if deferred > 0 {
         line.push_str(&format!(" {deferred} more deferred until their cluster exists."));

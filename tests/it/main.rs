@@ -18,6 +18,7 @@ mod crash;
 mod dist;
 mod fuzz;
 mod gcp;
+mod import;
 mod kubernetes;
 mod partition;
 mod recording;

@@ -37,6 +37,38 @@ pub struct ReadRequest {
     pub cluster: Option<Value>,
 }
 
+/// Take over an object that already runs (an `import` block, `kdeploy import`): find it by
+/// `id` and describe it as a [`ReadResult`] of the component, so that the plan compares it with
+/// the stack like any live object. The id's format is the provider's (Kubernetes:
+/// `NAMESPACE/NAME` of the component's workload; Docker: the container's name).
+#[derive(Debug, Clone)]
+pub struct ImportRequest<'a> {
+    pub component: ComponentRef,
+    pub id: &'a str,
+    /// Desired attributes from the stack (inputs; may contain unknowns).
+    pub desired: &'a Value,
+    pub cluster: Option<&'a Value>,
+    pub refs: &'a BTreeMap<String, Reference>,
+    /// `--force-conflicts`: fields other managers own will be taken, no need to warn.
+    pub force_conflicts: bool,
+}
+
+/// What an import found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Imported {
+    /// The live object as the component's attributes (with [`ADOPTED`]); None when nothing has
+    /// that id.
+    pub attributes: Option<Value>,
+    /// What the user should know before taking it over (fields other managers own), one line
+    /// each, starting with the address.
+    pub warnings: Vec<String>,
+}
+
+/// The attribute an import records: which existing objects the component took over (their
+/// names, and what of them cannot change, such as a Deployment's selector). Its content is the
+/// provider's; plans carry it over from the live attributes like a computed value.
+pub const ADOPTED: &str = "adopted";
+
 /// The result of one health check of a component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -245,6 +277,12 @@ pub trait Provider: Send + Sync {
     }
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError>;
+
+    /// Finds an existing object to take over ([`ImportRequest`]). Providers that cannot import
+    /// keep the default, which says so.
+    async fn import(&self, request: ImportRequest<'_>) -> Result<Imported, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Invalid, format!("{}: the {} provider cannot import existing objects", request.component.address, self.name())))
+    }
 }
 
 /// The schema-driven plan: computed attributes keep their prior value (or become unknown on
@@ -255,6 +293,10 @@ pub fn default_plan(request: &PlanRequest<'_>) -> PlanResponse {
         _ => BTreeMap::new(),
     };
     let prior = request.prior.and_then(Value::as_map);
+    // What an import took over stays taken over.
+    if let Some(adopted) = prior.and_then(|p| p.get(ADOPTED)).filter(|v| !v.is_null()) {
+        planned.insert(ADOPTED.to_string(), adopted.clone());
+    }
     for attr in request.schema.computed() {
         let prior_value = prior.and_then(|p| p.get(attr.name)).filter(|v| !v.is_null());
         let value = match prior_value {

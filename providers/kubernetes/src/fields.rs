@@ -164,6 +164,15 @@ pub fn owned_digest<T: Tree>(obj: &T, manager: &str) -> Option<String> {
     Some(digest_text(&out))
 }
 
+/// The digest of what `set` selects of `obj`, computed as [`owned_digest`] does: an import
+/// compares the live object's values at the fields kdeploy's apply would own with what the
+/// apply would write there.
+pub fn digest_at(obj: &Value, set: &Value) -> String {
+    let mut out = Vec::new();
+    write_projected(obj, Some(set), Level::Top, &mut out);
+    digest_text(&out)
+}
+
 /// Where [`write_projected`] is: the object, its metadata (whose bookkeeping is left out), or
 /// below.
 #[derive(Clone, Copy, PartialEq)]

@@ -14,13 +14,15 @@ pub mod node;
 pub mod render;
 pub mod wait;
 
+mod import;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kdeploy_provider::{
-    ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError,
-    ReadRequest, ReadResult, Reference, Value, Wait, WaitRequest, components, default_plan,
+    ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, ImportRequest, Imported, Kind, PlanRequest, PlanResponse, Preflight, Provider,
+    ProviderError, ReadRequest, ReadResult, Reference, Value, Wait, WaitRequest, components, default_plan,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -28,13 +30,15 @@ use serde_json::{Value as Json, json};
 use api::{ApiError, Conn, Pool, path};
 use kdeploy_provider::components::vault;
 use node::Tree;
-use render::{Input, MANAGED_BY, base_name, namespace, object_key};
+use render::{Input, MANAGED_BY, namespace, object_base, object_key};
 
 /// The field manager kdeploy writes as.
 pub const FIELD_MANAGER: &str = "kdeploy";
 const OBJECTS: &str = "objects";
 const DIGEST: &str = "manifest_digest";
 const CREATED_BY: &str = "kdeploy.io/created-by";
+/// The digest recorded for a live object kdeploy owns no field of (imported, not yet applied).
+const UNMANAGED: &str = "unmanaged";
 
 #[derive(Default)]
 pub struct KubernetesProvider {
@@ -86,7 +90,8 @@ fn fill_computed(
 ) -> Result<(), ProviderError> {
     components::secrets::fill(c.kind, &c.type_name, &c.address.to_string(), attrs, &BTreeMap::new(), generate);
     let ns = namespace(c.kind, attrs);
-    let base = base_name(&c.address);
+    // Host names are the Service's.
+    let base = render::service_name(&c.address, attrs);
     let set = |attrs: &mut BTreeMap<String, Value>, k: &str, v: Value| {
         attrs.insert(k.to_string(), v);
     };
@@ -456,7 +461,7 @@ impl Provider for KubernetesProvider {
             let Ok(conn) = self.conn(r.cluster.as_ref()).await else { continue };
             let attrs = map_ref(Some(&r.recorded));
             let ns = namespace(r.component.kind, attrs);
-            let svc = base_name(&r.component.address);
+            let svc = render::service_name(&r.component.address, attrs);
             // Through the API server's service proxy: works from wherever kdeploy runs.
             let proxy = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy");
             let url = attrs.get("url").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -593,7 +598,7 @@ impl Provider for KubernetesProvider {
                 if !wanted.names.contains(name) && address.is_none() {
                     return;
                 }
-                let digest = fields::owned_digest(&obj, FIELD_MANAGER).unwrap_or_else(|| "unmanaged".into());
+                let digest = fields::owned_digest(&obj, FIELD_MANAGER).unwrap_or_else(|| UNMANAGED.into());
                 if let Some(address) = address {
                     // Items of a LIST carry no apiVersion and kind: the key is made from the query.
                     let key = format!("{api_version}/{kind}/{}/{name}", obj.pointer(&["metadata", "namespace"]).and_then(Tree::as_str).unwrap_or_default());
@@ -671,7 +676,9 @@ impl Provider for KubernetesProvider {
         let prior_map = map_ref(Some(prior));
         let digest = fields::digest_all(&objects);
         let recorded = map_ref(req.recorded);
-        let unchanged = recorded.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) && recorded.get(OBJECTS) == prior_map.get(OBJECTS);
+        // An object kdeploy owns nothing of (imported, not applied yet) is taken over by apply.
+        let owned = map_ref(prior_map.get(OBJECTS)).values().all(|d| d.as_str() != Some(UNMANAGED));
+        let unchanged = owned && recorded.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) && recorded.get(OBJECTS) == prior_map.get(OBJECTS);
         if unchanged {
             planned.insert(OBJECTS.into(), prior_map.get(OBJECTS).cloned().unwrap_or_default());
             planned.insert(DIGEST.into(), Value::String(digest));
@@ -773,6 +780,10 @@ impl Provider for KubernetesProvider {
         Ok(ApplyResponse { attributes: Value::Map(attrs), fingerprint: None, wait })
     }
 
+    async fn import(&self, req: ImportRequest<'_>) -> Result<Imported, ProviderError> {
+        self.import_existing(req).await
+    }
+
     async fn wait(&self, req: WaitRequest) -> Result<(), ProviderError> {
         let c = &req.component;
         let awaited: Awaited =
@@ -815,7 +826,7 @@ impl Provider for KubernetesProvider {
             conn.delete(api_version, kind, ns_opt, name).await.map_err(|e| e.into_provider(&format!("deleting {key}"), &conn))?;
         }
         // Volume claims made from StatefulSet templates are kept unless --delete-data.
-        let instance = base_name(&c.address);
+        let instance = object_base(&c.address, prior);
         for ns in &namespaces {
             if req.delete_data {
                 let claims = conn

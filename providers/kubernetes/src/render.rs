@@ -70,6 +70,36 @@ pub fn base_name(address: &Address) -> String {
     out
 }
 
+/// The name of a component's objects: the one an import adopted (the existing workload's,
+/// recorded in [`kdeploy_provider::ADOPTED`]), else [`base_name`].
+pub fn object_base(address: &Address, attrs: &BTreeMap<String, Value>) -> String {
+    match adopted(attrs).and_then(|a| a.get("name")) {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        _ => base_name(address),
+    }
+}
+
+/// The name of a component's Service, which is also the host other components reach it at: the
+/// existing Service an import adopted (the guide's `vault-nodeport`), else [`object_base`].
+pub fn service_name(address: &Address, attrs: &BTreeMap<String, Value>) -> String {
+    match adopted(attrs).and_then(|a| a.get("service")) {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        _ => object_base(address, attrs),
+    }
+}
+
+/// What an import recorded about the objects it took over.
+pub fn adopted(attrs: &BTreeMap<String, Value>) -> Option<&BTreeMap<String, Value>> {
+    attrs.get(kdeploy_provider::ADOPTED).and_then(Value::as_map)
+}
+
+/// The selector labels an adopted workload had: a Deployment's or StatefulSet's selector cannot
+/// change, so kdeploy keeps it (and puts its labels on the pods) instead of its own.
+fn adopted_selector(attrs: &BTreeMap<String, Value>) -> Option<Json> {
+    let m = adopted(attrs)?.get("selector")?.as_map()?;
+    (!m.is_empty()).then(|| Json::Object(m.iter().map(|(k, v)| (k.clone(), json!(str_of(Some(v))))).collect()))
+}
+
 pub fn namespace(kind: Kind, attrs: &BTreeMap<String, Value>) -> String {
     match attrs.get("namespace") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -102,13 +132,23 @@ pub fn labels(inp: &Input<'_>) -> Json {
     }
     m.insert(MANAGED_BY.into(), json!("kdeploy"));
     m.insert("app.kubernetes.io/name".into(), json!(kind_label(inp.kind())));
-    m.insert("app.kubernetes.io/instance".into(), json!(base_name(inp.address())));
+    m.insert("app.kubernetes.io/instance".into(), json!(object_base(inp.address(), inp.attrs)));
     m.insert("app.kubernetes.io/part-of".into(), json!("kerberos"));
     Json::Object(m)
 }
 
 fn selector(inp: &Input<'_>) -> Json {
-    json!({"app.kubernetes.io/name": kind_label(inp.kind()), "app.kubernetes.io/instance": base_name(inp.address())})
+    adopted_selector(inp.attrs)
+        .unwrap_or_else(|| json!({"app.kubernetes.io/name": kind_label(inp.kind()), "app.kubernetes.io/instance": object_base(inp.address(), inp.attrs)}))
+}
+
+/// The labels of a workload's pods: every object's, and the selector's (an adopted one's differ).
+fn pod_labels(inp: &Input<'_>) -> Json {
+    let mut l = labels(inp);
+    if let (Some(m), Json::Object(sel)) = (l.as_object_mut(), selector(inp)) {
+        m.extend(sel);
+    }
+    l
 }
 
 /// `shape` with each value moved to its place (a JSON pointer to a `null` left for it). A value
@@ -191,7 +231,7 @@ fn ingress(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Option<Json> 
 fn pod_template(inp: &Input<'_>, config: &Json, spec: Json) -> Json {
     fill(
         json!({"metadata": {"labels": null, "annotations": {DIGEST_ANNOTATION: digest(config)}}, "spec": null}),
-        [("/metadata/labels", labels(inp)), ("/spec", spec)],
+        [("/metadata/labels", pod_labels(inp)), ("/spec", spec)],
     )
 }
 
@@ -425,8 +465,9 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
     }
     objects.push(workload);
     if w.serves && !w.ports.is_empty() {
-        objects.push(service(inp, base, ns, w));
-        objects.extend(ingress(inp, base, ns, w));
+        let name = service_name(inp.address(), inp.attrs);
+        objects.push(service(inp, &name, ns, w));
+        objects.extend(ingress(inp, &name, ns, w));
     }
     for step in &w.jobs {
         objects.push(job(inp, &format!("{base}-{}", job_suffix(step.name)), ns, step_container(step, &secret_ref), &json!({})));
@@ -471,7 +512,7 @@ fn factory_access(inp: &Input<'_>, ns: &str, base: &str) -> Vec<Json> {
 /// a value it needs is known only after apply.
 pub fn render(inp: &Input<'_>) -> Result<Option<Vec<Json>>, String> {
     let ns = namespace(inp.kind(), inp.attrs);
-    let base = base_name(inp.address());
+    let base = object_base(inp.address(), inp.attrs);
     let ns = ns.as_str();
     if inp.kind() == Kind::DriftSchedule {
         return Ok(Some(drift_schedule(inp, ns, &base)));
@@ -582,6 +623,24 @@ mod tests {
         assert_eq!(base_name(&a("module.site[\"a\"].vault.main")), "site-a-vault-main");
         let long = base_name(&a(&format!("agent.cam[\"{}\"]", "x".repeat(80))));
         assert!(long.len() <= 45 && long.starts_with("agent-cam-xxx"), "{long}");
+    }
+
+    #[test]
+    fn an_adopted_agent_keeps_the_name_and_selector_it_had() {
+        let mut a = attrs(&[("rtsp_url", Value::string("rtsp://10.0.0.1/s1")), ("directory", Value::string("edge"))]);
+        secrets::fill(Kind::Agent, "kerberos", "agent.cam[\"front\"]", &mut a, &BTreeMap::new(), true);
+        let selector = Value::Map([("app".to_string(), Value::string("agent1"))].into());
+        a.insert(kdeploy_provider::ADOPTED.into(), Value::Map([("name".to_string(), Value::string("agent1")), ("selector".to_string(), selector)].into()));
+        let refs = vault_ref();
+        let c = cref("agent.cam[\"front\"]", Kind::Agent);
+        let objs = render(&Input { component: &c, attrs: &a, refs: &refs, cluster: &BTreeMap::new() }).unwrap().unwrap();
+        assert!(objs.iter().all(|o| o["metadata"]["name"] == "agent1"), "{objs:#?}");
+        let dep = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        assert_eq!(dep["spec"]["selector"]["matchLabels"], json!({"app": "agent1"}));
+        let pod_labels = &dep["spec"]["template"]["metadata"]["labels"];
+        assert_eq!((&pod_labels["app"], &pod_labels["app.kubernetes.io/managed-by"]), (&json!("agent1"), &json!("kdeploy")));
+        assert_eq!(object_base(&c.address, &a), "agent1");
+        assert_eq!(object_base(&c.address, &BTreeMap::new()), "agent-cam-front");
     }
 
     fn vault_ref() -> BTreeMap<String, Reference> {
