@@ -95,8 +95,7 @@ impl Pool {
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         let (client, once) = clients(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {endpoint}: {e}")))?;
-        let conn =
-            Conn { client, once, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint"), kinds: Default::default() };
+        let conn = Conn { client, once, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint"), kinds: Default::default() };
         self.direct.lock().unwrap_or_else(|e| e.into_inner()).insert(endpoint.to_string(), (conn.clone(), std::time::Instant::now()));
         Ok(conn)
     }

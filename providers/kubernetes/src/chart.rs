@@ -97,9 +97,8 @@ impl Chart {
             (None, None) => return Err(invalid("set repository (with chart and version) or path (a chart directory or archive)".into())),
             (Some(url), None) => {
                 let chart = text(attrs, "chart").ok_or_else(|| invalid("chart is required with repository: the chart's name in it".into()))?;
-                let version = text(attrs, "version").ok_or_else(|| {
-                    invalid("version is required with repository: an unpinned chart could change while the plan says \"No changes.\"".into())
-                })?;
+                let version = text(attrs, "version")
+                    .ok_or_else(|| invalid("version is required with repository: an unpinned chart could change while the plan says \"No changes.\"".into()))?;
                 Source::Repository { url, chart, version }
             }
             (None, Some(p)) => {

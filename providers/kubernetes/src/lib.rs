@@ -436,7 +436,9 @@ impl KubernetesProvider {
             }
             let scope = match defined.get(&key) {
                 Some(namespaced) => Some(*namespaced),
-                None => conn.discover(&key.0, &key.1).await.map_err(|e| e.into_provider(&format!("{}: looking up {}", ch.address, key.1), conn))?.map(|(_, n)| n),
+                None => {
+                    conn.discover(&key.0, &key.1).await.map_err(|e| e.into_provider(&format!("{}: looking up {}", ch.address, key.1), conn))?.map(|(_, n)| n)
+                }
             };
             scopes.insert(key, scope);
         }

@@ -169,7 +169,8 @@ impl State {
     }
 
     pub(crate) fn key_of(res: usize, o: &Value) -> (usize, String, String) {
-        let ns = if resources::res(res).namespaced { o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string() } else { String::new() };
+        let ns =
+            if resources::res(res).namespaced { o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string() } else { String::new() };
         let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         (res, ns, name)
     }
@@ -205,9 +206,8 @@ impl State {
         self.crds.extend(defined.iter().copied());
         let accepted = crd["spec"]["names"].clone();
         let now = now_rfc3339();
-        let condition = |t: &str, reason: &str, message: &str| {
-            json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message})
-        };
+        let condition =
+            |t: &str, reason: &str, message: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
         crd["status"] = json!({
             "acceptedNames": accepted,
             "conditions": [condition("NamesAccepted", "NoConflicts", "no conflicts found"), condition("Established", "InitialNamesAccepted", "the initial names have been accepted")],
