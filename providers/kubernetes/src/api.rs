@@ -20,8 +20,11 @@ pub struct Conn {
     pub context: String,
     /// Kinds learnt from the API server's discovery (a chart's custom resources, kinds kdeploy
     /// does not render itself): (apiVersion, kind) → (plural, namespaced). Shared by clones.
-    kinds: Arc<Mutex<HashMap<(String, String), (String, bool)>>>,
+    kinds: Arc<Mutex<Discovered>>,
 }
+
+/// (apiVersion, kind) → (plural, namespaced), as discovery answered.
+type Discovered = HashMap<(String, String), (String, bool)>;
 
 /// Where the cluster's kubeconfig is: the `kubeconfig` attribute, $KUBECONFIG, ~/.kube/config.
 pub fn kubeconfig_path(cluster: &BTreeMap<String, Value>) -> String {
