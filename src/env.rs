@@ -36,6 +36,7 @@ pub const VARS: &[EnvVar] = &[
     var("KDEPLOY_STATE_KEY", Engine, "key that encrypts sensitive values in state"),
     var("KDEPLOY_STATE_KEY_FILE", Engine, "a file holding the state key"),
     var("KUBECONFIG", Library, "kubeconfig used by Kubernetes clusters without a kubeconfig attribute"),
+    var("KDEPLOY_HELM", Library, "the helm binary chart components are rendered with, when not on PATH"),
     var("DOCKER_HOST", Library, "Docker engine used by Docker clusters without a host attribute"),
     var("DOCKER_TLS_VERIFY", Library, "verify the Docker engine's TLS certificate"),
     var("DOCKER_CERT_PATH", Library, "directory with the Docker engine's TLS files"),

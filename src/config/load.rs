@@ -30,6 +30,7 @@ const TOP_BLOCKS: &[&str] = &[
     "hub",
     "factory",
     "drift_schedule",
+    "chart",
 ];
 
 /// The `.hcl` entries of a directory, sorted by name: every one, whatever it is (a dangling

@@ -13,6 +13,7 @@ mod support;
 
 mod aws;
 mod azure;
+mod chart;
 mod components;
 mod crash;
 mod dist;

@@ -126,6 +126,7 @@ fn every_documented_environment_variable_is_read_by_the_binary_in_a_test() {
         ("KDEPLOY_STATE_KEY", "reliability::the_state_key_from_the_environment_encrypts_state_written_by_the_binary"),
         ("KDEPLOY_STATE_KEY_FILE", "reliability::the_state_key_from_the_environment_encrypts_state_written_by_the_binary"),
         ("KUBECONFIG", "reliability::kubeconfig_and_docker_host_from_the_environment"),
+        ("KDEPLOY_HELM", "chart::a_chart_is_applied_replanned_changed_drifted_and_pruned_by_kdeploy"),
         ("DOCKER_HOST", "reliability::kubeconfig_and_docker_host_from_the_environment"),
         ("DOCKER_TLS_VERIFY", "reliability::kubeconfig_and_docker_host_from_the_environment"),
         ("DOCKER_CERT_PATH", "reliability::kubeconfig_and_docker_host_from_the_environment"),
@@ -151,7 +152,7 @@ fn every_documented_environment_variable_is_read_by_the_binary_in_a_test() {
         assert!(tested.contains_key(v.as_str()), "{v} is read by the binary in no test");
     }
     // The tests named exist in this binary's sources.
-    let sources: String = ["aws.rs", "azure.rs", "gcp.rs", "reliability.rs"]
+    let sources: String = ["aws.rs", "azure.rs", "chart.rs", "gcp.rs", "reliability.rs"]
         .iter()
         .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it").join(f)).unwrap())
         .collect();

@@ -26,11 +26,23 @@ pub enum Kind {
     Factory,
     /// A scheduled in-cluster `kdeploy drift` run (a CronJob with read-only access).
     DriftSchedule,
+    /// A Helm chart rendered by `helm template`, its objects applied by kdeploy.
+    Chart,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] =
-        [Kind::Cluster, Kind::ObjectStorage, Kind::Database, Kind::Broker, Kind::Vault, Kind::Agent, Kind::Hub, Kind::Factory, Kind::DriftSchedule];
+    pub const ALL: [Kind; 10] = [
+        Kind::Cluster,
+        Kind::ObjectStorage,
+        Kind::Database,
+        Kind::Broker,
+        Kind::Vault,
+        Kind::Agent,
+        Kind::Hub,
+        Kind::Factory,
+        Kind::DriftSchedule,
+        Kind::Chart,
+    ];
 
     /// The block keyword, which is also the first part of the component's address.
     pub fn keyword(self) -> &'static str {
@@ -44,6 +56,7 @@ impl Kind {
             Kind::Hub => "hub",
             Kind::Factory => "factory",
             Kind::DriftSchedule => "drift_schedule",
+            Kind::Chart => "chart",
         }
     }
 
@@ -60,6 +73,7 @@ impl Kind {
             Kind::Broker => &["rabbitmq", "kafka", "vernemq", "external"],
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
             Kind::DriftSchedule => &["kubernetes"],
+            Kind::Chart => &["helm"],
         }
     }
 
@@ -839,6 +853,22 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .map("labels", "Extra labels on every object.")
             .duration("readiness_timeout", "How long to wait after apply.")
             .default("1m"),
+        (Chart, "helm") => B::new()
+            .comp("cluster", Kind::Cluster, "The Kubernetes cluster the chart's objects go to; optional when the stack has one cluster.")
+            .s("repository", "URL of the chart repository (helm template --repo); with it, chart and version are required.")
+            .s("path", "A chart directory or archive on this machine instead of a repository, e.g. \"${path.module}/charts/monitoring\" (relative paths are refused: they would depend on where kdeploy runs).")
+            .s("chart", "The chart's name in the repository.")
+            .s("version", "The chart version (required with repository: an unpinned chart could change under an unchanged plan).")
+            .s("release", "The release name the templates see as .Release.Name (default: the block label).")
+            .s("namespace", "Namespace of the chart's namespaced objects (created when absent).")
+            .default("default")
+            .force_new()
+            .push("values", AttrType::Any, "Values for the chart, as an HCL object (passed to helm template as a values file).")
+            .s("helm", "Path of the helm binary (default: KDEPLOY_HELM, else helm on PATH).")
+            .map("labels", "Extra labels on every object.")
+            .duration("readiness_timeout", "How long to wait for the chart's Deployments, StatefulSets and Jobs after apply.")
+            .default("5m")
+            .computed("chart_digest", AttrType::String, "Digest of what the rendering depends on (source, version, values, a local chart's files): unchanged, the chart is not rendered again."),
         _ => return None,
     };
     Some(s.done(kind, kind.types().iter().find(|t| **t == type_name).copied()?))

@@ -67,6 +67,7 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
         (Kind::Hub, _) => "Kerberos Hub needs Kubernetes (Helm chart, prometheus-operator CRDs); deploy it on a kubernetes/microk8s/eks/aks/gke cluster",
         (Kind::Factory, _) => "Kerberos Factory creates agents through the Kubernetes API; on Docker declare one agent block per camera instead",
         (Kind::Broker, "kafka" | "vernemq") => "only broker type \"rabbitmq\" (or \"external\") is supported on Docker",
+        (Kind::Chart, _) => "a Helm chart renders Kubernetes objects; put it on a kubernetes/microk8s/eks/aks/gke cluster",
         _ => "this component type is not supported on a Docker cluster",
     };
     Err(ProviderError::new(ErrorKind::Invalid, format!("{address} ({kind} type {type_name:?}) cannot run on a Docker cluster: {why}.")))
@@ -416,6 +417,7 @@ mod tests {
         assert!(spec.jobs[0].command[2].contains("local/recs"));
         assert_eq!(spec.jobs[0].env["MINIO_ROOT_PASSWORD"], "SKSK");
         assert!(check_supported(Kind::Hub, "kerberos", "hub.main").unwrap_err().message.contains("Kubernetes"));
+        assert!(check_supported(Kind::Chart, "helm", "chart.monitoring").unwrap_err().message.contains("Helm chart renders Kubernetes objects"));
         assert!(check_supported(Kind::Broker, "kafka", "broker.k").is_err());
     }
 

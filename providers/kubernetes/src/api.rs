@@ -20,7 +20,13 @@ pub struct Conn {
     pub once: kube::Client,
     pub server: String,
     pub context: String,
+    /// Kinds learnt from the API server's discovery (a chart's custom resources, kinds kdeploy
+    /// does not render itself): (apiVersion, kind) → (plural, namespaced). Shared by clones.
+    kinds: Arc<Mutex<Discovered>>,
 }
+
+/// (apiVersion, kind) → (plural, namespaced), as discovery answered.
+type Discovered = HashMap<(String, String), (String, bool)>;
 
 /// Where the cluster's kubeconfig is: the `kubeconfig` attribute, $KUBECONFIG, ~/.kube/config.
 pub fn kubeconfig_path(cluster: &BTreeMap<String, Value>) -> String {
@@ -94,7 +100,7 @@ impl Pool {
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         let (client, once) = clients(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {endpoint}: {e}")))?;
-        let conn = Conn { client, once, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint") };
+        let conn = Conn { client, once, server: endpoint.trim_end_matches('/').to_string(), context: format!("{source} endpoint"), kinds: Default::default() };
         self.direct.lock().unwrap_or_else(|e| e.into_inner()).insert(endpoint.to_string(), (conn.clone(), std::time::Instant::now()));
         Ok(conn)
     }
@@ -144,7 +150,7 @@ impl Pool {
         config.read_timeout = Some(Duration::from_secs(60));
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
         let (client, once) = clients(config).map_err(|e| ProviderError::new(ErrorKind::Invalid, format!("cannot build a client for {server}: {e}")))?;
-        let conn = Conn { client, once, server, context };
+        let conn = Conn { client, once, server, context, kinds: Default::default() };
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(key, conn.clone());
         Ok(conn)
     }
@@ -187,13 +193,19 @@ pub fn resource(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => ("clusterrolebindings", false),
         ("storage.k8s.io/v1", "StorageClass") => ("storageclasses", false),
         ("networking.k8s.io/v1", "Ingress") => ("ingresses", true),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => ("customresourcedefinitions", false),
         _ => return None,
     })
 }
 
-/// The collection path (`name` None) or item path of a resource.
+/// The collection path (`name` None) or item path of a resource kdeploy knows (see
+/// [`resource`]; [`Conn::path_of`] also knows the kinds the cluster serves).
 pub fn path(api_version: &str, kind: &str, namespace: Option<&str>, name: Option<&str>) -> String {
     let (plural, namespaced) = resource(api_version, kind).unwrap_or(("unknown", true));
+    rest_path(api_version, plural, namespaced, namespace, name)
+}
+
+fn rest_path(api_version: &str, plural: &str, namespaced: bool, namespace: Option<&str>, name: Option<&str>) -> String {
     let root = if api_version == "v1" { "/api/v1".to_string() } else { format!("/apis/{api_version}") };
     let mut p = root;
     if namespaced && let Some(ns) = namespace {
@@ -218,6 +230,15 @@ pub enum ApiError {
 impl ApiError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ApiError::Status { code: 404, .. })
+    }
+
+    /// The kind is not served by the cluster (its CRD is not installed), as a 404.
+    fn not_served(api_version: &str, kind: &str) -> ApiError {
+        ApiError::Status {
+            code: 404,
+            reason: "NotFound".into(),
+            message: format!("the cluster does not serve {kind} ({api_version}); is the CustomResourceDefinition that defines it installed?"),
+        }
     }
 
     /// A provider error saying what failed and what to do.
@@ -280,6 +301,41 @@ struct ListMeta {
 }
 
 impl Conn {
+    /// The plural and scope of a kind: kdeploy's own table, else the API server's discovery
+    /// document of its group version (cached for the connection; a kind it does not serve is
+    /// asked again next time, as a CRD may have been applied meanwhile). None: not served.
+    pub async fn discover(&self, api_version: &str, kind: &str) -> Result<Option<(String, bool)>, ApiError> {
+        if let Some((plural, namespaced)) = resource(api_version, kind) {
+            return Ok(Some((plural.to_string(), namespaced)));
+        }
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(hit) = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Some(hit.clone()));
+        }
+        let root = if api_version == "v1" { "/api/v1".to_string() } else { format!("/apis/{api_version}") };
+        let list = match self.send("GET", &root, None, None).await {
+            Ok(list) => list,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        for r in list["resources"].as_array().into_iter().flatten() {
+            let (Some(plural), Some(k)) = (r["name"].as_str(), r["kind"].as_str()) else { continue };
+            // Subresources (`widgets/status`) share the kind.
+            if !plural.contains('/') {
+                kinds.insert((api_version.to_string(), k.to_string()), (plural.to_string(), r["namespaced"].as_bool().unwrap_or(true)));
+            }
+        }
+        Ok(kinds.get(&key).cloned())
+    }
+
+    /// [`path`] for any kind the cluster serves (see [`Conn::discover`]); a 404 when it serves
+    /// no such kind.
+    pub async fn path_of(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: Option<&str>) -> Result<String, ApiError> {
+        let (plural, namespaced) = self.discover(api_version, kind).await?.ok_or_else(|| ApiError::not_served(api_version, kind))?;
+        Ok(rest_path(api_version, &plural, namespaced, namespace, name))
+    }
+
     /// One request; the body of a successful answer.
     async fn request_bytes(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&Json>) -> Result<bytes::Bytes, ApiError> {
         let mut b = http::Request::builder().method(method).uri(path).header("Accept", "application/json");
@@ -345,7 +401,7 @@ impl Conn {
         let kind = obj["kind"].as_str().unwrap_or_default();
         let ns = obj["metadata"]["namespace"].as_str();
         let name = obj["metadata"]["name"].as_str();
-        let mut p = format!("{}?fieldManager=kdeploy", path(api_version, kind, ns, name));
+        let mut p = format!("{}?fieldManager=kdeploy", self.path_of(api_version, kind, ns, name).await?);
         if force {
             p.push_str("&force=true");
         }
@@ -361,7 +417,7 @@ impl Conn {
 
     /// The undecoded answer to a LIST: several can be in flight, each decoded when it arrives.
     pub async fn list_raw(&self, api_version: &str, kind: &str, namespace: Option<&str>, selector: &str) -> Result<Listed, ApiError> {
-        let path = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
+        let path = format!("{}?labelSelector={}", self.path_of(api_version, kind, namespace, None).await?, encode(selector));
         let bytes = self.request_bytes("GET", &path, None, None).await?;
         Ok(Listed { path, bytes })
     }
@@ -375,7 +431,7 @@ impl Conn {
         namespace: Option<&str>,
         selector: &str,
     ) -> Result<(Vec<T>, String), ApiError> {
-        let p = format!("{}?labelSelector={}", path(api_version, kind, namespace, None), encode(selector));
+        let p = format!("{}?labelSelector={}", self.path_of(api_version, kind, namespace, None).await?, encode(selector));
         let list: List<T> = self.request_as("GET", &p, None, None).await?;
         Ok((list.items, list.metadata.resource_version))
     }
@@ -410,7 +466,13 @@ impl Conn {
 
     pub async fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<(), ApiError> {
         let body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"});
-        match self.send("DELETE", &path(api_version, kind, namespace, Some(name)), Some("application/json"), Some(&body)).await {
+        let p = match self.path_of(api_version, kind, namespace, Some(name)).await {
+            Ok(p) => p,
+            // A kind no longer served (its CRD was deleted) took its objects with it.
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match self.send("DELETE", &p, Some("application/json"), Some(&body)).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),

@@ -8,6 +8,7 @@
 //! all components share one LIST and WATCH per kind and namespace ([`wait`]).
 
 pub mod api;
+pub mod chart;
 pub mod exposure;
 pub mod fields;
 pub mod node;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
+use chart::CHART_DIGEST;
 use kdeploy_provider::components::vault;
 use node::Tree;
 use render::{Input, MANAGED_BY, namespace, object_base, object_key};
@@ -380,6 +382,118 @@ fn ref_known(kind: Kind, attrs: &BTreeMap<String, Value>, r: &Reference) -> bool
     })
 }
 
+/// The owned-field digest each object would have after apply, by server-side dry run.
+async fn dry_run(conn: &Conn, c: &ComponentRef, objects: &[Json], force_conflicts: bool) -> Result<BTreeMap<String, Value>, ProviderError> {
+    let mut digests = BTreeMap::new();
+    for obj in objects {
+        let key = object_key(obj);
+        let dry_run = match conn.apply(obj, true, force_conflicts).await {
+            // Another manager owns some of these fields (an out-of-band edit): plan what
+            // taking them back would give; apply still refuses without --force-conflicts.
+            Err(ApiError::Status { code: 409, .. }) if !force_conflicts => conn.apply(obj, true, true).await,
+            other => other,
+        };
+        match dry_run {
+            Ok(result) => {
+                digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
+            }
+            // The namespace was deleted out of band (apply recreates it and the object), or the
+            // kind is defined by a CRD apply writes first.
+            Err(e) if e.is_not_found() => {
+                digests.insert(key.clone(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
+            }
+            Err(e) => return Err(e.into_provider(&format!("planning {key}"), conn)),
+        }
+    }
+    Ok(digests)
+}
+
+/// Waits until the cluster serves an object's kind: a custom resource right after the CRD that
+/// defines it was applied (the API server establishes a new CRD within moments).
+async fn await_served(conn: &Conn, obj: &Json, deadline: tokio::time::Instant) -> Result<(), ApiError> {
+    let (api_version, kind) = (obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default());
+    loop {
+        if conn.discover(api_version, kind).await?.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // Let the write report the kind as not served.
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl KubernetesProvider {
+    /// A chart's objects: `helm template`, then made kdeploy's ([`chart::adopt`]), the scope of
+    /// each kind from the chart's CRDs or the cluster's discovery.
+    async fn chart_objects(&self, conn: &Conn, ch: &chart::Chart) -> Result<Vec<Json>, ProviderError> {
+        let helm = chart::helm_binary(ch, std::env::var(chart::HELM_ENV).ok(), std::env::var_os("PATH"))?;
+        let job = ch.clone();
+        let text = tokio::task::spawn_blocking(move || chart::template(&helm, &job))
+            .await
+            .map_err(|e| ProviderError::other(format!("{}: helm template did not finish: {e}", ch.address)))??;
+        let objects = chart::parse(&ch.address, &text)?;
+        let defined = chart::defined_kinds(&objects);
+        let mut scopes: BTreeMap<(String, String), Option<bool>> = BTreeMap::new();
+        for o in &objects {
+            let key = (o["apiVersion"].as_str().unwrap_or_default().to_string(), o["kind"].as_str().unwrap_or_default().to_string());
+            if scopes.contains_key(&key) {
+                continue;
+            }
+            let scope = match defined.get(&key) {
+                Some(namespaced) => Some(*namespaced),
+                None => {
+                    conn.discover(&key.0, &key.1).await.map_err(|e| e.into_provider(&format!("{}: looking up {}", ch.address, key.1), conn))?.map(|(_, n)| n)
+                }
+            };
+            scopes.insert(key, scope);
+        }
+        Ok(chart::adopt(ch, objects, |av, k| scopes.get(&(av.to_string(), k.to_string())).copied().flatten())?)
+    }
+
+    /// A chart's plan. While what its rendering depends on is unchanged and nothing drifted, the
+    /// recorded objects stand (no helm, no network); otherwise helm renders it and the API
+    /// server dry-runs the objects, as for kdeploy's own.
+    async fn plan_chart(&self, req: &PlanRequest<'_>, mut resp: PlanResponse) -> Result<PlanResponse, ProviderError> {
+        let c = &req.component;
+        let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
+        let unknown = |planned: &mut BTreeMap<String, Value>, keys: &[&str]| {
+            for k in keys {
+                planned.insert(k.to_string(), Value::Unknown(format!("{}.{k}", c.address)));
+            }
+        };
+        planned.remove(CHART_DIGEST);
+        if !all_known(c.kind, planned, req.refs) {
+            unknown(planned, &[OBJECTS, DIGEST, CHART_DIGEST]);
+            return Ok(resp);
+        }
+        let ch = chart::Chart::of(&c.address.to_string(), &c.address.instance_name(), planned)?;
+        let inputs = ch.inputs_digest()?;
+        planned.insert(CHART_DIGEST.into(), Value::String(inputs.clone()));
+        let recorded = map_ref(req.recorded);
+        if let Some(prior) = req.prior.and_then(Value::as_map)
+            && recorded.get(CHART_DIGEST).and_then(Value::as_str) == Some(inputs.as_str())
+            && recorded.get(OBJECTS) == prior.get(OBJECTS)
+        {
+            planned.insert(OBJECTS.into(), prior.get(OBJECTS).cloned().unwrap_or_default());
+            planned.insert(DIGEST.into(), recorded.get(DIGEST).cloned().unwrap_or_default());
+            return Ok(resp);
+        }
+        // Rendered at plan time even for a create, so a missing helm or a chart error shows now.
+        let conn = self.conn(req.cluster).await?;
+        let objects = self.chart_objects(&conn, &ch).await?;
+        if req.prior.is_none() {
+            unknown(planned, &[OBJECTS, DIGEST]);
+            return Ok(resp);
+        }
+        let digests = dry_run(&conn, c, &objects, req.force_conflicts).await?;
+        planned.insert(OBJECTS.into(), Value::Map(digests));
+        planned.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
+        Ok(resp)
+    }
+}
+
 #[async_trait]
 impl Provider for KubernetesProvider {
     fn name(&self) -> &str {
@@ -654,6 +768,9 @@ impl Provider for KubernetesProvider {
         if c.kind == Kind::Cluster {
             return Ok(resp);
         }
+        if c.kind == Kind::Chart {
+            return self.plan_chart(&req, resp).await;
+        }
         let cluster = map_ref(req.cluster);
         let Value::Map(planned) = &mut resp.planned else { return Ok(resp) };
         // A LoadBalancer keeps the address its previous apply found, unless the exposure changed.
@@ -686,26 +803,7 @@ impl Provider for KubernetesProvider {
         }
         // Something changed or drifted: ask the API server what applying would produce.
         let conn = self.conn(req.cluster).await?;
-        let mut digests = BTreeMap::new();
-        for obj in &objects {
-            let key = object_key(obj);
-            let dry_run = match conn.apply(obj, true, req.force_conflicts).await {
-                // Another manager owns some of these fields (an out-of-band edit): plan what
-                // taking them back would give; apply still refuses without --force-conflicts.
-                Err(ApiError::Status { code: 409, .. }) if !req.force_conflicts => conn.apply(obj, true, true).await,
-                other => other,
-            };
-            match dry_run {
-                Ok(result) => {
-                    digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
-                }
-                // The namespace was deleted out of band: apply recreates it and the object.
-                Err(e) if e.is_not_found() => {
-                    digests.insert(key.clone(), Value::Unknown(format!("{}.{OBJECTS}", c.address)));
-                }
-                Err(e) => return Err(e.into_provider(&format!("planning {key}"), &conn)),
-            }
-        }
+        let digests = dry_run(&conn, c, &objects, req.force_conflicts).await?;
         planned.insert(OBJECTS.into(), Value::Map(digests));
         planned.insert(DIGEST.into(), Value::String(digest));
         Ok(resp)
@@ -725,11 +823,17 @@ impl Provider for KubernetesProvider {
         }
         let cluster = map_ref(req.cluster.as_ref());
         fill_computed(c, &mut attrs, &req.refs, cluster, true)?;
-        let Some(objects) = self.rendered(c, &attrs, &req.refs, cluster)? else {
-            return Err(ProviderError::new(
-                ErrorKind::Invalid,
-                format!("{}: a value its objects need is still unknown at apply (a referenced component was not applied)", c.address),
-            ));
+        let objects = if c.kind == Kind::Chart {
+            let ch = chart::Chart::of(&c.address.to_string(), &c.address.instance_name(), &attrs)?;
+            attrs.insert(CHART_DIGEST.into(), Value::String(ch.inputs_digest()?));
+            self.chart_objects(&conn, &ch).await?
+        } else {
+            self.rendered(c, &attrs, &req.refs, cluster)?.ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::Invalid,
+                    format!("{}: a value its objects need is still unknown at apply (a referenced component was not applied)", c.address),
+                )
+            })?
         };
         let mut namespaces: BTreeSet<String> = BTreeSet::new();
         for obj in &objects {
@@ -742,8 +846,11 @@ impl Provider for KubernetesProvider {
         }
         let mut digests = BTreeMap::new();
         let mut applied = Vec::new();
+        // A chart's custom resources wait for the kinds its CRDs (applied first) define.
+        let served_by = tokio::time::Instant::now() + components::readiness_timeout(&attrs).as_std();
         for obj in &objects {
             let key = object_key(obj);
+            await_served(&conn, obj, served_by).await.map_err(|e| e.into_provider(&format!("applying {key}"), &conn))?;
             let result = conn.apply(obj, false, req.force_conflicts).await.map_err(|e| e.into_provider(&format!("applying {key}"), &conn))?;
             digests.insert(key, Value::String(fields::owned_digest(&result, FIELD_MANAGER).unwrap_or_default()));
             applied.push(result);
@@ -806,8 +913,13 @@ impl Provider for KubernetesProvider {
         let prior = map_ref(Some(&req.prior));
         let keys: Vec<String> = map_ref(prior.get(OBJECTS)).keys().cloned().collect();
         let mut namespaces = BTreeSet::new();
-        // Workloads first, then what they use.
-        let rank = |k: &str| if k.contains("/Deployment/") || k.contains("/StatefulSet/") || k.contains("/Job/") { 0 } else { 1 };
+        // Workloads first, then what they use; CRDs last, after the custom resources of them
+        // (a real API server deletes those only eventually).
+        let rank = |k: &str| match k {
+            _ if k.contains("/Deployment/") || k.contains("/StatefulSet/") || k.contains("/Job/") => 0,
+            _ if k.contains("/CustomResourceDefinition/") => 2,
+            _ => 1,
+        };
         let mut ordered = keys.clone();
         ordered.sort_by_key(|k| rank(k));
         for key in &ordered {

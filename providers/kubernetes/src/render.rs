@@ -112,7 +112,7 @@ pub fn namespace(kind: Kind, attrs: &BTreeMap<String, Value>) -> String {
             Kind::Hub => "kerberos-hub",
             Kind::Factory => "kerberos-factory",
             Kind::DriftSchedule => "kdeploy",
-            Kind::Cluster => "default",
+            Kind::Cluster | Kind::Chart => "default",
         }
         .to_string(),
     }

@@ -1,7 +1,7 @@
 //! HTTP layer: routing, verbs, server-side apply, watch, discovery.
 
 use crate::fields::{self, FieldSet, Path};
-use crate::resources::{self, RESOURCES};
+use crate::resources;
 use crate::{Shared, State, WatchEvent, now_rfc3339};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -205,7 +205,7 @@ async fn run_watch(mut w: WatchReq, tx: tokio::sync::mpsc::Sender<Bytes>) {
         }
     }
     if let Some(rv) = w.bookmark_rv {
-        let r = &RESOURCES[w.res];
+        let r = &resources::res(w.res);
         let bm = json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
         if tx.send(line("BOOKMARK", &bm)).await.is_err() {
             return;
@@ -278,7 +278,7 @@ pub(crate) fn status_err(code: u16, reason: &str, message: String, details: Opti
 }
 
 fn details(res: usize, name: &str) -> Value {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let mut d = Map::new();
     if !name.is_empty() {
         d.insert("name".into(), json!(name));
@@ -291,11 +291,11 @@ fn details(res: usize, name: &str) -> Value {
 }
 
 pub(crate) fn not_found(res: usize, name: &str) -> (u16, Value) {
-    status_err(404, "NotFound", format!("{} \"{}\" not found", RESOURCES[res].group_resource(), name), Some(details(res, name)))
+    status_err(404, "NotFound", format!("{} \"{}\" not found", resources::res(res).group_resource(), name), Some(details(res, name)))
 }
 
 fn already_exists(res: usize, name: &str) -> (u16, Value) {
-    status_err(409, "AlreadyExists", format!("{} \"{}\" already exists", RESOURCES[res].group_resource(), name), Some(details(res, name)))
+    status_err(409, "AlreadyExists", format!("{} \"{}\" already exists", resources::res(res).group_resource(), name), Some(details(res, name)))
 }
 
 fn conflict_rv(res: usize, name: &str) -> (u16, Value) {
@@ -304,7 +304,7 @@ fn conflict_rv(res: usize, name: &str) -> (u16, Value) {
         "Conflict",
         format!(
             "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
-            RESOURCES[res].group_resource(),
+            resources::res(res).group_resource(),
             name
         ),
         Some(details(res, name)),
@@ -316,7 +316,7 @@ fn bad_request(msg: impl Into<String>) -> (u16, Value) {
 }
 
 fn invalid(res: usize, name: &str, errs: Vec<(String, &'static str, String)>) -> (u16, Value) {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let msgs: Vec<String> = errs.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
     let msg = if msgs.len() == 1 {
         format!("{} \"{}\" is invalid: {}", r.group_kind(), name, msgs[0])
@@ -343,7 +343,7 @@ fn method_not_allowed(method: &str) -> (u16, Value) {
 }
 
 fn forbidden(st: &State, verb: &str, res: usize, ns: Option<&str>, name: &str) -> Option<(u16, Value)> {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let hit = st.opts.forbidden.iter().any(|(v, p, n)| (v == verb || v == "*") && (p == r.plural || p == "*") && (n.is_none() || n.as_deref() == ns));
     if !hit {
         return None;
@@ -366,7 +366,7 @@ fn forbidden(st: &State, verb: &str, res: usize, ns: Option<&str>, name: &str) -
 fn discovery(st: &State, segs: &[&str]) -> Option<Value> {
     let groups: Vec<(&str, &str)> = {
         let mut g: Vec<(&str, &str)> = vec![];
-        for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        for (_, r) in resources::served(&st.crds).into_iter().filter(|(_, r)| !r.group.is_empty()) {
             if !g.contains(&(r.group, r.version)) {
                 g.push((r.group, r.version));
             }
@@ -380,7 +380,7 @@ fn discovery(st: &State, segs: &[&str]) -> Option<Value> {
     let list = |group: &str, version: &str| {
         let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
         let mut resources = vec![];
-        for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        for (_, r) in resources::served(&st.crds).into_iter().filter(|(_, r)| r.group == group && r.version == version) {
             let mut e = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": r.verbs()});
             if !r.short.is_empty() {
                 e["shortNames"] = json!(r.short);
@@ -564,7 +564,7 @@ fn tracked(res: usize, o: &Value, status: bool) -> Value {
     if let Some(m) = c.as_object_mut() {
         m.remove("apiVersion");
         m.remove("kind");
-        if RESOURCES[res].status {
+        if resources::res(res).status {
             m.remove("status");
         }
         if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -651,7 +651,7 @@ pub(crate) fn record_update(res: usize, old: Option<&Value>, new: &mut Value, ma
     for e in mf.iter_mut() {
         e.set.retain(|p| {
             let in_scope =
-                if status { p.first().is_some_and(|f| f == "f:status") } else { p.first().is_none_or(|f| f != "f:status") || !RESOURCES[res].status };
+                if status { p.first().is_some_and(|f| f == "f:status") } else { p.first().is_none_or(|f| f != "f:status") || !resources::res(res).status };
             !in_scope || fields::get_at(&new_t, p).is_some()
         });
     }
@@ -659,7 +659,7 @@ pub(crate) fn record_update(res: usize, old: Option<&Value>, new: &mut Value, ma
         for e in mf.iter_mut() {
             e.set.retain(|p| !changed.contains(p));
         }
-        let api_version = RESOURCES[res].api_version();
+        let api_version = resources::res(res).api_version();
         let now = now_rfc3339();
         match mf.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource) {
             Some(e) => {
@@ -695,17 +695,17 @@ struct Target<'a> {
     sub: Option<&'a str>,
 }
 
-fn route<'a>(segs: &[&'a str]) -> Option<Target<'a>> {
+fn route<'a>(st: &State, segs: &[&'a str]) -> Option<Target<'a>> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
-    let find = |p: &str| resources::find_plural(group, version, p);
+    let find = |p: &str| resources::find_plural(&st.crds, group, version, p);
     match rest {
         ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
             let res = find(plural)?;
-            if !RESOURCES[res].namespaced {
+            if !resources::res(res).namespaced {
                 return None;
             }
             let (name, sub) = match tail {
@@ -724,7 +724,7 @@ fn route<'a>(segs: &[&'a str]) -> Option<Target<'a>> {
                 [n, s] => (Some(n.to_string()), Some(*s)),
                 _ => return None,
             };
-            if RESOURCES[res].namespaced && name.is_some() {
+            if resources::res(res).namespaced && name.is_some() {
                 return None;
             }
             Some(Target { res, ns: None, name, sub })
@@ -775,7 +775,7 @@ pub(crate) fn dispatch(st: &mut State, method: &str, path: &str, q: &HashMap<Str
         return Reply::Json(200, json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}}));
     }
     if method == "GET" && segs.first() == Some(&"openapi") {
-        return match openapi(&segs[1..]) {
+        return match openapi(st, &segs[1..]) {
             Some(v) => Reply::Json(200, v),
             None => {
                 let (c, v) = unknown_resource();
@@ -788,7 +788,7 @@ pub(crate) fn dispatch(st: &mut State, method: &str, path: &str, q: &HashMap<Str
     {
         return Reply::Json(200, v);
     }
-    let Some(t) = route(&segs) else {
+    let Some(t) = route(st, &segs) else {
         let (c, v) = unknown_resource();
         return Reply::Json(c, v);
     };
@@ -814,7 +814,7 @@ fn verb_of(method: &str, item: bool, watch: bool) -> &'static str {
 
 fn handle_resource(st: &mut State, method: &str, t: Target, q: &HashMap<String, String>, h: &HashMap<String, String>, body: &[u8]) -> ApiResult<Reply> {
     let res = t.res;
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     // cluster-scoped namespaces resource: /api/v1/namespaces/{name}
     let (ns, name) = if r.namespaced { (t.ns.clone(), t.name.clone()) } else { (None, t.name.clone()) };
@@ -942,7 +942,7 @@ fn start_watch(st: &mut State, res: usize, ns: Option<String>, sel: Selectors, q
 }
 
 fn list(st: &State, res: usize, ns: Option<&str>, sel: &Selectors, q: &HashMap<String, String>, accept: &str) -> Reply {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     // The store is ordered by (resource, namespace, name): one range, not a scan of every
     // object.
     let first = (res, ns.unwrap_or_default().to_string(), String::new());
@@ -1028,9 +1028,10 @@ fn age(ts: &str) -> String {
 
 /// Minimal OpenAPI v3: enough for kubectl's query-parameter verifier
 /// (server-side field validation, dry-run) — no schemas.
-fn openapi(segs: &[&str]) -> Option<Value> {
+fn openapi(st: &State, segs: &[&str]) -> Option<Value> {
+    let served = resources::served(&st.crds);
     let mut gvs: Vec<(&str, &str)> = vec![];
-    for r in RESOURCES {
+    for (_, r) in &served {
         if !gvs.contains(&(r.group, r.version)) {
             gvs.push((r.group, r.version));
         }
@@ -1055,7 +1056,7 @@ fn openapi(segs: &[&str]) -> Option<Value> {
                 {"name": "force", "in": "query", "schema": {"type": "boolean"}},
             ]);
             let mut paths = Map::new();
-            for r in RESOURCES.iter().filter(|r| r.group == *g && r.version == *v) {
+            for (_, r) in served.iter().filter(|(_, r)| r.group == *g && r.version == *v) {
                 let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
                 let base =
                     if r.namespaced { format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), r.plural) } else { format!("/{}/{}", gv_path(g, v), r.plural) };
@@ -1076,7 +1077,7 @@ fn table(res: usize, objs: &[Value], accept: &str, rv: u64) -> Value {
     } else {
         "meta.k8s.io/v1beta1"
     };
-    let kind = RESOURCES[res].kind;
+    let kind = resources::res(res).kind;
     let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
     let extra: Vec<(&str, Box<dyn Fn(&Value) -> Value>)> = match kind {
         "Namespace" => vec![("Status", Box::new(|o: &Value| o.pointer("/status/phase").cloned().unwrap_or(json!(""))))],
@@ -1126,7 +1127,7 @@ fn table(res: usize, objs: &[Value], accept: &str, rv: u64) -> Value {
 }
 
 fn check_type(res: usize, o: &Value) -> ApiResult<()> {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let av = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let k = o.get("kind").and_then(Value::as_str).unwrap_or("");
     if (!av.is_empty() && av != r.api_version()) || (!k.is_empty() && k != r.kind) {
@@ -1136,7 +1137,7 @@ fn check_type(res: usize, o: &Value) -> ApiResult<()> {
 }
 
 fn ensure_meta(res: usize, o: &mut Value, ns: Option<&str>) -> ApiResult<()> {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     if !o.is_object() {
         return Err(bad_request("the body of the request must be an object"));
     }
@@ -1166,7 +1167,7 @@ fn random_suffix(n: usize) -> String {
 }
 
 pub(crate) fn create(st: &mut State, res: usize, ns: Option<&str>, mut obj: Value, manager: &str, dry_run: bool, apply: Option<&FieldSet>) -> ApiResult<Value> {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     check_type(res, &obj)?;
     ensure_meta(res, &mut obj, ns)?;
     if obj.pointer("/metadata/name").and_then(Value::as_str).is_none_or(str::is_empty)
@@ -1354,7 +1355,7 @@ fn finish_update(st: &mut State, res: usize, old: &Value, mut new: Value, dry_ru
     if !errs.is_empty() {
         return Err(invalid(res, &name, errs));
     }
-    if RESOURCES[res].generation && spec_part(old) != spec_part(&new) {
+    if resources::res(res).generation && spec_part(old) != spec_part(&new) {
         let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         new["metadata"]["generation"] = json!(g + 1);
     }
@@ -1377,7 +1378,7 @@ fn scope_new(res: usize, old: &Value, mut new: Value, subresource: &str) -> Valu
         // metadata changes through status are ignored except managedFields handling
         return o;
     }
-    if RESOURCES[res].status {
+    if resources::res(res).status {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -1498,7 +1499,7 @@ fn apply(
     dry_run: bool,
     subresource: &str,
 ) -> ApiResult<(u16, Value)> {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()).cloned() else {
         return Err(bad_request("fieldManager is required for apply requests"));
     };
@@ -1665,7 +1666,7 @@ fn conflict_error(mf: &[MfEntry], conflicts: &[(usize, Path)]) -> (u16, Value) {
 }
 
 fn delete(st: &mut State, res: usize, ns: Option<&str>, name: &str, opts: &Value, q: &HashMap<String, String>, dry_run: bool) -> ApiResult<Value> {
-    let r = &RESOURCES[res];
+    let r = &resources::res(res);
     let key = (res, ns.unwrap_or("").to_string(), name.to_string());
     let old = st.objects.get(&key).cloned().ok_or_else(|| not_found(res, name))?;
     if let Some(pre) = opts.get("preconditions") {

@@ -2,7 +2,7 @@
 //! for Deployments, StatefulSets and Jobs.
 
 use crate::api::record_update;
-use crate::resources::{self, RESOURCES};
+use crate::resources;
 use crate::{State, new_uid, now_rfc3339};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -387,7 +387,7 @@ pub fn reconcile(st: &mut State) {
             let mut pod = json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod_name, "namespace": ns, "labels": labels, "annotations": annotations,
-                    "ownerReferences": [{"apiVersion": RESOURCES[res].api_version(), "kind": RESOURCES[res].kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+                    "ownerReferences": [{"apiVersion": resources::res(res).api_version(), "kind": resources::res(res).kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
                 "spec": spec,
             });
             if res == resources::DEPLOY {

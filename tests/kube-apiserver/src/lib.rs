@@ -80,6 +80,9 @@ pub(crate) struct State {
     pub next_node_port: u32,
     pub port: u16,
     pub ctrl: controller::CtrlState,
+    /// The resources this server's CustomResourceDefinitions define (indices after the
+    /// built-in ones, see `resources::define`).
+    pub crds: std::collections::BTreeSet<usize>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -121,6 +124,7 @@ impl State {
             proxies: BTreeMap::new(),
             pod_check: None,
             pod_logs: BTreeMap::new(),
+            crds: Default::default(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let mut o = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -157,7 +161,7 @@ impl State {
             md["uid"] = json!(new_uid());
         }
         md["creationTimestamp"] = json!(now_rfc3339());
-        if RESOURCES[res].generation {
+        if resources::res(res).generation {
             md["generation"] = json!(1);
         } else if let Some(m) = md.as_object_mut() {
             m.remove("generation");
@@ -165,7 +169,8 @@ impl State {
     }
 
     pub(crate) fn key_of(res: usize, o: &Value) -> (usize, String, String) {
-        let ns = if RESOURCES[res].namespaced { o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string() } else { String::new() };
+        let ns =
+            if resources::res(res).namespaced { o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string() } else { String::new() };
         let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         (res, ns, name)
     }
@@ -182,6 +187,9 @@ impl State {
 
     /// Persist (create or replace), bumping the resourceVersion. Returns the stored object.
     pub(crate) fn store(&mut self, res: usize, mut o: Value) -> Value {
+        if res == resources::CRD {
+            self.define(&mut o);
+        }
         self.rv += 1;
         o["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let key = Self::key_of(res, &o);
@@ -191,8 +199,34 @@ impl State {
         o
     }
 
+    /// A stored CRD serves its kinds at once, as the real server does once the CRD is
+    /// Established (its status says so, with the names it accepted).
+    fn define(&mut self, crd: &mut Value) {
+        let defined = resources::crd_versions(crd);
+        self.crds.extend(defined.iter().copied());
+        let accepted = crd["spec"]["names"].clone();
+        let now = now_rfc3339();
+        let condition =
+            |t: &str, reason: &str, message: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
+        crd["status"] = json!({
+            "acceptedNames": accepted,
+            "conditions": [condition("NamesAccepted", "NoConflicts", "no conflicts found"), condition("Established", "InitialNamesAccepted", "the initial names have been accepted")],
+            "storedVersions": crd["spec"]["versions"].as_array().into_iter().flatten().filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+        });
+    }
+
     pub(crate) fn remove(&mut self, res: usize, ns: &str, name: &str) -> Option<Value> {
         let mut o = self.objects.remove(&(res, ns.to_string(), name.to_string()))?;
+        if res == resources::CRD {
+            // Deleting a CRD deletes its custom resources and stops serving its kinds.
+            for r in resources::crd_versions(&o) {
+                self.crds.remove(&r);
+                let keys: Vec<_> = self.objects.keys().filter(|k| k.0 == r).cloned().collect();
+                for k in keys {
+                    self.remove(k.0, &k.1, &k.2);
+                }
+            }
+        }
         self.rv += 1;
         o["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.emit(res, ns.to_string(), "DELETED", o.clone());
@@ -204,7 +238,7 @@ impl State {
     pub(crate) fn remove_cascade(&mut self, res: usize, ns: &str, name: &str, orphan: bool) -> Option<Value> {
         let o = self.remove(res, ns, name)?;
         if res == resources::NS {
-            let keys: Vec<_> = self.objects.keys().filter(|k| RESOURCES[k.0].namespaced && k.1 == name).cloned().collect();
+            let keys: Vec<_> = self.objects.keys().filter(|k| resources::res(k.0).namespaced && k.1 == name).cloned().collect();
             for k in keys {
                 self.remove(k.0, &k.1, &k.2);
             }
@@ -290,7 +324,7 @@ impl TestServer {
 
     pub fn object(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let res = resources::find_res(api_version, kind)?;
-        let ns = if RESOURCES[res].namespaced { namespace.unwrap_or("default") } else { "" };
+        let ns = if resources::res(res).namespaced { namespace.unwrap_or("default") } else { "" };
         self.st().objects.get(&(res, ns.to_string(), name.to_string())).cloned()
     }
 
@@ -314,7 +348,7 @@ impl TestServer {
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
         }
-        if RESOURCES[res].namespaced && obj.pointer("/metadata/namespace").is_none() {
+        if resources::res(res).namespaced && obj.pointer("/metadata/namespace").is_none() {
             obj["metadata"]["namespace"] = json!("default");
         }
         let mut st = self.st();
@@ -330,7 +364,7 @@ impl TestServer {
                         md.insert(f.into(), v.clone());
                     }
                 }
-                if RESOURCES[res].generation && api::spec_part(&old) != api::spec_part(&obj) {
+                if resources::res(res).generation && api::spec_part(&old) != api::spec_part(&obj) {
                     let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
                     obj["metadata"]["generation"] = json!(g + 1);
                 }
@@ -345,7 +379,7 @@ impl TestServer {
 
     pub fn delete_object(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
         let Some(res) = resources::find_res(api_version, kind) else { return };
-        let ns = if RESOURCES[res].namespaced { namespace.unwrap_or("default") } else { "" };
+        let ns = if resources::res(res).namespaced { namespace.unwrap_or("default") } else { "" };
         self.st().remove_cascade(res, ns, name, false);
     }
 

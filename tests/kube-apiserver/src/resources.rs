@@ -50,6 +50,7 @@ pub static RESOURCES: &[Res] = &[
     r("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], false, false),
     r("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], true, true),
     r("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], true, true),
+    r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], true, true),
 ];
 
 pub const NS: usize = 0;
@@ -63,6 +64,79 @@ pub const DEPLOY: usize = 8;
 pub const STS: usize = 9;
 pub const JOB: usize = 10;
 pub const SC: usize = 15;
+pub const CRD: usize = 19;
+
+/// Resources defined by CustomResourceDefinitions, after the built-in ones: index
+/// `RESOURCES.len() + i`. One registry for the process (a `Res` is `'static`, so each distinct
+/// definition is leaked once); each server serves only the ones its own CRDs define
+/// (`State::crds`).
+static DEFINED: std::sync::RwLock<Vec<&'static Res>> = std::sync::RwLock::new(Vec::new());
+
+/// The resource at an index: built in, or defined by a CRD.
+pub fn res(i: usize) -> &'static Res {
+    match i.checked_sub(RESOURCES.len()) {
+        None => &RESOURCES[i],
+        Some(d) => DEFINED.read().unwrap_or_else(|e| e.into_inner())[d],
+    }
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+/// The index of the resource one served version of a CRD defines (registered on first use).
+pub fn define(group: &str, version: &str, plural: &str, singular: &str, kind: &str, namespaced: bool, short: &[String], status: bool) -> usize {
+    let mut defined = DEFINED.write().unwrap_or_else(|e| e.into_inner());
+    let same = |r: &&Res| {
+        r.group == group
+            && r.version == version
+            && r.plural == plural
+            && r.singular == singular
+            && r.kind == kind
+            && r.namespaced == namespaced
+            && r.status == status
+            && r.short.iter().eq(short.iter())
+    };
+    if let Some(i) = defined.iter().position(same) {
+        return RESOURCES.len() + i;
+    }
+    let short: Vec<&'static str> = short.iter().map(|s| leak(s)).collect();
+    let r = r(leak(group), leak(version), leak(plural), leak(singular), leak(kind), namespaced, Box::leak(short.into_boxed_slice()), status, true);
+    defined.push(Box::leak(Box::new(r)));
+    RESOURCES.len() + defined.len() - 1
+}
+
+/// The resources a server serves: the built-in ones, then those its CRDs define.
+pub fn served(crds: &std::collections::BTreeSet<usize>) -> Vec<(usize, &'static Res)> {
+    (0..RESOURCES.len()).chain(crds.iter().copied()).map(|i| (i, res(i))).collect()
+}
+
+/// The resources one CRD object defines: (group, version, plural, singular, kind, namespaced,
+/// short names, status subresource) per served version.
+pub fn crd_versions(crd: &Value) -> Vec<usize> {
+    let spec = &crd["spec"];
+    let group = spec["group"].as_str().unwrap_or_default();
+    let names = &spec["names"];
+    let plural = names["plural"].as_str().unwrap_or_default();
+    let kind = names["kind"].as_str().unwrap_or_default();
+    if group.is_empty() || plural.is_empty() || kind.is_empty() {
+        return Vec::new();
+    }
+    let singular = names["singular"].as_str().filter(|s| !s.is_empty()).map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let short: Vec<String> = names["shortNames"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+    let namespaced = spec["scope"].as_str() != Some("Cluster");
+    spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["served"].as_bool().unwrap_or(true))
+        .filter_map(|v| {
+            let version = v["name"].as_str()?;
+            let status = v.pointer("/subresources/status").is_some();
+            Some(define(group, version, plural, &singular, kind, namespaced, &short, status))
+        })
+        .collect()
+}
 
 impl Res {
     pub fn api_version(&self) -> String {
@@ -81,12 +155,17 @@ impl Res {
     }
 }
 
+/// A built-in resource, or one any server's CRD defined (for the test accessors).
 pub fn find_res(api_version: &str, kind: &str) -> Option<usize> {
-    RESOURCES.iter().position(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES.iter().position(|r| r.api_version() == api_version && r.kind == kind).or_else(|| {
+        let defined = DEFINED.read().unwrap_or_else(|e| e.into_inner());
+        defined.iter().position(|r| r.api_version() == api_version && r.kind == kind).map(|i| RESOURCES.len() + i)
+    })
 }
 
-pub fn find_plural(group: &str, version: &str, plural: &str) -> Option<usize> {
-    RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural)
+/// A resource this server serves, by its URL parts.
+pub fn find_plural(crds: &std::collections::BTreeSet<usize>, group: &str, version: &str, plural: &str) -> Option<usize> {
+    served(crds).into_iter().find(|(_, r)| r.group == group && r.version == version && r.plural == plural).map(|(i, _)| i)
 }
 
 fn set_default(m: &mut Value, key: &str, v: Value) {
@@ -179,7 +258,7 @@ pub fn default_pod_spec(spec: &mut Value) {
 
 /// Fill in defaults like the real API server's defaulting functions.
 pub fn apply_defaults(res: usize, o: &mut Value) {
-    let kind = RESOURCES[res].kind;
+    let kind = crate::resources::res(res).kind;
     match kind {
         "Namespace" => {
             let name = o.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
@@ -329,7 +408,7 @@ pub fn is_subdomain(s: &str) -> bool {
 pub fn validate(res: usize, o: &Value) -> Vec<(String, &'static str, String)> {
     let mut errs = Vec::new();
     let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-    let kind = RESOURCES[res].kind;
+    let kind = crate::resources::res(res).kind;
     if name.is_empty() {
         errs.push(("metadata.name".into(), "FieldValueRequired", "Required value: name or generateName is required".into()));
     } else {

@@ -692,3 +692,59 @@ fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+const CRD_YAML: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+#[test]
+fn a_crd_makes_the_server_serve_its_kind() {
+    let s = TestServer::start(Options::default());
+    // Before the CRD: the kind is unknown, as on a real server.
+    assert_eq!(get(&s, "/apis/example.com/v1").0, 404);
+    assert_eq!(get(&s, "/apis/example.com/v1/namespaces/default/widgets").0, 404);
+    let (code, crd) = apply(&s, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com?fieldManager=test", CRD_YAML);
+    assert_eq!(code, 201, "{crd}");
+    let conditions = crd["status"]["conditions"].as_array().unwrap();
+    assert!(conditions.iter().any(|c| c["type"] == "Established" && c["status"] == "True"), "{crd}");
+    // Discovery lists the group and its resource.
+    let (_, groups) = get(&s, "/apis");
+    assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "example.com"), "{groups}");
+    let (code, list) = get(&s, "/apis/example.com/v1");
+    assert_eq!(code, 200);
+    let r = &list["resources"][0];
+    assert_eq!((r["name"].as_str(), r["kind"].as_str(), r["namespaced"].as_bool()), (Some("widgets"), Some("Widget"), Some(true)), "{list}");
+    // Server-side apply, get, list, conflicts like any kind.
+    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\nspec: {size: 3}\n";
+    let (code, w) = apply(&s, "/apis/example.com/v1/namespaces/default/widgets/w1?fieldManager=test", widget);
+    assert_eq!(code, 201, "{w}");
+    assert_eq!(w["metadata"]["generation"], 1);
+    assert_eq!(w["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:size"], json!({}));
+    let (code, again) = apply(&s, "/apis/example.com/v1/namespaces/default/widgets/w1?fieldManager=test", widget);
+    assert_eq!((code, rv(&again)), (200, rv(&w)), "a no-op apply keeps the resource version");
+    let (code, list) = get(&s, "/apis/example.com/v1/namespaces/default/widgets");
+    assert_eq!((code, list["items"].as_array().unwrap().len()), (200, 1));
+    let other = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\nspec: {size: 4}\n";
+    assert_eq!(apply(&s, "/apis/example.com/v1/namespaces/default/widgets/w1?fieldManager=other", other).0, 409);
+    assert_eq!(s.object("example.com/v1", "Widget", Some("default"), "w1").unwrap()["spec"]["size"], 3);
+    // Another server does not serve it.
+    let t = TestServer::start(Options::default());
+    assert_eq!(get(&t, "/apis/example.com/v1").0, 404);
+    // Deleting the CRD deletes its objects and the kind is gone.
+    assert_eq!(call(&s, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com", None, "").0, 200);
+    assert_eq!(get(&s, "/apis/example.com/v1/namespaces/default/widgets/w1").0, 404);
+    assert!(s.object("example.com/v1", "Widget", Some("default"), "w1").is_none());
+    assert_eq!(get(&s, "/apis/example.com/v1").0, 404);
+}

@@ -1,0 +1,164 @@
+//! Helm charts as components: the real `helm template` renders tests/fixtures/charts/demo (a
+//! CRD, a custom resource of it, a ConfigMap, a Deployment, a Service, an optional ConfigMap and
+//! a hook), and the built `kdeploy` applies the objects to the test API server itself.
+//!
+//! Without helm the tests that need it are skipped with a printed reason (they fail instead when
+//! CI is set: `.ci/run` installs helm with tests/kube-apiserver/install-helm.sh).
+
+use std::path::PathBuf;
+
+use kdeploy_kube_testserver::{Options, TestServer};
+use serde_json::json;
+
+use crate::support::{Out, TestStack, run_binary};
+
+/// The helm to test with: KDEPLOY_HELM, `helm` on PATH, or ~/.local/bin/helm (where the CI
+/// script puts it). None (with the reason printed) when there is none; a failure under CI.
+fn helm() -> Option<String> {
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/bin/helm"));
+    let on_path = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("helm")).find(|c| c.is_file()));
+    let found = std::env::var("KDEPLOY_HELM").ok().map(PathBuf::from).into_iter().chain(on_path).chain(home).find(|p| p.is_file());
+    match found {
+        Some(p) => Some(p.display().to_string()),
+        None if std::env::var_os("CI").is_some() => panic!("CI is set but helm is not installed (bash tests/kube-apiserver/install-helm.sh)"),
+        None => {
+            eprintln!("skipping: helm is not installed (KDEPLOY_HELM, PATH, ~/.local/bin/helm); bash tests/kube-apiserver/install-helm.sh installs it");
+            None
+        }
+    }
+}
+
+fn demo_chart() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/demo").display().to_string()
+}
+
+fn stack(kubeconfig: &str, greeting: &str, extra: bool) -> String {
+    format!(
+        r#"cluster "k8s" {{
+  type       = "kubernetes"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+}}
+
+chart "demo" {{
+  path              = "{chart}"
+  namespace         = "demo"
+  readiness_timeout = "20s"
+  values = {{
+    greeting = "{greeting}"
+    replicas = 2
+    widget   = {{ size = 5 }}
+    extra    = {{ enabled = {extra} }}
+  }}
+}}
+"#,
+        chart = demo_chart()
+    )
+}
+
+struct Env {
+    server: TestServer,
+    s: TestStack,
+    kubeconfig: String,
+}
+
+fn env() -> Env {
+    let server = TestServer::start(Options::default());
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    Env { server, s, kubeconfig }
+}
+
+fn kdeploy(e: &Env, helm: &str, args: &[&str]) -> Out {
+    run_binary(e.s.path(), &[("KDEPLOY_HELM", helm)], args)
+}
+
+fn greeting(e: &Env) -> serde_json::Value {
+    e.server.object("v1", "ConfigMap", Some("demo"), "demo-config").expect("the chart's ConfigMap")["data"]["greeting"].clone()
+}
+
+#[test]
+fn a_chart_is_applied_replanned_changed_drifted_and_pruned_by_kdeploy() {
+    let Some(helm) = helm() else { return };
+    let e = env();
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "from hcl", true));
+
+    // One apply: the CRD first, then the custom resource of it, with the HCL values.
+    let r = kdeploy(&e, &helm, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(greeting(&e), "from hcl", "HCL values reach the rendered objects");
+    let web = e.server.object("apps/v1", "Deployment", Some("demo"), "demo-web").expect("the chart's Deployment");
+    assert_eq!(web["spec"]["replicas"], 2);
+    assert_eq!(web["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kdeploy", "kdeploy's, not a Helm release's");
+    assert_eq!(web["metadata"]["annotations"]["kdeploy.io/address"], "chart.demo");
+    let managers: Vec<&str> = web["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
+    assert_eq!(managers, ["kdeploy", "kube-controller-manager"], "written by server-side apply as kdeploy");
+    assert!(e.server.object("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, "widgets.demo.kdeploy.io").is_some());
+    let widget = e.server.object("demo.kdeploy.io/v1", "Widget", Some("demo"), "demo-widget").expect("the custom resource, in the same apply");
+    assert_eq!(widget["spec"]["size"], 5);
+    assert!(e.server.object("v1", "ConfigMap", Some("demo"), "demo-extra").is_some());
+    assert!(e.server.object("v1", "ConfigMap", Some("demo"), "demo-hook").is_none(), "Helm hooks are not run");
+
+    // Unchanged version and values: no changes, decided without helm (a missing helm would fail).
+    let r = kdeploy(&e, "/nonexistent/helm", &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+
+    // A values change: an update of the one object it affects.
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "changed", true));
+    let r = kdeploy(&e, &helm, &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.stdout.contains("# chart.demo will be updated in place"), "{}", r.stdout);
+    // The objects map before -> after: the digest of each object's owned fields.
+    let mut digests: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+    for line in r.stdout.lines().filter(|l| l.trim_start().starts_with("\"") && l.contains(" = \"")) {
+        let (key, digest) = line.trim().split_once(" = ").unwrap();
+        digests.entry(key.trim()).or_default().insert(digest);
+    }
+    let changed: Vec<&str> = digests.iter().filter(|(_, d)| d.len() > 1).map(|(k, _)| *k).collect();
+    assert_eq!(changed, ["\"v1/ConfigMap/demo/demo-config\""], "only the ConfigMap the value reaches changes: {}", r.stdout);
+    assert_eq!(digests.len(), 6, "{}", r.stdout);
+    let r = kdeploy(&e, &helm, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(greeting(&e), "changed");
+
+    // An edit outside kdeploy of a rendered object is drift.
+    let mut cm = e.server.object("v1", "ConfigMap", Some("demo"), "demo-config").unwrap();
+    cm["data"]["greeting"] = json!("edited by hand");
+    e.server.put_object(cm);
+    let r = kdeploy(&e, &helm, &["drift", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}", r.text());
+    assert!(r.stdout.contains("chart.demo"), "{}", r.stdout);
+    let r = kdeploy(&e, &helm, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(greeting(&e), "changed", "apply puts it back");
+
+    // The chart stops rendering an object (a value disables it): apply deletes it.
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "changed", false));
+    let r = kdeploy(&e, &helm, &["apply", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(e.server.object("v1", "ConfigMap", Some("demo"), "demo-extra").is_none(), "pruned");
+    assert!(e.server.object("v1", "ConfigMap", Some("demo"), "demo-config").is_some());
+    let r = kdeploy(&e, "/nonexistent/helm", &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+
+    // Destroy removes the custom resource and the CRD too.
+    let r = kdeploy(&e, &helm, &["destroy", "--auto-approve"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(e.server.object("demo.kdeploy.io/v1", "Widget", Some("demo"), "demo-widget").is_none());
+    assert!(e.server.object("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, "widgets.demo.kdeploy.io").is_none());
+    assert!(e.server.object("apps/v1", "Deployment", Some("demo"), "demo-web").is_none());
+}
+
+#[test]
+fn a_chart_without_helm_is_a_clear_error_at_plan() {
+    let e = env();
+    e.s.write("main.hcl", &stack(&e.kubeconfig, "hi", true));
+    // No KDEPLOY_HELM, and a PATH without helm.
+    let r = run_binary(e.s.path(), &[("KDEPLOY_HELM", ""), ("PATH", "/nonexistent")], &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("chart.demo: helm was not found (no helm on PATH)"), "{text}");
+    assert!(text.contains("install helm 3 or later (https://helm.sh/docs/intro/install/"), "{text}");
+    assert!(text.contains("KDEPLOY_HELM"), "{text}");
+}
