@@ -57,7 +57,7 @@ impl Kind {
             Kind::Cluster => &["docker", "microk8s", "kubernetes", "eks", "aks", "gke"],
             Kind::ObjectStorage => &["minio", "s3", "azure_blob", "gcs", "external"],
             Kind::Database => &["mongodb", "external"],
-            Kind::Broker => &["rabbitmq", "kafka", "vernemq", "external"],
+            Kind::Broker => &["rabbitmq", "kafka", "mosquitto", "vernemq", "external"],
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
             Kind::DriftSchedule => &["kubernetes"],
         }
@@ -368,6 +368,37 @@ impl B {
     }
 }
 
+/// An MQTT broker kdeploy runs (Mosquitto or VerneMQ): one user for the agents and Hub, MQTT
+/// over TCP and over websockets (for Hub's browser live view), published like Vault's API.
+fn mqtt_broker(version: &'static str, default_version: &'static str) -> B {
+    B::new()
+        .workload()
+        .s("version", version)
+        .default(default_version)
+        .s("username", "The MQTT user agents and Hub connect as.")
+        .default("kerberos")
+        .s("password", "Its password (default: generated once and kept in state).")
+        .sensitive()
+        .one_of("service_type", &["NodePort", "LoadBalancer", "ClusterIP"], "NodePort, LoadBalancer or ClusterIP: how agents on other clusters and browsers (Hub's live view) reach it.")
+        .default("NodePort")
+        .n("node_port", "NodePort of MQTT over TCP (or host port on Docker).")
+        .default(31883i64)
+        .n("websocket_node_port", "NodePort of MQTT over websockets (or host port on Docker).")
+        .default(31080i64)
+        .computed("host", AttrType::String, "Host inside the cluster/network.")
+        .computed("port", AttrType::Number, "MQTT port (1883).")
+        .computed("uri", AttrType::String, "tcp:// MQTT URI inside the cluster/network.")
+        .computed("websocket_uri", AttrType::String, "ws:// MQTT URI inside the cluster/network.")
+        .computed(
+            "external_uri",
+            AttrType::String,
+            "tcp:// MQTT URI from outside: the NodePort on the cluster's node address, the LoadBalancer's address, or the Docker host's published port; null when not exposed (ClusterIP).",
+        )
+        .computed("external_websocket_uri", AttrType::String, "ws:// MQTT URI from outside (browsers), like external_uri.")
+        .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
+        .sensitive()
+}
+
 /// Fields of a vault's `account "NAME" { ... }` block.
 fn account_fields() -> B {
     B::new()
@@ -673,15 +704,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("topic", "Topic for Vault events.")
             .default("kcloud-event-queue")
             .computed("brokers", AttrType::String, "Bootstrap servers."),
-        (Broker, "vernemq") => B::new()
-            .workload()
-            .s("username", "MQTT user.")
-            .default("kerberos")
-            .s("password", "MQTT password (default: generated).")
-            .sensitive()
-            .computed("uri", AttrType::String, "tcp:// MQTT URI.")
-            .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
-            .sensitive(),
+        (Broker, "mosquitto") => mqtt_broker("Mosquitto version (image tag).", "2.0.21"),
+        (Broker, "vernemq") => mqtt_broker("VerneMQ version (image tag).", "2.0.1-alpine"),
         (Broker, "external") => B::new()
             .s("host", "Broker host:port.")
             .required()
@@ -762,6 +786,7 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(false)
             .s("timezone", "Agent timezone.")
             .default("UTC")
+            .comp("mqtt", Kind::Broker, "MQTT broker the agent connects to (mosquitto, vernemq, or external with protocol = \"mqtt\"): sets its MQTT URI, user and password (instead of mqtt_uri, mqtt_username and mqtt_password).")
             .s("mqtt_uri", "MQTT broker (explicit; never the public default).")
             .default("")
             .s("mqtt_username", "MQTT user.")

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kdeploy_provider::addr::Address;
-use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError};
+use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, mqtt};
 use kdeploy_provider::{ComponentRef, ErrorKind, Kind, ProviderError, Reference, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -56,7 +56,7 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
         (Kind::Cluster, "docker")
             | (Kind::Database, "mongodb")
             | (Kind::ObjectStorage, "minio")
-            | (Kind::Broker, "rabbitmq")
+            | (Kind::Broker, "rabbitmq" | "mosquitto" | "vernemq")
             | (Kind::Vault, "kerberos")
             | (Kind::Agent, "kerberos")
     );
@@ -66,7 +66,7 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
     let why = match (kind, type_name) {
         (Kind::Hub, _) => "Kerberos Hub needs Kubernetes (Helm chart, prometheus-operator CRDs); deploy it on a kubernetes/microk8s/eks/aks/gke cluster",
         (Kind::Factory, _) => "Kerberos Factory creates agents through the Kubernetes API; on Docker declare one agent block per camera instead",
-        (Kind::Broker, "kafka" | "vernemq") => "only broker type \"rabbitmq\" (or \"external\") is supported on Docker",
+        (Kind::Broker, "kafka") => "broker type \"kafka\" is not supported on Docker yet; use \"rabbitmq\" (or \"external\")",
         _ => "this component type is not supported on a Docker cluster",
     };
     Err(ProviderError::new(ErrorKind::Invalid, format!("{address} ({kind} type {type_name:?}) cannot run on a Docker cluster: {why}.")))
@@ -258,7 +258,8 @@ pub fn engine_hostname(host: &str) -> String {
 
 /// The deterministic computed attributes (host, port, endpoint, uri, url, provider), given
 /// the component's attributes (with secrets, possibly unknown).
-pub fn derived_attrs(kind: Kind, address: &Address, cluster_name: &str, engine_host: &str, attrs: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+pub fn derived_attrs(component: &ComponentRef, cluster_name: &str, engine_host: &str, attrs: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let address = &component.address;
     let name = container_name(cluster_name, address);
     let mut out = BTreeMap::new();
     let s = |k: &str| attrs.get(k).cloned().unwrap_or(Value::Null);
@@ -269,7 +270,17 @@ pub fn derived_attrs(kind: Kind, address: &Address, cluster_name: &str, engine_h
             _ => Value::Unknown(format!("{address}.uri")),
         }
     };
-    match kind {
+    match component.kind {
+        Kind::Broker if component.type_name == "mosquitto" || component.type_name == "vernemq" => {
+            let published = |k: &str, default: i64| attrs.get(k).and_then(Value::as_i64).unwrap_or(default);
+            out.insert("host".into(), Value::string(&name));
+            out.insert("port".into(), Value::from_i64(i64::from(mqtt::MQTT_PORT)));
+            out.insert("uri".into(), Value::string(format!("tcp://{name}:{}", mqtt::MQTT_PORT)));
+            out.insert("websocket_uri".into(), Value::string(format!("ws://{name}:{}", mqtt::WEBSOCKET_PORT)));
+            // Published on the engine's host: reachable from other clusters and browsers.
+            out.insert("external_uri".into(), Value::string(format!("tcp://{engine_host}:{}", published("node_port", 31883))));
+            out.insert("external_websocket_uri".into(), Value::string(format!("ws://{engine_host}:{}", published("websocket_node_port", 31080))));
+        }
         Kind::Database => {
             let user = s("username").as_str().unwrap_or("root").to_string();
             out.insert("host".into(), Value::string(&name));
@@ -422,12 +433,30 @@ mod tests {
     #[test]
     fn derived_attributes() {
         let attrs = m(&[("username", Value::string("root")), ("admin_password", Value::string("pw"))]);
-        let d = derived_attrs(Kind::Database, &"database.meta".parse().unwrap(), "edge", "localhost", &attrs);
+        let d = derived_attrs(
+            &ComponentRef { address: "database.meta".parse().unwrap(), kind: Kind::Database, type_name: "mongodb".into() },
+            "edge",
+            "localhost",
+            &attrs,
+        );
         assert_eq!(d["host"], Value::string("kdeploy-edge-database-meta"));
         assert_eq!(d["uri"], Value::string("mongodb://root:pw@kdeploy-edge-database-meta:27017/admin"));
         let unknown = m(&[("admin_password", Value::Unknown("x".into()))]);
-        assert!(derived_attrs(Kind::Database, &"database.meta".parse().unwrap(), "edge", "localhost", &unknown)["uri"].is_unknown());
-        let v = derived_attrs(Kind::Vault, &"vault.main".parse().unwrap(), "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(31000))]));
+        assert!(
+            derived_attrs(
+                &ComponentRef { address: "database.meta".parse().unwrap(), kind: Kind::Database, type_name: "mongodb".into() },
+                "edge",
+                "localhost",
+                &unknown
+            )["uri"]
+                .is_unknown()
+        );
+        let mqtt = ComponentRef { address: "broker.live".parse().unwrap(), kind: Kind::Broker, type_name: "mosquitto".into() };
+        let b = derived_attrs(&mqtt, "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(1883)), ("websocket_node_port", Value::from_i64(9001))]));
+        assert_eq!(b["uri"], Value::string("tcp://kdeploy-edge-broker-live:1883"));
+        assert_eq!(b["external_uri"], Value::string("tcp://10.0.0.5:1883"));
+        assert_eq!(b["external_websocket_uri"], Value::string("ws://10.0.0.5:9001"));
+        let v = derived_attrs(&cref("vault.main", Kind::Vault), "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(31000))]));
         assert_eq!(v["url"], Value::string("http://10.0.0.5:31000"));
     }
 }

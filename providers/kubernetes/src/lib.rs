@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
-use kdeploy_provider::components::vault;
+use kdeploy_provider::components::{mqtt, vault};
 use render::{Input, MANAGED_BY, base_name, namespace, object_key};
 
 /// The field manager kdeploy writes as.
@@ -83,7 +83,7 @@ fn fill_computed(
     generate: bool,
 ) -> Result<(), ProviderError> {
     components::secrets::fill(c.kind, &c.type_name, &c.address.to_string(), attrs, &BTreeMap::new(), generate);
-    let ns = namespace(c.kind, attrs);
+    let ns = namespace(c, attrs);
     let base = base_name(&c.address);
     let set = |attrs: &mut BTreeMap<String, Value>, k: &str, v: Value| {
         attrs.insert(k.to_string(), v);
@@ -110,6 +110,16 @@ fn fill_computed(
             set(attrs, "port", Value::from_i64(5672));
             set(attrs, "uri", u);
         }
+        (Kind::Broker, "mosquitto" | "vernemq") => {
+            let host = format!("{base}.{ns}");
+            set(attrs, "host", Value::String(host.clone()));
+            set(attrs, "port", Value::from_i64(i64::from(mqtt::MQTT_PORT)));
+            set(attrs, "uri", Value::String(format!("tcp://{host}:{}", mqtt::MQTT_PORT)));
+            set(attrs, "websocket_uri", Value::String(format!("ws://{host}:{}", mqtt::WEBSOCKET_PORT)));
+            let (tcp, ws) = exposure::outside_mqtt(attrs, cluster, &c.address);
+            set(attrs, "external_uri", tcp);
+            set(attrs, "external_websocket_uri", ws);
+        }
         (Kind::Vault, _) => {
             let endpoint = format!("http://{base}.{ns}:80/api");
             let (url, external) = match outside(attrs) {
@@ -133,7 +143,7 @@ fn fill_computed(
 fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
     match (c.kind, c.type_name.as_str()) {
         (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, "Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately".to_string())),
-        (Kind::Broker, "kafka" | "vernemq") => Some(ProviderError::new(ErrorKind::Invalid, format!("a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.type_name))),
+        (Kind::Broker, "kafka") => Some(ProviderError::new(ErrorKind::Invalid, format!("a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.type_name))),
         _ => None,
     }
 }
@@ -453,7 +463,7 @@ impl Provider for KubernetesProvider {
             let address = &r.component.address;
             let Ok(conn) = self.conn(r.cluster.as_ref()).await else { continue };
             let attrs = map_ref(Some(&r.recorded));
-            let ns = namespace(r.component.kind, attrs);
+            let ns = namespace(&r.component, attrs);
             let svc = base_name(&r.component.address);
             // Through the API server's service proxy: works from wherever kdeploy runs.
             let proxy = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy");
@@ -542,7 +552,7 @@ impl Provider for KubernetesProvider {
                     todo.push(Todo::Recorded(ckey));
                 }
                 None => {
-                    let ns = namespace(r.component.kind, recorded);
+                    let ns = namespace(&r.component, recorded);
                     for (scope, kinds) in [(ns.as_str(), NAMESPACED_KINDS), ("", CLUSTER_KINDS)] {
                         for (api_version, kind) in kinds {
                             want(api_version, kind, scope, None);
@@ -652,6 +662,7 @@ impl Provider for KubernetesProvider {
         let prior_exposure = req.prior.and_then(Value::as_map).map(exposure::Exposure::of);
         if prior_exposure.is_some_and(|e| e != exposure::Exposure::of(planned)) {
             planned.remove("url");
+            planned.remove("external_uri");
         }
         // Computed values that follow from the inputs (a changed password input, a new node port).
         fill_computed(c, planned, req.refs, cluster, false)?;
@@ -764,6 +775,12 @@ impl Provider for KubernetesProvider {
                 attrs.insert("external_url".into(), Value::String(format!("{url}/api")));
             }
             attrs.insert("url".into(), Value::String(url));
+        }
+        if c.kind == Kind::Broker && mqtt::is_mqtt(&attrs) && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
+            let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
+            let host = exposure::server_host(&url);
+            attrs.insert("external_uri".into(), Value::String(format!("tcp://{host}:{}", mqtt::MQTT_PORT)));
+            attrs.insert("external_websocket_uri".into(), Value::String(format!("ws://{host}:{}", mqtt::WEBSOCKET_PORT)));
         }
         attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
         attrs.insert(OBJECTS.into(), Value::Map(digests));

@@ -8,6 +8,7 @@
 //! Kubernetes): they arrive as the computed attributes of the component and of the components
 //! it references (`host`, `endpoint`, ...), which each runtime fills in.
 
+pub mod mqtt;
 pub mod secrets;
 pub mod vault;
 
@@ -187,7 +188,11 @@ pub use vault::Problem;
 pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, Attrs>) -> Vec<Problem> {
     match kind {
         Kind::Vault => vault::check(inputs, referenced.get("broker")),
-        Kind::Agent => referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default(),
+        Kind::Agent => {
+            let mut out = referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default();
+            out.extend(mqtt::check_agent(inputs, referenced.get("mqtt")));
+            out
+        }
         _ => Vec::new(),
     }
 }
@@ -391,6 +396,8 @@ pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
         (Kind::Database, "mongodb") => mongodb(&a),
         (Kind::ObjectStorage, "minio") => minio(&a),
         (Kind::Broker, "rabbitmq") => rabbitmq(&a),
+        (Kind::Broker, "mosquitto") => mqtt::mosquitto(&a, address)?,
+        (Kind::Broker, "vernemq") => mqtt::vernemq(&a, address)?,
         (Kind::Vault, _) => vault_workload(spec, &a, &unknown)?,
         (Kind::Agent, _) => agent(spec, &a, &unknown)?,
         (Kind::Factory, _) => factory(spec, &a),
@@ -405,8 +412,9 @@ pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
     if let Some(check) = a.list("healthcheck").filter(|c| !c.is_empty()) {
         w.probe = Some(Probe::Exec(healthcheck_argv(check)));
     }
+    // `Some(0)`: the port published on the component's `node_port`.
     for p in &mut w.ports {
-        if p.published.is_some() {
+        if p.published == Some(0) {
             p.published = port(a.n("node_port"), "node_port", address)?;
         }
     }
@@ -663,6 +671,17 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         }
         None => return Err(WorkloadError::Invalid(format!("{address}: an agent needs vault = vault.NAME."))),
     }
+    let broker = match spec.refs.get("mqtt") {
+        None => None,
+        Some(b) => match mqtt::client(spec.attrs.get("cluster"), b) {
+            Ok(c) => Some(c),
+            Err(vault::Unresolved::Unknown) => {
+                unknown.set(true);
+                None
+            }
+            Err(vault::Unresolved::Invalid(m)) => return Err(WorkloadError::Invalid(format!("{address}: {m}."))),
+        },
+    };
     // Explicit, so that the image's public defaults (mqtt.kerberos.io, turn-fra1) are never used.
     for (var, attr, is_secret) in [
         ("AGENT_MQTT_URI", "mqtt_uri", false),
@@ -677,6 +696,13 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         ("AGENT_HUB_PRIVATE_KEY", "hub_private_key", true),
     ] {
         env.push(EnvVar { name: var.into(), value: a.s(attr), secret: is_secret });
+    }
+    if let Some(c) = broker {
+        for (var, value) in [("AGENT_MQTT_URI", c.uri), ("AGENT_MQTT_USERNAME", c.username), ("AGENT_MQTT_PASSWORD", c.password)] {
+            if let Some(e) = env.iter_mut().find(|e| e.name == var) {
+                e.value = value;
+            }
+        }
     }
     for (k, v) in a.map("env") {
         env.retain(|e| e.name != k);
