@@ -1,5 +1,5 @@
-//! MQTT brokers (`broker` types `mosquitto` and `vernemq`) and the agents connected to them,
-//! through the CLI: on the Kubernetes test API server and on the Docker engine. The Mosquitto
+//! The live view's servers: MQTT brokers (`broker` types `mosquitto` and `vernemq`), the TURN
+//! server (`turn` type `coturn`) and the agents connected to them, through the CLI: on the Kubernetes test API server and on the Docker engine. The Mosquitto
 //! configuration and password file kdeploy writes are then run by a real `mosquitto` (Debian's
 //! package), and a real client connects with the credentials the agents were given.
 
@@ -21,8 +21,8 @@ fn ok(r: &Run) {
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
 }
 
-/// The Kubernetes stack: Vault's dependencies, a Mosquitto and a VerneMQ broker, two agents
-/// connected to the Mosquitto.
+/// The Kubernetes stack: Vault's dependencies, a Mosquitto and a VerneMQ broker, a coturn, two
+/// agents connected to the Mosquitto and the coturn.
 fn kube_stack(kubeconfig: &str) -> String {
     format!(
         r#"cluster "k8s" {{
@@ -52,6 +52,11 @@ broker "legacy" {{
   readiness_timeout   = "20s"
 }}
 
+turn "relay" {{
+  type              = "coturn"
+  readiness_timeout = "20s"
+}}
+
 vault "main" {{
   database          = database.meta
   storage           = object_storage.recordings
@@ -62,6 +67,7 @@ agent "cam" {{
   for_each          = toset(["front", "back"])
   vault             = vault.main
   mqtt              = broker.live
+  turn              = turn.relay
   rtsp_url          = "rtsp://10.0.0.1/${{each.key}}"
   readiness_timeout = "20s"
 }}
@@ -73,12 +79,16 @@ output "mqtt_external" {{
 output "mqtt_browser" {{
   value = broker.live.external_websocket_uri
 }}
+
+output "turn_external" {{
+  value = turn.relay.external_uri
+}}
 "#
     )
 }
 
 #[test]
-fn mqtt_brokers_and_connected_agents_on_kubernetes() {
+fn mqtt_and_turn_servers_and_connected_agents_on_kubernetes() {
     let server = TestServer::start(Options::default());
     crate::support::vault_standin(&server, "kerberos-vault", "vault-main", Default::default());
     let s = TestStack::new(&[]);
@@ -107,6 +117,26 @@ fn mqtt_brokers_and_connected_agents_on_kubernetes() {
     }
     let agent = server.object("apps/v1", "Deployment", Some("kerberos-agent"), "agent-cam-front").unwrap();
     assert!(!agent.to_string().contains(&password), "the password is in the agent's Secret only");
+
+    // coturn: its configuration (with the user) in a Secret, TURN over TCP on a node port; the
+    // agents relay through it.
+    let turn_password = s.attr("turn.relay", "admin_password").as_str().expect("a generated TURN password").to_string();
+    let dep = server.object("apps/v1", "Deployment", Some("coturn"), "turn-relay").expect("the coturn Deployment");
+    assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["args"], serde_json::json!(["-c", "/etc/coturn/turnserver.conf"]));
+    assert!(!dep.to_string().contains(&turn_password), "the TURN password is in the Secret only");
+    let svc = server.object("v1", "Service", Some("coturn"), "turn-relay").expect("its Service");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30478);
+    let conf = server.object("v1", "Secret", Some("coturn"), "turn-relay-files").expect("the coturn files");
+    use base64::Engine as _;
+    let conf = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(conf["data"]["turnserver.conf"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(conf.lines().any(|l| l == format!("user=kerberos:{turn_password}")) && conf.contains("lt-cred-mech"), "{conf}");
+    assert_eq!(kdeploy(s.path(), &["output", "--raw", "turn_external"]).stdout.trim(), "turn:127.0.0.1:30478?transport=tcp");
+    for cam in ["front", "back"] {
+        let env = server.workload_env("apps/v1", "Deployment", "kerberos-agent", &format!("agent-cam-{cam}")).unwrap();
+        assert_eq!(env["AGENT_TURN_URI"], "turn:turn-relay.coturn:3478?transport=tcp");
+        assert_eq!(env["AGENT_TURN_USERNAME"], "kerberos");
+        assert_eq!(env["AGENT_TURN_PASSWORD"], turn_password);
+    }
 
     // VerneMQ: configured by its environment, not exposed (ClusterIP).
     let env = server.workload_env("apps/v1", "Deployment", "vernemq", "broker-legacy").expect("the vernemq Deployment");
@@ -143,7 +173,7 @@ fn mqtt_brokers_and_connected_agents_on_kubernetes() {
 }
 
 #[test]
-fn an_agents_mqtt_broker_must_speak_mqtt_and_replaces_the_explicit_settings() {
+fn an_agents_mqtt_broker_must_speak_mqtt_and_brokers_and_turn_servers_replace_the_explicit_settings() {
     let base = r#"cluster "k" {
   type = "docker"
 }
@@ -183,6 +213,15 @@ vault "main" {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("mqtt_uri is set, and so is mqtt"), "{}", r.stderr);
     assert!(r.stderr.contains("main.hcl:24"), "names the line: {}", r.stderr);
+
+    s.write(
+        "main.hcl",
+        &format!("{base}turn \"relay\" {{\n  type = \"coturn\"\n}}\nagent \"a\" {{\n  vault    = vault.main\n  rtsp_url = \"rtsp://x/1\"\n  turn     = turn.relay\n  turn_uri = \"turn:elsewhere:3478\"\n}}\n"),
+    );
+    let r = kdeploy(s.path(), &["validate"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("turn_uri is set, and so is turn"), "{}", r.stderr);
+    assert!(r.stderr.contains("main.hcl:27"), "names the line: {}", r.stderr);
 }
 
 /// A Mosquitto started with kdeploy's files, killed when dropped.
@@ -277,7 +316,7 @@ pub fn real_mosquitto(conf: &str, passwd: &str, user: &str, password: &str) {
 /// tests/it/docker.rs), and a Mosquitto broker the agent connects to. The broker runs the
 /// stand-in too (the machines have no registry); its files are read back from its container.
 #[cfg(feature = "docker")]
-fn docker_stack(cluster: &str, vault_port: u16, mqtt_port: u16, ws_port: u16) -> String {
+fn docker_stack(cluster: &str, vault_port: u16, mqtt_port: u16, ws_port: u16, turn_port: u16) -> String {
     use crate::docker::overrides;
     format!(
         r#"cluster "{cluster}" {{
@@ -298,6 +337,11 @@ broker "live" {{
   websocket_node_port = {ws_port}
 {other}}}
 
+turn "relay" {{
+  type      = "coturn"
+  node_port = {turn_port}
+{other}}}
+
 vault "main" {{
   database  = database.meta
   storage   = object_storage.rec
@@ -307,6 +351,7 @@ vault "main" {{
 agent "cam" {{
   vault    = vault.main
   mqtt     = broker.live
+  turn     = turn.relay
   rtsp_url = "rtsp://10.0.0.1/s1"
 {other}}}
 "#,
@@ -319,7 +364,7 @@ agent "cam" {{
 
 #[cfg(feature = "docker")]
 #[test]
-fn mosquitto_and_a_connected_agent_on_docker() {
+fn mosquitto_coturn_and_a_connected_agent_on_docker() {
     use kdeploy_provider_docker::testing;
 
     use crate::docker::{Cleanup, engine, free_port};
@@ -330,7 +375,7 @@ fn mosquitto_and_a_connected_agent_on_docker() {
     testing::cleanup(&c);
     let _guard = Cleanup(c.clone());
     let (mqtt_port, ws_port) = (free_port(), free_port());
-    let s = TestStack::new(&[("main.hcl", &docker_stack(&c, free_port(), mqtt_port, ws_port))]);
+    let s = TestStack::new(&[("main.hcl", &docker_stack(&c, free_port(), mqtt_port, ws_port, free_port()))]);
     ok(&kdeploy(s.path(), &["apply", "--auto-approve"]));
 
     let broker = format!("kdeploy-{c}-broker-live");
@@ -340,6 +385,8 @@ fn mosquitto_and_a_connected_agent_on_docker() {
     assert_eq!(env["AGENT_MQTT_URI"], format!("tcp://{broker}:1883"));
     assert_eq!(env["AGENT_MQTT_USERNAME"], "kerberos");
     assert_eq!(env["AGENT_MQTT_PASSWORD"], password);
+    assert_eq!(env["AGENT_TURN_URI"], format!("turn:kdeploy-{c}-turn-relay:3478?transport=tcp"));
+    assert_eq!(env["AGENT_TURN_PASSWORD"], s.attr("turn.relay", "admin_password").as_str().unwrap());
     assert_eq!(s.attr("broker.live", "external_uri"), serde_json::json!(format!("tcp://localhost:{mqtt_port}")));
     assert_eq!(s.attr("broker.live", "external_websocket_uri"), serde_json::json!(format!("ws://localhost:{ws_port}")));
     let r = kdeploy(s.path(), &["plan", "--detailed-exitcode"]);

@@ -20,6 +20,8 @@ pub const RABBITMQ: &str = "rabbitmq:3.13.7-management";
 pub const MOSQUITTO: &str = "eclipse-mosquitto:2.0.21";
 /// VerneMQ (`broker` type `vernemq`), the MQTT broker of the upstream Hub manifests.
 pub const VERNEMQ: &str = "vernemq/vernemq:2.0.1-alpine";
+/// coturn, the TURN server of the WebRTC live view (`turn` type `coturn`).
+pub const COTURN: &str = "coturn/coturn:4.6.3";
 /// Small utility image for init containers (waiting for a TCP port, seeding files).
 pub const BUSYBOX: &str = "busybox:1.36.1";
 
@@ -49,6 +51,7 @@ mod tests {
             super::RABBITMQ,
             super::MOSQUITTO,
             super::VERNEMQ,
+            super::COTURN,
             super::BUSYBOX,
             super::kdeploy().as_str(),
         ] {

@@ -20,6 +20,8 @@ pub enum Kind {
     ObjectStorage,
     Database,
     Broker,
+    /// A TURN server for the WebRTC live view of agents and Hub.
+    Turn,
     Vault,
     Agent,
     Hub,
@@ -29,8 +31,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] =
-        [Kind::Cluster, Kind::ObjectStorage, Kind::Database, Kind::Broker, Kind::Vault, Kind::Agent, Kind::Hub, Kind::Factory, Kind::DriftSchedule];
+    pub const ALL: [Kind; 10] =
+        [Kind::Cluster, Kind::ObjectStorage, Kind::Database, Kind::Broker, Kind::Turn, Kind::Vault, Kind::Agent, Kind::Hub, Kind::Factory, Kind::DriftSchedule];
 
     /// The block keyword, which is also the first part of the component's address.
     pub fn keyword(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Kind {
             Kind::ObjectStorage => "object_storage",
             Kind::Database => "database",
             Kind::Broker => "broker",
+            Kind::Turn => "turn",
             Kind::Vault => "vault",
             Kind::Agent => "agent",
             Kind::Hub => "hub",
@@ -58,6 +61,7 @@ impl Kind {
             Kind::ObjectStorage => &["minio", "s3", "azure_blob", "gcs", "external"],
             Kind::Database => &["mongodb", "external"],
             Kind::Broker => &["rabbitmq", "kafka", "mosquitto", "vernemq", "external"],
+            Kind::Turn => &["coturn", "external"],
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
             Kind::DriftSchedule => &["kubernetes"],
         }
@@ -717,6 +721,32 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("queue", "Queue.")
             .default("data-filtering")
             .computed("uri", AttrType::String, "URI."),
+        (Turn, "coturn") => B::new()
+            .workload()
+            .s("version", "coturn version (image tag).")
+            .default("4.6.3")
+            .s("username", "The TURN user agents and Hub authenticate as (long-term credentials).")
+            .default("kerberos")
+            .s("password", "Its password (default: generated once and kept in state).")
+            .sensitive()
+            .s("realm", "The TURN realm.")
+            .default("kerberos")
+            .s("external_ip", "The address coturn advertises for relayed traffic (its public or node address), when clients reach it through NAT.")
+            .one_of("service_type", &["NodePort", "LoadBalancer", "ClusterIP"], "NodePort, LoadBalancer or ClusterIP: how agents on other clusters and browsers reach it.")
+            .default("NodePort")
+            .n("node_port", "NodePort of TURN over TCP (or host port on Docker).")
+            .default(30478i64)
+            .computed("host", AttrType::String, "Host inside the cluster/network.")
+            .computed("uri", AttrType::String, "turn: URI inside the cluster/network (TCP).")
+            .computed("external_uri", AttrType::String, "turn: URI from outside (TCP): the NodePort on the cluster's node address, the LoadBalancer's address, or the Docker host's published port; null when not exposed.")
+            .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
+            .sensitive(),
+        (Turn, "external") => B::new()
+            .s("uri", "turn: or turns: URI of a TURN server kdeploy does not run, e.g. \"turn:turn.example.com:3478\".")
+            .required()
+            .s("username", "TURN user.")
+            .s("password", "TURN password.")
+            .sensitive(),
         (Vault, "kerberos") => B::new()
             .workload()
             .comp("database", Kind::Database, "MongoDB Vault keeps its metadata in.")
@@ -792,6 +822,7 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("mqtt_username", "MQTT user.")
             .s("mqtt_password", "MQTT password.")
             .sensitive()
+            .comp("turn", Kind::Turn, "TURN server for the WebRTC live view: sets its URI, user and password (instead of turn_uri, turn_username and turn_password).")
             .s("turn_uri", "TURN server (explicit; never the public default).")
             .default("")
             .s("turn_username", "TURN user.")

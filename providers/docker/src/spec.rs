@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kdeploy_provider::addr::Address;
-use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, mqtt};
+use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, mqtt, turn};
 use kdeploy_provider::{ComponentRef, ErrorKind, Kind, ProviderError, Reference, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -57,6 +57,7 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
             | (Kind::Database, "mongodb")
             | (Kind::ObjectStorage, "minio")
             | (Kind::Broker, "rabbitmq" | "mosquitto" | "vernemq")
+            | (Kind::Turn, "coturn")
             | (Kind::Vault, "kerberos")
             | (Kind::Agent, "kerberos")
     );
@@ -280,6 +281,12 @@ pub fn derived_attrs(component: &ComponentRef, cluster_name: &str, engine_host: 
             // Published on the engine's host: reachable from other clusters and browsers.
             out.insert("external_uri".into(), Value::string(format!("tcp://{engine_host}:{}", published("node_port", 31883))));
             out.insert("external_websocket_uri".into(), Value::string(format!("ws://{engine_host}:{}", published("websocket_node_port", 31080))));
+        }
+        Kind::Turn => {
+            let published = attrs.get("node_port").and_then(Value::as_i64).unwrap_or(30478);
+            out.insert("host".into(), Value::string(&name));
+            out.insert("uri".into(), Value::string(format!("turn:{name}:{}?transport=tcp", turn::TURN_PORT)));
+            out.insert("external_uri".into(), Value::string(format!("turn:{engine_host}:{published}?transport=tcp")));
         }
         Kind::Database => {
             let user = s("username").as_str().unwrap_or("root").to_string();

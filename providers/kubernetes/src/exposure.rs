@@ -88,6 +88,23 @@ pub fn outside_mqtt(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, 
     }
 }
 
+/// The `turn:` URI (TCP) of a TURN server from outside its cluster, as [`outside_mqtt`].
+pub fn outside_turn(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &Address) -> Value {
+    use kdeploy_provider::components::turn::TURN_PORT;
+    match (Exposure::of(attrs), cluster.get("server"), attrs.get("node_port").and_then(Value::as_i64)) {
+        (Exposure::NodePort, Some(Value::String(server)), Some(port)) => Value::String(format!("turn:{}:{port}?transport=tcp", server_host(server))),
+        (Exposure::NodePort, Some(Value::Unknown(_)), _) => Value::Unknown(format!("{address}.external_uri")),
+        (Exposure::LoadBalancer, _, _) => match attrs.get("external_uri") {
+            Some(Value::String(previous)) => {
+                let host = previous.trim_start_matches("turn:").split(':').next().unwrap_or_default();
+                Value::String(format!("turn:{host}:{TURN_PORT}?transport=tcp"))
+            }
+            _ => Value::Unknown(format!("{address}.external_uri")),
+        },
+        _ => Value::Null,
+    }
+}
+
 /// The host of the component's Ingress, when it has one.
 pub fn ingress_host(attrs: &BTreeMap<String, Value>) -> Option<&str> {
     attrs.get("ingress_host").and_then(Value::as_str).filter(|h| !h.is_empty())

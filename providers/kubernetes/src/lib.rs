@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
-use kdeploy_provider::components::{mqtt, vault};
+use kdeploy_provider::components::{mqtt, turn, vault};
 use render::{Input, MANAGED_BY, base_name, namespace, object_key};
 
 /// The field manager kdeploy writes as.
@@ -119,6 +119,13 @@ fn fill_computed(
             let (tcp, ws) = exposure::outside_mqtt(attrs, cluster, &c.address);
             set(attrs, "external_uri", tcp);
             set(attrs, "external_websocket_uri", ws);
+        }
+        (Kind::Turn, "coturn") => {
+            let host = format!("{base}.{ns}");
+            set(attrs, "host", Value::String(host.clone()));
+            set(attrs, "uri", Value::String(format!("turn:{host}:{}?transport=tcp", turn::TURN_PORT)));
+            let external = exposure::outside_turn(attrs, cluster, &c.address);
+            set(attrs, "external_uri", external);
         }
         (Kind::Vault, _) => {
             let endpoint = format!("http://{base}.{ns}:80/api");
@@ -781,6 +788,10 @@ impl Provider for KubernetesProvider {
             let host = exposure::server_host(&url);
             attrs.insert("external_uri".into(), Value::String(format!("tcp://{host}:{}", mqtt::MQTT_PORT)));
             attrs.insert("external_websocket_uri".into(), Value::String(format!("ws://{host}:{}", mqtt::WEBSOCKET_PORT)));
+        }
+        if c.kind == Kind::Turn && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
+            let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
+            attrs.insert("external_uri".into(), Value::String(format!("turn:{}:{}?transport=tcp", exposure::server_host(&url), turn::TURN_PORT)));
         }
         attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
         attrs.insert(OBJECTS.into(), Value::Map(digests));

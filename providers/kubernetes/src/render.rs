@@ -79,6 +79,7 @@ pub fn namespace(component: &ComponentRef, attrs: &BTreeMap<String, Value>) -> S
             Kind::ObjectStorage => "minio",
             Kind::Database => "mongodb",
             Kind::Broker => component.type_name.as_str(),
+            Kind::Turn => "coturn",
             Kind::Vault => "kerberos-vault",
             Kind::Agent => "kerberos-agent",
             Kind::Hub => "kerberos-hub",

@@ -10,6 +10,7 @@
 
 pub mod mqtt;
 pub mod secrets;
+pub mod turn;
 pub mod vault;
 
 use std::cell::Cell;
@@ -191,6 +192,7 @@ pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, Attrs>) -
         Kind::Agent => {
             let mut out = referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default();
             out.extend(mqtt::check_agent(inputs, referenced.get("mqtt")));
+            out.extend(turn::check_agent(inputs));
             out
         }
         _ => Vec::new(),
@@ -398,6 +400,7 @@ pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
         (Kind::Broker, "rabbitmq") => rabbitmq(&a),
         (Kind::Broker, "mosquitto") => mqtt::mosquitto(&a, address)?,
         (Kind::Broker, "vernemq") => mqtt::vernemq(&a, address)?,
+        (Kind::Turn, "coturn") => turn::coturn(&a, address)?,
         (Kind::Vault, _) => vault_workload(spec, &a, &unknown)?,
         (Kind::Agent, _) => agent(spec, &a, &unknown)?,
         (Kind::Factory, _) => factory(spec, &a),
@@ -671,16 +674,22 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         }
         None => return Err(WorkloadError::Invalid(format!("{address}: an agent needs vault = vault.NAME."))),
     }
+    let resolved = |r: Result<(String, String, String), vault::Unresolved>| match r {
+        Ok(c) => Ok(Some(c)),
+        Err(vault::Unresolved::Unknown) => {
+            unknown.set(true);
+            Ok(None)
+        }
+        Err(vault::Unresolved::Invalid(m)) => Err(WorkloadError::Invalid(format!("{address}: {m}."))),
+    };
+    let from = spec.attrs.get("cluster");
     let broker = match spec.refs.get("mqtt") {
+        Some(b) => resolved(mqtt::client(from, b).map(|c| (c.uri, c.username, c.password)))?,
         None => None,
-        Some(b) => match mqtt::client(spec.attrs.get("cluster"), b) {
-            Ok(c) => Some(c),
-            Err(vault::Unresolved::Unknown) => {
-                unknown.set(true);
-                None
-            }
-            Err(vault::Unresolved::Invalid(m)) => return Err(WorkloadError::Invalid(format!("{address}: {m}."))),
-        },
+    };
+    let relay = match spec.refs.get("turn") {
+        Some(t) => resolved(turn::client(from, t).map(|c| (c.uri, c.username, c.password)))?,
+        None => None,
     };
     // Explicit, so that the image's public defaults (mqtt.kerberos.io, turn-fra1) are never used.
     for (var, attr, is_secret) in [
@@ -697,9 +706,11 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
     ] {
         env.push(EnvVar { name: var.into(), value: a.s(attr), secret: is_secret });
     }
-    if let Some(c) = broker {
-        for (var, value) in [("AGENT_MQTT_URI", c.uri), ("AGENT_MQTT_USERNAME", c.username), ("AGENT_MQTT_PASSWORD", c.password)] {
-            if let Some(e) = env.iter_mut().find(|e| e.name == var) {
+    // A referenced broker or TURN server takes the place of the explicit settings.
+    for (given, prefix) in [(broker, "AGENT_MQTT"), (relay, "AGENT_TURN")] {
+        let Some((uri, user, password)) = given else { continue };
+        for (suffix, value) in [("URI", uri), ("USERNAME", user), ("PASSWORD", password)] {
+            if let Some(e) = env.iter_mut().find(|e| e.name == format!("{prefix}_{suffix}")) {
                 e.value = value;
             }
         }

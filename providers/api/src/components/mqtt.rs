@@ -178,27 +178,30 @@ pub fn client(from: Option<&Value>, broker: &Reference) -> Result<Client, Unreso
         let uri = if host.contains("://") { host } else { format!("tcp://{host}") };
         return Ok(Client { uri, username: text("username")?, password: text("password")? });
     }
-    if m.get("uri").is_none_or(Value::is_unknown) || m.get("admin_password").is_none_or(Value::is_unknown) {
+    if m.get("admin_password").is_none_or(Value::is_unknown) {
         return Err(Unresolved::Unknown);
     }
+    let uri = reach(from, m, &what)?;
+    Ok(Client { uri, username: text("username")?, password: text("admin_password")? })
+}
+
+/// The URI a component on cluster `from` reaches a served component (attributes `m`) with: its
+/// `uri` on the same cluster, its `external_uri` from another one (an error saying how to expose
+/// it when it is not).
+pub fn reach(from: Option<&Value>, m: &Attrs, what: &str) -> Result<String, Unresolved> {
     let cluster = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     let (here, there) = (cluster(from), cluster(m.get("cluster")));
-    let uri = if here.is_none() || there.is_none() || here == there {
-        text("uri")?
-    } else {
-        match m.get("external_uri") {
-            Some(Value::String(u)) => u.clone(),
-            Some(Value::Unknown(_)) => return Err(Unresolved::Unknown),
-            _ => {
-                return Err(Unresolved::Invalid(format!(
-                    "it runs on {} and connects to {what}, which runs on {} and is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {what}, or run both on one cluster",
-                    here.unwrap_or_default(),
-                    there.unwrap_or_default()
-                )));
-            }
-        }
-    };
-    Ok(Client { uri, username: text("username")?, password: text("admin_password")? })
+    let key = if here.is_none() || there.is_none() || here == there { "uri" } else { "external_uri" };
+    match m.get(key) {
+        Some(Value::String(u)) => Ok(u.clone()),
+        None | Some(Value::Unknown(_)) if key == "uri" => Err(Unresolved::Unknown),
+        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
+        _ => Err(Unresolved::Invalid(format!(
+            "it runs on {} and connects to {what}, which runs on {} and is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {what}, or run both on one cluster",
+            here.unwrap_or_default(),
+            there.unwrap_or_default()
+        ))),
+    }
 }
 
 /// An agent's MQTT settings: `mqtt` (a broker) or the explicit `mqtt_*` attributes, not both;
