@@ -1,7 +1,10 @@
-//! The live view's servers: MQTT brokers (`broker` types `mosquitto` and `vernemq`), the TURN
-//! server (`turn` type `coturn`) and the agents connected to them, through the CLI: on the Kubernetes test API server and on the Docker engine. The Mosquitto
-//! configuration and password file kdeploy writes are then run by a real `mosquitto` (Debian's
-//! package), and a real client connects with the credentials the agents were given.
+//! The live view's servers and the pipeline's queue, through the CLI: MQTT brokers (`broker`
+//! types `mosquitto` and `vernemq`), the TURN server (`turn` type `coturn`) and the agents
+//! connected to them, and Kafka (`broker` type `kafka`) with Vault's integration, on the
+//! Kubernetes test API server and on the Docker engine. The Mosquitto configuration and
+//! password file kdeploy writes are then run by a real `mosquitto` (Debian's package), and a
+//! real client connects with the credentials the agents were given. No Kafka or coturn can run
+//! here: their rendering and wiring are what is checked.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,6 +49,11 @@ broker "live" {{
   readiness_timeout = "20s"
 }}
 
+broker "stream" {{
+  type              = "kafka"
+  readiness_timeout = "20s"
+}}
+
 broker "legacy" {{
   type                = "vernemq"
   service_type        = "ClusterIP"
@@ -60,6 +68,7 @@ turn "relay" {{
 vault "main" {{
   database          = database.meta
   storage           = object_storage.recordings
+  broker            = broker.stream
   readiness_timeout = "20s"
 }}
 
@@ -145,6 +154,20 @@ fn mqtt_and_turn_servers_and_connected_agents_on_kubernetes() {
     assert_eq!(env["DOCKER_VERNEMQ_USER_kerberos"], legacy_password);
     assert_eq!(server.object("v1", "Service", Some("vernemq"), "broker-legacy").unwrap()["spec"]["type"], "ClusterIP");
     assert_eq!(s.attr("broker.legacy", "external_uri"), serde_json::Value::Null);
+
+    // Kafka: one KRaft node with a SASL PLAIN user, and Vault's kafka integration publishing to it.
+    let kafka_password = s.attr("broker.stream", "admin_password").as_str().expect("a generated Kafka password").to_string();
+    let env = server.workload_env("apps/v1", "StatefulSet", "kafka", "broker-stream").expect("the kafka StatefulSet");
+    assert_eq!(env["KAFKA_ADVERTISED_LISTENERS"], "SASL://broker-stream.kafka:9092");
+    assert_eq!(env["KAFKA_PROCESS_ROLES"], "broker,controller");
+    assert!(env["KAFKA_LISTENER_NAME_SASL_PLAIN_SASL_JAAS_CONFIG"].contains(&format!("user_kerberos=\"{kafka_password}\"")));
+    let vault = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").unwrap();
+    let integrations: serde_json::Value = serde_json::from_str(&vault["VAULT_INTEGRATIONS"]).unwrap();
+    assert_eq!(
+        integrations,
+        serde_json::json!([{"name": "stream", "queue": "kafka", "broker": "broker-stream.kafka:9092", "group": "kerberos-vault", "topic": "kcloud-event-queue",
+            "username": "kerberos", "password": kafka_password, "mechanism": "PLAIN", "security": "SASL_PLAINTEXT"}])
+    );
 
     let r = kdeploy(s.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "a second plan changes nothing:\n{}{}", r.stdout, r.stderr);
@@ -331,6 +354,10 @@ object_storage "rec" {{
   type = "minio"
 {storage}}}
 
+broker "stream" {{
+  type = "kafka"
+{other}}}
+
 broker "live" {{
   type                = "mosquitto"
   node_port           = {mqtt_port}
@@ -345,6 +372,7 @@ turn "relay" {{
 vault "main" {{
   database  = database.meta
   storage   = object_storage.rec
+  broker    = broker.stream
   node_port = {vault_port}
 {vault}}}
 
@@ -386,6 +414,8 @@ fn mosquitto_coturn_and_a_connected_agent_on_docker() {
     assert_eq!(env["AGENT_MQTT_USERNAME"], "kerberos");
     assert_eq!(env["AGENT_MQTT_PASSWORD"], password);
     assert_eq!(env["AGENT_TURN_URI"], format!("turn:kdeploy-{c}-turn-relay:3478?transport=tcp"));
+    let vault = testing::env(&format!("kdeploy-{c}-vault-main")).into_iter().find_map(|kv| kv.strip_prefix("VAULT_INTEGRATIONS=").map(str::to_string)).unwrap();
+    assert!(vault.contains(&format!("\"broker\":\"kdeploy-{c}-broker-stream:9092\"")) && vault.contains("\"queue\":\"kafka\""), "{vault}");
     assert_eq!(env["AGENT_TURN_PASSWORD"], s.attr("turn.relay", "admin_password").as_str().unwrap());
     assert_eq!(s.attr("broker.live", "external_uri"), serde_json::json!(format!("tcp://localhost:{mqtt_port}")));
     assert_eq!(s.attr("broker.live", "external_websocket_uri"), serde_json::json!(format!("ws://localhost:{ws_port}")));

@@ -705,9 +705,21 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .sensitive(),
         (Broker, "kafka") => B::new()
             .workload()
+            .s("version", "Apache Kafka version (apache/kafka image tag).")
+            .default("3.9.1")
             .s("topic", "Topic for Vault events.")
             .default("kcloud-event-queue")
-            .computed("brokers", AttrType::String, "Bootstrap servers."),
+            .s("username", "SASL PLAIN user.")
+            .default("kerberos")
+            .s("password", "Its password (default: generated once and kept in state).")
+            .sensitive()
+            .s("storage_size", "Volume size.")
+            .default("8Gi")
+            .computed("host", AttrType::String, "Host inside the cluster/network.")
+            .computed("port", AttrType::Number, "Kafka port (9092, SASL_PLAINTEXT).")
+            .computed("brokers", AttrType::String, "Bootstrap servers (host:port).")
+            .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
+            .sensitive(),
         (Broker, "mosquitto") => mqtt_broker("Mosquitto version (image tag).", "2.0.21"),
         (Broker, "vernemq") => mqtt_broker("VerneMQ version (image tag).", "2.0.1-alpine"),
         (Broker, "external") => B::new()

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kdeploy_provider::addr::Address;
-use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, mqtt, turn};
+use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, kafka, mqtt, turn};
 use kdeploy_provider::{ComponentRef, ErrorKind, Kind, ProviderError, Reference, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -56,7 +56,7 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
         (Kind::Cluster, "docker")
             | (Kind::Database, "mongodb")
             | (Kind::ObjectStorage, "minio")
-            | (Kind::Broker, "rabbitmq" | "mosquitto" | "vernemq")
+            | (Kind::Broker, "rabbitmq" | "kafka" | "mosquitto" | "vernemq")
             | (Kind::Turn, "coturn")
             | (Kind::Vault, "kerberos")
             | (Kind::Agent, "kerberos")
@@ -67,7 +67,6 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
     let why = match (kind, type_name) {
         (Kind::Hub, _) => "Kerberos Hub needs Kubernetes (Helm chart, prometheus-operator CRDs); deploy it on a kubernetes/microk8s/eks/aks/gke cluster",
         (Kind::Factory, _) => "Kerberos Factory creates agents through the Kubernetes API; on Docker declare one agent block per camera instead",
-        (Kind::Broker, "kafka") => "broker type \"kafka\" is not supported on Docker yet; use \"rabbitmq\" (or \"external\")",
         _ => "this component type is not supported on a Docker cluster",
     };
     Err(ProviderError::new(ErrorKind::Invalid, format!("{address} ({kind} type {type_name:?}) cannot run on a Docker cluster: {why}.")))
@@ -288,6 +287,11 @@ pub fn derived_attrs(component: &ComponentRef, cluster_name: &str, engine_host: 
             out.insert("uri".into(), Value::string(format!("turn:{name}:{}?transport=tcp", turn::TURN_PORT)));
             out.insert("external_uri".into(), Value::string(format!("turn:{engine_host}:{published}?transport=tcp")));
         }
+        Kind::Broker if component.type_name == "kafka" => {
+            out.insert("host".into(), Value::string(&name));
+            out.insert("port".into(), Value::from_i64(i64::from(kafka::PORT)));
+            out.insert("brokers".into(), Value::string(format!("{name}:{}", kafka::PORT)));
+        }
         Kind::Database => {
             let user = s("username").as_str().unwrap_or("root").to_string();
             out.insert("host".into(), Value::string(&name));
@@ -434,7 +438,7 @@ mod tests {
         assert!(spec.jobs[0].command[2].contains("local/recs"));
         assert_eq!(spec.jobs[0].env["MINIO_ROOT_PASSWORD"], "SKSK");
         assert!(check_supported(Kind::Hub, "kerberos", "hub.main").unwrap_err().message.contains("Kubernetes"));
-        assert!(check_supported(Kind::Broker, "kafka", "broker.k").is_err());
+        assert!(check_supported(Kind::Broker, "kafka", "broker.k").is_ok());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
-use kdeploy_provider::components::{mqtt, turn, vault};
+use kdeploy_provider::components::{kafka, mqtt, turn, vault};
 use render::{Input, MANAGED_BY, base_name, namespace, object_key};
 
 /// The field manager kdeploy writes as.
@@ -110,6 +110,12 @@ fn fill_computed(
             set(attrs, "port", Value::from_i64(5672));
             set(attrs, "uri", u);
         }
+        (Kind::Broker, "kafka") => {
+            let host = format!("{base}.{ns}");
+            set(attrs, "brokers", Value::String(format!("{host}:{}", kafka::PORT)));
+            set(attrs, "host", Value::String(host));
+            set(attrs, "port", Value::from_i64(i64::from(kafka::PORT)));
+        }
         (Kind::Broker, "mosquitto" | "vernemq") => {
             let host = format!("{base}.{ns}");
             set(attrs, "host", Value::String(host.clone()));
@@ -150,7 +156,6 @@ fn fill_computed(
 fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
     match (c.kind, c.type_name.as_str()) {
         (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, "Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately".to_string())),
-        (Kind::Broker, "kafka") => Some(ProviderError::new(ErrorKind::Invalid, format!("a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.type_name))),
         _ => None,
     }
 }

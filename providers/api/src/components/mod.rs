@@ -8,6 +8,7 @@
 //! Kubernetes): they arrive as the computed attributes of the component and of the components
 //! it references (`host`, `endpoint`, ...), which each runtime fills in.
 
+pub mod kafka;
 pub mod mqtt;
 pub mod secrets;
 pub mod turn;
@@ -64,6 +65,14 @@ impl Probe {
     }
 
     pub const PERIOD_SECS: u32 = 5;
+}
+
+/// What a client (an agent) connects to a served component with: an MQTT broker, a TURN server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub uri: String,
+    pub username: String,
+    pub password: String,
 }
 
 /// A volume mounted into the container. Several mounts of one volume use sub-paths.
@@ -398,6 +407,7 @@ pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
         (Kind::Database, "mongodb") => mongodb(&a),
         (Kind::ObjectStorage, "minio") => minio(&a),
         (Kind::Broker, "rabbitmq") => rabbitmq(&a),
+        (Kind::Broker, "kafka") => kafka::kafka(&a, spec.component)?,
         (Kind::Broker, "mosquitto") => mqtt::mosquitto(&a, address)?,
         (Kind::Broker, "vernemq") => mqtt::vernemq(&a, address)?,
         (Kind::Turn, "coturn") => turn::coturn(&a, address)?,
@@ -674,7 +684,7 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         }
         None => return Err(WorkloadError::Invalid(format!("{address}: an agent needs vault = vault.NAME."))),
     }
-    let resolved = |r: Result<(String, String, String), vault::Unresolved>| match r {
+    let resolved = |r: Result<Client, vault::Unresolved>| match r {
         Ok(c) => Ok(Some(c)),
         Err(vault::Unresolved::Unknown) => {
             unknown.set(true);
@@ -684,11 +694,11 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
     };
     let from = spec.attrs.get("cluster");
     let broker = match spec.refs.get("mqtt") {
-        Some(b) => resolved(mqtt::client(from, b).map(|c| (c.uri, c.username, c.password)))?,
+        Some(b) => resolved(mqtt::client(from, b))?,
         None => None,
     };
     let relay = match spec.refs.get("turn") {
-        Some(t) => resolved(turn::client(from, t).map(|c| (c.uri, c.username, c.password)))?,
+        Some(t) => resolved(turn::client(from, t))?,
         None => None,
     };
     // Explicit, so that the image's public defaults (mqtt.kerberos.io, turn-fra1) are never used.
@@ -708,8 +718,8 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
     }
     // A referenced broker or TURN server takes the place of the explicit settings.
     for (given, prefix) in [(broker, "AGENT_MQTT"), (relay, "AGENT_TURN")] {
-        let Some((uri, user, password)) = given else { continue };
-        for (suffix, value) in [("URI", uri), ("USERNAME", user), ("PASSWORD", password)] {
+        let Some(c) = given else { continue };
+        for (suffix, value) in [("URI", c.uri), ("USERNAME", c.username), ("PASSWORD", c.password)] {
             if let Some(e) = env.iter_mut().find(|e| e.name == format!("{prefix}_{suffix}")) {
                 e.value = value;
             }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha512};
 
 use super::vault::{Problem, Unresolved};
-use super::{File, FileSource, Get, Port, Probe, Workload, WorkloadError, base, plain, secret, versioned};
+use super::{Client, File, FileSource, Get, Port, Probe, Workload, WorkloadError, base, plain, secret, versioned};
 use crate::attrs::Attrs;
 use crate::images;
 use crate::provider::Reference;
@@ -147,14 +147,6 @@ pub fn is_mqtt(broker: &Attrs) -> bool {
         Some(Value::String(p)) => p == "mqtt",
         _ => broker.contains_key("websocket_node_port"),
     }
-}
-
-/// What a client (an agent) connects with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Client {
-    pub uri: String,
-    pub username: String,
-    pub password: String,
 }
 
 /// How a component on cluster `from` connects to `broker`: its in-cluster URI on the same

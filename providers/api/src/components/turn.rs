@@ -8,7 +8,7 @@
 //! relay range reachable too, which kdeploy does not publish.
 
 use super::vault::Unresolved;
-use super::{File, FileSource, Get, Port, Workload, WorkloadError, base, versioned};
+use super::{Client, File, FileSource, Get, Port, Workload, WorkloadError, base, versioned};
 use crate::attrs::Attrs;
 use crate::images;
 use crate::provider::Reference;
@@ -65,14 +65,6 @@ pub(super) fn coturn(a: &Get<'_>, address: &str) -> Result<Workload, WorkloadErr
     w.service_type = a.opt("service_type").unwrap_or_else(|| "NodePort".into());
     w.resources = Some(super::Resources { cpu: "500m".into(), memory: "256Mi".into() });
     Ok(w)
-}
-
-/// What an agent relays with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Client {
-    pub uri: String,
-    pub username: String,
-    pub password: String,
 }
 
 /// How a component on cluster `from` uses `turn`: the in-cluster URI on the same cluster, the
