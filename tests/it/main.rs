@@ -9,6 +9,7 @@ mod drift;
 mod engine;
 mod language;
 mod lock;
+mod mqtt;
 mod support;
 
 mod aws;

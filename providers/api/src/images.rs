@@ -16,6 +16,14 @@ pub const MINIO: &str = "quay.io/minio/minio:RELEASE.2024-11-07T00-52-20Z";
 pub const MINIO_CLIENT: &str = "quay.io/minio/mc:RELEASE.2024-11-17T19-35-25Z";
 /// RabbitMQ with the management plugin (and rabbitmqadmin).
 pub const RABBITMQ: &str = "rabbitmq:3.13.7-management";
+/// Apache Kafka (`broker` type `kafka`), a single KRaft node.
+pub const KAFKA: &str = "apache/kafka:3.9.1";
+/// Mosquitto, the MQTT broker agents and Hub's live view use (`broker` type `mosquitto`).
+pub const MOSQUITTO: &str = "eclipse-mosquitto:2.0.21";
+/// VerneMQ (`broker` type `vernemq`), the MQTT broker of the upstream Hub manifests.
+pub const VERNEMQ: &str = "vernemq/vernemq:2.0.1-alpine";
+/// coturn, the TURN server of the WebRTC live view (`turn` type `coturn`).
+pub const COTURN: &str = "coturn/coturn:4.6.3";
 /// Small utility image for init containers (waiting for a TCP port, seeding files).
 pub const BUSYBOX: &str = "busybox:1.36.1";
 
@@ -43,6 +51,10 @@ mod tests {
             super::MINIO,
             super::MINIO_CLIENT,
             super::RABBITMQ,
+            super::MOSQUITTO,
+            super::KAFKA,
+            super::VERNEMQ,
+            super::COTURN,
             super::BUSYBOX,
             super::kdeploy().as_str(),
         ] {

@@ -20,6 +20,8 @@ pub enum Kind {
     ObjectStorage,
     Database,
     Broker,
+    /// A TURN server for the WebRTC live view of agents and Hub.
+    Turn,
     Vault,
     Agent,
     Hub,
@@ -31,11 +33,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Cluster,
         Kind::ObjectStorage,
         Kind::Database,
         Kind::Broker,
+        Kind::Turn,
         Kind::Vault,
         Kind::Agent,
         Kind::Hub,
@@ -51,6 +54,7 @@ impl Kind {
             Kind::ObjectStorage => "object_storage",
             Kind::Database => "database",
             Kind::Broker => "broker",
+            Kind::Turn => "turn",
             Kind::Vault => "vault",
             Kind::Agent => "agent",
             Kind::Hub => "hub",
@@ -70,7 +74,8 @@ impl Kind {
             Kind::Cluster => &["docker", "microk8s", "kubernetes", "eks", "aks", "gke"],
             Kind::ObjectStorage => &["minio", "s3", "azure_blob", "gcs", "external"],
             Kind::Database => &["mongodb", "external"],
-            Kind::Broker => &["rabbitmq", "kafka", "vernemq", "external"],
+            Kind::Broker => &["rabbitmq", "kafka", "mosquitto", "vernemq", "external"],
+            Kind::Turn => &["coturn", "external"],
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
             Kind::DriftSchedule => &["kubernetes"],
             Kind::Chart => &["helm"],
@@ -382,6 +387,37 @@ impl B {
     }
 }
 
+/// An MQTT broker kdeploy runs (Mosquitto or VerneMQ): one user for the agents and Hub, MQTT
+/// over TCP and over websockets (for Hub's browser live view), published like Vault's API.
+fn mqtt_broker(version: &'static str, default_version: &'static str) -> B {
+    B::new()
+        .workload()
+        .s("version", version)
+        .default(default_version)
+        .s("username", "The MQTT user agents and Hub connect as.")
+        .default("kerberos")
+        .s("password", "Its password (default: generated once and kept in state).")
+        .sensitive()
+        .one_of("service_type", &["NodePort", "LoadBalancer", "ClusterIP"], "NodePort, LoadBalancer or ClusterIP: how agents on other clusters and browsers (Hub's live view) reach it.")
+        .default("NodePort")
+        .n("node_port", "NodePort of MQTT over TCP (or host port on Docker).")
+        .default(31883i64)
+        .n("websocket_node_port", "NodePort of MQTT over websockets (or host port on Docker).")
+        .default(31080i64)
+        .computed("host", AttrType::String, "Host inside the cluster/network.")
+        .computed("port", AttrType::Number, "MQTT port (1883).")
+        .computed("uri", AttrType::String, "tcp:// MQTT URI inside the cluster/network.")
+        .computed("websocket_uri", AttrType::String, "ws:// MQTT URI inside the cluster/network.")
+        .computed(
+            "external_uri",
+            AttrType::String,
+            "tcp:// MQTT URI from outside: the NodePort on the cluster's node address, the LoadBalancer's address, or the Docker host's published port; null when not exposed (ClusterIP).",
+        )
+        .computed("external_websocket_uri", AttrType::String, "ws:// MQTT URI from outside (browsers), like external_uri.")
+        .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
+        .sensitive()
+}
+
 /// Fields of a vault's `account "NAME" { ... }` block.
 fn account_fields() -> B {
     B::new()
@@ -684,18 +720,23 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .sensitive(),
         (Broker, "kafka") => B::new()
             .workload()
+            .s("version", "Apache Kafka version (apache/kafka image tag).")
+            .default("3.9.1")
             .s("topic", "Topic for Vault events.")
             .default("kcloud-event-queue")
-            .computed("brokers", AttrType::String, "Bootstrap servers."),
-        (Broker, "vernemq") => B::new()
-            .workload()
-            .s("username", "MQTT user.")
+            .s("username", "SASL PLAIN user.")
             .default("kerberos")
-            .s("password", "MQTT password (default: generated).")
+            .s("password", "Its password (default: generated once and kept in state).")
             .sensitive()
-            .computed("uri", AttrType::String, "tcp:// MQTT URI.")
+            .s("storage_size", "Volume size.")
+            .default("8Gi")
+            .computed("host", AttrType::String, "Host inside the cluster/network.")
+            .computed("port", AttrType::Number, "Kafka port (9092, SASL_PLAINTEXT).")
+            .computed("brokers", AttrType::String, "Bootstrap servers (host:port).")
             .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
             .sensitive(),
+        (Broker, "mosquitto") => mqtt_broker("Mosquitto version (image tag).", "2.0.21"),
+        (Broker, "vernemq") => mqtt_broker("VerneMQ version (image tag).", "2.0.1-alpine"),
         (Broker, "external") => B::new()
             .s("host", "Broker host:port.")
             .required()
@@ -707,6 +748,32 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .s("queue", "Queue.")
             .default("data-filtering")
             .computed("uri", AttrType::String, "URI."),
+        (Turn, "coturn") => B::new()
+            .workload()
+            .s("version", "coturn version (image tag).")
+            .default("4.6.3")
+            .s("username", "The TURN user agents and Hub authenticate as (long-term credentials).")
+            .default("kerberos")
+            .s("password", "Its password (default: generated once and kept in state).")
+            .sensitive()
+            .s("realm", "The TURN realm.")
+            .default("kerberos")
+            .s("external_ip", "The address coturn advertises for relayed traffic (its public or node address), when clients reach it through NAT.")
+            .one_of("service_type", &["NodePort", "LoadBalancer", "ClusterIP"], "NodePort, LoadBalancer or ClusterIP: how agents on other clusters and browsers reach it.")
+            .default("NodePort")
+            .n("node_port", "NodePort of TURN over TCP (or host port on Docker).")
+            .default(30478i64)
+            .computed("host", AttrType::String, "Host inside the cluster/network.")
+            .computed("uri", AttrType::String, "turn: URI inside the cluster/network (TCP).")
+            .computed("external_uri", AttrType::String, "turn: URI from outside (TCP): the NodePort on the cluster's node address, the LoadBalancer's address, or the Docker host's published port; null when not exposed.")
+            .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
+            .sensitive(),
+        (Turn, "external") => B::new()
+            .s("uri", "turn: or turns: URI of a TURN server kdeploy does not run, e.g. \"turn:turn.example.com:3478\".")
+            .required()
+            .s("username", "TURN user.")
+            .s("password", "TURN password.")
+            .sensitive(),
         (Vault, "kerberos") => B::new()
             .workload()
             .comp("database", Kind::Database, "MongoDB Vault keeps its metadata in.")
@@ -776,11 +843,13 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(false)
             .s("timezone", "Agent timezone.")
             .default("UTC")
+            .comp("mqtt", Kind::Broker, "MQTT broker the agent connects to (mosquitto, vernemq, or external with protocol = \"mqtt\"): sets its MQTT URI, user and password (instead of mqtt_uri, mqtt_username and mqtt_password).")
             .s("mqtt_uri", "MQTT broker (explicit; never the public default).")
             .default("")
             .s("mqtt_username", "MQTT user.")
             .s("mqtt_password", "MQTT password.")
             .sensitive()
+            .comp("turn", Kind::Turn, "TURN server for the WebRTC live view: sets its URI, user and password (instead of turn_uri, turn_username and turn_password).")
             .s("turn_uri", "TURN server (explicit; never the public default).")
             .default("")
             .s("turn_username", "TURN user.")

@@ -84,7 +84,7 @@ impl DockerProvider {
         let remembered = self.remembered(&component.address.to_string());
         components::secrets::fill(component.kind, &component.type_name, &component.address.to_string(), attrs, &remembered, generate);
         let cname = cluster_of(attrs);
-        let derived = spec::derived_attrs(component.kind, &component.address, &cname, &spec::engine_hostname(&ep.host), attrs);
+        let derived = spec::derived_attrs(component, &cname, &spec::engine_hostname(&ep.host), attrs);
         attrs.extend(derived);
         components::fill_derived(component, attrs, refs).map_err(|m| ProviderError::new(ErrorKind::Invalid, m))
     }

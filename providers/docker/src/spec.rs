@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kdeploy_provider::addr::Address;
-use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError};
+use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, kafka, mqtt, turn};
 use kdeploy_provider::{ComponentRef, ErrorKind, Kind, ProviderError, Reference, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -56,7 +56,8 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
         (Kind::Cluster, "docker")
             | (Kind::Database, "mongodb")
             | (Kind::ObjectStorage, "minio")
-            | (Kind::Broker, "rabbitmq")
+            | (Kind::Broker, "rabbitmq" | "kafka" | "mosquitto" | "vernemq")
+            | (Kind::Turn, "coturn")
             | (Kind::Vault, "kerberos")
             | (Kind::Agent, "kerberos")
     );
@@ -66,7 +67,6 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
     let why = match (kind, type_name) {
         (Kind::Hub, _) => "Kerberos Hub needs Kubernetes (Helm chart, prometheus-operator CRDs); deploy it on a kubernetes/microk8s/eks/aks/gke cluster",
         (Kind::Factory, _) => "Kerberos Factory creates agents through the Kubernetes API; on Docker declare one agent block per camera instead",
-        (Kind::Broker, "kafka" | "vernemq") => "only broker type \"rabbitmq\" (or \"external\") is supported on Docker",
         (Kind::Chart, _) => "a Helm chart renders Kubernetes objects; put it on a kubernetes/microk8s/eks/aks/gke cluster",
         _ => "this component type is not supported on a Docker cluster",
     };
@@ -259,7 +259,8 @@ pub fn engine_hostname(host: &str) -> String {
 
 /// The deterministic computed attributes (host, port, endpoint, uri, url, provider), given
 /// the component's attributes (with secrets, possibly unknown).
-pub fn derived_attrs(kind: Kind, address: &Address, cluster_name: &str, engine_host: &str, attrs: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+pub fn derived_attrs(component: &ComponentRef, cluster_name: &str, engine_host: &str, attrs: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let address = &component.address;
     let name = container_name(cluster_name, address);
     let mut out = BTreeMap::new();
     let s = |k: &str| attrs.get(k).cloned().unwrap_or(Value::Null);
@@ -270,7 +271,28 @@ pub fn derived_attrs(kind: Kind, address: &Address, cluster_name: &str, engine_h
             _ => Value::Unknown(format!("{address}.uri")),
         }
     };
-    match kind {
+    match component.kind {
+        Kind::Broker if component.type_name == "mosquitto" || component.type_name == "vernemq" => {
+            let published = |k: &str, default: i64| attrs.get(k).and_then(Value::as_i64).unwrap_or(default);
+            out.insert("host".into(), Value::string(&name));
+            out.insert("port".into(), Value::from_i64(i64::from(mqtt::MQTT_PORT)));
+            out.insert("uri".into(), Value::string(format!("tcp://{name}:{}", mqtt::MQTT_PORT)));
+            out.insert("websocket_uri".into(), Value::string(format!("ws://{name}:{}", mqtt::WEBSOCKET_PORT)));
+            // Published on the engine's host: reachable from other clusters and browsers.
+            out.insert("external_uri".into(), Value::string(format!("tcp://{engine_host}:{}", published("node_port", 31883))));
+            out.insert("external_websocket_uri".into(), Value::string(format!("ws://{engine_host}:{}", published("websocket_node_port", 31080))));
+        }
+        Kind::Turn => {
+            let published = attrs.get("node_port").and_then(Value::as_i64).unwrap_or(30478);
+            out.insert("host".into(), Value::string(&name));
+            out.insert("uri".into(), Value::string(format!("turn:{name}:{}?transport=tcp", turn::TURN_PORT)));
+            out.insert("external_uri".into(), Value::string(format!("turn:{engine_host}:{published}?transport=tcp")));
+        }
+        Kind::Broker if component.type_name == "kafka" => {
+            out.insert("host".into(), Value::string(&name));
+            out.insert("port".into(), Value::from_i64(i64::from(kafka::PORT)));
+            out.insert("brokers".into(), Value::string(format!("{name}:{}", kafka::PORT)));
+        }
         Kind::Database => {
             let user = s("username").as_str().unwrap_or("root").to_string();
             out.insert("host".into(), Value::string(&name));
@@ -418,18 +440,36 @@ mod tests {
         assert_eq!(spec.jobs[0].env["MINIO_ROOT_PASSWORD"], "SKSK");
         assert!(check_supported(Kind::Hub, "kerberos", "hub.main").unwrap_err().message.contains("Kubernetes"));
         assert!(check_supported(Kind::Chart, "helm", "chart.monitoring").unwrap_err().message.contains("Helm chart renders Kubernetes objects"));
-        assert!(check_supported(Kind::Broker, "kafka", "broker.k").is_err());
+        assert!(check_supported(Kind::Broker, "kafka", "broker.k").is_ok());
     }
 
     #[test]
     fn derived_attributes() {
         let attrs = m(&[("username", Value::string("root")), ("admin_password", Value::string("pw"))]);
-        let d = derived_attrs(Kind::Database, &"database.meta".parse().unwrap(), "edge", "localhost", &attrs);
+        let d = derived_attrs(
+            &ComponentRef { address: "database.meta".parse().unwrap(), kind: Kind::Database, type_name: "mongodb".into() },
+            "edge",
+            "localhost",
+            &attrs,
+        );
         assert_eq!(d["host"], Value::string("kdeploy-edge-database-meta"));
         assert_eq!(d["uri"], Value::string("mongodb://root:pw@kdeploy-edge-database-meta:27017/admin"));
         let unknown = m(&[("admin_password", Value::Unknown("x".into()))]);
-        assert!(derived_attrs(Kind::Database, &"database.meta".parse().unwrap(), "edge", "localhost", &unknown)["uri"].is_unknown());
-        let v = derived_attrs(Kind::Vault, &"vault.main".parse().unwrap(), "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(31000))]));
+        assert!(
+            derived_attrs(
+                &ComponentRef { address: "database.meta".parse().unwrap(), kind: Kind::Database, type_name: "mongodb".into() },
+                "edge",
+                "localhost",
+                &unknown
+            )["uri"]
+                .is_unknown()
+        );
+        let mqtt = ComponentRef { address: "broker.live".parse().unwrap(), kind: Kind::Broker, type_name: "mosquitto".into() };
+        let b = derived_attrs(&mqtt, "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(1883)), ("websocket_node_port", Value::from_i64(9001))]));
+        assert_eq!(b["uri"], Value::string("tcp://kdeploy-edge-broker-live:1883"));
+        assert_eq!(b["external_uri"], Value::string("tcp://10.0.0.5:1883"));
+        assert_eq!(b["external_websocket_uri"], Value::string("ws://10.0.0.5:9001"));
+        let v = derived_attrs(&cref("vault.main", Kind::Vault), "edge", "10.0.0.5", &m(&[("node_port", Value::from_i64(31000))]));
         assert_eq!(v["url"], Value::string("http://10.0.0.5:31000"));
     }
 }

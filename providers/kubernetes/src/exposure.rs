@@ -63,6 +63,48 @@ pub fn outside_url(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, V
     }
 }
 
+/// The `tcp://` and `ws://` URIs of an MQTT broker from outside its cluster: its node ports on
+/// the cluster's address, the address its LoadBalancer was given (kept from the apply that found
+/// it), or null when it is not exposed (ClusterIP). Unknown while the address is.
+pub fn outside_mqtt(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &Address) -> (Value, Value) {
+    use kdeploy_provider::components::mqtt::{MQTT_PORT, WEBSOCKET_PORT};
+    let node_port = |k: &str| attrs.get(k).and_then(Value::as_i64);
+    let unknown = |k: &str| Value::Unknown(format!("{address}.{k}"));
+    match (Exposure::of(attrs), cluster.get("server")) {
+        (Exposure::NodePort, Some(Value::String(server))) => {
+            let host = server_host(server);
+            let uri = |scheme: &str, k: &str| node_port(k).map(|p| Value::String(format!("{scheme}://{host}:{p}"))).unwrap_or(Value::Null);
+            (uri("tcp", "node_port"), uri("ws", "websocket_node_port"))
+        }
+        (Exposure::NodePort, Some(Value::Unknown(_))) => (unknown("external_uri"), unknown("external_websocket_uri")),
+        (Exposure::LoadBalancer, _) => match attrs.get("external_uri") {
+            Some(Value::String(previous)) => {
+                let host = server_host(previous);
+                (Value::String(format!("tcp://{host}:{MQTT_PORT}")), Value::String(format!("ws://{host}:{WEBSOCKET_PORT}")))
+            }
+            _ => (unknown("external_uri"), unknown("external_websocket_uri")),
+        },
+        _ => (Value::Null, Value::Null),
+    }
+}
+
+/// The `turn:` URI (TCP) of a TURN server from outside its cluster, as [`outside_mqtt`].
+pub fn outside_turn(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &Address) -> Value {
+    use kdeploy_provider::components::turn::TURN_PORT;
+    match (Exposure::of(attrs), cluster.get("server"), attrs.get("node_port").and_then(Value::as_i64)) {
+        (Exposure::NodePort, Some(Value::String(server)), Some(port)) => Value::String(format!("turn:{}:{port}?transport=tcp", server_host(server))),
+        (Exposure::NodePort, Some(Value::Unknown(_)), _) => Value::Unknown(format!("{address}.external_uri")),
+        (Exposure::LoadBalancer, _, _) => match attrs.get("external_uri") {
+            Some(Value::String(previous)) => {
+                let host = previous.trim_start_matches("turn:").split(':').next().unwrap_or_default();
+                Value::String(format!("turn:{host}:{TURN_PORT}?transport=tcp"))
+            }
+            _ => Value::Unknown(format!("{address}.external_uri")),
+        },
+        _ => Value::Null,
+    }
+}
+
 /// The host of the component's Ingress, when it has one.
 pub fn ingress_host(attrs: &BTreeMap<String, Value>) -> Option<&str> {
     attrs.get("ingress_host").and_then(Value::as_str).filter(|h| !h.is_empty())
@@ -165,6 +207,21 @@ mod tests {
         let mut tls = plain.clone();
         tls.insert("cert_issuer".into(), Value::string("letsencrypt"));
         assert_eq!(outside_url(&tls, &cluster, &addr(), None), Some(Value::string("https://vault.example.com")));
+    }
+
+    #[test]
+    fn an_mqtt_broker_is_reached_on_its_node_ports_or_its_balancers_address() {
+        let a = attrs(&[("service_type", Value::string("NodePort")), ("node_port", Value::from_i64(31883)), ("websocket_node_port", Value::from_i64(31080))]);
+        let cluster = attrs(&[("server", Value::string("https://10.0.0.5:16443"))]);
+        assert_eq!(outside_mqtt(&a, &cluster, &addr()), (Value::string("tcp://10.0.0.5:31883"), Value::string("ws://10.0.0.5:31080")));
+        let pending = attrs(&[("server", Value::Unknown("cluster.c.server".into()))]);
+        assert!(outside_mqtt(&a, &pending, &addr()).0.is_unknown());
+        let mut lb = attrs(&[("service_type", Value::string("LoadBalancer"))]);
+        assert!(outside_mqtt(&lb, &cluster, &addr()).1.is_unknown(), "until apply finds the address");
+        lb.insert("external_uri".into(), Value::string("tcp://192.0.2.7:1883"));
+        assert_eq!(outside_mqtt(&lb, &cluster, &addr()), (Value::string("tcp://192.0.2.7:1883"), Value::string("ws://192.0.2.7:8080")));
+        let internal = attrs(&[("service_type", Value::string("ClusterIP"))]);
+        assert_eq!(outside_mqtt(&internal, &cluster, &addr()), (Value::Null, Value::Null));
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl KubernetesProvider {
         }
         let (ns, name) = parse_id(req.id).map_err(invalid)?;
         let mut attrs = map_of(Some(req.desired));
-        let declared = namespace(c.kind, &attrs);
+        let declared = namespace(c, &attrs);
         if declared != ns {
             return Err(invalid(format!("the import id names namespace {ns:?}, but the component runs in {declared:?}; set namespace = {ns:?} in its block")));
         }

@@ -30,7 +30,7 @@ use serde_json::{Value as Json, json};
 
 use api::{ApiError, Conn, Pool, path};
 use chart::CHART_DIGEST;
-use kdeploy_provider::components::vault;
+use kdeploy_provider::components::{kafka, mqtt, turn, vault};
 use node::Tree;
 use render::{Input, MANAGED_BY, namespace, object_base, object_key};
 
@@ -91,7 +91,7 @@ fn fill_computed(
     generate: bool,
 ) -> Result<(), ProviderError> {
     components::secrets::fill(c.kind, &c.type_name, &c.address.to_string(), attrs, &BTreeMap::new(), generate);
-    let ns = namespace(c.kind, attrs);
+    let ns = namespace(c, attrs);
     // Host names are the Service's.
     let base = render::service_name(&c.address, attrs);
     let set = |attrs: &mut BTreeMap<String, Value>, k: &str, v: Value| {
@@ -119,6 +119,29 @@ fn fill_computed(
             set(attrs, "port", Value::from_i64(5672));
             set(attrs, "uri", u);
         }
+        (Kind::Broker, "kafka") => {
+            let host = format!("{base}.{ns}");
+            set(attrs, "brokers", Value::String(format!("{host}:{}", kafka::PORT)));
+            set(attrs, "host", Value::String(host));
+            set(attrs, "port", Value::from_i64(i64::from(kafka::PORT)));
+        }
+        (Kind::Broker, "mosquitto" | "vernemq") => {
+            let host = format!("{base}.{ns}");
+            set(attrs, "host", Value::String(host.clone()));
+            set(attrs, "port", Value::from_i64(i64::from(mqtt::MQTT_PORT)));
+            set(attrs, "uri", Value::String(format!("tcp://{host}:{}", mqtt::MQTT_PORT)));
+            set(attrs, "websocket_uri", Value::String(format!("ws://{host}:{}", mqtt::WEBSOCKET_PORT)));
+            let (tcp, ws) = exposure::outside_mqtt(attrs, cluster, &c.address);
+            set(attrs, "external_uri", tcp);
+            set(attrs, "external_websocket_uri", ws);
+        }
+        (Kind::Turn, "coturn") => {
+            let host = format!("{base}.{ns}");
+            set(attrs, "host", Value::String(host.clone()));
+            set(attrs, "uri", Value::String(format!("turn:{host}:{}?transport=tcp", turn::TURN_PORT)));
+            let external = exposure::outside_turn(attrs, cluster, &c.address);
+            set(attrs, "external_uri", external);
+        }
         (Kind::Vault, _) => {
             let endpoint = format!("http://{base}.{ns}:80/api");
             let (url, external) = match outside(attrs) {
@@ -142,7 +165,6 @@ fn fill_computed(
 fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
     match (c.kind, c.type_name.as_str()) {
         (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, "Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately".to_string())),
-        (Kind::Broker, "kafka" | "vernemq") => Some(ProviderError::new(ErrorKind::Invalid, format!("a {} broker is not supported on Kubernetes yet; use type = \"rabbitmq\" or \"external\"", c.type_name))),
         _ => None,
     }
 }
@@ -574,7 +596,7 @@ impl Provider for KubernetesProvider {
             let address = &r.component.address;
             let Ok(conn) = self.conn(r.cluster.as_ref()).await else { continue };
             let attrs = map_ref(Some(&r.recorded));
-            let ns = namespace(r.component.kind, attrs);
+            let ns = namespace(&r.component, attrs);
             let svc = render::service_name(&r.component.address, attrs);
             // Through the API server's service proxy: works from wherever kdeploy runs.
             let proxy = format!("/api/v1/namespaces/{ns}/services/{svc}:80/proxy");
@@ -663,7 +685,7 @@ impl Provider for KubernetesProvider {
                     todo.push(Todo::Recorded(ckey));
                 }
                 None => {
-                    let ns = namespace(r.component.kind, recorded);
+                    let ns = namespace(&r.component, recorded);
                     for (scope, kinds) in [(ns.as_str(), NAMESPACED_KINDS), ("", CLUSTER_KINDS)] {
                         for (api_version, kind) in kinds {
                             want(api_version, kind, scope, None);
@@ -777,6 +799,7 @@ impl Provider for KubernetesProvider {
         let prior_exposure = req.prior.and_then(Value::as_map).map(exposure::Exposure::of);
         if prior_exposure.is_some_and(|e| e != exposure::Exposure::of(planned)) {
             planned.remove("url");
+            planned.remove("external_uri");
         }
         // Computed values that follow from the inputs (a changed password input, a new node port).
         fill_computed(c, planned, req.refs, cluster, false)?;
@@ -881,6 +904,16 @@ impl Provider for KubernetesProvider {
                 attrs.insert("external_url".into(), Value::String(format!("{url}/api")));
             }
             attrs.insert("url".into(), Value::String(url));
+        }
+        if c.kind == Kind::Broker && mqtt::is_mqtt(&attrs) && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
+            let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
+            let host = exposure::server_host(&url);
+            attrs.insert("external_uri".into(), Value::String(format!("tcp://{host}:{}", mqtt::MQTT_PORT)));
+            attrs.insert("external_websocket_uri".into(), Value::String(format!("ws://{host}:{}", mqtt::WEBSOCKET_PORT)));
+        }
+        if c.kind == Kind::Turn && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
+            let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
+            attrs.insert("external_uri".into(), Value::String(format!("turn:{}:{}?transport=tcp", exposure::server_host(&url), turn::TURN_PORT)));
         }
         attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
         attrs.insert(OBJECTS.into(), Value::Map(digests));

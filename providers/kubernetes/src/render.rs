@@ -100,13 +100,16 @@ fn adopted_selector(attrs: &BTreeMap<String, Value>) -> Option<Json> {
     (!m.is_empty()).then(|| Json::Object(m.iter().map(|(k, v)| (k.clone(), json!(str_of(Some(v))))).collect()))
 }
 
-pub fn namespace(kind: Kind, attrs: &BTreeMap<String, Value>) -> String {
+/// The component's `namespace`, else one per kind (per type for brokers: `rabbitmq`,
+/// `mosquitto`, ...).
+pub fn namespace(component: &ComponentRef, attrs: &BTreeMap<String, Value>) -> String {
     match attrs.get("namespace") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => match kind {
+        _ => match component.kind {
             Kind::ObjectStorage => "minio",
             Kind::Database => "mongodb",
-            Kind::Broker => "rabbitmq",
+            Kind::Broker => component.type_name.as_str(),
+            Kind::Turn => "coturn",
             Kind::Vault => "kerberos-vault",
             Kind::Agent => "kerberos-agent",
             Kind::Hub => "kerberos-hub",
@@ -511,7 +514,7 @@ fn factory_access(inp: &Input<'_>, ns: &str, base: &str) -> Vec<Json> {
 /// Objects for one component, in apply order (configuration before workloads). `Ok(None)` while
 /// a value it needs is known only after apply.
 pub fn render(inp: &Input<'_>) -> Result<Option<Vec<Json>>, String> {
-    let ns = namespace(inp.kind(), inp.attrs);
+    let ns = namespace(inp.component, inp.attrs);
     let base = object_base(inp.address(), inp.attrs);
     let ns = ns.as_str();
     if inp.kind() == Kind::DriftSchedule {

@@ -8,7 +8,10 @@
 //! Kubernetes): they arrive as the computed attributes of the component and of the components
 //! it references (`host`, `endpoint`, ...), which each runtime fills in.
 
+pub mod kafka;
+pub mod mqtt;
 pub mod secrets;
+pub mod turn;
 pub mod vault;
 
 use std::cell::Cell;
@@ -62,6 +65,14 @@ impl Probe {
     }
 
     pub const PERIOD_SECS: u32 = 5;
+}
+
+/// What a client (an agent) connects to a served component with: an MQTT broker, a TURN server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub uri: String,
+    pub username: String,
+    pub password: String,
 }
 
 /// A volume mounted into the container. Several mounts of one volume use sub-paths.
@@ -187,7 +198,12 @@ pub use vault::Problem;
 pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, Attrs>) -> Vec<Problem> {
     match kind {
         Kind::Vault => vault::check(inputs, referenced.get("broker")),
-        Kind::Agent => referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default(),
+        Kind::Agent => {
+            let mut out = referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default();
+            out.extend(mqtt::check_agent(inputs, referenced.get("mqtt")));
+            out.extend(turn::check_agent(inputs));
+            out
+        }
         _ => Vec::new(),
     }
 }
@@ -391,6 +407,10 @@ pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
         (Kind::Database, "mongodb") => mongodb(&a),
         (Kind::ObjectStorage, "minio") => minio(&a),
         (Kind::Broker, "rabbitmq") => rabbitmq(&a),
+        (Kind::Broker, "kafka") => kafka::kafka(&a, spec.component)?,
+        (Kind::Broker, "mosquitto") => mqtt::mosquitto(&a, address)?,
+        (Kind::Broker, "vernemq") => mqtt::vernemq(&a, address)?,
+        (Kind::Turn, "coturn") => turn::coturn(&a, address)?,
         (Kind::Vault, _) => vault_workload(spec, &a, &unknown)?,
         (Kind::Agent, _) => agent(spec, &a, &unknown)?,
         (Kind::Factory, _) => factory(spec, &a),
@@ -405,8 +425,9 @@ pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
     if let Some(check) = a.list("healthcheck").filter(|c| !c.is_empty()) {
         w.probe = Some(Probe::Exec(healthcheck_argv(check)));
     }
+    // `Some(0)`: the port published on the component's `node_port`.
     for p in &mut w.ports {
-        if p.published.is_some() {
+        if p.published == Some(0) {
             p.published = port(a.n("node_port"), "node_port", address)?;
         }
     }
@@ -663,6 +684,23 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         }
         None => return Err(WorkloadError::Invalid(format!("{address}: an agent needs vault = vault.NAME."))),
     }
+    let resolved = |r: Result<Client, vault::Unresolved>| match r {
+        Ok(c) => Ok(Some(c)),
+        Err(vault::Unresolved::Unknown) => {
+            unknown.set(true);
+            Ok(None)
+        }
+        Err(vault::Unresolved::Invalid(m)) => Err(WorkloadError::Invalid(format!("{address}: {m}."))),
+    };
+    let from = spec.attrs.get("cluster");
+    let broker = match spec.refs.get("mqtt") {
+        Some(b) => resolved(mqtt::client(from, b))?,
+        None => None,
+    };
+    let relay = match spec.refs.get("turn") {
+        Some(t) => resolved(turn::client(from, t))?,
+        None => None,
+    };
     // Explicit, so that the image's public defaults (mqtt.kerberos.io, turn-fra1) are never used.
     for (var, attr, is_secret) in [
         ("AGENT_MQTT_URI", "mqtt_uri", false),
@@ -677,6 +715,15 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         ("AGENT_HUB_PRIVATE_KEY", "hub_private_key", true),
     ] {
         env.push(EnvVar { name: var.into(), value: a.s(attr), secret: is_secret });
+    }
+    // A referenced broker or TURN server takes the place of the explicit settings.
+    for (given, prefix) in [(broker, "AGENT_MQTT"), (relay, "AGENT_TURN")] {
+        let Some(c) = given else { continue };
+        for (suffix, value) in [("URI", c.uri), ("USERNAME", c.username), ("PASSWORD", c.password)] {
+            if let Some(e) = env.iter_mut().find(|e| e.name == format!("{prefix}_{suffix}")) {
+                e.value = value;
+            }
+        }
     }
     for (k, v) in a.map("env") {
         env.retain(|e| e.name != k);

@@ -28,7 +28,7 @@ const AGENT: &[Generated] = &[g("key", None), g("admin_password", Some("login_pa
 /// The generated attributes of a kind and type.
 pub fn generated(kind: Kind, type_name: &str) -> &'static [Generated] {
     match (kind, type_name) {
-        (Kind::Database, "mongodb") | (Kind::Broker, "rabbitmq") => PASSWORD,
+        (Kind::Database, "mongodb") | (Kind::Broker, "rabbitmq" | "kafka" | "mosquitto" | "vernemq") | (Kind::Turn, "coturn") => PASSWORD,
         (Kind::ObjectStorage, "minio") => ROOT_KEYS,
         (Kind::Vault, _) | (Kind::Factory, _) => UI_PASSWORD,
         (Kind::Agent, _) => AGENT,
