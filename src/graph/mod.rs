@@ -4,7 +4,7 @@
 
 pub mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
@@ -27,6 +27,10 @@ pub struct Edge {
 pub struct DepGraph {
     pub graph: StableDiGraph<Address, Edge>,
     pub index: BTreeMap<Address, NodeIndex>,
+    /// The edges added, (dependency, dependent): `find_edge` walks every edge of a node, and a
+    /// central Vault has an edge to each agent of a fleet, so checking through it made building
+    /// the graph quadratic in the agents.
+    edges: HashSet<(NodeIndex, NodeIndex)>,
 }
 
 /// One graph transform: a single purpose, in a fixed order.
@@ -100,7 +104,7 @@ impl DepGraph {
     /// Records that `dependent` depends on `dependency`.
     pub fn add_dep(&mut self, dependent: &Address, dependency: &Address, edge: Edge) {
         let (Some(&a), Some(&b)) = (self.index.get(dependent), self.index.get(dependency)) else { return };
-        if self.graph.find_edge(b, a).is_none() {
+        if self.edges.insert((b, a)) {
             self.graph.add_edge(b, a, edge);
         }
     }

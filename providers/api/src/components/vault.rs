@@ -893,10 +893,12 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
 /// An agent's `account` must be one of its vault's accounts.
 pub fn check_agent(agent: &Attrs, vault: &Attrs) -> Vec<Problem> {
     let Some(account) = agent.get("account").and_then(Value::as_str) else { return Vec::new() };
-    let Ok(declared) = declared_accounts(vault) else { return Vec::new() };
-    if declared.contains_key(account) {
+    // Its own account only (a fleet's Vault declares one per site, and every agent is checked);
+    // all of them only to name them when it is not there.
+    if !matches!(declared_account(vault, account), Ok(None)) {
         return Vec::new();
     }
+    let Ok(declared) = declared_accounts(vault) else { return Vec::new() };
     let names: BTreeSet<String> = declared.keys().cloned().collect();
     vec![Problem {
         path: AttrPath::attr("account"),
