@@ -419,7 +419,7 @@ impl Planner<'_> {
                     self.diags.push(
                         Diagnostic::error("Cannot import non-existent object", format!("{addr}: nothing with the import id {id:?} exists on its target."))
                             .at(span)
-                            .hint("check the id (Kubernetes: NAMESPACE/NAME of its Deployment or StatefulSet), or remove the import block to create the component"),
+                            .hint("check the id (Kubernetes: NAMESPACE/NAME of its Deployment or StatefulSet; Docker: the container name), or remove the import block to create the component"),
                     );
                 }
                 found.attributes
