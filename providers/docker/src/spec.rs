@@ -338,6 +338,25 @@ mod tests {
     use super::*;
     use kdeploy_provider::components::secrets;
 
+    #[test]
+    fn an_adopted_containers_mounts_replace_the_rendered_volumes_at_their_paths() {
+        let rendered = vec![("kdeploy-e-database-meta-data".to_string(), "/data/db".to_string()), ("kdeploy-e-x-config".to_string(), "/config".to_string())];
+        assert_eq!(adopted_mounts(rendered.clone(), &BTreeMap::new()), rendered);
+        let mounts = [("mongo-data".to_string(), "/data/db".to_string()), ("/srv/backup".to_string(), "/backup".to_string())];
+        let attrs = BTreeMap::from([(kdeploy_provider::ADOPTED.to_string(), adopted("mongodb", &mounts))]);
+        let out = adopted_mounts(rendered, &attrs);
+        assert_eq!(
+            out,
+            vec![
+                ("kdeploy-e-x-config".to_string(), "/config".to_string()),
+                ("/srv/backup".to_string(), "/backup".to_string()),
+                ("mongo-data".to_string(), "/data/db".to_string())
+            ]
+        );
+        assert!(is_adopted_source(&attrs, "mongo-data") && is_adopted_source(&attrs, "/srv/backup") && !is_adopted_source(&attrs, "kdeploy-e-x-config"));
+        assert_eq!(adopted_name(&attrs), Some("mongodb"));
+    }
+
     fn m(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
