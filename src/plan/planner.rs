@@ -382,6 +382,8 @@ impl Planner<'_> {
         };
         let decision = decide(&facts);
         match with_prior {
+            // An import that needs a replacement is reported with the paths that need it.
+            Some(resp) if decision.reason == Some(super::ActionReason::ImportNeedsReplace) => Some((decision, resp.planned, resp.requires_replace)),
             Some(resp) if !decision.fresh() => Some((decision, resp.planned, Vec::new())),
             resp => {
                 let fresh = self.provider_plan(s, None).await?;
@@ -417,7 +419,7 @@ impl Planner<'_> {
                     self.diags.push(
                         Diagnostic::error("Cannot import non-existent object", format!("{addr}: nothing with the import id {id:?} exists on its target."))
                             .at(span)
-                            .hint("check the id (Kubernetes: NAMESPACE/NAME of its Deployment or StatefulSet), or remove the import block to create the component"),
+                            .hint("check the id (Kubernetes: NAMESPACE/NAME of its Deployment or StatefulSet; Docker: the container name), or remove the import block to create the component"),
                     );
                 }
                 found.attributes
@@ -449,12 +451,13 @@ impl Planner<'_> {
 
     /// The provider's plan of the object from `prior` (None: from nothing).
     async fn provider_plan(&mut self, s: &Subject<'_>, prior: Option<&Value>) -> Option<kdeploy_provider::PlanResponse> {
+        let carried = if prior.is_none() { replacing_adopted(s) } else { None };
         let request = PlanRequest {
             component: ComponentRef { address: s.addr.clone(), kind: s.addr.kind, type_name: s.desired.type_name.clone() },
             schema: s.desired.schema,
             prior,
             recorded: s.recorded.as_ref(),
-            desired: &s.inputs,
+            desired: carried.as_ref().unwrap_or(&s.inputs),
             cluster: s.cluster.as_ref(),
             refs: &s.refs,
             force_conflicts: self.options.force_conflicts,
@@ -528,4 +531,18 @@ fn prevent_destroy_diag(addr: &Address, span: Option<crate::diag::Span>) -> Diag
     Diagnostic::error("Instance cannot be destroyed", format!("{addr} has lifecycle.prevent_destroy set, but the plan would destroy it."))
         .at(span)
         .hint("remove prevent_destroy from its lifecycle block if destroying it is really intended, or change the plan so it is kept")
+}
+
+/// The inputs of a Docker container that replaces one an import adopted: with what the adoption
+/// recorded (the adopted container's volumes and bind mounts), so that the new container
+/// re-attaches its data. A Docker container cannot be taken over in place (its labels cannot
+/// change), so this replacement is how it is adopted.
+fn replacing_adopted(s: &Subject<'_>) -> Option<Value> {
+    if s.provider_name != "docker" {
+        return None;
+    }
+    let adopted = s.prior.as_ref()?.as_map()?.get(kdeploy_provider::ADOPTED).filter(|v| !v.is_null())?;
+    let mut inputs = s.inputs.as_map()?.clone();
+    inputs.insert(kdeploy_provider::ADOPTED.to_string(), adopted.clone());
+    Some(Value::Map(inputs))
 }

@@ -413,3 +413,61 @@ fn a_duplicate_network_left_by_a_killed_run_is_removed_not_fatal() {
     let left = testing::objects(&c).unwrap();
     assert!(left.networks.is_empty() && left.containers.is_empty() && left.volumes.is_empty(), "{left:?}");
 }
+
+/// `docker` with these arguments; its stdout.
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker").args(args).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes what the test started with `docker run` (not labelled, so not in [`Cleanup`]).
+struct Unmanaged(String, String);
+impl Drop for Unmanaged {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rm", "-f", &self.0]).output();
+        let _ = std::process::Command::new("docker").args(["volume", "rm", "-f", &self.1]).output();
+    }
+}
+
+#[test]
+fn docker_run_container_is_adopted_by_name_and_replaced_keeping_its_volume() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdi");
+    let (started, volume) = (unique("mongodb-"), unique("mongodb-data-"));
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let _unmanaged = Unmanaged(started.clone(), volume.clone());
+    // The guide's way: docker run --name, a named volume for the data.
+    let image = standin_image();
+    docker_cli(&["run", "-d", "--name", &started, "-v", &format!("{volume}:/data/db"), image, "/bin/busybox", "httpd", "-f", "-p", "27017", "-h", "/www"]);
+    docker_cli(&["exec", &started, "/bin/busybox", "sh", "-c", "echo recorded-before > /data/db/marker"]);
+    let stack = format!(
+        "stack \"adopt\" {{}}\n\ncluster \"{c}\" {{\n  type = \"docker\"\n}}\n\ndatabase \"meta\" {{\n  type = \"mongodb\"\n{}}}\n\nimport {{\n  to = database.meta\n  id = \"{started}\"\n}}\n",
+        overrides("database")
+    );
+    let s = TestStack::new(&[("main.hcl", &stack)]);
+
+    // Its labels cannot change: the plan says why, at the block, and replaces nothing.
+    let r = kd(s.path(), &["plan"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("Import needs a replacement") && r.stderr.contains("labels") && r.stderr.contains("-replace=database.meta"), "{}", r.stderr);
+    assert!(r.stderr.contains("main.hcl:"), "{}", r.stderr);
+    // Confirmed with -replace: the new container re-attaches the volume, the old one is gone.
+    let r = kd(s.path(), &["plan", "-replace=database.meta"]);
+    ok(&r);
+    assert!(r.stdout.contains("database.meta") && r.stdout.contains("replaced"), "{}", r.stdout);
+    ok(&kd(s.path(), &["apply", "--auto-approve", "-replace=database.meta"]));
+    let new = name(&c, "database-meta");
+    assert_eq!(testing::read_file(&new, "/data/db/marker").as_deref(), Some("recorded-before\n"));
+    assert!(testing::container_id(&started).is_none(), "the adopted container was not removed");
+    assert!(docker_cli(&["volume", "ls", "-q"]).lines().any(|v| v == volume), "the adopted volume was deleted");
+    let adopted = s.attr("database.meta", "adopted");
+    assert_eq!(adopted["name"], serde_json::json!(started), "{adopted}");
+    // Re-plan: nothing left to do.
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+}

@@ -625,3 +625,38 @@ pub async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A container found by name for an import: its id, whether it runs, its config hash label
+/// (kdeploy's own containers only) and its mounts as (source, destination): the volume name of
+/// a named volume, the host path of a bind mount.
+pub struct Found {
+    pub id: String,
+    pub running: bool,
+    pub hash: Option<String>,
+    pub mounts: Vec<(String, String)>,
+}
+
+/// The container named `name` (a container started by `docker run --name`), or None.
+pub async fn find_by_name(docker: &Docker, ep: &Endpoint, name: &str) -> Result<Option<Found>, ProviderError> {
+    match docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
+        Ok(c) => {
+            let mounts = c
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| {
+                    let source = if m.name.as_deref().is_some_and(|n| !n.is_empty()) { m.name } else { m.source };
+                    Some((source?, m.destination?))
+                })
+                .collect();
+            Ok(Some(Found {
+                id: c.id.unwrap_or_default(),
+                running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+                hash: c.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_HASH).cloned()),
+                mounts,
+            }))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(translate(&e, ep, &format!("inspecting container {name}"))),
+    }
+}

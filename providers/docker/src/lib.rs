@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bollard::Docker;
 use kdeploy_provider::{
-    ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DeleteRequest, ErrorKind, Kind, PlanRequest, PlanResponse, Preflight, Provider, ProviderError,
-    ReadRequest, ReadResult, Reference, Value, components, default_plan,
+    ADOPTED, ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DeleteRequest, ErrorKind, ImportRequest, Imported, Kind, PlanRequest, PlanResponse,
+    Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, Value, components, default_plan,
 };
 
 use engine::Endpoint;
@@ -233,6 +233,11 @@ impl Provider for DockerProvider {
             }
             requires_replace = paths;
         }
+        // A container started by someone else has no config hash label, and labels cannot
+        // change on a container: adopting it is a replacement that keeps its data.
+        if prior.is_some_and(|p| spec::adopted_name(p).is_some()) && prior_hash.is_none() && requires_replace.is_empty() {
+            requires_replace = vec![AttrPath::attr("labels")];
+        }
         resp.requires_replace = requires_replace;
         Ok(resp)
     }
@@ -273,7 +278,7 @@ impl Provider for DockerProvider {
             e
         })?;
         engine::ensure_network(&docker, &ep, &network, &cname, &format!("cluster.{cname}")).await?;
-        for (v, _) in &spec.volumes {
+        for (v, _) in spec.volumes.iter().filter(|(v, _)| !spec::is_adopted_source(&attrs, v)) {
             engine::ensure_volume(&docker, &ep, v, &cname, &address).await?;
         }
         let mut id = None;
@@ -334,6 +339,32 @@ impl Provider for DockerProvider {
         Ok(ApplyResponse::ready(attributes, None))
     }
 
+    /// Docker containers are imported by name (`docker run --name camera1`): the id is the
+    /// container's name. The container is recorded as found, with its mounts in `adopted`; since
+    /// its labels cannot change, the plan proposes a replacement that re-attaches them.
+    async fn import(&self, req: ImportRequest<'_>) -> Result<Imported, ProviderError> {
+        let c = &req.component;
+        let address = c.address.to_string();
+        let invalid = |m: String| ProviderError::new(ErrorKind::Invalid, format!("{address}: {m}"));
+        if c.kind == Kind::Cluster {
+            return Err(invalid("a cluster is not imported: declare it, and import the components that run on it".into()));
+        }
+        spec::check_supported(c.kind, &c.type_name, &address)?;
+        if req.id.is_empty() || req.id.contains('/') {
+            return Err(invalid(format!("{:?} is not an import id of the Docker provider, which takes the container's name (e.g. \"camera1\")", req.id)));
+        }
+        let ep = Endpoint::from_cluster(req.cluster);
+        let docker = self.client(&ep).await?;
+        let Some(found) = engine::find_by_name(&docker, &ep, req.id).await? else { return Ok(Imported::default()) };
+        let mut attrs = req.desired.as_map().cloned().unwrap_or_default();
+        attrs.retain(|_, v| !v.contains_unknown());
+        attrs.insert(ADOPTED.into(), spec::adopted(req.id, &found.mounts));
+        attrs.insert(ATTR_RUNNING.into(), Value::Bool(found.running));
+        attrs.insert(ATTR_ID.into(), Value::string(&found.id));
+        attrs.insert(ATTR_HASH.into(), found.hash.map(Value::String).unwrap_or(Value::Null));
+        Ok(Imported { attributes: Some(Value::Map(attrs)), warnings: Vec::new() })
+    }
+
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
         let kind = request.component.kind;
         let address = request.component.address.to_string();
@@ -355,6 +386,7 @@ impl Provider for DockerProvider {
         let docker = self.client(&ep).await?;
         let cname = cluster_of(&prior);
         let name = spec::container_name(&cname, &request.component.address);
+        remove_adopted(&docker, &ep, &prior).await?;
         if let Some((live_id, _, _)) = engine::inspect(&docker, &ep, &name).await? {
             // Only the generation the caller saw (create_before_destroy creates the new one first).
             let expected = str_attr(&prior, ATTR_ID);
@@ -369,4 +401,16 @@ impl Provider for DockerProvider {
         }
         Ok(())
     }
+}
+
+/// Removes the container an import adopted, when it is still the one recorded (its volumes and
+/// bind mounts are never removed: the replacement re-attaches them).
+async fn remove_adopted(docker: &Docker, ep: &Endpoint, prior: &BTreeMap<String, Value>) -> Result<(), ProviderError> {
+    let Some(name) = spec::adopted_name(prior) else { return Ok(()) };
+    if let Some((live_id, _, _)) = engine::inspect(docker, ep, name).await?
+        && str_attr(prior, ATTR_ID) == Some(live_id.as_str())
+    {
+        engine::remove_container(docker, ep, &live_id).await?;
+    }
+    Ok(())
 }

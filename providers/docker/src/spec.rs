@@ -73,6 +73,41 @@ pub fn check_supported(kind: Kind, type_name: &str, address: &str) -> Result<(),
     Err(ProviderError::new(ErrorKind::Invalid, format!("{address} ({kind} type {type_name:?}) cannot run on a Docker cluster: {why}.")))
 }
 
+/// The container an import took over: the `adopted` attribute, `{ name, mounts = { DESTINATION = SOURCE } }`.
+pub fn adopted(name: &str, mounts: &[(String, String)]) -> Value {
+    let mounts = mounts.iter().map(|(source, dest)| (dest.clone(), Value::string(source))).collect();
+    Value::Map(BTreeMap::from([("name".to_string(), Value::string(name)), ("mounts".to_string(), Value::Map(mounts))]))
+}
+
+/// The adopted container's name, if the component took one over.
+pub fn adopted_name(attrs: &BTreeMap<String, Value>) -> Option<&str> {
+    attrs.get(kdeploy_provider::ADOPTED).and_then(Value::as_map).and_then(|a| a.get("name")).and_then(Value::as_str)
+}
+
+/// The volumes of a container that replaces an adopted one: the adopted container's volumes and
+/// bind mounts, at their paths, instead of new volumes (its data is kept), and the rendered ones
+/// at the other paths.
+fn adopted_mounts(rendered: Vec<(String, String)>, attrs: &BTreeMap<String, Value>) -> Vec<(String, String)> {
+    let Some(mounts) = attrs.get(kdeploy_provider::ADOPTED).and_then(Value::as_map).and_then(|a| a.get("mounts")).and_then(Value::as_map) else {
+        return rendered;
+    };
+    let kept: Vec<(String, String)> = mounts.iter().filter_map(|(dest, src)| Some((src.as_str()?.to_string(), dest.clone()))).collect();
+    let mut out: Vec<(String, String)> = rendered.into_iter().filter(|(_, path)| !mounts.contains_key(path)).collect();
+    out.extend(kept);
+    out
+}
+
+/// Whether a volume source belongs to an adopted container (created by someone else, kept as it is).
+pub fn is_adopted_source(attrs: &BTreeMap<String, Value>, source: &str) -> bool {
+    source.starts_with('/')
+        || attrs
+            .get(kdeploy_provider::ADOPTED)
+            .and_then(Value::as_map)
+            .and_then(|a| a.get("mounts"))
+            .and_then(Value::as_map)
+            .is_some_and(|m| m.values().any(|v| v.as_str() == Some(source)))
+}
+
 /// A one-shot container run to completion once the component is healthy (create the bucket,
 /// declare the queue), on the component's network.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -218,7 +253,7 @@ pub fn render(ctx: &RenderCtx<'_>) -> Result<Option<ContainerSpec>, ProviderErro
         command: w.args.clone(),
         env: env_map(&w.env),
         ports: w.ports.iter().filter_map(|p| p.published.map(|h| (p.port, h))).collect(),
-        volumes: w.mounts.iter().map(|m| (volume_name(&name, m.volume_suffix()), m.path.clone())).collect(),
+        volumes: adopted_mounts(w.mounts.iter().map(|m| (volume_name(&name, m.volume_suffix()), m.path.clone())).collect(), ctx.attrs),
         healthcheck: w.probe.as_ref().map(|p| std::iter::once("CMD".to_string()).chain(p.as_command()).collect()),
         labels: user_labels,
         network: ctx.network.to_string(),
@@ -324,6 +359,25 @@ pub fn derived_attrs(component: &ComponentRef, cluster_name: &str, engine_host: 
 mod tests {
     use super::*;
     use kdeploy_provider::components::secrets;
+
+    #[test]
+    fn an_adopted_containers_mounts_replace_the_rendered_volumes_at_their_paths() {
+        let rendered = vec![("kdeploy-e-database-meta-data".to_string(), "/data/db".to_string()), ("kdeploy-e-x-config".to_string(), "/config".to_string())];
+        assert_eq!(adopted_mounts(rendered.clone(), &BTreeMap::new()), rendered);
+        let mounts = [("mongo-data".to_string(), "/data/db".to_string()), ("/srv/backup".to_string(), "/backup".to_string())];
+        let attrs = BTreeMap::from([(kdeploy_provider::ADOPTED.to_string(), adopted("mongodb", &mounts))]);
+        let out = adopted_mounts(rendered, &attrs);
+        assert_eq!(
+            out,
+            vec![
+                ("kdeploy-e-x-config".to_string(), "/config".to_string()),
+                ("/srv/backup".to_string(), "/backup".to_string()),
+                ("mongo-data".to_string(), "/data/db".to_string())
+            ]
+        );
+        assert!(is_adopted_source(&attrs, "mongo-data") && is_adopted_source(&attrs, "/srv/backup") && !is_adopted_source(&attrs, "kdeploy-e-x-config"));
+        assert_eq!(adopted_name(&attrs), Some("mongodb"));
+    }
 
     fn m(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
