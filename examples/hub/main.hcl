@@ -17,8 +17,9 @@ variable "context" {
 }
 
 variable "hub_license" {
-  description = "The Kerberos Hub license (ask support@kerberos.io); pass it with -var or KDEPLOY_VAR_hub_license."
+  description = "The Kerberos Hub license (ask support@kerberos.io); pass it with -var or KDEPLOY_VAR_hub_license. Empty: the chart's evaluation license (8 cameras)."
   type        = string
+  default     = ""
   sensitive   = true
 }
 

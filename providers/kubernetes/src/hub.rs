@@ -146,13 +146,15 @@ pub fn values(address: &str, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<St
         }
     }
     let mut v = json!({
-        "license": text(attrs, "license"),
         "isPrivate": true,
         "ingress": text(attrs, "ingress"),
         "mongodb": mongodb_values(address, refs)?,
         "kerberosvault": kerberosvault,
         "kerberoshub": {"api": api, "frontend": frontend},
     });
+    if let Some(license) = attrs.get("license").and_then(Value::as_str).filter(|l| !l.is_empty()) {
+        v["license"] = json!(license);
+    }
     merge(&mut v, &queue_values(address, refs)?);
     match attrs.get("values") {
         None | Some(Value::Null) => {}
