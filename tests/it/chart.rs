@@ -14,7 +14,7 @@ use crate::support::{Out, TestStack, run_binary};
 
 /// The helm to test with: KDEPLOY_HELM, `helm` on PATH, or ~/.local/bin/helm (where the CI
 /// script puts it). None (with the reason printed) when there is none; a failure under CI.
-fn helm() -> Option<String> {
+pub(crate) fn helm() -> Option<String> {
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/bin/helm"));
     let on_path = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("helm")).find(|c| c.is_file()));
     let found = std::env::var("KDEPLOY_HELM").ok().map(PathBuf::from).into_iter().chain(on_path).chain(home).find(|p| p.is_file());

@@ -20,6 +20,7 @@ mod crash;
 mod dist;
 mod fuzz;
 mod gcp;
+mod hub;
 mod import;
 mod kubernetes;
 mod partition;

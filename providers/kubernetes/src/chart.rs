@@ -81,6 +81,9 @@ pub struct Chart {
     /// The `helm` attribute.
     pub helm: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Objects kdeploy renders next to the chart's (Hub's seed Job): adopted like them, and
+    /// part of the inputs digest.
+    pub extra: Vec<Json>,
 }
 
 fn text(attrs: &BTreeMap<String, Value>, k: &str) -> Option<String> {
@@ -128,6 +131,7 @@ impl Chart {
             values,
             helm: text(attrs, "helm"),
             labels,
+            extra: Vec::new(),
         })
     }
 
@@ -138,7 +142,11 @@ impl Chart {
             Source::Repository { url, chart, version } => json!({"repository": url, "chart": chart, "version": version}),
             Source::Path(p) => json!({"path": p.display().to_string(), "files": self.files_digest(p)?}),
         };
-        Ok(digest(&json!({"source": source, "release": self.release, "namespace": self.namespace, "values": self.values, "labels": self.labels})))
+        let mut inputs = json!({"source": source, "release": self.release, "namespace": self.namespace, "values": self.values, "labels": self.labels});
+        if !self.extra.is_empty() {
+            inputs["extra"] = json!(self.extra);
+        }
+        Ok(digest(&inputs))
     }
 
     /// The digest of a local chart: every file's relative path and content, in name order.

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use crate::api::{ApiError, Conn, path};
 use crate::render::{namespace, object_key};
-use crate::{DIGEST, FIELD_MANAGER, KubernetesProvider, OBJECTS, UNMANAGED, all_known, fields, fill_computed, map_of, map_ref, unsupported};
+use crate::{DIGEST, FIELD_MANAGER, KubernetesProvider, OBJECTS, UNMANAGED, all_known, fields, fill_computed, map_of, map_ref};
 
 /// The workload kinds an import id can name, in the order they are looked up.
 const WORKLOADS: &[(&str, &str)] = &[("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")];
@@ -30,12 +30,15 @@ pub fn parse_id(id: &str) -> Result<(&str, &str), String> {
 impl KubernetesProvider {
     pub(crate) async fn import_existing(&self, req: ImportRequest<'_>) -> Result<Imported, ProviderError> {
         let c = &req.component;
-        if let Some(e) = unsupported(c) {
-            return Err(e);
-        }
         let invalid = |m: String| ProviderError::new(ErrorKind::Invalid, format!("{}: {m}", c.address));
         if c.kind == Kind::Cluster {
             return Err(invalid("a cluster is not imported: declare it, and import the components that run on it".into()));
+        }
+        if matches!(c.kind, Kind::Hub | Kind::Chart) {
+            return Err(invalid(format!(
+                "a {} is not imported yet: its objects come from a Helm chart; remove the import block and let kdeploy apply the chart over the release (or uninstall the release first)",
+                c.kind
+            )));
         }
         let (ns, name) = parse_id(req.id).map_err(invalid)?;
         let mut attrs = map_of(Some(req.desired));

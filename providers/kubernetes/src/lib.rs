@@ -11,6 +11,7 @@ pub mod api;
 pub mod chart;
 pub mod exposure;
 pub mod fields;
+pub mod hub;
 pub mod node;
 pub mod render;
 pub mod wait;
@@ -153,6 +154,7 @@ fn fill_computed(
             set(attrs, "url", url);
             set(attrs, "external_url", external);
         }
+        (Kind::Hub, _) => set(attrs, "endpoint", Value::String(format!("http://hub-api-svc.{ns}:8081"))),
         (Kind::Factory, _) => {
             let url = outside(attrs).unwrap_or_else(|| Value::String(format!("http://{base}.{ns}:80")));
             set(attrs, "url", url);
@@ -160,13 +162,6 @@ fn fill_computed(
         _ => {}
     }
     components::fill_derived(c, attrs, refs).map_err(|m| ProviderError::new(ErrorKind::Invalid, m))
-}
-
-fn unsupported(c: &ComponentRef) -> Option<ProviderError> {
-    match (c.kind, c.type_name.as_str()) {
-        (Kind::Hub, _) => Some(ProviderError::new(ErrorKind::Invalid, "Kerberos Hub is not supported on Kubernetes by this kdeploy version (it needs its Helm chart and a license); remove the hub block or deploy Hub separately".to_string())),
-        _ => None,
-    }
 }
 
 /// What a component waits for after apply ([`Wait`]'s content): its workloads that were not
@@ -446,17 +441,58 @@ async fn await_served(conn: &Conn, obj: &Json, deadline: tokio::time::Instant) -
     }
 }
 
+/// The chart a chart or hub component renders.
+fn chart_of(c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> Result<chart::Chart, ProviderError> {
+    if c.kind == Kind::Hub {
+        return hub::chart(c, attrs, refs);
+    }
+    Ok(chart::Chart::of(&c.address.to_string(), &c.address.instance_name(), attrs)?)
+}
+
 impl KubernetesProvider {
+    /// Hub's prerequisite, checked at every plan (even before its values are known): the
+    /// cluster serves ServiceMonitor, or a chart component (`monitoring`) will install it.
+    async fn check_monitoring(&self, req: &PlanRequest<'_>) -> Result<(), ProviderError> {
+        if req.refs.contains_key("monitoring") {
+            return Ok(());
+        }
+        let conn = match self.conn(req.cluster).await {
+            Ok(conn) => conn,
+            // A cluster created by this apply (its endpoint known after apply): checked at apply.
+            Err(_) if req.cluster.is_some_and(Value::contains_unknown) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let address = req.component.address.to_string();
+        let served = conn
+            .discover("monitoring.coreos.com/v1", "ServiceMonitor")
+            .await
+            .map_err(|e| e.into_provider(&format!("{address}: looking up ServiceMonitor"), &conn))?;
+        if served.is_some() {
+            return Ok(());
+        }
+        Err(ProviderError::new(
+            ErrorKind::Invalid,
+            hub::monitoring_hint(
+                &address,
+                &format!("{address}: the cluster (context {}) does not serve ServiceMonitor (monitoring.coreos.com/v1).", conn.context),
+            ),
+        ))
+    }
+
     /// A chart's objects: `helm template`, then made kdeploy's ([`chart::adopt`]), the scope of
     /// each kind from the chart's CRDs or the cluster's discovery.
-    async fn chart_objects(&self, conn: &Conn, ch: &chart::Chart) -> Result<Vec<Json>, ProviderError> {
+    async fn chart_objects(&self, conn: &Conn, ch: &chart::Chart, c: &ComponentRef, refs: &BTreeMap<String, Reference>) -> Result<Vec<Json>, ProviderError> {
         let helm = chart::helm_binary(ch, std::env::var(chart::HELM_ENV).ok(), std::env::var_os("PATH"))?;
         let job = ch.clone();
         let text = tokio::task::spawn_blocking(move || chart::template(&helm, &job))
             .await
             .map_err(|e| ProviderError::other(format!("{}: helm template did not finish: {e}", ch.address)))??;
-        let objects = chart::parse(&ch.address, &text)?;
+        let mut objects = chart::parse(&ch.address, &text)?;
+        objects.extend(ch.extra.iter().cloned());
         let defined = chart::defined_kinds(&objects);
+        // A Hub whose monitoring chart installs the prometheus-operator CRDs: its ServiceMonitors
+        // are served once that chart is applied (apply waits for the kind).
+        let monitoring_later = c.kind == Kind::Hub && refs.contains_key("monitoring");
         let mut scopes: BTreeMap<(String, String), Option<bool>> = BTreeMap::new();
         for o in &objects {
             let key = (o["apiVersion"].as_str().unwrap_or_default().to_string(), o["kind"].as_str().unwrap_or_default().to_string());
@@ -466,12 +502,20 @@ impl KubernetesProvider {
             let scope = match defined.get(&key) {
                 Some(namespaced) => Some(*namespaced),
                 None => {
-                    conn.discover(&key.0, &key.1).await.map_err(|e| e.into_provider(&format!("{}: looking up {}", ch.address, key.1), conn))?.map(|(_, n)| n)
+                    let found = conn.discover(&key.0, &key.1).await.map_err(|e| e.into_provider(&format!("{}: looking up {}", ch.address, key.1), conn))?;
+                    found.map(|(_, n)| n).or_else(|| (monitoring_later && key.0.starts_with(hub::MONITORING_GROUP)).then_some(true))
                 }
             };
             scopes.insert(key, scope);
         }
-        Ok(chart::adopt(ch, objects, |av, k| scopes.get(&(av.to_string(), k.to_string())).copied().flatten())?)
+        chart::adopt(ch, objects, |av, k| scopes.get(&(av.to_string(), k.to_string())).copied().flatten()).map_err(|e| {
+            let e = ProviderError::from(e);
+            if c.kind == Kind::Hub && e.message.contains(hub::MONITORING_GROUP) {
+                ProviderError::new(e.kind, hub::monitoring_hint(&ch.address, &e.message))
+            } else {
+                e
+            }
+        })
     }
 
     /// A chart's plan. While what its rendering depends on is unchanged and nothing drifted, the
@@ -490,7 +534,7 @@ impl KubernetesProvider {
             unknown(planned, &[OBJECTS, DIGEST, CHART_DIGEST]);
             return Ok(resp);
         }
-        let ch = chart::Chart::of(&c.address.to_string(), &c.address.instance_name(), planned)?;
+        let ch = chart_of(c, planned, req.refs)?;
         let inputs = ch.inputs_digest()?;
         planned.insert(CHART_DIGEST.into(), Value::String(inputs.clone()));
         let recorded = map_ref(req.recorded);
@@ -504,7 +548,7 @@ impl KubernetesProvider {
         }
         // Rendered at plan time even for a create, so a missing helm or a chart error shows now.
         let conn = self.conn(req.cluster).await?;
-        let objects = self.chart_objects(&conn, &ch).await?;
+        let objects = self.chart_objects(&conn, &ch, c, req.refs).await?;
         if req.prior.is_none() {
             unknown(planned, &[OBJECTS, DIGEST]);
             return Ok(resp);
@@ -783,14 +827,18 @@ impl Provider for KubernetesProvider {
 
     async fn plan(&self, req: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let c = &req.component;
-        if let Some(e) = unsupported(c) {
-            return Err(e);
-        }
         let mut resp = default_plan(&req);
         if c.kind == Kind::Cluster {
             return Ok(resp);
         }
         if c.kind == Kind::Chart {
+            return self.plan_chart(&req, resp).await;
+        }
+        if c.kind == Kind::Hub {
+            if let Value::Map(planned) = &mut resp.planned {
+                fill_computed(c, planned, req.refs, map_ref(req.cluster), false)?;
+            }
+            self.check_monitoring(&req).await?;
             return self.plan_chart(&req, resp).await;
         }
         let cluster = map_ref(req.cluster);
@@ -834,9 +882,6 @@ impl Provider for KubernetesProvider {
 
     async fn apply(&self, req: ApplyRequest) -> Result<ApplyResponse, ProviderError> {
         let c = &req.component;
-        if let Some(e) = unsupported(c) {
-            return Err(e);
-        }
         let conn = self.conn(if c.kind == Kind::Cluster { Some(&req.planned) } else { req.cluster.as_ref() }).await?;
         let mut attrs = map_of(Some(&req.planned));
         if c.kind == Kind::Cluster {
@@ -846,10 +891,10 @@ impl Provider for KubernetesProvider {
         }
         let cluster = map_ref(req.cluster.as_ref());
         fill_computed(c, &mut attrs, &req.refs, cluster, true)?;
-        let objects = if c.kind == Kind::Chart {
-            let ch = chart::Chart::of(&c.address.to_string(), &c.address.instance_name(), &attrs)?;
+        let objects = if matches!(c.kind, Kind::Chart | Kind::Hub) {
+            let ch = chart_of(c, &attrs, &req.refs)?;
             attrs.insert(CHART_DIGEST.into(), Value::String(ch.inputs_digest()?));
-            self.chart_objects(&conn, &ch).await?
+            self.chart_objects(&conn, &ch, c, &req.refs).await?
         } else {
             self.rendered(c, &attrs, &req.refs, cluster)?.ok_or_else(|| {
                 ProviderError::new(

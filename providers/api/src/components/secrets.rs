@@ -24,6 +24,7 @@ const PASSWORD: &[Generated] = &[g("admin_password", Some("password"))];
 const ROOT_KEYS: &[Generated] = &[g("access_key", None), g("secret_key", None)];
 const UI_PASSWORD: &[Generated] = &[g("admin_password", Some("login_password"))];
 const AGENT: &[Generated] = &[g("key", None), g("admin_password", Some("login_password"))];
+const HUB: &[Generated] = &[g("admin_password", Some("login_password")), g("hub_key", None), g("hub_private_key", None), g("jwt_secret", None)];
 
 /// The generated attributes of a kind and type.
 pub fn generated(kind: Kind, type_name: &str) -> &'static [Generated] {
@@ -32,6 +33,7 @@ pub fn generated(kind: Kind, type_name: &str) -> &'static [Generated] {
         (Kind::ObjectStorage, "minio") => ROOT_KEYS,
         (Kind::Vault, _) | (Kind::Factory, _) => UI_PASSWORD,
         (Kind::Agent, _) => AGENT,
+        (Kind::Hub, _) => HUB,
         _ => &[],
     }
 }
@@ -40,7 +42,7 @@ pub fn generated(kind: Kind, type_name: &str) -> &'static [Generated] {
 /// shorter and look like identifiers.
 pub fn new_secret(attr: &str) -> String {
     let a = uuid::Uuid::new_v4().simple().to_string();
-    if attr == "access_key" || attr == "key" {
+    if attr == "access_key" || attr == "key" || attr == "hub_key" {
         return format!("kd{}", &a[..18]);
     }
     let b = uuid::Uuid::new_v4().simple().to_string();

@@ -1,0 +1,159 @@
+//! Kerberos Hub on Kubernetes: tests/fixtures/charts/hub (the public chart's values interface,
+//! its MongoDB ConfigMap, an API Deployment and a ServiceMonitor) rendered by the real helm from
+//! `path`, with values derived from the stack, kdeploy's seed Job next to it, and the
+//! prometheus-operator prerequisite (tests/fixtures/charts/monitoring installs its CRD).
+
+use std::path::PathBuf;
+
+use kdeploy_kube_testserver::{Options, TestServer};
+use serde_json::Value;
+
+use crate::chart::helm;
+use crate::support::{Out, TestStack, run_binary};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts").join(name).display().to_string()
+}
+
+fn stack(kubeconfig: &str, monitoring: bool) -> String {
+    let (chart, reference) = if monitoring {
+        (format!("chart \"monitoring\" {{\n  path = \"{}\"\n}}\n", fixture("monitoring")), "  monitoring = chart.monitoring\n")
+    } else {
+        (String::new(), "")
+    };
+    format!(
+        r#"stack "site" {{}}
+
+variable "hub_license" {{
+  type      = string
+  default   = "test-license"
+  sensitive = true
+}}
+
+cluster "k8s" {{
+  type       = "kubernetes"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+}}
+
+object_storage "rec" {{
+  type = "minio"
+}}
+
+database "meta" {{
+  type = "mongodb"
+}}
+
+broker "events" {{
+  type = "rabbitmq"
+}}
+
+vault "main" {{
+  database          = database.meta
+  storage           = object_storage.rec
+  broker            = broker.events
+  readiness_timeout = "20s"
+}}
+
+agent "cam" {{
+  vault             = vault.main
+  rtsp_url          = "rtsp://10.0.0.1/stream"
+  readiness_timeout = "20s"
+}}
+{chart}
+hub "main" {{
+  database          = database.meta
+  broker            = broker.events
+  vault             = vault.main
+  license           = var.hub_license
+  path              = "{hub}"
+  api_url           = "api.hub.example.com"
+  readiness_timeout = "20s"
+{reference}  values = {{
+    kerberoshub = {{ frontend = {{ url = "hub.example.com" }} }}
+  }}
+}}
+"#,
+        hub = fixture("hub")
+    )
+}
+
+fn kdeploy(dir: &std::path::Path, helm: &str, args: &[&str]) -> Out {
+    run_binary(dir, &[("KDEPLOY_HELM", helm)], args)
+}
+
+fn env_of(deployment: &Value, name: &str) -> String {
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    env.iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str()).unwrap_or_default().to_string()
+}
+
+fn secret_text(secret: &Value, key: &str) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.decode(secret["data"][key].as_str().unwrap()).unwrap();
+    String::from_utf8(b).unwrap()
+}
+
+#[test]
+fn hub_is_refused_without_prometheus_crds_then_deployed_seeded_and_replanned() {
+    let Some(helm) = helm() else { return };
+    let server = TestServer::start(Options::default());
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+
+    // No ServiceMonitor served and no chart installing it: a plan error with the hint.
+    s.write("main.hcl", &stack(&kubeconfig, false));
+    let r = kdeploy(s.path(), &helm, &["plan"]);
+    assert_ne!(r.code, 0, "{}", r.text());
+    assert!(r.text().contains("does not serve ServiceMonitor") && r.text().contains("prometheus-operator CRDs"), "{}", r.text());
+    assert!(r.text().contains("monitoring = chart.NAME"), "the hint says how: {}", r.text());
+
+    // With a chart that installs the CRD, the hub applies.
+    s.write("main.hcl", &stack(&kubeconfig, true));
+    let r = kdeploy(s.path(), &helm, &["apply", "--auto-approve"]);
+    // The test API server runs no Vault, so Vault's health check after apply fails; the hub is applied.
+    assert!(r.code == 0 || r.text().contains("checks failed"), "{}", r.text());
+    assert!(r.stdout.contains("hub.main: Creation complete"), "{}", r.text());
+    assert!(!r.text().contains("test-license"), "the license is sensitive: {}", r.text());
+
+    // Stack references reach the rendered objects.
+    let mongo = server.object("v1", "ConfigMap", Some("kerberos-hub"), "mongodb-config").expect("the chart's MongoDB ConfigMap");
+    assert_eq!(mongo["data"]["MONGODB_HOST"], "database-meta.mongodb");
+    assert!(mongo["data"]["MONGODB_URI"].as_str().unwrap().starts_with("mongodb://root:"), "{mongo}");
+    let api = server.object("apps/v1", "Deployment", Some("kerberos-hub"), "hub-api").expect("the chart's API Deployment");
+    assert_eq!(env_of(&api, "KERBEROS_LICENSE"), "test-license");
+    assert_eq!(env_of(&api, "QUEUE_SYSTEM"), "RABBITMQ");
+    assert_eq!(env_of(&api, "QUEUE_HOST"), "broker-events.rabbitmq:5672");
+    assert_eq!(env_of(&api, "API_URL"), "api.hub.example.com");
+    assert_eq!(env_of(&api, "KERBEROS_VAULT_URI"), "http://127.0.0.1:30080/api", "the vault's external URL: browsers fetch recordings");
+    assert_eq!(env_of(&api, "KERBEROS_VAULT_PROVIDER"), "rec");
+    assert!(env_of(&api, "JWT_SECRET").len() >= 32, "a generated JWT secret, not the chart's default");
+    let agent = server.objects("apps/v1", "Deployment").into_iter().find(|d| d["metadata"]["namespace"] == "kerberos-agent").expect("the agent");
+    let agent_env = |name: &str| {
+        let env = agent["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+        env.iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str()).map(str::to_string)
+    };
+    assert!(env_of(&api, "KERBEROS_VAULT_ACCESS_KEY").starts_with("kd"), "the vault account's generated key");
+    assert!(server.object("monitoring.coreos.com/v1", "ServiceMonitor", Some("kerberos-hub"), "hub-metrics-servicemonitor").is_some());
+    let nodeport = server.object("v1", "Service", Some("kerberos-hub"), "hub-frontend-nodeport").expect("a NodePort without ingress");
+    assert_eq!(nodeport["spec"]["ports"][0]["nodePort"], 32080);
+
+    // The seed: user name = the agents' upload directory, the keys agents would use.
+    let seed = server.object("v1", "Secret", Some("kerberos-hub"), "hub-seed").expect("the seed's Secret");
+    let directory = agent_env("AGENT_KERBEROSVAULT_DIRECTORY").expect("the agent's upload directory");
+    assert_eq!(directory, "site");
+    assert_eq!(secret_text(&seed, "HUB_USERNAME"), directory, "Hub shows the recordings of the user named like their folder");
+    assert!(secret_text(&seed, "MONGODB_URI").contains("@database-meta.mongodb:27017"));
+    let script = server.object("v1", "ConfigMap", Some("kerberos-hub"), "hub-seed").expect("the seed script");
+    let js = script["data"]["seed.js"].as_str().unwrap();
+    assert!(js.contains("users.updateOne") && js.contains("upsert: true") && js.contains("amazon_access_key_id"), "{js}");
+    let job = server.objects("batch/v1", "Job").into_iter().find(|j| j["metadata"]["name"].as_str().unwrap().starts_with("hub-seed-")).expect("the seed Job");
+    let pod = &job["spec"]["template"]["spec"];
+    assert!(pod["containers"][0]["command"][2].as_str().unwrap().contains("mongosh"), "{pod}");
+    assert!(pod["initContainers"][0]["command"][2].as_str().unwrap().contains("htpasswd -nbBC"), "the password is stored as a bcrypt hash");
+    assert!(!job.to_string().contains(&secret_text(&seed, "HUB_PASSWORD")), "the password stays in the Secret");
+
+    // Nothing changed: no changes, and no helm needed to decide so.
+    let r = kdeploy(s.path(), "/nonexistent/helm", &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+}
