@@ -833,7 +833,8 @@ impl Loader<'_> {
         let mut d = Diagnostic::error(
             "Unsupported argument",
             format!(
-                "An argument named {key:?} is not expected in a {block} block.{}",
+                "An argument named {key:?} is not expected in {} {block} block.{}",
+                crate::config::eval::article(block).to_lowercase(),
                 if valid.is_empty() { String::new() } else { format!(" Valid: {}.", valid.join(", ")) }
             ),
         )
