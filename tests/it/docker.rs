@@ -442,7 +442,10 @@ fn docker_run_container_is_adopted_by_name_and_replaced_keeping_its_volume() {
     let _unmanaged = Unmanaged(started.clone(), volume.clone());
     // The guide's way: docker run --name, a named volume for the data.
     let image = standin_image();
-    docker_cli(&["run", "-d", "--name", &started, "-v", &format!("{volume}:/data/db"), image, "/bin/busybox", "httpd", "-f", "-p", "27017", "-h", "/www"]);
+    // Its data was set up with the root password it was started with.
+    #[rustfmt::skip]
+    docker_cli(&["run", "-d", "--name", &started, "-v", &format!("{volume}:/data/db"), "-e", "MONGO_INITDB_ROOT_PASSWORD=guide-root-password",
+        image, "/bin/busybox", "httpd", "-f", "-p", "27017", "-h", "/www"]);
     docker_cli(&["exec", &started, "/bin/busybox", "sh", "-c", "echo recorded-before > /data/db/marker"]);
     let stack = format!(
         "stack \"adopt\" {{}}\n\ncluster \"{c}\" {{\n  type = \"docker\"\n}}\n\ndatabase \"meta\" {{\n  type = \"mongodb\"\n{}}}\n\nimport {{\n  to = database.meta\n  id = \"{started}\"\n}}\n",
@@ -462,6 +465,8 @@ fn docker_run_container_is_adopted_by_name_and_replaced_keeping_its_volume() {
     ok(&kd(s.path(), &["apply", "--auto-approve", "-replace=database.meta"]));
     let new = name(&c, "database-meta");
     assert_eq!(testing::read_file(&new, "/data/db/marker").as_deref(), Some("recorded-before\n"));
+    // The replacement keeps that password (a new one would lock Vault out of the old data).
+    assert!(testing::env(&new).iter().any(|e| e == "MONGO_INITDB_ROOT_PASSWORD=guide-root-password"), "{:?}", testing::env(&new));
     assert!(testing::container_id(&started).is_none(), "the adopted container was not removed");
     assert!(docker_cli(&["volume", "ls", "-q"]).lines().any(|v| v == volume), "the adopted volume was deleted");
     let adopted = s.attr("database.meta", "adopted");

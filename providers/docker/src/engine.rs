@@ -634,6 +634,8 @@ pub struct Found {
     pub running: bool,
     pub hash: Option<String>,
     pub mounts: Vec<(String, String)>,
+    /// Its environment (`NAME` → value): an import keeps the passwords it was started with.
+    pub env: BTreeMap<String, String>,
 }
 
 /// The container named `name` (a container started by `docker run --name`), or None.
@@ -654,6 +656,13 @@ pub async fn find_by_name(docker: &Docker, ep: &Endpoint, name: &str) -> Result<
                 running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
                 hash: c.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_HASH).cloned()),
                 mounts,
+                env: c
+                    .config
+                    .and_then(|c| c.env)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect(),
             }))
         }
         Err(e) if is_not_found(&e) => Ok(None),

@@ -90,6 +90,29 @@ impl DockerProvider {
     }
 }
 
+impl DockerProvider {
+    /// The generated secrets (passwords, keys) the adopted container was started with, instead
+    /// of new ones: its data was set up with them (a MongoDB volume keeps its root password).
+    fn keep_live_secrets(
+        &self,
+        c: &ComponentRef,
+        attrs: &mut BTreeMap<String, Value>,
+        refs: &BTreeMap<String, Reference>,
+        ep: &Endpoint,
+        live: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let mut filled = attrs.clone();
+        self.fill_computed(c, &mut filled, refs, ep, false)?;
+        let (_, vars) = components::secret_variables(&components::Spec { component: c, attrs: &filled, refs, namespace: None }, attrs);
+        for (attr, var) in vars {
+            if let Some(v) = live.get(&var).filter(|v| !v.is_empty()) {
+                attrs.insert(attr.to_string(), Value::String(v.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn str_attr<'a>(m: &'a BTreeMap<String, Value>, k: &str) -> Option<&'a str> {
     m.get(k).and_then(Value::as_str)
 }
@@ -358,6 +381,7 @@ impl Provider for DockerProvider {
         let Some(found) = engine::find_by_name(&docker, &ep, req.id).await? else { return Ok(Imported::default()) };
         let mut attrs = req.desired.as_map().cloned().unwrap_or_default();
         attrs.retain(|_, v| !v.contains_unknown());
+        self.keep_live_secrets(c, &mut attrs, req.refs, &ep, &found.env)?;
         attrs.insert(ADOPTED.into(), spec::adopted(req.id, &found.mounts));
         attrs.insert(ATTR_RUNNING.into(), Value::Bool(found.running));
         attrs.insert(ATTR_ID.into(), Value::string(&found.id));

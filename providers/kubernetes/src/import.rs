@@ -115,24 +115,17 @@ impl KubernetesProvider {
 }
 
 /// The generated secrets (passwords, keys) the existing workload already uses, instead of
-/// new ones: data and clients were set up with them. Each is found by rendering the
-/// component with a marker in its place, and reading the variable the marker lands in from
-/// the live container (its value, or the Secret key it refers to).
+/// new ones: data and clients were set up with them. Read from the variable that carries each
+/// in the live container (its value, or the Secret key it refers to).
 async fn keep_live_secrets(conn: &Conn, req: &ImportRequest<'_>, attrs: &mut BTreeMap<String, Value>, workload: &Json, ns: &str) -> Result<(), ProviderError> {
     let (c, refs, cluster) = (&req.component, req.refs, map_ref(req.cluster));
-    let marker = |attr: &str| format!("kdeploy-import-{attr}");
-    let wanted: Vec<&str> = components::secrets::generated(c.kind, &c.type_name).iter().map(|g| g.attr).filter(|a| !attrs.contains_key(*a)).collect();
-    let mut probe = attrs.clone();
-    fill_computed(c, &mut probe, refs, cluster, false)?;
-    for attr in &wanted {
-        probe.insert(attr.to_string(), Value::String(marker(attr)));
-    }
-    let Ok(w) = components::workload(&Spec { component: c, attrs: &probe, refs, namespace: Some(ns) }) else { return Ok(()) };
+    let mut filled = attrs.clone();
+    fill_computed(c, &mut filled, refs, cluster, false)?;
+    let (name, vars) = components::secret_variables(&Spec { component: c, attrs: &filled, refs, namespace: Some(ns) }, attrs);
     let containers = workload["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
-    let Some(container) = containers.iter().find(|k| k["name"] == w.container).or(containers.first()) else { return Ok(()) };
-    for e in &w.env {
-        let Some(attr) = wanted.iter().find(|a| e.value == marker(a)) else { continue };
-        if let Some(v) = live_env(conn, ns, container, &e.name).await? {
+    let Some(container) = containers.iter().find(|k| k["name"] == name).or(containers.first()) else { return Ok(()) };
+    for (attr, var) in vars {
+        if let Some(v) = live_env(conn, ns, container, &var).await? {
             attrs.insert(attr.to_string(), Value::String(v));
         }
     }

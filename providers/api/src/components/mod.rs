@@ -399,6 +399,24 @@ pub fn mongodb_wait_target(uri: &str) -> Option<(String, u16)> {
 
 /// Builds the workload of a component. `Err(Unknown)` while a value it needs is known only
 /// after apply.
+/// Where a running container keeps the generated secrets (passwords, keys) of a component that
+/// `attrs` does not have yet: the container's name and, per generated attribute, the
+/// environment variable holding it. An import reads them there instead of generating new ones,
+/// since the data and the clients were set up with them. Found by rendering the workload with a
+/// marker in each secret's place (`spec.attrs` has everything else filled in, as for rendering).
+pub fn secret_variables(spec: &Spec<'_>, known: &Attrs) -> (&'static str, Vec<(&'static str, String)>) {
+    let c = spec.component;
+    let marker = |attr: &str| format!("kdeploy-import-{attr}");
+    let wanted: Vec<&'static str> = secrets::generated(c.kind, &c.type_name).iter().map(|g| g.attr).filter(|a| !known.contains_key(*a)).collect();
+    let mut probe = spec.attrs.clone();
+    for attr in &wanted {
+        probe.insert(attr.to_string(), Value::String(marker(attr)));
+    }
+    let Ok(w) = workload(&Spec { attrs: &probe, ..*spec }) else { return ("", Vec::new()) };
+    let vars = w.env.iter().filter_map(|e| wanted.iter().find(|a| e.value == marker(a)).map(|a| (*a, e.name.clone()))).collect();
+    (w.container, vars)
+}
+
 pub fn workload(spec: &Spec<'_>) -> Result<Workload, WorkloadError> {
     let unknown = Cell::new(false);
     let a = Get { m: spec.attrs, unknown: &unknown };
