@@ -222,6 +222,9 @@ pub enum StateCommand {
     List {
         /// Addresses or prefixes to list (`agent.cam` also means all its instances).
         addresses: Vec<String>,
+        /// Only the components of this state partition (a stack with partition = "cluster").
+        #[arg(long = "partition", value_name = "NAME")]
+        partition: Option<String>,
     },
     /// Show one recorded component (sensitive values hidden).
     #[command(after_help = "Examples:\n  kdeploy state show vault.main\n  kdeploy state show 'agent.cam[\"front\"]'")]

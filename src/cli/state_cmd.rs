@@ -42,11 +42,23 @@ pub(super) fn state_store(ctx: &mut Ctx<'_, '_>) -> Result<Box<dyn StateStore>, 
 
 pub(super) fn state_cmd(ctx: &mut Ctx<'_, '_>, cmd: StateCommand) -> i32 {
     match cmd {
-        StateCommand::List { addresses } => {
-            let state = match read_state(ctx) {
+        StateCommand::List { addresses, partition } => {
+            let mut state = match read_state(ctx) {
                 Ok(s) => s.unwrap_or_else(|| State::new(VERSION)),
                 Err(c) => return c,
             };
+            if let Some(name) = &partition {
+                let known: std::collections::BTreeSet<String> = state.resources.iter().map(kdeploy_state::resource_partition).collect();
+                if !known.contains(name) {
+                    let list = if known.is_empty() { "none".to_string() } else { known.into_iter().collect::<Vec<_>>().join(", ") };
+                    ctx.error(
+                        "No such partition in state",
+                        &format!("The state records no component in partition {name:?} (partitions with components: {list})."),
+                    );
+                    return EXIT_ERROR;
+                }
+                state = crate::partition::restrict(&state, name);
+            }
             let matchers: Vec<_> = addresses.iter().map(|a| kdeploy_state::address_matcher(a)).collect();
             for r in &state.resources {
                 if matchers.is_empty() || matchers.iter().any(|m| m(&r.address)) {

@@ -132,6 +132,14 @@ fn a_partitioned_fleet_keeps_one_state_per_cluster_and_applies_sites_on_their_ow
     assert_eq!(addresses(&f.partition("site-south")), ["agent.door[\"south\"]", "cluster.site[\"south\"]"]);
     let default = f.partition("default");
     assert!(default.resources.is_empty() && default.outputs.contains_key("vault_url"), "the root outputs are in the default partition");
+    // state list shows the whole fleet, or one partition.
+    let r = f.run(&["state", "list", "-partition=site-north"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["agent.door[\"north\"]", "cluster.site[\"north\"]"], "{}", r.text());
+    assert_eq!(f.run(&["state", "list"]).stdout.lines().count(), 8);
+    let r = f.run(&["state", "list", "-partition=site-west"]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.stderr.contains("No such partition") && r.stderr.contains("site-north, site-south"), "{}", r.text());
     assert_eq!(f.run(&["plan", "-detailed-exitcode"]).code, 0, "the whole fleet reads every partition");
 
     // One site: only its components are planned; the central Vault's URL and the site's
