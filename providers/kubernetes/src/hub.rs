@@ -179,23 +179,14 @@ pub fn chart(c: &ComponentRef, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<
     let mut ch = Chart::of(&address, RELEASE, &source)?;
     let acc = vault_account(&address, attrs, refs)?;
     let (_, d) = ref_attrs(&address, refs, "database")?;
-    let mut extra = seed(attrs, &acc.username, &mongo_uri(d));
+    // The database's own `uri` (credentials of admin; given for an external one, computed by
+    // this provider for one it runs), as every other client of it connects.
+    let mut extra = seed(attrs, &acc.username, &text(d, "uri"));
     if text(attrs, "ingress").is_empty() {
         extra.extend(node_ports(attrs));
     }
     ch.extra = extra;
     Ok(ch)
-}
-
-/// The URI the seed connects with (database Kerberos, credentials from admin).
-fn mongo_uri(d: &BTreeMap<String, Value>) -> String {
-    match d.get("uri").and_then(Value::as_str).filter(|u| !u.is_empty()) {
-        Some(u) => u.to_string(),
-        None => {
-            let password = if d.contains_key("admin_password") { text(d, "admin_password") } else { text(d, "password") };
-            format!("mongodb://{}:{password}@{}:27017/admin", text(d, "username"), text(d, "host"))
-        }
-    }
 }
 
 /// The seed script: reads the user from the environment (the Secret), the bcrypt hash from the
