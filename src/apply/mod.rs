@@ -11,7 +11,7 @@
 //! the next ones from being written. A change counts as done (recorded, its dependents free to
 //! start) only when its wait is over.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,9 @@ struct Run<'p> {
     pending_ids: BTreeMap<usize, String>,
     /// The values of applied components, for the inputs of what depends on them.
     applied: BTreeMap<Address, Marked>,
+    /// Applied values handed to providers as references, made once per value and shared
+    /// (every agent of a fleet references the central Vault); dropped when `applied` changes.
+    shared: HashMap<Address, Arc<Value>>,
     set: JoinSet<JobResult>,
     /// The `--parallelism` slots; a job holds one while it writes.
     slots: Arc<Semaphore>,
@@ -168,6 +171,18 @@ struct Run<'p> {
     outcome: Outcome,
     /// No new job starts (interrupted, or a state write failed).
     stopping: bool,
+}
+
+impl Run<'_> {
+    /// The applied value of `a` as a provider reference, copied once and then shared.
+    fn shared_value(&mut self, a: &Address) -> Option<Arc<Value>> {
+        if let Some(v) = self.shared.get(a) {
+            return Some(Arc::clone(v));
+        }
+        let v = Arc::new(self.applied.get(a)?.value.clone());
+        self.shared.insert(a.clone(), Arc::clone(&v));
+        Some(v)
+    }
 }
 
 /// A job ready to start: a change with its final inputs, cluster and references.
@@ -368,6 +383,7 @@ impl Coordinator<'_> {
             started_at: BTreeMap::new(),
             pending_ids: BTreeMap::new(),
             applied,
+            shared: HashMap::new(),
             set: JoinSet::new(),
             slots: Arc::new(Semaphore::new(self.options.parallelism.max(1))),
             freed_tx,
@@ -486,6 +502,7 @@ impl Coordinator<'_> {
         // A delete of an object that is already gone only updates state.
         if change.action == Action::Delete && change.before.is_none() {
             run.applied.remove(&change.address);
+            run.shared.remove(&change.address);
             if let Err(e) = self.change(Record::Remove { address: change.address.clone() }).and_then(|()| self.persist()) {
                 run.outcome.state_error = Some(e);
                 run.stopping = true;
@@ -503,14 +520,11 @@ impl Coordinator<'_> {
             return None;
         }
         let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| m.value.clone());
-        let refs: BTreeMap<String, Reference> = change
-            .refs
-            .iter()
-            .filter_map(|(k, a)| {
-                let type_name = self.state.resource(a)?.type_name.clone();
-                Some((k.clone(), reference(a, &type_name, run.applied.get(a)?.value.clone())))
-            })
-            .collect();
+        let mut refs: BTreeMap<String, Reference> = BTreeMap::new();
+        for (k, a) in &change.refs {
+            let (Some(resource), Some(value)) = (self.state.resource(a), run.shared_value(a)) else { continue };
+            refs.insert(k.clone(), reference(a, &resource.type_name, value));
+        }
         run.queue.set(i, Status::Running);
         Some(Job { index: i, provider, change: change.clone(), planned, cluster, refs, slot })
     }
@@ -584,11 +598,13 @@ impl Coordinator<'_> {
         let failure = match result {
             Ok(None) => {
                 run.applied.remove(&change.address);
+                run.shared.remove(&change.address);
                 records.push(Record::Remove { address: change.address.clone() });
                 None
             }
             Ok(Some((attrs, fingerprint))) => {
                 run.applied.insert(change.address.clone(), object_value(&change.address, &attrs, &change.after_sensitive));
+                run.shared.remove(&change.address);
                 records.push(Record::Upsert { resource: resource_state(change, &attrs, fingerprint) });
                 None
             }

@@ -112,6 +112,19 @@ pub trait Resolver {
     fn instance(&self, _module: &ModulePath, _kind: Kind, _name: &str, _key: &Value) -> Option<Marked> {
         None
     }
+
+    /// The address of the instance `kind.name` (no key) or `kind.name[key]` when it exists,
+    /// without its value. None when the resolver cannot tell (then the reference is
+    /// evaluated, which also reports what is wrong with it).
+    fn instance_address(&self, _module: &ModulePath, _kind: Kind, _name: &str, _key: Option<&Value>) -> Option<Address> {
+        None
+    }
+
+    /// Calls `f` with the values recorded for `addrs` (attribute → address), borrowed, those
+    /// that are objects; the others are left out.
+    fn with_values(&self, _addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&BTreeMap<String, &BTreeMap<String, Value>>)) {
+        f(&BTreeMap::new());
+    }
 }
 
 /// One instantiated module: which module config, called from where, with which key.
@@ -746,6 +759,28 @@ impl<'a> Scope<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// The instance a plain component reference names (`vault.central`,
+    /// `cluster.site[each.key]`), found without building the component's value. None for any
+    /// other expression, or when the reference is not to an existing instance: evaluate it then.
+    pub fn reference_address(&self, expr: &Expression, file: FileId) -> Option<Address> {
+        let Expression::Traversal(t) = expr else { return None };
+        let Expression::Variable(root) = &t.expr else { return None };
+        if self.locals.iter().any(|(n, _)| n == root.as_str()) {
+            return None;
+        }
+        let kind = Kind::from_keyword(root.as_str())?;
+        let ops: Vec<&TraversalOperator> = t.operators.iter().map(|o| o.value()).collect();
+        match ops.as_slice() {
+            [TraversalOperator::GetAttr(n)] => self.ctx.resolver.instance_address(&self.path, kind, n.as_str(), None),
+            [TraversalOperator::GetAttr(n), TraversalOperator::Index(e)] => {
+                let key = self.eval(e, file).ok()?;
+                let plain = key.sensitive.is_empty() && key.components.is_empty();
+                plain.then(|| self.ctx.resolver.instance_address(&self.path, kind, n.as_str(), Some(&key.value)))?
+            }
+            _ => None,
         }
     }
 

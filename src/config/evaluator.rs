@@ -7,8 +7,9 @@
 //! planned values, apply the applied values (borrowed from the apply coordinator, which owns
 //! them).
 
-use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use kdeploy_provider::{AttrPath, Value};
 
@@ -28,12 +29,22 @@ pub struct Evaluator<'a> {
     table: ValueTable<'a>,
     /// Computed on first use: an evaluator made for one instance need not list every cluster.
     clusters: OnceCell<Vec<Address>>,
+    /// Recorded values shared with provider requests, made once per value (see `shared`).
+    shared: RefCell<HashMap<Address, Arc<Value>>>,
 }
 
 impl<'a> Evaluator<'a> {
     /// An evaluator that starts with no component values (validate, plan).
     pub fn new(stack: &'a Stack, sources: &'a SourceMap, root_vars: &'a BTreeMap<String, Marked>, expanded: &'a Expanded) -> Evaluator<'a> {
-        Evaluator { stack, sources, root_vars, expanded, table: ValueTable::new(stack, expanded, BTreeMap::new()), clusters: OnceCell::new() }
+        Evaluator {
+            stack,
+            sources,
+            root_vars,
+            expanded,
+            table: ValueTable::new(stack, expanded, BTreeMap::new()),
+            clusters: OnceCell::new(),
+            shared: RefCell::default(),
+        }
     }
 
     /// An evaluator over values its caller keeps and updates between calls (apply's applied
@@ -45,7 +56,15 @@ impl<'a> Evaluator<'a> {
         expanded: &'a Expanded,
         values: &'a BTreeMap<Address, Marked>,
     ) -> Evaluator<'a> {
-        Evaluator { stack, sources, root_vars, expanded, table: ValueTable::borrowed(stack, expanded, values), clusters: OnceCell::new() }
+        Evaluator {
+            stack,
+            sources,
+            root_vars,
+            expanded,
+            table: ValueTable::borrowed(stack, expanded, values),
+            clusters: OnceCell::new(),
+            shared: RefCell::default(),
+        }
     }
 
     /// The evaluation context over the recorded values, for scopes of locals and outputs.
@@ -79,7 +98,20 @@ impl<'a> Evaluator<'a> {
 
     /// Records the planned (or validated) value of `addr` for the instances that refer to it.
     pub fn record(&self, addr: &Address, value: &Value, sensitive: &[AttrPath]) {
+        self.shared.borrow_mut().remove(addr);
         self.table.values.borrow_mut().insert(addr.clone(), object_value(addr, value, sensitive));
+    }
+
+    /// The recorded value of `addr` to hand to providers as a reference: copied once, then
+    /// shared by every component that references it (every agent of a fleet references the
+    /// central Vault, whose value holds every site's account).
+    pub fn shared(&self, addr: &Address) -> Option<Arc<Value>> {
+        if let Some(v) = self.shared.borrow().get(addr) {
+            return Some(Arc::clone(v));
+        }
+        let v = Arc::new(self.value(addr)?);
+        self.shared.borrow_mut().insert(addr.clone(), Arc::clone(&v));
+        Some(v)
     }
 
     /// The recorded value of `addr`, if any.

@@ -14,7 +14,7 @@ use kdeploy_provider::{AttrPath, AttrType, ComponentSchema, Kind, PathStep, Valu
 use super::eval::{Ctx, Marked, ModuleInstance, Resolver, Scope, marked_list, marked_map};
 use super::{ComponentDecl, Expr, Lifecycle, ModuleConfig, Repetition, Stack};
 use crate::addr::{Address, InstanceKey, ModulePath};
-use crate::diag::{Diagnostic, Diagnostics, SourceMap, Span, did_you_mean};
+use crate::diag::{Diagnostic, Diagnostics, FileId, SourceMap, Span, did_you_mean};
 
 /// One component instance.
 #[derive(Debug, Clone)]
@@ -236,7 +236,12 @@ pub fn expand(stack: &Stack, sources: &SourceMap, root_vars: &BTreeMap<String, M
     for (addr, inst) in &expanded.instances {
         let decl = &stack.modules[inst.module].components[inst.decl];
         let mut found: BTreeSet<Dep> = BTreeSet::new();
-        let mut walker = RefWalker { stack, expanded: &expanded, diags: &mut diags, visiting: BTreeSet::new() };
+        let resolver = Unknowns { stack, modules: &expanded.modules };
+        let ctx = Ctx::new(stack, sources, root_vars, &expanded.modules, &resolver);
+        let mut scope = ctx.scope(&addr.module);
+        scope.each = inst.each.clone();
+        scope.count = inst.count;
+        let mut walker = RefWalker { stack, expanded: &expanded, diags: &mut diags, visiting: BTreeSet::new(), scope: Some(&scope) };
         let mut exprs: Vec<&Expr> = decl.attrs.values().map(|(e, _)| e).collect();
         exprs.extend(decl.blocks.iter().flat_map(|b| b.attrs.values().map(|(e, _)| e)));
         exprs.extend(decl.type_expr.iter());
@@ -270,9 +275,6 @@ pub fn expand(stack: &Stack, sources: &SourceMap, root_vars: &BTreeMap<String, M
         // The implicit cluster: components that run on a cluster but do not name one run on
         // the stack's only cluster.
         if !decl.attrs.contains_key("cluster") && decl.kind != Kind::Cluster {
-            let resolver = Unknowns { stack, modules: &expanded.modules };
-            let ctx = Ctx::new(stack, sources, root_vars, &expanded.modules, &resolver);
-            let scope = ctx.scope(&addr.module);
             let needs_cluster = component_type(&scope, decl).map(|(_, s)| s.attr("cluster").is_some()).unwrap_or(false);
             if needs_cluster && clusters.len() == 1 {
                 found.insert(Dep { target: clusters[0].clone(), span: decl.span.clone(), kind: DepKind::Cluster });
@@ -297,6 +299,9 @@ struct Found {
     root: String,
     attrs: Vec<Option<String>>,
     index_literal: Option<InstanceKey>,
+    /// The index when it is an expression (`cluster.site[each.value.site]`): evaluated in the
+    /// instance's scope when it can be, so that the reference reaches one instance, not all.
+    index_expr: Option<Expression>,
     span: std::ops::Range<usize>,
 }
 
@@ -322,7 +327,11 @@ impl Visit for Collector {
                 TraversalOperator::Index(Expression::Number(n)) => n.value().as_u64().map(InstanceKey::Int),
                 _ => None,
             });
-            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, span: node.span().unwrap_or(0..0) });
+            let index_expr = match node.operators.get(1).map(|o| o.value()) {
+                Some(TraversalOperator::Index(e)) if index_literal.is_none() => Some(e.clone()),
+                _ => None,
+            };
+            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, index_expr, span: node.span().unwrap_or(0..0) });
             for op in &node.operators {
                 self.visit_traversal_operator(op);
             }
@@ -337,6 +346,9 @@ struct RefWalker<'a> {
     expanded: &'a Expanded,
     diags: &'a mut Diagnostics,
     visiting: BTreeSet<(ModulePath, String)>,
+    /// The scope of the instance whose references are walked (its `each` and `count`), for
+    /// instance indexes written as expressions in its own attributes.
+    scope: Option<&'a Scope<'a>>,
 }
 
 impl RefWalker<'_> {
@@ -347,13 +359,11 @@ impl RefWalker<'_> {
 
     fn instances_of(&self, path: &ModulePath, kind: Kind, name: &str, key: Option<&InstanceKey>) -> Vec<Address> {
         let base = Address::new(kind, name).in_module(path.clone());
-        self.expanded
-            .instances
-            .range(base.clone()..)
-            .take_while(|(a, _)| a.config_addr() == base)
-            .filter(|(a, _)| key.is_none() || a.key.as_ref() == key)
-            .map(|(a, _)| a.clone())
-            .collect()
+        if let Some(key) = key {
+            let one = Address { key: Some(key.clone()), ..base };
+            return if self.expanded.instances.contains_key(&one) { vec![one] } else { Vec::new() };
+        }
+        self.expanded.instances.range(base.clone()..).take_while(|(a, _)| a.config_addr() == base).map(|(a, _)| a.clone()).collect()
     }
 
     /// Component instances an expression reaches, each with the span (in `e`'s file) of the
@@ -365,14 +375,30 @@ impl RefWalker<'_> {
         let mut out = Vec::new();
         for f in c.found {
             let at = Span { file, range: f.span.clone() };
-            for target in self.resolve(path, &f) {
+            for target in self.resolve(path, &f, file) {
                 out.push((target, at.clone()));
             }
         }
         out
     }
 
-    fn resolve(&mut self, path: &ModulePath, f: &Found) -> Vec<Address> {
+    /// The instance key an index expression evaluates to in the walked instance's own
+    /// attributes, when it is known without any component (`each.value.site`); None otherwise
+    /// (then the reference reaches every instance, which is always safe).
+    fn index_key(&self, path: &ModulePath, f: &Found, file: FileId) -> Option<InstanceKey> {
+        let scope = self.scope.filter(|s| s.path == *path && self.visiting.is_empty())?;
+        let key = scope.eval(f.index_expr.as_ref()?, file).ok()?;
+        if !key.sensitive.is_empty() || !key.components.is_empty() {
+            return None;
+        }
+        match key.value {
+            Value::String(s) => Some(InstanceKey::Str(s)),
+            Value::Number(n) => n.as_u64().map(InstanceKey::Int),
+            _ => None,
+        }
+    }
+
+    fn resolve(&mut self, path: &ModulePath, f: &Found, file: FileId) -> Vec<Address> {
         let first = f.attrs.first().cloned().flatten();
         match (f.root.as_str(), first) {
             ("local", Some(name)) => {
@@ -429,7 +455,10 @@ impl RefWalker<'_> {
                 out
             }
             (kw, Some(name)) => match Kind::from_keyword(kw) {
-                Some(kind) => self.instances_of(path, kind, &name, f.index_literal.as_ref()),
+                Some(kind) => {
+                    let key = f.index_literal.clone().or_else(|| self.index_key(path, f, file));
+                    self.instances_of(path, kind, &name, key.as_ref())
+                }
                 None => Vec::new(),
             },
             _ => Vec::new(),
@@ -617,15 +646,7 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
     scope.each = inst.each.clone();
     scope.count = inst.count;
     let (type_name, schema) = component_type(&scope, decl).map_err(Diagnostics::from)?;
-    let mut ev = InstanceEval {
-        scope: &scope,
-        decl,
-        type_name: &type_name,
-        diags: Diagnostics::new(),
-        refs: BTreeMap::new(),
-        spans: Vec::new(),
-        referenced: BTreeMap::new(),
-    };
+    let mut ev = InstanceEval { scope: &scope, decl, type_name: &type_name, diags: Diagnostics::new(), refs: BTreeMap::new(), spans: Vec::new() };
 
     let mut entries: Vec<(String, Marked)> = Vec::new();
     for (name, (expr, key_span)) in &decl.attrs {
@@ -716,8 +737,11 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
         for attr in schema.inputs() {
             marked.sensitive.extend(attr.sensitive_paths(m.get(attr.name).unwrap_or(&Value::Null)));
         }
-        // The component's own rules (a vault's provider, queue and account names).
-        for p in kdeploy_provider::components::check(decl.kind, m, &ev.referenced) {
+        // The component's own rules (a vault's provider, queue and account names), with the
+        // referenced components' values as far as known, borrowed from the value table.
+        let mut problems = Vec::new();
+        ctx.resolver.with_values(&ev.refs, &mut |referenced| problems = kdeploy_provider::components::check(decl.kind, m, referenced));
+        for p in problems {
             ev.diags.push(Diagnostic::error("Invalid component configuration", p.message).at(Some(ev.span_of(&p.path))).hint(p.hint));
         }
     }
@@ -760,8 +784,6 @@ struct InstanceEval<'a, 's> {
     refs: BTreeMap<String, Address>,
     /// Where each input path was written, for diagnostics about values.
     spans: Vec<(AttrPath, Span)>,
-    /// The attributes of referenced components, as far as known (for the component's checks).
-    referenced: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 impl InstanceEval<'_, '_> {
@@ -769,12 +791,21 @@ impl InstanceEval<'_, '_> {
     fn attribute(&mut self, path: &str, attr: &kdeploy_provider::AttrSchema, expr: &Expr) -> Option<Marked> {
         let at = path_of(path);
         self.spans.push((at, expr.span.clone()));
-        let value = match self.scope.eval(&expr.expr, expr.span.file) {
-            Ok(v) => v,
-            Err(d) => {
-                self.diags.push(d);
-                return None;
-            }
+        // A plain reference (`vault = vault.central`) is known by its address alone: the
+        // referenced component's value (a central Vault's every account) is not copied.
+        let plain_ref = match &attr.ty {
+            AttrType::Component(_) => self.scope.reference_address(&expr.expr, expr.span.file),
+            _ => None,
+        };
+        let value = match plain_ref {
+            Some(addr) => Marked::component(&addr, Value::Unknown(addr.to_string()), Vec::new()),
+            None => match self.scope.eval(&expr.expr, expr.span.file) {
+                Ok(v) => v,
+                Err(d) => {
+                    self.diags.push(d);
+                    return None;
+                }
+            },
         };
         if let AttrType::Component(want) = &attr.ty {
             return self.reference(path, *want, value, expr).map(|a| Marked::plain(Value::String(a.to_string())));
@@ -802,9 +833,6 @@ impl InstanceEval<'_, '_> {
         match target {
             Some(target) if target.kind == want => {
                 self.refs.insert(path.to_string(), target.clone());
-                if let Value::Map(m) = value {
-                    self.referenced.insert(path.to_string(), m);
-                }
                 return Some(target);
             }
             Some(target) => self.diags.push(
@@ -973,7 +1001,7 @@ fn null_for_another_type(scope: &Scope<'_>, kind: Kind, name: &str, expr: &Expr)
 }
 
 /// What a provider is told about a referenced component.
-pub fn reference(addr: &Address, type_name: &str, value: Value) -> kdeploy_provider::Reference {
+pub fn reference(addr: &Address, type_name: &str, value: std::sync::Arc<Value>) -> kdeploy_provider::Reference {
     kdeploy_provider::Reference {
         component: kdeploy_provider::ComponentRef { address: addr.clone(), kind: addr.kind, type_name: type_name.to_string() },
         attributes: value,
@@ -1049,17 +1077,34 @@ impl Resolver for ValueTable<'_> {
     }
 
     fn instance(&self, module: &ModulePath, kind: Kind, name: &str, key: &Value) -> Option<Marked> {
-        let m = self.expanded.modules.get(module).map(|i| i.module).unwrap_or(0);
-        let decl = self.stack.modules[m].component(kind, name)?;
-        let key = match (&decl.repetition, key) {
-            (Repetition::ForEach(_), Value::String(s)) => InstanceKey::Str(s.clone()),
-            (Repetition::Count(_), Value::Number(_)) => InstanceKey::Int(key.as_i64().and_then(|i| u64::try_from(i).ok())?),
-            _ => return None,
-        };
-        let addr = Address { key: Some(key), ..Address::new(kind, name).in_module(module.clone()) };
-        self.expanded.instances.get(&addr)?;
+        let addr = self.instance_address(module, kind, name, Some(key))?;
         let values = self.values.borrow();
         let v = values.get(&addr).or_else(|| self.base.and_then(|b| b.get(&addr))).cloned();
         Some(v.unwrap_or_else(|| Marked::component(&addr, Value::Unknown(addr.to_string()), Vec::new())))
+    }
+
+    fn instance_address(&self, module: &ModulePath, kind: Kind, name: &str, key: Option<&Value>) -> Option<Address> {
+        let m = self.expanded.modules.get(module).map(|i| i.module).unwrap_or(0);
+        let decl = self.stack.modules[m].component(kind, name)?;
+        let key = match (&decl.repetition, key) {
+            (Repetition::Single, None) => None,
+            (Repetition::ForEach(_), Some(Value::String(s))) => Some(InstanceKey::Str(s.clone())),
+            (Repetition::Count(_), Some(n @ Value::Number(_))) => Some(InstanceKey::Int(n.as_i64().and_then(|i| u64::try_from(i).ok())?)),
+            _ => return None,
+        };
+        let addr = Address { key, ..Address::new(kind, name).in_module(module.clone()) };
+        self.expanded.instances.contains_key(&addr).then_some(addr)
+    }
+
+    fn with_values(&self, addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&BTreeMap<String, &BTreeMap<String, Value>>)) {
+        let values = self.values.borrow();
+        let found = addrs
+            .iter()
+            .filter_map(|(attr, a)| {
+                let v = values.get(a).or_else(|| self.base.and_then(|b| b.get(a)))?;
+                Some((attr.clone(), v.value.as_map()?))
+            })
+            .collect();
+        f(&found);
     }
 }

@@ -350,9 +350,8 @@ impl Planner<'_> {
 
     /// The planned values of the components it refers to, and of its cluster.
     fn references(&self, desired: &Desired) -> (BTreeMap<String, Reference>, Option<Value>) {
-        let value_of = |a: &Address| self.eval.value(a);
-        let refs = desired.refs.iter().filter_map(|(k, a)| Some((k.clone(), reference(a, &self.type_of(a)?, value_of(a)?)))).collect();
-        (refs, desired.cluster.as_ref().and_then(value_of))
+        let refs = desired.refs.iter().filter_map(|(k, a)| Some((k.clone(), reference(a, &self.type_of(a)?, self.eval.shared(a)?)))).collect();
+        (refs, desired.cluster.as_ref().and_then(|c| self.eval.value(c)))
     }
 
     /// Asks the provider, decides, and plans the object again from nothing when it is created

@@ -94,6 +94,76 @@ fn graph_and_fmt() {
     assert_eq!(run(s.path(), &w, &["fmt", "--check"]).code, 0);
 }
 
+/// A fleet's agents name their site's cluster with an index expression
+/// (`cluster.site[each.value.site]`): each depends on its own site's cluster only, not on every
+/// site (a hundred sites of ten cameras were a hundred thousand edges).
+#[test]
+fn graph_index_expression_reaches_one_instance() {
+    let s = TestStack::new(&[(
+        "main.hcl",
+        r#"stack "fleet" {}
+
+variable "sites" {
+  default = { north = "/kc/north", south = "/kc/south", west = "/kc/west" }
+}
+
+variable "cameras" {
+  default = {
+    n1 = { site = "north", rtsp = "rtsp://10.0.0.1/s" }
+    s1 = { site = "south", rtsp = "rtsp://10.0.1.1/s" }
+  }
+}
+
+cluster "central" {
+  type       = "kubernetes"
+  kubeconfig = "/kc/central"
+}
+
+cluster "site" {
+  for_each   = var.sites
+  type       = "kubernetes"
+  kubeconfig = each.value
+}
+
+database "meta" {
+  cluster = cluster.central
+  type    = "mongodb"
+}
+
+object_storage "rec" {
+  cluster = cluster.central
+  type    = "minio"
+}
+
+vault "central" {
+  cluster   = cluster.central
+  database  = database.meta
+  storage   = object_storage.rec
+  node_port = 30080
+  accounts  = { for name, kc in var.sites : name => { directory = name } }
+}
+
+agent "cam" {
+  for_each = var.cameras
+  cluster  = cluster.site[each.value.site]
+  vault    = vault.central
+  account  = each.value.site
+  rtsp_url = each.value.rtsp
+}
+"#,
+    )]);
+    let r = crate::support::run_binary(s.path(), &[], &["graph", "--format", "text"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let deps = |addr: &str| {
+        let mut lines = r.stdout.lines().skip_while(|l| *l != addr);
+        lines.nth(1).unwrap_or_default().trim().to_string()
+    };
+    assert_eq!(deps("agent.cam[\"n1\"]"), "depends on: cluster.site[\"north\"], vault.central");
+    assert_eq!(deps("agent.cam[\"s1\"]"), "depends on: cluster.site[\"south\"], vault.central");
+    let r = crate::support::run_binary(s.path(), &[], &["validate"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
+
 #[test]
 fn state_commands() {
     let s = TestStack::new(&[("main.hcl", &basic_stack(CAMS))]);

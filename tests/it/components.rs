@@ -217,7 +217,7 @@ fn rabbitmq() -> (ComponentRef, Attrs) {
 }
 
 fn as_ref((c, a): (ComponentRef, Attrs)) -> Reference {
-    Reference { component: c, attributes: Value::Map(a) }
+    Reference { component: c, attributes: Value::Map(a).into() }
 }
 
 fn vault_attrs(extra: &[(&str, Value)]) -> Attrs {
@@ -248,7 +248,8 @@ fn every_component_renders_the_same_on_docker_and_kubernetes() {
             ("uri", s("mongodb://u:p@docdb.example.com:27017/admin")),
             ("flavor", s("documentdb")),
             ("tls_ca", s("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")),
-        ])),
+        ]))
+        .into(),
     };
     let vault = vault_attrs(&[]);
     let mut agent = attrs(&[
@@ -266,7 +267,7 @@ fn every_component_renders_the_same_on_docker_and_kubernetes() {
     ]);
     secrets::fill(Kind::Agent, "kerberos", "agent.cam", &mut agent, &Attrs::new(), true);
     let agent_refs: BTreeMap<String, Reference> =
-        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vault.clone()) })].into();
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vault.clone()).into() })].into();
     let none = BTreeMap::new();
     let cases: Vec<(&str, ComponentRef, Attrs, BTreeMap<String, Reference>)> = vec![
         ("mongodb", mongodb().0, mongodb().1, none.clone()),
@@ -314,7 +315,7 @@ fn probes_waits_and_seeds_are_the_models() {
     // The DocumentDB vault on an SRV URI waits for nothing.
     let srv = Reference {
         component: cref("database.ext", Kind::Database, "external"),
-        attributes: Value::Map(attrs(&[("uri", s("mongodb+srv://u:p@cluster0.example.net/"))])),
+        attributes: Value::Map(attrs(&[("uri", s("mongodb+srv://u:p@cluster0.example.net/"))])).into(),
     };
     let refs = vault_refs(srv);
     let objects = k8s::render(&Input { component: &c, attrs: &vault, refs: &refs, cluster: &BTreeMap::new() }).unwrap().unwrap();

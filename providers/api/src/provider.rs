@@ -1,6 +1,7 @@
 //! The provider contract: batched reads, planning, apply and delete of one component.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,9 @@ pub struct ComponentRef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reference {
     pub component: ComponentRef,
-    pub attributes: Value,
+    /// Shared, not copied per request: a central Vault is referenced by every agent of a
+    /// fleet, and its value holds every site's account.
+    pub attributes: Arc<Value>,
 }
 
 /// Read the live object behind one recorded component.

@@ -423,7 +423,7 @@ mod tests {
             n += 1;
             Some(format!("{k}-{n}-value"))
         });
-        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault), attributes: Value::Map(v) })].into()
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault), attributes: Value::Map(v).into() })].into()
     }
 
     fn agent_attrs(rtsp: &str) -> BTreeMap<String, Value> {

@@ -649,7 +649,7 @@ mod tests {
     fn vault_ref() -> BTreeMap<String, Reference> {
         let mut v = attrs(&[("storage", Value::string("object_storage.rec")), ("endpoint", Value::string("http://vault-main.kerberos-vault:80/api"))]);
         vault::fill_accounts("vault.main", &mut v, &mut |k| Some(format!("{k}-value")));
-        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault), attributes: Value::Map(v) })].into()
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault), attributes: Value::Map(v).into() })].into()
     }
 
     #[test]
@@ -700,7 +700,8 @@ mod tests {
                 ("port", Value::from_i64(27017)),
                 ("username", Value::string("root")),
                 ("admin_password", Value::string(db_password)),
-            ])),
+            ]))
+            .into(),
         };
         let storage = Reference {
             component: ComponentRef { address: "object_storage.rec".parse().unwrap(), kind: Kind::ObjectStorage, type_name: "minio".into() },
@@ -709,7 +710,8 @@ mod tests {
                 ("endpoint", Value::string("m:9000")),
                 ("access_key", Value::string("A")),
                 ("secret_key", Value::string("S")),
-            ])),
+            ]))
+            .into(),
         };
         let refs: BTreeMap<String, Reference> = [("database".to_string(), db), ("storage".to_string(), storage)].into();
         let c = cref("vault.main", Kind::Vault);

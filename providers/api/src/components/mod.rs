@@ -195,12 +195,12 @@ pub use vault::Problem;
 /// what it references (`referenced`: attribute → the referenced component's attributes), so
 /// that `validate` reports mistakes with their location: a vault's provider, queue and account
 /// names, the account an agent uploads with.
-pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, Attrs>) -> Vec<Problem> {
+pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>) -> Vec<Problem> {
     match kind {
-        Kind::Vault => vault::check(inputs, referenced.get("broker")),
+        Kind::Vault => vault::check(inputs, referenced.get("broker").copied()),
         Kind::Agent => {
             let mut out = referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default();
-            out.extend(mqtt::check_agent(inputs, referenced.get("mqtt")));
+            out.extend(mqtt::check_agent(inputs, referenced.get("mqtt").copied()));
             out.extend(turn::check_agent(inputs));
             out
         }

@@ -13,7 +13,7 @@ fn cref(address: &str, kind: Kind, type_name: &str) -> ComponentRef {
 }
 
 fn reference(address: &str, kind: Kind, type_name: &str, pairs: &[(&str, Value)]) -> Reference {
-    Reference { component: cref(address, kind, type_name), attributes: Value::Map(attrs(pairs)) }
+    Reference { component: cref(address, kind, type_name), attributes: Value::Map(attrs(pairs)).into() }
 }
 
 fn vault_attrs() -> Attrs {
@@ -107,7 +107,7 @@ fn agents_get_their_account_a_concrete_directory_and_a_generated_login() {
     let mut vref = vault.clone();
     vref.insert("endpoint".into(), s("http://vault:80/api"));
     let refs: BTreeMap<String, Reference> =
-        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref) })].into();
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref).into() })].into();
     let c = cref("agent.cam[\"front\"]", Kind::Agent, "kerberos");
     let w = workload(&Spec { component: &c, attrs: &a, refs: &refs, namespace: None }).unwrap();
     assert_eq!(w.env_value("AGENT_NAME"), Some("front"));
@@ -143,7 +143,7 @@ fn an_agent_on_another_cluster_uploads_to_the_external_url_of_vault() {
     vref.insert("cluster".into(), s("cluster.central"));
     let c = cref("agent.cam", Kind::Agent, "kerberos");
     let with = |vref: &Attrs| -> BTreeMap<String, Reference> {
-        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref.clone()) })].into()
+        [("vault".to_string(), Reference { component: cref("vault.main", Kind::Vault, "kerberos"), attributes: Value::Map(vref.clone()).into() })].into()
     };
     vref.insert("external_url".into(), s("http://10.1.2.3:30080/api"));
     let w = workload(&Spec { component: &c, attrs: &a, refs: &with(&vref), namespace: None }).unwrap();

@@ -13,7 +13,7 @@ fn s(v: &str) -> Value {
 }
 
 fn reference(address: &str, kind: Kind, type_name: &str, pairs: &[(&str, Value)]) -> Reference {
-    Reference { component: ComponentRef { address: address.parse().unwrap(), kind, type_name: type_name.into() }, attributes: Value::Map(attrs(pairs)) }
+    Reference { component: ComponentRef { address: address.parse().unwrap(), kind, type_name: type_name.into() }, attributes: Value::Map(attrs(pairs)).into() }
 }
 
 use crate::schema::Kind;
@@ -398,7 +398,7 @@ fn central(cluster: &str, external_url: Value) -> Reference {
     a.insert("external_url".into(), external_url);
     a.insert("provider".into(), s("rec"));
     let mut r = reference("vault.central", Kind::Vault, "kerberos", &[]);
-    r.attributes = Value::Map(a);
+    r.attributes = Value::Map(a).into();
     r
 }
 
