@@ -297,6 +297,8 @@ struct Found {
     root: String,
     attrs: Vec<Option<String>>,
     index_literal: Option<InstanceKey>,
+    /// The same for a data source (`data.TYPE.NAME[key]`).
+    data_index_literal: Option<InstanceKey>,
     span: std::ops::Range<usize>,
 }
 
@@ -317,12 +319,15 @@ impl Visit for Collector {
                     _ => None,
                 })
                 .collect();
-            let index_literal = node.operators.get(1).and_then(|o| match o.value() {
-                TraversalOperator::Index(Expression::String(s)) => Some(InstanceKey::Str(s.value().clone())),
-                TraversalOperator::Index(Expression::Number(n)) => n.value().as_u64().map(InstanceKey::Int),
-                _ => None,
-            });
-            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, span: node.span().unwrap_or(0..0) });
+            let literal = |i: usize| {
+                node.operators.get(i).and_then(|o| match o.value() {
+                    TraversalOperator::Index(Expression::String(s)) => Some(InstanceKey::Str(s.value().clone())),
+                    TraversalOperator::Index(Expression::Number(n)) => n.value().as_u64().map(InstanceKey::Int),
+                    _ => None,
+                })
+            };
+            let (index_literal, data_index_literal) = (literal(1), literal(2));
+            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, data_index_literal, span: node.span().unwrap_or(0..0) });
             for op in &node.operators {
                 self.visit_traversal_operator(op);
             }
@@ -428,6 +433,11 @@ impl RefWalker<'_> {
                 }
                 out
             }
+            ("data", Some(ty)) => match f.attrs.get(1).cloned().flatten() {
+                // data.TYPE.NAME[key]: the key is the third operator.
+                Some(name) => self.instances_of(path, Kind::Data, &format!("{ty}.{name}"), f.data_index_literal.as_ref()),
+                None => Vec::new(),
+            },
             (kw, Some(name)) => match Kind::from_keyword(kw) {
                 Some(kind) => self.instances_of(path, kind, &name, f.index_literal.as_ref()),
                 None => Vec::new(),

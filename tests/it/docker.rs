@@ -476,3 +476,39 @@ fn docker_run_container_is_adopted_by_name_and_replaced_keeping_its_volume() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("No changes."), "{}", r.stdout);
 }
+
+#[test]
+fn a_docker_run_containers_environment_is_read_as_a_data_source() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdd");
+    let started = unique("mongodb-");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let _unmanaged = Unmanaged(started.clone(), String::new());
+    #[rustfmt::skip]
+    docker_cli(&["run", "-d", "--name", &started, "-e", "MONGO_INITDB_ROOT_PASSWORD=guide-root-password", standin_image(),
+        "/bin/busybox", "httpd", "-f", "-p", "27017", "-h", "/www"]);
+    let stack = format!(
+        "cluster \"{c}\" {{\n  type = \"docker\"\n}}\n\ndata \"docker_container_env\" \"mongo\" {{\n  container = \"{started}\"\n}}\n\ndatabase \"meta\" {{\n  type = \"external\"\n  uri  = \"mongodb://root:${{data.docker_container_env.mongo.env[\"MONGO_INITDB_ROOT_PASSWORD\"]}}@{started}:27017/admin\"\n}}\n"
+    );
+    let s = TestStack::new(&[("main.hcl", &stack)]);
+    let r = kd(s.path(), &["plan"]);
+    ok(&r);
+    assert!(r.stdout.contains("(sensitive value)") && !r.stdout.contains("guide-root-password"), "{}", r.stdout);
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    assert_eq!(s.attr("database.meta", "uri"), serde_json::json!(format!("mongodb://root:guide-root-password@{started}:27017/admin")));
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // A container that is not there is reported at the block.
+    s.write("main.hcl", &stack.replace(&format!("container = \"{started}\""), "container = \"no-such-container\""));
+    let r = kd(s.path(), &["plan"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("Data source not found") && r.stderr.contains("container \"no-such-container\"") && r.stderr.contains("main.hcl:5"),
+        "{}",
+        r.stderr
+    );
+}

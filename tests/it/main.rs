@@ -17,6 +17,7 @@ mod azure;
 mod chart;
 mod components;
 mod crash;
+mod data_sources;
 mod dist;
 mod fuzz;
 mod gcp;

@@ -53,6 +53,26 @@ pub struct ImportRequest<'a> {
     pub force_conflicts: bool,
 }
 
+/// Read a data source (`data "kubernetes_secret" "x" { ... }`): a value held by an object
+/// kdeploy does not manage. `source.address` is `data.TYPE.NAME`, `source.type_name` the TYPE.
+#[derive(Debug, Clone)]
+pub struct DataRequest<'a> {
+    pub source: ComponentRef,
+    /// The block's arguments (known).
+    pub args: &'a Value,
+    /// The cluster's planned (or applied) attributes.
+    pub cluster: Option<&'a Value>,
+}
+
+/// What a data source read found: the arguments and the computed attributes (`data`, `env`),
+/// or `Missing` when the object it names does not exist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataResult {
+    Found(Value),
+    /// The object is not there; the text names it (`Secret mongodb/mongodb`), without values.
+    Missing(String),
+}
+
 /// What an import found.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Imported {
@@ -282,6 +302,12 @@ pub trait Provider: Send + Sync {
     /// keep the default, which says so.
     async fn import(&self, request: ImportRequest<'_>) -> Result<Imported, ProviderError> {
         Err(ProviderError::new(ErrorKind::Invalid, format!("{}: the {} provider cannot import existing objects", request.component.address, self.name())))
+    }
+
+    /// Reads a data source ([`DataRequest`]). Providers without data sources keep the default,
+    /// which says so.
+    async fn read_data(&self, request: DataRequest<'_>) -> Result<DataResult, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Invalid, format!("{}: the {} provider has no data sources", request.source.address, self.name())))
     }
 }
 
