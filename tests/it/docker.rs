@@ -512,3 +512,62 @@ fn a_docker_run_containers_environment_is_read_as_a_data_source() {
         r.stderr
     );
 }
+
+/// Removes containers and image tags a test made with the docker CLI.
+struct Started(Vec<String>, Vec<String>);
+impl Drop for Started {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for i in &self.1 {
+            let _ = std::process::Command::new("docker").args(["rmi", i]).output();
+        }
+    }
+}
+
+#[test]
+fn docker_run_containers_under_the_reference_names_are_discovered() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdo");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    // The guide's images, as local tags of the stand-in image (the machines have no registry).
+    let tag = unique("t");
+    let images = [format!("kdeploy-test/mongo:{tag}"), format!("kdeploy-test/uug-ai/vault:{tag}"), format!("kdeploy-test/kerberos/agent:{tag}")];
+    let names = [unique("mongodb-"), unique("vault-"), unique("agent1-")];
+    let _started = Started(names.to_vec(), images.to_vec());
+    for i in &images {
+        docker_cli(&["tag", standin_image(), i]);
+    }
+    let envs: [&[&str]; 3] = [
+        &["-e", "MONGO_INITDB_ROOT_USERNAME=root", "-e", "MONGO_INITDB_ROOT_PASSWORD=guide-root-password"],
+        &["-e", "GIN_MODE=release"],
+        &["-e", "AGENT_NAME=agent1", "-e", "AGENT_CAPTURE_IPCAMERA_RTSP=rtsp://10.0.0.1/s1"],
+    ];
+    for ((name, image), env) in names.iter().zip(&images).zip(envs) {
+        let mut args = vec!["run", "-d", "--name", name.as_str()];
+        args.extend(env);
+        args.extend([image.as_str(), "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+        docker_cli(&args);
+    }
+    let s = TestStack::new(&[("main.hcl", &format!("cluster \"{c}\" {{\n  type = \"docker\"\n}}\n"))]);
+    let r = kd(s.path(), &["adopt", "--cluster", &c, "-out", "adopted.hcl"]);
+    ok(&r);
+    let hcl = std::fs::read_to_string(s.path().join("adopted.hcl")).unwrap();
+    assert!(!hcl.contains("guide-root-password"), "a password was copied:\n{hcl}");
+    let (mongo, vault, agent) = (&names[0], &names[1], &names[2]);
+    for text in [
+        format!("data \"docker_container_env\" \"{}\"", mongo.replace('-', "_")),
+        "env[\"MONGO_INITDB_ROOT_PASSWORD\"]".to_string(),
+        format!("id = \"{vault}\""),
+        format!("id = \"{agent}\""),
+        "rtsp_url    = \"rtsp://10.0.0.1/s1\"".to_string(),
+    ] {
+        assert!(hcl.contains(&text), "{text}\n{hcl}");
+    }
+    ok(&kd(s.path(), &["validate"]));
+    ok(&kd(s.path(), &["fmt", "-check"]));
+}

@@ -12,6 +12,7 @@ mod lock;
 mod mqtt;
 mod support;
 
+mod adopt;
 mod aws;
 mod azure;
 mod chart;

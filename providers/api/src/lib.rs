@@ -33,8 +33,8 @@ pub fn test_endpoint(variable: &str) -> Option<String> {
 
 pub use duration::Duration;
 pub use provider::{
-    ADOPTED, ApplyRequest, ApplyResponse, Check, ComponentRef, DataRequest, DataResult, DeleteRequest, ErrorKind, ExternalProvider, ImportRequest,
-    Imported, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, TokenSource, UnavailableProvider,
+    ADOPTED, ApplyRequest, ApplyResponse, Check, ComponentRef, DataRequest, DataResult, DeleteRequest, EnvSource, ErrorKind, ExternalProvider, ImportRequest,
+    Imported, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, Running, TokenSource, UnavailableProvider,
     Wait, WaitRequest, default_plan, error_chain,
 };
 pub use schema::{AttrSchema, AttrType, ComponentSchema, Kind, provider_for, schema, schema_ref};

@@ -405,6 +405,25 @@ impl Provider for DockerProvider {
         Ok(DataResult::Found(Value::Map(args)))
     }
 
+    /// `kdeploy adopt`: the containers kdeploy did not create, with their images and environments.
+    async fn discover(&self, cluster: &Value) -> Result<Vec<kdeploy_provider::Running>, ProviderError> {
+        let ep = Endpoint::from_cluster(Some(cluster));
+        let docker = self.client(&ep).await?;
+        let mut out = Vec::new();
+        for (name, image) in engine::list_unmanaged(&docker, &ep).await? {
+            let Some(found) = engine::find_by_name(&docker, &ep, &name).await? else { continue };
+            out.push(kdeploy_provider::Running {
+                id: name.clone(),
+                name,
+                kind: "container".into(),
+                images: vec![image],
+                env: found.env.into_iter().map(|(k, v)| (k, kdeploy_provider::EnvSource::Value(v))).collect(),
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
         let kind = request.component.kind;
         let address = request.component.address.to_string();

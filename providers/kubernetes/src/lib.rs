@@ -17,6 +17,7 @@ pub mod render;
 pub mod wait;
 
 mod data;
+mod discover;
 mod import;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -972,6 +973,10 @@ impl Provider for KubernetesProvider {
 
     async fn read_data(&self, req: DataRequest<'_>) -> Result<DataResult, ProviderError> {
         self.read_secret(req).await
+    }
+
+    async fn discover(&self, cluster: &Value) -> Result<Vec<kdeploy_provider::Running>, ProviderError> {
+        self.discover_workloads(cluster).await
     }
 
     async fn wait(&self, req: WaitRequest) -> Result<(), ProviderError> {
