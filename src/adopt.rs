@@ -27,6 +27,21 @@ pub enum Role {
     Hub,
 }
 
+impl Role {
+    /// The block keyword it is written as.
+    fn keyword(self) -> &'static str {
+        match self {
+            Role::MongoDb => "database",
+            Role::MinIo => "object_storage",
+            Role::RabbitMq | Role::Kafka | Role::VerneMq => "broker",
+            Role::Vault => "vault",
+            Role::Agent => "agent",
+            Role::Factory => "factory",
+            Role::Hub => "hub",
+        }
+    }
+}
+
 /// The role of an image (`ghcr.io/uug-ai/vault:v1.4.0` → Vault), None for what is not part of a
 /// Kerberos site.
 pub fn role(image: &str) -> Option<Role> {
@@ -84,6 +99,10 @@ pub fn adopt(site: &Site<'_>, running: &[Running]) -> Adoption {
             continue;
         }
         match r.images.iter().find_map(|i| role(i)) {
+            // What an earlier adopt wrote (and the stack kept) is the stack's already.
+            Some(role) if site.taken.contains(&format!("{}.{}", role.keyword(), ident(&r.name))) => {
+                w.out.skipped.push(format!("{}: already declared as {}.{}", r.id, role.keyword(), ident(&r.name)));
+            }
             Some(role) => by_role.entry(role).or_default().push(r),
             None => w.out.skipped.push(format!("{} ({}): not a Kerberos component", r.id, r.images.join(", "))),
         }
