@@ -380,6 +380,51 @@ mod tests {
         assert_eq!(role("nginx"), None);
     }
 
+    fn workload(ns: &str, name: &str, image: &str, env: &[(&str, EnvSource)], services: &[(&str, u16)]) -> Running {
+        Running {
+            id: format!("{ns}/{name}"),
+            name: name.into(),
+            namespace: Some(ns.into()),
+            kind: "StatefulSet".into(),
+            images: vec![image.into()],
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            managed_by: Some("Helm".into()),
+            services: services.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+        }
+    }
+
+    #[test]
+    fn brokers_are_external_with_their_passwords_referenced() {
+        let secret = |name: &str, key: &str| EnvSource::Secret { namespace: "rabbitmq".into(), name: name.into(), key: key.into() };
+        let running = [
+            workload(
+                "rabbitmq",
+                "rabbitmq",
+                "bitnamilegacy/rabbitmq:3.12.13-debian-12-r2",
+                &[("RABBITMQ_USERNAME", EnvSource::Value("yourusername".into())), ("RABBITMQ_PASSWORD", secret("rabbitmq", "rabbitmq-password"))],
+                &[("rabbitmq", 5672), ("rabbitmq-headless", 4369)],
+            ),
+            workload(
+                "vernemq",
+                "vernemq",
+                "vernemq/vernemq:2.0.1-alpine",
+                &[("DOCKER_VERNEMQ_USER_YOURUSERNAME", EnvSource::Value("yourpassword".into()))],
+                &[],
+            ),
+        ];
+        let site = Site { cluster: "cluster.k8s", docker: false, taken: &[], imported: &[] };
+        let a = adopt(&site, &running);
+        for text in [
+            "data \"kubernetes_secret\" \"rabbitmq_rabbitmq\"",
+            "broker \"rabbitmq\" {\n  type = \"external\"\n  protocol = \"amqp\"\n  host = \"rabbitmq.rabbitmq:5672\"\n  username = \"yourusername\"\n  password = data.kubernetes_secret.rabbitmq_rabbitmq.data[\"rabbitmq-password\"]",
+            "protocol = \"mqtt\"\n  host = \"vernemq.vernemq:1883\"\n  username = \"yourusername\"\n  password = var.vernemq_docker_vernemq_user_yourusername",
+        ] {
+            assert!(a.hcl.contains(text), "{text}\n{}", a.hcl);
+        }
+        assert!(!a.hcl.contains("yourpassword"), "{}", a.hcl);
+        assert_eq!(a.found.len(), 2, "{:?}", a.found);
+    }
+
     #[test]
     fn strings_are_escaped() {
         assert_eq!(quote("a\"b${c}"), "\"a\\\"b$${c}\"");

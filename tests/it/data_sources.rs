@@ -151,3 +151,45 @@ locals {
     let snap = crate::support::Run { code: out.code, stdout: out.stdout, stderr: out.stderr }.snapshot(s.path());
     insta::assert_snapshot!("data_blocks_invalid", snap);
 }
+
+/// On a cluster another provider creates in the same plan (EKS), a data source is read at
+/// apply, once the cluster exists, and what refers to it waits for it.
+#[test]
+fn a_data_source_on_a_cluster_created_by_the_plan_is_read_at_apply() {
+    use kdeploy_provider::Value;
+    let world = kdeploy_provider::fake::FakeWorld::new();
+    let s = TestStack::new(&[(
+        "main.hcl",
+        r#"cluster "eks" {
+  type   = "eks"
+  region = "eu-west-1"
+}
+
+data "kubernetes_secret" "mongo" {
+  namespace = "mongodb"
+  name      = "mongodb"
+}
+
+database "meta" {
+  type = "external"
+  uri  = "mongodb://root:${data.kubernetes_secret.mongo.data["mongodb-root-password"]}@mongodb.mongodb:27017/admin"
+}
+"#,
+    )]);
+    let plan = crate::support::run(s.path(), &world, &["plan"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(plan.stdout.contains("# data.kubernetes_secret.mongo will be read during apply (deferred until cluster.eks exists)"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("# database.meta will be created"), "{}", plan.stdout);
+    assert!(world.calls().iter().all(|c| c.op != "read_data"), "read at plan");
+
+    let secret = Value::Map([("mongodb-root-password".to_string(), Value::string(PASSWORD))].into_iter().collect());
+    world.put("data.kubernetes_secret.mongo", Value::Map([("data".to_string(), secret)].into_iter().collect()));
+    let apply = crate::support::run(s.path(), &world, &["apply", "-auto-approve"]);
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert!(!apply.stdout.contains(PASSWORD), "{}", apply.stdout);
+    assert_eq!(s.attr("database.meta", "uri"), json!(format!("mongodb://root:{PASSWORD}@mongodb.mongodb:27017/admin")));
+    // Read after the cluster was created (the database, data only, got the value read).
+    let ops: Vec<(String, &str)> = world.calls().iter().map(|c| (c.address.clone(), c.op)).collect();
+    let at = |addr: &str, op: &str| ops.iter().position(|(a, o)| a == addr && *o == op).unwrap_or_else(|| panic!("{addr} {op}: {ops:?}"));
+    assert!(at("cluster.eks", "apply") < at("data.kubernetes_secret.mongo", "read_data"), "{ops:?}");
+}
