@@ -1,6 +1,7 @@
 //! kdeploy: declarative provisioning for the Kerberos.io video-surveillance stack.
 /// Addresses live in the provider API crate, below the state model and the engine.
 pub use kdeploy_provider::addr;
+pub mod adopt;
 pub mod apply;
 pub mod build_info;
 pub mod cli;

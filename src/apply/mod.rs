@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kdeploy_provider::{ApplyRequest, AttrPath, ComponentRef, DeleteRequest, Provider, ProviderError, Reference, Value, Wait, WaitRequest};
+use kdeploy_provider::{
+    ApplyRequest, AttrPath, ComponentRef, DataRequest, DataResult, DeleteRequest, ErrorKind, Provider, ProviderError, Reference, Value, Wait, WaitRequest,
+};
 use kdeploy_state::{OutputState, PendingKind, PendingOp, PendingTarget, Record, Recorder, ResourceState, State, StateStore};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -317,7 +319,17 @@ async fn run_job(
             }
             Ok(Some((r.attributes, r.fingerprint)))
         }
-        Action::NoOp | Action::Read => Ok(None),
+        Action::Read => {
+            let args = planned.unwrap_or_default();
+            match provider.read_data(DataRequest { source: component.clone(), args: &args, cluster: cluster.as_ref() }).await? {
+                DataResult::Found(v) => Ok(Some((v, None))),
+                DataResult::Missing(what) => Err(ProviderError::new(
+                    ErrorKind::Invalid,
+                    format!("{}: {what} does not exist (any more); create it, or run `kdeploy plan` again", change.address),
+                )),
+            }
+        }
+        Action::NoOp => Ok(None),
     }
 }
 
@@ -373,7 +385,8 @@ impl Coordinator<'_> {
             return self.accept_live_values();
         }
         let plan = self.plan;
-        let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates()).collect();
+        // Data sources are read again (the plan does not keep their values) before what refers to them.
+        let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates() || c.action == Action::Read).collect();
         let queue = Queue::new(order::waits(&changes, self.state));
         let applied = recorded_values(self.state);
         let (freed_tx, freed) = mpsc::unbounded_channel();
@@ -511,6 +524,12 @@ impl Coordinator<'_> {
             run.outcome.done.push((change.address.clone(), change.action));
             return None;
         }
+        let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| m.value.clone());
+        // A read changes nothing: no pending operation.
+        if change.action == Action::Read {
+            run.queue.set(i, Status::Running);
+            return Some(Job { index: i, provider, change: change.clone(), planned, cluster, refs: BTreeMap::new(), slot });
+        }
         let pending = PendingOp::start(&change.address, pending_kind(change.action), self.pending_target(change, planned.as_ref()));
         let sensitive_paths = if planned.is_some() { change.after_sensitive.clone() } else { change.before_sensitive.clone() };
         run.pending_ids.insert(i, pending.id.clone());
@@ -519,7 +538,6 @@ impl Coordinator<'_> {
             self.fail(run, i, Failure::Inputs(e));
             return None;
         }
-        let cluster = change.cluster.as_ref().and_then(|c| run.applied.get(c)).map(|m| m.value.clone());
         let mut refs: BTreeMap<String, Reference> = BTreeMap::new();
         for (k, a) in &change.refs {
             let (Some(resource), Some(value)) = (self.state.resource(a), run.shared_value(a)) else { continue };
@@ -600,6 +618,12 @@ impl Coordinator<'_> {
                 run.applied.remove(&change.address);
                 run.shared.remove(&change.address);
                 records.push(Record::Remove { address: change.address.clone() });
+                None
+            }
+            // A data source's value is for this apply only, never state.
+            Ok(Some((attrs, _))) if change.action == Action::Read => {
+                run.applied.insert(change.address.clone(), object_value(&change.address, &attrs, &change.after_sensitive));
+                run.shared.remove(&change.address);
                 None
             }
             Ok(Some((attrs, fingerprint))) => {

@@ -108,6 +108,21 @@ pub enum Command {
         #[command(flatten)]
         plan: PlanArgs,
     },
+    /// Find a Kerberos site running on a declared cluster and write it as stack HCL: components
+    /// with the settings read, import blocks, and passwords referenced through data sources.
+    #[command(
+        after_help = "Examples:\n  kdeploy adopt --cluster k8s                  # print the HCL\n  kdeploy adopt --cluster k8s -out adopted.hcl # write it into the stack (not over an existing file)\n\nThen: kdeploy plan (it shows the imports), and kdeploy apply."
+    )]
+    Adopt {
+        /// The cluster to look at: a cluster block of the stack (`cluster "NAME"`).
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        /// Write the HCL to FILE (relative to the stack directory) instead of printing it.
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
     /// Show a saved plan, or the current state.
     #[command(after_help = "Examples:\n  kdeploy show\n  kdeploy show plan.kdplan\n  kdeploy show --json plan.kdplan")]
     Show {
@@ -385,7 +400,7 @@ impl Command {
         match self {
             Command::Plan(p) | Command::Apply { plan: p, .. } | Command::Destroy { plan: p, .. } => Some(&mut p.vars),
             Command::Drift(d) => Some(&mut d.vars),
-            Command::Graph { vars, .. } => Some(vars),
+            Command::Graph { vars, .. } | Command::Adopt { vars, .. } => Some(vars),
             _ => None,
         }
     }

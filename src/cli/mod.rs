@@ -6,6 +6,7 @@ pub mod dist;
 pub mod fmt;
 pub mod progress;
 
+mod adopt_cmd;
 mod apply_cmd;
 mod dist_cmd;
 mod drift_cmd;
@@ -201,6 +202,7 @@ pub async fn run(args: Vec<String>, io: &mut Io<'_>, env: &Env) -> i32 {
         Command::Import { address, id, plan } => import_cmd::import_cmd(&mut ctx, &address, &id, plan).await,
         Command::Show { plan_file, json } => show(&mut ctx, plan_file.as_deref(), json),
         Command::Graph { format, vars } => graph(&mut ctx, format, &vars),
+        Command::Adopt { cluster, out, vars } => adopt_cmd::adopt_cmd(&mut ctx, &cluster, out.as_deref(), &vars).await,
         Command::Drift(d) => drift_cmd(&mut ctx, d).await,
         Command::State(s) => state_cmd(&mut ctx, s),
         Command::Output { name, json, raw } => output(&mut ctx, name.as_deref(), json, raw),

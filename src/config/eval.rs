@@ -594,6 +594,9 @@ impl<'a> Scope<'a> {
         if let Some((_, v)) = self.locals.iter().rev().find(|(n, _)| n == name) {
             return Ok(v.clone());
         }
+        if Kind::from_keyword(name) == Some(Kind::Data) {
+            return Err(err(file, node, "Invalid reference", "A reference to a data source names its type and name: data.TYPE.NAME."));
+        }
         if let Some(kind) = Kind::from_keyword(name) {
             return Err(err(file, node, "Invalid reference", format!("A reference to a {kind} must name it: {kind}.NAME.")));
         }
@@ -730,16 +733,42 @@ impl<'a> Scope<'a> {
                 let Some(kind) = Kind::from_keyword(kw) else {
                     return Ok((self.variable(kw, file, whole)?, 0));
                 };
-                let n = first.ok_or_else(|| need_attr(kw))?;
-                if let Some(TraversalOperator::Index(e)) = ops.get(1).map(|op| op.value()) {
+                let first = first.ok_or_else(|| need_attr(kw))?;
+                // A data source is `data.TYPE.NAME`.
+                let (name, used) = if kind == Kind::Data {
+                    let second = Self::attr_name(ops, 1).ok_or_else(|| {
+                        err(
+                            file,
+                            whole,
+                            "Invalid reference",
+                            "A data source is referred to as data.TYPE.NAME, like data.kubernetes_secret.mongo.data[\"password\"].",
+                        )
+                    })?;
+                    (format!("{first}.{second}"), 2)
+                } else {
+                    (first.to_string(), 1)
+                };
+                let n = name.as_str();
+                if let Some(TraversalOperator::Index(e)) = ops.get(used).map(|op| op.value()) {
                     let key = self.eval(e, file)?;
                     let plain = key.sensitive.is_empty() && key.components.is_empty();
                     if let Some(v) = self.ctx.resolver.instance(&self.path, kind, n, &key.value).filter(|_| plain) {
-                        return Ok((v, 2));
+                        return Ok((v, used + 1));
                     }
                 }
                 match self.ctx.resolver.component(&self.path, kind, n) {
-                    Some(v) => Ok((v, 1)),
+                    Some(v) => Ok((v, used)),
+                    None if kind == Kind::Data => {
+                        let declared: Vec<&str> = self.config().components.iter().filter(|c| c.kind == kind).map(|c| c.name.as_str()).collect();
+                        let mut d = err(file, whole, "Reference to undeclared data source", format!("A data source data.{n} is not declared in this module."));
+                        if let Some(s) = did_you_mean(n, declared.iter().copied()) {
+                            d = d.hint(format!("did you mean data.{s}?"));
+                        } else {
+                            let (t, l) = n.split_once('.').unwrap_or((n, "NAME"));
+                            d = d.hint(format!("declare it with data \"{t}\" \"{l}\" {{ ... }}"));
+                        }
+                        Err(d)
+                    }
                     None => {
                         let declared: Vec<&str> = self.config().components.iter().filter(|c| c.kind == kind).map(|c| c.name.as_str()).collect();
                         let mut d = err(

@@ -302,6 +302,8 @@ struct Found {
     /// The index when it is an expression (`cluster.site[each.value.site]`): evaluated in the
     /// instance's scope when it can be, so that the reference reaches one instance, not all.
     index_expr: Option<Expression>,
+    /// The same for a data source (`data.TYPE.NAME[key]`).
+    data_index_literal: Option<InstanceKey>,
     span: std::ops::Range<usize>,
 }
 
@@ -322,16 +324,19 @@ impl Visit for Collector {
                     _ => None,
                 })
                 .collect();
-            let index_literal = node.operators.get(1).and_then(|o| match o.value() {
-                TraversalOperator::Index(Expression::String(s)) => Some(InstanceKey::Str(s.value().clone())),
-                TraversalOperator::Index(Expression::Number(n)) => n.value().as_u64().map(InstanceKey::Int),
-                _ => None,
-            });
+            let literal = |i: usize| {
+                node.operators.get(i).and_then(|o| match o.value() {
+                    TraversalOperator::Index(Expression::String(s)) => Some(InstanceKey::Str(s.value().clone())),
+                    TraversalOperator::Index(Expression::Number(n)) => n.value().as_u64().map(InstanceKey::Int),
+                    _ => None,
+                })
+            };
+            let (index_literal, data_index_literal) = (literal(1), literal(2));
             let index_expr = match node.operators.get(1).map(|o| o.value()) {
                 Some(TraversalOperator::Index(e)) if index_literal.is_none() => Some(e.clone()),
                 _ => None,
             };
-            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, index_expr, span: node.span().unwrap_or(0..0) });
+            self.found.push(Found { root: v.as_str().to_string(), attrs, index_literal, index_expr, data_index_literal, span: node.span().unwrap_or(0..0) });
             for op in &node.operators {
                 self.visit_traversal_operator(op);
             }
@@ -454,6 +459,11 @@ impl RefWalker<'_> {
                 }
                 out
             }
+            ("data", Some(ty)) => match f.attrs.get(1).cloned().flatten() {
+                // data.TYPE.NAME[key]: the key is the third operator.
+                Some(name) => self.instances_of(path, Kind::Data, &format!("{ty}.{name}"), f.data_index_literal.as_ref()),
+                None => Vec::new(),
+            },
             (kw, Some(name)) => match Kind::from_keyword(kw) {
                 Some(kind) => {
                     let key = f.index_literal.clone().or_else(|| self.index_key(path, f, file));

@@ -20,6 +20,7 @@ const TOP_BLOCKS: &[&str] = &[
     "locals",
     "output",
     "import",
+    "data",
     "module",
     "cluster",
     "object_storage",
@@ -303,6 +304,7 @@ impl Loader<'_> {
             "output" => self.decode_output(m, file, block, header),
             "module" => self.decode_module_call(m, file, block, header),
             "import" => self.decode_import(file, block, header, is_root),
+            "data" => self.decode_data(m, file, block, header),
             kw => self.decode_component_block(m, file, block, kw, header),
         }
     }
@@ -651,6 +653,39 @@ impl Loader<'_> {
             return;
         }
         self.decode_component(m, file, block, kind, name, header);
+    }
+
+    /// `data "TYPE" "NAME" { ... }`: a data source, kept as a component of kind data named
+    /// `TYPE.NAME` whose type is TYPE, so that its arguments are checked against its schema,
+    /// its references are graph edges and `data.TYPE.NAME` resolves like a component.
+    fn decode_data(&mut self, m: usize, file: FileId, block: &Block, header: Span) {
+        let Some(labels) = self.labels(file, block, 2, "data \"kubernetes_secret\" \"name\" { namespace = \"...\", name = \"...\" }") else { return };
+        let (ty, name) = (&labels[0], &labels[1]);
+        let ty_span = span(file, &block.labels[0]);
+        let types = Kind::Data.types();
+        if !types.contains(&ty.as_str()) {
+            let mut d = Diagnostic::error("Unknown data source type", format!("{ty:?} is not a data source type. Valid types: {}.", types.join(", ")))
+                .at(Some(ty_span));
+            if let Some(s) = did_you_mean(ty, types.iter().copied()) {
+                d = d.hint(format!("did you mean {s:?}?"));
+            }
+            self.diags.push(d);
+            return;
+        }
+        let full = format!("{ty}.{name}");
+        if let Some(prev) = self.stack.modules[m].component(Kind::Data, &full) {
+            let at = self.sources.location(&prev.span);
+            self.duplicate(header, "data source", &full, &at);
+            return;
+        }
+        if let Some(a) = block.body.get_attribute("type") {
+            self.unexpected_attr(file, a, "data", &[]);
+            return;
+        }
+        self.decode_component(m, file, block, Kind::Data, full, header);
+        if let Some(decl) = self.module(m).components.last_mut() {
+            decl.type_expr = Some(Expr { expr: Expression::from(ty.as_str()), span: ty_span });
+        }
     }
 
     fn decode_component(&mut self, m: usize, file: FileId, block: &Block, kind: Kind, name: String, header: Span) {

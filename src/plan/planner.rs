@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kdeploy_provider::{AttrPath, ComponentRef, ImportRequest, Kind, PlanRequest, Provider, Reference, Value};
+use kdeploy_provider::{AttrPath, ComponentRef, DataRequest, DataResult, ImportRequest, Kind, PlanRequest, Provider, Reference, Value};
 use kdeploy_state::{PendingKind, State};
 
 use super::decide::{Decision, Facts, decide};
@@ -215,6 +215,10 @@ impl Planner<'_> {
             return;
         }
         let (refs, cluster) = self.references(&desired);
+        if addr.kind == Kind::Data {
+            self.data_source(&desired, provider_name, provider.as_ref(), cluster).await;
+            return;
+        }
         let import_id = self.imports.get(addr).cloned();
         let prior = match &import_id {
             Some(id) => match self.import(addr, id, &desired, provider.as_ref(), &refs, cluster.as_ref()).await {
@@ -237,6 +241,81 @@ impl Planner<'_> {
         let mut change = self.change(subject, decision, after, after_sensitive, replace_paths);
         change.import_id = import_id;
         self.changes.push(change);
+    }
+
+    /// Reads a data source now, for what refers to it: its value is recorded in the evaluator,
+    /// and the plan gets a `Read` change that tells apply to read it again (so the value is
+    /// never kept in the plan). On a cluster this plan creates, its value is known only then.
+    async fn data_source(&mut self, desired: &Desired, provider_name: String, provider: &dyn Provider, cluster: Option<Value>) {
+        let addr = &desired.addr;
+        let span = self.eval.decl(addr).map(|d| d.span.clone());
+        // A Secret is on a Kubernetes cluster, a container's environment on a Docker host.
+        if let Some(c) = &desired.cluster
+            && let Some(t) = self.type_of(c)
+            && kdeploy_provider::provider_for(Kind::Agent, "kerberos", Some(&t)) != provider_name
+        {
+            self.diags.push(
+                Diagnostic::error("Data source on another kind of cluster", format!("{addr} is read through the {provider_name} provider, but {c} is a {t:?} cluster."))
+                    .at(span)
+                    .hint("read Secrets (kubernetes_secret) on Kubernetes clusters and container environments (docker_container_env) on Docker clusters; set cluster = ... to the right one"),
+            );
+            return;
+        }
+        // As for components: a cluster another provider creates in this plan (EKS, AKS, GKE)
+        // has nothing to read yet. A Kubernetes or Docker cluster kdeploy records the first
+        // time exists already.
+        let deferred = desired.cluster.as_ref().is_some_and(|c| {
+            self.changes.iter().any(|cc| cc.address == *c && (cc.action == super::Action::Create || cc.action.is_replace()) && cc.provider != provider_name)
+        });
+        let unread = || {
+            let mut m = desired.inputs.as_map().cloned().unwrap_or_default();
+            for a in desired.schema.computed() {
+                m.insert(a.name.to_string(), Value::Unknown(format!("{addr}.{}", a.name)));
+            }
+            Value::Map(m)
+        };
+        let value = if deferred || desired.inputs.contains_unknown() {
+            unread()
+        } else {
+            let source = ComponentRef { address: addr.clone(), kind: addr.kind, type_name: desired.type_name.clone() };
+            match provider.read_data(DataRequest { source, args: &desired.inputs, cluster: cluster.as_ref() }).await {
+                Ok(DataResult::Found(v)) => v,
+                Ok(DataResult::Missing(what)) => {
+                    let on = desired.cluster.as_ref().map(|c| format!(" on {c}")).unwrap_or_default();
+                    self.diags.push(
+                        Diagnostic::error("Data source not found", format!("{addr} reads {what}, which does not exist{on}."))
+                            .at(span)
+                            .hint("check the block's arguments (namespace, name, container), or create the object first (kubectl create secret generic NAME -n NAMESPACE --from-literal=KEY=VALUE; docker run --name NAME ...)"),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.diags.push(Diagnostic::error("Cannot read data source", prefixed(addr, &e.message)).at(span));
+                    return;
+                }
+            }
+        };
+        let sensitive = desired.planned_sensitive();
+        self.eval.record(addr, &value, &sensitive);
+        self.changes.push(Change {
+            address: addr.clone(),
+            kind: addr.kind,
+            type_name: desired.type_name.clone(),
+            provider: provider_name,
+            action: super::Action::Read,
+            reason: None,
+            before: None,
+            after: Some(unread()),
+            before_sensitive: Vec::new(),
+            after_sensitive: sensitive,
+            replace_paths: Vec::new(),
+            depends_on: self.graph.dependencies(addr),
+            cluster: desired.cluster.clone(),
+            refs: desired.refs.clone(),
+            delete_data: false,
+            deferred,
+            import_id: None,
+        });
     }
 
     /// Whether to plan `addr` in this run: always without -partition. With it, a component of

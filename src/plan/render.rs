@@ -279,7 +279,8 @@ pub fn plan(style: Style, plan: &Plan) -> String {
         out.push('\n');
     }
     out.push_str(&drift_section(style, plan));
-    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates()).collect();
+    // A data source read at plan is not shown; one that waits for its cluster is.
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates() || (c.action == Action::Read && c.deferred)).collect();
     let outputs: Vec<&OutputChange> = plan.output_changes.iter().filter(|o| o.action != Action::NoOp).collect();
     if changes.is_empty() && outputs.is_empty() {
         let _ = writeln!(out, "{} Your deployment matches the stack.", style.paint("No changes.", "1;32"));

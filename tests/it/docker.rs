@@ -476,3 +476,98 @@ fn docker_run_container_is_adopted_by_name_and_replaced_keeping_its_volume() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("No changes."), "{}", r.stdout);
 }
+
+#[test]
+fn a_docker_run_containers_environment_is_read_as_a_data_source() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdd");
+    let started = unique("mongodb-");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    let _unmanaged = Unmanaged(started.clone(), String::new());
+    #[rustfmt::skip]
+    docker_cli(&["run", "-d", "--name", &started, "-e", "MONGO_INITDB_ROOT_PASSWORD=guide-root-password", standin_image(),
+        "/bin/busybox", "httpd", "-f", "-p", "27017", "-h", "/www"]);
+    let stack = format!(
+        "cluster \"{c}\" {{\n  type = \"docker\"\n}}\n\ndata \"docker_container_env\" \"mongo\" {{\n  container = \"{started}\"\n}}\n\ndatabase \"meta\" {{\n  type = \"external\"\n  uri  = \"mongodb://root:${{data.docker_container_env.mongo.env[\"MONGO_INITDB_ROOT_PASSWORD\"]}}@{started}:27017/admin\"\n}}\n"
+    );
+    let s = TestStack::new(&[("main.hcl", &stack)]);
+    let r = kd(s.path(), &["plan"]);
+    ok(&r);
+    assert!(r.stdout.contains("(sensitive value)") && !r.stdout.contains("guide-root-password"), "{}", r.stdout);
+    ok(&kd(s.path(), &["apply", "--auto-approve"]));
+    assert_eq!(s.attr("database.meta", "uri"), serde_json::json!(format!("mongodb://root:guide-root-password@{started}:27017/admin")));
+    let r = kd(s.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // A container that is not there is reported at the block.
+    s.write("main.hcl", &stack.replace(&format!("container = \"{started}\""), "container = \"no-such-container\""));
+    let r = kd(s.path(), &["plan"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("Data source not found") && r.stderr.contains("container \"no-such-container\"") && r.stderr.contains("main.hcl:5"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Removes containers and image tags a test made with the docker CLI.
+struct Started(Vec<String>, Vec<String>);
+impl Drop for Started {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for i in &self.1 {
+            let _ = std::process::Command::new("docker").args(["rmi", i]).output();
+        }
+    }
+}
+
+#[test]
+fn docker_run_containers_under_the_reference_names_are_discovered() {
+    if !engine() {
+        return;
+    }
+    let c = unique("kdo");
+    testing::cleanup(&c);
+    let _guard = Cleanup(c.clone());
+    // The guide's images, as local tags of the stand-in image (the machines have no registry).
+    let tag = unique("t");
+    let images = [format!("kdeploy-test/mongo:{tag}"), format!("kdeploy-test/uug-ai/vault:{tag}"), format!("kdeploy-test/kerberos/agent:{tag}")];
+    let names = [unique("mongodb-"), unique("vault-"), unique("agent1-")];
+    let _started = Started(names.to_vec(), images.to_vec());
+    for i in &images {
+        docker_cli(&["tag", standin_image(), i]);
+    }
+    let envs: [&[&str]; 3] = [
+        &["-e", "MONGO_INITDB_ROOT_USERNAME=root", "-e", "MONGO_INITDB_ROOT_PASSWORD=guide-root-password"],
+        &["-e", "GIN_MODE=release"],
+        &["-e", "AGENT_NAME=agent1", "-e", "AGENT_CAPTURE_IPCAMERA_RTSP=rtsp://10.0.0.1/s1"],
+    ];
+    for ((name, image), env) in names.iter().zip(&images).zip(envs) {
+        let mut args = vec!["run", "-d", "--name", name.as_str()];
+        args.extend(env);
+        args.extend([image.as_str(), "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+        docker_cli(&args);
+    }
+    let s = TestStack::new(&[("main.hcl", &format!("cluster \"{c}\" {{\n  type = \"docker\"\n}}\n"))]);
+    let r = kd(s.path(), &["adopt", "--cluster", &c, "-out", "adopted.hcl"]);
+    ok(&r);
+    let hcl = std::fs::read_to_string(s.path().join("adopted.hcl")).unwrap();
+    assert!(!hcl.contains("guide-root-password"), "a password was copied:\n{hcl}");
+    let (mongo, vault, agent) = (&names[0], &names[1], &names[2]);
+    for text in [
+        format!("data \"docker_container_env\" \"{}\"", mongo.replace('-', "_")),
+        "env[\"MONGO_INITDB_ROOT_PASSWORD\"]".to_string(),
+        format!("id = \"{vault}\""),
+        format!("id = \"{agent}\""),
+        "rtsp_url    = \"rtsp://10.0.0.1/s1\"".to_string(),
+    ] {
+        assert!(hcl.contains(&text), "{text}\n{hcl}");
+    }
+    ok(&kd(s.path(), &["validate"]));
+    ok(&kd(s.path(), &["fmt", "-check"]));
+}

@@ -8,20 +8,20 @@ use serde_json::{Value, json};
 
 use crate::support::{Out, TestStack, run_binary};
 
-struct Site {
-    server: TestServer,
-    s: TestStack,
-    kubeconfig: String,
+pub(crate) struct Site {
+    pub server: TestServer,
+    pub s: TestStack,
+    pub kubeconfig: String,
 }
 
-fn site() -> Site {
+pub(crate) fn site() -> Site {
     let server = TestServer::start(Options::default());
     let s = TestStack::new(&[]);
     let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
     Site { server, s, kubeconfig }
 }
 
-fn kdeploy(site: &Site, args: &[&str]) -> Out {
+pub(crate) fn kdeploy(site: &Site, args: &[&str]) -> Out {
     run_binary(site.s.path(), &[], args)
 }
 
@@ -46,7 +46,7 @@ fn guide_deployment(ns: &str, name: &str, container: &str, image: &str, env: Val
 }
 
 /// The guide's Vault and one agent, as `kubectl apply` of its manifests leaves them.
-fn reference_layout(server: &TestServer) {
+pub(crate) fn reference_layout(server: &TestServer) {
     for ns in ["kerberos-vault", "kerberos-agent"] {
         server.put_object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
     }
@@ -120,7 +120,7 @@ fn stack(kubeconfig: &str, cams: &[(&str, &str)]) -> String {
 
 /// The Vault stand-in behind the guide's Service `vault-nodeport`, configured from the
 /// Deployment `vault` (as [`crate::support::vault_standin`] for kdeploy's names).
-fn guide_vault_standin(server: &TestServer) {
+pub(crate) fn guide_vault_standin(server: &TestServer) {
     let handle = server.handle();
     let env =
         std::sync::Arc::new(move || handle.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault").ok_or_else(|| "no Deployment vault".to_string()));

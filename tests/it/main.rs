@@ -12,11 +12,13 @@ mod lock;
 mod mqtt;
 mod support;
 
+mod adopt;
 mod aws;
 mod azure;
 mod chart;
 mod components;
 mod crash;
+mod data_sources;
 mod dist;
 mod fuzz;
 mod gcp;

@@ -257,7 +257,14 @@ impl FromStr for Target {
             if !c.eat(".") {
                 return Err(c.err(format!("expected {word}.NAME")));
             }
-            let name = c.ident()?.to_string();
+            let mut name = c.ident()?.to_string();
+            // A data source is `data.TYPE.NAME`: its name is `TYPE.NAME`.
+            if kind == Kind::Data {
+                if !c.eat(".") {
+                    return Err(c.err("expected data.TYPE.NAME"));
+                }
+                name = format!("{name}.{}", c.ident()?);
+            }
             let key = c.key()?;
             if !c.rest.is_empty() {
                 return Err(c.err(format!("unexpected {:?}", c.rest)));

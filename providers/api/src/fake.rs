@@ -136,6 +136,11 @@ impl FakeWorld {
         }
     }
 
+    /// Out of band: an object kdeploy did not create (what a data source reads).
+    pub fn put(&self, address: &str, value: Value) {
+        self.lock().objects.insert(address.to_string(), value);
+    }
+
     /// Out of band: deletes a live object.
     pub fn remove(&self, address: &str) {
         self.lock().objects.remove(address);
@@ -194,6 +199,19 @@ impl Provider for FakeProvider {
                 None => ReadResult::Missing,
             })
             .collect())
+    }
+
+    /// The object [`FakeWorld::put`] put at the data source's address, over its arguments.
+    async fn read_data(&self, request: DataRequest<'_>) -> Result<DataResult, ProviderError> {
+        let address = request.source.address.to_string();
+        let args = request.args.as_map().cloned().unwrap_or_default();
+        self.run("read_data", &address, |w| {
+            Ok(match w.objects.get(&address).and_then(Value::as_map) {
+                Some(found) => DataResult::Found(Value::Map(args.into_iter().chain(found.clone()).collect())),
+                None => DataResult::Missing(format!("object {address}")),
+            })
+        })
+        .await
     }
 
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {

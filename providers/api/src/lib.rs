@@ -33,8 +33,9 @@ pub fn test_endpoint(variable: &str) -> Option<String> {
 
 pub use duration::Duration;
 pub use provider::{
-    ADOPTED, ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, ExternalProvider, ImportRequest, Imported, PlanRequest, PlanResponse,
-    Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, TokenSource, UnavailableProvider, Wait, WaitRequest, default_plan, error_chain,
+    ADOPTED, ApplyRequest, ApplyResponse, Check, ComponentRef, DataRequest, DataResult, DeleteRequest, EnvSource, ErrorKind, ExternalProvider, ImportRequest,
+    Imported, PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, Running, TokenSource, UnavailableProvider,
+    Wait, WaitRequest, default_plan, error_chain,
 };
 pub use schema::{AttrSchema, AttrType, ComponentSchema, Kind, provider_for, schema, schema_ref};
 pub use value::{AttrPath, PathStep, Value};

@@ -56,6 +56,60 @@ pub struct ImportRequest<'a> {
     pub force_conflicts: bool,
 }
 
+/// Read a data source (`data "kubernetes_secret" "x" { ... }`): a value held by an object
+/// kdeploy does not manage. `source.address` is `data.TYPE.NAME`, `source.type_name` the TYPE.
+#[derive(Debug, Clone)]
+pub struct DataRequest<'a> {
+    pub source: ComponentRef,
+    /// The block's arguments (known).
+    pub args: &'a Value,
+    /// The cluster's planned (or applied) attributes.
+    pub cluster: Option<&'a Value>,
+}
+
+/// What a data source read found: the arguments and the computed attributes (`data`, `env`),
+/// or `Missing` when the object it names does not exist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataResult {
+    Found(Value),
+    /// The object is not there; the text names it (`Secret mongodb/mongodb`), without values.
+    Missing(String),
+}
+
+/// A workload found running on a cluster (`kdeploy adopt`): what kdeploy needs to recognise a
+/// Kerberos component and write it into a stack. Providers list; kdeploy decides what it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Running {
+    /// Its import id (Kubernetes: `NAMESPACE/NAME` of the workload; Docker: the container's name).
+    pub id: String,
+    pub name: String,
+    /// Its Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// `Deployment`, `StatefulSet`, `container`.
+    pub kind: String,
+    /// The images of its containers.
+    pub images: Vec<String>,
+    /// The environment of its containers: each value inline, or the Secret key it is read from.
+    pub env: BTreeMap<String, EnvSource>,
+    /// What manages it when something does (`Helm`, an operator's owner kind such as `Tenant`,
+    /// `kdeploy`): kdeploy does not take over what another controller manages.
+    pub managed_by: Option<String>,
+    /// The Services in front of it (name, first port), by name.
+    pub services: Vec<(String, u16)>,
+}
+
+/// Where a variable's value is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvSource {
+    Value(String),
+    /// `valueFrom.secretKeyRef`: the Secret's namespace and name, and the key.
+    Secret {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+}
+
 /// What an import found.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Imported {
@@ -285,6 +339,18 @@ pub trait Provider: Send + Sync {
     /// keep the default, which says so.
     async fn import(&self, request: ImportRequest<'_>) -> Result<Imported, ProviderError> {
         Err(ProviderError::new(ErrorKind::Invalid, format!("{}: the {} provider cannot import existing objects", request.component.address, self.name())))
+    }
+
+    /// Lists what runs on a cluster (`kdeploy adopt`), given the cluster's attributes. Providers
+    /// that cannot keep the default, which says so.
+    async fn discover(&self, _cluster: &Value) -> Result<Vec<Running>, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Invalid, format!("the {} provider cannot list what runs on a cluster", self.name())))
+    }
+
+    /// Reads a data source ([`DataRequest`]). Providers without data sources keep the default,
+    /// which says so.
+    async fn read_data(&self, request: DataRequest<'_>) -> Result<DataResult, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Invalid, format!("{}: the {} provider has no data sources", request.source.address, self.name())))
     }
 }
 

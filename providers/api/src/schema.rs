@@ -30,10 +30,17 @@ pub enum Kind {
     DriftSchedule,
     /// A Helm chart rendered by `helm template`, its objects applied by kdeploy.
     Chart,
+    /// A data source (`data "kubernetes_secret" "NAME" { ... }`): a value read from an object
+    /// kdeploy does not manage, at plan (or at apply when its cluster is created then). Its
+    /// address is `data.TYPE.NAME`; the block's two labels are kept as the name `TYPE.NAME`.
+    Data,
 }
 
+/// The data source types (`data "TYPE" "NAME"`), in documentation order.
+pub const DATA_TYPES: [&str; 2] = ["kubernetes_secret", "docker_container_env"];
+
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Cluster,
         Kind::ObjectStorage,
         Kind::Database,
@@ -45,6 +52,7 @@ impl Kind {
         Kind::Factory,
         Kind::DriftSchedule,
         Kind::Chart,
+        Kind::Data,
     ];
 
     /// The block keyword, which is also the first part of the component's address.
@@ -61,6 +69,7 @@ impl Kind {
             Kind::Factory => "factory",
             Kind::DriftSchedule => "drift_schedule",
             Kind::Chart => "chart",
+            Kind::Data => "data",
         }
     }
 
@@ -79,6 +88,7 @@ impl Kind {
             Kind::Vault | Kind::Agent | Kind::Hub | Kind::Factory => &["kerberos"],
             Kind::DriftSchedule => &["kubernetes"],
             Kind::Chart => &["helm"],
+            Kind::Data => &DATA_TYPES,
         }
     }
 
@@ -972,6 +982,20 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .duration("readiness_timeout", "How long to wait for the chart's Deployments, StatefulSets and Jobs after apply.")
             .default("5m")
             .computed("chart_digest", AttrType::String, "Digest of what the rendering depends on (source, version, values, a local chart's files): unchanged, the chart is not rendered again."),
+        (Data, "kubernetes_secret") => B::new()
+            .comp("cluster", Kind::Cluster, "The Kubernetes cluster the Secret is on; optional when the stack has one cluster.")
+            .s("namespace", "The Secret's namespace.")
+            .required()
+            .s("name", "The Secret's name.")
+            .required()
+            .computed("data", AttrType::Map(Box::new(AttrType::String)), "The Secret's keys and their values (decoded from base64), e.g. data[\"mongodb-root-password\"].")
+            .sensitive(),
+        (Data, "docker_container_env") => B::new()
+            .comp("cluster", Kind::Cluster, "The Docker cluster (host) the container runs on; optional when the stack has one cluster.")
+            .s("container", "The container's name (docker run --name).")
+            .required()
+            .computed("env", AttrType::Map(Box::new(AttrType::String)), "The container's environment variables, e.g. env[\"MONGO_INITDB_ROOT_PASSWORD\"].")
+            .sensitive(),
         _ => return None,
     };
     Some(s.done(kind, kind.types().iter().find(|t| **t == type_name).copied()?))
@@ -982,6 +1006,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
 /// Kubernetes for every Kubernetes flavour, managed or not). `external` types are data only.
 pub fn provider_for(kind: Kind, type_name: &str, cluster_type: Option<&str>) -> &'static str {
     match (kind, type_name) {
+        (Kind::Data, "kubernetes_secret") => "kubernetes",
+        (Kind::Data, "docker_container_env") => "docker",
         (Kind::Cluster, "docker") => "docker",
         (Kind::Cluster, "microk8s" | "kubernetes") => "kubernetes",
         (Kind::Cluster, "eks") | (Kind::ObjectStorage, "s3") => "aws",

@@ -195,6 +195,19 @@ pub async fn list_containers(docker: &Docker, ep: &Endpoint, cluster: Option<&st
         .collect())
 }
 
+/// Every container of the engine that kdeploy did not create (`kdeploy adopt`): name and image.
+pub async fn list_unmanaged(docker: &Docker, ep: &Endpoint) -> Result<Vec<(String, String)>, ProviderError> {
+    let opts = ListContainersOptionsBuilder::new().all(true).build();
+    let list = docker.list_containers(Some(opts)).await.map_err(|e| translate(&e, ep, "listing containers"))?;
+    let mut out: Vec<(String, String)> = list
+        .into_iter()
+        .filter(|c| !c.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_ADDRESS)))
+        .filter_map(|c| Some((c.names?.first()?.trim_start_matches('/').to_string(), c.image.unwrap_or_default())))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// One list call: names of kdeploy networks.
 pub async fn list_networks(docker: &Docker, ep: &Endpoint, cluster: Option<&str>) -> Result<Vec<String>, ProviderError> {
     let opts = ListNetworksOptionsBuilder::new().filters(&label_filter(cluster)).build();

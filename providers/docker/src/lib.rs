@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bollard::Docker;
 use kdeploy_provider::{
-    ADOPTED, ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DeleteRequest, ErrorKind, ImportRequest, Imported, Kind, PlanRequest, PlanResponse,
-    Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, Value, components, default_plan,
+    ADOPTED, ApplyRequest, ApplyResponse, AttrPath, Check, ComponentRef, DataRequest, DataResult, DeleteRequest, ErrorKind, ImportRequest, Imported, Kind,
+    PlanRequest, PlanResponse, Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, Value, components, default_plan,
 };
 
 use engine::Endpoint;
@@ -387,6 +387,41 @@ impl Provider for DockerProvider {
         attrs.insert(ATTR_ID.into(), Value::string(&found.id));
         attrs.insert(ATTR_HASH.into(), found.hash.map(Value::String).unwrap_or(Value::Null));
         Ok(Imported { attributes: Some(Value::Map(attrs)), warnings: Vec::new() })
+    }
+
+    /// `data "docker_container_env" "x" { container = "mongodb" }`: the environment a container
+    /// was started with (`docker run -e`), so a stack refers to its passwords.
+    async fn read_data(&self, req: DataRequest<'_>) -> Result<DataResult, ProviderError> {
+        let address = req.source.address.to_string();
+        if req.source.type_name != "docker_container_env" {
+            return Err(ProviderError::new(ErrorKind::Invalid, format!("{address}: the docker provider has no data source {:?}", req.source.type_name)));
+        }
+        let mut args = req.args.as_map().cloned().unwrap_or_default();
+        let name = args.get("container").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ep = Endpoint::from_cluster(req.cluster);
+        let docker = self.client(&ep).await?;
+        let Some(found) = engine::find_by_name(&docker, &ep, &name).await? else { return Ok(DataResult::Missing(format!("container {name:?}"))) };
+        args.insert("env".into(), Value::Map(found.env.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
+        Ok(DataResult::Found(Value::Map(args)))
+    }
+
+    /// `kdeploy adopt`: the containers kdeploy did not create, with their images and environments.
+    async fn discover(&self, cluster: &Value) -> Result<Vec<kdeploy_provider::Running>, ProviderError> {
+        let ep = Endpoint::from_cluster(Some(cluster));
+        let docker = self.client(&ep).await?;
+        let mut out = Vec::new();
+        for (name, image) in engine::list_unmanaged(&docker, &ep).await? {
+            let Some(found) = engine::find_by_name(&docker, &ep, &name).await? else { continue };
+            out.push(kdeploy_provider::Running {
+                id: name.clone(),
+                name,
+                kind: "container".into(),
+                images: vec![image],
+                env: found.env.into_iter().map(|(k, v)| (k, kdeploy_provider::EnvSource::Value(v))).collect(),
+                ..Default::default()
+            });
+        }
+        Ok(out)
     }
 
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {

@@ -16,6 +16,8 @@ pub mod node;
 pub mod render;
 pub mod wait;
 
+mod data;
+mod discover;
 mod import;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -23,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kdeploy_provider::{
-    ApplyRequest, ApplyResponse, Check, ComponentRef, DeleteRequest, ErrorKind, ImportRequest, Imported, Kind, PlanRequest, PlanResponse, Preflight, Provider,
-    ProviderError, ReadRequest, ReadResult, Reference, Value, Wait, WaitRequest, components, default_plan,
+    ApplyRequest, ApplyResponse, Check, ComponentRef, DataRequest, DataResult, DeleteRequest, ErrorKind, ImportRequest, Imported, Kind, PlanRequest,
+    PlanResponse, Preflight, Provider, ProviderError, ReadRequest, ReadResult, Reference, Value, Wait, WaitRequest, components, default_plan,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -967,6 +969,14 @@ impl Provider for KubernetesProvider {
 
     async fn import(&self, req: ImportRequest<'_>) -> Result<Imported, ProviderError> {
         self.import_existing(req).await
+    }
+
+    async fn read_data(&self, req: DataRequest<'_>) -> Result<DataResult, ProviderError> {
+        self.read_secret(req).await
+    }
+
+    async fn discover(&self, cluster: &Value) -> Result<Vec<kdeploy_provider::Running>, ProviderError> {
+        self.discover_workloads(cluster).await
     }
 
     async fn wait(&self, req: WaitRequest) -> Result<(), ProviderError> {

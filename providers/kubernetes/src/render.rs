@@ -115,7 +115,7 @@ pub fn namespace(component: &ComponentRef, attrs: &BTreeMap<String, Value>) -> S
             Kind::Hub => "kerberos-hub",
             Kind::Factory => "kerberos-factory",
             Kind::DriftSchedule => "kdeploy",
-            Kind::Cluster | Kind::Chart => "default",
+            Kind::Cluster | Kind::Chart | Kind::Data => "default",
         }
         .to_string(),
     }
