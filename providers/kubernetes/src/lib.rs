@@ -154,7 +154,11 @@ fn fill_computed(
             set(attrs, "url", url);
             set(attrs, "external_url", external);
         }
-        (Kind::Hub, _) => set(attrs, "endpoint", Value::String(format!("http://hub-api-svc.{ns}:8081"))),
+        (Kind::Hub, _) => {
+            set(attrs, "endpoint", Value::String(format!("http://hub-api-svc.{ns}:8081")));
+            let external = hub::external_url(attrs, cluster, &c.address.to_string());
+            set(attrs, "external_url", external);
+        }
         (Kind::Factory, _) => {
             let url = outside(attrs).unwrap_or_else(|| Value::String(format!("http://{base}.{ns}:80")));
             set(attrs, "url", url);
