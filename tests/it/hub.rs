@@ -243,3 +243,30 @@ fn an_on_demand_forward_gets_the_hubs_url_cloud_key_and_user_name() {
     let r = kdeploy(s.path(), "/nonexistent/helm", &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.text());
 }
+
+#[test]
+fn a_hub_load_balancer_without_an_implementation_fails_with_what_to_install() {
+    let Some(helm) = helm() else { return };
+    let server = TestServer::start(Options::default());
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    // The chart in mode "all" renders vault-proxy-svc of type LoadBalancer; nothing gives it an address.
+    let all = stack_with(&kubeconfig, true, "  readiness_timeout = \"3s\"\n", "")
+        .replace("    kerberoshub = { frontend", "    mode        = \"all\"\n    kerberoshub = { frontend");
+    assert!(all.contains("mode        = \"all\""), "{all}");
+    s.write("main.hcl", &all);
+    let r = kdeploy(s.path(), &helm, &["apply", "--auto-approve"]);
+    assert_ne!(r.code, 0, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("hub.main: Service kerberos-hub/vault-proxy-svc of type LoadBalancer got no address"), "{text}");
+    assert!(text.contains("no load-balancer implementation") && text.contains("MetalLB"), "what to install: {text}");
+    assert!(text.contains("mode \"all\""), "what else to change: {text}");
+
+    // Once the cluster has one, the next apply completes.
+    server.set_load_balancer_ips(vec!["192.0.2.30".into()]);
+    let r = kdeploy(s.path(), &helm, &["apply", "--auto-approve"]);
+    assert!(r.code == 0 || r.text().contains("checks failed"), "{}", r.text());
+    assert!(!r.text().contains("got no address"), "{}", r.text());
+    let svc = server.object("v1", "Service", Some("kerberos-hub"), "vault-proxy-svc").expect("the LoadBalancer Service");
+    assert_eq!(svc["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.30");
+}

@@ -35,6 +35,9 @@ pub fn monitoring_hint(address: &str, message: &str) -> String {
     )
 }
 
+/// What else to change when a LoadBalancer Service of Hub's chart gets no address.
+pub const BALANCER_FIX: &str = "change the values that ask for it (Hub's chart renders vault-proxy-svc of type LoadBalancer in mode \"all\", an ingress controller its controller Service): without ingress Hub is reached by the NodePorts kdeploy adds";
+
 fn invalid(address: &str, m: impl std::fmt::Display) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {m}"))
 }

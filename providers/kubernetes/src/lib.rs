@@ -954,6 +954,11 @@ impl Provider for KubernetesProvider {
             }
             attrs.insert("url".into(), Value::String(url));
         }
+        if c.kind == Kind::Hub {
+            exposure::balancers_ready(&conn, &applied, timeout, hub::BALANCER_FIX)
+                .await
+                .map_err(|e| ProviderError::new(e.kind, format!("{}: {}", c.address, e.message)))?;
+        }
         if c.kind == Kind::Broker && mqtt::is_mqtt(&attrs) && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
             let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
             let host = exposure::server_host(&url);
