@@ -963,8 +963,13 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(crate::images::kdeploy())
             .push("files", AttrType::Map(Box::new(AttrType::String)), "Stack files to mount at /stack, e.g. { \"main.hcl\" = file(\"main.hcl\") }. The stack must use a shared state backend.")
             .required()
-            .push("namespaces", AttrType::List(Box::new(AttrType::String)), "Namespaces the job may read (the stack's).")
-            .default(Value::List(["kerberos-vault", "kerberos-agent", "kerberos-factory", "mongodb", "minio", "rabbitmq"].iter().map(|n| Value::string(*n)).collect()))
+            .push("namespaces", AttrType::List(Box::new(AttrType::String)), "Namespaces the job may read (the stack's; by default every namespace kdeploy puts components in).")
+            .default(Value::List(
+                ["kerberos-vault", "kerberos-agent", "kerberos-factory", "kerberos-hub", "mongodb", "minio", "rabbitmq", "kafka", "mosquitto", "vernemq", "coturn"]
+                    .iter()
+                    .map(|n| Value::string(*n))
+                    .collect(),
+            ))
             .s("notify", "Webhook for drift reports (kdeploy drift --notify).")
             .sensitive()
             .map("labels", "Extra labels on every object.")
