@@ -1,6 +1,7 @@
 # Kerberos Hub on a Kubernetes cluster, next to the Vault its agents upload to: MinIO for
 # recordings, MongoDB for Vault's and Hub's metadata, RabbitMQ for the pipeline's events, the
-# prometheus-operator CRDs Hub's ServiceMonitors need, Hub itself, and two cameras.
+# prometheus-operator CRDs Hub's ServiceMonitors need, Mosquitto and coturn for the live view,
+# Hub itself, and two cameras.
 
 stack "hub" {}
 
@@ -51,10 +52,21 @@ broker "events" {
   type = "rabbitmq"
 }
 
+# MQTT for the live view and remote configuration: browsers reach its websocket on NodePort 31080.
+broker "live" {
+  type = "mosquitto"
+}
+
+# The WebRTC relay of the live view (TURN over TCP on NodePort 30478).
+turn "relay" {
+  type = "coturn"
+}
+
 vault "main" {
   database  = database.meta
   storage   = object_storage.recordings
   broker    = broker.events
+  mqtt      = broker.live
   node_port = 30080
 }
 
@@ -64,6 +76,8 @@ agent "cam" {
   vault           = vault.main
   camera_name     = each.key
   rtsp_url        = each.value
+  mqtt            = broker.live
+  turn            = turn.relay
   hub_uri         = hub.main.endpoint
   hub_key         = hub.main.hub_key
   hub_private_key = hub.main.hub_private_key
@@ -81,6 +95,8 @@ hub "main" {
   broker     = broker.events
   vault      = vault.main
   monitoring = chart.monitoring_crds
+  mqtt       = broker.live
+  turn       = turn.relay
   license    = var.hub_license
   version    = "0.130.0"
   # path     = "${path.module}/charts/hub"   # a local copy, for air-gapped sites

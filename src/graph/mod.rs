@@ -14,6 +14,7 @@ use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use crate::addr::Address;
 use crate::config::expand::{Dep, DepKind, Expanded};
 use crate::diag::{Diagnostic, Diagnostics, Span};
+use kdeploy_provider::schema::Kind;
 
 /// An edge: why `to` depends on `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +77,19 @@ fn validate_acyclic(g: &mut DepGraph, _: &Expanded, diags: &mut Diagnostics) {
         diags.push(
             Diagnostic::error("Dependency cycle", format!("These components depend on each other in a cycle: {} -> {}.", names.join(" -> "), names[0]))
                 .at(span)
-                .hint("remove one of the references or depends_on entries on the cycle"),
+                .hint(cycle_hint(&cycle)),
         );
     }
+}
+
+/// The fix of a cycle: the one a Vault and its Hub make named, else the general one.
+fn cycle_hint(cycle: &[Address]) -> &'static str {
+    let has = |k: Kind| cycle.iter().any(|a| a.kind == k);
+    if has(Kind::Hub) && has(Kind::Vault) {
+        // A vault's on-demand forward needs its Hub's key, and Hub needs its Vault's keys.
+        return "a hub reads the Vault its on-demand forwards send to, not a Vault that forwards to it: set the hub's vault to the forward's vault, or give the forward hub_url, hub_key and hub_username instead of hub";
+    }
+    "remove one of the references or depends_on entries on the cycle"
 }
 
 impl DepGraph {

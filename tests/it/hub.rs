@@ -16,6 +16,11 @@ fn fixture(name: &str) -> String {
 }
 
 fn stack(kubeconfig: &str, monitoring: bool) -> String {
+    stack_with(kubeconfig, monitoring, "", "")
+}
+
+/// The Hub stack; `hub_extra` is added to the hub block, `extra` after it.
+fn stack_with(kubeconfig: &str, monitoring: bool, hub_extra: &str, extra: &str) -> String {
     let (chart, reference) = if monitoring {
         (format!("chart \"monitoring\" {{\n  path = \"{}\"\n}}\n", fixture("monitoring")), "  monitoring = chart.monitoring\n")
     } else {
@@ -48,10 +53,19 @@ broker "events" {{
   type = "rabbitmq"
 }}
 
+broker "live" {{
+  type = "mosquitto"
+}}
+
+turn "relay" {{
+  type = "coturn"
+}}
+
 vault "main" {{
   database          = database.meta
   storage           = object_storage.rec
   broker            = broker.events
+  mqtt              = broker.live
   readiness_timeout = "20s"
 }}
 
@@ -68,13 +82,15 @@ hub "main" {{
   license           = var.hub_license
   path              = "{hub}"
   api_url           = "api.hub.example.com"
-  readiness_timeout = "20s"
-{reference}  values = {{
+  mqtt              = broker.live
+  turn              = turn.relay
+{hub_extra}{reference}  values = {{
     kerberoshub = {{ frontend = {{ url = "hub.example.com" }} }}
   }}
 }}
-"#,
-        hub = fixture("hub")
+{extra}"#,
+        hub = fixture("hub"),
+        hub_extra = if hub_extra.contains("readiness_timeout") { hub_extra.to_string() } else { format!("  readiness_timeout = \"20s\"\n{hub_extra}") },
     )
 }
 
@@ -126,6 +142,21 @@ fn hub_is_refused_without_prometheus_crds_then_deployed_seeded_and_replanned() {
     assert_eq!(env_of(&api, "API_URL"), "api.hub.example.com");
     assert_eq!(env_of(&api, "KERBEROS_VAULT_URI"), "http://127.0.0.1:30080/api", "the vault's external URL: browsers fetch recordings");
     assert_eq!(env_of(&api, "KERBEROS_VAULT_PROVIDER"), "rec");
+    // The live view: browsers reach the broker's websocket and the TURN server from outside the cluster.
+    let mqtt_password = s.attr("broker.live", "admin_password").as_str().unwrap().to_string();
+    assert_eq!(
+        ["MQTT_SERVER", "MQTT_PORT", "MQTT_PROTOCOL", "MQTT_USERNAME", "MQTT_PASSWORD"].map(|k| env_of(&api, k)),
+        ["127.0.0.1", "31080", "ws", "kerberos", mqtt_password.as_str()]
+    );
+    let turn_password = s.attr("turn.relay", "admin_password").as_str().unwrap().to_string();
+    assert_eq!(
+        ["TURN_URI", "TURN_USERNAME", "TURN_PASSWORD"].map(|k| env_of(&api, k)),
+        ["turn:127.0.0.1:30478?transport=tcp", "kerberos", turn_password.as_str()]
+    );
+    // Vault listens on the same broker (in the cluster) for Hub's on-demand requests.
+    let vault = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-main").expect("the vault");
+    assert_eq!(vault["MQTTURI"], "tcp://broker-live.mosquitto:1883");
+    assert_eq!((vault["MQTT_USERNAME"].as_str(), vault["MQTT_PASSWORD"].as_str()), ("kerberos", mqtt_password.as_str()));
     assert!(env_of(&api, "JWT_SECRET").len() >= 32, "a generated JWT secret, not the chart's default");
     let agent = server.objects("apps/v1", "Deployment").into_iter().find(|d| d["metadata"]["namespace"] == "kerberos-agent").expect("the agent");
     let agent_env = |name: &str| {
@@ -156,4 +187,86 @@ fn hub_is_refused_without_prometheus_crds_then_deployed_seeded_and_replanned() {
     let r = kdeploy(s.path(), "/nonexistent/helm", &["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+}
+
+/// A site Vault that forwards on demand to the Vault Hub reads, asked by that Hub.
+const EDGE_VAULT: &str = r#"
+vault "edge" {
+  database          = database.meta
+  storage           = object_storage.rec
+  mqtt              = broker.live
+  service_type      = "ClusterIP"
+  readiness_timeout = "20s"
+
+  forward "central" {
+    vault        = vault.main
+    forward_type = "ondemand"
+    hub          = hub.main
+  }
+}
+"#;
+
+#[test]
+fn an_on_demand_forward_gets_the_hubs_url_cloud_key_and_user_name() {
+    let Some(helm) = helm() else { return };
+    let server = TestServer::start(Options::default());
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+
+    // On demand without a hub: refused, saying what to add (its location: tests/fixtures/errors/vault_blocks).
+    s.write("main.hcl", &stack_with(&kubeconfig, true, "", &EDGE_VAULT.replace("    hub          = hub.main\n", "")));
+    let r = kdeploy(s.path(), &helm, &["validate"]);
+    assert_ne!(r.code, 0, "{}", r.text());
+    assert!(r.text().contains("is on demand") && r.text().contains("add hub = hub.NAME"), "{}", r.text());
+
+    s.write("main.hcl", &stack_with(&kubeconfig, true, "", EDGE_VAULT));
+    let r = kdeploy(s.path(), &helm, &["apply", "--auto-approve"]);
+    assert!(r.code == 0 || r.text().contains("checks failed"), "{}", r.text());
+    assert!(r.stdout.contains("vault.edge: Creation complete"), "{}", r.text());
+    let hub_at = r.stdout.find("hub.main: Creation complete").expect("the hub");
+    assert!(hub_at < r.stdout.find("vault.edge: Creation complete").unwrap(), "the forwarding Vault waits for the Hub it names:\n{}", r.stdout);
+
+    let vault = server.workload_env("apps/v1", "Deployment", "kerberos-vault", "vault-edge").expect("the edge vault");
+    let integrations: Value = serde_json::from_str(&vault["VAULT_INTEGRATIONS"]).unwrap();
+    let forward = &integrations[0];
+    assert_eq!(forward["queue"], "kerberosvault", "{integrations}");
+    assert_eq!(forward["forward_type"], "ondemand", "{integrations}");
+    assert_eq!(forward["vault_url"], "http://vault-main.kerberos-vault:80/api", "{integrations}");
+    assert_eq!(forward["url"], "http://hub-api-svc.kerberos-hub:8081", "Hub's API in the cluster they share: {integrations}");
+    assert_eq!(forward["cloudkey"], s.attr("hub.main", "hub_key"), "{integrations}");
+    let seed = server.object("v1", "Secret", Some("kerberos-hub"), "hub-seed").expect("the seed's Secret");
+    assert_eq!(forward["cloudkey"], secret_text(&seed, "HUB_KEY"), "the key of the user Hub was seeded with");
+    assert_eq!(forward["username"], "site", "Hub's user, the agents' upload folder: {integrations}");
+    assert_eq!(s.attr("hub.main", "hub_username"), "site");
+    assert_eq!(s.attr("hub.main", "external_url"), "http://127.0.0.1:32081", "from another cluster: the API's NodePort");
+
+    let r = kdeploy(s.path(), "/nonexistent/helm", &["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+}
+
+#[test]
+fn a_hub_load_balancer_without_an_implementation_fails_with_what_to_install() {
+    let Some(helm) = helm() else { return };
+    let server = TestServer::start(Options::default());
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    // The chart in mode "all" renders vault-proxy-svc of type LoadBalancer; nothing gives it an address.
+    let all = stack_with(&kubeconfig, true, "  readiness_timeout = \"3s\"\n", "")
+        .replace("    kerberoshub = { frontend", "    mode        = \"all\"\n    kerberoshub = { frontend");
+    assert!(all.contains("mode        = \"all\""), "{all}");
+    s.write("main.hcl", &all);
+    let r = kdeploy(s.path(), &helm, &["apply", "--auto-approve"]);
+    assert_ne!(r.code, 0, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("hub.main: Service kerberos-hub/vault-proxy-svc of type LoadBalancer got no address"), "{text}");
+    assert!(text.contains("no load-balancer implementation") && text.contains("MetalLB"), "what to install: {text}");
+    assert!(text.contains("mode \"all\""), "what else to change: {text}");
+
+    // Once the cluster has one, the next apply completes.
+    server.set_load_balancer_ips(vec!["192.0.2.30".into()]);
+    let r = kdeploy(s.path(), &helm, &["apply", "--auto-approve"]);
+    assert!(r.code == 0 || r.text().contains("checks failed"), "{}", r.text());
+    assert!(!r.text().contains("got no address"), "{}", r.text());
+    let svc = server.object("v1", "Service", Some("kerberos-hub"), "vault-proxy-svc").expect("the LoadBalancer Service");
+    assert_eq!(svc["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.30");
 }

@@ -482,8 +482,17 @@ fn forward_fields() -> B {
         .sensitive()
         .s("secret_key", "That account's secret key (required without vault).")
         .sensitive()
-        .one_of("forward_type", &["continuous", "ondemand"], "continuous (every recording); ondemand needs Kerberos Hub.")
+        .one_of("forward_type", &["continuous", "ondemand"], "continuous (every recording), or ondemand (the recordings Kerberos Hub asks for; needs hub, or hub_url, hub_key and hub_username).")
         .default("continuous")
+        .comp(
+            "hub",
+            Kind::Hub,
+            "On demand: the hub of the stack that asks for recordings; its API URL (its external_url from another cluster), cloud key (hub_key) and user name (hub_username) follow from it.",
+        )
+        .s("hub_url", "On demand: Hub's API URL, when Hub is not in the stack (or to override it).")
+        .s("hub_key", "On demand: Hub's cloud key (its first user's public key, as agents' hub_key).")
+        .sensitive()
+        .s("hub_username", "On demand: the Hub user the recordings belong to (the agents' upload folder).")
 }
 
 /// The schema for `kind` + `type_name`, or None when the type is not valid for the kind.
@@ -809,10 +818,11 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default("root")
             .s("login_password", "UI password (default: generated).")
             .sensitive()
+            .comp("mqtt", Kind::Broker, "MQTT broker Vault listens on for Hub's on-demand forwarding requests (mosquitto, vernemq, or external with protocol = \"mqtt\"): sets MQTTURI, MQTT_USERNAME and MQTT_PASSWORD (instead of mqtt_uri).")
             .s("mqtt_uri", "MQTT broker for on-demand forwarding (explicit; no public default).")
             .blocks("account", "accounts", None, account_fields(), "Accounts besides the default one, as account \"NAME\" { ... } blocks or a map (a block named like the default account sets its settings).")
             .blocks("provider", "providers", None, provider_fields(), "Storage providers besides the one derived from storage, as provider \"NAME\" { ... } blocks or a map.")
-            .blocks("forward", "forwards", Some("forward"), forward_fields(), "Continuous forwarding to other Vaults (integrations of type kerberosvault), as forward [\"NAME\"] { ... } blocks or a map.")
+            .blocks("forward", "forwards", Some("forward"), forward_fields(), "Forwarding to other Vaults (integrations of type kerberosvault), continuous or on demand, as forward [\"NAME\"] { ... } blocks or a map.")
             .computed("endpoint", AttrType::String, "API URI inside the cluster/network.")
             .computed("url", AttrType::String, "URL from outside (NodePort/LoadBalancer/host port).")
             .computed(
@@ -898,6 +908,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .required()
             .comp("vault", Kind::Vault, "Vault Hub reads recordings from (kerberosvault.* with the account's keys).")
             .required()
+            .comp("mqtt", Kind::Broker, "MQTT broker of the live view (mosquitto, vernemq, or external with protocol = \"mqtt\"): the chart's mqtt.* are its websocket endpoint from outside the cluster (browsers connect to it) and its user.")
+            .comp("turn", Kind::Turn, "TURN server of the WebRTC live view: the chart's turn.* are its URI from outside the cluster and its user.")
             .comp("monitoring", Kind::Chart, "A chart component that installs the prometheus-operator CRDs Hub's ServiceMonitors need, when the cluster does not serve them yet.")
             .s("account", "The vault account Hub reads with (default: the vault's default account).")
             .s("username", "Hub's first user. Hub shows an agent's recordings when this equals the folder the agent uploads under: the account's directory, or when that is \"*\", this name (default: the stack name, as agents' directory).")
@@ -925,6 +937,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .push("values", AttrType::Any, "Chart values merged over the ones kdeploy derives from the stack (an escape hatch).")
             .computed("chart_digest", AttrType::String, "Digest of what the rendering depends on.")
             .computed("endpoint", AttrType::String, "Hub API URI inside the cluster.")
+            .computed("external_url", AttrType::String, "Hub API URL from outside the cluster: https://api_url with an ingress, else the API's NodePort on the cluster's node address.")
+            .computed("hub_username", AttrType::String, "The first user's name: the folder the agents of Hub's vault account upload under.")
             .computed("admin_password", AttrType::String, "The first user's password in effect: `login_password`, or generated once.")
             .sensitive()
             .computed("hub_key", AttrType::String, "The first user's public key (agents' hub_key).")
@@ -959,8 +973,13 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(crate::images::kdeploy())
             .push("files", AttrType::Map(Box::new(AttrType::String)), "Stack files to mount at /stack, e.g. { \"main.hcl\" = file(\"main.hcl\") }. The stack must use a shared state backend.")
             .required()
-            .push("namespaces", AttrType::List(Box::new(AttrType::String)), "Namespaces the job may read (the stack's).")
-            .default(Value::List(["kerberos-vault", "kerberos-agent", "kerberos-factory", "mongodb", "minio", "rabbitmq"].iter().map(|n| Value::string(*n)).collect()))
+            .push("namespaces", AttrType::List(Box::new(AttrType::String)), "Namespaces the job may read (the stack's; by default every namespace kdeploy puts components in).")
+            .default(Value::List(
+                ["kerberos-vault", "kerberos-agent", "kerberos-factory", "kerberos-hub", "mongodb", "minio", "rabbitmq", "kafka", "mosquitto", "vernemq", "coturn"]
+                    .iter()
+                    .map(|n| Value::string(*n))
+                    .collect(),
+            ))
             .s("notify", "Webhook for drift reports (kdeploy drift --notify).")
             .sensitive()
             .map("labels", "Extra labels on every object.")

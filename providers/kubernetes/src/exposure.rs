@@ -117,13 +117,36 @@ pub fn server_host(server: &str) -> String {
     host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| host.to_string())
 }
 
+/// What to change when a component's LoadBalancer Service gets no address.
+pub const SERVICE_TYPE_FIX: &str = "set service_type = \"NodePort\" (reached on the cluster's node address)";
+
 /// The URL of a LoadBalancer Service once a load-balancer implementation gave it an address:
 /// from the answer to its write when it already has one, else read until it has one or
 /// `timeout` passes. The error says why an address may never come.
 pub async fn balancer_url(conn: &Conn, applied: &[Json], timeout: Duration, address: &Address) -> Result<String, ProviderError> {
-    let Some(service) = applied.iter().find(|o| o["kind"] == "Service" && o["spec"]["type"] == "LoadBalancer") else {
+    let Some(service) = applied.iter().find(|o| is_balancer(o)) else {
         return Err(ProviderError::other(format!("{address}: service_type is LoadBalancer but no such Service was written")));
     };
+    service_url(conn, service, Instant::now() + timeout, timeout, SERVICE_TYPE_FIX).await
+}
+
+/// Waits until every LoadBalancer Service among `applied` (a chart's: Hub's in mode `all`, an
+/// ingress controller's) has an address, so that one that would stay pending fails the apply
+/// with what to install instead of leaving an unreachable component; `fix` says what else to
+/// change.
+pub async fn balancers_ready(conn: &Conn, applied: &[Json], timeout: Duration, fix: &str) -> Result<(), ProviderError> {
+    let deadline = Instant::now() + timeout;
+    for service in applied.iter().filter(|o| is_balancer(o)) {
+        service_url(conn, service, deadline, timeout, fix).await?;
+    }
+    Ok(())
+}
+
+fn is_balancer(o: &Json) -> bool {
+    o["kind"] == "Service" && o["spec"]["type"] == "LoadBalancer"
+}
+
+async fn service_url(conn: &Conn, service: &Json, deadline: Instant, timeout: Duration, fix: &str) -> Result<String, ProviderError> {
     let port = service["spec"]["ports"][0]["port"].as_i64().unwrap_or(80);
     let name = service["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let ns = service["metadata"]["namespace"].as_str().map(str::to_string);
@@ -132,7 +155,6 @@ pub async fn balancer_url(conn: &Conn, applied: &[Json], timeout: Duration, addr
         return Ok(u);
     }
     let at = path("v1", "Service", ns.as_deref(), Some(&name));
-    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
         let svc = conn.get(&at).await.map_err(|e| e.into_provider(&format!("reading Service {name}"), conn))?;
@@ -145,13 +167,13 @@ pub async fn balancer_url(conn: &Conn, applied: &[Json], timeout: Duration, addr
             None => return Err(ProviderError::other(format!("Service {name} was deleted while waiting for its load-balancer address"))),
         }
     }
-    Err(ProviderError::new(ErrorKind::Timeout, pending_message(&name, ns.as_deref().unwrap_or("default"), timeout)))
+    Err(ProviderError::new(ErrorKind::Timeout, pending_message(&name, ns.as_deref().unwrap_or("default"), timeout, fix)))
 }
 
 /// Why a LoadBalancer Service has no address, and what to do.
-fn pending_message(name: &str, ns: &str, timeout: Duration) -> String {
+fn pending_message(name: &str, ns: &str, timeout: Duration, fix: &str) -> String {
     format!(
-        "Service {ns}/{name} of type LoadBalancer got no address within {}s: the cluster has no load-balancer implementation (a cloud controller, or MetalLB: `microk8s enable metallb:RANGE` on MicroK8s), or its address pool is exhausted. Install one, raise readiness_timeout, or set service_type = \"NodePort\" (reached on the cluster's node address); `kubectl -n {ns} describe service {name}` shows its events",
+        "Service {ns}/{name} of type LoadBalancer got no address within {}s: the cluster has no load-balancer implementation (a cloud controller, or MetalLB: `microk8s enable metallb:RANGE` on MicroK8s), or its address pool is exhausted. Install one, raise readiness_timeout, or {fix}; `kubectl -n {ns} describe service {name}` shows its events",
         timeout.as_secs()
     )
 }

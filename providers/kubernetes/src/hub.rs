@@ -1,6 +1,6 @@
 //! Kerberos Hub: the public Hub chart, rendered and applied through the chart mechanism
 //! ([`crate::chart`]), with values derived from the stack (MongoDB, the queue broker, the Vault
-//! account's keys, the license), and the seed of its database, which the chart does not do:
+//! account's keys, the MQTT broker and TURN server browsers use for the live view, the license), and the seed of its database, which the chart does not do:
 //! a Job kdeploy renders that upserts the first user, its subscription and the settings with
 //! mongosh (idempotent, so re-running it is harmless).
 //!
@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use kdeploy_provider::components::vault;
+use kdeploy_provider::components::{mqtt, turn, vault};
 use kdeploy_provider::{ComponentRef, ErrorKind, ProviderError, Reference, Value};
 use serde_json::{Value as Json, json};
 
@@ -34,6 +34,9 @@ pub fn monitoring_hint(address: &str, message: &str) -> String {
         "{message}\nHint: Kerberos Hub's chart always renders ServiceMonitors (monitoring.coreos.com/v1), so the prometheus-operator CRDs must exist before {address} is applied: install them (e.g. the prometheus-operator-crds chart) as a chart component and set monitoring = chart.NAME on {address}, or install kube-prometheus-stack on the cluster first."
     )
 }
+
+/// What else to change when a LoadBalancer Service of Hub's chart gets no address.
+pub const BALANCER_FIX: &str = "change the values that ask for it (Hub's chart renders vault-proxy-svc of type LoadBalancer in mode \"all\", an ingress controller its controller Service): without ingress Hub is reached by the NodePorts kdeploy adds";
 
 fn invalid(address: &str, m: impl std::fmt::Display) -> ProviderError {
     ProviderError::new(ErrorKind::Invalid, format!("{address}: {m}"))
@@ -60,11 +63,7 @@ struct VaultAccount {
 
 fn vault_account(address: &str, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> Result<VaultAccount, ProviderError> {
     let (r, v) = ref_attrs(address, refs, "vault")?;
-    let as_agent: BTreeMap<String, Value> = [("account", attrs.get("account").cloned()), ("directory", attrs.get("username").cloned())]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.to_string(), v?)))
-        .collect();
-    let up = vault::upload_for(&as_agent, v, &r.component.address.to_string()).map_err(|e| match e {
+    let up = vault::hub_upload(attrs, v, &r.component.address.to_string()).map_err(|e| match e {
         vault::Unresolved::Invalid(m) => invalid(address, m),
         vault::Unresolved::Unknown => invalid(address, "the vault's account is not known yet"),
     })?;
@@ -108,6 +107,25 @@ fn queue_values(address: &str, refs: &BTreeMap<String, Reference>) -> Result<Jso
     }
 }
 
+/// The chart's live-view values of the `mqtt` and `turn` references: what browsers connect to,
+/// so their endpoints from outside the cluster.
+fn live_view_values(address: &str, refs: &BTreeMap<String, Reference>) -> Result<Json, ProviderError> {
+    let unresolved = |e: vault::Unresolved| match e {
+        vault::Unresolved::Invalid(m) => invalid(address, m),
+        vault::Unresolved::Unknown => invalid(address, "an MQTT or TURN endpoint is not known yet"),
+    };
+    let mut v = json!({});
+    if let Some(broker) = refs.get("mqtt") {
+        let b = mqtt::browser(broker).map_err(unresolved)?;
+        v["mqtt"] = json!({"host": b.host, "port": b.port, "protocol": b.protocol, "username": b.username, "password": b.password});
+    }
+    if let Some(turn) = refs.get("turn") {
+        let t = turn::browser(turn).map_err(unresolved)?;
+        v["turn"] = json!({"host": t.uri, "username": t.username, "password": t.password});
+    }
+    Ok(v)
+}
+
 fn mongodb_values(address: &str, refs: &BTreeMap<String, Reference>) -> Result<Json, ProviderError> {
     let (_, d) = ref_attrs(address, refs, "database")?;
     let password = if d.contains_key("admin_password") { text(d, "admin_password") } else { text(d, "password") };
@@ -116,6 +134,24 @@ fn mongodb_values(address: &str, refs: &BTreeMap<String, Reference>) -> Result<J
         m["uri"] = json!(uri);
     }
     Ok(m)
+}
+
+/// Hub's API URL from outside its cluster: `https://api_url` behind the chart's ingress, else
+/// the API's NodePort on the cluster's address (unknown while that is); null when neither.
+pub fn external_url(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &str) -> Value {
+    let api_url = text(attrs, "api_url");
+    if !text(attrs, "ingress").is_empty() {
+        return match api_url.as_str() {
+            "" => Value::Null,
+            u if u.contains("://") => Value::String(u.to_string()),
+            u => Value::String(format!("https://{u}")),
+        };
+    }
+    match (attrs.get("api_node_port").and_then(Value::as_i64), cluster.get("server")) {
+        (Some(port), Some(Value::String(server))) => Value::String(format!("http://{}:{port}", crate::exposure::server_host(server))),
+        (Some(_), Some(Value::Unknown(_))) => Value::Unknown(format!("{address}.external_url")),
+        _ => Value::Null,
+    }
 }
 
 /// Merges `over` into `base`: objects key by key, anything else replaced.
@@ -156,6 +192,7 @@ pub fn values(address: &str, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<St
         v["license"] = json!(license);
     }
     merge(&mut v, &queue_values(address, refs)?);
+    merge(&mut v, &live_view_values(address, refs)?);
     match attrs.get("values") {
         None | Some(Value::Null) => {}
         Some(over @ Value::Map(_)) => merge(&mut v, &over.to_json()),
@@ -286,4 +323,27 @@ fn node_ports(attrs: &BTreeMap<String, Value>) -> Vec<Json> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn the_api_is_reached_from_outside_by_its_ingress_host_or_its_node_port() {
+        let cluster = attrs(&[("server", Value::string("https://10.0.0.5:16443"))]);
+        let node_port = attrs(&[("ingress", Value::string("")), ("api_url", Value::string("api.hub.example.com")), ("api_node_port", Value::from_i64(32081))]);
+        assert_eq!(external_url(&node_port, &cluster, "hub.main"), Value::string("http://10.0.0.5:32081"));
+        let pending = attrs(&[("server", Value::Unknown("cluster.c.server".into()))]);
+        assert!(external_url(&node_port, &pending, "hub.main").is_unknown());
+        let mut ingress = node_port.clone();
+        ingress.insert("ingress".into(), Value::string("nginx"));
+        assert_eq!(external_url(&ingress, &cluster, "hub.main"), Value::string("https://api.hub.example.com"));
+        ingress.remove("api_url");
+        assert_eq!(external_url(&ingress, &cluster, "hub.main"), Value::Null, "an ingress without a host is not reachable by URL");
+    }
 }

@@ -156,7 +156,11 @@ fn fill_computed(
             set(attrs, "url", url);
             set(attrs, "external_url", external);
         }
-        (Kind::Hub, _) => set(attrs, "endpoint", Value::String(format!("http://hub-api-svc.{ns}:8081"))),
+        (Kind::Hub, _) => {
+            set(attrs, "endpoint", Value::String(format!("http://hub-api-svc.{ns}:8081")));
+            let external = hub::external_url(attrs, cluster, &c.address.to_string());
+            set(attrs, "external_url", external);
+        }
         (Kind::Factory, _) => {
             let url = outside(attrs).unwrap_or_else(|| Value::String(format!("http://{base}.{ns}:80")));
             set(attrs, "url", url);
@@ -951,6 +955,11 @@ impl Provider for KubernetesProvider {
                 attrs.insert("external_url".into(), Value::String(format!("{url}/api")));
             }
             attrs.insert("url".into(), Value::String(url));
+        }
+        if c.kind == Kind::Hub {
+            exposure::balancers_ready(&conn, &applied, timeout, hub::BALANCER_FIX)
+                .await
+                .map_err(|e| ProviderError::new(e.kind, format!("{}: {}", c.address, e.message)))?;
         }
         if c.kind == Kind::Broker && mqtt::is_mqtt(&attrs) && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
             let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;

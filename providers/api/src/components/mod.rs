@@ -197,7 +197,12 @@ pub use vault::Problem;
 /// names, the account an agent uploads with.
 pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>) -> Vec<Problem> {
     match kind {
-        Kind::Vault => vault::check(inputs, referenced.get("broker").copied()),
+        Kind::Vault => {
+            let mut out = vault::check(inputs, referenced.get("broker").copied());
+            out.extend(mqtt::check_agent(inputs, referenced.get("mqtt").copied()));
+            out
+        }
+        Kind::Hub => mqtt::check_agent(inputs, referenced.get("mqtt").copied()),
         Kind::Agent => {
             let mut out = referenced.get("vault").map(|v| vault::check_agent(inputs, v)).unwrap_or_default();
             out.extend(mqtt::check_agent(inputs, referenced.get("mqtt").copied()));
@@ -209,7 +214,8 @@ pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>) 
 }
 
 /// Computed attributes every runtime derives the same way, after its own (names, endpoints)
-/// and the generated secrets: a vault's `vault_configuration`, an agent's `upload_directory`.
+/// and the generated secrets: a vault's `vault_configuration`, an agent's `upload_directory`,
+/// a hub's `hub_username`.
 /// Unknown while something they need is; an error when the stack is wrong.
 pub fn fill_derived(component: &ComponentRef, attrs: &mut Attrs, refs: &BTreeMap<String, Reference>) -> Result<(), String> {
     let unknown = |attr: &str| Value::Unknown(format!("{}.{attr}", component.address));
@@ -232,6 +238,17 @@ pub fn fill_derived(component: &ComponentRef, attrs: &mut Attrs, refs: &BTreeMap
                 Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
             };
             attrs.insert("upload_directory".into(), dir);
+        }
+        Kind::Hub => {
+            let Some(v) = refs.get("vault") else { return Ok(()) };
+            let none = Attrs::new();
+            let vault_attrs = v.attributes.as_map().unwrap_or(&none);
+            let name = match vault::hub_upload(attrs, vault_attrs, &v.component.address.to_string()) {
+                Ok(up) => Value::String(up.directory),
+                Err(vault::Unresolved::Unknown) => unknown("hub_username"),
+                Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
+            };
+            attrs.insert("hub_username".into(), name);
         }
         _ => {}
     }
@@ -621,9 +638,21 @@ fn vault_workload(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<
     }
     env.push(plain("MONGODB_DATABASE_STORAGE", "KerberosStorage"));
     // Explicit, so that the image's public MQTT default is never used.
-    env.push(plain("MQTTURI", a.s("mqtt_uri")));
-    env.push(plain("MQTT_USERNAME", ""));
-    env.push(plain("MQTT_PASSWORD", ""));
+    let mqtt = match spec.refs.get("mqtt") {
+        Some(broker) => match mqtt::client(spec.attrs.get("cluster"), broker) {
+            Ok(c) => c,
+            Err(vault::Unresolved::Unknown) => {
+                unknown.set(true);
+                Client { uri: String::new(), username: String::new(), password: String::new() }
+            }
+            Err(vault::Unresolved::Invalid(m)) => return Err(WorkloadError::Invalid(format!("{}: {m}.", spec.component.address))),
+        },
+        None => Client { uri: a.s("mqtt_uri"), username: String::new(), password: String::new() },
+    };
+    env.push(plain("MQTTURI", mqtt.uri));
+    env.push(plain("MQTT_USERNAME", mqtt.username));
+    // A password only with a broker: the variable stays plain (unchanged) without one.
+    env.push(if mqtt.password.is_empty() { plain("MQTT_PASSWORD", "") } else { secret("MQTT_PASSWORD", mqtt.password) });
     let forwards = matches!(spec.attrs.get("forwards"), Some(Value::Map(m)) if !m.is_empty());
     env.push(plain("CONTINUOUS_FORWARDING", forwards.to_string()));
     match vault::resolve(spec.attrs, spec.refs) {

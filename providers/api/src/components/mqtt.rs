@@ -177,6 +177,52 @@ pub fn client(from: Option<&Value>, broker: &Reference) -> Result<Client, Unreso
     Ok(Client { uri, username: text("username")?, password: text("admin_password")? })
 }
 
+/// What browsers open Hub's live view with (Hub's `mqtt.*` values): the broker's websocket
+/// endpoint from outside its cluster, split into host, port and protocol (`ws`, `wss`), and
+/// its user. An external broker's `host` is taken as a URI (`wss://mqtt.example.com:8443`;
+/// `ws` without a scheme).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Browser {
+    pub host: String,
+    pub port: u16,
+    pub protocol: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// The [`Browser`] settings of `broker`.
+pub fn browser(broker: &Reference) -> Result<Browser, Unresolved> {
+    let none = Attrs::new();
+    let m = broker.attributes.as_map().unwrap_or(&none);
+    let what = broker.component.address.to_string();
+    if !is_mqtt(m) {
+        return Err(Unresolved::Invalid(format!(
+            "{what} is not an MQTT broker (use a broker of type mosquitto or vernemq, or external with protocol = \"mqtt\")"
+        )));
+    }
+    let text = |k: &str| match m.get(k) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
+        _ => Ok(String::new()),
+    };
+    let external = broker.component.type_name == "external";
+    let uri = if external { text("host")? } else { text("external_websocket_uri")? };
+    if uri.is_empty() {
+        return Err(Unresolved::Invalid(format!(
+            "browsers open Hub's live view from outside the cluster, and {what} is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {what}"
+        )));
+    }
+    let (protocol, rest) = uri.split_once("://").unwrap_or(("ws", &uri));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let default_port = if protocol == "wss" { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.to_string(), p.parse().unwrap_or(default_port)),
+        _ => (authority.to_string(), default_port),
+    };
+    let password = if external { text("password")? } else { text("admin_password")? };
+    Ok(Browser { host, port, protocol: protocol.to_string(), username: text("username")?, password })
+}
+
 /// The URI a component on cluster `from` reaches a served component (attributes `m`) with: its
 /// `uri` on the same cluster, its `external_uri` from another one (an error saying how to expose
 /// it when it is not).
@@ -196,8 +242,8 @@ pub fn reach(from: Option<&Value>, m: &Attrs, what: &str) -> Result<String, Unre
     }
 }
 
-/// An agent's MQTT settings: `mqtt` (a broker) or the explicit `mqtt_*` attributes, not both;
-/// the broker must speak MQTT.
+/// The MQTT settings of an agent (or a vault, or a hub): `mqtt` (a broker) or the explicit
+/// `mqtt_*` attributes, not both; the broker must speak MQTT.
 pub fn check_agent(agent: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     let mut out = Vec::new();
     if agent.get("mqtt").is_none_or(Value::is_null) {
@@ -207,7 +253,7 @@ pub fn check_agent(agent: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
         if matches!(agent.get(k), Some(Value::String(s)) if !s.is_empty()) {
             out.push(Problem {
                 path: AttrPath::attr(k),
-                message: format!("{k} is set, and so is mqtt: the broker gives the agent its MQTT URI, user and password."),
+                message: format!("{k} is set, and so is mqtt: the broker gives the MQTT URI, user and password."),
                 hint: format!("remove {k}, or remove mqtt to connect to a broker kdeploy does not know"),
             });
         }
@@ -225,6 +271,48 @@ pub fn check_agent(agent: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(type_name: &str, pairs: &[(&str, Value)]) -> Reference {
+        let address = format!("broker.{type_name}");
+        Reference {
+            component: crate::provider::ComponentRef { address: address.parse().unwrap(), kind: crate::schema::Kind::Broker, type_name: type_name.into() },
+            attributes: Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()).into(),
+        }
+    }
+
+    #[test]
+    fn browsers_get_the_websocket_endpoint_from_outside_split_for_hubs_values() {
+        let ours = |ws: Value| {
+            broker(
+                "mosquitto",
+                &[
+                    ("websocket_node_port", Value::from_i64(31080)),
+                    ("external_websocket_uri", ws),
+                    ("username", Value::string("kerberos")),
+                    ("admin_password", Value::string("pw")),
+                ],
+            )
+        };
+        let b = browser(&ours(Value::string("ws://10.0.0.5:31080"))).unwrap();
+        assert_eq!(b, Browser { host: "10.0.0.5".into(), port: 31080, protocol: "ws".into(), username: "kerberos".into(), password: "pw".into() });
+        match browser(&ours(Value::Null)) {
+            Err(Unresolved::Invalid(m)) => assert!(m.contains("not exposed") && m.contains("NodePort"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(browser(&ours(Value::Unknown("x".into()))), Err(Unresolved::Unknown));
+        let external = |host: &str| {
+            broker(
+                "external",
+                &[("protocol", Value::string("mqtt")), ("host", Value::string(host)), ("username", Value::string("u")), ("password", Value::string("p"))],
+            )
+        };
+        let b = browser(&external("wss://mqtt.example.com:8443/mqtt")).unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.protocol.as_str(), b.password.as_str()), ("mqtt.example.com", 8443, "wss", "p"));
+        let b = browser(&external("wss://mqtt.example.com")).unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("mqtt.example.com", 443));
+        let queue = broker("rabbitmq", &[("queue", Value::string("q"))]);
+        assert!(matches!(browser(&queue), Err(Unresolved::Invalid(_))));
+    }
 
     #[test]
     fn the_password_hash_is_mosquitto_passwds() {

@@ -84,6 +84,29 @@ pub fn client(from: Option<&Value>, turn: &Reference) -> Result<Client, Unresolv
     Ok(Client { uri, username: text("username")?, password: text("admin_password")? })
 }
 
+/// What browsers use `turn` with (Hub's `turn.*` values): its URI from outside its cluster
+/// (an error when it is not exposed), an external server's URI as is.
+pub fn browser(turn: &Reference) -> Result<Client, Unresolved> {
+    let none = Attrs::new();
+    let m = turn.attributes.as_map().unwrap_or(&none);
+    let text = |k: &str| match m.get(k) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
+        _ => Ok(String::new()),
+    };
+    if turn.component.type_name == "external" {
+        return Ok(Client { uri: text("uri")?, username: text("username")?, password: text("password")? });
+    }
+    let uri = text("external_uri")?;
+    if uri.is_empty() {
+        let what = turn.component.address.to_string();
+        return Err(Unresolved::Invalid(format!(
+            "browsers use {what} for Hub's live view from outside the cluster, and it is not exposed outside it: set service_type = \"NodePort\" or \"LoadBalancer\" on {what}"
+        )));
+    }
+    Ok(Client { uri, username: text("username")?, password: text("admin_password")? })
+}
+
 /// An agent's TURN settings: `turn` or the explicit `turn_*` attributes, not both.
 pub fn check_agent(agent: &Attrs) -> Vec<super::vault::Problem> {
     if agent.get("turn").is_none_or(Value::is_null) {

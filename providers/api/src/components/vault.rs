@@ -83,13 +83,25 @@ pub enum IntegrationSpec {
         mechanism: String,
         security: String,
     },
-    /// Continuous forwarding to another Vault.
+    /// Forwarding to another Vault: every recording, or (`on_demand`) the ones Kerberos Hub
+    /// asks for.
     KerberosVault {
         vault_url: String,
         provider: String,
         access_key: String,
         secret: String,
+        on_demand: Option<HubLink>,
     },
+}
+
+/// What an on-demand forward knows of the Hub that asks for recordings: its API URL, the
+/// cloud key (the Hub user's public key) and that user's name (`shared/docs/vault-config.md`
+/// §1, `kerberosvault`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubLink {
+    pub url: String,
+    pub cloudkey: String,
+    pub username: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,15 +207,21 @@ impl Integration {
                 ("mechanism", mechanism),
                 ("security", security),
             ]),
-            IntegrationSpec::KerberosVault { vault_url, provider, access_key, secret } => pairs(&[
-                ("name", n),
-                ("queue", "kerberosvault"),
-                ("vault_url", vault_url),
-                ("provider", provider),
-                ("access_key", access_key),
-                ("secret", secret),
-                ("forward_type", "continuous"),
-            ]),
+            IntegrationSpec::KerberosVault { vault_url, provider, access_key, secret, on_demand } => {
+                let mut fields = vec![
+                    ("name", n),
+                    ("queue", "kerberosvault"),
+                    ("vault_url", vault_url),
+                    ("provider", provider),
+                    ("access_key", access_key),
+                    ("secret", secret),
+                ];
+                match on_demand {
+                    None => fields.push(("forward_type", "continuous")),
+                    Some(hub) => fields.extend([("forward_type", "ondemand"), ("url", &hub.url), ("cloudkey", &hub.cloudkey), ("username", &hub.username)]),
+                }
+                pairs(&fields)
+            }
         }
     }
 }
@@ -619,7 +637,7 @@ pub fn resolve(attrs: &Attrs, refs: &BTreeMap<String, Reference>) -> Result<Vaul
         integrations.extend(integration_from_broker(&name, broker)?);
     }
     for (name, m) in map_of(attrs.get("forwards"))? {
-        let spec = forward_spec(attrs, &name, &m, refs.get(&format!("forwards.{name}.vault")))?;
+        let spec = forward_spec(attrs, &name, &m, refs)?;
         integrations.push(Integration { name: name.clone(), spec });
     }
     let all_queues: Vec<String> = integrations.iter().map(|i| i.name.clone()).collect();
@@ -651,31 +669,28 @@ pub fn resolve(attrs: &Attrs, refs: &BTreeMap<String, Reference>) -> Result<Vaul
 
 /// A forward block's target: given whole (`vault_url`, `provider`, `access_key`,
 /// `secret_key`), or derived from `vault = vault.NAME` and its `account` (default: that vault's
-/// default account), which the explicit fields still override.
-fn forward_spec(attrs: &Attrs, name: &str, m: &Attrs, target: Option<&Reference>) -> Result<IntegrationSpec, Unresolved> {
+/// default account), which the explicit fields still override. An on-demand forward also
+/// carries its Hub ([`hub_link`]).
+fn forward_spec(attrs: &Attrs, name: &str, m: &Attrs, refs: &BTreeMap<String, Reference>) -> Result<IntegrationSpec, Unresolved> {
     let what = format!("forward {name:?}");
-    let Some(target) = target else {
+    let on_demand = match text(m, "forward_type")?.as_deref() {
+        Some("ondemand") => Some(hub_link(attrs, &what, m, refs.get(&format!("forwards.{name}.hub")))?),
+        _ => None,
+    };
+    let Some(target) = refs.get(&format!("forwards.{name}.vault")) else {
         let need = |k: &str| need(m, k, &format!("{what} (without vault = vault.NAME)"));
         return Ok(IntegrationSpec::KerberosVault {
             vault_url: need("vault_url")?,
             provider: need("provider")?,
             access_key: need("access_key")?,
             secret: need("secret_key")?,
+            on_demand,
         });
     };
     let none = Attrs::new();
     let there = target.attributes.as_map().unwrap_or(&none);
     let address = target.component.address.to_string();
     let creds = credentials_for(m.get("account"), there, &address)?;
-    let known = |explicit: &str, derived: Value| -> Result<String, Unresolved> {
-        match text(m, explicit)? {
-            Some(v) => Ok(v),
-            None => match derived {
-                Value::String(s) => Ok(s),
-                _ => Err(Unresolved::Unknown),
-            },
-        }
-    };
     let url = match text(m, "vault_url")? {
         Some(u) => Value::String(u),
         None => reach(attrs.get("cluster"), target).map_err(|there| {
@@ -683,16 +698,57 @@ fn forward_spec(attrs: &Attrs, name: &str, m: &Attrs, target: Option<&Reference>
         })?,
     };
     Ok(IntegrationSpec::KerberosVault {
-        vault_url: known("vault_url", url)?,
-        provider: known("provider", Value::String(creds.provider))?,
-        access_key: known("access_key", creds.access_key)?,
-        secret: known("secret_key", creds.secret_key)?,
+        vault_url: explicit_or(m, "vault_url", url)?,
+        provider: explicit_or(m, "provider", Value::String(creds.provider))?,
+        access_key: explicit_or(m, "access_key", creds.access_key)?,
+        secret: explicit_or(m, "secret_key", creds.secret_key)?,
+        on_demand,
     })
 }
 
-/// The URL a component on cluster `from` reaches a Vault at: its in-cluster `endpoint` on the
-/// same cluster, its `external_url` from another one. Err(the Vault's cluster) when it is on
-/// another cluster and not exposed.
+/// The block's `explicit` field when given, else the value derived from the stack (unknown
+/// until that is known).
+fn explicit_or(m: &Attrs, explicit: &str, derived: Value) -> Result<String, Unresolved> {
+    match text(m, explicit)? {
+        Some(v) => Ok(v),
+        None => match derived {
+            Value::String(s) => Ok(s),
+            _ => Err(Unresolved::Unknown),
+        },
+    }
+}
+
+/// The Hub of an on-demand forward: `hub = hub.NAME` gives its API URL (in-cluster `endpoint`
+/// on the vault's cluster, its `external_url` from another one), its first user's public key
+/// (`hub_key`, generated when Hub is applied) and name (`hub_username`, the agents' upload
+/// folder); `hub_url`, `hub_key` and `hub_username` give them literally or override them.
+fn hub_link(attrs: &Attrs, what: &str, m: &Attrs, hub: Option<&Reference>) -> Result<HubLink, Unresolved> {
+    let Some(hub) = hub else {
+        let need = |k: &str| need(m, k, &format!("{what} (on demand, without hub = hub.NAME)"));
+        return Ok(HubLink { url: need("hub_url")?, cloudkey: need("hub_key")?, username: need("hub_username")? });
+    };
+    let none = Attrs::new();
+    let there = hub.attributes.as_map().unwrap_or(&none);
+    let address = hub.component.address.to_string();
+    let url = match text(m, "hub_url")? {
+        Some(u) => Value::String(u),
+        None => reach(attrs.get("cluster"), hub).map_err(|there| {
+            Unresolved::Invalid(format!(
+                "{what} is asked for recordings by {address}, which runs on {there} and is not reachable from outside it: set ingress and api_url on {address}, or give hub_url"
+            ))
+        })?,
+    };
+    let field = |k: &str| there.get(k).cloned().unwrap_or_else(|| Value::Unknown(format!("{address}.{k}")));
+    Ok(HubLink {
+        url: explicit_or(m, "hub_url", url)?,
+        cloudkey: explicit_or(m, "hub_key", field("hub_key"))?,
+        username: explicit_or(m, "hub_username", field("hub_username"))?,
+    })
+}
+
+/// The URL a component on cluster `from` reaches a Vault (or Hub) at: its in-cluster
+/// `endpoint` on the same cluster, its `external_url` from another one. Err(its cluster) when
+/// it is on another cluster and not exposed.
 pub fn reach(from: Option<&Value>, vault: &Reference) -> Result<Value, String> {
     let there_attrs = vault.attributes.as_map();
     let cluster = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
@@ -770,8 +826,8 @@ pub struct Problem {
 }
 
 /// Checks the names of a vault's inputs: provider and integration names unique, every provider,
-/// secondary provider and queue an account names exists, directories usable, forwarding
-/// continuous. Works on the desired inputs (component references are addresses), so `validate`
+/// secondary provider and queue an account names exists, directories usable, an on-demand
+/// forward has its Hub. Works on the desired inputs (component references are addresses), so `validate`
 /// reports mistakes with their location.
 pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -829,15 +885,7 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
                 "set vault = vault.NAME, or give access_key and secret_key",
             ));
         }
-        if let Some(t) = m.get("forward_type").and_then(Value::as_str)
-            && t != "continuous"
-        {
-            out.push(problem(
-                at.child_key("forward_type"),
-                format!("forward_type {t:?} is not supported: on-demand forwarding needs Kerberos Hub, which this kdeploy version does not deploy."),
-                "use forward_type = \"continuous\" (the default)",
-            ));
-        }
+        out.extend(check_on_demand(&name, &at, &m));
     }
     let dir_problem = |at: AttrPath, d: &str| -> Option<Problem> {
         let bad = d.is_empty() || d.chars().any(|c| c.is_whitespace() || c == '/' || c == '\\') || d == "." || d == "..";
@@ -890,6 +938,30 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
     out
 }
 
+/// An on-demand forward needs its Hub (`hub`, or all of `hub_url`, `hub_key`, `hub_username`);
+/// a continuous one has none.
+fn check_on_demand(name: &str, at: &AttrPath, m: &Attrs) -> Option<Problem> {
+    let given = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
+    const LITERAL: [&str; 3] = ["hub_url", "hub_key", "hub_username"];
+    if m.get("forward_type").and_then(Value::as_str) == Some("ondemand") {
+        let missing: Vec<&str> = LITERAL.into_iter().filter(|k| !given(k)).collect();
+        return (!given("hub") && !missing.is_empty()).then(|| Problem {
+            path: at.child_key("forward_type"),
+            message: format!(
+                "The forward {name:?} is on demand: Kerberos Hub asks this Vault for the recordings to forward, so it needs Hub's URL, cloud key and user name, and has neither hub nor {}.",
+                missing.join(", ")
+            ),
+            hint: "add hub = hub.NAME (a hub of the stack), or give hub_url, hub_key and hub_username".into(),
+        });
+    }
+    let named = ["hub"].into_iter().chain(LITERAL).find(|k| given(k))?;
+    Some(Problem {
+        path: at.child_key(named),
+        message: format!("The forward {name:?} sets {named}, which only an on-demand forward uses: it forwards every recording (forward_type \"continuous\")."),
+        hint: format!("set forward_type = \"ondemand\", or remove {named}"),
+    })
+}
+
 /// An agent's `account` must be one of its vault's accounts.
 pub fn check_agent(agent: &Attrs, vault: &Attrs) -> Vec<Problem> {
     let Some(account) = agent.get("account").and_then(Value::as_str) else { return Vec::new() };
@@ -936,6 +1008,18 @@ pub fn upload_for(agent: &Attrs, vault: &Attrs, vault_address: &str) -> Result<U
         creds.directory
     };
     Ok(Upload { access_key: creds.access_key, secret_key: creds.secret_key, account: creds.account, provider: creds.provider, directory })
+}
+
+/// What Hub reads its vault with: the agents' upload settings for Hub's `account`, with Hub's
+/// `username` as the folder when the account's directory is `*`. That folder is the name of
+/// Hub's first user (`hub_username`): Hub shows the recordings of the user named like their
+/// folder.
+pub fn hub_upload(hub: &Attrs, vault: &Attrs, vault_address: &str) -> Result<Upload, Unresolved> {
+    let as_agent: Attrs = [("account", hub.get("account").cloned()), ("directory", hub.get("username").cloned())]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .collect();
+    upload_for(&as_agent, vault, vault_address)
 }
 
 /// What one uses an account of a vault with: its name, directory (a folder or `*`), provider

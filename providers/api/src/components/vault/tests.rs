@@ -445,3 +445,92 @@ fn a_forward_says_where_it_sends() {
     assert!(text.iter().any(|t| t.contains("says neither which Vault of the stack it sends to nor provider, access_key, secret_key")), "{text:?}");
     assert!(text.iter().any(|t| t.contains("account") && t.contains("names an account but no vault")), "{text:?}");
 }
+
+/// A hub on `cluster`, as its provider fills it: endpoint, external URL, key and user name.
+fn hub(cluster: &str, hub_key: Value) -> Reference {
+    reference(
+        "hub.main",
+        Kind::Hub,
+        "kerberos",
+        &[
+            ("cluster", s(cluster)),
+            ("endpoint", s("http://hub-api-svc.kerberos-hub:8081")),
+            ("external_url", s("http://203.0.113.20:32081")),
+            ("hub_key", hub_key),
+            ("hub_username", s("north")),
+        ],
+    )
+}
+
+fn on_demand(cluster: &str, fields: &[(&str, Value)], hub_ref: Option<Reference>) -> (Attrs, BTreeMap<String, Reference>) {
+    let (mut site, mut refs) = forwarding(cluster, central("cluster.central", s("http://203.0.113.10:80/api")));
+    let mut forward = attrs(&[("vault", s("vault.central")), ("account", s("north")), ("forward_type", s("ondemand"))]);
+    forward.extend(fields.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    site.insert("forwards".into(), Value::Map([("central".to_string(), Value::Map(forward))].into()));
+    refs.extend(hub_ref.map(|h| ("forwards.central.hub".to_string(), h)));
+    (site, refs)
+}
+
+fn integration(site: &Attrs, refs: &BTreeMap<String, Reference>) -> serde_json::Value {
+    let all: serde_json::Value = serde_json::from_str(&env_of(site, refs)[INTEGRATIONS_VAR]).unwrap();
+    all[0].clone()
+}
+
+#[test]
+fn an_on_demand_forward_carries_its_hubs_url_cloud_key_and_user_name() {
+    // From another cluster: Hub's external URL; the key and user name Hub was given.
+    let (site, refs) = on_demand("cluster.north", &[("hub", s("hub.main"))], Some(hub("cluster.central", s("kdhubkey"))));
+    let i = integration(&site, &refs);
+    assert_eq!(i["queue"], "kerberosvault");
+    assert_eq!(i["forward_type"], "ondemand");
+    assert_eq!(i["vault_url"], "http://203.0.113.10:80/api");
+    assert_eq!(i["url"], "http://203.0.113.20:32081");
+    assert_eq!(i["cloudkey"], "kdhubkey");
+    assert_eq!(i["username"], "north");
+    // On Hub's cluster: its in-cluster endpoint.
+    let (site, refs) = on_demand("cluster.central", &[("hub", s("hub.main"))], Some(hub("cluster.central", s("kdhubkey"))));
+    assert_eq!(integration(&site, &refs)["url"], "http://hub-api-svc.kerberos-hub:8081");
+    // The literal fields override what the hub gives.
+    let (site, refs) =
+        on_demand("cluster.north", &[("hub", s("hub.main")), ("hub_url", s("https://api.hub.example.com"))], Some(hub("cluster.central", s("k"))));
+    assert_eq!(integration(&site, &refs)["url"], "https://api.hub.example.com");
+    // Before Hub is applied its key is unknown, and so is the configuration (not an error).
+    let (site, refs) = on_demand("cluster.north", &[("hub", s("hub.main"))], Some(hub("cluster.central", Value::Unknown("hub.main.hub_key".into()))));
+    assert!(matches!(resolve(&site, &refs), Err(Unresolved::Unknown)));
+}
+
+#[test]
+fn an_on_demand_forward_to_a_hub_outside_the_stack_is_given_literally() {
+    let fields = [("hub_url", s("https://api.hub.example.com")), ("hub_key", s("AKHUB")), ("hub_username", s("site-a"))];
+    let (site, refs) = on_demand("cluster.north", &fields, None);
+    let i = integration(&site, &refs);
+    assert_eq!(
+        i,
+        serde_json::json!({
+            "name": "central", "queue": "kerberosvault", "vault_url": "http://203.0.113.10:80/api", "provider": "rec",
+            "access_key": i["access_key"], "secret": i["secret"],
+            "forward_type": "ondemand", "url": "https://api.hub.example.com", "cloudkey": "AKHUB", "username": "site-a",
+        })
+    );
+    // A continuous forward has no Hub fields.
+    let (site, refs) = forwarding("cluster.north", central("cluster.central", s("http://203.0.113.10:80/api")));
+    let i = integration(&site, &refs);
+    assert_eq!(i["forward_type"], "continuous");
+    assert!(i.get("cloudkey").is_none() && i.get("url").is_none(), "{i}");
+}
+
+#[test]
+fn an_on_demand_forward_needs_a_hub_and_a_continuous_one_names_none() {
+    let forwards = |m: Attrs| attrs(&[("forwards", Value::Map([("central".to_string(), Value::Map(m))].into()))]);
+    let problems = check(&forwards(attrs(&[("vault", s("vault.central")), ("forward_type", s("ondemand")), ("hub_key", s("k"))])), None);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].path.to_string(), "forwards.central.forward_type");
+    assert!(problems[0].message.contains("neither hub nor hub_url, hub_username"), "{}", problems[0].message);
+    assert!(problems[0].hint.contains("hub = hub.NAME"), "{}", problems[0].hint);
+    let ok = check(&forwards(attrs(&[("vault", s("vault.central")), ("forward_type", s("ondemand")), ("hub", s("hub.main"))])), None);
+    assert!(ok.is_empty(), "{ok:#?}");
+    let problems = check(&forwards(attrs(&[("vault", s("vault.central")), ("forward_type", s("continuous")), ("hub", s("hub.main"))])), None);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].path.to_string(), "forwards.central.hub");
+    assert!(problems[0].hint.contains("forward_type = \"ondemand\""), "{}", problems[0].hint);
+}
