@@ -244,9 +244,33 @@ impl Loaded {
             )
             .at(self.stack.stack.span.clone())
             .hint("add partition = \"cluster\" to the stack block to keep one state per cluster, or run without -partition")),
-            (None, None) => open_store(&kind, &config, &self.dir, &opts.env).map_err(|d| d.at(span)),
+            (None, None) => {
+                refuse_partitioned_state(&kind, &config, &self.dir).map_err(|d| d.at(self.stack.stack.span.clone()))?;
+                open_store(&kind, &config, &self.dir, &opts.env).map_err(|d| d.at(span))
+            }
         }
     }
+}
+
+/// A stack that kept one state per cluster and no longer says `partition = "cluster"`: the
+/// single state its backend still has is the one from before the split, out of date, and a
+/// plan against it would create again what runs and forget what the partitions recorded. The
+/// run stops instead. A backend that cannot list its partitions is not stopped (an S3 bucket
+/// may not grant listing to a stack that never used partitions).
+fn refuse_partitioned_state(kind: &str, config: &BTreeMap<String, String>, dir: &Path) -> Result<(), Diagnostic> {
+    let Ok(mut stored) = kdeploy_state::stored_partitions(kind, config, dir) else { return Ok(()) };
+    stored.sort();
+    if stored.is_empty() {
+        return Ok(());
+    }
+    Err(Diagnostic::error(
+        "State is partitioned",
+        format!(
+            "The {kind} backend keeps this stack's state in partitions ({}), but the stack block no longer says partition = \"cluster\". Without it, kdeploy would read the single state from before the split, which is out of date.",
+            stored.join(", ")
+        ),
+    )
+    .hint("put partition = \"cluster\" back in the stack block; to go back to one state, see \"Turning it off\" in the README's state partitions section"))
 }
 
 /// How the CLI opens the state store.

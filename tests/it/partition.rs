@@ -249,6 +249,33 @@ fn turning_partitions_on_splits_the_single_state_on_the_next_whole_apply() {
     }
     assert_eq!(addresses(&f.partition("site-south")), ["agent.door[\"south\"]", "cluster.site[\"south\"]"]);
     assert_eq!(f.run(&["plan", "-partition=site-north", "-detailed-exitcode"]).code, 0);
+
+    let serial_south = f.partition("site-south").serial;
+    // Turning partitions off again would plan against the single state from before the split
+    // (still on disk): every command that reads state refuses, naming the partitions.
+    f.s.write("main.hcl", &fleet(""));
+    for args in [&["plan"][..], &["apply", "-auto-approve"], &["state", "list"]] {
+        let r = f.run(args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.text());
+        assert!(r.stderr.contains("State is partitioned") && r.stderr.contains("(central, default, site-north, site-south)"), "{args:?}: {}", r.text());
+        assert!(r.stderr.contains("put partition = \"cluster\" back"), "{}", r.text());
+    }
+    assert_eq!(f.partition("site-south").serial, serial_south, "nothing was written");
+
+    // The way back the README gives: pull the whole fleet while partitioned, delete the
+    // partitions, push into the unpartitioned stack over the old single state.
+    f.s.write("main.hcl", &fleet(PARTITIONED));
+    let pulled = f.run(&["state", "pull"]);
+    assert_eq!(pulled.code, 0, "{}", pulled.text());
+    f.s.write("fleet.json", &pulled.stdout);
+    for name in ["central", "default", "site-north", "site-south"] {
+        std::fs::remove_file(f.partition_file(name)).unwrap();
+    }
+    f.s.write("main.hcl", &fleet(""));
+    let r = f.run(&["state", "push", "-force", "fleet.json"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let r = f.run(&["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "one state again, nothing to change: {}", r.text());
 }
 
 #[test]
