@@ -11,7 +11,7 @@ use hcl_edit::expr::{Expression, TraversalOperator};
 use hcl_edit::visit::{self, Visit};
 use kdeploy_provider::{AttrPath, AttrType, ComponentSchema, Kind, PathStep, Value};
 
-use super::eval::{Ctx, Marked, ModuleInstance, Resolver, Scope, marked_list, marked_map};
+use super::eval::{Ctx, Marked, ModuleInstance, Referenced, Resolver, Scope, marked_list, marked_map};
 use super::{ComponentDecl, Expr, Lifecycle, ModuleConfig, Repetition, Stack};
 use crate::addr::{Address, InstanceKey, ModulePath};
 use crate::diag::{Diagnostic, Diagnostics, FileId, SourceMap, Span, did_you_mean};
@@ -1106,7 +1106,7 @@ impl Resolver for ValueTable<'_> {
         self.expanded.instances.contains_key(&addr).then_some(addr)
     }
 
-    fn with_values(&self, addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&BTreeMap<String, &BTreeMap<String, Value>>)) {
+    fn with_values(&self, addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&Referenced<'_>)) {
         let values = self.values.borrow();
         let found = addrs
             .iter()

@@ -152,19 +152,8 @@ pub fn is_mqtt(broker: &Attrs) -> bool {
 /// How a component on cluster `from` connects to `broker`: its in-cluster URI on the same
 /// cluster, its external URI from another one (an error when it is not exposed).
 pub fn client(from: Option<&Value>, broker: &Reference) -> Result<Client, Unresolved> {
-    let none = Attrs::new();
-    let m = broker.attributes.as_map().unwrap_or(&none);
-    let what = broker.component.address.to_string();
-    if !is_mqtt(m) {
-        return Err(Unresolved::Invalid(format!(
-            "{what} is not an MQTT broker (use a broker of type mosquitto or vernemq, or external with protocol = \"mqtt\")"
-        )));
-    }
-    let text = |k: &str| match m.get(k) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
-        _ => Ok(String::new()),
-    };
+    let (m, what) = mqtt_attrs(broker)?;
+    let text = |k: &str| text(m, k);
     if broker.component.type_name == "external" {
         let host = text("host")?;
         let uri = if host.contains("://") { host } else { format!("tcp://{host}") };
@@ -192,19 +181,8 @@ pub struct Browser {
 
 /// The [`Browser`] settings of `broker`.
 pub fn browser(broker: &Reference) -> Result<Browser, Unresolved> {
-    let none = Attrs::new();
-    let m = broker.attributes.as_map().unwrap_or(&none);
-    let what = broker.component.address.to_string();
-    if !is_mqtt(m) {
-        return Err(Unresolved::Invalid(format!(
-            "{what} is not an MQTT broker (use a broker of type mosquitto or vernemq, or external with protocol = \"mqtt\")"
-        )));
-    }
-    let text = |k: &str| match m.get(k) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
-        _ => Ok(String::new()),
-    };
+    let (m, what) = mqtt_attrs(broker)?;
+    let text = |k: &str| text(m, k);
     let external = broker.component.type_name == "external";
     let uri = if external { text("host")? } else { text("external_websocket_uri")? };
     if uri.is_empty() {
@@ -221,6 +199,25 @@ pub fn browser(broker: &Reference) -> Result<Browser, Unresolved> {
     };
     let password = if external { text("password")? } else { text("admin_password")? };
     Ok(Browser { host, port, protocol: protocol.to_string(), username: text("username")?, password })
+}
+
+/// The attributes of a referenced MQTT broker and its address (for messages); an error when
+/// it is another kind of broker.
+fn mqtt_attrs(broker: &Reference) -> Result<(&Attrs, String), Unresolved> {
+    let what = broker.component.address.to_string();
+    let m = broker.attributes.as_map().filter(|m| is_mqtt(m)).ok_or_else(|| {
+        Unresolved::Invalid(format!("{what} is not an MQTT broker (use a broker of type mosquitto or vernemq, or external with protocol = \"mqtt\")"))
+    })?;
+    Ok((m, what))
+}
+
+/// A text attribute of a referenced component: empty when absent, unknown until apply.
+pub(crate) fn text(m: &Attrs, key: &str) -> Result<String, Unresolved> {
+    match m.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
+        _ => Ok(String::new()),
+    }
 }
 
 /// The URI a component on cluster `from` reaches a served component (attributes `m`) with: its
