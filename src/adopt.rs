@@ -120,7 +120,12 @@ pub fn adopt(site: &Site<'_>, running: &[Running]) -> Adoption {
     }
     let vaults: Vec<String> =
         by_role.get(&Role::Vault).into_iter().flatten().map(|r| w.vault(r, database.as_deref(), storage.as_deref(), queue.as_deref())).collect();
+    let factories = factory_namespaces(running);
     for r in by_role.get(&Role::Agent).into_iter().flatten() {
+        if let Some((_, factory)) = factories.iter().find(|(ns, _)| r.namespace.as_deref() == Some(ns.as_str())) {
+            w.out.skipped.push(format!("{} (agent): created by Factory {factory}, which manages it; manage that camera in Factory's UI", r.id));
+            continue;
+        }
         match vaults.first() {
             Some(v) => w.agent(r, v),
             None => w.out.skipped.push(format!("{} (agent): no Vault found to upload to; declare one, then run adopt again", r.id)),
@@ -371,6 +376,22 @@ impl Writer<'_> {
     }
 }
 
+/// The namespaces Factories create their agents in (their `NAMESPACE`, else their own), each
+/// with the Factory's id: the agents there are Factory's, whoever manages Factory itself.
+fn factory_namespaces(running: &[Running]) -> Vec<(String, String)> {
+    running
+        .iter()
+        .filter(|r| r.images.iter().any(|i| role(i) == Some(Role::Factory)))
+        .filter_map(|r| {
+            let ns = match r.env.get("NAMESPACE") {
+                Some(EnvSource::Value(v)) => Some(v.clone()),
+                _ => r.namespace.clone(),
+            };
+            ns.map(|ns| (ns, r.id.clone()))
+        })
+        .collect()
+}
+
 /// Why a running Factory cannot be taken over as kdeploy runs it (v2, configuration in
 /// ConfigMaps, agents in its own namespace, on Kubernetes), if it cannot.
 fn factory_not_adoptable(r: &Running, docker: bool) -> Option<String> {
@@ -486,15 +507,19 @@ mod tests {
             workload("kerberos-factory", "factory", "ghcr.io/uug-ai/factory:v2.0.4", &guide, &[]),
             workload("legacy", "factory", "uugai/factory:v1.0.5", &legacy, &[]),
             workload("elsewhere", "factory", "ghcr.io/uug-ai/factory:v2.0.4", &elsewhere, &[]),
+            workload("kerberos-factory", "camera1", "kerberos/agent:latest", &[("AGENT_NAME", v("camera1"))], &[]),
         ];
         let site = Site { cluster: "cluster.k8s", docker: false, taken: &[], imported: &[] };
         let a = adopt(&site, &running);
         assert!(a.hcl.contains("factory \"factory\" {\n  cluster = cluster.k8s\n  namespace = \"kerberos-factory\"\n  agent_image = \"kerberos/agent:latest\""), "{}", a.hcl);
         assert_eq!(a.found, ["kerberos-factory/factory -> factory.factory (imported)"]);
-        assert!(a.skipped[0].starts_with("legacy/factory (factory): keeps its configuration in MongoDB"), "{:?}", a.skipped);
-        assert!(a.skipped[1].starts_with("elsewhere/factory (factory): creates its agents in namespace \"kerberos-agent\""), "{:?}", a.skipped);
+        assert_eq!(a.skipped.len(), 3, "{:?}", a.skipped);
+        assert!(a.skipped.iter().any(|l| l.starts_with("legacy/factory (factory): keeps its configuration in MongoDB")), "{:?}", a.skipped);
+        assert!(a.skipped.iter().any(|l| l.starts_with("elsewhere/factory (factory): creates its agents in namespace \"kerberos-agent\"")), "{:?}", a.skipped);
+        assert!(a.skipped.iter().any(|l| l.starts_with("kerberos-factory/camera1 (agent): created by Factory kerberos-factory/factory, which manages it")), "{:?}", a.skipped);
         let docker = Site { docker: true, ..site };
         let a = adopt(&docker, &running[..1]);
+        assert_eq!(a.skipped.len(), 1, "{:?}", a.skipped);
         assert!(a.skipped[0].contains("kdeploy runs Kerberos Factory on Kubernetes only"), "{:?}", a.skipped);
         assert!(!a.hcl.contains("factory"), "{}", a.hcl);
     }

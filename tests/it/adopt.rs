@@ -72,6 +72,9 @@ fn guide_factory_and_hub(server: &kdeploy_kube_testserver::TestServer) {
         "metadata": {"name": "factory-nodeport", "namespace": "kerberos-factory"},
         "spec": {"type": "NodePort", "selector": {"app": "factory"}, "ports": [{"port": 80, "targetPort": 80, "nodePort": 30079, "protocol": "TCP"}]},
     }));
+    // A camera added in Factory's UI: Factory made its Deployment, and manages it.
+    let camera = json!([{"name": "AGENT_NAME", "value": "camera1"}, {"name": "AGENT_CAPTURE_IPCAMERA_RTSP", "value": "rtsp://10.0.0.9/s1"}]);
+    server.put_object(guide_deployment("kerberos-factory", "camera1", "agent", "kerberos/agent:latest", camera));
     server.put_object(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "hub-api", "namespace": "kerberos-hub", "labels": {"app.kubernetes.io/managed-by": "Helm", "app": "hub-api"}},
@@ -99,6 +102,7 @@ fn the_reference_layout_is_discovered_written_and_adopted() {
         "Found kerberos-vault/vault -> vault.vault (imported)",
         "Found mongodb/mongodb -> database.mongodb (external: managed by Helm)",
         "Found kerberos-factory/factory -> factory.factory (imported)",
+        "Skipped kerberos-factory/camera1 (agent): created by Factory kerberos-factory/factory, which manages it",
         "Skipped kerberos-hub/hub-api (hub): installed by Helm, and kdeploy does not import a Helm release; declare a `hub` block",
     ] {
         assert!(adopt.stderr.contains(line), "{line}\n{}", adopt.text());
@@ -132,6 +136,7 @@ fn the_reference_layout_is_discovered_written_and_adopted() {
     assert_eq!(env.get("KERBEROS_AGENT_IMAGE").map(String::as_str), Some("kerberos/agent:latest"), "{env:?}");
     assert!(site.server.object("v1", "Service", Some("kerberos-factory"), "factory-nodeport").is_some());
     assert!(site.server.object("v1", "Service", Some("kerberos-factory"), "factory").is_none(), "a second Service was created next to the guide's");
+    assert!(site.server.object("apps/v1", "Deployment", Some("kerberos-factory"), "camera1").is_some(), "Factory's camera was touched");
     let after = kdeploy(&site, &[&["plan", "-detailed-exitcode"][..], &vars].concat());
     assert_eq!(after.code, 0, "{}", after.text());
     assert!(after.stdout.contains("No changes."), "{}", after.text());
@@ -139,5 +144,7 @@ fn the_reference_layout_is_discovered_written_and_adopted() {
     let none = kdeploy(&site, &["adopt", "--cluster", "k8s"]);
     assert_eq!(none.code, 0, "{}", none.text());
     assert!(none.stdout.trim_end().lines().all(|l| l.starts_with('#')), "{}", none.text());
-    assert!(none.stderr.contains("mongodb/mongodb: already declared as database.mongodb"), "{}", none.text());
+    for line in ["mongodb/mongodb: already declared as database.mongodb", "kerberos-factory/camera1 (agent): created by Factory"] {
+        assert!(none.stderr.contains(line), "{line}\n{}", none.text());
+    }
 }
