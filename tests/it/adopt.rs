@@ -125,6 +125,8 @@ fn the_reference_layout_is_discovered_written_and_adopted() {
     let vars = ["-var", "myminio_pool_0_access_key=minio", "-var", "myminio_pool_0_secret_key=minio123"];
     let plan = kdeploy(&site, &[&["plan"][..], &vars].concat());
     assert_eq!(plan.code, 0, "{}", plan.text());
+    // The UI password the import read from the running Factory is shown as sensitive.
+    assert!(!plan.text().contains("guide-factory-password"), "{}", plan.text());
     for line in ["# vault.vault will be imported", "# agent.agent1 will be imported", "# factory.factory will be imported", "Plan: 3 to import,"] {
         assert!(plan.stdout.contains(line), "{line}\n{}", plan.text());
     }
