@@ -100,6 +100,10 @@ pub fn marked_list(items: Vec<Marked>) -> Marked {
 }
 
 /// Where component values come from: planned values during plan, applied values during apply.
+/// What [`Resolver::with_values`] hands over: the values recorded for components, by the
+/// attribute that refers to each.
+pub type ValuesByRef<'a> = BTreeMap<String, &'a BTreeMap<String, Value>>;
+
 pub trait Resolver {
     /// The value of the component block `kind.name` in module instance `module`: the object
     /// itself, a map by key (for_each) or a list (count). None when it is not declared.
@@ -122,7 +126,7 @@ pub trait Resolver {
 
     /// Calls `f` with the values recorded for `addrs` (attribute → address), borrowed, those
     /// that are objects; the others are left out.
-    fn with_values(&self, _addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&BTreeMap<String, &BTreeMap<String, Value>>)) {
+    fn with_values(&self, _addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&ValuesByRef<'_>)) {
         f(&BTreeMap::new());
     }
 }

@@ -1106,7 +1106,7 @@ impl Resolver for ValueTable<'_> {
         self.expanded.instances.contains_key(&addr).then_some(addr)
     }
 
-    fn with_values(&self, addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&BTreeMap<String, &BTreeMap<String, Value>>)) {
+    fn with_values(&self, addrs: &BTreeMap<String, Address>, f: &mut dyn FnMut(&super::eval::ValuesByRef<'_>)) {
         let values = self.values.borrow();
         let found = addrs
             .iter()
