@@ -511,12 +511,20 @@ mod tests {
         ];
         let site = Site { cluster: "cluster.k8s", docker: false, taken: &[], imported: &[] };
         let a = adopt(&site, &running);
-        assert!(a.hcl.contains("factory \"factory\" {\n  cluster = cluster.k8s\n  namespace = \"kerberos-factory\"\n  agent_image = \"kerberos/agent:latest\""), "{}", a.hcl);
+        assert!(
+            a.hcl.contains("factory \"factory\" {\n  cluster = cluster.k8s\n  namespace = \"kerberos-factory\"\n  agent_image = \"kerberos/agent:latest\""),
+            "{}",
+            a.hcl
+        );
         assert_eq!(a.found, ["kerberos-factory/factory -> factory.factory (imported)"]);
         assert_eq!(a.skipped.len(), 3, "{:?}", a.skipped);
         assert!(a.skipped.iter().any(|l| l.starts_with("legacy/factory (factory): keeps its configuration in MongoDB")), "{:?}", a.skipped);
         assert!(a.skipped.iter().any(|l| l.starts_with("elsewhere/factory (factory): creates its agents in namespace \"kerberos-agent\"")), "{:?}", a.skipped);
-        assert!(a.skipped.iter().any(|l| l.starts_with("kerberos-factory/camera1 (agent): created by Factory kerberos-factory/factory, which manages it")), "{:?}", a.skipped);
+        assert!(
+            a.skipped.iter().any(|l| l.starts_with("kerberos-factory/camera1 (agent): created by Factory kerberos-factory/factory, which manages it")),
+            "{:?}",
+            a.skipped
+        );
         let docker = Site { docker: true, ..site };
         let a = adopt(&docker, &running[..1]);
         assert_eq!(a.skipped.len(), 1, "{:?}", a.skipped);
