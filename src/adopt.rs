@@ -120,16 +120,25 @@ pub fn adopt(site: &Site<'_>, running: &[Running]) -> Adoption {
     }
     let vaults: Vec<String> =
         by_role.get(&Role::Vault).into_iter().flatten().map(|r| w.vault(r, database.as_deref(), storage.as_deref(), queue.as_deref())).collect();
+    let factories = factory_namespaces(running);
     for r in by_role.get(&Role::Agent).into_iter().flatten() {
+        if let Some((_, factory)) = factories.iter().find(|(ns, _)| r.namespace.as_deref() == Some(ns.as_str())) {
+            w.out.skipped.push(format!("{} (agent): created by Factory {factory}, which manages it; manage that camera in Factory's UI", r.id));
+            continue;
+        }
         match vaults.first() {
             Some(v) => w.agent(r, v),
             None => w.out.skipped.push(format!("{} (agent): no Vault found to upload to; declare one, then run adopt again", r.id)),
         }
     }
-    for role in [Role::Factory, Role::Hub] {
-        for r in by_role.get(&role).into_iter().flatten() {
-            w.out.skipped.push(format!("{} ({role:?}): not adopted by this version; declare it (see the README) to replace it", r.id));
-        }
+    for r in by_role.get(&Role::Factory).into_iter().flatten() {
+        w.factory(r);
+    }
+    for r in by_role.get(&Role::Hub).into_iter().flatten() {
+        w.out.skipped.push(format!(
+            "{} (hub): installed by Helm, and kdeploy does not import a Helm release; declare a `hub` block (see the README) to replace it: kdeploy applies its chart over the release",
+            r.id
+        ));
     }
     w.finish()
 }
@@ -326,6 +335,29 @@ impl Writer<'_> {
         self.import(&format!("agent.{label}"), r);
     }
 
+    /// Factory v2 on Kubernetes, as kdeploy runs it. Its UI password is not written: the import
+    /// keeps the one in effect (read from the live workload into `admin_password`). It needs no
+    /// database: a Factory that keeps its configuration in MongoDB (v1, or
+    /// `FACTORY_CONFIGURATION=mongodb`) would lose it when run as kdeploy runs it, so it is
+    /// skipped, as is one whose agents go to another namespace than its own.
+    fn factory(&mut self, r: &Running) {
+        if let Some(why) = factory_not_adoptable(r, self.site.docker) {
+            self.out.skipped.push(format!("{} (factory): {why}", r.id));
+            return;
+        }
+        let label = self.label("factory", &r.name);
+        let mut body = format!("  cluster = {}\n", self.site.cluster);
+        if let Some(ns) = &r.namespace {
+            let _ = writeln!(body, "  namespace = {}", quote(ns));
+        }
+        if let Some(image) = self.value(r, "KERBEROS_AGENT_IMAGE", false) {
+            let _ = writeln!(body, "  agent_image = {image}");
+        }
+        let _ = writeln!(body, "  # The UI password in effect is kept by the import (see admin_password); set login_password to change it.");
+        self.blocks.push(format!("factory \"{label}\" {{\n{body}}}\n"));
+        self.import(&format!("factory.{label}"), r);
+    }
+
     fn import(&mut self, to: &str, r: &Running) {
         self.imports.push(format!("import {{\n  to = {to}\n  id = {}\n}}\n", quote(&r.id)));
         self.found(r, &format!("{to} (imported)"));
@@ -341,6 +373,44 @@ impl Writer<'_> {
             (None, true) => "a container kdeploy does not run".into(),
             (None, false) => "a workload kdeploy does not run".into(),
         }
+    }
+}
+
+/// The namespaces Factories create their agents in (their `NAMESPACE`, else their own), each
+/// with the Factory's id: the agents there are Factory's, whoever manages Factory itself.
+fn factory_namespaces(running: &[Running]) -> Vec<(String, String)> {
+    running
+        .iter()
+        .filter(|r| r.images.iter().any(|i| role(i) == Some(Role::Factory)))
+        .filter_map(|r| {
+            let ns = match r.env.get("NAMESPACE") {
+                Some(EnvSource::Value(v)) => Some(v.clone()),
+                _ => r.namespace.clone(),
+            };
+            ns.map(|ns| (ns, r.id.clone()))
+        })
+        .collect()
+}
+
+/// Why a running Factory cannot be taken over as kdeploy runs it (v2, configuration in
+/// ConfigMaps, agents in its own namespace, on Kubernetes), if it cannot.
+fn factory_not_adoptable(r: &Running, docker: bool) -> Option<String> {
+    let plain = |var: &str| match r.env.get(var) {
+        Some(EnvSource::Value(v)) => Some(v.as_str()),
+        _ => None,
+    };
+    if docker {
+        return Some("kdeploy runs Kerberos Factory on Kubernetes only (it creates agents through the Kubernetes API); declare one `agent` block per camera instead, and remove the container yourself".into());
+    }
+    let configuration = plain("FACTORY_CONFIGURATION");
+    if configuration == Some("mongodb") || (configuration.is_none() && r.env.keys().any(|k| k.starts_with("MONGODB_"))) {
+        return Some("keeps its configuration in MongoDB (Factory v1, or FACTORY_CONFIGURATION=mongodb), and kdeploy runs Factory v2 with ConfigMaps: taking it over would lose the agents it knows. Upgrade it to Factory v2 first, then run adopt again".into());
+    }
+    match (plain("NAMESPACE"), r.namespace.as_deref()) {
+        (Some(agents), Some(ns)) if agents != ns => Some(format!(
+            "creates its agents in namespace {agents:?}, not in its own ({ns:?}) as kdeploy runs it: taking it over would leave the agents it created unmanaged. Move it to {agents:?}, or keep it out of the stack"
+        )),
+        _ => None,
     }
 }
 
@@ -372,6 +442,8 @@ mod tests {
         assert_eq!(role("ghcr.io/uug-ai/vault:v1.4.0"), Some(Role::Vault));
         assert_eq!(role("uugai/vault:v1.0.6"), Some(Role::Vault));
         assert_eq!(role("kerberos/agent:latest"), Some(Role::Agent));
+        assert_eq!(role("ghcr.io/uug-ai/factory:v2.0.4"), Some(Role::Factory));
+        assert_eq!(role("uugai/hub-api:v1.0.0"), Some(Role::Hub));
         assert_eq!(role("bitnamilegacy/mongodb:8.0.13-debian-12-r0"), Some(Role::MongoDb));
         assert_eq!(role("mongo:4.4.16"), Some(Role::MongoDb));
         assert_eq!(role("quay.io/minio/minio:RELEASE.2024-11-07T00-52-20Z"), Some(Role::MinIo));
@@ -423,6 +495,41 @@ mod tests {
         }
         assert!(!a.hcl.contains("yourpassword"), "{}", a.hcl);
         assert_eq!(a.found.len(), 2, "{:?}", a.found);
+    }
+
+    #[test]
+    fn a_factory_that_would_lose_its_agents_is_skipped_saying_why() {
+        let v = |s: &str| EnvSource::Value(s.into());
+        let guide = [("FACTORY_CONFIGURATION", v("configmap")), ("NAMESPACE", v("kerberos-factory")), ("KERBEROS_AGENT_IMAGE", v("kerberos/agent:latest"))];
+        let legacy = [("MONGODB_URI", v("mongodb://mongodb.mongodb:27017")), ("MONGODB_DATABASE_FACTORY", v("KerberosFactory"))];
+        let elsewhere = [("FACTORY_CONFIGURATION", v("configmap")), ("NAMESPACE", v("kerberos-agent"))];
+        let running = [
+            workload("kerberos-factory", "factory", "ghcr.io/uug-ai/factory:v2.0.4", &guide, &[]),
+            workload("legacy", "factory", "uugai/factory:v1.0.5", &legacy, &[]),
+            workload("elsewhere", "factory", "ghcr.io/uug-ai/factory:v2.0.4", &elsewhere, &[]),
+            workload("kerberos-factory", "camera1", "kerberos/agent:latest", &[("AGENT_NAME", v("camera1"))], &[]),
+        ];
+        let site = Site { cluster: "cluster.k8s", docker: false, taken: &[], imported: &[] };
+        let a = adopt(&site, &running);
+        assert!(
+            a.hcl.contains("factory \"factory\" {\n  cluster = cluster.k8s\n  namespace = \"kerberos-factory\"\n  agent_image = \"kerberos/agent:latest\""),
+            "{}",
+            a.hcl
+        );
+        assert_eq!(a.found, ["kerberos-factory/factory -> factory.factory (imported)"]);
+        assert_eq!(a.skipped.len(), 3, "{:?}", a.skipped);
+        assert!(a.skipped.iter().any(|l| l.starts_with("legacy/factory (factory): keeps its configuration in MongoDB")), "{:?}", a.skipped);
+        assert!(a.skipped.iter().any(|l| l.starts_with("elsewhere/factory (factory): creates its agents in namespace \"kerberos-agent\"")), "{:?}", a.skipped);
+        assert!(
+            a.skipped.iter().any(|l| l.starts_with("kerberos-factory/camera1 (agent): created by Factory kerberos-factory/factory, which manages it")),
+            "{:?}",
+            a.skipped
+        );
+        let docker = Site { docker: true, ..site };
+        let a = adopt(&docker, &running[..1]);
+        assert_eq!(a.skipped.len(), 1, "{:?}", a.skipped);
+        assert!(a.skipped[0].contains("kdeploy runs Kerberos Factory on Kubernetes only"), "{:?}", a.skipped);
+        assert!(!a.hcl.contains("factory"), "{}", a.hcl);
     }
 
     #[test]

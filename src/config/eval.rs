@@ -99,11 +99,11 @@ pub fn marked_list(items: Vec<Marked>) -> Marked {
     Marked { value: Value::List(list), sensitive, components }
 }
 
-/// Where component values come from: planned values during plan, applied values during apply.
 /// The values of referenced components by attribute (`vault` → the Vault's attributes),
 /// borrowed from the value table.
 pub type Referenced<'v> = BTreeMap<String, &'v BTreeMap<String, Value>>;
 
+/// Where component values come from: planned values during plan, applied values during apply.
 pub trait Resolver {
     /// The value of the component block `kind.name` in module instance `module`: the object
     /// itself, a map by key (for_each) or a list (count). None when it is not declared.

@@ -559,6 +559,7 @@ impl Planner<'_> {
                     .any(|cc| cc.address == *c && (cc.action == super::Action::Create || cc.action.is_replace()) && cc.provider != s.provider_name)
             });
         let recorded = self.state.resource(&s.addr);
+        let before_sensitive = recorded.map(|r| r.sensitive_paths.clone()).unwrap_or_else(|| imported_sensitive(&s, &after_sensitive));
         Change {
             address: s.addr.clone(),
             kind: s.addr.kind,
@@ -568,7 +569,7 @@ impl Planner<'_> {
             reason: decision.reason,
             before: s.prior,
             after: Some(after),
-            before_sensitive: recorded.map(|r| r.sensitive_paths.clone()).unwrap_or_default(),
+            before_sensitive,
             after_sensitive,
             replace_paths,
             depends_on: self.graph.dependencies(&s.addr),
@@ -579,6 +580,20 @@ impl Planner<'_> {
             import_id: None,
         }
     }
+}
+
+/// What is sensitive in the attributes an import read (no state records them yet): what the
+/// stack's are, and every attribute the schema marks sensitive (a UI password the provider read
+/// from the running container), so the plan never shows one in the clear.
+fn imported_sensitive(s: &Subject<'_>, after_sensitive: &[AttrPath]) -> Vec<AttrPath> {
+    if s.prior.is_none() {
+        return Vec::new();
+    }
+    let mut paths = after_sensitive.to_vec();
+    paths.extend(s.desired.schema.attributes.iter().filter(|a| a.sensitive).map(|a| AttrPath::attr(a.name)));
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 /// Generated secrets outlive a replacement or an out-of-band deletion: data kept in volumes was

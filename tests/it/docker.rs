@@ -536,16 +536,22 @@ fn docker_run_containers_under_the_reference_names_are_discovered() {
     let _guard = Cleanup(c.clone());
     // The guide's images, as local tags of the stand-in image (the machines have no registry).
     let tag = unique("t");
-    let images = [format!("kdeploy-test/mongo:{tag}"), format!("kdeploy-test/uug-ai/vault:{tag}"), format!("kdeploy-test/kerberos/agent:{tag}")];
-    let names = [unique("mongodb-"), unique("vault-"), unique("agent1-")];
+    let images = [
+        format!("kdeploy-test/mongo:{tag}"),
+        format!("kdeploy-test/uug-ai/vault:{tag}"),
+        format!("kdeploy-test/kerberos/agent:{tag}"),
+        format!("kdeploy-test/uug-ai/factory:{tag}"),
+    ];
+    let names = [unique("mongodb-"), unique("vault-"), unique("agent1-"), unique("factory-")];
     let _started = Started(names.to_vec(), images.to_vec());
     for i in &images {
         docker_cli(&["tag", standin_image(), i]);
     }
-    let envs: [&[&str]; 3] = [
+    let envs: [&[&str]; 4] = [
         &["-e", "MONGO_INITDB_ROOT_USERNAME=root", "-e", "MONGO_INITDB_ROOT_PASSWORD=guide-root-password"],
         &["-e", "GIN_MODE=release"],
         &["-e", "AGENT_NAME=agent1", "-e", "AGENT_CAPTURE_IPCAMERA_RTSP=rtsp://10.0.0.1/s1"],
+        &["-e", "FACTORY_ENGINE=docker", "-e", "KERBEROS_LOGIN_PASSWORD=guide-factory-password"],
     ];
     for ((name, image), env) in names.iter().zip(&images).zip(envs) {
         let mut args = vec!["run", "-d", "--name", name.as_str()];
@@ -558,7 +564,11 @@ fn docker_run_containers_under_the_reference_names_are_discovered() {
     ok(&r);
     let hcl = std::fs::read_to_string(s.path().join("adopted.hcl")).unwrap();
     assert!(!hcl.contains("guide-root-password"), "a password was copied:\n{hcl}");
-    let (mongo, vault, agent) = (&names[0], &names[1], &names[2]);
+    let (mongo, vault, agent, factory) = (&names[0], &names[1], &names[2], &names[3]);
+    // Factory runs on Kubernetes only as kdeploy runs it: found, and skipped saying so.
+    let skipped = format!("Skipped {factory} (factory): kdeploy runs Kerberos Factory on Kubernetes only");
+    assert!(r.stderr.contains(&skipped), "{skipped}\n{}", r.stderr);
+    assert!(!hcl.contains("factory"), "{hcl}");
     for text in [
         format!("data \"docker_container_env\" \"{}\"", mongo.replace('-', "_")),
         "env[\"MONGO_INITDB_ROOT_PASSWORD\"]".to_string(),

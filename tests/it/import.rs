@@ -32,7 +32,7 @@ fn by_kubectl(fields: Value) -> Value {
 }
 
 /// A Deployment of the guide: `app: NAME` labels and selector, one container.
-fn guide_deployment(ns: &str, name: &str, container: &str, image: &str, env: Value) -> Value {
+pub(crate) fn guide_deployment(ns: &str, name: &str, container: &str, image: &str, env: Value) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns, "labels": {"app": name},
