@@ -192,7 +192,7 @@ fn service(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Json {
         .ports
         .iter()
         .map(|p| {
-            let mut port = json!({"name": p.name, "port": p.port, "targetPort": p.port, "protocol": "TCP"});
+            let mut port = json!({"name": p.name, "port": p.port, "targetPort": p.port, "protocol": p.protocol.kubernetes()});
             if let (true, Some(np)) = (node_port_type, p.published) {
                 port["nodePort"] = json!(np);
             }
@@ -347,7 +347,7 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         c["args"] = json!(args);
     }
     if !w.ports.is_empty() {
-        c["ports"] = Json::Array(w.ports.iter().map(|p| json!({"name": p.name, "containerPort": p.port, "protocol": "TCP"})).collect());
+        c["ports"] = Json::Array(w.ports.iter().map(|p| json!({"name": p.name, "containerPort": p.port, "protocol": p.protocol.kubernetes()})).collect());
     }
     if let Some(p) = &w.probe {
         c["readinessProbe"] = probe(p);
