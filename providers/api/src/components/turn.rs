@@ -58,7 +58,7 @@ pub fn check(inputs: &Attrs) -> Vec<super::vault::Problem> {
                 "relay_ports {text:?} is outside Kubernetes' NodePort range {}-{}, and each relay port is exposed as the same node port.",
                 NODE_PORT_RANGE.0, NODE_PORT_RANGE.1
             ),
-            &format!("use a range inside {}-{}, e.g. \"{DEFAULT_RELAY_PORTS}\"", NODE_PORT_RANGE.0, NODE_PORT_RANGE.1),
+            &format!("use a range inside {}-{}, e.g. \"{DEFAULT_RELAY_PORTS}\", or service_type = \"LoadBalancer\"", NODE_PORT_RANGE.0, NODE_PORT_RANGE.1),
         )),
         Ok(_) => {}
     }
