@@ -37,7 +37,8 @@ struct Facts {
     /// name → (value, kept in a Secret on Kubernetes)
     env: BTreeMap<String, String>,
     ports: Vec<u16>,
-    published: Vec<(u16, u16)>,
+    /// (container port, published port, protocol)
+    published: Vec<(u16, u16, String)>,
     probe: Vec<String>,
     /// mount path → volume
     mounts: BTreeMap<String, String>,
@@ -59,7 +60,7 @@ fn docker_facts(c: &ComponentRef, a: &Attrs, refs: &BTreeMap<String, Reference>)
         args: spec.command,
         env: spec.env,
         ports: Vec::new(),
-        published: spec.ports,
+        published: spec.ports.iter().map(|p| (p.container, p.host, p.protocol.kubernetes().to_string())).collect(),
         probe: spec.healthcheck.map(|h| h[1..].to_vec()).unwrap_or_default(),
         mounts: spec.volumes.into_iter().map(|(v, p)| (p, v.trim_start_matches(&format!("{name}-")).to_string())).collect(),
         files: spec.files.into_iter().collect(),
@@ -119,7 +120,14 @@ fn k8s_facts(c: &ComponentRef, a: &Attrs, refs: &BTreeMap<String, Reference>) ->
     };
     let svc = objects.iter().find(|o| o["kind"] == "Service");
     let published = svc
-        .map(|s| s["spec"]["ports"].as_array().unwrap().iter().filter_map(|p| Some((p["port"].as_u64()? as u16, p["nodePort"].as_u64()? as u16))).collect())
+        .map(|s| {
+            s["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| Some((p["port"].as_u64()? as u16, p["nodePort"].as_u64()? as u16, p["protocol"].as_str()?.to_string())))
+                .collect()
+        })
         .unwrap_or_default();
     let volumes: BTreeMap<String, Json> =
         pod["volumes"].as_array().into_iter().flatten().map(|v| (v["name"].as_str().unwrap().to_string(), v.clone())).collect();

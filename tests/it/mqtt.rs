@@ -134,11 +134,26 @@ fn mqtt_and_turn_servers_and_connected_agents_on_kubernetes() {
     assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["args"], serde_json::json!(["-c", "/etc/coturn/turnserver.conf"]));
     assert!(!dep.to_string().contains(&turn_password), "the TURN password is in the Secret only");
     let svc = server.object("v1", "Service", Some("coturn"), "turn-relay").expect("its Service");
-    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30478);
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    // TURN over TCP and UDP on node_port, and each relay port (UDP) as the same node port:
+    // coturn tells clients the relay port it allocated.
+    let ports: Vec<(String, i64, i64)> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["protocol"].as_str().unwrap().to_string(), p["port"].as_i64().unwrap(), p["nodePort"].as_i64().unwrap()))
+        .collect();
+    let mut expected = vec![("TCP".to_string(), 3478, 30478), ("UDP".to_string(), 3478, 30478)];
+    expected.extend((32000..=32039).map(|p| ("UDP".to_string(), p, p)));
+    assert_eq!(ports, expected);
+    let declared = dep["spec"]["template"]["spec"]["containers"][0]["ports"].as_array().unwrap();
+    assert_eq!(declared.len(), 42, "the container declares every port: {declared:?}");
+    assert!(declared.iter().any(|p| p["containerPort"] == 32039 && p["protocol"] == "UDP"), "{declared:?}");
     let conf = server.object("v1", "Secret", Some("coturn"), "turn-relay-files").expect("the coturn files");
     use base64::Engine as _;
     let conf = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(conf["data"]["turnserver.conf"].as_str().unwrap()).unwrap()).unwrap();
     assert!(conf.lines().any(|l| l == format!("user=kerberos:{turn_password}")) && conf.contains("lt-cred-mech"), "{conf}");
+    assert!(conf.contains("min-port=32000\nmax-port=32039\n"), "{conf}");
     assert_eq!(kdeploy(s.path(), &["output", "--raw", "turn_external"]).stdout.trim(), "turn:127.0.0.1:30478?transport=tcp");
     for cam in ["front", "back"] {
         let env = server.workload_env("apps/v1", "Deployment", "kerberos-agent", &format!("agent-cam-{cam}")).unwrap();
@@ -247,6 +262,31 @@ vault "main" {
     assert!(r.stderr.contains("main.hcl:27"), "names the line: {}", r.stderr);
 }
 
+#[test]
+fn a_relay_range_is_checked_where_it_is_written() {
+    let stack = |relay: &str, service: &str| {
+        format!(
+            "cluster \"k\" {{\n  type = \"docker\"\n}}\nturn \"relay\" {{\n  type         = \"coturn\"\n  service_type = \"{service}\"\n  relay_ports  = \"{relay}\"\n}}\n"
+        )
+    };
+    let s = TestStack::new(&[("main.hcl", &stack("32000-32039", "NodePort"))]);
+    ok(&kdeploy(s.path(), &["validate"]));
+    for (relay, service, says) in [
+        ("32039-32000", "NodePort", "starts after it ends"),
+        ("30000-30200", "LoadBalancer", "at most 100"),
+        ("31000", "NodePort", "is not a port range"),
+        ("49160-49200", "NodePort", "outside Kubernetes' NodePort range 30000-32767"),
+    ] {
+        s.write("main.hcl", &stack(relay, service));
+        let r = kdeploy(s.path(), &["validate"]);
+        assert_ne!(r.code, 0, "{relay} with {service}");
+        assert!(r.stderr.contains(says), "{relay}: {}", r.stderr);
+        assert!(r.stderr.contains("main.hcl:7"), "names the line: {}", r.stderr);
+    }
+    s.write("main.hcl", &stack("49160-49200", "LoadBalancer"));
+    ok(&kdeploy(s.path(), &["validate"]));
+}
+
 /// A Mosquitto started with kdeploy's files, killed when dropped.
 struct Broker(Child);
 
@@ -339,7 +379,7 @@ pub fn real_mosquitto(conf: &str, passwd: &str, user: &str, password: &str) {
 /// tests/it/docker.rs), and a Mosquitto broker the agent connects to. The broker runs the
 /// stand-in too (the machines have no registry); its files are read back from its container.
 #[cfg(feature = "docker")]
-fn docker_stack(cluster: &str, vault_port: u16, mqtt_port: u16, ws_port: u16, turn_port: u16) -> String {
+fn docker_stack(cluster: &str, vault_port: u16, mqtt_port: u16, ws_port: u16, turn_port: u16, relay: &str) -> String {
     use crate::docker::overrides;
     format!(
         r#"cluster "{cluster}" {{
@@ -365,8 +405,9 @@ broker "live" {{
 {other}}}
 
 turn "relay" {{
-  type      = "coturn"
-  node_port = {turn_port}
+  type        = "coturn"
+  node_port   = {turn_port}
+  relay_ports = "{relay}"
 {other}}}
 
 vault "main" {{
@@ -403,8 +444,19 @@ fn mosquitto_coturn_and_a_connected_agent_on_docker() {
     testing::cleanup(&c);
     let _guard = Cleanup(c.clone());
     let (mqtt_port, ws_port) = (free_port(), free_port());
-    let s = TestStack::new(&[("main.hcl", &docker_stack(&c, free_port(), mqtt_port, ws_port, free_port()))]);
+    // Three relay ports below the ephemeral range (where free ports come from), at a place of
+    // their own so parallel runs do not meet.
+    let relay = 30100 + (uuid::Uuid::new_v4().as_u128() % 2600) as u16;
+    let turn_port = free_port();
+    let s = TestStack::new(&[("main.hcl", &docker_stack(&c, free_port(), mqtt_port, ws_port, turn_port, &format!("{relay}-{}", relay + 2)))]);
     ok(&kdeploy(s.path(), &["apply", "--auto-approve"]));
+
+    // coturn publishes TURN on node_port over TCP and UDP, and each relay port (UDP) as itself.
+    let published = testing::port_bindings(&format!("kdeploy-{c}-turn-relay"));
+    let mut expected: BTreeMap<String, Vec<String>> =
+        [("3478/tcp".to_string(), vec![turn_port.to_string()]), ("3478/udp".to_string(), vec![turn_port.to_string()])].into();
+    expected.extend((relay..=relay + 2).map(|p| (format!("{p}/udp"), vec![p.to_string()])));
+    assert_eq!(published, expected);
 
     let broker = format!("kdeploy-{c}-broker-live");
     let password = s.attr("broker.live", "admin_password").as_str().expect("a generated password").to_string();

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use kdeploy_provider::{ErrorKind, ProviderError, Value};
 
-use crate::spec::{ContainerSpec, LABEL_ADDRESS, LABEL_CLUSTER, LABEL_HASH, MANAGED_BY, MANAGED_BY_VALUE, OneShot};
+use crate::spec::{ContainerSpec, LABEL_ADDRESS, LABEL_CLUSTER, LABEL_HASH, MANAGED_BY, MANAGED_BY_VALUE, OneShot, Published};
 
 /// The oldest engine API this provider works with (Docker 19.03).
 pub const MIN_API: (usize, usize) = (1, 40);
@@ -385,7 +385,7 @@ pub async fn create_container(docker: &Docker, ep: &Endpoint, spec: &ContainerSp
     all_labels.extend(labels(cluster, address));
     all_labels.insert(LABEL_HASH.to_string(), hash.to_string());
     let port_bindings: HashMap<String, Option<Vec<PortBinding>>> =
-        spec.ports.iter().map(|(c, h)| (format!("{c}/tcp"), Some(vec![PortBinding { host_ip: None, host_port: Some(h.to_string()) }]))).collect();
+        spec.ports.iter().map(|p| (p.key(), Some(vec![PortBinding { host_ip: None, host_port: Some(p.host.to_string()) }]))).collect();
     let health = spec.healthcheck.as_ref().map(|test| HealthConfig {
         test: Some(test.clone()),
         interval: Some(3_000_000_000),
@@ -399,7 +399,7 @@ pub async fn create_container(docker: &Docker, ep: &Endpoint, spec: &ContainerSp
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        exposed_ports: Some(spec.ports.iter().map(|(c, _)| format!("{c}/tcp")).collect()),
+        exposed_ports: Some(spec.ports.iter().map(Published::key).collect()),
         healthcheck: health,
         labels: Some(all_labels),
         user: spec.user.clone(),

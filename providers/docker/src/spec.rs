@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kdeploy_provider::addr::Address;
-use kdeploy_provider::components::{self, EnvVar, FileSource, Spec, WorkloadError, kafka, mqtt, turn};
+use kdeploy_provider::components::{self, EnvVar, FileSource, Protocol, Spec, WorkloadError, kafka, mqtt, turn};
 use kdeploy_provider::{ComponentRef, ErrorKind, Kind, ProviderError, Reference, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -118,6 +118,32 @@ pub struct OneShot {
     pub env: BTreeMap<String, String>,
 }
 
+/// A container port published on the host: `container/protocol` (Docker's key, e.g. `3478/udp`)
+/// bound to `host`. Hashed as the pair `[container, host]` for TCP (as before UDP existed, so
+/// existing containers keep their hash) and `[container, host, "udp"]` for UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub container: u16,
+    pub host: u16,
+    pub protocol: Protocol,
+}
+
+impl Published {
+    /// Docker's key for the container side, e.g. `3478/udp`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.container, self.protocol.docker())
+    }
+}
+
+impl Serialize for Published {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.protocol {
+            Protocol::Tcp => (self.container, self.host).serialize(s),
+            Protocol::Udp => (self.container, self.host, "udp").serialize(s),
+        }
+    }
+}
+
 /// The desired container, as far as it decides the container's identity (hashed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerSpec {
@@ -126,8 +152,8 @@ pub struct ContainerSpec {
     pub image: String,
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
-    /// (container port, host port) published on the host.
-    pub ports: Vec<(u16, u16)>,
+    /// Ports published on the host.
+    pub ports: Vec<Published>,
     /// (volume name, mount path).
     pub volumes: Vec<(String, String)>,
     pub healthcheck: Option<Vec<String>>,
@@ -252,7 +278,7 @@ pub fn render(ctx: &RenderCtx<'_>) -> Result<Option<ContainerSpec>, ProviderErro
         image: w.image.clone(),
         command: w.args.clone(),
         env: env_map(&w.env),
-        ports: w.ports.iter().filter_map(|p| p.published.map(|h| (p.port, h))).collect(),
+        ports: w.ports.iter().filter_map(|p| p.published.map(|host| Published { container: p.port, host, protocol: p.protocol })).collect(),
         volumes: adopted_mounts(w.mounts.iter().map(|m| (volume_name(&name, m.volume_suffix()), m.path.clone())).collect(), ctx.attrs),
         healthcheck: w.probe.as_ref().map(|p| std::iter::once("CMD".to_string()).chain(p.as_command()).collect()),
         labels: user_labels,
@@ -385,6 +411,15 @@ mod tests {
 
     fn cref(address: &str, kind: Kind) -> ComponentRef {
         ComponentRef { address: address.parse().unwrap(), kind, type_name: "kerberos".into() }
+    }
+
+    #[test]
+    fn a_tcp_port_hashes_as_before_udp_and_a_udp_port_says_so() {
+        let tcp = Published { container: 80, host: 30080, protocol: Protocol::Tcp };
+        let udp = Published { container: 3478, host: 30478, protocol: Protocol::Udp };
+        assert_eq!(serde_json::to_string(&tcp).unwrap(), "[80,30080]", "existing containers keep their hash");
+        assert_eq!(serde_json::to_string(&udp).unwrap(), "[3478,30478,\"udp\"]");
+        assert_eq!((tcp.key(), udp.key()), ("80/tcp".to_string(), "3478/udp".to_string()));
     }
 
     #[test]

@@ -244,6 +244,21 @@ pub fn env(name: &str) -> Vec<String> {
     })
 }
 
+/// Out of band: the container's published ports from its host config, as `3478/udp` → host
+/// ports (`docker inspect`'s `HostConfig.PortBindings`).
+pub fn port_bindings(name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    block_on(async {
+        let Ok((d, _)) = local().await else { return Default::default() };
+        let bindings = d
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.host_config?.port_bindings)
+            .unwrap_or_default();
+        bindings.into_iter().map(|(k, v)| (k, v.unwrap_or_default().into_iter().filter_map(|b| b.host_port).collect())).collect()
+    })
+}
+
 /// Out of band: `docker stop`.
 pub fn stop(name: &str) -> Result<(), String> {
     block_on(async {

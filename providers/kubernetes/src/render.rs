@@ -192,7 +192,7 @@ fn service(inp: &Input<'_>, name: &str, ns: &str, w: &Workload) -> Json {
         .ports
         .iter()
         .map(|p| {
-            let mut port = json!({"name": p.name, "port": p.port, "targetPort": p.port, "protocol": "TCP"});
+            let mut port = json!({"name": p.name, "port": p.port, "targetPort": p.port, "protocol": p.protocol.kubernetes()});
             if let (true, Some(np)) = (node_port_type, p.published) {
                 port["nodePort"] = json!(np);
             }
@@ -347,7 +347,7 @@ fn workload_objects(inp: &Input<'_>, w: &Workload, ns: &str, base: &str) -> Resu
         c["args"] = json!(args);
     }
     if !w.ports.is_empty() {
-        c["ports"] = Json::Array(w.ports.iter().map(|p| json!({"name": p.name, "containerPort": p.port, "protocol": "TCP"})).collect());
+        c["ports"] = Json::Array(w.ports.iter().map(|p| json!({"name": p.name, "containerPort": p.port, "protocol": p.protocol.kubernetes()})).collect());
     }
     if let Some(p) = &w.probe {
         c["readinessProbe"] = probe(p);
@@ -644,6 +644,34 @@ mod tests {
         assert_eq!((&pod_labels["app"], &pod_labels["app.kubernetes.io/managed-by"]), (&json!("agent1"), &json!("kdeploy")));
         assert_eq!(object_base(&c.address, &a), "agent1");
         assert_eq!(object_base(&c.address, &BTreeMap::new()), "agent-cam-front");
+    }
+
+    #[test]
+    fn a_coturn_load_balancer_carries_turn_over_tcp_and_udp_and_each_relay_port() {
+        let a = attrs(&[
+            ("service_type", Value::string("LoadBalancer")),
+            ("relay_ports", Value::string("40000-40001")),
+            ("node_port", Value::Number(30478.into())),
+            ("admin_password", Value::string("pw")),
+        ]);
+        let c = ComponentRef { address: "turn.relay".parse().unwrap(), kind: Kind::Turn, type_name: "coturn".into() };
+        let objs = render(&Input { component: &c, attrs: &a, refs: &BTreeMap::new(), cluster: &BTreeMap::new() }).unwrap().unwrap();
+        let svc = objs.iter().find(|o| o["kind"] == "Service").unwrap();
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        let ports: Vec<(&str, &str, u64, bool)> = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["protocol"].as_str().unwrap(), p["port"].as_u64().unwrap(), p.get("nodePort").is_some()))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![("turn", "TCP", 3478, false), ("turn-udp", "UDP", 3478, false), ("relay-40000", "UDP", 40000, false), ("relay-40001", "UDP", 40001, false)],
+            "the same ports as a NodePort Service, on the LoadBalancer's address"
+        );
+        let dep = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let declared = &dep["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert_eq!(declared[3], json!({"name": "relay-40001", "containerPort": 40001, "protocol": "UDP"}));
     }
 
     fn vault_ref() -> BTreeMap<String, Reference> {

@@ -1276,7 +1276,7 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         let my_ns = obj.pointer("/metadata/namespace").cloned();
-        let mut used: Vec<i64> = st
+        let used: Vec<i64> = st
             .objects
             .iter()
             .filter(|(k, _)| k.0 == resources::SVC && !(Some(json!(k.1)) == my_ns && k.2 == name))
@@ -1284,8 +1284,12 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
             .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
             .collect();
         let old_ports = old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
+        // This Service's own node ports with their protocol: as in Kubernetes, one node port
+        // may serve one port number over TCP and UDP, but not twice over one protocol.
+        let mut mine: Vec<(i64, String)> = Vec::new();
         if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for (i, p) in ports.iter_mut().enumerate() {
+                let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
                 match p.get("nodePort").and_then(Value::as_i64) {
                     Some(np) => {
                         if !(30000..=32767).contains(&np) {
@@ -1310,7 +1314,14 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
                                 )],
                             ));
                         }
-                        used.push(np);
+                        if mine.contains(&(np, protocol.clone())) {
+                            return Err(invalid(
+                                resources::SVC,
+                                &name,
+                                vec![(format!("spec.ports[{i}].nodePort"), "FieldValueDuplicate", format!("Duplicate value: {np}"))],
+                            ));
+                        }
+                        mine.push((np, protocol));
                     }
                     None => {
                         let prev = old_ports.iter().find(|op| op.get("port") == p.get("port")).and_then(|op| op.get("nodePort")).and_then(Value::as_i64);
@@ -1319,12 +1330,12 @@ fn allocate_service(st: &mut State, obj: &mut Value, old: Option<&Value>) -> Api
                             None => loop {
                                 let c = st.next_node_port as i64;
                                 st.next_node_port = if st.next_node_port >= 32767 { 30000 } else { st.next_node_port + 1 };
-                                if !used.contains(&c) {
+                                if !used.contains(&c) && !mine.iter().any(|(m, _)| *m == c) {
                                     break c;
                                 }
                             },
                         };
-                        used.push(np);
+                        mine.push((np, protocol));
                         p["nodePort"] = json!(np);
                     }
                 }

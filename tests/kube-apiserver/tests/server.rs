@@ -225,6 +225,16 @@ fn defaults_are_filled() {
     );
     assert_eq!(c, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains("provided port is already allocated"));
+    // One node port for one port number over TCP and UDP (TURN, DNS), not twice over one protocol.
+    let both = |name: &str, second: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": "NodePort", "ports": [{"name": "t", "port": 3478, "nodePort": 30478, "protocol": "TCP"}, {"name": "u", "port": 3478, "nodePort": 30478, "protocol": second}]}})
+    };
+    let (c, v) = post(&s, "/api/v1/namespaces/default/services", both("twice", "TCP"));
+    assert_eq!(c, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("Duplicate value: 30478"), "{v}");
+    let (c, v) = post(&s, "/api/v1/namespaces/default/services", both("turn", "UDP"));
+    assert_eq!(c, 201, "{v}");
     let (_, svc) = post(
         &s,
         "/api/v1/namespaces/default/services",

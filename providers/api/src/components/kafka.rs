@@ -62,7 +62,7 @@ pub(super) fn kafka(a: &Get<'_>, component: &ComponentRef) -> Result<Workload, W
         plain("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1"),
         plain("KAFKA_LOG_DIRS", "/var/lib/kafka/data"),
     ];
-    w.ports = vec![Port { name: "kafka", port: PORT, published: None }];
+    w.ports = vec![Port::tcp("kafka", PORT, None)];
     w.probe = Some(Probe::Exec(vec!["/bin/sh".into(), "-c".into(), format!("nc -z 127.0.0.1 {PORT}")]));
     w.mounts = vec![Mount { volume: "data", path: "/var/lib/kafka/data".into(), sub_path: None, size: a.s("storage_size") }];
     w.security = Security { run_as_user: None, fs_group: Some(FS_GROUP) };

@@ -36,9 +36,48 @@ pub struct EnvVar {
 /// A container port, optionally published: the NodePort on Kubernetes, the host port on Docker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
-    pub name: &'static str,
+    /// Unique among the workload's ports (Kubernetes: at most 15 characters).
+    pub name: String,
     pub port: u16,
     pub published: Option<u16>,
+    pub protocol: Protocol,
+}
+
+impl Port {
+    /// A TCP port.
+    pub fn tcp(name: &str, port: u16, published: Option<u16>) -> Port {
+        Port { name: name.into(), port, published, protocol: Protocol::Tcp }
+    }
+
+    /// A UDP port.
+    pub fn udp(name: &str, port: u16, published: Option<u16>) -> Port {
+        Port { name: name.into(), port, published, protocol: Protocol::Udp }
+    }
+}
+
+/// The transport of a [`Port`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// As Kubernetes spells it (`TCP`, `UDP`).
+    pub fn kubernetes(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+
+    /// As Docker spells it in `3478/udp`.
+    pub fn docker(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// How readiness is checked.
@@ -209,6 +248,7 @@ pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>) 
             out.extend(turn::check_agent(inputs));
             out
         }
+        Kind::Turn => turn::check(inputs),
         _ => Vec::new(),
     }
 }
@@ -511,7 +551,7 @@ fn versioned(a: &Get<'_>, repo: &str, pinned: &str) -> String {
 fn mongodb(a: &Get<'_>) -> Workload {
     let mut w = base("mongodb", versioned(a, "mongo", images::MONGODB));
     w.env = vec![plain("MONGO_INITDB_ROOT_USERNAME", a.s("username")), secret("MONGO_INITDB_ROOT_PASSWORD", a.s("admin_password"))];
-    w.ports = vec![Port { name: "mongodb", port: 27017, published: None }];
+    w.ports = vec![Port::tcp("mongodb", 27017, None)];
     w.probe = Some(Probe::Exec(vec!["mongosh".into(), "--quiet".into(), "--eval".into(), "db.adminCommand('ping').ok".into()]));
     w.mounts = vec![Mount { volume: "data", path: "/data/db".into(), sub_path: None, size: a.s("storage_size") }];
     w.controller = Controller::Stateful;
@@ -524,7 +564,7 @@ fn minio(a: &Get<'_>) -> Workload {
     w.env = creds.clone();
     w.env.push(plain("MINIO_REGION", a.s("region")));
     w.args = Some(vec!["server".into(), "/data".into(), "--console-address".into(), ":9090".into()]);
-    w.ports = vec![Port { name: "api", port: 9000, published: None }, Port { name: "console", port: 9090, published: None }];
+    w.ports = vec![Port::tcp("api", 9000, None), Port::tcp("console", 9090, None)];
     w.probe = Some(Probe::Http { path: "/minio/health/ready".into(), port: 9000, command: Some(vec!["mc".into(), "ready".into(), "local".into()]) });
     w.mounts = vec![Mount { volume: "data", path: "/data".into(), sub_path: None, size: a.s("size") }];
     w.controller = Controller::Stateful;
@@ -550,7 +590,7 @@ fn rabbitmq(a: &Get<'_>) -> Workload {
     let mut w = base("rabbitmq", image.clone());
     let creds = vec![plain("RABBITMQ_DEFAULT_USER", a.s("username")), secret("RABBITMQ_DEFAULT_PASS", a.s("admin_password"))];
     w.env = creds.clone();
-    w.ports = vec![Port { name: "amqp", port: 5672, published: None }, Port { name: "management", port: 15672, published: None }];
+    w.ports = vec![Port::tcp("amqp", 5672, None), Port::tcp("management", 15672, None)];
     w.probe = Some(Probe::Exec(vec!["rabbitmq-diagnostics".into(), "-q".into(), "ping".into()]));
     w.mounts = vec![Mount { volume: "data", path: "/var/lib/rabbitmq".into(), sub_path: None, size: a.s("storage_size") }];
     w.controller = Controller::Stateful;
@@ -662,7 +702,7 @@ fn vault_workload(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<
     }
     w.env = env;
     let service_type = a.opt("service_type").unwrap_or_else(|| "NodePort".into());
-    w.ports = vec![Port { name: "http", port: 80, published: Some(0) }];
+    w.ports = vec![Port::tcp("http", 80, Some(0))];
     w.service_type = service_type;
     w.probe = Some(Probe::Http { path: "/api/health".into(), port: 80, command: None });
     w.resources = Some(Resources { cpu: "1000m".into(), memory: "512Mi".into() });
@@ -777,7 +817,7 @@ fn agent(spec: &Spec<'_>, a: &Get<'_>, unknown: &Cell<bool>) -> Result<Workload,
         env.push(plain(&k, v));
     }
     w.env = env;
-    w.ports = vec![Port { name: "http", port: 80, published: None }];
+    w.ports = vec![Port::tcp("http", 80, None)];
     w.probe = Some(Probe::Http { path: "/".into(), port: 80, command: None });
     w.resources = Some(Resources { cpu: a.opt("cpu").unwrap_or_else(|| "1000m".into()), memory: a.opt("memory").unwrap_or_else(|| "512Mi".into()) });
     w.controller = Controller::Recreate;
@@ -827,7 +867,7 @@ fn factory(spec: &Spec<'_>, a: &Get<'_>) -> Workload {
         plain("FACTORY_ENVIRONMENT", "kubernetes"),
         plain("K8S_PROXY", "http://localhost:80"),
     ];
-    w.ports = vec![Port { name: "http", port: 80, published: Some(0) }];
+    w.ports = vec![Port::tcp("http", 80, Some(0))];
     w.service_type = a.opt("service_type").unwrap_or_else(|| "NodePort".into());
     w.resources = Some(Resources { cpu: "500m".into(), memory: "256Mi".into() });
     w

@@ -91,7 +91,7 @@ fn pbkdf2_sha512(password: &[u8], salt: &[u8], rounds: u32) -> [u8; 64] {
 /// `websocket_node_port`.
 fn ports(a: &Get<'_>, address: &str) -> Result<Vec<Port>, WorkloadError> {
     let ws = super::port(a.n("websocket_node_port"), "websocket_node_port", address)?;
-    Ok(vec![Port { name: "mqtt", port: MQTT_PORT, published: Some(0) }, Port { name: "websocket", port: WEBSOCKET_PORT, published: ws }])
+    Ok(vec![Port::tcp("mqtt", MQTT_PORT, Some(0)), Port::tcp("websocket", WEBSOCKET_PORT, ws)])
 }
 
 fn exposed(mut w: Workload, a: &Get<'_>, address: &str) -> Result<Workload, WorkloadError> {

@@ -64,7 +64,7 @@ fn vault_is_configured_declaratively_and_waits_for_its_database() {
     assert_eq!(w.env_value("MONGODB_HOST"), Some("mongo.db"));
     assert_eq!(w.waits, vec![("mongo.db".to_string(), 27017)]);
     assert_eq!(w.readiness_timeout, Duration::from_secs(90), "Go syntax, the same on every runtime");
-    assert_eq!(w.ports, vec![Port { name: "http", port: 80, published: Some(30080) }]);
+    assert_eq!(w.ports, vec![Port::tcp("http", 80, Some(30080))]);
     assert!(w.secret_values().contains(&"dbpw".to_string()) && w.secret_values().contains(&"uipw".to_string()));
 }
 

@@ -1,11 +1,11 @@
 //! TURN: the relay of the WebRTC live view between agents and browsers (`turn` type `coturn`, or
 //! `external`), and what an agent is given to use it.
 //!
-//! coturn listens for TURN over TCP on [`TURN_PORT`], the one port kdeploy exposes (a NodePort,
-//! a LoadBalancer or the Docker host's port). Relayed traffic between two clients of the same
-//! server (the agent and the browser both relaying, as Hub's live view does with
-//! `AGENT_FORCE_TURN`) stays inside coturn; peers reaching the relay ports directly need the
-//! relay range reachable too, which kdeploy does not publish.
+//! coturn listens for TURN over TCP and UDP on [`TURN_PORT`] (exposed on `node_port`: a
+//! NodePort, a LoadBalancer or the Docker host's port) and relays media on the UDP ports of
+//! `relay_ports`. coturn tells each client the relay port it allocated, on `external_ip`, so
+//! every relay port is exposed as itself: node port, LoadBalancer port and Docker host port all
+//! equal the container port.
 
 use super::vault::Unresolved;
 use super::{Client, File, FileSource, Get, Port, Workload, WorkloadError, base, versioned};
@@ -14,16 +14,66 @@ use crate::images;
 use crate::provider::Reference;
 use crate::value::Value;
 
-/// TURN (and STUN) over TCP.
+/// TURN (and STUN) over TCP and UDP.
 pub const TURN_PORT: u16 = 3478;
 /// Where the coturn image's `turnserver` is told to read its configuration.
 pub const CONFIG_PATH: &str = "/etc/coturn/turnserver.conf";
-/// The relay port range (UDP, inside the container).
-const RELAY_PORTS: (u16, u16) = (49160, 49200);
+/// The default relay port range (UDP): inside Kubernetes' default NodePort range.
+pub const DEFAULT_RELAY_PORTS: &str = "32000-32039";
+/// The most relay ports kdeploy exposes (each is a Service port and a published Docker port).
+pub const MAX_RELAY_PORTS: u32 = 100;
+/// Kubernetes' default NodePort range, which a NodePort Service's relay ports must be inside.
+pub const NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
-/// coturn's configuration: long-term credentials with one user, TCP and UDP on [`TURN_PORT`], no
-/// TLS (the URI is `turn:`), no CLI, logs on stdout.
-pub fn coturn_config(user: &str, password: &str, realm: &str, external_ip: Option<&str>) -> String {
+/// `relay_ports` ("MIN-MAX") as its first and last port, or what is wrong with it.
+pub fn relay_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("relay_ports {text:?} is not a port range like \"{DEFAULT_RELAY_PORTS}\".");
+    let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+    let num = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let (lo, hi) = num(lo).zip(num(hi)).ok_or_else(bad)?;
+    if lo > hi {
+        return Err(format!("relay_ports {text:?} starts after it ends."));
+    }
+    if u32::from(hi - lo) + 1 > MAX_RELAY_PORTS {
+        return Err(format!(
+            "relay_ports {text:?} has {} ports; kdeploy exposes at most {MAX_RELAY_PORTS} (each is a Service port and a published port).",
+            u32::from(hi - lo) + 1
+        ));
+    }
+    if lo <= TURN_PORT && TURN_PORT <= hi {
+        return Err(format!("relay_ports {text:?} contains the TURN port {TURN_PORT}."));
+    }
+    Ok((lo, hi))
+}
+
+/// A coturn's `relay_ports`, at its attribute for `validate`.
+pub fn check(inputs: &Attrs) -> Vec<super::vault::Problem> {
+    let Some(Value::String(text)) = inputs.get("relay_ports") else { return Vec::new() };
+    let mut problems = Vec::new();
+    let problem = |message: String, hint: &str| super::vault::Problem { path: crate::value::AttrPath::attr("relay_ports"), message, hint: hint.into() };
+    match relay_range(text) {
+        Err(m) => problems.push(problem(m, &format!("e.g. relay_ports = \"{DEFAULT_RELAY_PORTS}\" (40 UDP ports, about one per concurrent live view)"))),
+        Ok((lo, hi)) if node_ports(inputs) && (lo < NODE_PORT_RANGE.0 || hi > NODE_PORT_RANGE.1) => problems.push(problem(
+            format!(
+                "relay_ports {text:?} is outside Kubernetes' NodePort range {}-{}, and each relay port is exposed as the same node port.",
+                NODE_PORT_RANGE.0, NODE_PORT_RANGE.1
+            ),
+            &format!("use a range inside {}-{}, e.g. \"{DEFAULT_RELAY_PORTS}\", or service_type = \"LoadBalancer\"", NODE_PORT_RANGE.0, NODE_PORT_RANGE.1),
+        )),
+        Ok(_) => {}
+    }
+    problems
+}
+
+/// Whether the relay ports become node ports: a NodePort Service (the default service type).
+fn node_ports(inputs: &Attrs) -> bool {
+    matches!(inputs.get("service_type"), None | Some(Value::Null)) || matches!(inputs.get("service_type"), Some(Value::String(s)) if s == "NodePort")
+}
+
+/// coturn's configuration: long-term credentials with one user, TCP and UDP on [`TURN_PORT`],
+/// relaying on `relay` (first and last UDP port), no TLS (the URI is `turn:`), no CLI, logs on
+/// stdout.
+pub fn coturn_config(user: &str, password: &str, realm: &str, external_ip: Option<&str>, relay: (u16, u16)) -> String {
     let mut c = format!(
         "# Written by kdeploy.\n\
          listening-port={TURN_PORT}\n\
@@ -38,7 +88,7 @@ pub fn coturn_config(user: &str, password: &str, realm: &str, external_ip: Optio
          no-dtls\n\
          no-multicast-peers\n\
          log-file=stdout\n",
-        RELAY_PORTS.0, RELAY_PORTS.1
+        relay.0, relay.1
     );
     if let Some(ip) = external_ip {
         c.push_str(&format!("external-ip={ip}\n"));
@@ -46,7 +96,8 @@ pub fn coturn_config(user: &str, password: &str, realm: &str, external_ip: Optio
     c
 }
 
-/// coturn: its configuration (with the password) as a file, TCP published on `node_port`.
+/// coturn: its configuration (with the password) as a file, TURN over TCP and UDP published on
+/// `node_port`, every relay port (UDP) published as itself.
 pub(super) fn coturn(a: &Get<'_>, address: &str) -> Result<Workload, WorkloadError> {
     let mut w = base("coturn", versioned(a, "coturn/coturn", images::COTURN));
     let (user, password, realm) = (a.s("username"), a.s("admin_password"), a.s("realm"));
@@ -58,13 +109,22 @@ pub(super) fn coturn(a: &Get<'_>, address: &str) -> Result<Workload, WorkloadErr
     if password.contains('\n') {
         return Err(WorkloadError::Invalid(format!("{address}: the TURN password may not contain line breaks.")));
     }
+    let relay =
+        relay_range(&a.opt("relay_ports").unwrap_or_else(|| DEFAULT_RELAY_PORTS.into())).map_err(|m| WorkloadError::Invalid(format!("{address}: {m}")))?;
     let external_ip = a.opt("external_ip");
-    w.files = vec![File { path: CONFIG_PATH.into(), source: FileSource::Inline(coturn_config(&user, &password, &realm, external_ip.as_deref())) }];
+    w.files = vec![File { path: CONFIG_PATH.into(), source: FileSource::Inline(coturn_config(&user, &password, &realm, external_ip.as_deref(), relay)) }];
     w.args = Some(vec!["-c".into(), CONFIG_PATH.into()]);
-    w.ports = vec![Port { name: "turn", port: TURN_PORT, published: Some(0) }];
+    w.ports = ports(relay);
     w.service_type = a.opt("service_type").unwrap_or_else(|| "NodePort".into());
     w.resources = Some(super::Resources { cpu: "500m".into(), memory: "256Mi".into() });
     Ok(w)
+}
+
+/// TURN over TCP and UDP (published on `node_port`), then each relay port as itself.
+fn ports(relay: (u16, u16)) -> Vec<Port> {
+    let mut ports = vec![Port::tcp("turn", TURN_PORT, Some(0)), Port::udp("turn-udp", TURN_PORT, Some(0))];
+    ports.extend((relay.0..=relay.1).map(|p| Port::udp(&format!("relay-{p}"), p, Some(p))));
+    ports
 }
 
 /// How a component on cluster `from` uses `turn`: the in-cluster URI on the same cluster, the
@@ -129,10 +189,74 @@ mod tests {
 
     #[test]
     fn the_configuration_has_one_long_term_user_and_no_tls() {
-        let c = coturn_config("kerberos", "pw", "kerberos", Some("203.0.113.5"));
-        for line in ["listening-port=3478", "lt-cred-mech", "user=kerberos:pw", "realm=kerberos", "no-tls", "external-ip=203.0.113.5"] {
+        let c = coturn_config("kerberos", "pw", "kerberos", Some("203.0.113.5"), (32000, 32039));
+        for line in [
+            "listening-port=3478",
+            "lt-cred-mech",
+            "user=kerberos:pw",
+            "realm=kerberos",
+            "no-tls",
+            "external-ip=203.0.113.5",
+            "min-port=32000",
+            "max-port=32039",
+        ] {
             assert!(c.lines().any(|l| l == line), "{line} in\n{c}");
         }
-        assert!(!coturn_config("kerberos", "pw", "kerberos", None).contains("external-ip"));
+        assert!(!c.contains("no-udp"), "TURN over UDP is what clients try first");
+        assert!(!coturn_config("kerberos", "pw", "kerberos", None, (32000, 32039)).contains("external-ip"));
+    }
+
+    #[test]
+    fn a_relay_range_is_two_ports_in_order_and_small() {
+        assert_eq!(relay_range("32000-32039"), Ok((32000, 32039)));
+        assert_eq!(relay_range(" 40000 - 40000 "), Ok((40000, 40000)));
+        for (bad, says) in [
+            ("32000", "not a port range"),
+            ("a-b", "not a port range"),
+            ("0-10", "not a port range"),
+            ("32000-70000", "not a port range"),
+            ("32039-32000", "starts after it ends"),
+            ("30000-30100", "101 ports"),
+            ("3470-3480", "contains the TURN port"),
+        ] {
+            let e = relay_range(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn relay_ports_of_a_node_port_service_are_node_ports() {
+        let attrs = |relay: &str, service: Option<&str>| {
+            let mut a = Attrs::new();
+            a.insert("relay_ports".into(), Value::string(relay));
+            if let Some(s) = service {
+                a.insert("service_type".into(), Value::string(s));
+            }
+            a
+        };
+        assert!(check(&attrs("32000-32039", None)).is_empty());
+        let p = check(&attrs("49160-49200", None));
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.contains("NodePort range 30000-32767"), "{}", p[0].message);
+        assert_eq!(p[0].path, crate::value::AttrPath::attr("relay_ports"));
+        assert!(check(&attrs("49160-49200", Some("LoadBalancer"))).is_empty());
+        assert!(check(&attrs("49160-49200", Some("NodePort"))).len() == 1);
+        assert!(check(&attrs("1-2-3", Some("LoadBalancer")))[0].message.contains("not a port range"));
+    }
+
+    #[test]
+    fn turn_is_tcp_and_udp_and_each_relay_port_is_published_as_itself() {
+        let p = ports((32000, 32002));
+        assert_eq!(
+            p,
+            vec![
+                Port::tcp("turn", 3478, Some(0)),
+                Port::udp("turn-udp", 3478, Some(0)),
+                Port::udp("relay-32000", 32000, Some(32000)),
+                Port::udp("relay-32001", 32001, Some(32001)),
+                Port::udp("relay-32002", 32002, Some(32002)),
+            ]
+        );
+        assert!(p.iter().all(|p| p.name.len() <= 15), "Kubernetes port names");
     }
 }

@@ -886,6 +886,7 @@ pub fn check(inputs: &Attrs, broker: Option<&Attrs>) -> Vec<Problem> {
             ));
         }
         out.extend(check_on_demand(&name, &at, &m));
+        out.extend(check_on_demand_mqtt(&name, &at, &m, inputs));
     }
     let dir_problem = |at: AttrPath, d: &str| -> Option<Problem> {
         let bad = d.is_empty() || d.chars().any(|c| c.is_whitespace() || c == '/' || c == '\\') || d == "." || d == "..";
@@ -959,6 +960,20 @@ fn check_on_demand(name: &str, at: &AttrPath, m: &Attrs) -> Option<Problem> {
         path: at.child_key(named),
         message: format!("The forward {name:?} sets {named}, which only an on-demand forward uses: it forwards every recording (forward_type \"continuous\")."),
         hint: format!("set forward_type = \"ondemand\", or remove {named}"),
+    })
+}
+
+/// An on-demand forward needs the vault to have an MQTT broker: Hub sends its forwarding
+/// requests to Vault over MQTT (`mqtt`, or a non-empty `mqtt_uri`).
+fn check_on_demand_mqtt(name: &str, at: &AttrPath, m: &Attrs, vault: &Attrs) -> Option<Problem> {
+    let on_demand = m.get("forward_type").and_then(Value::as_str) == Some("ondemand");
+    let mqtt = vault.get("mqtt").is_some_and(|v| !v.is_null()) || vault.get("mqtt_uri").is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+    (on_demand && !mqtt).then(|| Problem {
+        path: at.child_key("forward_type"),
+        message: format!(
+            "The forward {name:?} is on demand: Kerberos Hub sends this Vault its forwarding requests over MQTT, and the vault has neither mqtt nor mqtt_uri."
+        ),
+        hint: "add mqtt = broker.NAME (a mosquitto or vernemq broker, the one Hub uses) to the vault, or mqtt_uri = \"tcp://...\"".into(),
     })
 }
 

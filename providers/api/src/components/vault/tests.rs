@@ -521,7 +521,7 @@ fn an_on_demand_forward_to_a_hub_outside_the_stack_is_given_literally() {
 
 #[test]
 fn an_on_demand_forward_needs_a_hub_and_a_continuous_one_names_none() {
-    let forwards = |m: Attrs| attrs(&[("forwards", Value::Map([("central".to_string(), Value::Map(m))].into()))]);
+    let forwards = |m: Attrs| attrs(&[("forwards", Value::Map([("central".to_string(), Value::Map(m))].into())), ("mqtt", s("broker.live"))]);
     let problems = check(&forwards(attrs(&[("vault", s("vault.central")), ("forward_type", s("ondemand")), ("hub_key", s("k"))])), None);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(problems[0].path.to_string(), "forwards.central.forward_type");
@@ -533,4 +533,23 @@ fn an_on_demand_forward_needs_a_hub_and_a_continuous_one_names_none() {
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(problems[0].path.to_string(), "forwards.central.hub");
     assert!(problems[0].hint.contains("forward_type = \"ondemand\""), "{}", problems[0].hint);
+}
+
+#[test]
+fn an_on_demand_forward_needs_the_mqtt_broker_hub_asks_on() {
+    let vault = |extra: &[(&str, Value)]| {
+        let forward = attrs(&[("vault", s("vault.central")), ("forward_type", s("ondemand")), ("hub", s("hub.main"))]);
+        let mut a = attrs(&[("forwards", Value::Map([("central".to_string(), Value::Map(forward))].into()))]);
+        a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        a
+    };
+    for without in [vault(&[]), vault(&[("mqtt", Value::Null), ("mqtt_uri", s(""))])] {
+        let problems = check(&without, None);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].path.to_string(), "forwards.central.forward_type");
+        assert!(problems[0].message.contains("over MQTT, and the vault has neither mqtt nor mqtt_uri"), "{}", problems[0].message);
+        assert!(problems[0].hint.contains("mqtt = broker.NAME"), "{}", problems[0].hint);
+    }
+    assert!(check(&vault(&[("mqtt", s("broker.live"))]), None).is_empty());
+    assert!(check(&vault(&[("mqtt_uri", s("tcp://mqtt.example.com:1883"))]), None).is_empty());
 }
