@@ -132,11 +132,7 @@ fn ports(relay: (u16, u16)) -> Vec<Port> {
 pub fn client(from: Option<&Value>, turn: &Reference) -> Result<Client, Unresolved> {
     let none = Attrs::new();
     let m = turn.attributes.as_map().unwrap_or(&none);
-    let text = |k: &str| match m.get(k) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
-        _ => Ok(String::new()),
-    };
+    let text = |k: &str| super::mqtt::text(m, k);
     if turn.component.type_name == "external" {
         return Ok(Client { uri: text("uri")?, username: text("username")?, password: text("password")? });
     }
@@ -149,11 +145,7 @@ pub fn client(from: Option<&Value>, turn: &Reference) -> Result<Client, Unresolv
 pub fn browser(turn: &Reference) -> Result<Client, Unresolved> {
     let none = Attrs::new();
     let m = turn.attributes.as_map().unwrap_or(&none);
-    let text = |k: &str| match m.get(k) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Unknown(_)) => Err(Unresolved::Unknown),
-        _ => Ok(String::new()),
-    };
+    let text = |k: &str| super::mqtt::text(m, k);
     if turn.component.type_name == "external" {
         return Ok(Client { uri: text("uri")?, username: text("username")?, password: text("password")? });
     }
