@@ -379,6 +379,7 @@ fn naming_mistakes_point_at_their_attribute() {
             "providers.rec",
             "forwards.events",
             "forwards.events.forward_type",
+            "forwards.events.forward_type",
             "directory",
             "accounts.x.provider",
             "accounts.x.secondary_providers",
@@ -387,7 +388,8 @@ fn naming_mistakes_point_at_their_attribute() {
         ],
         "{problems:#?}"
     );
-    assert!(problems[5].message.contains("\"missing\"") && problems[5].message.contains("\"both\", \"rec\""), "{}", problems[5].message);
+    assert!(problems[3].message.contains("Hub's URL") && problems[4].message.contains("over MQTT"), "{problems:#?}");
+    assert!(problems[6].message.contains("\"missing\"") && problems[6].message.contains("\"both\", \"rec\""), "{}", problems[6].message);
 }
 
 /// A central Vault with the accounts "kdeploy" and "north", on `cluster`.
