@@ -11,7 +11,7 @@
 //! the next ones from being written. A change counts as done (recorded, its dependents free to
 //! start) only when its wait is over.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::addr::Address;
 use crate::config::eval::Marked;
+use crate::config::evaluator::SharedValues;
 use crate::config::expand::{object_value, reference};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::Providers;
@@ -163,7 +164,7 @@ struct Run<'p> {
     applied: BTreeMap<Address, Marked>,
     /// Applied values handed to providers as references, made once per value and shared
     /// (every agent of a fleet references the central Vault); dropped when `applied` changes.
-    shared: HashMap<Address, Arc<Value>>,
+    shared: SharedValues,
     set: JoinSet<JobResult>,
     /// The `--parallelism` slots; a job holds one while it writes.
     slots: Arc<Semaphore>,
@@ -173,18 +174,6 @@ struct Run<'p> {
     outcome: Outcome,
     /// No new job starts (interrupted, or a state write failed).
     stopping: bool,
-}
-
-impl Run<'_> {
-    /// The applied value of `a` as a provider reference, copied once and then shared.
-    fn shared_value(&mut self, a: &Address) -> Option<Arc<Value>> {
-        if let Some(v) = self.shared.get(a) {
-            return Some(Arc::clone(v));
-        }
-        let v = Arc::new(self.applied.get(a)?.value.clone());
-        self.shared.insert(a.clone(), Arc::clone(&v));
-        Some(v)
-    }
 }
 
 /// A job ready to start: a change with its final inputs, cluster and references.
@@ -396,7 +385,7 @@ impl Coordinator<'_> {
             started_at: BTreeMap::new(),
             pending_ids: BTreeMap::new(),
             applied,
-            shared: HashMap::new(),
+            shared: SharedValues::default(),
             set: JoinSet::new(),
             slots: Arc::new(Semaphore::new(self.options.parallelism.max(1))),
             freed_tx,
@@ -515,7 +504,7 @@ impl Coordinator<'_> {
         // A delete of an object that is already gone only updates state.
         if change.action == Action::Delete && change.before.is_none() {
             run.applied.remove(&change.address);
-            run.shared.remove(&change.address);
+            run.shared.forget(&change.address);
             if let Err(e) = self.change(Record::Remove { address: change.address.clone() }).and_then(|()| self.persist()) {
                 run.outcome.state_error = Some(e);
                 run.stopping = true;
@@ -540,7 +529,7 @@ impl Coordinator<'_> {
         }
         let mut refs: BTreeMap<String, Reference> = BTreeMap::new();
         for (k, a) in &change.refs {
-            let (Some(resource), Some(value)) = (self.state.resource(a), run.shared_value(a)) else { continue };
+            let (Some(resource), Some(value)) = (self.state.resource(a), run.shared.get_or_copy(a, run.applied.get(a).map(|m| &m.value))) else { continue };
             refs.insert(k.clone(), reference(a, &resource.type_name, value));
         }
         run.queue.set(i, Status::Running);
@@ -616,19 +605,19 @@ impl Coordinator<'_> {
         let failure = match result {
             Ok(None) => {
                 run.applied.remove(&change.address);
-                run.shared.remove(&change.address);
+                run.shared.forget(&change.address);
                 records.push(Record::Remove { address: change.address.clone() });
                 None
             }
             // A data source's value is for this apply only, never state.
             Ok(Some((attrs, _))) if change.action == Action::Read => {
                 run.applied.insert(change.address.clone(), object_value(&change.address, &attrs, &change.after_sensitive));
-                run.shared.remove(&change.address);
+                run.shared.forget(&change.address);
                 None
             }
             Ok(Some((attrs, fingerprint))) => {
                 run.applied.insert(change.address.clone(), object_value(&change.address, &attrs, &change.after_sensitive));
-                run.shared.remove(&change.address);
+                run.shared.forget(&change.address);
                 records.push(Record::Upsert { resource: resource_state(change, &attrs, fingerprint) });
                 None
             }

@@ -9,6 +9,7 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+
 use std::sync::Arc;
 
 use kdeploy_provider::{AttrPath, Value};
@@ -30,7 +31,7 @@ pub struct Evaluator<'a> {
     /// Computed on first use: an evaluator made for one instance need not list every cluster.
     clusters: OnceCell<Vec<Address>>,
     /// Recorded values shared with provider requests, made once per value (see `shared`).
-    shared: RefCell<HashMap<Address, Arc<Value>>>,
+    shared: RefCell<SharedValues>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -98,7 +99,7 @@ impl<'a> Evaluator<'a> {
 
     /// Records the planned (or validated) value of `addr` for the instances that refer to it.
     pub fn record(&self, addr: &Address, value: &Value, sensitive: &[AttrPath]) {
-        self.shared.borrow_mut().remove(addr);
+        self.shared.borrow_mut().forget(addr);
         self.table.values.borrow_mut().insert(addr.clone(), object_value(addr, value, sensitive));
     }
 
@@ -106,12 +107,8 @@ impl<'a> Evaluator<'a> {
     /// shared by every component that references it (every agent of a fleet references the
     /// central Vault, whose value holds every site's account).
     pub fn shared(&self, addr: &Address) -> Option<Arc<Value>> {
-        if let Some(v) = self.shared.borrow().get(addr) {
-            return Some(Arc::clone(v));
-        }
-        let v = Arc::new(self.value(addr)?);
-        self.shared.borrow_mut().insert(addr.clone(), Arc::clone(&v));
-        Some(v)
+        let values = self.table.values.borrow();
+        self.shared.borrow_mut().get_or_copy(addr, values.get(addr).map(|m| &m.value))
     }
 
     /// The recorded value of `addr`, if any.
@@ -130,5 +127,28 @@ impl<'a> Evaluator<'a> {
         let ctx = self.ctx();
         let scope = ctx.scope(&ModulePath::root());
         expand::root_output(&scope, decl)
+    }
+}
+
+/// Recorded values handed to providers as references (`Reference.attributes`): copied once per
+/// value, then shared by every component that references it (every agent of a fleet references
+/// the central Vault, whose value holds every site's account). Plan and apply keep one each.
+#[derive(Debug, Default)]
+pub struct SharedValues(HashMap<Address, Arc<Value>>);
+
+impl SharedValues {
+    /// The shared copy of `addr`'s value, made from `value` the first time.
+    pub fn get_or_copy(&mut self, addr: &Address, value: Option<&Value>) -> Option<Arc<Value>> {
+        if let Some(v) = self.0.get(addr) {
+            return Some(Arc::clone(v));
+        }
+        let v = Arc::new(value?.clone());
+        self.0.insert(addr.clone(), Arc::clone(&v));
+        Some(v)
+    }
+
+    /// Forgets the copy of `addr`, whose value changed.
+    pub fn forget(&mut self, addr: &Address) {
+        self.0.remove(addr);
     }
 }
