@@ -73,6 +73,16 @@ pub fn overrides(kind: &str) -> String {
     )
 }
 
+/// A Docker cluster with the MongoDB (`database.meta`) and MinIO (`object_storage.rec`) every
+/// Docker test stack runs, as stand-ins.
+pub fn core_blocks(cluster: &str) -> String {
+    format!(
+        "cluster \"{cluster}\" {{\n  type = \"docker\"\n}}\n\ndatabase \"meta\" {{\n  type = \"mongodb\"\n{}}}\n\nobject_storage \"rec\" {{\n  type = \"minio\"\n{}}}\n",
+        overrides("database"),
+        overrides("object_storage")
+    )
+}
+
 fn stack(cluster: &str, port: u16, cams: &[(&str, &str)]) -> String {
     let cams: Vec<String> = cams.iter().map(|(k, v)| format!("    {k} = \"{v}\"")).collect();
     format!(
@@ -85,18 +95,7 @@ variable "cameras" {{
   }}
 }}
 
-cluster "{cluster}" {{
-  type = "docker"
-}}
-
-database "meta" {{
-  type = "mongodb"
-{db}}}
-
-object_storage "rec" {{
-  type = "minio"
-{storage}}}
-
+{core}
 broker "events" {{
   type = "rabbitmq"
 {broker}}}
@@ -125,8 +124,7 @@ output "vault_access_key" {{
 }}
 "#,
         cams = cams.join("\n"),
-        db = overrides("database"),
-        storage = overrides("object_storage"),
+        core = core_blocks(cluster),
         broker = overrides("broker"),
         vault = overrides("vault"),
         agent = overrides("agent"),

@@ -380,20 +380,9 @@ pub fn real_mosquitto(conf: &str, passwd: &str, user: &str, password: &str) {
 /// stand-in too (the machines have no registry); its files are read back from its container.
 #[cfg(feature = "docker")]
 fn docker_stack(cluster: &str, vault_port: u16, mqtt_port: u16, ws_port: u16, turn_port: u16, relay: &str) -> String {
-    use crate::docker::overrides;
+    use crate::docker::{core_blocks, overrides};
     format!(
-        r#"cluster "{cluster}" {{
-  type = "docker"
-}}
-
-database "meta" {{
-  type = "mongodb"
-{db}}}
-
-object_storage "rec" {{
-  type = "minio"
-{storage}}}
-
+        r#"{core}
 broker "stream" {{
   type = "kafka"
 {other}}}
@@ -424,8 +413,7 @@ agent "cam" {{
   rtsp_url = "rtsp://10.0.0.1/s1"
 {other}}}
 "#,
-        db = overrides("database"),
-        storage = overrides("object_storage"),
+        core = core_blocks(cluster),
         vault = overrides("vault"),
         other = overrides("agent"),
     )
