@@ -939,11 +939,7 @@ impl<'a> Scope<'a> {
                 if key.value.is_unknown() {
                     return Ok((self.unknown(file, whole, &[&key]), ops.len()));
                 }
-                let want = match &key.value {
-                    Value::String(s) => Some(InstanceKey::Str(s.clone())),
-                    Value::Number(_) => key.value.as_i64().map(|n| InstanceKey::Int(n as u64)),
-                    _ => None,
-                };
+                let want = InstanceKey::from_value(&key.value);
                 selected = instances.iter().find(|(p, _)| p.0.last().and_then(|s| s.key.clone()) == want).map(|(p, _)| *p);
                 if selected.is_none() {
                     return Err(err(file, e, "Invalid index", format!("module.{name} has no instance with key {}.", key.value.render_inline())));

@@ -396,11 +396,7 @@ impl RefWalker<'_> {
         if !key.sensitive.is_empty() || !key.components.is_empty() {
             return None;
         }
-        match key.value {
-            Value::String(s) => Some(InstanceKey::Str(s)),
-            Value::Number(n) => n.as_u64().map(InstanceKey::Int),
-            _ => None,
-        }
+        InstanceKey::from_value(&key.value)
     }
 
     fn resolve(&mut self, path: &ModulePath, f: &Found, file: FileId) -> Vec<Address> {
@@ -1098,8 +1094,7 @@ impl Resolver for ValueTable<'_> {
         let decl = self.stack.modules[m].component(kind, name)?;
         let key = match (&decl.repetition, key) {
             (Repetition::Single, None) => None,
-            (Repetition::ForEach(_), Some(Value::String(s))) => Some(InstanceKey::Str(s.clone())),
-            (Repetition::Count(_), Some(n @ Value::Number(_))) => Some(InstanceKey::Int(n.as_i64().and_then(|i| u64::try_from(i).ok())?)),
+            (Repetition::ForEach(_), Some(k @ Value::String(_))) | (Repetition::Count(_), Some(k @ Value::Number(_))) => Some(InstanceKey::from_value(k)?),
             _ => return None,
         };
         let addr = Address { key, ..Address::new(kind, name).in_module(module.clone()) };

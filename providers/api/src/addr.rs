@@ -15,6 +15,18 @@ pub enum InstanceKey {
     Str(String),
 }
 
+impl InstanceKey {
+    /// The key an index value names (`x[KEY]`): a string (`for_each`) or a whole, non-negative
+    /// number (`count`); None for anything else.
+    pub fn from_value(v: &crate::value::Value) -> Option<InstanceKey> {
+        match v {
+            crate::value::Value::String(s) => Some(InstanceKey::Str(s.clone())),
+            n @ crate::value::Value::Number(_) => n.as_i64().and_then(|i| u64::try_from(i).ok()).map(InstanceKey::Int),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for InstanceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
