@@ -603,6 +603,14 @@ pub fn root_output(scope: &Scope<'_>, decl: &super::OutputDecl) -> Result<Marked
 }
 
 /// Evaluates an instance's `type` (must be known) and returns its schema.
+/// The type of a cluster (`docker`, `kubernetes`, ...), when its `type` can be told without
+/// its instance's `each` or `count`.
+fn cluster_type(ctx: &Ctx<'_>, stack: &Stack, addr: &Address) -> Option<String> {
+    let scope = ctx.scope(&addr.module);
+    let decl = stack.modules[scope.module].components.iter().find(|d| d.kind == Kind::Cluster && d.name == addr.name)?;
+    component_type(&scope, decl).ok().map(|(t, _)| t)
+}
+
 pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String, &'static ComponentSchema), Diagnostic> {
     let kind = decl.kind;
     let valid = kind.types().join(", ");
@@ -746,7 +754,8 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
         // The component's own rules (a vault's provider, queue and account names), with the
         // referenced components' values as far as known, borrowed from the value table.
         let mut problems = Vec::new();
-        ctx.resolver.with_values(&ev.refs, &mut |referenced| problems = kdeploy_provider::components::check(decl.kind, m, referenced));
+        let runtime = cluster.as_ref().and_then(|c| cluster_type(ctx, stack, c));
+        ctx.resolver.with_values(&ev.refs, &mut |referenced| problems = kdeploy_provider::components::check(decl.kind, m, referenced, runtime.as_deref()));
         for p in problems {
             ev.diags.push(Diagnostic::error("Invalid component configuration", p.message).at(Some(ev.span_of(&p.path))).hint(p.hint));
         }

@@ -154,10 +154,10 @@ fn mqtt_and_turn_servers_and_connected_agents_on_kubernetes() {
     let conf = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(conf["data"]["turnserver.conf"].as_str().unwrap()).unwrap()).unwrap();
     assert!(conf.lines().any(|l| l == format!("user=kerberos:{turn_password}")) && conf.contains("lt-cred-mech"), "{conf}");
     assert!(conf.contains("min-port=32000\nmax-port=32039\n"), "{conf}");
-    assert_eq!(kdeploy(s.path(), &["output", "--raw", "turn_external"]).stdout.trim(), "turn:127.0.0.1:30478?transport=tcp");
+    assert_eq!(kdeploy(s.path(), &["output", "--raw", "turn_external"]).stdout.trim(), "turn:127.0.0.1:30478");
     for cam in ["front", "back"] {
         let env = server.workload_env("apps/v1", "Deployment", "kerberos-agent", &format!("agent-cam-{cam}")).unwrap();
-        assert_eq!(env["AGENT_TURN_URI"], "turn:turn-relay.coturn:3478?transport=tcp");
+        assert_eq!(env["AGENT_TURN_URI"], "turn:turn-relay.coturn:3478");
         assert_eq!(env["AGENT_TURN_USERNAME"], "kerberos");
         assert_eq!(env["AGENT_TURN_PASSWORD"], turn_password);
     }
@@ -264,27 +264,30 @@ vault "main" {
 
 #[test]
 fn a_relay_range_is_checked_where_it_is_written() {
-    let stack = |relay: &str, service: &str| {
+    let stack = |cluster: &str, relay: &str, service: &str| {
         format!(
-            "cluster \"k\" {{\n  type = \"docker\"\n}}\nturn \"relay\" {{\n  type         = \"coturn\"\n  service_type = \"{service}\"\n  relay_ports  = \"{relay}\"\n}}\n"
+            "cluster \"k\" {{\n  type = \"{cluster}\"\n}}\nturn \"relay\" {{\n  type         = \"coturn\"\n  service_type = \"{service}\"\n  relay_ports  = \"{relay}\"\n}}\n"
         )
     };
-    let s = TestStack::new(&[("main.hcl", &stack("32000-32039", "NodePort"))]);
+    let s = TestStack::new(&[("main.hcl", &stack("microk8s", "32000-32039", "NodePort"))]);
     ok(&kdeploy(s.path(), &["validate"]));
-    for (relay, service, says) in [
-        ("32039-32000", "NodePort", "starts after it ends"),
-        ("30000-30200", "LoadBalancer", "at most 100"),
-        ("31000", "NodePort", "is not a port range"),
-        ("49160-49200", "NodePort", "outside Kubernetes' NodePort range 30000-32767"),
+    for (cluster, relay, service, says) in [
+        ("docker", "32039-32000", "NodePort", "starts after it ends"),
+        ("microk8s", "30000-30200", "LoadBalancer", "at most 100"),
+        ("docker", "31000", "NodePort", "is not a port range"),
+        ("microk8s", "49160-49200", "NodePort", "outside Kubernetes' NodePort range 30000-32767"),
     ] {
-        s.write("main.hcl", &stack(relay, service));
+        s.write("main.hcl", &stack(cluster, relay, service));
         let r = kdeploy(s.path(), &["validate"]);
-        assert_ne!(r.code, 0, "{relay} with {service}");
+        assert_ne!(r.code, 0, "{relay} with {service} on {cluster}");
         assert!(r.stderr.contains(says), "{relay}: {}", r.stderr);
         assert!(r.stderr.contains("main.hcl:7"), "names the line: {}", r.stderr);
     }
-    s.write("main.hcl", &stack("49160-49200", "LoadBalancer"));
-    ok(&kdeploy(s.path(), &["validate"]));
+    // Outside the NodePort range: a LoadBalancer on Kubernetes, and Docker, which publishes any port.
+    for (cluster, service) in [("microk8s", "LoadBalancer"), ("docker", "NodePort")] {
+        s.write("main.hcl", &stack(cluster, "49160-49200", service));
+        ok(&kdeploy(s.path(), &["validate"]));
+    }
 }
 
 /// A Mosquitto started with kdeploy's files, killed when dropped.
@@ -453,7 +456,7 @@ fn mosquitto_coturn_and_a_connected_agent_on_docker() {
     assert_eq!(env["AGENT_MQTT_URI"], format!("tcp://{broker}:1883"));
     assert_eq!(env["AGENT_MQTT_USERNAME"], "kerberos");
     assert_eq!(env["AGENT_MQTT_PASSWORD"], password);
-    assert_eq!(env["AGENT_TURN_URI"], format!("turn:kdeploy-{c}-turn-relay:3478?transport=tcp"));
+    assert_eq!(env["AGENT_TURN_URI"], format!("turn:kdeploy-{c}-turn-relay:3478"));
     let vault = testing::env(&format!("kdeploy-{c}-vault-main")).into_iter().find_map(|kv| kv.strip_prefix("VAULT_INTEGRATIONS=").map(str::to_string)).unwrap();
     assert!(vault.contains(&format!("\"broker\":\"kdeploy-{c}-broker-stream:9092\"")) && vault.contains("\"queue\":\"kafka\""), "{vault}");
     assert_eq!(env["AGENT_TURN_PASSWORD"], s.attr("turn.relay", "admin_password").as_str().unwrap());

@@ -785,8 +785,8 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .n("node_port", "NodePort of TURN over TCP and UDP (or host port on Docker).")
             .default(30478i64)
             .computed("host", AttrType::String, "Host inside the cluster/network.")
-            .computed("uri", AttrType::String, "turn: URI inside the cluster/network (TCP).")
-            .computed("external_uri", AttrType::String, "turn: URI from outside (TCP): the NodePort on the cluster's node address, the LoadBalancer's address, or the Docker host's published port; null when not exposed.")
+            .computed("uri", AttrType::String, "turn: URI inside the cluster/network (UDP; TCP on the same port).")
+            .computed("external_uri", AttrType::String, "turn: URI from outside: the NodePort on the cluster's node address, the LoadBalancer's address, or the Docker host's published port; null when not exposed.")
             .computed("admin_password", AttrType::String, "The password in effect: `password`, or generated once.")
             .sensitive(),
         (Turn, "external") => B::new()

@@ -346,8 +346,8 @@ pub fn derived_attrs(component: &ComponentRef, cluster_name: &str, engine_host: 
         Kind::Turn => {
             let published = attrs.get("node_port").and_then(Value::as_i64).unwrap_or(30478);
             out.insert("host".into(), Value::string(&name));
-            out.insert("uri".into(), Value::string(format!("turn:{name}:{}?transport=tcp", turn::TURN_PORT)));
-            out.insert("external_uri".into(), Value::string(format!("turn:{engine_host}:{published}?transport=tcp")));
+            out.insert("uri".into(), Value::string(turn::uri(&name, turn::TURN_PORT)));
+            out.insert("external_uri".into(), Value::string(turn::uri(engine_host, published)));
         }
         Kind::Broker if component.type_name == "kafka" => {
             out.insert("host".into(), Value::string(&name));

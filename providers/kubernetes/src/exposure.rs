@@ -88,16 +88,16 @@ pub fn outside_mqtt(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, 
     }
 }
 
-/// The `turn:` URI (TCP) of a TURN server from outside its cluster, as [`outside_mqtt`].
+/// The `turn:` URI of a TURN server from outside its cluster, as [`outside_mqtt`].
 pub fn outside_turn(attrs: &BTreeMap<String, Value>, cluster: &BTreeMap<String, Value>, address: &Address) -> Value {
-    use kdeploy_provider::components::turn::TURN_PORT;
+    use kdeploy_provider::components::turn::{self, TURN_PORT};
     match (Exposure::of(attrs), cluster.get("server"), attrs.get("node_port").and_then(Value::as_i64)) {
-        (Exposure::NodePort, Some(Value::String(server)), Some(port)) => Value::String(format!("turn:{}:{port}?transport=tcp", server_host(server))),
+        (Exposure::NodePort, Some(Value::String(server)), Some(port)) => Value::String(turn::uri(&server_host(server), port)),
         (Exposure::NodePort, Some(Value::Unknown(_)), _) => Value::Unknown(format!("{address}.external_uri")),
         (Exposure::LoadBalancer, _, _) => match attrs.get("external_uri") {
             Some(Value::String(previous)) => {
                 let host = previous.trim_start_matches("turn:").split(':').next().unwrap_or_default();
-                Value::String(format!("turn:{host}:{TURN_PORT}?transport=tcp"))
+                Value::String(turn::uri(host, TURN_PORT))
             }
             _ => Value::Unknown(format!("{address}.external_uri")),
         },

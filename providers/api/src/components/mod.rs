@@ -234,7 +234,7 @@ pub use vault::Problem;
 /// what it references (`referenced`: attribute → the referenced component's attributes), so
 /// that `validate` reports mistakes with their location: a vault's provider, queue and account
 /// names, the account an agent uploads with.
-pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>) -> Vec<Problem> {
+pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>, cluster_type: Option<&str>) -> Vec<Problem> {
     match kind {
         Kind::Vault => {
             let mut out = vault::check(inputs, referenced.get("broker").copied());
@@ -248,7 +248,7 @@ pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>) 
             out.extend(turn::check_agent(inputs));
             out
         }
-        Kind::Turn => turn::check(inputs),
+        Kind::Turn => turn::check(inputs, cluster_type),
         _ => Vec::new(),
     }
 }

@@ -25,6 +25,13 @@ pub const MAX_RELAY_PORTS: u32 = 100;
 /// Kubernetes' default NodePort range, which a NodePort Service's relay ports must be inside.
 pub const NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
+/// The URI clients (agents, browsers) reach a TURN server at: `turn:HOST:PORT`, over UDP as
+/// WebRTC clients prefer (RFC 7065's default); coturn also serves TCP on the same port, so a
+/// client configured for TCP reaches it too.
+pub fn uri(host: &str, port: impl std::fmt::Display) -> String {
+    format!("turn:{host}:{port}")
+}
+
 /// `relay_ports` ("MIN-MAX") as its first and last port, or what is wrong with it.
 pub fn relay_range(text: &str) -> Result<(u16, u16), String> {
     let bad = || format!("relay_ports {text:?} is not a port range like \"{DEFAULT_RELAY_PORTS}\".");
@@ -46,14 +53,15 @@ pub fn relay_range(text: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
-/// A coturn's `relay_ports`, at its attribute for `validate`.
-pub fn check(inputs: &Attrs) -> Vec<super::vault::Problem> {
+/// A coturn's `relay_ports`, at its attribute for `validate`; `cluster_type` is the type of its
+/// cluster when known (Docker publishes any port, Kubernetes node ports lie in a range).
+pub fn check(inputs: &Attrs, cluster_type: Option<&str>) -> Vec<super::vault::Problem> {
     let Some(Value::String(text)) = inputs.get("relay_ports") else { return Vec::new() };
     let mut problems = Vec::new();
     let problem = |message: String, hint: &str| super::vault::Problem { path: crate::value::AttrPath::attr("relay_ports"), message, hint: hint.into() };
     match relay_range(text) {
         Err(m) => problems.push(problem(m, &format!("e.g. relay_ports = \"{DEFAULT_RELAY_PORTS}\" (40 UDP ports, about one per concurrent live view)"))),
-        Ok((lo, hi)) if node_ports(inputs) && (lo < NODE_PORT_RANGE.0 || hi > NODE_PORT_RANGE.1) => problems.push(problem(
+        Ok((lo, hi)) if node_ports(inputs) && cluster_type != Some("docker") && (lo < NODE_PORT_RANGE.0 || hi > NODE_PORT_RANGE.1) => problems.push(problem(
             format!(
                 "relay_ports {text:?} is outside Kubernetes' NodePort range {}-{}, and each relay port is exposed as the same node port.",
                 NODE_PORT_RANGE.0, NODE_PORT_RANGE.1
@@ -226,14 +234,17 @@ mod tests {
             }
             a
         };
-        assert!(check(&attrs("32000-32039", None)).is_empty());
-        let p = check(&attrs("49160-49200", None));
+        let k8s = Some("kubernetes");
+        assert!(check(&attrs("32000-32039", None), k8s).is_empty());
+        let p = check(&attrs("49160-49200", None), k8s);
         assert_eq!(p.len(), 1);
         assert!(p[0].message.contains("NodePort range 30000-32767"), "{}", p[0].message);
         assert_eq!(p[0].path, crate::value::AttrPath::attr("relay_ports"));
-        assert!(check(&attrs("49160-49200", Some("LoadBalancer"))).is_empty());
-        assert!(check(&attrs("49160-49200", Some("NodePort"))).len() == 1);
-        assert!(check(&attrs("1-2-3", Some("LoadBalancer")))[0].message.contains("not a port range"));
+        assert!(check(&attrs("49160-49200", Some("LoadBalancer")), k8s).is_empty());
+        assert!(check(&attrs("49160-49200", Some("NodePort")), k8s).len() == 1);
+        assert!(check(&attrs("49160-49200", Some("NodePort")), None).len() == 1, "an unknown cluster type is checked as Kubernetes");
+        assert!(check(&attrs("49160-49200", Some("NodePort")), Some("docker")).is_empty(), "Docker publishes any port");
+        assert!(check(&attrs("1-2-3", Some("LoadBalancer")), Some("docker"))[0].message.contains("not a port range"));
     }
 
     #[test]
