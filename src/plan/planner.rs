@@ -541,11 +541,28 @@ impl Planner<'_> {
             force_conflicts: self.options.force_conflicts,
         };
         match s.provider.plan(request).await {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                self.provider_warnings(&s.addr, &r.warnings);
+                Some(r)
+            }
             Err(e) => {
                 self.diags.push(Diagnostic::error("Provider plan failed", prefixed(&s.addr, &e.message)));
                 None
             }
+        }
+    }
+
+    /// A provider's plan warnings, each once (a component may be planned twice), at the
+    /// component's block; the summary is the address and the warning's first clause.
+    fn provider_warnings(&mut self, addr: &Address, warnings: &[String]) {
+        let span = self.expanded.decl(self.stack, addr).map(|d| d.span.clone());
+        for w in warnings {
+            let (first, rest) = w.split_once(": ").unwrap_or((w, ""));
+            let summary = prefixed(addr, first);
+            if self.diags.0.iter().any(|d| d.summary == summary && d.detail == rest) {
+                continue;
+            }
+            self.diags.push(Diagnostic::warning(summary, rest).at(span.clone()));
         }
     }
 

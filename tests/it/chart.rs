@@ -162,3 +162,83 @@ fn a_chart_without_helm_is_a_clear_error_at_plan() {
     assert!(text.contains("install helm 3 or later (https://helm.sh/docs/intro/install/"), "{text}");
     assert!(text.contains("KDEPLOY_HELM"), "{text}");
 }
+
+/// A Vault behind a LoadBalancer Service, and (`metallb`) a chart installing MetalLB's
+/// IPAddressPool CRD, with a pool when `addresses` is not empty, which the Vault depends on.
+fn balanced_stack(kubeconfig: &str, metallb: Option<&str>) -> String {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/metallb").display().to_string();
+    let (block, depends) = match metallb {
+        Some(addresses) => (
+            format!("chart \"metallb\" {{\n  path      = \"{chart}\"\n  namespace = \"metallb-system\"\n  values    = {{ addresses = \"{addresses}\" }}\n}}\n"),
+            "  depends_on   = [chart.metallb]\n",
+        ),
+        None => (String::new(), ""),
+    };
+    format!(
+        r#"cluster "k8s" {{
+  type       = "kubernetes"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+}}
+
+database "meta" {{
+  type = "mongodb"
+}}
+
+object_storage "rec" {{
+  type = "minio"
+}}
+{block}
+vault "main" {{
+  database     = database.meta
+  storage      = object_storage.rec
+  service_type = "LoadBalancer"
+{depends}}}
+"#
+    )
+}
+
+#[test]
+fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_install() {
+    let Some(helm) = helm() else { return };
+    let e = env();
+    let pending = "Warning: vault.main: Its Service of type LoadBalancer would stay pending";
+
+    // A bare cluster: no LoadBalancer Service has an address, its node has no cloud provider,
+    // and no implementation is installed.
+    e.s.write("main.hcl", &balanced_stack(&e.kubeconfig, None));
+    let r = kdeploy(&e, &helm, &["plan", "-no-color", "-detailed-exitcode"]);
+    assert_eq!(r.code, 2, "a warning does not stop the plan: {}", r.text());
+    assert!(r.stdout.contains(&format!("{pending}: the cluster has no load-balancer implementation")), "{}", r.text());
+    assert!(r.stdout.contains("`microk8s enable metallb:FIRST_IP-LAST_IP`") && r.stdout.contains("set service_type = \"NodePort\""), "{}", r.text());
+    let json = kdeploy(&e, &helm, &["plan", "-json"]);
+    assert!(json.stdout.contains("vault.main: Its Service of type LoadBalancer would stay pending"), "in the machine-readable plan: {}", json.text());
+
+    // A chart the Vault depends on installs MetalLB: planned first, it answers the question.
+    e.s.write("main.hcl", &balanced_stack(&e.kubeconfig, Some("")));
+    let r = kdeploy(&e, &helm, &["plan", "-no-color"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(!r.stdout.contains("would stay pending"), "chart.metallb installs MetalLB: {}", r.text());
+
+    // Installed, but without an address pool: MetalLB gives no Service an address.
+    let r = kdeploy(&e, &helm, &["apply", "-auto-approve", "-target", "chart.metallb"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let r = kdeploy(&e, &helm, &["plan", "-no-color"]);
+    assert!(r.stdout.contains(&format!("{pending}: MetalLB is installed but has no IPAddressPool (metallb.io/v1beta1)")), "the pool it lacks: {}", r.text());
+
+    // With a pool, whoever installed it (here, by hand): no warning, and the apply gets the address.
+    e.server.put_object(json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "default", "namespace": "metallb-system"},
+        "spec": {"addresses": ["192.0.2.40-192.0.2.49"]}}));
+    let r = kdeploy(&e, &helm, &["plan", "-no-color"]);
+    assert!(!r.stdout.contains("would stay pending"), "{}", r.text());
+
+    // A cluster whose nodes a cloud controller runs (EKS here) has one too.
+    let cloud = crate::support::managed_cluster();
+    let s = TestStack::new(&[]);
+    let kubeconfig = cloud.write_kubeconfig(s.path(), "test").display().to_string();
+    s.write("main.hcl", &balanced_stack(&kubeconfig, None));
+    let r = run_binary(s.path(), &[("KDEPLOY_HELM", &helm)], &["plan", "-no-color"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.stdout.contains("+ vault.main") || r.stdout.contains("vault.main will be created"), "{}", r.text());
+    assert!(!r.stdout.contains("would stay pending"), "{}", r.text());
+}

@@ -292,7 +292,11 @@ pub const CLOUD_LB_IP: &str = "203.0.113.10";
 /// A test API server standing in for a managed cluster (EKS, AKS, GKE), whose cloud controller
 /// gives LoadBalancer Services an address.
 pub fn managed_cluster() -> kdeploy_kube_testserver::TestServer {
-    let opts = kdeploy_kube_testserver::Options { load_balancer_ips: vec![CLOUD_LB_IP.into()], ..Default::default() };
+    let opts = kdeploy_kube_testserver::Options {
+        load_balancer_ips: vec![CLOUD_LB_IP.into()],
+        node_provider_id: Some("aws:///eu-west-1a/i-0123456789abcdef0".into()),
+        ..Default::default()
+    };
     kdeploy_kube_testserver::TestServer::start(opts)
 }
 

@@ -171,6 +171,10 @@ pub struct PlanResponse {
     pub planned: Value,
     /// Changed attributes that cannot be updated in place.
     pub requires_replace: Vec<AttrPath>,
+    /// What the user should know before applying (a LoadBalancer Service that would stay
+    /// pending), one sentence each: the plan shows them, as Terraform shows a provider's
+    /// warning diagnostics; they do not stop it.
+    pub warnings: Vec<String>,
 }
 
 /// Create (prior None) or update a component to `planned` (inputs are known at this point).
@@ -384,7 +388,7 @@ pub fn default_plan(request: &PlanRequest<'_>) -> PlanResponse {
             }
         }
     }
-    PlanResponse { planned: Value::Map(planned), requires_replace }
+    PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() }
 }
 
 /// The provider for `external` components: data only, nothing to create. Reads return what was
@@ -408,7 +412,7 @@ impl Provider for ExternalProvider {
                 m.insert(attr.name.to_string(), external_computed(attr.name, request.desired));
             }
         }
-        Ok(PlanResponse { planned, requires_replace: Vec::new() })
+        Ok(PlanResponse { planned, requires_replace: Vec::new(), warnings: Vec::new() })
     }
 
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse, ProviderError> {

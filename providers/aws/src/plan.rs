@@ -101,7 +101,7 @@ pub fn plan_eks(address: &str, desired: &Value, prior: Option<&Value>, region: V
             }
         }
     }
-    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() })
 }
 
 /// S3 bucket naming rules (the common subset of them).
@@ -150,7 +150,7 @@ pub fn plan_s3(address: &str, desired: &Value, prior: Option<&Value>, region: Va
         let v = if requires_replace.is_empty() { keep(prior, address, attr) } else { unknown(address, attr) };
         planned.insert(attr.into(), v);
     }
-    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() })
 }
 
 #[cfg(test)]

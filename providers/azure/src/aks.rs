@@ -81,7 +81,7 @@ pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<Pla
         planned.insert(k.into(), v);
     }
     planned.insert("token_source".into(), Value::string("aks"));
-    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() })
 }
 
 fn system_pool(live: &Json) -> Option<&Json> {

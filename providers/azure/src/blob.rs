@@ -73,7 +73,7 @@ pub fn plan(address: &str, desired: &Value, prior: Option<&Value>) -> Result<Pla
     }
     let access = planned.get("account_name").cloned().unwrap_or(Value::Null);
     planned.insert("access_key".into(), access);
-    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() })
 }
 
 /// Reads the account, container and retention rule; `None` when the account or the container

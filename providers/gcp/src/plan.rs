@@ -92,7 +92,7 @@ pub fn plan_gke(address: &str, desired: &Value, prior: Option<&Value>) -> Result
             planned.insert((*attr).into(), unknown(address, attr));
         }
     }
-    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() })
 }
 
 /// GCS bucket naming rules (the common subset: no dots, which need domain verification).
@@ -135,7 +135,7 @@ pub fn plan_gcs(address: &str, desired: &Value, prior: Option<&Value>) -> Result
         let v = if requires_replace.is_empty() { keep(prior, address, attr) } else { unknown(address, attr) };
         planned.insert(attr.into(), v);
     }
-    Ok(PlanResponse { planned: Value::Map(planned), requires_replace })
+    Ok(PlanResponse { planned: Value::Map(planned), requires_replace, warnings: Vec::new() })
 }
 
 #[cfg(test)]

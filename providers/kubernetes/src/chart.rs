@@ -26,6 +26,8 @@ use crate::render::{ADDRESS_ANNOTATION, MANAGED_BY};
 pub const CHART_DIGEST: &str = "chart_digest";
 /// Where the helm binary is, when not on PATH (see [`helm_binary`]).
 pub const HELM_ENV: &str = "KDEPLOY_HELM";
+/// What else to change when a chart renders a LoadBalancer Service that gets no address.
+pub const BALANCER_FIX: &str = "change the chart's values that ask for a Service of type LoadBalancer (most charts take a service.type value)";
 const CRD: (&str, &str) = ("apiextensions.k8s.io/v1", "CustomResourceDefinition");
 
 /// What can go wrong with a chart, before any API call.

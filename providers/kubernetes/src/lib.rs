@@ -8,6 +8,7 @@
 //! all components share one LIST and WATCH per kind and namespace ([`wait`]).
 
 pub mod api;
+pub mod balancer;
 pub mod chart;
 pub mod exposure;
 pub mod fields;
@@ -54,6 +55,9 @@ pub struct KubernetesProvider {
     namespaces: tokio::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
     /// Readiness and deletion waits, sharing one watch per kind and namespace.
     waits: wait::Waits,
+    /// What each cluster (API server and context) shows of a load-balancer implementation,
+    /// read once per run when a plan writes a LoadBalancer Service there.
+    balancers: tokio::sync::Mutex<HashMap<(String, String), balancer::Facts>>,
 }
 
 impl KubernetesProvider {
@@ -141,7 +145,7 @@ fn fill_computed(
         (Kind::Turn, "coturn") => {
             let host = format!("{base}.{ns}");
             set(attrs, "host", Value::String(host.clone()));
-            set(attrs, "uri", Value::String(format!("turn:{host}:{}?transport=tcp", turn::TURN_PORT)));
+            set(attrs, "uri", Value::String(turn::uri(&host, turn::TURN_PORT)));
             let external = exposure::outside_turn(attrs, cluster, &c.address);
             set(attrs, "external_uri", external);
         }
@@ -381,6 +385,16 @@ fn split_key(key: &str) -> Option<(&str, &str, &str, &str)> {
     Some((api_version, kind, ns, name))
 }
 
+/// The value with a placeholder string for each unknown part.
+fn placeholders(v: &Value) -> Value {
+    match v {
+        Value::Unknown(_) => Value::string("known-after-apply"),
+        Value::List(items) => Value::List(items.iter().map(placeholders).collect()),
+        Value::Map(m) => Value::Map(m.iter().map(|(k, v)| (k.clone(), placeholders(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Whether every value a rendering needs is known.
 fn all_known(kind: Kind, attrs: &BTreeMap<String, Value>, refs: &BTreeMap<String, Reference>) -> bool {
     attrs.iter().filter(|(k, _)| k.as_str() != OBJECTS && k.as_str() != DIGEST).all(|(_, v)| !v.contains_unknown())
@@ -485,6 +499,76 @@ impl KubernetesProvider {
         ))
     }
 
+    /// What the cluster shows of a load-balancer implementation, read once per run.
+    async fn balancer_facts(&self, conn: &Conn) -> balancer::Facts {
+        let mut known = self.balancers.lock().await;
+        let key = (conn.server.clone(), conn.context.clone());
+        if let Some(facts) = known.get(&key) {
+            return facts.clone();
+        }
+        let facts = balancer::gather(conn).await;
+        known.insert(key, facts.clone());
+        facts
+    }
+
+    /// The warning of a plan that writes LoadBalancer Services (`what`) on a cluster where
+    /// they would stay pending.
+    async fn balancer_warning(&self, conn: &Conn, what: &str, fix: &str) -> Option<String> {
+        balancer::warning(&balancer::judge(&self.balancer_facts(conn).await), what, fix)
+    }
+
+    /// A served component (Vault, Factory, a broker, TURN) exposed by a LoadBalancer that has
+    /// no address yet: created, changed to LoadBalancer, or left pending by an earlier apply.
+    async fn exposure_warning(&self, req: &PlanRequest<'_>, planned: &BTreeMap<String, Value>, objects: Option<&[Json]>) -> Option<String> {
+        if exposure::Exposure::of(planned) != exposure::Exposure::LoadBalancer {
+            return None;
+        }
+        let prior = map_ref(req.prior);
+        if ["url", "external_uri"].iter().any(|k| matches!(prior.get(*k), Some(Value::String(_)))) {
+            return None;
+        }
+        // A cluster created by this apply cannot be asked yet.
+        let conn = self.conn(req.cluster).await.ok()?;
+        let what = match objects.map(balancer::balancers) {
+            Some(services) if !services.is_empty() => balancer::named(&services),
+            _ => "Its Service".to_string(),
+        };
+        self.balancer_warning(&conn, &what, exposure::SERVICE_TYPE_FIX).await
+    }
+
+    /// A rendered chart's LoadBalancer Services; a chart that installs a load-balancer
+    /// implementation is remembered, so the components planned after it (those that depend on
+    /// it) are not warned.
+    async fn chart_balancers(&self, conn: &Conn, c: &ComponentRef, objects: &[Json]) -> Option<String> {
+        if let Some(name) = balancer::installed_by(objects) {
+            let mut facts = self.balancer_facts(conn).await;
+            facts.installed_by = Some((c.address.to_string(), name));
+            self.balancers.lock().await.insert((conn.server.clone(), conn.context.clone()), facts);
+        }
+        let services = balancer::balancers(objects);
+        if services.is_empty() {
+            return None;
+        }
+        let fix = if c.kind == Kind::Hub { hub::BALANCER_FIX } else { chart::BALANCER_FIX };
+        self.balancer_warning(conn, &balancer::named(&services), fix).await
+    }
+
+    /// A chart created with values only apply will know (Hub's Vault keys): rendered with
+    /// placeholders for them, only to see which LoadBalancer Services it writes. Nothing when
+    /// that rendering fails (apply reports what is wrong) or the cluster cannot be asked yet.
+    async fn sketch_warning(&self, req: &PlanRequest<'_>, planned: &BTreeMap<String, Value>) -> Option<String> {
+        let conn = self.conn(req.cluster).await.ok()?;
+        let attrs = map_of(Some(&placeholders(&Value::Map(planned.clone()))));
+        let refs: BTreeMap<String, Reference> = req
+            .refs
+            .iter()
+            .map(|(k, r)| (k.clone(), Reference { component: r.component.clone(), attributes: std::sync::Arc::new(placeholders(&r.attributes)) }))
+            .collect();
+        let ch = chart_of(&req.component, &attrs, &refs).ok()?;
+        let objects = self.chart_objects(&conn, &ch, &req.component, &refs).await.ok()?;
+        self.chart_balancers(&conn, &req.component, &objects).await
+    }
+
     /// A chart's objects: `helm template`, then made kdeploy's ([`chart::adopt`]), the scope of
     /// each kind from the chart's CRDs or the cluster's discovery.
     async fn chart_objects(&self, conn: &Conn, ch: &chart::Chart, c: &ComponentRef, refs: &BTreeMap<String, Reference>) -> Result<Vec<Json>, ProviderError> {
@@ -537,6 +621,11 @@ impl KubernetesProvider {
         };
         planned.remove(CHART_DIGEST);
         if !all_known(c.kind, planned, req.refs) {
+            if req.prior.is_none()
+                && let Some(w) = self.sketch_warning(req, planned).await
+            {
+                resp.warnings.push(w);
+            }
             unknown(planned, &[OBJECTS, DIGEST, CHART_DIGEST]);
             return Ok(resp);
         }
@@ -555,6 +644,9 @@ impl KubernetesProvider {
         // Rendered at plan time even for a create, so a missing helm or a chart error shows now.
         let conn = self.conn(req.cluster).await?;
         let objects = self.chart_objects(&conn, &ch, c, req.refs).await?;
+        if let Some(w) = self.chart_balancers(&conn, c, &objects).await {
+            resp.warnings.push(w);
+        }
         if req.prior.is_none() {
             unknown(planned, &[OBJECTS, DIGEST]);
             return Ok(resp);
@@ -863,6 +955,9 @@ impl Provider for KubernetesProvider {
         };
         // Rendering now reports a wrong stack at plan time, even for a create.
         let objects = if all_known(c.kind, planned, req.refs) { self.rendered(c, planned, req.refs, cluster)? } else { None };
+        if let Some(w) = self.exposure_warning(&req, planned, objects.as_deref()).await {
+            resp.warnings.push(w);
+        }
         let (Some(prior), Some(objects)) = (req.prior, objects) else {
             unknown_objects(planned);
             return Ok(resp);
@@ -969,7 +1064,7 @@ impl Provider for KubernetesProvider {
         }
         if c.kind == Kind::Turn && exposure::Exposure::of(&attrs) == exposure::Exposure::LoadBalancer {
             let url = exposure::balancer_url(&conn, &applied, timeout, &c.address).await?;
-            attrs.insert("external_uri".into(), Value::String(format!("turn:{}:{}?transport=tcp", exposure::server_host(&url), turn::TURN_PORT)));
+            attrs.insert("external_uri".into(), Value::String(turn::uri(&exposure::server_host(&url), turn::TURN_PORT)));
         }
         attrs.insert(DIGEST.into(), Value::String(fields::digest_all(&objects)));
         attrs.insert(OBJECTS.into(), Value::Map(digests));

@@ -35,6 +35,9 @@ pub struct Options {
     /// type LoadBalancer, in order, in `status.loadBalancer.ingress[0].ip`. Empty (the
     /// default, as on a bare cluster): such Services stay pending.
     pub load_balancer_ips: Vec<String>,
+    /// The `spec.providerID` of the cluster's node: set by a cloud controller
+    /// (`aws:///eu-west-1a/i-...` on EKS), absent on a bare cluster (the default).
+    pub node_provider_id: Option<String>,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             storage_classes: vec![("standard".into(), true)],
             waiting_reason: "ImagePullBackOff".into(),
             load_balancer_ips: vec![],
+            node_provider_id: None,
         }
     }
 }
@@ -141,6 +145,14 @@ impl State {
         s.init_meta(resources::SVC, &mut kube_svc);
         resources::apply_defaults(resources::SVC, &mut kube_svc);
         s.store(resources::SVC, kube_svc);
+        // One node; its providerID says whether a cloud controller runs it.
+        let mut node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1", "labels": {"kubernetes.io/hostname": "node-1"}},
+            "spec": {}, "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"}}});
+        if let Some(id) = &s.opts.node_provider_id {
+            node["spec"]["providerID"] = json!(id);
+        }
+        s.init_meta(resources::NODE, &mut node);
+        s.store(resources::NODE, node);
         let classes = s.opts.storage_classes.clone();
         for (name, default) in classes {
             let mut o = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name}, "provisioner": "kdeploy.test/hostpath"});

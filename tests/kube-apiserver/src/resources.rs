@@ -51,6 +51,7 @@ pub static RESOURCES: &[Res] = &[
     r("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], true, true),
     r("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], true, true),
     r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], true, true),
+    r("", "v1", "nodes", "node", "Node", false, &["no"], true, false),
 ];
 
 pub const NS: usize = 0;
@@ -65,6 +66,7 @@ pub const STS: usize = 9;
 pub const JOB: usize = 10;
 pub const SC: usize = 15;
 pub const CRD: usize = 19;
+pub const NODE: usize = 20;
 
 /// Resources defined by CustomResourceDefinitions, after the built-in ones: index
 /// `RESOURCES.len() + i`. One registry for the process (a `Res` is `'static`, so each distinct
