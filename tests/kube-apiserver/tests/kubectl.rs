@@ -107,6 +107,15 @@ fn scenario(bin: &Path) {
     assert!(out.contains("default") && out.contains("kube-system"), "{out}");
     assert!(out.contains("Active"), "{out}");
 
+    // One node, cluster-scoped, without a providerID (no cloud controller): what kdeploy reads
+    // to tell whether LoadBalancer Services get an address.
+    let out = k.ok(&["get", "nodes"]);
+    assert!(out.contains("node-1"), "{out}");
+    let nodes: Value = serde_json::from_str(&k.ok(&["get", "nodes", "-o", "json"])).unwrap();
+    assert_eq!(nodes["items"].as_array().map(Vec::len), Some(1), "{nodes}");
+    assert_eq!(nodes["items"][0]["metadata"]["name"], "node-1");
+    assert!(nodes["items"][0]["spec"]["providerID"].is_null(), "{nodes}");
+
     let out = k.ok(&["create", "namespace", "demo"]);
     assert!(out.contains("namespace/demo created"), "{out}");
     assert!(s.object("v1", "Namespace", None, "demo").is_some());
