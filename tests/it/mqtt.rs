@@ -290,6 +290,23 @@ fn a_relay_range_is_checked_where_it_is_written() {
     }
 }
 
+#[test]
+fn ingress_attributes_on_a_docker_vault_are_refused_where_they_are_written() {
+    let stack = |cluster: &str| {
+        format!(
+            "cluster \"k\" {{\n  type = \"{cluster}\"\n}}\ndatabase \"meta\" {{\n  type = \"mongodb\"\n}}\nobject_storage \"rec\" {{\n  type = \"minio\"\n}}\nvault \"main\" {{\n  database     = database.meta\n  storage      = object_storage.rec\n  ingress_host = \"vault.example.com\"\n  cert_issuer  = \"letsencrypt\"\n}}\n"
+        )
+    };
+    let s = TestStack::new(&[("main.hcl", &stack("docker"))]);
+    let r = kdeploy(s.path(), &["validate"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("ingress_host configures a Kubernetes Ingress, but this component runs on a Docker cluster"), "{}", r.stderr);
+    assert!(r.stderr.contains("main.hcl:13") && r.stderr.contains("main.hcl:14"), "each at its line: {}", r.stderr);
+    assert!(r.stderr.contains("published node_port"), "what happens instead: {}", r.stderr);
+    s.write("main.hcl", &stack("microk8s"));
+    ok(&kdeploy(s.path(), &["validate"]));
+}
+
 /// A Mosquitto started with kdeploy's files, killed when dropped.
 struct Broker(Child);
 

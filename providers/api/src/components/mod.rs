@@ -239,6 +239,7 @@ pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>, 
         Kind::Vault => {
             let mut out = vault::check(inputs, referenced.get("broker").copied());
             out.extend(mqtt::check_agent(inputs, referenced.get("mqtt").copied()));
+            out.extend(ingress_on_docker(inputs, cluster_type));
             out
         }
         Kind::Hub => mqtt::check_agent(inputs, referenced.get("mqtt").copied()),
@@ -251,6 +252,23 @@ pub fn check(kind: Kind, inputs: &Attrs, referenced: &BTreeMap<String, &Attrs>, 
         Kind::Turn => turn::check(inputs, cluster_type),
         _ => Vec::new(),
     }
+}
+
+/// The Ingress attributes are Kubernetes': on a Docker cluster nothing would read them, and the
+/// external URL would not be the host they name.
+fn ingress_on_docker(inputs: &Attrs, cluster_type: Option<&str>) -> Vec<Problem> {
+    if cluster_type != Some("docker") {
+        return Vec::new();
+    }
+    ["ingress_host", "ingress_class", "ingress_tls_secret", "cert_issuer"]
+        .iter()
+        .filter(|k| inputs.get(**k).and_then(Value::as_str).is_some_and(|v| !v.is_empty()))
+        .map(|k| Problem {
+            path: crate::value::AttrPath::attr(k),
+            message: format!("{k} configures a Kubernetes Ingress, but this component runs on a Docker cluster, which has none."),
+            hint: "remove it: on Docker the component is reached on its published node_port (external_url http://HOST:node_port); put a reverse proxy of your own in front for a host name, or run it on a Kubernetes cluster".into(),
+        })
+        .collect()
 }
 
 /// Computed attributes every runtime derives the same way, after its own (names, endpoints)
