@@ -154,7 +154,8 @@ pub fn plan_json(plan: &Plan) -> Json {
         "lineage": plan.lineage,
         "serial": plan.serial,
         "destroy": plan.options.destroy,
-        "resource_changes": plan.changes.iter().map(change_json).collect::<Vec<_>>(),
+        // As Terraform: a data source read at plan is in no change list.
+        "resource_changes": plan.changes.iter().filter(|c| c.action != super::Action::Read || c.shown()).map(change_json).collect::<Vec<_>>(),
         "resource_drift": plan.drift.iter().map(drift_json).collect::<Vec<_>>(),
         "output_changes": outputs,
         "summary": {"import": plan.imports(), "add": add, "change": change, "destroy": destroy, "deferred": plan.deferred(), "has_changes": plan.has_changes(), "drift": plan.drift.len()},

@@ -105,6 +105,10 @@ pub enum ActionReason {
     /// An imported object differs in what cannot change in place: the plan stops and says so;
     /// `-replace` confirms a replacement.
     ImportNeedsReplace,
+    /// A data source's cluster is created by this apply: read once it exists.
+    ReadBecauseDependencyPending,
+    /// A data source's arguments refer to values only apply knows.
+    ReadBecauseConfigUnknown,
 }
 
 impl ActionReason {
@@ -123,6 +127,8 @@ impl ActionReason {
             ActionReason::DeleteInterruptedCreate => "a run was interrupted while creating it, and it is no longer in the stack",
             ActionReason::ReplaceInterruptedDelete => "a run was interrupted while deleting it, and the delete may still be under way",
             ActionReason::ImportNeedsReplace => "the imported object cannot be taken over in place",
+            ActionReason::ReadBecauseDependencyPending => "its cluster is created by this apply",
+            ActionReason::ReadBecauseConfigUnknown => "its arguments are known only after apply",
         }
     }
 
@@ -141,6 +147,8 @@ impl ActionReason {
             ActionReason::DeleteInterruptedCreate => "delete_because_interrupted_create",
             ActionReason::ReplaceInterruptedDelete => "replace_because_interrupted_delete",
             ActionReason::ImportNeedsReplace => "import_needs_replace",
+            ActionReason::ReadBecauseDependencyPending => "read_because_dependency_pending",
+            ActionReason::ReadBecauseConfigUnknown => "read_because_config_unknown",
         }
     }
 }
@@ -193,6 +201,12 @@ impl Change {
     /// (Kubernetes: server-side apply takes the fields over).
     pub fn mutates(&self) -> bool {
         self.action.mutates() || self.import_id.is_some()
+    }
+
+    /// Whether a plan shows it: what apply changes, and the data sources only apply can read
+    /// (a source read at plan is no change, though apply reads it again: plans hold no secrets).
+    pub fn shown(&self) -> bool {
+        self.mutates() || (self.action == Action::Read && (self.deferred || self.reason.is_some()))
     }
 }
 

@@ -303,7 +303,13 @@ impl Planner<'_> {
             type_name: desired.type_name.clone(),
             provider: provider_name,
             action: super::Action::Read,
-            reason: None,
+            reason: if deferred {
+                Some(super::ActionReason::ReadBecauseDependencyPending)
+            } else if desired.inputs.contains_unknown() {
+                Some(super::ActionReason::ReadBecauseConfigUnknown)
+            } else {
+                None
+            },
             before: None,
             after: Some(unread()),
             before_sensitive: Vec::new(),

@@ -188,7 +188,8 @@ pub fn change(style: Style, c: &Change) -> String {
     if let Some(id) = &c.import_id {
         let _ = writeln!(out, "  # (imported from {id:?})");
     }
-    if let Some(r) = c.reason {
+    // A deferred change's headline says why already.
+    if let Some(r) = c.reason.filter(|_| !c.deferred) {
         let _ = writeln!(out, "  # (because {})", r.describe());
     }
     if c.action == Action::Delete && c.delete_data {
@@ -279,8 +280,7 @@ pub fn plan(style: Style, plan: &Plan) -> String {
         out.push('\n');
     }
     out.push_str(&drift_section(style, plan));
-    // A data source read at plan is not shown; one that waits for its cluster is.
-    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.mutates() || (c.action == Action::Read && c.deferred)).collect();
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.shown()).collect();
     let outputs: Vec<&OutputChange> = plan.output_changes.iter().filter(|o| o.action != Action::NoOp).collect();
     if changes.is_empty() && outputs.is_empty() {
         let _ = writeln!(out, "{} Your deployment matches the stack.", style.paint("No changes.", "1;32"));

@@ -66,8 +66,9 @@ fn a_secret_is_read_into_an_input_and_never_shown() {
     assert_eq!(json.code, 0, "{}", json.text());
     assert!(!json.stdout.contains(PASSWORD), "{}", json.stdout);
     let parsed: Value = serde_json::from_str(&json.stdout).unwrap();
-    let read = parsed["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "data.kubernetes_secret.mongo").cloned().unwrap();
-    assert_eq!(read["change"]["actions"], json!(["read"]), "{read}");
+    let changes = parsed["resource_changes"].as_array().unwrap();
+    assert!(changes.iter().all(|c| c["address"] != "data.kubernetes_secret.mongo"), "read at plan, as in Terraform's JSON: {changes:?}");
+    assert!(changes.iter().any(|c| c["address"] == "database.meta"), "{changes:?}");
 
     // The graph: the database depends on the data source, which runs on the cluster.
     let graph = run_binary(s.path(), &[], &["graph", "--format", "text"]);
@@ -181,6 +182,12 @@ database "meta" {
     assert!(plan.stdout.contains("# data.kubernetes_secret.mongo will be read during apply (deferred until cluster.eks exists)"), "{}", plan.stdout);
     assert!(plan.stdout.contains("# database.meta will be created"), "{}", plan.stdout);
     assert!(world.calls().iter().all(|c| c.op != "read_data"), "read at plan");
+    let json = crate::support::run(s.path(), &world, &["plan", "-json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    let read =
+        parsed["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "data.kubernetes_secret.mongo").cloned().expect("a read at apply");
+    assert_eq!(read["change"]["actions"], json!(["read"]), "{read}");
+    assert_eq!((read["deferred"].clone(), read["action_reason"].clone()), (json!(true), json!("read_because_dependency_pending")), "{read}");
 
     let secret = Value::Map([("mongodb-root-password".to_string(), Value::string(PASSWORD))].into_iter().collect());
     world.put("data.kubernetes_secret.mongo", Value::Map([("data".to_string(), secret)].into_iter().collect()));
@@ -192,4 +199,42 @@ database "meta" {
     let ops: Vec<(String, &str)> = world.calls().iter().map(|c| (c.address.clone(), c.op)).collect();
     let at = |addr: &str, op: &str| ops.iter().position(|(a, o)| a == addr && *o == op).unwrap_or_else(|| panic!("{addr} {op}: {ops:?}"));
     assert!(at("cluster.eks", "apply") < at("data.kubernetes_secret.mongo", "read_data"), "{ops:?}");
+}
+
+#[test]
+fn a_source_whose_arguments_only_apply_knows_is_shown_as_read_during_apply() {
+    let (_server, s, kubeconfig) = site();
+    // The Secret's name follows a value the storage gets at apply.
+    s.write(
+        "main.hcl",
+        &format!(
+            r#"cluster "k8s" {{
+  type       = "kubernetes"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+}}
+
+object_storage "rec" {{
+  type = "minio"
+}}
+
+data "kubernetes_secret" "keys" {{
+  namespace = "minio"
+  name      = "keys-${{object_storage.rec.manifest_digest}}"
+}}
+"#
+        ),
+    );
+    let plan = run_binary(s.path(), &[], &["plan", "-no-color"]);
+    assert_eq!(plan.code, 0, "{}", plan.text());
+    assert!(
+        plan.stdout.contains("# data.kubernetes_secret.keys will be read during apply\n  # (because its arguments are known only after apply)"),
+        "{}",
+        plan.stdout
+    );
+    let json = run_binary(s.path(), &[], &["plan", "-json"]);
+    let parsed: Value = serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    let read = parsed["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "data.kubernetes_secret.keys").cloned().expect("a read at apply");
+    assert_eq!((read["change"]["actions"].clone(), read["action_reason"].clone()), (json!(["read"]), json!("read_because_config_unknown")), "{read}");
+    assert!(read.get("deferred").is_none(), "its cluster exists: {read}");
 }
