@@ -603,6 +603,38 @@ pub fn root_output(scope: &Scope<'_>, decl: &super::OutputDecl) -> Result<Marked
 }
 
 /// Evaluates an instance's `type` (must be known) and returns its schema.
+/// The Kubernetes namespaces of the stack's components on `cluster` (a drift_schedule's default
+/// `namespaces`), sorted. A component whose cluster or namespace depends on its `each` or
+/// `count` is counted on every cluster, with its kind's namespace when its own cannot be told.
+fn stack_namespaces(ctx: &Ctx<'_>, stack: &Stack, cluster: Option<&Address>) -> Value {
+    let mut found = std::collections::BTreeSet::new();
+    for path in ctx.instances.keys() {
+        let scope = ctx.scope(path);
+        for decl in stack.modules[scope.module].components.iter().filter(|d| !matches!(d.kind, Kind::Cluster | Kind::Data)) {
+            let Ok((type_name, schema)) = component_type(&scope, decl) else { continue };
+            let Some(attr) = schema.attr("namespace") else { continue };
+            if type_name == "external" || !on_cluster(&scope, decl, cluster) {
+                continue;
+            }
+            let declared =
+                decl.attrs.get("namespace").and_then(|(e, _)| scope.eval(&e.expr, e.span.file).ok()).and_then(|m| m.value.as_str().map(str::to_string));
+            let ns = declared
+                .or_else(|| attr.default.as_ref().and_then(Value::as_str).map(str::to_string))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| kdeploy_provider::names::default_namespace(decl.kind, &type_name).to_string());
+            found.insert(ns);
+        }
+    }
+    Value::List(found.into_iter().map(Value::String).collect())
+}
+
+/// Whether a declaration may run on `cluster`: it names no cluster (the stack's only one), or
+/// one that cannot be told without its `each`, or that one.
+fn on_cluster(scope: &Scope<'_>, decl: &ComponentDecl, cluster: Option<&Address>) -> bool {
+    let (Some(cluster), Some((e, _))) = (cluster, decl.attrs.get("cluster")) else { return true };
+    scope.reference_address(&e.expr, e.span.file).is_none_or(|a| a == *cluster)
+}
+
 /// The type of a cluster (`docker`, `kubernetes`, ...), when its `type` can be told without
 /// its instance's `each` or `count`.
 fn cluster_type(ctx: &Ctx<'_>, stack: &Stack, addr: &Address) -> Option<String> {
@@ -711,6 +743,10 @@ pub fn desired(ctx: &Ctx<'_>, stack: &Stack, inst: &Instance, clusters: &[Addres
         let default = attr.default.clone().or_else(|| {
             attr.derived_default.map(|d| match d {
                 kdeploy_provider::schema::DerivedDefault::StackName => Value::String(stack.name()),
+                kdeploy_provider::schema::DerivedDefault::StackNamespaces => {
+                    let own = ev.refs.get("cluster").cloned().or_else(|| (clusters.len() == 1).then(|| clusters[0].clone()));
+                    stack_namespaces(ctx, stack, own.as_ref())
+                }
             })
         });
         entries.push((attr.name.to_string(), Marked::plain(default.unwrap_or(Value::Null))));

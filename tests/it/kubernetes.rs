@@ -484,6 +484,73 @@ drift_schedule "nightly" {{
     assert!(e.server.object("batch/v1", "CronJob", Some("kdeploy"), "drift-schedule-nightly").is_none());
 }
 
+#[test]
+fn drift_schedule_reads_the_namespaces_of_the_stacks_components_on_its_cluster() {
+    let (central, edge) = (TestServer::start(Options::default()), TestServer::start(Options::default()));
+    let s = TestStack::new(&[]);
+    let kubeconfig = |server: &TestServer, name: &str| server.write_kubeconfig(&s.path().join(name), "test").display().to_string();
+    let (central_kc, edge_kc) = (kubeconfig(&central, "central"), kubeconfig(&edge, "edge"));
+    s.write(
+        "main.hcl",
+        &format!(
+            r#"cluster "central" {{
+  type       = "kubernetes"
+  kubeconfig = "{central_kc}"
+  context    = "test"
+}}
+
+cluster "edge" {{
+  type       = "kubernetes"
+  kubeconfig = "{edge_kc}"
+  context    = "test"
+}}
+
+database "meta" {{
+  cluster = cluster.central
+  type    = "mongodb"
+}}
+
+object_storage "rec" {{
+  cluster = cluster.central
+  type    = "minio"
+}}
+
+vault "main" {{
+  cluster   = cluster.central
+  namespace = "vault-site"
+  database  = database.meta
+  storage   = object_storage.rec
+}}
+
+broker "live" {{
+  cluster = cluster.edge
+  type    = "mosquitto"
+}}
+
+agent "cam" {{
+  for_each = toset(["front", "back"])
+  cluster  = cluster.central
+  vault    = vault.main
+  rtsp_url = "rtsp://10.0.0.1/${{each.key}}"
+}}
+
+drift_schedule "nightly" {{
+  cluster  = cluster.central
+  schedule = "17 3 * * *"
+  files    = {{ "main.hcl" = "" }}
+}}
+"#
+        ),
+    );
+    let plan = crate::support::run_binary(s.path(), &[], &["plan", "-json"]);
+    assert_eq!(plan.code, 0, "{}", plan.text());
+    let parsed: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap_or_else(|e| panic!("{e}: {}", plan.text()));
+    let drift = parsed["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "drift_schedule.nightly").cloned().expect("planned");
+    // Its own, MongoDB's, MinIO's, the Vault's own and the agents'; not the broker's on the
+    // other cluster, nor those of kinds the stack does not use.
+    assert_eq!(drift["change"]["after"]["namespaces"], json!(["kdeploy", "kerberos-agent", "minio", "mongodb", "vault-site"]), "{drift}");
+}
+
 /// The example stacks, applied to the test API server, then checked with `kdeploy drift`: no
 /// false positives right after apply, and exact reports of real out-of-band changes.
 #[test]

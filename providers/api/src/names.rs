@@ -1,4 +1,24 @@
-//! Cloud resource names derived from component addresses, shared by the cloud providers.
+//! Cloud resource names derived from component addresses, shared by the cloud providers, and
+//! the Kubernetes namespace of each kind of component.
+
+use crate::schema::Kind;
+
+/// The namespace a component is put in on Kubernetes when it sets none: one per kind (a broker's
+/// is its type: `rabbitmq`, `kafka`, `mosquitto`).
+pub fn default_namespace(kind: Kind, type_name: &str) -> &str {
+    match kind {
+        Kind::ObjectStorage => "minio",
+        Kind::Database => "mongodb",
+        Kind::Broker => type_name,
+        Kind::Turn => "coturn",
+        Kind::Vault => "kerberos-vault",
+        Kind::Agent => "kerberos-agent",
+        Kind::Hub => "kerberos-hub",
+        Kind::Factory => "kerberos-factory",
+        Kind::DriftSchedule => "kdeploy",
+        Kind::Cluster | Kind::Chart | Kind::Data => "default",
+    }
+}
 
 /// A DNS-label-like name from a component address: `cluster.cloud` → `cloud`,
 /// `module.site.cluster.c["Front Door"]` → `site-c-front-door`. Lowercase letters, digits and

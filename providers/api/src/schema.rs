@@ -212,6 +212,9 @@ fn conform_object(fields: &[AttrSchema], items: &BTreeMap<String, Value>) -> Res
 pub enum DerivedDefault {
     /// The stack's name (`stack "NAME" {}`, else the stack directory's name).
     StackName,
+    /// The Kubernetes namespaces of the stack's components on the component's cluster, sorted:
+    /// each one's `namespace`, else its kind's (see [`crate::names::default_namespace`]).
+    StackNamespaces,
 }
 
 /// One attribute of a component schema.
@@ -975,13 +978,12 @@ fn build_schema(kind: Kind, type_name: &str) -> Option<ComponentSchema> {
             .default(crate::images::kdeploy())
             .push("files", AttrType::Map(Box::new(AttrType::String)), "Stack files to mount at /stack, e.g. { \"main.hcl\" = file(\"main.hcl\") }. The stack must use a shared state backend.")
             .required()
-            .push("namespaces", AttrType::List(Box::new(AttrType::String)), "Namespaces the job may read (the stack's; by default every namespace kdeploy puts components in).")
-            .default(Value::List(
-                ["kerberos-vault", "kerberos-agent", "kerberos-factory", "kerberos-hub", "mongodb", "minio", "rabbitmq", "kafka", "mosquitto", "vernemq", "coturn"]
-                    .iter()
-                    .map(|n| Value::string(*n))
-                    .collect(),
-            ))
+            .push(
+                "namespaces",
+                AttrType::List(Box::new(AttrType::String)),
+                "Namespaces the job may read (default: those of the stack's components on its cluster, as far as the stack tells without applying).",
+            )
+            .derived_default(DerivedDefault::StackNamespaces)
             .s("notify", "Webhook for drift reports (kdeploy drift --notify).")
             .sensitive()
             .map("labels", "Extra labels on every object.")

@@ -105,19 +105,7 @@ fn adopted_selector(attrs: &BTreeMap<String, Value>) -> Option<Json> {
 pub fn namespace(component: &ComponentRef, attrs: &BTreeMap<String, Value>) -> String {
     match attrs.get("namespace") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => match component.kind {
-            Kind::ObjectStorage => "minio",
-            Kind::Database => "mongodb",
-            Kind::Broker => component.type_name.as_str(),
-            Kind::Turn => "coturn",
-            Kind::Vault => "kerberos-vault",
-            Kind::Agent => "kerberos-agent",
-            Kind::Hub => "kerberos-hub",
-            Kind::Factory => "kerberos-factory",
-            Kind::DriftSchedule => "kdeploy",
-            Kind::Cluster | Kind::Chart | Kind::Data => "default",
-        }
-        .to_string(),
+        _ => kdeploy_provider::names::default_namespace(component.kind, &component.type_name).to_string(),
     }
 }
 
