@@ -188,8 +188,8 @@ pub fn change(style: Style, c: &Change) -> String {
     if let Some(id) = &c.import_id {
         let _ = writeln!(out, "  # (imported from {id:?})");
     }
-    // A deferred change's headline says why already.
-    if let Some(r) = c.reason.filter(|_| !c.deferred) {
+    // A deferred read's headline says why already.
+    if let Some(r) = c.reason.filter(|r| *r != super::ActionReason::ReadBecauseDependencyPending) {
         let _ = writeln!(out, "  # (because {})", r.describe());
     }
     if c.action == Action::Delete && c.delete_data {
