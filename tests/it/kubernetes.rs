@@ -493,33 +493,18 @@ fn drift_schedule_reads_the_namespaces_of_the_stacks_components_on_its_cluster()
     s.write(
         "main.hcl",
         &format!(
-            r#"cluster "central" {{
-  type       = "kubernetes"
-  kubeconfig = "{central_kc}"
-  context    = "test"
-}}
-
+            r#"{central}
 cluster "edge" {{
   type       = "kubernetes"
   kubeconfig = "{edge_kc}"
   context    = "test"
 }}
 
-database "meta" {{
-  cluster = cluster.central
-  type    = "mongodb"
-}}
-
-object_storage "rec" {{
-  cluster = cluster.central
-  type    = "minio"
-}}
-
 vault "main" {{
   cluster   = cluster.central
   namespace = "vault-site"
   database  = database.meta
-  storage   = object_storage.rec
+  storage   = object_storage.recordings
 }}
 
 broker "live" {{
@@ -539,7 +524,8 @@ drift_schedule "nightly" {{
   schedule = "17 3 * * *"
   files    = {{ "main.hcl" = "" }}
 }}
-"#
+"#,
+            central = crate::support::central_services(&format!("\"{central_kc}\""))
         ),
     );
     let plan = crate::support::run_binary(s.path(), &[], &["plan", "-json"]);
