@@ -602,7 +602,6 @@ pub fn root_output(scope: &Scope<'_>, decl: &super::OutputDecl) -> Result<Marked
     Ok(v)
 }
 
-/// Evaluates an instance's `type` (must be known) and returns its schema.
 /// The Kubernetes namespaces of the stack's components on `cluster` (a drift_schedule's default
 /// `namespaces`), sorted. A component whose cluster or namespace depends on its `each` or
 /// `count` is counted on every cluster, with its kind's namespace when its own cannot be told.
@@ -643,6 +642,7 @@ fn cluster_type(ctx: &Ctx<'_>, stack: &Stack, addr: &Address) -> Option<String> 
     component_type(&scope, decl).ok().map(|(t, _)| t)
 }
 
+/// Evaluates an instance's `type` (must be known) and returns its schema.
 pub fn component_type(scope: &Scope<'_>, decl: &ComponentDecl) -> Result<(String, &'static ComponentSchema), Diagnostic> {
     let kind = decl.kind;
     let valid = kind.types().join(", ");
