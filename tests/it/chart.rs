@@ -232,6 +232,22 @@ fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_inst
     let r = kdeploy(&e, &helm, &["plan", "-no-color"]);
     assert!(!r.stdout.contains("would stay pending"), "{}", r.text());
 
+    // Without the pool, a LoadBalancer Service that got an address shows that something gives them.
+    e.server.delete_object("metallb.io/v1beta1", "IPAddressPool", Some("metallb-system"), "default");
+    assert!(kdeploy(&e, &helm, &["plan", "-no-color"]).stdout.contains("would stay pending"), "the pool was the only sign");
+    e.server.put_object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ingress", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}, "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.99"}]}}}));
+    let r = kdeploy(&e, &helm, &["plan", "-no-color"]);
+    assert!(!r.stdout.contains("would stay pending"), "{}", r.text());
+    e.server.delete_object("v1", "Service", Some("default"), "ingress");
+
+    // Credentials that may not list Nodes: kdeploy cannot tell, and says nothing.
+    e.server.set_forbidden(vec![("list".into(), "nodes".into(), None)]);
+    let r = kdeploy(&e, &helm, &["plan", "-no-color"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(!r.stdout.contains("would stay pending"), "{}", r.text());
+    e.server.set_forbidden(vec![]);
+
     // A cluster whose nodes a cloud controller runs (EKS here) has one too.
     let cloud = crate::support::managed_cluster();
     let s = TestStack::new(&[]);

@@ -116,11 +116,11 @@ pub async fn gather(conn: &Conn) -> Facts {
     let mut f = Facts::default();
     match conn.list("v1", "Service", None, "").await {
         Ok(services) => f.served = services.iter().find(|s| has_address(s)).map(name_of),
-        Err(e) => f.unreadable = Some(f_unreadable("Services", e)),
+        Err(e) => f.unreadable = Some(failed("Services", e)),
     }
     match conn.list("v1", "Node", None, "").await {
         Ok(nodes) => f.node_providers = nodes.iter().filter_map(|n| n["spec"]["providerID"].as_str()?.split_once("://").map(|(s, _)| s.to_string())).collect(),
-        Err(e) => f.unreadable = Some(f_unreadable("Nodes", e)),
+        Err(e) => f.unreadable = Some(failed("Nodes", e)),
     }
     for (name, api_version, kind) in POOLS {
         if f.pools.iter().any(|(n, _)| n == name) {
@@ -130,22 +130,22 @@ pub async fn gather(conn: &Conn) -> Facts {
             Ok(None) => {}
             Ok(Some(_)) => match conn.list(api_version, kind, None, "").await {
                 Ok(pools) => f.pools.push((name.to_string(), pools.len())),
-                Err(e) => f.unreadable = Some(f_unreadable(kind, e)),
+                Err(e) => f.unreadable = Some(failed(kind, e)),
             },
-            Err(e) => f.unreadable = Some(f_unreadable(kind, e)),
+            Err(e) => f.unreadable = Some(failed(kind, e)),
         }
     }
     for (name, ns, cm) in CONFIG_MAPS {
         match conn.get(&crate::api::path("v1", "ConfigMap", Some(ns), Some(cm))).await {
             Ok(Some(_)) => f.configured.push(name.to_string()),
             Ok(None) => {}
-            Err(e) => f.unreadable = Some(f_unreadable("ConfigMaps", e)),
+            Err(e) => f.unreadable = Some(failed("ConfigMaps", e)),
         }
     }
     f
 }
 
-fn f_unreadable(what: &str, e: ApiError) -> String {
+fn failed(what: &str, e: ApiError) -> String {
     format!("{what}: {e:?}")
 }
 
