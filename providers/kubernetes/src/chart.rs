@@ -128,7 +128,8 @@ impl Chart {
         Ok(Chart {
             address: address.to_string(),
             source,
-            release: text(attrs, "release").unwrap_or_else(|| label.to_string()),
+            // Helm takes DNS names only (`chart "cert_manager"` is release cert-manager).
+            release: text(attrs, "release").unwrap_or_else(|| release_name(label)),
             namespace: text(attrs, "namespace").unwrap_or_else(|| "default".into()),
             values,
             helm: text(attrs, "helm"),
@@ -279,6 +280,13 @@ pub fn defined_kinds(objects: &[Json]) -> BTreeMap<(String, String), bool> {
     out
 }
 
+/// The release name Helm accepts for an instance name: its slug, at most 53 characters.
+fn release_name(label: &str) -> String {
+    let slug = kdeploy_provider::names::slug(label);
+    let cut = slug.get(..53).unwrap_or(&slug).trim_end_matches('-');
+    if cut.is_empty() { "release".to_string() } else { cut.to_string() }
+}
+
 /// Makes rendered objects kdeploy's: the release namespace on namespaced objects that name
 /// none, kdeploy's ownership label (replacing Helm's, so reads find them) and the component's
 /// address, the component's labels; CRDs first, then the rest in helm's install order.
@@ -322,6 +330,19 @@ mod tests {
     fn local() -> Chart {
         let values = Value::Map(attrs(&[("greeting", Value::string("hi"))]));
         Chart::of("chart.demo", "demo", &attrs(&[("path", Value::string("/charts/demo")), ("values", values)])).unwrap()
+    }
+
+    #[test]
+    fn the_default_release_name_is_one_helm_accepts() {
+        let path = attrs(&[("path", Value::string("/charts/x"))]);
+        let release = |label: &str| Chart::of("chart.x", label, &path).unwrap().release;
+        assert_eq!(release("demo"), "demo");
+        assert_eq!(release("cert_manager"), "cert-manager");
+        assert_eq!(release("Front Door"), "front-door");
+        assert_eq!(release(&"a".repeat(60)).len(), 53);
+        assert_eq!(release("__"), "release");
+        let given = attrs(&[("path", Value::string("/charts/x")), ("release", Value::string("mine"))]);
+        assert_eq!(Chart::of("chart.x", "cert_manager", &given).unwrap().release, "mine");
     }
 
     #[test]
