@@ -258,3 +258,84 @@ fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_inst
     assert!(r.stdout.contains("+ vault.main") || r.stdout.contains("vault.main will be created"), "{}", r.text());
     assert!(!r.stdout.contains("would stay pending"), "{}", r.text());
 }
+
+/// A Vault behind an Ingress (`ingress` is added to its block), and (`cert_manager`) a chart
+/// installing cert-manager's ClusterIssuer CRD.
+fn ingress_stack(kubeconfig: &str, ingress: &str, cert_manager: bool) -> String {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/cert-manager").display().to_string();
+    let block = if cert_manager { format!("chart \"cert_manager\" {{\n  path = \"{chart}\"\n}}\n") } else { String::new() };
+    format!(
+        r#"cluster "k8s" {{
+  type       = "kubernetes"
+  kubeconfig = "{kubeconfig}"
+  context    = "test"
+}}
+
+database "meta" {{
+  type = "mongodb"
+}}
+
+object_storage "rec" {{
+  type = "minio"
+}}
+{block}
+vault "main" {{
+  database     = database.meta
+  storage      = object_storage.rec
+  ingress_host = "vault.example.com"
+{ingress}}}
+"#
+    )
+}
+
+#[test]
+fn what_an_ingress_needs_from_its_cluster_is_reported_by_plan() {
+    let Some(helm) = helm() else { return };
+    let e = env();
+    let plan = |e: &Env| {
+        let r = kdeploy(e, &helm, &["plan", "-no-color"]);
+        assert_eq!(r.code, 0, "warnings do not stop the plan: {}", r.text());
+        r.stdout.lines().filter(|l| l.starts_with("Warning: vault.main: ")).map(str::to_string).collect::<Vec<_>>()
+    };
+
+    // A bare cluster: no ingress controller, no cert-manager.
+    e.s.write("main.hcl", &ingress_stack(&e.kubeconfig, "  cert_issuer  = \"letsencrypt\"\n", false));
+    let w = plan(&e);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("Warning: vault.main: The cluster has no IngressClass (no ingress controller): the Ingress for vault.example.com would not be served"),
+        "{w:?}"
+    );
+    assert!(w[0].contains("microk8s enable ingress"), "{w:?}");
+    assert!(w[1].starts_with("Warning: vault.main: cert-manager is not installed"), "{w:?}");
+
+    // A controller whose class is not the default: name it, or mark it.
+    e.server.put_object(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "public"}, "spec": {"controller": "k8s.io/ingress-nginx"}}),
+    );
+    let w = plan(&e);
+    assert!(w[0].contains("The cluster has no default IngressClass, and ingress_class is not set") && w[0].contains("one of public"), "{w:?}");
+    e.s.write("main.hcl", &ingress_stack(&e.kubeconfig, "  ingress_class = \"nginx\"\n  cert_issuer  = \"letsencrypt\"\n", false));
+    assert!(plan(&e)[0].contains("IngressClass \"nginx\" does not exist") && plan(&e)[0].contains("(public)"), "{:?}", plan(&e));
+
+    // cert-manager installed (its CRD, by a chart), then its ClusterIssuer.
+    e.s.write("main.hcl", &ingress_stack(&e.kubeconfig, "  ingress_class = \"public\"\n  cert_issuer  = \"letsencrypt\"\n", true));
+    let r = kdeploy(&e, &helm, &["apply", "-auto-approve", "-target", "chart.cert_manager"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let w = plan(&e);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("Warning: vault.main: ClusterIssuer \"letsencrypt\" does not exist"), "{w:?}");
+    e.server.put_object(json!({"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt"}, "spec": {"acme": {}}}));
+    assert_eq!(plan(&e), Vec::<String>::new());
+
+    // A certificate of one's own: its Secret must exist.
+    e.s.write("main.hcl", &ingress_stack(&e.kubeconfig, "  ingress_class      = \"public\"\n  ingress_tls_secret = \"vault-cert\"\n", true));
+    let w = plan(&e);
+    assert!(w.len() == 1 && w[0].contains("Secret kerberos-vault/vault-cert (ingress_tls_secret) does not exist"), "{w:?}");
+    e.server.put_object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kerberos-vault"}}));
+    e.server.put_object(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "vault-cert", "namespace": "kerberos-vault"},
+        "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}}),
+    );
+    assert_eq!(plan(&e), Vec::<String>::new());
+}

@@ -193,6 +193,7 @@ pub fn resource(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => ("clusterrolebindings", false),
         ("storage.k8s.io/v1", "StorageClass") => ("storageclasses", false),
         ("networking.k8s.io/v1", "Ingress") => ("ingresses", true),
+        ("networking.k8s.io/v1", "IngressClass") => ("ingressclasses", false),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => ("customresourcedefinitions", false),
         _ => return None,
     })

@@ -13,6 +13,7 @@ pub mod chart;
 pub mod exposure;
 pub mod fields;
 pub mod hub;
+pub mod ingress;
 pub mod node;
 pub mod render;
 pub mod wait;
@@ -536,6 +537,31 @@ impl KubernetesProvider {
         self.balancer_warning(&conn, &what, exposure::SERVICE_TYPE_FIX).await
     }
 
+    /// A component behind an Ingress (`ingress_host`): what the Ingress needs from the cluster,
+    /// checked when it is created or its Ingress settings change.
+    async fn ingress_warnings(&self, req: &PlanRequest<'_>, planned: &BTreeMap<String, Value>) -> Vec<String> {
+        const SETTINGS: [&str; 4] = ["ingress_host", "ingress_class", "cert_issuer", "ingress_tls_secret"];
+        if exposure::Exposure::of(planned) != exposure::Exposure::Ingress {
+            return Vec::new();
+        }
+        let prior = map_ref(req.prior);
+        let setting = |m: &BTreeMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or_default();
+        if req.prior.is_some() && SETTINGS.iter().all(|k| setting(prior, k).same_as(&setting(planned, k))) {
+            return Vec::new();
+        }
+        // A cluster created by this apply cannot be asked yet.
+        let Ok(conn) = self.conn(req.cluster).await else { return Vec::new() };
+        let text = |k: &str| planned.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        let wanted = ingress::Wanted {
+            host: text("ingress_host").unwrap_or_default(),
+            namespace: render::namespace(&req.component, planned),
+            class: text("ingress_class"),
+            issuer: text("cert_issuer"),
+            tls_secret: text("ingress_tls_secret"),
+        };
+        ingress::problems(&wanted, &ingress::gather(&conn, &wanted).await)
+    }
+
     /// A rendered chart's LoadBalancer Services; a chart that installs a load-balancer
     /// implementation is remembered, so the components planned after it (those that depend on
     /// it) are not warned.
@@ -958,6 +984,7 @@ impl Provider for KubernetesProvider {
         if let Some(w) = self.exposure_warning(&req, planned, objects.as_deref()).await {
             resp.warnings.push(w);
         }
+        resp.warnings.extend(self.ingress_warnings(&req, planned).await);
         let (Some(prior), Some(objects)) = (req.prior, objects) else {
             unknown_objects(planned);
             return Ok(resp);

@@ -52,6 +52,7 @@ pub static RESOURCES: &[Res] = &[
     r("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], true, true),
     r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], true, true),
     r("", "v1", "nodes", "node", "Node", false, &["no"], true, false),
+    r("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, &[], false, false),
 ];
 
 pub const NS: usize = 0;
