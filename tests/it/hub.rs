@@ -243,6 +243,25 @@ fn an_on_demand_forward_gets_the_hubs_url_cloud_key_and_user_name() {
 }
 
 #[test]
+fn a_hub_behind_an_ingress_is_told_at_plan_what_the_cluster_lacks() {
+    let Some(helm) = helm() else { return };
+    let server = TestServer::start(Options::default());
+    let s = TestStack::new(&[]);
+    let kubeconfig = server.write_kubeconfig(s.path(), "test").display().to_string();
+    s.write("main.hcl", &stack_with(&kubeconfig, true, "  ingress = \"nginx\"\n", ""));
+    // The chart's Ingress (class nginx, cert-manager's letsencrypt-prod): neither is on the cluster.
+    let r = kdeploy(s.path(), &helm, &["plan", "-no-color"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    let warnings: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("Warning: hub.main: ")).collect();
+    assert_eq!(warnings.len(), 2, "one per missing piece: {warnings:?}");
+    assert!(
+        warnings[0].contains("The cluster has no IngressClass (no ingress controller): the Ingress for api.hub.example.com would not be served"),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].contains("cert-manager is not installed") && warnings[1].contains("\"letsencrypt-prod\""), "{warnings:?}");
+}
+
+#[test]
 fn a_hub_load_balancer_without_an_implementation_fails_with_what_to_install() {
     let Some(helm) = helm() else { return };
     let server = TestServer::start(Options::default());

@@ -35,6 +35,27 @@ pub struct Found {
     pub tls_secret: Option<bool>,
 }
 
+impl Wanted {
+    /// What a rendered Ingress asks for (a chart's): its class from `spec.ingressClassName` or
+    /// the older `kubernetes.io/ingress.class` annotation, cert-manager's `cluster-issuer`
+    /// annotation, and its TLS Secret unless that issuer makes it.
+    pub fn of_object(o: &Json) -> Option<Wanted> {
+        if o["kind"] != "Ingress" {
+            return None;
+        }
+        let text = |v: &Json| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let annotations = &o["metadata"]["annotations"];
+        let issuer = text(&annotations["cert-manager.io/cluster-issuer"]);
+        Some(Wanted {
+            host: text(&o["spec"]["rules"][0]["host"]).unwrap_or_else(|| o["metadata"]["name"].as_str().unwrap_or_default().to_string()),
+            namespace: text(&o["metadata"]["namespace"]).unwrap_or_else(|| "default".into()),
+            class: text(&o["spec"]["ingressClassName"]).or_else(|| text(&annotations["kubernetes.io/ingress.class"])),
+            tls_secret: if issuer.is_some() { None } else { text(&o["spec"]["tls"][0]["secretName"]) },
+            issuer,
+        })
+    }
+}
+
 /// One warning per missing piece, each starting with what is missing.
 pub fn problems(w: &Wanted, f: &Found) -> Vec<String> {
     let mut out = Vec::new();
@@ -150,6 +171,29 @@ mod tests {
         let tls = Wanted { tls_secret: Some("vault-cert".into()), ..wanted() };
         let no_secret = problems(&tls, &Found { classes: ok.clone(), tls_secret: Some(false), ..Found::default() });
         assert!(no_secret[0].starts_with("Secret kerberos-vault/vault-cert (ingress_tls_secret) does not exist"), "{}", no_secret[0]);
+    }
+
+    #[test]
+    fn a_rendered_ingress_says_what_it_asks_for() {
+        let o = serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "hub-api", "namespace": "kerberos-hub", "annotations": {"kubernetes.io/ingress.class": "nginx", "cert-manager.io/cluster-issuer": "le"}},
+            "spec": {"rules": [{"host": "api.hub.example.com"}], "tls": [{"hosts": ["api.hub.example.com"], "secretName": "hub-api-tls"}]}});
+        let w = Wanted::of_object(&o).expect("an Ingress");
+        assert_eq!(
+            w,
+            Wanted {
+                host: "api.hub.example.com".into(),
+                namespace: "kerberos-hub".into(),
+                class: Some("nginx".into()),
+                issuer: Some("le".into()),
+                tls_secret: None
+            },
+            "the issuer makes the Secret"
+        );
+        let own = serde_json::json!({"kind": "Ingress", "metadata": {"name": "x", "namespace": "n"}, "spec": {"ingressClassName": "public", "tls": [{"secretName": "mine"}]}});
+        let w = Wanted::of_object(&own).unwrap();
+        assert_eq!((w.host.as_str(), w.class.as_deref(), w.tls_secret.as_deref()), ("x", Some("public"), Some("mine")));
+        assert_eq!(Wanted::of_object(&serde_json::json!({"kind": "Service"})), None);
     }
 
     #[test]

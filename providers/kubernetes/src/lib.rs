@@ -579,10 +579,26 @@ impl KubernetesProvider {
         self.balancer_warning(conn, &balancer::named(&services), fix).await
     }
 
+    /// What a rendered chart's Ingresses need from the cluster; a problem several of them share
+    /// (no ingress controller) is told once.
+    async fn chart_ingresses(&self, conn: &Conn, objects: &[Json]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for wanted in objects.iter().filter_map(ingress::Wanted::of_object) {
+            for p in ingress::problems(&wanted, &ingress::gather(conn, &wanted).await) {
+                let first = |w: &str| w.split(": ").next().unwrap_or_default().to_string();
+                if !out.iter().any(|o| first(o) == first(&p)) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     /// A chart created with values only apply will know (Hub's Vault keys): rendered with
-    /// placeholders for them, only to see which LoadBalancer Services it writes. Nothing when
-    /// that rendering fails (apply reports what is wrong) or the cluster cannot be asked yet.
-    async fn sketch_warning(&self, req: &PlanRequest<'_>, planned: &BTreeMap<String, Value>) -> Option<String> {
+    /// placeholders for them, only to see which LoadBalancer Services and Ingresses it writes.
+    /// Nothing when that rendering fails (apply reports what is wrong) or the cluster cannot be
+    /// asked yet.
+    async fn sketch_warnings(&self, req: &PlanRequest<'_>, planned: &BTreeMap<String, Value>) -> Option<Vec<String>> {
         let conn = self.conn(req.cluster).await.ok()?;
         let attrs = map_of(Some(&placeholders(&Value::Map(planned.clone()))));
         let refs: BTreeMap<String, Reference> = req
@@ -592,7 +608,9 @@ impl KubernetesProvider {
             .collect();
         let ch = chart_of(&req.component, &attrs, &refs).ok()?;
         let objects = self.chart_objects(&conn, &ch, &req.component, &refs).await.ok()?;
-        self.chart_balancers(&conn, &req.component, &objects).await
+        let mut warnings: Vec<String> = self.chart_balancers(&conn, &req.component, &objects).await.into_iter().collect();
+        warnings.extend(self.chart_ingresses(&conn, &objects).await);
+        Some(warnings)
     }
 
     /// A chart's objects: `helm template`, then made kdeploy's ([`chart::adopt`]), the scope of
@@ -648,9 +666,9 @@ impl KubernetesProvider {
         planned.remove(CHART_DIGEST);
         if !all_known(c.kind, planned, req.refs) {
             if req.prior.is_none()
-                && let Some(w) = self.sketch_warning(req, planned).await
+                && let Some(w) = self.sketch_warnings(req, planned).await
             {
-                resp.warnings.push(w);
+                resp.warnings.extend(w);
             }
             unknown(planned, &[OBJECTS, DIGEST, CHART_DIGEST]);
             return Ok(resp);
@@ -673,6 +691,7 @@ impl KubernetesProvider {
         if let Some(w) = self.chart_balancers(&conn, c, &objects).await {
             resp.warnings.push(w);
         }
+        resp.warnings.extend(self.chart_ingresses(&conn, &objects).await);
         if req.prior.is_none() {
             unknown(planned, &[OBJECTS, DIGEST]);
             return Ok(resp);
