@@ -163,17 +163,9 @@ fn a_chart_without_helm_is_a_clear_error_at_plan() {
     assert!(text.contains("KDEPLOY_HELM"), "{text}");
 }
 
-/// A Vault behind a LoadBalancer Service, and (`metallb`) a chart installing MetalLB's
-/// IPAddressPool CRD, with a pool when `addresses` is not empty, which the Vault depends on.
-fn balanced_stack(kubeconfig: &str, metallb: Option<&str>) -> String {
-    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/metallb").display().to_string();
-    let (block, depends) = match metallb {
-        Some(addresses) => (
-            format!("chart \"metallb\" {{\n  path      = \"{chart}\"\n  namespace = \"metallb-system\"\n  values    = {{ addresses = \"{addresses}\" }}\n}}\n"),
-            "  depends_on   = [chart.metallb]\n",
-        ),
-        None => (String::new(), ""),
-    };
+/// A cluster with MongoDB, MinIO and a Vault on it: `charts` (blocks) before the Vault, `vault`
+/// (lines) added to its block.
+fn vault_stack(kubeconfig: &str, charts: &str, vault: &str) -> String {
     format!(
         r#"cluster "k8s" {{
   type       = "kubernetes"
@@ -188,14 +180,27 @@ database "meta" {{
 object_storage "rec" {{
   type = "minio"
 }}
-{block}
+{charts}
 vault "main" {{
-  database     = database.meta
-  storage      = object_storage.rec
-  service_type = "LoadBalancer"
-{depends}}}
+  database = database.meta
+  storage  = object_storage.rec
+{vault}}}
 "#
     )
+}
+
+/// A Vault behind a LoadBalancer Service, and (`metallb`) a chart installing MetalLB's
+/// IPAddressPool CRD, with a pool when `addresses` is not empty, which the Vault depends on.
+fn balanced_stack(kubeconfig: &str, metallb: Option<&str>) -> String {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/metallb").display().to_string();
+    let (block, depends) = match metallb {
+        Some(addresses) => (
+            format!("chart \"metallb\" {{\n  path      = \"{chart}\"\n  namespace = \"metallb-system\"\n  values    = {{ addresses = \"{addresses}\" }}\n}}\n"),
+            "  depends_on   = [chart.metallb]\n",
+        ),
+        None => (String::new(), ""),
+    };
+    vault_stack(kubeconfig, &block, &format!("  service_type = \"LoadBalancer\"\n{depends}"))
 }
 
 #[test]
@@ -264,28 +269,7 @@ fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_inst
 fn ingress_stack(kubeconfig: &str, ingress: &str, cert_manager: bool) -> String {
     let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/cert-manager").display().to_string();
     let block = if cert_manager { format!("chart \"cert_manager\" {{\n  path = \"{chart}\"\n}}\n") } else { String::new() };
-    format!(
-        r#"cluster "k8s" {{
-  type       = "kubernetes"
-  kubeconfig = "{kubeconfig}"
-  context    = "test"
-}}
-
-database "meta" {{
-  type = "mongodb"
-}}
-
-object_storage "rec" {{
-  type = "minio"
-}}
-{block}
-vault "main" {{
-  database     = database.meta
-  storage      = object_storage.rec
-  ingress_host = "vault.example.com"
-{ingress}}}
-"#
-    )
+    vault_stack(kubeconfig, &block, &format!("  ingress_host = \"vault.example.com\"\n{ingress}"))
 }
 
 #[test]
