@@ -167,13 +167,20 @@ async fn service_url(conn: &Conn, service: &Json, deadline: Instant, timeout: Du
             None => return Err(ProviderError::other(format!("Service {name} was deleted while waiting for its load-balancer address"))),
         }
     }
-    Err(ProviderError::new(ErrorKind::Timeout, pending_message(&name, ns.as_deref().unwrap_or("default"), timeout, fix)))
+    let support = crate::balancer::judge(&crate::balancer::gather(conn).await);
+    Err(ProviderError::new(ErrorKind::Timeout, pending_message(&name, ns.as_deref().unwrap_or("default"), timeout, fix, &support)))
 }
 
-/// Why a LoadBalancer Service has no address, and what to do.
-fn pending_message(name: &str, ns: &str, timeout: Duration, fix: &str) -> String {
+/// Why a LoadBalancer Service has no address, as far as the cluster tells, and what to do.
+fn pending_message(name: &str, ns: &str, timeout: Duration, fix: &str, support: &crate::balancer::Support) -> String {
+    use crate::balancer::Support;
+    let why = match support {
+        Support::Absent(why) => why.clone(),
+        Support::Present(sign) => format!("the cluster seems to have a load-balancer implementation ({sign}), but it gave none: its address pool may be exhausted, or its controller is not running"),
+        Support::Unknown => "the cluster has no load-balancer implementation (a cloud controller, or MetalLB: `microk8s enable metallb:RANGE` on MicroK8s), or its address pool is exhausted".into(),
+    };
     format!(
-        "Service {ns}/{name} of type LoadBalancer got no address within {}s: the cluster has no load-balancer implementation (a cloud controller, or MetalLB: `microk8s enable metallb:RANGE` on MicroK8s), or its address pool is exhausted. Install one, raise readiness_timeout, or {fix}; `kubectl -n {ns} describe service {name}` shows its events",
+        "Service {ns}/{name} of type LoadBalancer got no address within {}s: {why}. Install one, raise readiness_timeout, or {fix}; `kubectl -n {ns} describe service {name}` shows its events",
         timeout.as_secs()
     )
 }
@@ -244,6 +251,22 @@ mod tests {
         assert_eq!(outside_mqtt(&lb, &cluster, &addr()), (Value::string("tcp://192.0.2.7:1883"), Value::string("ws://192.0.2.7:8080")));
         let internal = attrs(&[("service_type", Value::string("ClusterIP"))]);
         assert_eq!(outside_mqtt(&internal, &cluster, &addr()), (Value::Null, Value::Null));
+    }
+
+    #[test]
+    fn a_pending_balancer_is_explained_by_what_the_cluster_shows() {
+        use crate::balancer::Support;
+        let t = Duration::from_secs(3);
+        let absent = pending_message("v", "ns", t, "do X", &Support::Absent("MetalLB is installed but has no IPAddressPool".into()));
+        assert!(absent.starts_with("Service ns/v of type LoadBalancer got no address within 3s: MetalLB is installed but has no IPAddressPool. "), "{absent}");
+        assert!(absent.contains("or do X; `kubectl -n ns describe service v`"), "{absent}");
+        let present = pending_message("v", "ns", t, "do X", &Support::Present("its nodes are run by the aws cloud controller".into()));
+        assert!(
+            present.contains("seems to have a load-balancer implementation (its nodes are run by the aws cloud controller), but it gave none"),
+            "{present}"
+        );
+        let unknown = pending_message("v", "ns", t, "do X", &Support::Unknown);
+        assert!(unknown.contains("no load-balancer implementation") && unknown.contains("microk8s enable metallb"), "{unknown}");
     }
 
     #[test]
