@@ -379,9 +379,14 @@ impl Note {
         Note { summary: text[..end].trim_end_matches('.').to_string(), text, span: None }
     }
 
-    /// A warning diagnostic of the planning, with its span.
-    pub fn from_diagnostic(d: &crate::diag::Diagnostic) -> Note {
-        Note { summary: d.summary.clone(), text: format!("{}: {}", d.summary, d.detail), span: d.span.clone() }
+    /// A warning diagnostic of the planning, with its span; the text ends with where it is
+    /// (`on main.hcl:18:1`) when `sources` can tell.
+    pub fn from_diagnostic(d: &crate::diag::Diagnostic, sources: Option<&crate::diag::SourceMap>) -> Note {
+        let mut text = format!("{}: {}", d.summary, d.detail);
+        if let (Some(sources), Some(span)) = (sources, &d.span) {
+            text.push_str(&format!("\n  on {}", sources.location(span)));
+        }
+        Note { summary: d.summary.clone(), text, span: d.span.clone() }
     }
 }
 
@@ -427,7 +432,7 @@ mod tests {
     #[test]
     fn notes_keep_their_summary_and_save_as_their_text() {
         let d = Diagnostic::warning("Resource targeting is in effect", "The plan may be incomplete.");
-        let note = Note::from_diagnostic(&d);
+        let note = Note::from_diagnostic(&d, None);
         assert_eq!(note.summary, "Resource targeting is in effect");
         let saved = serde_json::to_string(&note).unwrap();
         assert_eq!(saved, "\"Resource targeting is in effect: The plan may be incomplete.\"");

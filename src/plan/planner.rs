@@ -102,7 +102,7 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     if diags.has_errors() {
         return Err(diags);
     }
-    notes.extend(diags.0.iter().filter(|d| d.severity == crate::diag::Severity::Warning).map(Note::from_diagnostic));
+    notes.extend(diags.0.iter().filter(|d| d.severity == crate::diag::Severity::Warning).map(|d| Note::from_diagnostic(d, Some(sources))));
     changes.sort_by(|a, b| a.address.cmp(&b.address));
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),

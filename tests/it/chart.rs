@@ -215,6 +215,11 @@ fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_inst
     let r = kdeploy(&e, &helm, &["plan", "-no-color", "-detailed-exitcode"]);
     assert_eq!(r.code, 2, "a warning does not stop the plan: {}", r.text());
     assert!(r.stdout.contains(&format!("{pending}: the cluster has no load-balancer implementation")), "{}", r.text());
+    assert!(
+        r.stdout.contains("alternatively, set service_type = \"NodePort\" (reached on the cluster's node address)\n  on main.hcl:15:1\n"),
+        "where: {}",
+        r.text()
+    );
     assert!(r.stdout.contains("`microk8s enable metallb:FIRST_IP-LAST_IP`") && r.stdout.contains("set service_type = \"NodePort\""), "{}", r.text());
     let json = kdeploy(&e, &helm, &["plan", "-json"]);
     assert!(json.stdout.contains("vault.main: Its Service of type LoadBalancer would stay pending"), "in the machine-readable plan: {}", json.text());
