@@ -207,7 +207,7 @@ fn balanced_stack(kubeconfig: &str, metallb: Option<&str>) -> String {
 fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_install() {
     let Some(helm) = helm() else { return };
     let e = env();
-    let pending = "Warning: vault.main: Its Service of type LoadBalancer would stay pending";
+    let pending = "Warning: vault.main: Service kerberos-vault/vault-main of type LoadBalancer would stay pending";
 
     // A bare cluster: no LoadBalancer Service has an address, its node has no cloud provider,
     // and no implementation is installed.
@@ -222,7 +222,11 @@ fn a_load_balancer_that_would_stay_pending_is_reported_by_plan_with_what_to_inst
     );
     assert!(r.stdout.contains("`microk8s enable metallb:FIRST_IP-LAST_IP`") && r.stdout.contains("set service_type = \"NodePort\""), "{}", r.text());
     let json = kdeploy(&e, &helm, &["plan", "-json"]);
-    assert!(json.stdout.contains("vault.main: Its Service of type LoadBalancer would stay pending"), "in the machine-readable plan: {}", json.text());
+    assert!(
+        json.stdout.contains("vault.main: Service kerberos-vault/vault-main of type LoadBalancer would stay pending"),
+        "in the machine-readable plan: {}",
+        json.text()
+    );
 
     // A chart the Vault depends on installs MetalLB: planned first, it answers the question.
     e.s.write("main.hcl", &balanced_stack(&e.kubeconfig, Some("")));

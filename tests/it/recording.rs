@@ -440,7 +440,7 @@ fn a_central_vault_behind_a_load_balancer_or_an_ingress_serves_agents_on_other_k
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(r.stdout.contains("+ external_url") && r.stdout.contains("(known after apply)"), "the address comes with apply: {}", r.text());
     assert!(
-        r.stdout.contains("Warning: vault.central: Its Service of type LoadBalancer would stay pending: the cluster has no load-balancer implementation"),
+        r.stdout.contains("Warning: vault.central: Service kerberos-vault/vault-central of type LoadBalancer would stay pending: the cluster has no load-balancer implementation"),
         "told before apply: {}",
         r.text()
     );

@@ -530,10 +530,11 @@ impl KubernetesProvider {
         }
         // A cluster created by this apply cannot be asked yet.
         let conn = self.conn(req.cluster).await.ok()?;
-        let what = match objects.map(balancer::balancers) {
-            Some(services) if !services.is_empty() => balancer::named(&services),
-            _ => "Its Service".to_string(),
-        };
+        // Named as rendering would name it, also when it cannot render yet.
+        let services = objects.map(balancer::balancers).filter(|s| !s.is_empty());
+        let what = balancer::named(
+            &services.unwrap_or_else(|| vec![format!("{}/{}", namespace(&req.component, planned), render::service_name(&req.component.address, planned))]),
+        );
         self.balancer_warning(&conn, &what, exposure::SERVICE_TYPE_FIX).await
     }
 
