@@ -271,6 +271,22 @@ fn ingress_on_docker(inputs: &Attrs, cluster_type: Option<&str>) -> Vec<Problem>
         .collect()
 }
 
+type UploadOf = fn(&Attrs, &Attrs, &str) -> Result<vault::Upload, vault::Unresolved>;
+
+/// The folder a component uploads under in its `vault` (`upload` finds the account), set as
+/// `attr`: unknown while the account is, nothing without a vault.
+fn upload_folder(component: &ComponentRef, attrs: &mut Attrs, refs: &BTreeMap<String, Reference>, attr: &str, upload: UploadOf) -> Result<(), String> {
+    let Some(v) = refs.get("vault") else { return Ok(()) };
+    let none = Attrs::new();
+    let folder = match upload(attrs, v.attributes.as_map().unwrap_or(&none), &v.component.address.to_string()) {
+        Ok(up) => Value::String(up.directory),
+        Err(vault::Unresolved::Unknown) => Value::Unknown(format!("{}.{attr}", component.address)),
+        Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
+    };
+    attrs.insert(attr.into(), folder);
+    Ok(())
+}
+
 /// Computed attributes every runtime derives the same way, after its own (names, endpoints)
 /// and the generated secrets: a vault's `vault_configuration`, an agent's `upload_directory`,
 /// a hub's `hub_username`.
@@ -286,28 +302,8 @@ pub fn fill_derived(component: &ComponentRef, attrs: &mut Attrs, refs: &BTreeMap
             };
             attrs.insert(vault::CONFIG_ATTR.into(), v);
         }
-        Kind::Agent => {
-            let Some(v) = refs.get("vault") else { return Ok(()) };
-            let none = Attrs::new();
-            let vault_attrs = v.attributes.as_map().unwrap_or(&none);
-            let dir = match vault::upload_for(attrs, vault_attrs, &v.component.address.to_string()) {
-                Ok(up) => Value::String(up.directory),
-                Err(vault::Unresolved::Unknown) => unknown("upload_directory"),
-                Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
-            };
-            attrs.insert("upload_directory".into(), dir);
-        }
-        Kind::Hub => {
-            let Some(v) = refs.get("vault") else { return Ok(()) };
-            let none = Attrs::new();
-            let vault_attrs = v.attributes.as_map().unwrap_or(&none);
-            let name = match vault::hub_upload(attrs, vault_attrs, &v.component.address.to_string()) {
-                Ok(up) => Value::String(up.directory),
-                Err(vault::Unresolved::Unknown) => unknown("hub_username"),
-                Err(vault::Unresolved::Invalid(m)) => return Err(format!("{}: {m}.", component.address)),
-            };
-            attrs.insert("hub_username".into(), name);
-        }
+        Kind::Agent => upload_folder(component, attrs, refs, "upload_directory", vault::upload_for)?,
+        Kind::Hub => upload_folder(component, attrs, refs, "hub_username", vault::hub_upload)?,
         _ => {}
     }
     Ok(())
