@@ -55,7 +55,12 @@ pub async fn plan(input: PlanInput<'_>) -> Result<(Plan, Refreshed), Diagnostics
     imports.retain(|a, _| state.resource(a).is_none());
 
     let pending = pending_reads(state, &PendingCtx { expanded, eval: &eval, types: &types });
-    let refreshed = if options.refresh { super::refresh::refresh(state, providers, &pending).await? } else { recorded_only(state) };
+    let refreshed = if options.refresh {
+        super::refresh::settle_interrupted(state).await;
+        super::refresh::refresh(state, providers, &pending).await?
+    } else {
+        recorded_only(state)
+    };
 
     let mut planner = Planner {
         stack,

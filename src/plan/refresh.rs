@@ -82,6 +82,31 @@ pub struct PendingRead {
 
 /// Reads every recorded resource, one batched call per provider, and compares with state.
 /// `extra` are objects interrupted operations may have left unrecorded: the live system decides.
+/// How long a request a killed run sent may still be carried out by its target (a Docker
+/// engine finishing a container create after its client died).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits until the operations an interrupted run started have had [`SETTLE`] to finish, so
+/// that reading them does not find nothing while the target is still creating the object
+/// (which would then be left behind, recorded nowhere). Only a run right after the
+/// interruption waits; a start time in the future (another machine's clock) waits at most
+/// [`SETTLE`].
+pub async fn settle_interrupted(state: &State) {
+    if let Some(wait) = settle_wait(&state.pending, time::OffsetDateTime::now_utc()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// How long to wait at `now` for [`settle_interrupted`]; None when every operation is older.
+fn settle_wait(pending: &[kdeploy_state::PendingOp], now: time::OffsetDateTime) -> Option<std::time::Duration> {
+    pending
+        .iter()
+        .filter_map(|p| time::OffsetDateTime::parse(&p.started_at, &time::format_description::well_known::Rfc3339).ok())
+        .filter_map(|started| std::time::Duration::try_from(started + SETTLE - now).ok())
+        .max()
+        .map(|w| w.min(SETTLE))
+}
+
 pub async fn refresh(state: &State, providers: &Providers, extra: &[PendingRead]) -> Result<Refreshed, Diagnostics> {
     let mut out = Refreshed::default();
     let mut diags = Diagnostics::new();
@@ -301,4 +326,26 @@ pub fn orphan_deletes(pending: &[PendingRead], expanded: &Expanded, refreshed: &
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use kdeploy_state::{PendingKind, PendingOp};
+
+    use super::{SETTLE, settle_wait};
+
+    fn started(at: &str) -> PendingOp {
+        PendingOp { started_at: at.into(), ..PendingOp::start(&"agent.cam".parse().unwrap(), PendingKind::Create, None) }
+    }
+
+    #[test]
+    fn a_run_right_after_an_interruption_waits_out_the_settle_time_and_no_longer() {
+        let now = time::macros::datetime!(2026-11-28 09:25:19 UTC);
+        assert_eq!(settle_wait(&[started("2026-11-28T09:25:18Z")], now), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(settle_wait(&[started("2026-11-28T09:25:10Z")], now), None, "long finished");
+        assert_eq!(settle_wait(&[started("2026-11-28T09:25:10Z"), started("2026-11-28T09:25:19Z")], now), Some(SETTLE), "the latest decides");
+        assert_eq!(settle_wait(&[started("2026-11-28T10:00:00Z")], now), Some(SETTLE), "another machine's clock ahead: at most the settle time");
+        assert_eq!(settle_wait(&[started("not a time")], now), None);
+        assert_eq!(settle_wait(&[], now), None);
+    }
 }
